@@ -1,0 +1,69 @@
+#pragma once
+// The plan catalog: plans, their prices, features, limits and the role each grants.
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "domain/ids.hpp"
+#include "domain/money.hpp"
+#include "domain/result.hpp"
+#include "domain/time.hpp"
+
+namespace tally {
+
+/// One price of a plan. Matched to Stripe by `lookup_key` first, then by `stripe_price_id`.
+struct CatalogPrice {
+    BillingInterval interval;
+    Money unit_amount;
+    std::string lookup_key;                     // e.g. "starter_monthly"; empty for free plans
+    std::optional<std::string> stripe_price_id;  // price_..., when pinned in config or learned from Stripe
+};
+
+/// A plan. `rank` is its position in the catalog: later plans are higher.
+struct Plan {
+    PlanId id;
+    std::string name;
+    std::string role;  // role granted while a subscription to it entitles
+    int rank = 0;
+    std::vector<CatalogPrice> prices;
+    std::map<std::string, bool> features;
+    std::map<std::string, int64_t> limits;
+    int64_t credits_monthly = 0;  // credit allowance granted each month (later: the credit ledger)
+};
+
+/// A plan and one of its prices, as found by a Stripe price.
+struct PriceMatch {
+    const Plan* plan = nullptr;
+    const CatalogPrice* price = nullptr;
+};
+
+/// The validated, immutable catalog. Thread-safe for concurrent reads once built.
+class Catalog {
+public:
+    /// Validates and builds a catalog. |roles| are ordered lowest first. Errors are kInvalidArgument whose
+    /// param is the JSON path at fault (e.g. "plans[2].prices[0].lookup_key"): duplicate plan ids or lookup
+    /// keys, unknown roles, a missing default plan, a paid default plan, negative amounts or limits, or
+    /// plans that disagree on which features and limits exist.
+    static Result<Catalog> Create(std::vector<std::string> roles, std::vector<Plan> plans, PlanId default_plan);
+
+    const std::vector<Plan>& plans() const { return plans_; }
+    const std::vector<std::string>& roles() const { return roles_; }
+    const Plan& default_plan() const { return plans_[default_index_]; }
+    /// The lowest role: what a customer without an entitling subscription gets.
+    const std::string& default_role() const { return roles_.front(); }
+
+    const Plan* FindPlan(const PlanId& id) const;
+    /// Matches by lookup_key when non-empty, else by Stripe price id; an empty match if neither is known.
+    PriceMatch MatchPrice(const std::string& lookup_key, const std::string& stripe_price_id) const;
+    /// Rank of a role (0 = lowest), or -1 if the catalog does not define it.
+    int RoleRank(const std::string& role) const;
+
+private:
+    std::vector<std::string> roles_;
+    std::vector<Plan> plans_;
+    size_t default_index_ = 0;
+};
+
+}  // namespace tally

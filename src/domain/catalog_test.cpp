@@ -1,0 +1,62 @@
+#include "domain/catalog.hpp"
+
+#include <gtest/gtest.h>
+
+namespace tally {
+namespace {
+
+Money Usd(int64_t minor) { return Money(minor, Currency::Parse("usd").value()); }
+
+std::vector<Plan> TwoPlans() {
+    Plan free{PlanId("free"), "Free", "member", 0, {{{BillingInterval::Unit::kMonth, 1}, Usd(0), "", std::nullopt}},
+              {{"ai", false}}, {{"projects", 1}}, 0};
+    Plan pro{PlanId("pro"), "Pro", "professional", 0,
+             {{{BillingInterval::Unit::kMonth, 1}, Usd(6000), "pro_monthly", std::nullopt},
+              {{BillingInterval::Unit::kYear, 1}, Usd(60000), "pro_yearly", std::string("price_123")}},
+             {{"ai", true}}, {{"projects", 3}}, 1000};
+    return {free, pro};
+}
+
+TEST(CatalogTest, BuildsAndMatchesByLookupKeyThenPriceId) {
+    auto catalog = Catalog::Create({"member", "professional"}, TwoPlans(), PlanId("free"));
+    ASSERT_TRUE(catalog.ok()) << catalog.error().message;
+    EXPECT_EQ(catalog->default_plan().id.str(), "free");
+    EXPECT_EQ(catalog->default_role(), "member");
+    EXPECT_EQ(catalog->MatchPrice("pro_monthly", "price_unknown").plan->id.str(), "pro");
+    EXPECT_EQ(catalog->MatchPrice("", "price_123").price->lookup_key, "pro_yearly");
+    EXPECT_EQ(catalog->MatchPrice("nope", "price_nope").plan, nullptr);
+    EXPECT_EQ(catalog->RoleRank("professional"), 1);
+    EXPECT_EQ(catalog->RoleRank("admin"), -1);
+    EXPECT_EQ(catalog->FindPlan(PlanId("pro"))->rank, 1);
+}
+
+TEST(CatalogTest, ValidationErrorsNameThePath) {
+    struct Case {
+        const char* name;
+        void (*mutate)(std::vector<Plan>&);
+        const char* param;
+    };
+    const Case cases[] = {
+        {"dup id", [](std::vector<Plan>& p) { p[1].id = PlanId("free"); }, "plans[1].id"},
+        {"unknown role", [](std::vector<Plan>& p) { p[1].role = "admin"; }, "plans[1].role"},
+        {"dup lookup", [](std::vector<Plan>& p) { p[1].prices[1].lookup_key = "pro_monthly"; }, "plans[1].prices[1].lookup_key"},
+        {"paid without key", [](std::vector<Plan>& p) { p[1].prices[0].lookup_key = ""; }, "plans[1].prices[0].lookup_key"},
+        {"negative", [](std::vector<Plan>& p) { p[1].prices[0].unit_amount = Usd(-1); }, "plans[1].prices[0].amount"},
+        {"missing feature", [](std::vector<Plan>& p) { p[1].features = {{"other", true}}; }, "plans[1].features"},
+        {"extra limit", [](std::vector<Plan>& p) { p[1].limits["seats"] = 2; }, "plans[1].limits"},
+        {"negative limit", [](std::vector<Plan>& p) { p[1].limits["projects"] = -1; }, "plans[1].limits.projects"},
+        {"paid default", [](std::vector<Plan>& p) { p[0].prices[0].unit_amount = Usd(100); p[0].prices[0].lookup_key = "x"; }, "plans[0].prices"},
+    };
+    for (const auto& c : cases) {
+        auto plans = TwoPlans();
+        c.mutate(plans);
+        auto catalog = Catalog::Create({"member", "professional"}, plans, PlanId("free"));
+        ASSERT_FALSE(catalog.ok()) << c.name;
+        EXPECT_EQ(catalog.error().param, c.param) << c.name << ": " << catalog.error().message;
+    }
+    EXPECT_EQ(Catalog::Create({"member", "professional"}, TwoPlans(), PlanId("gold")).error().param, "default_plan");
+    EXPECT_EQ(Catalog::Create({}, TwoPlans(), PlanId("free")).error().param, "roles");
+}
+
+}  // namespace
+}  // namespace tally

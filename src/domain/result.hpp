@@ -1,0 +1,110 @@
+#pragma once
+// Errors as values (STYLE.md, after leveldb's Status and userver's expected).
+#include <cassert>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <utility>
+#include <variant>
+
+namespace tally {
+
+/// Error categories; the HTTP adapter maps each to a status code at the edge.
+enum class ErrorCode {
+    kInvalidArgument,   // 400: the caller sent something wrong
+    kUnauthenticated,   // 401
+    kPermissionDenied,  // 403
+    kNotFound,          // 404
+    kConflict,          // 409: e.g. an idempotency key replayed with other parameters
+    kPayloadTooLarge,   // 413
+    kInsufficientCredits,
+    kUnavailable,       // 503: a dependency (database, Stripe) failed; retryable
+    kInternal,          // 500: a bug
+};
+
+const char* ErrorCodeName(ErrorCode code);
+
+/// An error: a category, a human message, and optionally the parameter (or JSON path) at fault.
+struct Error {
+    ErrorCode code;
+    std::string message;
+    std::string param;
+};
+
+inline Error InvalidArgument(std::string message, std::string param = {}) {
+    return Error{ErrorCode::kInvalidArgument, std::move(message), std::move(param)};
+}
+inline Error NotFound(std::string message, std::string param = {}) {
+    return Error{ErrorCode::kNotFound, std::move(message), std::move(param)};
+}
+inline Error Conflict(std::string message, std::string param = {}) {
+    return Error{ErrorCode::kConflict, std::move(message), std::move(param)};
+}
+inline Error Unavailable(std::string message) { return Error{ErrorCode::kUnavailable, std::move(message), {}}; }
+inline Error Internal(std::string message) { return Error{ErrorCode::kInternal, std::move(message), {}}; }
+
+/// A value of T or an Error. Not thread-safe (a plain value type).
+template <typename T>
+class [[nodiscard]] Result {
+public:
+    Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor): ergonomic returns
+    Result(Error error) : v_(std::move(error)) {}  // NOLINT(google-explicit-constructor)
+
+    bool ok() const { return v_.index() == 0; }
+    explicit operator bool() const { return ok(); }
+    T& value() & { return std::get<0>(v_); }
+    const T& value() const& { return std::get<0>(v_); }
+    T&& value() && { return std::get<0>(std::move(v_)); }
+    T& operator*() & { return value(); }
+    const T& operator*() const& { return value(); }
+    T* operator->() { return &value(); }
+    const T* operator->() const { return &value(); }
+    const Error& error() const { return std::get<1>(v_); }
+
+private:
+    std::variant<T, Error> v_;
+};
+
+/// Result of an operation that has no value.
+template <>
+class [[nodiscard]] Result<void> {
+public:
+    Result() = default;
+    Result(Error error) : error_(std::move(error)), ok_(false) {}  // NOLINT(google-explicit-constructor)
+    bool ok() const { return ok_; }
+    explicit operator bool() const { return ok_; }
+    const Error& error() const { return error_; }
+
+private:
+    Error error_{ErrorCode::kInternal, {}, {}};
+    bool ok_ = true;
+};
+
+using Status = Result<void>;
+
+[[noreturn]] inline void InvariantFailed(const char* expr, const char* file, int line) {
+    std::fprintf(stderr, "tally: invariant failed: %s at %s:%d\n", expr, file, line);
+    std::abort();
+}
+
+}  // namespace tally
+
+/// Always-on invariant check for programmer errors (never for user input): aborts.
+#define TALLY_INVARIANT(expr) ((expr) ? (void)0 : ::tally::InvariantFailed(#expr, __FILE__, __LINE__))
+/// Debug-only assertion.
+#define TALLY_ASSERT(expr) assert(expr)
+
+/// Propagates an error from an expression returning Result/Status.
+#define TALLY_TRY(expr)                                \
+    do {                                               \
+        auto tally_try_r_ = (expr);                    \
+        if (!tally_try_r_.ok()) return tally_try_r_.error(); \
+    } while (0)
+
+#define TALLY_CONCAT_INNER(a, b) a##b
+#define TALLY_CONCAT(a, b) TALLY_CONCAT_INNER(a, b)
+/// Declares `lhs` from a Result expression or returns its error.
+#define TALLY_ASSIGN_OR_RETURN(lhs, expr)                              \
+    auto TALLY_CONCAT(tally_r_, __LINE__) = (expr);                    \
+    if (!TALLY_CONCAT(tally_r_, __LINE__).ok()) return TALLY_CONCAT(tally_r_, __LINE__).error(); \
+    lhs = std::move(TALLY_CONCAT(tally_r_, __LINE__)).value()
