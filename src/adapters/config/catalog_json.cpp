@@ -1,0 +1,122 @@
+#include "adapters/config/catalog_json.hpp"
+
+#include <fstream>
+#include <initializer_list>
+#include <sstream>
+
+#include "adapters/config/json_util.hpp"
+
+namespace tally {
+namespace {
+
+namespace bj = boost::json;
+
+Status OnlyKeys(const bj::object& o, std::initializer_list<const char*> allowed, const std::string& path) {
+    for (const auto& kv : o) {
+        bool known = false;
+        for (const char* k : allowed) known = known || kv.key() == k;
+        if (!known) {
+            const std::string full = json::Join(path, std::string(kv.key()).c_str());
+            return InvalidArgument("unknown key '" + std::string(kv.key()) + "'", full);
+        }
+    }
+    return {};
+}
+
+Result<CatalogPrice> ParsePrice(const bj::value& v, const std::string& path) {
+    TALLY_ASSIGN_OR_RETURN(const bj::object* o, json::AsObject(v, path));
+    TALLY_TRY(OnlyKeys(*o, {"lookup_key", "interval", "interval_count", "unit_amount", "currency", "stripe_price_id"}, path));
+    TALLY_ASSIGN_OR_RETURN(std::string lookup_key, json::OptionalString(*o, "lookup_key", path));
+    TALLY_ASSIGN_OR_RETURN(std::string interval, json::RequiredString(*o, "interval", path));
+    auto unit = ParseIntervalUnit(interval);
+    if (!unit.ok()) return InvalidArgument(unit.error().message, path + ".interval");
+    TALLY_ASSIGN_OR_RETURN(auto count, json::OptionalInt(*o, "interval_count", path));
+    TALLY_ASSIGN_OR_RETURN(int64_t amount, json::RequiredInt(*o, "unit_amount", path));
+    TALLY_ASSIGN_OR_RETURN(std::string currency_code, json::RequiredString(*o, "currency", path));
+    auto currency = Currency::Parse(currency_code);
+    if (!currency.ok()) return InvalidArgument(currency.error().message, path + ".currency");
+    TALLY_ASSIGN_OR_RETURN(std::string stripe_price_id, json::OptionalString(*o, "stripe_price_id", path));
+    if (amount < 0) return InvalidArgument("must not be negative", path + ".amount");
+    return CatalogPrice{BillingInterval{*unit, count.value_or(1)}, Money(amount, *currency), lookup_key,
+                        stripe_price_id.empty() ? std::nullopt : std::optional<std::string>(stripe_price_id)};
+}
+
+Result<Plan> ParsePlan(const bj::value& v, const std::string& path) {
+    TALLY_ASSIGN_OR_RETURN(const bj::object* o, json::AsObject(v, path));
+    TALLY_TRY(OnlyKeys(*o, {"id", "name", "role", "prices", "features", "limits", "credits_monthly"}, path));
+    Plan plan;
+    TALLY_ASSIGN_OR_RETURN(std::string id, json::RequiredString(*o, "id", path));
+    plan.id = PlanId(id);
+    TALLY_ASSIGN_OR_RETURN(plan.name, json::OptionalString(*o, "name", path));
+    if (plan.name.empty()) plan.name = id;
+    TALLY_ASSIGN_OR_RETURN(plan.role, json::RequiredString(*o, "role", path));
+    TALLY_ASSIGN_OR_RETURN(auto credits, json::OptionalInt(*o, "credits_monthly", path));
+    plan.credits_monthly = credits.value_or(0);
+    if (const auto* prices = o->if_contains("prices")) {
+        if (!prices->is_array()) return InvalidArgument("must be an array", path + ".prices");
+        for (size_t i = 0; i < prices->get_array().size(); ++i) {
+            TALLY_ASSIGN_OR_RETURN(CatalogPrice price,
+                                   ParsePrice(prices->get_array()[i], path + ".prices[" + std::to_string(i) + "]"));
+            plan.prices.push_back(std::move(price));
+        }
+    }
+    if (const auto* features = o->if_contains("features")) {
+        TALLY_ASSIGN_OR_RETURN(const bj::object* f, json::AsObject(*features, path + ".features"));
+        for (const auto& kv : *f) {
+            if (!kv.value().is_bool()) {
+                return InvalidArgument("must be a boolean", path + ".features." + std::string(kv.key()));
+            }
+            plan.features[std::string(kv.key())] = kv.value().get_bool();
+        }
+    }
+    if (const auto* limits = o->if_contains("limits")) {
+        TALLY_ASSIGN_OR_RETURN(const bj::object* l, json::AsObject(*limits, path + ".limits"));
+        for (const auto& kv : *l) {
+            TALLY_ASSIGN_OR_RETURN(auto value, json::OptionalInt(*l, std::string(kv.key()).c_str(), path + ".limits"));
+            if (!value) return InvalidArgument("must be an integer", path + ".limits." + std::string(kv.key()));
+            plan.limits[std::string(kv.key())] = *value;
+        }
+    }
+    return plan;
+}
+
+}  // namespace
+
+Result<Catalog> ParseCatalogJson(std::string_view text) {
+    TALLY_ASSIGN_OR_RETURN(bj::value root, json::Parse(text));
+    TALLY_ASSIGN_OR_RETURN(const bj::object* o, json::AsObject(root, ""));
+    TALLY_TRY(OnlyKeys(*o, {"roles", "default_plan", "plans"}, ""));
+    std::vector<std::string> roles;
+    const auto* roles_v = o->if_contains("roles");
+    if (roles_v == nullptr || !roles_v->is_array()) return InvalidArgument("roles must be an array of names", "roles");
+    for (size_t i = 0; i < roles_v->get_array().size(); ++i) {
+        const auto& r = roles_v->get_array()[i];
+        if (!r.is_string()) return InvalidArgument("must be a string", "roles[" + std::to_string(i) + "]");
+        roles.emplace_back(r.get_string());
+    }
+    TALLY_ASSIGN_OR_RETURN(std::string default_plan, json::RequiredString(*o, "default_plan", ""));
+    const auto* plans_v = o->if_contains("plans");
+    if (plans_v == nullptr || !plans_v->is_array()) return InvalidArgument("plans must be an array", "plans");
+    std::vector<Plan> plans;
+    for (size_t i = 0; i < plans_v->get_array().size(); ++i) {
+        TALLY_ASSIGN_OR_RETURN(Plan plan, ParsePlan(plans_v->get_array()[i], "plans[" + std::to_string(i) + "]"));
+        plans.push_back(std::move(plan));
+    }
+    return Catalog::Create(std::move(roles), std::move(plans), PlanId(default_plan));
+}
+
+Result<Catalog> LoadCatalogFile(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return NotFound("cannot read catalog file '" + path + "'", "catalog");
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    auto catalog = ParseCatalogJson(ss.str());
+    if (!catalog.ok()) {
+        Error e = catalog.error();
+        e.message = path + ": " + (e.param.empty() ? "" : e.param + ": ") + e.message;
+        return e;
+    }
+    return catalog;
+}
+
+}  // namespace tally

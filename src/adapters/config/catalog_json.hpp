@@ -1,0 +1,20 @@
+#pragma once
+// Loads the plan catalog (config/pricing.json) into a validated domain Catalog.
+#include <string>
+#include <string_view>
+
+#include "domain/catalog.hpp"
+
+namespace tally {
+
+/// Parses catalog JSON. Shape:
+///   {"roles": [lowest..highest], "default_plan": id, "plans": [{"id","name","role",
+///    "prices": [{"lookup_key","interval":"month|year|week|day","interval_count"?,"unit_amount" (minor units),
+///                "currency","stripe_price_id"?}], "features": {name: bool}, "limits": {name: int},
+///    "credits_monthly"?: int}]}
+/// Unknown keys are rejected. Errors are kInvalidArgument whose param is the JSON path, e.g. "plans[1].prices[0].currency".
+Result<Catalog> ParseCatalogJson(std::string_view text);
+/// Reads and parses |path|; kNotFound if it cannot be read.
+Result<Catalog> LoadCatalogFile(const std::string& path);
+
+}  // namespace tally

@@ -1,0 +1,123 @@
+#include "adapters/http/json_views.hpp"
+
+#include <boost/json.hpp>
+
+namespace tally::http {
+namespace bj = boost::json;
+namespace {
+bj::value OptTs(const std::optional<Timestamp>& t) { return t ? bj::value(t->unix_seconds()) : bj::value(nullptr); }
+bj::value OptStr(const std::string& s) { return s.empty() ? bj::value(nullptr) : bj::value(s); }
+}  // namespace
+
+bj::value CustomerJson(const CustomerView& v) {
+    const CustomerRecord& c = v.customer;
+    bj::object o;
+    o["id"] = c.id.str();
+    o["object"] = "customer";
+    o["external_id"] = OptStr(c.external_id);
+    o["email"] = OptStr(c.email);
+    o["name"] = OptStr(c.name);
+    o["stripe_customer_id"] = c.stripe_customer_id ? bj::value(c.stripe_customer_id->str()) : bj::value(nullptr);
+    o["role"] = v.decision.role;
+    o["role_source"] = v.decision.role_source;
+    o["plan"] = v.decision.plan->id.str();
+    o["grace_period_ends_at"] = OptTs(v.decision.grace_ends_at);
+    o["created"] = c.created_at.unix_seconds();
+    o["deleted_in_stripe"] = c.stripe_deleted;
+    if (v.primary) {
+        const SubscriptionRecord& s = *v.primary;
+        bj::object so;
+        so["id"] = s.id.str();
+        so["status"] = SubscriptionStatusName(s.status);
+        so["plan"] = OptStr(s.plan_id);
+        so["price"] = OptStr(s.price_id);
+        so["lookup_key"] = OptStr(s.price_lookup_key);
+        so["interval"] = IntervalUnitName(s.interval.unit);
+        so["interval_count"] = s.interval.count;
+        so["unit_amount"] = s.unit_amount_minor;
+        so["currency"] = OptStr(s.currency);
+        so["current_period_start"] = s.current_period_start.unix_seconds();
+        so["current_period_end"] = s.current_period_end.unix_seconds();
+        so["cancel_at_period_end"] = s.cancel_at_period_end;
+        so["trial_end"] = OptTs(s.trial_end);
+        so["canceled_at"] = OptTs(s.canceled_at);
+        o["subscription"] = std::move(so);
+    } else {
+        o["subscription"] = nullptr;
+    }
+    if (c.role_override) {
+        o["role_override"] = bj::object{{"role", c.role_override->role},
+                                        {"reason", c.role_override->reason},
+                                        {"expires_at", OptTs(c.role_override->expires_at)},
+                                        {"created", c.role_override->created_at.unix_seconds()}};
+    } else {
+        o["role_override"] = nullptr;
+    }
+    o["subscription_count"] = static_cast<int64_t>(v.subscriptions.size());
+    return o;
+}
+
+bj::value EntitlementsJson(const CustomerView& v) {
+    const Plan& plan = *v.decision.plan;
+    bj::object features;
+    for (const auto& [k, on] : plan.features) features[k] = on;
+    bj::object limits;
+    for (const auto& [k, n] : plan.limits) limits[k] = n;
+    return bj::object{{"object", "entitlements"},
+                      {"customer", v.customer.id.str()},
+                      {"role", v.decision.role},
+                      {"role_source", v.decision.role_source},
+                      {"plan", plan.id.str()},
+                      {"features", std::move(features)},
+                      {"limits", std::move(limits)},
+                      {"credits_monthly", plan.credits_monthly},
+                      {"grace_period_ends_at", OptTs(v.decision.grace_ends_at)}};
+}
+
+bj::value PlanJson(const Plan& plan) {
+    bj::array prices;
+    for (const auto& p : plan.prices) {
+        prices.push_back(bj::object{{"lookup_key", OptStr(p.lookup_key)},
+                                    {"interval", IntervalUnitName(p.interval.unit)},
+                                    {"interval_count", p.interval.count},
+                                    {"unit_amount", p.unit_amount.amount_minor()},
+                                    {"currency", p.unit_amount.currency().code()},
+                                    {"stripe_price_id", p.stripe_price_id ? bj::value(*p.stripe_price_id) : nullptr}});
+    }
+    bj::object features;
+    for (const auto& [k, on] : plan.features) features[k] = on;
+    bj::object limits;
+    for (const auto& [k, n] : plan.limits) limits[k] = n;
+    return bj::object{{"id", plan.id.str()},         {"object", "plan"},       {"name", plan.name},
+                      {"role", plan.role},           {"rank", plan.rank},      {"prices", std::move(prices)},
+                      {"features", std::move(features)}, {"limits", std::move(limits)},
+                      {"credits_monthly", plan.credits_monthly}};
+}
+
+bj::value AuditJson(const AuditEntry& e) {
+    return bj::object{{"id", e.id},         {"object", "audit_entry"}, {"customer", e.customer_id.str()},
+                      {"created", e.at.unix_seconds()}, {"kind", e.kind},     {"before", OptStr(e.before)},
+                      {"after", OptStr(e.after)},        {"cause", e.cause},   {"detail", OptStr(e.detail)}};
+}
+
+bj::value InboxJson(const InboxEvent& e) {
+    return bj::object{{"id", e.id.str()},
+                      {"object", "webhook_event"},
+                      {"type", e.type},
+                      {"created", e.created.unix_seconds()},
+                      {"status", InboxStatusName(e.status)},
+                      {"attempts", e.attempts},
+                      {"last_error", OptStr(e.last_error)},
+                      {"outcome", OptStr(e.outcome)},
+                      {"received_at", e.received_at.unix_seconds()},
+                      {"next_attempt_at", OptTs(e.next_attempt_at)},
+                      {"processed_at", OptTs(e.processed_at)}};
+}
+
+std::string ErrorBody(const std::string& type, const std::string& code, const std::string& message,
+                      const std::string& param) {
+    bj::object err{{"type", type}, {"code", code}, {"message", message}, {"param", param.empty() ? bj::value(nullptr) : bj::value(param)}};
+    return bj::serialize(bj::object{{"error", std::move(err)}});
+}
+
+}  // namespace tally::http

@@ -1,0 +1,186 @@
+#include "adapters/http/server.hpp"
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/url.hpp>
+
+#include <chrono>
+
+namespace tally::http {
+namespace {
+
+namespace beast = boost::beast;
+namespace bhttp = beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+
+const char* ReasonJson413() {
+    return R"({"error":{"type":"invalid_request_error","code":"payload_too_large","message":"request body exceeds the server limit","param":"body"}})";
+}
+
+class Session : public std::enable_shared_from_this<Session> {
+public:
+    Session(tcp::socket socket, const Handler& handler, std::atomic<int64_t>& in_flight, std::atomic<bool>& stopping)
+        : stream_(std::move(socket)), handler_(handler), in_flight_(in_flight), stopping_(stopping) {}
+
+    void Start() { net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->Read(); }); }
+
+private:
+    void Read() {
+        parser_.emplace();
+        parser_->body_limit(kRequestBodyBytesMax);
+        parser_->header_limit(kRequestHeaderBytesMax);
+        stream_.expires_after(std::chrono::seconds(kIdleTimeoutSeconds));
+        bhttp::async_read(stream_, buffer_, *parser_,
+                          [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
+    }
+
+    void OnRead(beast::error_code ec) {
+        if (ec == bhttp::error::end_of_stream || ec == net::error::eof) return Close();
+        if (ec == bhttp::error::body_limit) {
+            Response r{413, ReasonJson413(), "application/json", {}};
+            keep_alive_ = false;
+            return Write(std::move(r), 0);
+        }
+        if (ec) return Close();
+        auto msg = parser_->release();
+        keep_alive_ = msg.keep_alive() && !stopping_.load();
+        Request req;
+        req.method = std::string(msg.method_string());
+        req.target = std::string(msg.target());
+        auto url = boost::urls::parse_origin_form(req.target);
+        if (url) {
+            req.path = std::string(url->path());
+            for (const auto& param : url->params()) req.query[param.key] = param.value;
+        } else {
+            req.path = req.target;
+        }
+        for (const auto& field : msg) {
+            std::string name(field.name_string());
+            for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            req.headers[name] = std::string(field.value());
+        }
+        req.body = std::move(msg.body());
+        const unsigned version = msg.version();
+        ++in_flight_;
+        auto self = shared_from_this();
+        auto responded = std::make_shared<std::atomic<bool>>(false);
+        handler_(std::move(req), [self, version, responded](Response r) {
+            if (responded->exchange(true)) return;
+            net::post(self->stream_.get_executor(),
+                      [self, version, r = std::move(r)]() mutable { self->Write(std::move(r), version); });
+        });
+    }
+
+    void Write(Response r, unsigned version) {
+        auto res = std::make_shared<bhttp::response<bhttp::string_body>>();
+        res->version(version == 0 ? 11 : version);
+        res->result(static_cast<bhttp::status>(r.status));
+        res->set(bhttp::field::server, "tally");
+        res->set(bhttp::field::content_type, r.content_type);
+        for (auto& [k, v] : r.headers) res->set(k, v);
+        res->keep_alive(keep_alive_);
+        res->body() = std::move(r.body);
+        res->prepare_payload();
+        const bool counted = version != 0;
+        bhttp::async_write(stream_, *res, [self = shared_from_this(), res, counted](beast::error_code ec, size_t) {
+            if (counted) --self->in_flight_;
+            if (ec || !self->keep_alive_) return self->Close();
+            self->Read();
+        });
+    }
+
+    void Close() {
+        beast::error_code ec;
+        stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    }
+
+    beast::tcp_stream stream_;
+    beast::flat_buffer buffer_;
+    std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+    const Handler& handler_;
+    std::atomic<int64_t>& in_flight_;
+    std::atomic<bool>& stopping_;
+    bool keep_alive_ = true;
+};
+
+}  // namespace
+
+struct Server::Impl {
+    std::string address;
+    uint16_t port;
+    int threads;
+    Handler handler;
+    net::io_context ioc;
+    tcp::acceptor acceptor{ioc};
+    std::vector<std::thread> workers;
+    std::atomic<int64_t> in_flight{0};
+    std::atomic<bool> stopping{false};
+    std::optional<net::executor_work_guard<net::io_context::executor_type>> guard;
+
+    void Accept() {
+        acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
+            if (ec) {
+                if (!acceptor.is_open()) return;
+            } else {
+                socket.set_option(tcp::no_delay(true));
+                std::make_shared<Session>(std::move(socket), handler, in_flight, stopping)->Start();
+            }
+            Accept();
+        });
+    }
+};
+
+Server::Server(std::string address, uint16_t port, int threads, Handler handler)
+    : impl_(std::make_unique<Impl>()) {
+    impl_->address = std::move(address);
+    impl_->port = port;
+    impl_->threads = threads < 1 ? 1 : threads;
+    impl_->handler = std::move(handler);
+}
+
+Server::~Server() { Stop(0); }
+
+std::string Server::Start() {
+    beast::error_code ec;
+    auto addr = net::ip::make_address(impl_->address, ec);
+    if (ec) return "invalid listen address '" + impl_->address + "': " + ec.message();
+    tcp::endpoint ep{addr, impl_->port};
+    impl_->acceptor.open(ep.protocol(), ec);
+    if (!ec) impl_->acceptor.set_option(net::socket_base::reuse_address(true), ec);
+    if (!ec) impl_->acceptor.bind(ep, ec);
+    if (!ec) impl_->acceptor.listen(net::socket_base::max_listen_connections, ec);
+    if (ec) return "cannot listen on " + impl_->address + ":" + std::to_string(impl_->port) + ": " + ec.message();
+    impl_->guard.emplace(net::make_work_guard(impl_->ioc));
+    impl_->Accept();
+    for (int i = 0; i < impl_->threads; ++i) impl_->workers.emplace_back([this] { impl_->ioc.run(); });
+    return {};
+}
+
+uint16_t Server::port() const {
+    beast::error_code ec;
+    auto ep = impl_->acceptor.local_endpoint(ec);
+    return ec ? impl_->port : ep.port();
+}
+
+int64_t Server::in_flight() const { return impl_->in_flight.load(); }
+
+void Server::Stop(int drain_ms) {
+    if (impl_->workers.empty()) return;
+    impl_->stopping = true;
+    net::post(impl_->ioc, [this] {
+        beast::error_code ec;
+        impl_->acceptor.close(ec);
+    });
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(drain_ms);
+    while (impl_->in_flight.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    impl_->guard.reset();
+    impl_->ioc.stop();
+    for (auto& t : impl_->workers) t.join();
+    impl_->workers.clear();
+}
+
+}  // namespace tally::http

@@ -1,0 +1,61 @@
+#pragma once
+// A small HTTP/1.1 server on Boost.Beast: keep-alive, bounded bodies, asynchronous responses.
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace tally::http {
+
+constexpr size_t kRequestBodyBytesMax = 4 * 1024 * 1024;  // above this the connection gets 413 and closes
+constexpr size_t kRequestHeaderBytesMax = 16 * 1024;
+constexpr int kIdleTimeoutSeconds = 60;
+
+struct Request {
+    std::string method;
+    std::string target;  // path and query as sent
+    std::string path;    // decoded path
+    std::map<std::string, std::string> query;
+    std::map<std::string, std::string> headers;  // lowercase names
+    std::string body;
+    std::string Header(const std::string& lowercase_name) const {
+        auto it = headers.find(lowercase_name);
+        return it == headers.end() ? std::string() : it->second;
+    }
+};
+
+struct Response {
+    int status = 200;
+    std::string body;
+    std::string content_type = "application/json";
+    std::vector<std::pair<std::string, std::string>> headers;
+};
+
+/// Delivers a response; callable once, from any thread.
+using Responder = std::function<void(Response)>;
+using Handler = std::function<void(Request, Responder)>;
+
+/// Listens on |address|:|port| with |threads| I/O threads. Start/Stop are not thread-safe with each other;
+/// the handler is called concurrently from the I/O threads.
+class Server {
+public:
+    Server(std::string address, uint16_t port, int threads, Handler handler);
+    ~Server();
+    /// Binds and starts serving; returns an error message on failure (e.g. port in use), empty on success.
+    std::string Start();
+    /// The bound port (useful with port 0).
+    uint16_t port() const;
+    /// Stops accepting, waits up to |drain_ms| for requests in flight to be answered, then stops the threads.
+    void Stop(int drain_ms);
+    int64_t in_flight() const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tally::http

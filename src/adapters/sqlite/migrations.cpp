@@ -1,0 +1,179 @@
+#include "adapters/sqlite/migrations.hpp"
+
+#include <string>
+
+namespace tally::sqlite {
+namespace {
+
+struct Migration {
+    int version;
+    const char* sql;
+};
+
+// Forward-only: never edit a migration that has shipped; add a new one.
+constexpr Migration kMigrations[] = {
+    {1, R"sql(
+CREATE TABLE customers (
+  id TEXT PRIMARY KEY,
+  external_id TEXT NOT NULL DEFAULT '',
+  email TEXT NOT NULL DEFAULT '',
+  name TEXT NOT NULL DEFAULT '',
+  stripe_customer_id TEXT,
+  role TEXT NOT NULL,
+  plan_id TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  stripe_deleted INTEGER NOT NULL DEFAULT 0,
+  stamp_created INTEGER, stamp_rank INTEGER, stamp_event_id TEXT, stamp_terminal INTEGER,
+  override_role TEXT, override_reason TEXT, override_expires_at INTEGER, override_created_at INTEGER,
+  role_check_at INTEGER
+);
+CREATE UNIQUE INDEX customers_external_id ON customers(external_id) WHERE external_id <> '';
+CREATE UNIQUE INDEX customers_stripe_customer_id ON customers(stripe_customer_id) WHERE stripe_customer_id IS NOT NULL;
+CREATE INDEX customers_role_check_at ON customers(role_check_at) WHERE role_check_at IS NOT NULL;
+
+CREATE TABLE subscriptions (
+  id TEXT PRIMARY KEY,
+  stripe_customer_id TEXT NOT NULL,
+  status TEXT NOT NULL,
+  price_id TEXT NOT NULL DEFAULT '',
+  price_lookup_key TEXT NOT NULL DEFAULT '',
+  plan_id TEXT NOT NULL DEFAULT '',
+  interval_unit TEXT NOT NULL DEFAULT 'month',
+  interval_count INTEGER NOT NULL DEFAULT 1,
+  unit_amount INTEGER NOT NULL DEFAULT 0,
+  currency TEXT NOT NULL DEFAULT '',
+  quantity INTEGER NOT NULL DEFAULT 1,
+  current_period_start INTEGER NOT NULL DEFAULT 0,
+  current_period_end INTEGER NOT NULL DEFAULT 0,
+  cancel_at_period_end INTEGER NOT NULL DEFAULT 0,
+  trial_end INTEGER,
+  canceled_at INTEGER,
+  created INTEGER NOT NULL DEFAULT 0,
+  stamp_created INTEGER NOT NULL, stamp_rank INTEGER NOT NULL, stamp_event_id TEXT NOT NULL, stamp_terminal INTEGER NOT NULL
+);
+CREATE INDEX subscriptions_stripe_customer_id ON subscriptions(stripe_customer_id);
+
+CREATE TABLE invoices (
+  id TEXT PRIMARY KEY,
+  stripe_customer_id TEXT NOT NULL,
+  subscription_id TEXT NOT NULL DEFAULT '',
+  status TEXT NOT NULL DEFAULT '',
+  amount_due INTEGER NOT NULL DEFAULT 0,
+  amount_paid INTEGER NOT NULL DEFAULT 0,
+  currency TEXT NOT NULL DEFAULT '',
+  stamp_created INTEGER NOT NULL, stamp_rank INTEGER NOT NULL, stamp_event_id TEXT NOT NULL, stamp_terminal INTEGER NOT NULL
+);
+
+CREATE TABLE payment_attempts (
+  event_id TEXT PRIMARY KEY,
+  invoice_id TEXT NOT NULL,
+  subscription_id TEXT NOT NULL,
+  at INTEGER NOT NULL,
+  succeeded INTEGER NOT NULL
+);
+CREATE INDEX payment_attempts_subscription_id ON payment_attempts(subscription_id);
+
+CREATE TABLE payments (
+  id TEXT PRIMARY KEY,
+  object TEXT NOT NULL,
+  stripe_customer_id TEXT NOT NULL DEFAULT '',
+  amount INTEGER NOT NULL DEFAULT 0,
+  amount_refunded INTEGER NOT NULL DEFAULT 0,
+  currency TEXT NOT NULL DEFAULT '',
+  status TEXT NOT NULL DEFAULT '',
+  stamp_created INTEGER NOT NULL, stamp_rank INTEGER NOT NULL, stamp_event_id TEXT NOT NULL, stamp_terminal INTEGER NOT NULL
+);
+
+CREATE TABLE audit_log (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  customer_id TEXT NOT NULL,
+  at INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  before TEXT NOT NULL DEFAULT '',
+  after TEXT NOT NULL DEFAULT '',
+  cause TEXT NOT NULL DEFAULT '',
+  detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX audit_log_customer_id ON audit_log(customer_id, id);
+CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+
+CREATE TABLE webhook_events (
+  id TEXT PRIMARY KEY,
+  type TEXT NOT NULL,
+  created INTEGER NOT NULL,
+  payload BLOB NOT NULL,
+  status TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  last_error TEXT NOT NULL DEFAULT '',
+  outcome TEXT NOT NULL DEFAULT '',
+  received_at INTEGER NOT NULL,
+  next_attempt_at INTEGER,
+  processed_at INTEGER
+);
+CREATE INDEX webhook_events_due ON webhook_events(next_attempt_at) WHERE next_attempt_at IS NOT NULL;
+CREATE INDEX webhook_events_status ON webhook_events(status, received_at);
+
+CREATE TABLE api_keys (
+  id TEXT PRIMARY KEY,
+  hash TEXT NOT NULL UNIQUE,
+  scope TEXT NOT NULL,
+  created_at INTEGER NOT NULL
+);
+
+CREATE TABLE idempotency_keys (
+  key TEXT PRIMARY KEY,
+  request_hash TEXT NOT NULL,
+  status INTEGER NOT NULL,
+  response_body TEXT NOT NULL,
+  created_at INTEGER NOT NULL
+);
+)sql"},
+};
+
+Status Exec(sqlite3* db, const char* sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+        std::string msg = err ? err : sqlite3_errmsg(db);
+        sqlite3_free(err);
+        return Unavailable("migration failed: " + msg);
+    }
+    return {};
+}
+
+}  // namespace
+
+int LatestSchemaVersion() { return kMigrations[std::size(kMigrations) - 1].version; }
+
+Result<int> Migrate(sqlite3* db) {
+    TALLY_TRY(Exec(db, "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"));
+    int current = 0;
+    sqlite3_stmt* stmt = nullptr;
+    sqlite3_prepare_v2(db, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", -1, &stmt, nullptr);
+    if (sqlite3_step(stmt) == SQLITE_ROW) current = sqlite3_column_int(stmt, 0);
+    sqlite3_finalize(stmt);
+    if (current > LatestSchemaVersion()) {
+        return Conflict("database schema version " + std::to_string(current) + " is newer than this build (" +
+                        std::to_string(LatestSchemaVersion()) + ")");
+    }
+    int applied = 0;
+    for (const auto& m : kMigrations) {
+        if (m.version <= current) continue;
+        TALLY_TRY(Exec(db, "BEGIN IMMEDIATE"));
+        Status s = Exec(db, m.sql);
+        if (s.ok()) {
+            const std::string record = "INSERT INTO schema_migrations(version, applied_at) VALUES (" +
+                                       std::to_string(m.version) + ", strftime('%s','now'))";
+            s = Exec(db, record.c_str());
+        }
+        if (!s.ok()) {
+            (void)Exec(db, "ROLLBACK");
+            return s.error();
+        }
+        TALLY_TRY(Exec(db, "COMMIT"));
+        ++applied;
+    }
+    return applied;
+}
+
+}  // namespace tally::sqlite

@@ -1,0 +1,480 @@
+#include "adapters/sqlite/sqlite_store.hpp"
+
+#include "adapters/sqlite/migrations.hpp"
+
+namespace tally::sqlite {
+namespace {
+
+// ---- binding helpers: Bind(stmt, a, b, c) binds ?1, ?2, ?3 in order.
+void BindOne(sqlite3_stmt* s, int i, int64_t v) { sqlite3_bind_int64(s, i, v); }
+void BindOne(sqlite3_stmt* s, int i, int v) { sqlite3_bind_int64(s, i, v); }
+void BindOne(sqlite3_stmt* s, int i, bool v) { sqlite3_bind_int64(s, i, v ? 1 : 0); }
+void BindOne(sqlite3_stmt* s, int i, Timestamp v) { sqlite3_bind_int64(s, i, v.unix_seconds()); }
+void BindOne(sqlite3_stmt* s, int i, const std::string& v) {
+    sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+}
+void BindOne(sqlite3_stmt* s, int i, const char* v) { sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT); }
+template <typename Tag>
+void BindOne(sqlite3_stmt* s, int i, const Id<Tag>& v) { BindOne(s, i, v.str()); }
+template <typename T>
+void BindOne(sqlite3_stmt* s, int i, const std::optional<T>& v) {
+    if (v) {
+        BindOne(s, i, *v);
+    } else {
+        sqlite3_bind_null(s, i);
+    }
+}
+
+template <typename... Args>
+void Bind(sqlite3_stmt* s, const Args&... args) {
+    int i = 0;
+    (BindOne(s, ++i, args), ...);
+}
+
+std::string Text(sqlite3_stmt* s, int col) {
+    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s, col));
+    return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(s, col))) : std::string();
+}
+int64_t Int(sqlite3_stmt* s, int col) { return sqlite3_column_int64(s, col); }
+bool IsNull(sqlite3_stmt* s, int col) { return sqlite3_column_type(s, col) == SQLITE_NULL; }
+std::optional<Timestamp> OptTs(sqlite3_stmt* s, int col) {
+    return IsNull(s, col) ? std::nullopt : std::optional<Timestamp>(Timestamp(Int(s, col)));
+}
+EventStamp Stamp(sqlite3_stmt* s, int col) {
+    return EventStamp{Int(s, col), static_cast<int>(Int(s, col + 1)), Text(s, col + 2), Int(s, col + 3) != 0};
+}
+
+constexpr const char* kCustomerCols =
+    "id, external_id, email, name, stripe_customer_id, role, plan_id, created_at, stripe_deleted, stamp_created, "
+    "stamp_rank, stamp_event_id, stamp_terminal, override_role, override_reason, override_expires_at, "
+    "override_created_at, role_check_at";
+
+CustomerRecord ReadCustomer(sqlite3_stmt* s) {
+    CustomerRecord c;
+    c.id = CustomerId(Text(s, 0));
+    c.external_id = Text(s, 1);
+    c.email = Text(s, 2);
+    c.name = Text(s, 3);
+    if (!IsNull(s, 4)) c.stripe_customer_id = StripeCustomerId(Text(s, 4));
+    c.role = Text(s, 5);
+    c.plan_id = Text(s, 6);
+    c.created_at = Timestamp(Int(s, 7));
+    c.stripe_deleted = Int(s, 8) != 0;
+    if (!IsNull(s, 9)) c.stripe_stamp = Stamp(s, 9);
+    if (!IsNull(s, 13)) c.role_override = RoleOverride{Text(s, 13), Text(s, 14), OptTs(s, 15), Timestamp(Int(s, 16))};
+    c.role_check_at = OptTs(s, 17);
+    return c;
+}
+
+constexpr const char* kSubscriptionCols =
+    "id, stripe_customer_id, status, price_id, price_lookup_key, plan_id, interval_unit, interval_count, unit_amount, "
+    "currency, quantity, current_period_start, current_period_end, cancel_at_period_end, trial_end, canceled_at, "
+    "created, stamp_created, stamp_rank, stamp_event_id, stamp_terminal";
+
+SubscriptionRecord ReadSubscription(sqlite3_stmt* s) {
+    SubscriptionRecord r;
+    r.id = StripeSubscriptionId(Text(s, 0));
+    r.stripe_customer_id = StripeCustomerId(Text(s, 1));
+    r.status = ParseSubscriptionStatus(Text(s, 2)).value();
+    r.price_id = Text(s, 3);
+    r.price_lookup_key = Text(s, 4);
+    r.plan_id = Text(s, 5);
+    r.interval = BillingInterval{ParseIntervalUnit(Text(s, 6)).value(), Int(s, 7)};
+    r.unit_amount_minor = Int(s, 8);
+    r.currency = Text(s, 9);
+    r.quantity = Int(s, 10);
+    r.current_period_start = Timestamp(Int(s, 11));
+    r.current_period_end = Timestamp(Int(s, 12));
+    r.cancel_at_period_end = Int(s, 13) != 0;
+    r.trial_end = OptTs(s, 14);
+    r.canceled_at = OptTs(s, 15);
+    r.created = Timestamp(Int(s, 16));
+    r.stamp = Stamp(s, 17);
+    return r;
+}
+
+constexpr const char* kInboxCols =
+    "id, type, created, payload, status, attempts, last_error, outcome, received_at, next_attempt_at, processed_at";
+
+InboxEvent ReadInbox(sqlite3_stmt* s) {
+    InboxEvent e;
+    e.id = StripeEventId(Text(s, 0));
+    e.type = Text(s, 1);
+    e.created = Timestamp(Int(s, 2));
+    e.payload = std::string(static_cast<const char*>(sqlite3_column_blob(s, 3)) ? static_cast<const char*>(sqlite3_column_blob(s, 3)) : "",
+                            static_cast<size_t>(sqlite3_column_bytes(s, 3)));
+    e.status = ParseInboxStatus(Text(s, 4)).value();
+    e.attempts = static_cast<int>(Int(s, 5));
+    e.last_error = Text(s, 6);
+    e.outcome = Text(s, 7);
+    e.received_at = Timestamp(Int(s, 8));
+    e.next_attempt_at = OptTs(s, 9);
+    e.processed_at = OptTs(s, 10);
+    return e;
+}
+
+/// Resets a statement when it goes out of scope: a statement left mid-result pins its connection's WAL
+/// snapshot, so later reads would see stale data.
+class StmtReset {
+public:
+    explicit StmtReset(sqlite3_stmt* s) : s_(s) {}
+    ~StmtReset() { sqlite3_reset(s_); }
+    StmtReset(const StmtReset&) = delete;
+    StmtReset& operator=(const StmtReset&) = delete;
+
+private:
+    sqlite3_stmt* s_;
+};
+
+/// StoreTx over one connection inside an open transaction.
+class SqliteTx final : public StoreTx {
+public:
+    explicit SqliteTx(Connection& c) : c_(c) {}
+
+    // Runs |sql| with |args| expecting no rows.
+    template <typename... Args>
+    Status Do(const char* sql, const Args&... args) {
+        TALLY_ASSIGN_OR_RETURN(sqlite3_stmt* s, c_.Prepare(sql));
+        StmtReset reset(s);
+        Bind(s, args...);
+        const int rc = sqlite3_step(s);
+        if (rc != SQLITE_DONE) return c_.LastError();
+        return {};
+    }
+    // Runs |sql| and reads at most one row with |read|.
+    template <typename T, typename Reader, typename... Args>
+    Result<std::optional<T>> One(const char* sql, Reader read, const Args&... args) {
+        TALLY_ASSIGN_OR_RETURN(sqlite3_stmt* s, c_.Prepare(sql));
+        StmtReset reset(s);
+        Bind(s, args...);
+        const int rc = sqlite3_step(s);
+        if (rc == SQLITE_DONE) return std::optional<T>();
+        if (rc != SQLITE_ROW) return c_.LastError();
+        return std::optional<T>(read(s));
+    }
+    template <typename T, typename Reader, typename... Args>
+    Result<std::vector<T>> Many(const char* sql, Reader read, const Args&... args) {
+        TALLY_ASSIGN_OR_RETURN(sqlite3_stmt* s, c_.Prepare(sql));
+        StmtReset reset(s);
+        Bind(s, args...);
+        std::vector<T> out;
+        for (;;) {
+            const int rc = sqlite3_step(s);
+            if (rc == SQLITE_DONE) return out;
+            if (rc != SQLITE_ROW) return c_.LastError();
+            out.push_back(read(s));
+        }
+    }
+
+    Status InsertCustomer(const CustomerRecord& c) override {
+        static const std::string sql = std::string("INSERT INTO customers(") + kCustomerCols +
+                                       ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)";
+        return WriteCustomer(sql.c_str(), c);
+    }
+    Status UpdateCustomer(const CustomerRecord& c) override {
+        static const std::string sql =
+            "UPDATE customers SET external_id=?2, email=?3, name=?4, stripe_customer_id=?5, role=?6, plan_id=?7, "
+            "created_at=?8, stripe_deleted=?9, stamp_created=?10, stamp_rank=?11, stamp_event_id=?12, "
+            "stamp_terminal=?13, override_role=?14, override_reason=?15, override_expires_at=?16, "
+            "override_created_at=?17, role_check_at=?18 WHERE id=?1";
+        return WriteCustomer(sql.c_str(), c);
+    }
+    Status WriteCustomer(const char* sql, const CustomerRecord& c) {
+        const auto& st = c.stripe_stamp;
+        const auto& ov = c.role_override;
+        return Do(sql, c.id, c.external_id, c.email, c.name, c.stripe_customer_id, c.role, c.plan_id, c.created_at,
+                  c.stripe_deleted, st ? std::optional<int64_t>(st->created) : std::nullopt,
+                  st ? std::optional<int64_t>(st->type_rank) : std::nullopt,
+                  st ? std::optional<std::string>(st->event_id) : std::nullopt,
+                  st ? std::optional<int64_t>(st->terminal) : std::nullopt,
+                  ov ? std::optional<std::string>(ov->role) : std::nullopt,
+                  ov ? std::optional<std::string>(ov->reason) : std::nullopt,
+                  ov ? ov->expires_at : std::nullopt, ov ? std::optional<Timestamp>(ov->created_at) : std::nullopt,
+                  c.role_check_at);
+    }
+    Result<std::optional<CustomerRecord>> GetCustomer(const CustomerId& id) override {
+        static const std::string sql = std::string("SELECT ") + kCustomerCols + " FROM customers WHERE id=?1";
+        return One<CustomerRecord>(sql.c_str(), ReadCustomer, id);
+    }
+    Result<std::optional<CustomerRecord>> FindCustomerByExternalId(const std::string& external_id) override {
+        if (external_id.empty()) return std::optional<CustomerRecord>();
+        static const std::string sql = std::string("SELECT ") + kCustomerCols + " FROM customers WHERE external_id=?1";
+        return One<CustomerRecord>(sql.c_str(), ReadCustomer, external_id);
+    }
+    Result<std::optional<CustomerRecord>> FindCustomerByStripeId(const StripeCustomerId& id) override {
+        static const std::string sql =
+            std::string("SELECT ") + kCustomerCols + " FROM customers WHERE stripe_customer_id=?1";
+        return One<CustomerRecord>(sql.c_str(), ReadCustomer, id);
+    }
+    Result<std::vector<CustomerId>> ListCustomersDueForRoleCheck(Timestamp now, int limit) override {
+        return Many<CustomerId>(
+            "SELECT id FROM customers WHERE role_check_at IS NOT NULL AND role_check_at <= ?1 "
+            "ORDER BY role_check_at LIMIT ?2",
+            [](sqlite3_stmt* s) { return CustomerId(Text(s, 0)); }, now, limit);
+    }
+
+    Result<std::optional<SubscriptionRecord>> GetSubscription(const StripeSubscriptionId& id) override {
+        static const std::string sql = std::string("SELECT ") + kSubscriptionCols + " FROM subscriptions WHERE id=?1";
+        return One<SubscriptionRecord>(sql.c_str(), ReadSubscription, id);
+    }
+    Status UpsertSubscription(const SubscriptionRecord& r) override {
+        static const std::string sql =
+            std::string("INSERT OR REPLACE INTO subscriptions(") + kSubscriptionCols +
+            ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21)";
+        return Do(sql.c_str(), r.id, r.stripe_customer_id, SubscriptionStatusName(r.status), r.price_id,
+                  r.price_lookup_key, r.plan_id, IntervalUnitName(r.interval.unit), r.interval.count,
+                  r.unit_amount_minor, r.currency, r.quantity, r.current_period_start, r.current_period_end,
+                  r.cancel_at_period_end, r.trial_end, r.canceled_at, r.created, r.stamp.created, r.stamp.type_rank,
+                  r.stamp.event_id, r.stamp.terminal);
+    }
+    Result<std::vector<SubscriptionRecord>> ListSubscriptionsByStripeCustomer(const StripeCustomerId& id) override {
+        static const std::string sql = std::string("SELECT ") + kSubscriptionCols +
+                                       " FROM subscriptions WHERE stripe_customer_id=?1 ORDER BY created, id";
+        return Many<SubscriptionRecord>(sql.c_str(), ReadSubscription, id);
+    }
+
+    Result<std::optional<InvoiceRecord>> GetInvoice(const std::string& id) override {
+        return One<InvoiceRecord>(
+            "SELECT id, stripe_customer_id, subscription_id, status, amount_due, amount_paid, currency, stamp_created, "
+            "stamp_rank, stamp_event_id, stamp_terminal FROM invoices WHERE id=?1",
+            [](sqlite3_stmt* s) {
+                return InvoiceRecord{Text(s, 0), StripeCustomerId(Text(s, 1)), Text(s, 2), Text(s, 3), Int(s, 4),
+                                     Int(s, 5), Text(s, 6), Stamp(s, 7)};
+            },
+            id);
+    }
+    Status UpsertInvoice(const InvoiceRecord& r) override {
+        return Do("INSERT OR REPLACE INTO invoices(id, stripe_customer_id, subscription_id, status, amount_due, "
+                  "amount_paid, currency, stamp_created, stamp_rank, stamp_event_id, stamp_terminal) "
+                  "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
+                  r.id, r.stripe_customer_id, r.subscription_id, r.status, r.amount_due_minor, r.amount_paid_minor,
+                  r.currency, r.stamp.created, r.stamp.type_rank, r.stamp.event_id, r.stamp.terminal);
+    }
+    Status InsertPaymentAttempt(const PaymentAttempt& a) override {
+        return Do("INSERT OR IGNORE INTO payment_attempts(event_id, invoice_id, subscription_id, at, succeeded) "
+                  "VALUES (?1,?2,?3,?4,?5)",
+                  a.event_id, a.invoice_id, a.subscription_id, a.at, a.succeeded);
+    }
+    Result<std::vector<PaymentAttempt>> ListPaymentAttempts(const std::string& subscription_id) override {
+        return Many<PaymentAttempt>(
+            "SELECT event_id, invoice_id, subscription_id, at, succeeded FROM payment_attempts "
+            "WHERE subscription_id=?1 ORDER BY at, event_id",
+            [](sqlite3_stmt* s) {
+                return PaymentAttempt{Text(s, 0), Text(s, 1), Text(s, 2), Timestamp(Int(s, 3)), Int(s, 4) != 0};
+            },
+            subscription_id);
+    }
+    Result<std::optional<PaymentRecord>> GetPayment(const std::string& id) override {
+        return One<PaymentRecord>(
+            "SELECT id, object, stripe_customer_id, amount, amount_refunded, currency, status, stamp_created, "
+            "stamp_rank, stamp_event_id, stamp_terminal FROM payments WHERE id=?1",
+            [](sqlite3_stmt* s) {
+                return PaymentRecord{Text(s, 0), Text(s, 1), StripeCustomerId(Text(s, 2)), Int(s, 3), Int(s, 4),
+                                     Text(s, 5), Text(s, 6), Stamp(s, 7)};
+            },
+            id);
+    }
+    Status UpsertPayment(const PaymentRecord& r) override {
+        return Do("INSERT OR REPLACE INTO payments(id, object, stripe_customer_id, amount, amount_refunded, currency, "
+                  "status, stamp_created, stamp_rank, stamp_event_id, stamp_terminal) "
+                  "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
+                  r.id, r.object, r.stripe_customer_id, r.amount_minor, r.amount_refunded_minor, r.currency, r.status,
+                  r.stamp.created, r.stamp.type_rank, r.stamp.event_id, r.stamp.terminal);
+    }
+
+    Status AppendAudit(const AuditEntry& e) override {
+        return Do("INSERT INTO audit_log(customer_id, at, kind, before, after, cause, detail) "
+                  "VALUES (?1,?2,?3,?4,?5,?6,?7)",
+                  e.customer_id, e.at, e.kind, e.before, e.after, e.cause, e.detail);
+    }
+    Result<std::vector<AuditEntry>> ListAudit(const CustomerId& customer_id, int limit) override {
+        auto read = [](sqlite3_stmt* s) {
+            return AuditEntry{Int(s, 0), CustomerId(Text(s, 1)), Timestamp(Int(s, 2)), Text(s, 3), Text(s, 4),
+                              Text(s, 5), Text(s, 6), Text(s, 7)};
+        };
+        if (customer_id.empty()) {
+            return Many<AuditEntry>(
+                "SELECT id, customer_id, at, kind, before, after, cause, detail FROM audit_log ORDER BY id DESC LIMIT ?1",
+                read, limit);
+        }
+        return Many<AuditEntry>(
+            "SELECT id, customer_id, at, kind, before, after, cause, detail FROM audit_log WHERE customer_id=?1 "
+            "ORDER BY id DESC LIMIT ?2",
+            read, customer_id, limit);
+    }
+
+    Result<std::optional<InboxEvent>> GetInboxEvent(const StripeEventId& id) override {
+        static const std::string sql = std::string("SELECT ") + kInboxCols + " FROM webhook_events WHERE id=?1";
+        return One<InboxEvent>(sql.c_str(), ReadInbox, id);
+    }
+    Result<std::vector<InboxEvent>> ListInbox(std::optional<InboxStatus> status, int limit) override {
+        if (status) {
+            static const std::string sql = std::string("SELECT ") + kInboxCols +
+                                           " FROM webhook_events WHERE status=?1 ORDER BY received_at DESC, rowid DESC LIMIT ?2";
+            return Many<InboxEvent>(sql.c_str(), ReadInbox, InboxStatusName(*status), limit);
+        }
+        static const std::string sql =
+            std::string("SELECT ") + kInboxCols + " FROM webhook_events ORDER BY received_at DESC, rowid DESC LIMIT ?1";
+        return Many<InboxEvent>(sql.c_str(), ReadInbox, limit);
+    }
+    Result<std::vector<StripeEventId>> ListDueInbox(Timestamp now, int limit) override {
+        return Many<StripeEventId>(
+            "SELECT id FROM webhook_events WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= ?1 "
+            "ORDER BY created, rowid LIMIT ?2",
+            [](sqlite3_stmt* s) { return StripeEventId(Text(s, 0)); }, now, limit);
+    }
+    Status UpdateInboxState(const InboxEvent& e) override {
+        return Do("UPDATE webhook_events SET status=?2, attempts=?3, last_error=?4, outcome=?5, next_attempt_at=?6, "
+                  "processed_at=?7 WHERE id=?1",
+                  e.id, InboxStatusName(e.status), e.attempts, e.last_error, e.outcome, e.next_attempt_at,
+                  e.processed_at);
+    }
+
+    Status InsertApiKey(const ApiKeyRecord& k) override {
+        return Do("INSERT INTO api_keys(id, hash, scope, created_at) VALUES (?1,?2,?3,?4)", k.id, k.hash_hex, k.scope,
+                  k.created_at);
+    }
+    Result<std::optional<ApiKeyRecord>> FindApiKeyByHash(const std::string& hash_hex) override {
+        return One<ApiKeyRecord>(
+            "SELECT id, hash, scope, created_at FROM api_keys WHERE hash=?1",
+            [](sqlite3_stmt* s) { return ApiKeyRecord{Text(s, 0), Text(s, 1), Text(s, 2), Timestamp(Int(s, 3))}; },
+            hash_hex);
+    }
+
+    Result<std::optional<IdempotencyRecord>> GetIdempotency(const std::string& key) override {
+        return One<IdempotencyRecord>(
+            "SELECT key, request_hash, status, response_body, created_at FROM idempotency_keys WHERE key=?1",
+            [](sqlite3_stmt* s) {
+                return IdempotencyRecord{Text(s, 0), Text(s, 1), static_cast<int>(Int(s, 2)), Text(s, 3),
+                                         Timestamp(Int(s, 4))};
+            },
+            key);
+    }
+    Status PutIdempotency(const IdempotencyRecord& r) override {
+        return Do("INSERT INTO idempotency_keys(key, request_hash, status, response_body, created_at) "
+                  "VALUES (?1,?2,?3,?4,?5)",
+                  r.key, r.request_hash, r.status, r.response_body, r.created_at);
+    }
+
+private:
+    Connection& c_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Connection>> Connection::Open(const std::string& path) {
+    sqlite3* db = nullptr;
+    const int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                                   nullptr);
+    if (rc != SQLITE_OK) {
+        std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
+        sqlite3_close(db);
+        return Unavailable("cannot open database '" + path + "': " + msg);
+    }
+    std::unique_ptr<Connection> conn(new Connection(db));
+    sqlite3_busy_timeout(db, kBusyTimeoutMs);
+    // WAL + synchronous=FULL: every COMMIT is fsync'd before it returns (acknowledged means durable).
+    TALLY_TRY(conn->Exec("PRAGMA journal_mode=WAL"));
+    TALLY_TRY(conn->Exec("PRAGMA synchronous=FULL"));
+    TALLY_TRY(conn->Exec("PRAGMA foreign_keys=ON"));
+    return conn;
+}
+
+Connection::~Connection() {
+    for (auto& [_, stmt] : cache_) sqlite3_finalize(stmt);
+    sqlite3_close(db_);
+}
+
+Result<sqlite3_stmt*> Connection::Prepare(const char* sql) {
+    auto it = cache_.find(sql);
+    if (it != cache_.end()) {
+        sqlite3_reset(it->second);
+        sqlite3_clear_bindings(it->second);
+        return it->second;
+    }
+    sqlite3_stmt* stmt = nullptr;
+    if (sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, nullptr) != SQLITE_OK) {
+        return Internal(std::string("cannot prepare statement: ") + sqlite3_errmsg(db_));
+    }
+    cache_.emplace(sql, stmt);
+    return stmt;
+}
+
+Status Connection::Exec(const char* sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+        std::string msg = err ? err : sqlite3_errmsg(db_);
+        sqlite3_free(err);
+        return Unavailable(std::string("database error: ") + msg);
+    }
+    return {};
+}
+
+tally::Error Connection::LastError() {
+    const int code = sqlite3_extended_errcode(db_);
+    std::string msg = std::string("database error: ") + sqlite3_errmsg(db_);
+    if ((code & 0xff) == SQLITE_CONSTRAINT) return Conflict(msg);
+    return Unavailable(msg);
+}
+
+Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path) {
+    TALLY_ASSIGN_OR_RETURN(auto writer, Connection::Open(path));
+    TALLY_TRY(Migrate(writer->raw()));
+    TALLY_ASSIGN_OR_RETURN(auto reader, Connection::Open(path));
+    return std::unique_ptr<SqliteStore>(new SqliteStore(std::move(writer), std::move(reader)));
+}
+
+Status SqliteStore::Run(Connection& conn, const char* begin, const std::function<Status(StoreTx&)>& fn) {
+    TALLY_TRY(conn.Exec(begin));
+    SqliteTx tx(conn);
+    Status s = fn(tx);
+    if (!s.ok()) {
+        (void)conn.Exec("ROLLBACK");
+        return s;
+    }
+    Status c = conn.Exec("COMMIT");
+    if (!c.ok()) {
+        (void)conn.Exec("ROLLBACK");
+        return c;
+    }
+    return {};
+}
+
+Status SqliteStore::Read(const std::function<Status(StoreTx&)>& fn) {
+    std::lock_guard lock(read_mu_);
+    return Run(*reader_, "BEGIN", fn);
+}
+
+Status SqliteStore::Write(const std::function<Status(StoreTx&)>& fn) {
+    std::lock_guard lock(write_mu_);
+    return Run(*writer_, "BEGIN IMMEDIATE", fn);
+}
+
+Result<std::vector<bool>> SqliteStore::AppendInbox(const std::vector<InboxEvent>& events) {
+    std::vector<bool> inserted(events.size(), false);
+    std::lock_guard lock(write_mu_);
+    TALLY_TRY(Run(*writer_, "BEGIN IMMEDIATE", [&](StoreTx&) -> Status {
+        static const char* kSql =
+            "INSERT OR IGNORE INTO webhook_events(id, type, created, payload, status, attempts, received_at, "
+            "next_attempt_at) VALUES (?1,?2,?3,?4,'pending',0,?5,?5)";
+        for (size_t i = 0; i < events.size(); ++i) {
+            const InboxEvent& e = events[i];
+            TALLY_ASSIGN_OR_RETURN(sqlite3_stmt* s, writer_->Prepare(kSql));
+            StmtReset reset(s);
+            Bind(s, e.id, e.type, e.created);
+            sqlite3_bind_blob(s, 4, e.payload.data(), static_cast<int>(e.payload.size()), SQLITE_STATIC);
+            BindOne(s, 5, e.received_at);
+            if (sqlite3_step(s) != SQLITE_DONE) return writer_->LastError();
+            inserted[i] = sqlite3_changes(writer_->raw()) == 1;
+        }
+        return {};
+    }));
+    return inserted;
+}
+
+Status SqliteStore::Ping() {
+    std::lock_guard lock(read_mu_);
+    return reader_->Exec("SELECT 1 FROM schema_migrations LIMIT 1");
+}
+
+}  // namespace tally::sqlite

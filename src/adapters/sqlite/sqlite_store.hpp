@@ -1,0 +1,58 @@
+#pragma once
+// The Store port on SQLite: WAL, synchronous=FULL (a commit is fsync'd before it returns), foreign keys,
+// a busy timeout, and forward-only migrations applied at open.
+#include <sqlite3.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "app/store.hpp"
+
+namespace tally::sqlite {
+
+constexpr int kBusyTimeoutMs = 5000;
+
+/// One SQLite connection with a cache of prepared statements. Not thread-safe: guarded by its owner.
+class Connection {
+public:
+    static Result<std::unique_ptr<Connection>> Open(const std::string& path);
+    ~Connection();
+    Connection(const Connection&) = delete;
+    Connection& operator=(const Connection&) = delete;
+    sqlite3* raw() { return db_; }
+    /// A cached prepared statement, reset and cleared; kInternal if the SQL does not compile.
+    Result<sqlite3_stmt*> Prepare(const char* sql);
+    Status Exec(const char* sql);
+    tally::Error LastError();
+
+private:
+    explicit Connection(sqlite3* db) : db_(db) {}
+    sqlite3* db_;
+    std::unordered_map<const char*, sqlite3_stmt*> cache_;
+};
+
+/// Store on one SQLite file. Thread-safe: writes are serialised on one connection, reads use another.
+class SqliteStore final : public Store {
+public:
+    /// Opens (creating if needed) and migrates |path|. kUnavailable if the file cannot be opened.
+    static Result<std::unique_ptr<SqliteStore>> Open(const std::string& path);
+
+    Status Read(const std::function<Status(StoreTx&)>& fn) override;
+    Status Write(const std::function<Status(StoreTx&)>& fn) override;
+    Result<std::vector<bool>> AppendInbox(const std::vector<InboxEvent>& events) override;
+    Status Ping() override;
+
+private:
+    SqliteStore(std::unique_ptr<Connection> writer, std::unique_ptr<Connection> reader)
+        : writer_(std::move(writer)), reader_(std::move(reader)) {}
+    Status Run(Connection& conn, const char* begin, const std::function<Status(StoreTx&)>& fn);
+
+    std::mutex write_mu_;
+    std::mutex read_mu_;
+    std::unique_ptr<Connection> writer_;
+    std::unique_ptr<Connection> reader_;
+};
+
+}  // namespace tally::sqlite

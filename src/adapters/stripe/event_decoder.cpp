@@ -1,0 +1,242 @@
+#include "adapters/stripe/event_decoder.hpp"
+
+#include "adapters/config/json_util.hpp"
+
+namespace tally {
+namespace {
+
+namespace bj = boost::json;
+using json::IdOrExpanded;
+using json::OptionalBool;
+using json::OptionalInt;
+using json::OptionalString;
+using json::RequiredInt;
+using json::RequiredString;
+
+constexpr const char* kObj = "data.object";
+
+Result<EventEnvelope> Envelope(const bj::object& root) {
+    TALLY_ASSIGN_OR_RETURN(std::string id, RequiredString(root, "id", ""));
+    TALLY_ASSIGN_OR_RETURN(std::string type, RequiredString(root, "type", ""));
+    TALLY_ASSIGN_OR_RETURN(int64_t created, RequiredInt(root, "created", ""));
+    TALLY_ASSIGN_OR_RETURN(std::string object, OptionalString(root, "object", ""));
+    if (!object.empty() && object != "event") return InvalidArgument("object must be \"event\"", "object");
+    if (id.empty() || id.size() > 255) return InvalidArgument("id must be 1..255 characters", "id");
+    if (type.empty() || type.size() > 255) return InvalidArgument("type must be 1..255 characters", "type");
+    return EventEnvelope{StripeEventId(std::move(id)), std::move(type), Timestamp(created)};
+}
+
+FieldMap Fields(const bj::object& o) {
+    FieldMap out;
+    for (const auto& kv : o) out.emplace(std::string(kv.key()), bj::serialize(kv.value()));
+    return out;
+}
+
+std::optional<Timestamp> OptTs(const std::optional<int64_t>& v) {
+    return v ? std::optional<Timestamp>(Timestamp(*v)) : std::nullopt;
+}
+
+Result<StripeCustomerData> DecodeCustomer(const bj::object& o) {
+    StripeCustomerData c;
+    TALLY_ASSIGN_OR_RETURN(std::string id, RequiredString(o, "id", kObj));
+    c.id = StripeCustomerId(std::move(id));
+    TALLY_ASSIGN_OR_RETURN(c.email, OptionalString(o, "email", kObj));
+    TALLY_ASSIGN_OR_RETURN(c.name, OptionalString(o, "name", kObj));
+    TALLY_ASSIGN_OR_RETURN(c.deleted, OptionalBool(o, "deleted", kObj, false));
+    if (const auto* md = o.if_contains("metadata"); md && md->is_object()) {
+        TALLY_ASSIGN_OR_RETURN(c.external_id, OptionalString(md->get_object(), "external_id", "data.object.metadata"));
+    }
+    return c;
+}
+
+Result<StripeSubscriptionData> DecodeSubscription(const bj::object& o) {
+    StripeSubscriptionData s;
+    TALLY_ASSIGN_OR_RETURN(std::string id, RequiredString(o, "id", kObj));
+    s.id = StripeSubscriptionId(std::move(id));
+    TALLY_ASSIGN_OR_RETURN(std::string customer, IdOrExpanded(o, "customer", kObj));
+    if (customer.empty()) return InvalidArgument("data.object.customer is required", "data.object.customer");
+    s.customer = StripeCustomerId(std::move(customer));
+    TALLY_ASSIGN_OR_RETURN(std::string status, RequiredString(o, "status", kObj));
+    auto parsed = ParseSubscriptionStatus(status);
+    if (!parsed.ok()) return InvalidArgument(parsed.error().message, "data.object.status");
+    s.status = *parsed;
+    TALLY_ASSIGN_OR_RETURN(s.cancel_at_period_end, OptionalBool(o, "cancel_at_period_end", kObj, false));
+    TALLY_ASSIGN_OR_RETURN(auto trial_end, OptionalInt(o, "trial_end", kObj));
+    s.trial_end = OptTs(trial_end);
+    TALLY_ASSIGN_OR_RETURN(auto canceled_at, OptionalInt(o, "canceled_at", kObj));
+    s.canceled_at = OptTs(canceled_at);
+    TALLY_ASSIGN_OR_RETURN(auto created, OptionalInt(o, "created", kObj));
+    s.created = Timestamp(created.value_or(0));
+    // Older API versions carry the period on the subscription; current ones on each item.
+    TALLY_ASSIGN_OR_RETURN(auto period_start, OptionalInt(o, "current_period_start", kObj));
+    TALLY_ASSIGN_OR_RETURN(auto period_end, OptionalInt(o, "current_period_end", kObj));
+    const auto* items = o.if_contains("items");
+    if (items && items->is_object()) {
+        const auto* data = items->get_object().if_contains("data");
+        if (data && data->is_array() && !data->get_array().empty() && data->get_array()[0].is_object()) {
+            const bj::object& item = data->get_array()[0].get_object();
+            const std::string ipath = "data.object.items.data[0]";
+            TALLY_ASSIGN_OR_RETURN(auto quantity, OptionalInt(item, "quantity", ipath));
+            s.quantity = quantity.value_or(1);
+            TALLY_ASSIGN_OR_RETURN(auto item_start, OptionalInt(item, "current_period_start", ipath));
+            TALLY_ASSIGN_OR_RETURN(auto item_end, OptionalInt(item, "current_period_end", ipath));
+            if (item_start) period_start = item_start;
+            if (item_end) period_end = item_end;
+            const auto* price = item.if_contains("price");
+            if (price && price->is_object()) {
+                const bj::object& p = price->get_object();
+                const std::string ppath = ipath + ".price";
+                TALLY_ASSIGN_OR_RETURN(s.price_id, RequiredString(p, "id", ppath));
+                TALLY_ASSIGN_OR_RETURN(s.price_lookup_key, OptionalString(p, "lookup_key", ppath));
+                TALLY_ASSIGN_OR_RETURN(s.currency, OptionalString(p, "currency", ppath));
+                TALLY_ASSIGN_OR_RETURN(auto amount, OptionalInt(p, "unit_amount", ppath));
+                s.unit_amount_minor = amount.value_or(0);
+                const auto* recurring = p.if_contains("recurring");
+                if (recurring && recurring->is_object()) {
+                    TALLY_ASSIGN_OR_RETURN(std::string unit,
+                                           OptionalString(recurring->get_object(), "interval", ppath + ".recurring"));
+                    if (!unit.empty()) {
+                        auto u = ParseIntervalUnit(unit);
+                        if (!u.ok()) return InvalidArgument(u.error().message, ppath + ".recurring.interval");
+                        s.interval.unit = *u;
+                    }
+                    TALLY_ASSIGN_OR_RETURN(auto count,
+                                           OptionalInt(recurring->get_object(), "interval_count", ppath + ".recurring"));
+                    s.interval.count = count.value_or(1);
+                }
+            }
+        }
+    }
+    s.current_period_start = Timestamp(period_start.value_or(0));
+    s.current_period_end = Timestamp(period_end.value_or(0));
+    return s;
+}
+
+Result<StripeInvoiceData> DecodeInvoice(const bj::object& o) {
+    StripeInvoiceData i;
+    TALLY_ASSIGN_OR_RETURN(i.id, RequiredString(o, "id", kObj));
+    TALLY_ASSIGN_OR_RETURN(std::string customer, IdOrExpanded(o, "customer", kObj));
+    if (customer.empty()) return InvalidArgument("data.object.customer is required", "data.object.customer");
+    i.customer = StripeCustomerId(std::move(customer));
+    TALLY_ASSIGN_OR_RETURN(i.subscription_id, IdOrExpanded(o, "subscription", kObj));
+    if (i.subscription_id.empty()) {
+        const auto* parent = o.if_contains("parent");
+        if (parent && parent->is_object()) {
+            const auto* details = parent->get_object().if_contains("subscription_details");
+            if (details && details->is_object()) {
+                TALLY_ASSIGN_OR_RETURN(i.subscription_id, IdOrExpanded(details->get_object(), "subscription",
+                                                                       "data.object.parent.subscription_details"));
+            }
+        }
+    }
+    TALLY_ASSIGN_OR_RETURN(i.status, OptionalString(o, "status", kObj));
+    TALLY_ASSIGN_OR_RETURN(auto due, OptionalInt(o, "amount_due", kObj));
+    TALLY_ASSIGN_OR_RETURN(auto paid, OptionalInt(o, "amount_paid", kObj));
+    i.amount_due_minor = due.value_or(0);
+    i.amount_paid_minor = paid.value_or(0);
+    TALLY_ASSIGN_OR_RETURN(i.currency, OptionalString(o, "currency", kObj));
+    TALLY_ASSIGN_OR_RETURN(i.billing_reason, OptionalString(o, "billing_reason", kObj));
+    TALLY_ASSIGN_OR_RETURN(auto attempts, OptionalInt(o, "attempt_count", kObj));
+    i.attempt_count = attempts.value_or(0);
+    TALLY_ASSIGN_OR_RETURN(auto next, OptionalInt(o, "next_payment_attempt", kObj));
+    i.next_payment_attempt = OptTs(next);
+    return i;
+}
+
+Result<StripeCheckoutData> DecodeCheckout(const bj::object& o) {
+    StripeCheckoutData c;
+    TALLY_ASSIGN_OR_RETURN(c.id, RequiredString(o, "id", kObj));
+    TALLY_ASSIGN_OR_RETURN(std::string customer, IdOrExpanded(o, "customer", kObj));
+    c.customer = StripeCustomerId(std::move(customer));
+    TALLY_ASSIGN_OR_RETURN(c.subscription_id, IdOrExpanded(o, "subscription", kObj));
+    TALLY_ASSIGN_OR_RETURN(c.client_reference_id, OptionalString(o, "client_reference_id", kObj));
+    TALLY_ASSIGN_OR_RETURN(c.mode, OptionalString(o, "mode", kObj));
+    TALLY_ASSIGN_OR_RETURN(c.payment_status, OptionalString(o, "payment_status", kObj));
+    if (const auto* md = o.if_contains("metadata"); md && md->is_object()) {
+        TALLY_ASSIGN_OR_RETURN(c.external_id, OptionalString(md->get_object(), "external_id", "data.object.metadata"));
+    }
+    return c;
+}
+
+Result<StripePaymentData> DecodePayment(const bj::object& o, const std::string& object) {
+    StripePaymentData p;
+    p.object = object;
+    TALLY_ASSIGN_OR_RETURN(p.id, RequiredString(o, "id", kObj));
+    TALLY_ASSIGN_OR_RETURN(std::string customer, IdOrExpanded(o, "customer", kObj));
+    p.customer = StripeCustomerId(std::move(customer));
+    TALLY_ASSIGN_OR_RETURN(auto amount, OptionalInt(o, "amount", kObj));
+    p.amount_minor = amount.value_or(0);
+    TALLY_ASSIGN_OR_RETURN(auto refunded, OptionalInt(o, "amount_refunded", kObj));
+    p.amount_refunded_minor = refunded.value_or(0);
+    TALLY_ASSIGN_OR_RETURN(p.currency, OptionalString(o, "currency", kObj));
+    TALLY_ASSIGN_OR_RETURN(p.status, OptionalString(o, "status", kObj));
+    return p;
+}
+
+bool Handled(const std::string& type) {
+    static const char* const kTypes[] = {
+        "customer.created", "customer.updated", "customer.deleted",
+        "customer.subscription.created", "customer.subscription.updated", "customer.subscription.deleted",
+        "customer.subscription.paused", "customer.subscription.resumed", "customer.subscription.trial_will_end",
+        "invoice.created", "invoice.finalized", "invoice.paid", "invoice.payment_succeeded", "invoice.payment_failed",
+        "invoice.payment_action_required", "checkout.session.completed", "payment_intent.succeeded",
+        "payment_intent.payment_failed", "charge.refunded"};
+    for (const char* t : kTypes) {
+        if (type == t) return true;
+    }
+    return false;
+}
+
+}  // namespace
+
+Result<EventEnvelope> StripeEventDecoder::DecodeEnvelope(std::string_view payload) const {
+    TALLY_ASSIGN_OR_RETURN(bj::value root, json::Parse(payload));
+    TALLY_ASSIGN_OR_RETURN(const bj::object* obj, json::AsObject(root, ""));
+    return Envelope(*obj);
+}
+
+Result<DecodedEvent> StripeEventDecoder::Decode(std::string_view payload) const {
+    TALLY_ASSIGN_OR_RETURN(bj::value root, json::Parse(payload));
+    TALLY_ASSIGN_OR_RETURN(const bj::object* obj, json::AsObject(root, ""));
+    TALLY_ASSIGN_OR_RETURN(EventEnvelope env, Envelope(*obj));
+    DecodedEvent event;
+    event.id = std::move(env.id);
+    event.type = std::move(env.type);
+    event.created = env.created;
+    TALLY_ASSIGN_OR_RETURN(event.livemode, OptionalBool(*obj, "livemode", "", false));
+    const auto* data = obj->if_contains("data");
+    if (data == nullptr || !data->is_object()) {
+        if (Handled(event.type)) return InvalidArgument("data must be an object", "data");
+        return event;
+    }
+    const auto* object = data->get_object().if_contains("object");
+    if (object == nullptr || !object->is_object()) {
+        if (Handled(event.type)) return InvalidArgument("data.object must be an object", "data.object");
+        return event;
+    }
+    const bj::object& o = object->get_object();
+    event.object_fields = Fields(o);
+    if (const auto* prev = data->get_object().if_contains("previous_attributes"); prev && prev->is_object()) {
+        event.previous_attributes = Fields(prev->get_object());
+    }
+    TALLY_ASSIGN_OR_RETURN(event.object_type, OptionalString(o, "object", kObj));
+    TALLY_ASSIGN_OR_RETURN(event.object_id, OptionalString(o, "id", kObj));
+    if (!Handled(event.type)) return event;
+    const std::string& t = event.type;
+    if (t.starts_with("customer.subscription.")) {
+        TALLY_ASSIGN_OR_RETURN(event.object, DecodeSubscription(o));
+    } else if (t.starts_with("customer.")) {
+        TALLY_ASSIGN_OR_RETURN(event.object, DecodeCustomer(o));
+    } else if (t.starts_with("invoice.")) {
+        TALLY_ASSIGN_OR_RETURN(event.object, DecodeInvoice(o));
+    } else if (t.starts_with("checkout.session.")) {
+        TALLY_ASSIGN_OR_RETURN(event.object, DecodeCheckout(o));
+    } else if (t.starts_with("payment_intent.")) {
+        TALLY_ASSIGN_OR_RETURN(event.object, DecodePayment(o, "payment_intent"));
+    } else if (t.starts_with("charge.")) {
+        TALLY_ASSIGN_OR_RETURN(event.object, DecodePayment(o, "charge"));
+    }
+    return event;
+}
+
+}  // namespace tally

@@ -1,0 +1,15 @@
+#pragma once
+#include "app/ports.hpp"
+
+namespace tally {
+
+/// Decodes Stripe event JSON with Boost.JSON into DecodedEvent. Accepts both API shapes Stripe has used
+/// for the fields Tally reads (period on the subscription or on its items; invoice.subscription or
+/// invoice.parent.subscription_details.subscription). Stateless, so thread-safe.
+class StripeEventDecoder final : public EventDecoder {
+public:
+    Result<EventEnvelope> DecodeEnvelope(std::string_view payload) const override;
+    Result<DecodedEvent> Decode(std::string_view payload) const override;
+};
+
+}  // namespace tally

@@ -1,0 +1,82 @@
+#include "adapters/stripe/webhook_signature.hpp"
+
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+#include <fstream>
+#include <sstream>
+
+namespace tally {
+namespace {
+
+std::string ReadFile(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+// Vectors computed by the official stripe npm package (copied from ../shared/stripe/signature-vectors.json).
+TEST(WebhookSignatureTest, AcceptsEveryOfficialVector) {
+    const std::string text = ReadFile(std::string(TALLY_SOURCE_DIR) + "/tests/fixtures/signature-vectors.json");
+    ASSERT_FALSE(text.empty());
+    const auto root = boost::json::parse(text);
+    const auto& vectors = root.at("vectors").as_array();
+    ASSERT_GE(vectors.size(), 3u);
+    for (const auto& v : vectors) {
+        const std::string secret(v.at("secret").as_string());
+        const std::string payload(v.at("payload").as_string());
+        const std::string header(v.at("header").as_string());
+        const int64_t t = v.at("timestamp").as_int64();
+        StripeWebhookVerifier verifier({secret}, kWebhookToleranceSecondsDefault);
+        EXPECT_TRUE(verifier.Verify(payload, header, Timestamp(t + 10)).ok()) << v.at("note");
+        EXPECT_EQ(StripeWebhookVerifier::SignHeader(secret, payload, t), header) << v.at("note");
+        // One flipped byte of the body must fail.
+        std::string tampered = payload;
+        tampered[tampered.size() / 2] ^= 1;
+        EXPECT_FALSE(verifier.Verify(tampered, header, Timestamp(t)).ok());
+    }
+}
+
+TEST(WebhookSignatureTest, RejectionsUseStripeNodeWording) {
+    const std::string secret = "whsec_test";
+    const std::string payload = R"({"id":"evt_1"})";
+    const int64_t t = 1700000000;
+    const std::string good = StripeWebhookVerifier::SignHeader(secret, payload, t);
+    const std::string sig = good.substr(good.find("v1=") + 3);
+    StripeWebhookVerifier verifier({secret}, 300);
+    struct Case { std::string header; int64_t now; const char* message; };
+    const Case cases[] = {
+        {"", t, "No stripe-signature header value was provided."},
+        {"garbage", t, "Unable to extract timestamp and signatures from header"},
+        {"t=abc,v1=" + sig, t, "Unable to extract timestamp and signatures from header"},
+        {"t=" + std::to_string(t) + ",v0=" + sig, t, "No signatures found with expected scheme"},
+        {"t=" + std::to_string(t) + ",v1=" + std::string(64, '0'), t,
+         "No signatures found matching the expected signature for payload"},
+        {"t=" + std::to_string(t + 1) + ",v1=" + sig, t, "No signatures found matching the expected signature for payload"},
+        {good, t + 301, "Timestamp outside the tolerance zone"},
+    };
+    for (const auto& c : cases) {
+        const Status s = verifier.Verify(payload, c.header, Timestamp(c.now));
+        ASSERT_FALSE(s.ok()) << c.header;
+        EXPECT_EQ(s.error().message, c.message) << c.header;
+        EXPECT_EQ(s.error().param, "Stripe-Signature");
+    }
+    EXPECT_TRUE(verifier.Verify(payload, good, Timestamp(t + 300)).ok());  // exactly at the tolerance
+}
+
+TEST(WebhookSignatureTest, AnyV1AndAnySecretMatches) {
+    const std::string payload = R"({"id":"evt_rot"})";
+    const int64_t t = 1700000000;
+    const std::string old_header = StripeWebhookVerifier::SignHeader("whsec_old", payload, t);
+    const std::string new_sig = StripeWebhookVerifier::SignHeader("whsec_new", payload, t).substr(13);
+    // Stripe sends one v1 per active secret while rolling; v0 and unknown schemes are ignored.
+    const std::string header = old_header + ",v1=" + new_sig.substr(new_sig.find("v1=") + 3) + ",v0=deadbeef,x9=1";
+    EXPECT_TRUE(StripeWebhookVerifier({"whsec_new"}, 300).Verify(payload, header, Timestamp(t)).ok());
+    EXPECT_TRUE(StripeWebhookVerifier({"whsec_old"}, 300).Verify(payload, header, Timestamp(t)).ok());
+    EXPECT_TRUE(StripeWebhookVerifier({"whsec_other", "whsec_old"}, 300).Verify(payload, old_header, Timestamp(t)).ok());
+    EXPECT_FALSE(StripeWebhookVerifier({"whsec_other"}, 300).Verify(payload, header, Timestamp(t)).ok());
+}
+
+}  // namespace
+}  // namespace tally

@@ -1,0 +1,18 @@
+#pragma once
+#include <chrono>
+
+#include "app/ports.hpp"
+
+namespace tally {
+
+/// The wall clock, UTC seconds. Thread-safe.
+class SystemClock final : public Clock {
+public:
+    Timestamp Now() const override {
+        return Timestamp(std::chrono::duration_cast<std::chrono::seconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count());
+    }
+};
+
+}  // namespace tally

@@ -1,0 +1,249 @@
+#include "app/billing_service.hpp"
+
+#include <algorithm>
+#include <mutex>
+#include <random>
+
+namespace tally {
+
+std::string NewId(const std::string& prefix) {
+    static std::mutex mu;
+    static std::mt19937_64 rng{std::random_device{}()};
+    uint64_t a = 0;
+    uint64_t b = 0;
+    {
+        std::lock_guard lock(mu);
+        a = rng();
+        b = rng();
+    }
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string out = prefix;
+    for (uint64_t v : {a, b}) {
+        for (int i = 0; i < 12; ++i) out += kHex[(v >> (i * 4)) & 0xf];
+    }
+    return out;
+}
+
+BillingService::BillingService(Store& store, const Catalog& catalog, const Clock& clock, BillingConfig config)
+    : store_(store), catalog_(catalog), clock_(clock), config_(config) {}
+
+std::optional<Timestamp> BillingService::PastDueSince(const std::vector<PaymentAttempt>& attempts) {
+    std::optional<Timestamp> last_success;
+    for (const auto& a : attempts) {
+        if (a.succeeded && (!last_success || a.at > *last_success)) last_success = a.at;
+    }
+    std::optional<Timestamp> first_failure;
+    for (const auto& a : attempts) {
+        if (a.succeeded || (last_success && a.at <= *last_success)) continue;
+        if (!first_failure || a.at < *first_failure) first_failure = a.at;
+    }
+    return first_failure;
+}
+
+Result<CustomerView> BillingService::BuildView(StoreTx& tx, CustomerRecord customer, Timestamp now) {
+    CustomerView view;
+    if (customer.stripe_customer_id) {
+        TALLY_ASSIGN_OR_RETURN(view.subscriptions, tx.ListSubscriptionsByStripeCustomer(*customer.stripe_customer_id));
+    }
+    std::vector<SubscriptionAccessInput> inputs;
+    inputs.reserve(view.subscriptions.size());
+    for (const auto& sub : view.subscriptions) {
+        SubscriptionAccessInput in{sub.id.str(), sub.status, catalog_.FindPlan(PlanId(sub.plan_id)), std::nullopt};
+        if (sub.status == SubscriptionStatus::kPastDue) {
+            TALLY_ASSIGN_OR_RETURN(auto attempts, tx.ListPaymentAttempts(sub.id.str()));
+            in.past_due_since = PastDueSince(attempts);
+            // No recorded failure (its invoice event not seen yet): the grace starts when we learned of past_due.
+            if (!in.past_due_since) in.past_due_since = Timestamp(sub.stamp.created);
+        }
+        inputs.push_back(std::move(in));
+    }
+    view.decision = DecideAccess(catalog_, inputs, customer.role_override, now, config_.grace_period_seconds);
+    for (const auto& sub : view.subscriptions) {
+        if (sub.id.str() == view.decision.subscription_id) view.primary = sub;
+    }
+    if (!view.primary && !view.subscriptions.empty()) {
+        view.primary = *std::max_element(view.subscriptions.begin(), view.subscriptions.end(),
+                                         [](const auto& a, const auto& b) { return a.created < b.created; });
+    }
+    view.customer = std::move(customer);
+    return view;
+}
+
+Status BillingService::Reconcile(StoreTx& tx, CustomerRecord& customer, const std::string& cause, Timestamp now) {
+    TALLY_ASSIGN_OR_RETURN(CustomerView view, BuildView(tx, customer, now));
+    const AccessDecision& d = view.decision;
+    if (d.role != customer.role) {
+        std::string detail = "source=" + d.role_source;
+        if (!d.subscription_id.empty()) detail += " subscription=" + d.subscription_id;
+        TALLY_TRY(tx.AppendAudit({0, customer.id, now, "role_changed", customer.role, d.role, cause, detail}));
+        customer.role = d.role;
+    }
+    if (d.plan->id.str() != customer.plan_id) {
+        TALLY_TRY(tx.AppendAudit({0, customer.id, now, "plan_changed", customer.plan_id, d.plan->id.str(), cause,
+                                  d.subscription_id.empty() ? "" : "subscription=" + d.subscription_id}));
+        customer.plan_id = d.plan->id.str();
+    }
+    // Keep an expired override visible until the sweep clears the check time; DecideAccess ignores it.
+    customer.role_check_at = d.next_change_at;
+    return tx.UpdateCustomer(customer);
+}
+
+namespace {
+Status CheckText(const std::string& value, size_t max, const char* field, bool required) {
+    if (required && value.empty()) return InvalidArgument(std::string(field) + " is required", field);
+    if (value.size() > max) {
+        return InvalidArgument(std::string(field) + " must be at most " + std::to_string(max) + " bytes", field);
+    }
+    return {};
+}
+}  // namespace
+
+Result<std::pair<CustomerView, bool>> BillingService::CreateCustomer(const std::string& external_id,
+                                                                     const std::string& email,
+                                                                     const std::string& name) {
+    TALLY_TRY(CheckText(external_id, kExternalIdBytesMax, "external_id", true));
+    TALLY_TRY(CheckText(email, kEmailBytesMax, "email", false));
+    TALLY_TRY(CheckText(name, kNameBytesMax, "name", false));
+    if (!email.empty() && email.find('@') == std::string::npos) return InvalidArgument("email is not an address", "email");
+    std::optional<CustomerView> out;
+    bool created = false;
+    const Timestamp now = clock_.Now();
+    TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto existing, tx.FindCustomerByExternalId(external_id));
+        if (existing) {
+            TALLY_ASSIGN_OR_RETURN(out, BuildView(tx, *existing, now));
+            return {};
+        }
+        CustomerRecord c;
+        c.id = CustomerId(NewId("cust_"));
+        c.external_id = external_id;
+        c.email = email;
+        c.name = name;
+        c.role = catalog_.default_role();
+        c.plan_id = catalog_.default_plan().id.str();
+        c.created_at = now;
+        TALLY_TRY(tx.InsertCustomer(c));
+        TALLY_TRY(tx.AppendAudit({0, c.id, now, "customer_created", "", c.role, "api", "external_id=" + external_id}));
+        created = true;
+        TALLY_ASSIGN_OR_RETURN(out, BuildView(tx, c, now));
+        return {};
+    }));
+    return std::make_pair(std::move(*out), created);
+}
+
+Result<CustomerView> BillingService::GetCustomer(const CustomerId& id) {
+    std::optional<CustomerView> out;
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto record, tx.GetCustomer(id));
+        if (!record) return NotFound("no such customer: '" + id.str() + "'", "id");
+        TALLY_ASSIGN_OR_RETURN(out, BuildView(tx, *record, clock_.Now()));
+        return {};
+    }));
+    return std::move(*out);
+}
+
+Result<std::vector<CustomerView>> BillingService::FindByExternalId(const std::string& external_id) {
+    std::vector<CustomerView> out;
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto record, tx.FindCustomerByExternalId(external_id));
+        if (record) {
+            TALLY_ASSIGN_OR_RETURN(auto view, BuildView(tx, *record, clock_.Now()));
+            out.push_back(std::move(view));
+        }
+        return {};
+    }));
+    return out;
+}
+
+Result<std::vector<CustomerView>> BillingService::FindByStripeCustomerId(const StripeCustomerId& id) {
+    std::vector<CustomerView> out;
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto record, tx.FindCustomerByStripeId(id));
+        if (record) {
+            TALLY_ASSIGN_OR_RETURN(auto view, BuildView(tx, *record, clock_.Now()));
+            out.push_back(std::move(view));
+        }
+        return {};
+    }));
+    return out;
+}
+
+Result<CustomerView> BillingService::SetRoleOverride(const CustomerId& id, const std::string& role,
+                                                     const std::string& reason, std::optional<Timestamp> expires_at,
+                                                     const std::string& actor) {
+    if (catalog_.RoleRank(role) < 0) return InvalidArgument("unknown role '" + role + "'", "role");
+    TALLY_TRY(CheckText(reason, kReasonBytesMax, "reason", true));
+    const Timestamp now = clock_.Now();
+    if (expires_at && *expires_at <= now) return InvalidArgument("expires_at must be in the future", "expires_at");
+    std::optional<CustomerView> out;
+    TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto record, tx.GetCustomer(id));
+        if (!record) return NotFound("no such customer: '" + id.str() + "'", "id");
+        record->role_override = RoleOverride{role, reason, expires_at, now};
+        std::string detail = "reason=" + reason;
+        if (expires_at) detail += " expires_at=" + FormatRfc3339(*expires_at);
+        TALLY_TRY(tx.AppendAudit({0, record->id, now, "role_override_set", record->role, role, "admin:" + actor, detail}));
+        TALLY_TRY(Reconcile(tx, *record, "admin:" + actor, now));
+        TALLY_ASSIGN_OR_RETURN(out, BuildView(tx, *record, now));
+        return {};
+    }));
+    return std::move(*out);
+}
+
+Result<CustomerView> BillingService::ClearRoleOverride(const CustomerId& id, const std::string& actor) {
+    const Timestamp now = clock_.Now();
+    std::optional<CustomerView> out;
+    TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto record, tx.GetCustomer(id));
+        if (!record) return NotFound("no such customer: '" + id.str() + "'", "id");
+        if (!record->role_override) return NotFound("customer has no role override", "id");
+        const std::string old_role = record->role_override->role;
+        record->role_override.reset();
+        TALLY_TRY(tx.AppendAudit({0, record->id, now, "role_override_cleared", old_role, "", "admin:" + actor, ""}));
+        TALLY_TRY(Reconcile(tx, *record, "admin:" + actor, now));
+        TALLY_ASSIGN_OR_RETURN(out, BuildView(tx, *record, now));
+        return {};
+    }));
+    return std::move(*out);
+}
+
+Result<std::vector<AuditEntry>> BillingService::ListAudit(const CustomerId& customer_id, int limit) {
+    if (limit < 1 || limit > kAuditPageSizeMax) {
+        return InvalidArgument("limit must be between 1 and " + std::to_string(kAuditPageSizeMax), "limit");
+    }
+    std::vector<AuditEntry> out;
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        if (!customer_id.empty()) {
+            TALLY_ASSIGN_OR_RETURN(auto record, tx.GetCustomer(customer_id));
+            if (!record) return NotFound("no such customer: '" + customer_id.str() + "'", "customer");
+        }
+        TALLY_ASSIGN_OR_RETURN(out, tx.ListAudit(customer_id, limit));
+        return {};
+    }));
+    return out;
+}
+
+Result<int> BillingService::SweepRoles() {
+    const Timestamp now = clock_.Now();
+    int count = 0;
+    TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto ids, tx.ListCustomersDueForRoleCheck(now, kRoleSweepBatchMax));
+        for (const auto& id : ids) {
+            TALLY_ASSIGN_OR_RETURN(auto record, tx.GetCustomer(id));
+            if (!record) continue;
+            std::string cause = "time:grace_period_expired";
+            if (record->role_override && !record->role_override->ActiveAt(now)) {
+                cause = "time:role_override_expired";
+                TALLY_TRY(tx.AppendAudit({0, record->id, now, "role_override_expired", record->role_override->role,
+                                          "", cause, ""}));
+                record->role_override.reset();
+            }
+            TALLY_TRY(Reconcile(tx, *record, cause, now));
+            ++count;
+        }
+        return {};
+    }));
+    return count;
+}
+
+}  // namespace tally

@@ -1,0 +1,86 @@
+#pragma once
+// Customers, role synchronisation and admin overrides.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "app/ports.hpp"
+#include "app/store.hpp"
+#include "domain/catalog.hpp"
+#include "domain/role.hpp"
+
+namespace tally {
+
+/// Named limits and settings of the billing use cases.
+struct BillingConfig {
+    int64_t grace_period_seconds = 7 * 86400;  // past_due keeps the role this long after the first failed payment
+};
+
+constexpr int kAuditPageSizeMax = 500;
+constexpr int kRoleSweepBatchMax = 500;
+constexpr size_t kExternalIdBytesMax = 255;
+constexpr size_t kEmailBytesMax = 320;
+constexpr size_t kNameBytesMax = 255;
+constexpr size_t kReasonBytesMax = 1000;
+
+/// A customer with its subscriptions and the access decision at the time of reading.
+struct CustomerView {
+    CustomerRecord customer;
+    std::vector<SubscriptionRecord> subscriptions;
+    AccessDecision decision;
+    std::optional<SubscriptionRecord> primary;  // the subscription granting the plan, else the newest one
+};
+
+/// A fresh random id with |prefix|, e.g. "cust_3f9a...". Thread-safe.
+std::string NewId(const std::string& prefix);
+
+/// Use cases around customers and their roles. Thread-safe (state lives in the Store).
+class BillingService {
+public:
+    BillingService(Store& store, const Catalog& catalog, const Clock& clock, BillingConfig config);
+
+    /// Creates a customer, or returns the existing one with this external_id (created=false).
+    /// kInvalidArgument naming the field for an empty or oversized external_id, email or name.
+    Result<std::pair<CustomerView, bool>> CreateCustomer(const std::string& external_id, const std::string& email,
+                                                         const std::string& name);
+    /// kNotFound if there is no such customer.
+    Result<CustomerView> GetCustomer(const CustomerId& id);
+    Result<std::vector<CustomerView>> FindByExternalId(const std::string& external_id);
+    Result<std::vector<CustomerView>> FindByStripeCustomerId(const StripeCustomerId& id);
+
+    /// Sets an override that beats the automation until |expires_at|. kInvalidArgument for an unknown role,
+    /// an empty reason or an expiry not in the future; kNotFound for an unknown customer.
+    Result<CustomerView> SetRoleOverride(const CustomerId& id, const std::string& role, const std::string& reason,
+                                         std::optional<Timestamp> expires_at, const std::string& actor);
+    /// Removes the override; kNotFound if the customer or the override does not exist.
+    Result<CustomerView> ClearRoleOverride(const CustomerId& id, const std::string& actor);
+
+    /// Audit entries, newest first; |limit| in 1..kAuditPageSizeMax.
+    Result<std::vector<AuditEntry>> ListAudit(const CustomerId& customer_id, int limit);
+
+    /// Applies role changes that time alone causes (grace periods ending, overrides expiring).
+    /// Returns how many customers were re-evaluated.
+    Result<int> SweepRoles();
+
+    /// Recomputes the customer's role and plan inside |tx| and persists them; records a role_changed or
+    /// plan_changed audit entry with |cause| when either moved. Used by the webhook processor.
+    Status Reconcile(StoreTx& tx, CustomerRecord& customer, const std::string& cause, Timestamp now);
+    /// The access decision for |customer| at |now| from what |tx| holds.
+    Result<CustomerView> BuildView(StoreTx& tx, CustomerRecord customer, Timestamp now);
+    /// When the current dunning run began: the first failed payment after the last successful one.
+    static std::optional<Timestamp> PastDueSince(const std::vector<PaymentAttempt>& attempts);
+
+    const Catalog& catalog() const { return catalog_; }
+    const BillingConfig& config() const { return config_; }
+
+private:
+    Result<std::vector<CustomerView>> ViewsOf(std::optional<CustomerRecord> record);
+
+    Store& store_;
+    const Catalog& catalog_;
+    const Clock& clock_;
+    const BillingConfig config_;
+};
+
+}  // namespace tally

@@ -1,0 +1,128 @@
+#pragma once
+// Ports the use cases need that are not the store: time, Stripe event decoding, signature checks.
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+
+#include "domain/event_order.hpp"
+#include "domain/ids.hpp"
+#include "domain/result.hpp"
+#include "domain/subscription.hpp"
+#include "domain/time.hpp"
+
+namespace tally {
+
+/// The source of "now". Implementations are thread-safe.
+class Clock {
+public:
+    virtual ~Clock() = default;
+    virtual Timestamp Now() const = 0;
+};
+
+/// A Stripe customer as carried by customer.* events.
+struct StripeCustomerData {
+    StripeCustomerId id;
+    std::string email;
+    std::string name;
+    std::string external_id;  // metadata.external_id: the app's user id
+    bool deleted = false;
+};
+
+/// A Stripe subscription (first item's price decides the plan), as carried by customer.subscription.* events.
+struct StripeSubscriptionData {
+    StripeSubscriptionId id;
+    StripeCustomerId customer;
+    SubscriptionStatus status = SubscriptionStatus::kIncomplete;
+    std::string price_id;
+    std::string price_lookup_key;
+    BillingInterval interval;
+    int64_t unit_amount_minor = 0;
+    std::string currency;
+    int64_t quantity = 1;
+    Timestamp current_period_start;
+    Timestamp current_period_end;
+    bool cancel_at_period_end = false;
+    std::optional<Timestamp> trial_end;
+    std::optional<Timestamp> canceled_at;
+    Timestamp created;
+};
+
+/// A Stripe invoice, as carried by invoice.* events.
+struct StripeInvoiceData {
+    std::string id;
+    StripeCustomerId customer;
+    std::string subscription_id;  // top-level `subscription` or parent.subscription_details.subscription
+    std::string status;
+    int64_t amount_due_minor = 0;
+    int64_t amount_paid_minor = 0;
+    std::string currency;
+    std::string billing_reason;
+    int64_t attempt_count = 0;
+    std::optional<Timestamp> next_payment_attempt;
+};
+
+/// A completed Checkout Session.
+struct StripeCheckoutData {
+    std::string id;
+    StripeCustomerId customer;
+    std::string subscription_id;
+    std::string client_reference_id;
+    std::string external_id;  // metadata.external_id
+    std::string mode;
+    std::string payment_status;
+};
+
+/// A payment_intent or charge.
+struct StripePaymentData {
+    std::string id;
+    std::string object;  // "payment_intent" or "charge"
+    StripeCustomerId customer;
+    int64_t amount_minor = 0;
+    int64_t amount_refunded_minor = 0;
+    std::string currency;
+    std::string status;
+};
+
+/// A verified Stripe event, decoded into the fields Tally acts on.
+struct DecodedEvent {
+    StripeEventId id;
+    std::string type;
+    Timestamp created;
+    bool livemode = false;
+    std::string object_type;  // data.object.object
+    std::string object_id;    // data.object.id
+    FieldMap object_fields;           // data.object's top-level fields, for the ordering rule's chain check
+    FieldMap previous_attributes;     // data.previous_attributes, same form
+    std::variant<std::monostate, StripeCustomerData, StripeSubscriptionData, StripeInvoiceData, StripeCheckoutData,
+                 StripePaymentData>
+        object;
+};
+
+/// The envelope fields needed to record an event before it is processed.
+struct EventEnvelope {
+    StripeEventId id;
+    std::string type;
+    Timestamp created;
+};
+
+/// Decodes Stripe event JSON. Thread-safe.
+class EventDecoder {
+public:
+    virtual ~EventDecoder() = default;
+    /// id, type and created only; kInvalidArgument naming the missing or mistyped field.
+    virtual Result<EventEnvelope> DecodeEnvelope(std::string_view payload) const = 0;
+    /// Full decode; kInvalidArgument naming the field when a handled type's object is malformed.
+    virtual Result<DecodedEvent> Decode(std::string_view payload) const = 0;
+};
+
+/// Verifies a Stripe-Signature header over the raw body. Thread-safe.
+class WebhookVerifier {
+public:
+    virtual ~WebhookVerifier() = default;
+    /// kInvalidArgument with stripe-node's wording when the header is missing, malformed, matches no
+    /// configured secret, or its timestamp is outside the tolerance relative to |now|.
+    virtual Status Verify(std::string_view payload, std::string_view signature_header, Timestamp now) const = 0;
+};
+
+}  // namespace tally

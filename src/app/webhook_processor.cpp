@@ -1,0 +1,383 @@
+#include "app/webhook_processor.hpp"
+
+#include <chrono>
+
+namespace tally {
+
+const char* InboxStatusName(InboxStatus status) {
+    switch (status) {
+        case InboxStatus::kPending: return "pending";
+        case InboxStatus::kProcessed: return "processed";
+        case InboxStatus::kFailed: return "failed";
+    }
+    return "pending";
+}
+
+Result<InboxStatus> ParseInboxStatus(const std::string& text) {
+    if (text == "pending") return InboxStatus::kPending;
+    if (text == "processed") return InboxStatus::kProcessed;
+    if (text == "failed") return InboxStatus::kFailed;
+    return InvalidArgument("status must be one of pending, processed, failed", "status");
+}
+
+int64_t WebhookRetryDelaySeconds(int attempts) {
+    if (attempts < 1) return 0;
+    if (attempts > 12) return kWebhookRetryDelaySecondsMax;
+    return std::min<int64_t>(int64_t{1} << (attempts - 1), kWebhookRetryDelaySecondsMax);
+}
+
+WebhookProcessor::WebhookProcessor(Store& store, const EventDecoder& decoder, BillingService& billing,
+                                   const Clock& clock)
+    : store_(store), decoder_(decoder), billing_(billing), clock_(clock) {}
+
+Result<std::string> WebhookProcessor::ProcessOne(const StripeEventId& id) {
+    const Timestamp now = clock_.Now();
+    std::string outcome;
+    const Status applied = store_.Write([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto inbox, tx.GetInboxEvent(id));
+        if (!inbox) return NotFound("no such event: '" + id.str() + "'", "id");
+        if (inbox->status == InboxStatus::kProcessed) {
+            outcome = "already_processed";
+            return {};
+        }
+        TALLY_ASSIGN_OR_RETURN(DecodedEvent event, decoder_.Decode(inbox->payload));
+        TALLY_ASSIGN_OR_RETURN(outcome, Apply(tx, event, now));
+        inbox->status = InboxStatus::kProcessed;
+        inbox->attempts += 1;
+        inbox->outcome = outcome;
+        inbox->last_error.clear();
+        inbox->next_attempt_at.reset();
+        inbox->processed_at = now;
+        return tx.UpdateInboxState(*inbox);
+    });
+    if (applied.ok()) return outcome;
+    if (applied.error().code == ErrorCode::kNotFound && applied.error().param == "id") return applied.error();
+    // The transaction rolled back; record the failure in a transaction of its own.
+    const Error error = applied.error();
+    TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto inbox, tx.GetInboxEvent(id));
+        if (!inbox) return {};
+        inbox->status = InboxStatus::kFailed;
+        inbox->attempts += 1;
+        inbox->last_error = std::string(ErrorCodeName(error.code)) + ": " + error.message +
+                            (error.param.empty() ? "" : " (" + error.param + ")");
+        if (inbox->attempts >= kWebhookAttemptCountMax) {
+            inbox->next_attempt_at.reset();
+        } else {
+            inbox->next_attempt_at = now.PlusSeconds(WebhookRetryDelaySeconds(inbox->attempts));
+        }
+        return tx.UpdateInboxState(*inbox);
+    }));
+    return error;
+}
+
+Result<int> WebhookProcessor::ProcessDue() {
+    std::vector<StripeEventId> ids;
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(ids, tx.ListDueInbox(clock_.Now(), kWebhookProcessBatchMax));
+        return {};
+    }));
+    for (const auto& id : ids) {
+        (void)ProcessOne(id);  // failures are recorded on the event itself
+    }
+    return static_cast<int>(ids.size());
+}
+
+Result<InboxEvent> WebhookProcessor::Retry(const StripeEventId& id) {
+    std::optional<InboxEvent> out;
+    TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(out, tx.GetInboxEvent(id));
+        if (!out) return NotFound("no such event: '" + id.str() + "'", "id");
+        if (out->status == InboxStatus::kProcessed) {
+            return Conflict("event '" + id.str() + "' is already processed", "id");
+        }
+        out->next_attempt_at = clock_.Now();
+        return tx.UpdateInboxState(*out);
+    }));
+    return std::move(*out);
+}
+
+Result<bool> WebhookProcessor::IsNewer(StoreTx& tx, const DecodedEvent& event, bool terminal, const EventStamp& stored) {
+    const EventStamp incoming{event.created.unix_seconds(), EventTypeRank(event.type), event.id.str(), terminal};
+    bool incoming_follows = false;
+    bool stored_follows = false;
+    if (incoming.created == stored.created && incoming.event_id != stored.event_id) {
+        // Same second: look for chain evidence in the stored snapshot's own event.
+        TALLY_ASSIGN_OR_RETURN(auto stored_inbox, tx.GetInboxEvent(StripeEventId(stored.event_id)));
+        if (stored_inbox) {
+            auto stored_event = decoder_.Decode(stored_inbox->payload);
+            if (stored_event.ok()) {
+                incoming_follows = FollowsFrom(event.previous_attributes, stored_event->object_fields);
+                stored_follows = FollowsFrom(stored_event->previous_attributes, event.object_fields);
+            }
+        }
+    }
+    return Supersedes(incoming, stored, incoming_follows, stored_follows);
+}
+
+Result<std::string> WebhookProcessor::Apply(StoreTx& tx, const DecodedEvent& event, Timestamp now) {
+    if (const auto* c = std::get_if<StripeCustomerData>(&event.object)) return ApplyCustomer(tx, event, *c, now);
+    if (const auto* s = std::get_if<StripeSubscriptionData>(&event.object)) return ApplySubscription(tx, event, *s, now);
+    if (const auto* i = std::get_if<StripeInvoiceData>(&event.object)) return ApplyInvoice(tx, event, *i, now);
+    if (const auto* k = std::get_if<StripeCheckoutData>(&event.object)) return ApplyCheckout(tx, event, *k, now);
+    if (const auto* p = std::get_if<StripePaymentData>(&event.object)) return ApplyPayment(tx, event, *p);
+    return std::string("ignored");
+}
+
+Result<CustomerRecord> WebhookProcessor::EnsureCustomer(StoreTx& tx, const StripeCustomerId& id, Timestamp now,
+                                                        const std::string& cause) {
+    TALLY_ASSIGN_OR_RETURN(auto existing, tx.FindCustomerByStripeId(id));
+    if (existing) return std::move(*existing);
+    CustomerRecord c;
+    c.id = CustomerId(NewId("cust_"));
+    c.stripe_customer_id = id;
+    c.role = billing_.catalog().default_role();
+    c.plan_id = billing_.catalog().default_plan().id.str();
+    c.created_at = now;
+    TALLY_TRY(tx.InsertCustomer(c));
+    TALLY_TRY(tx.AppendAudit({0, c.id, now, "customer_created", "", c.role, cause, "stripe_customer=" + id.str()}));
+    return c;
+}
+
+Status WebhookProcessor::LinkStripeCustomer(StoreTx& tx, CustomerRecord& customer, const StripeCustomerId& id,
+                                            Timestamp now, const std::string& cause) {
+    if (customer.stripe_customer_id == id) return {};
+    if (customer.stripe_customer_id) {
+        return tx.AppendAudit({0, customer.id, now, "link_conflict", customer.stripe_customer_id->str(), id.str(),
+                               cause, "customer is already linked to another Stripe customer; not relinked"});
+    }
+    TALLY_ASSIGN_OR_RETURN(auto placeholder, tx.FindCustomerByStripeId(id));
+    if (placeholder) {
+        if (!placeholder->external_id.empty()) {
+            return tx.AppendAudit({0, customer.id, now, "link_conflict", "", id.str(), cause,
+                                   "Stripe customer is linked to " + placeholder->id.str()});
+        }
+        // Fold the placeholder (made from events that came before the link) into the app's customer.
+        if (customer.email.empty()) customer.email = placeholder->email;
+        if (customer.name.empty()) customer.name = placeholder->name;
+        customer.stripe_stamp = placeholder->stripe_stamp;
+        customer.stripe_deleted = placeholder->stripe_deleted;
+        placeholder->stripe_customer_id.reset();
+        placeholder->role_check_at.reset();
+        TALLY_TRY(tx.UpdateCustomer(*placeholder));
+        TALLY_TRY(tx.AppendAudit({0, placeholder->id, now, "customer_merged", placeholder->id.str(),
+                                  customer.id.str(), cause, "placeholder folded into the linked customer"}));
+    }
+    customer.stripe_customer_id = id;
+    TALLY_TRY(tx.UpdateCustomer(customer));
+    return tx.AppendAudit({0, customer.id, now, "stripe_customer_linked", "", id.str(), cause, ""});
+}
+
+Result<std::string> WebhookProcessor::ApplyCustomer(StoreTx& tx, const DecodedEvent& event,
+                                                    const StripeCustomerData& data, Timestamp now) {
+    const std::string cause = "event:" + event.id.str();
+    const bool deleted = data.deleted || event.type == "customer.deleted";
+    TALLY_ASSIGN_OR_RETURN(auto existing, tx.FindCustomerByStripeId(data.id));
+    CustomerRecord customer;
+    if (existing) {
+        customer = std::move(*existing);
+    } else if (!data.external_id.empty()) {
+        TALLY_ASSIGN_OR_RETURN(auto by_external, tx.FindCustomerByExternalId(data.external_id));
+        if (by_external && !by_external->stripe_customer_id) {
+            customer = std::move(*by_external);
+            TALLY_TRY(LinkStripeCustomer(tx, customer, data.id, now, cause));
+        } else {
+            TALLY_ASSIGN_OR_RETURN(customer, EnsureCustomer(tx, data.id, now, cause));
+        }
+    } else {
+        TALLY_ASSIGN_OR_RETURN(customer, EnsureCustomer(tx, data.id, now, cause));
+    }
+    if (customer.stripe_stamp) {
+        TALLY_ASSIGN_OR_RETURN(bool newer, IsNewer(tx, event, deleted, *customer.stripe_stamp));
+        if (!newer) return std::string("stale");
+    }
+    customer.email = data.email;
+    customer.name = data.name;
+    customer.stripe_deleted = deleted;
+    customer.stripe_stamp = EventStamp{event.created.unix_seconds(), EventTypeRank(event.type), event.id.str(), deleted};
+    if (customer.external_id.empty() && !data.external_id.empty()) {
+        TALLY_ASSIGN_OR_RETURN(auto taken, tx.FindCustomerByExternalId(data.external_id));
+        if (!taken) customer.external_id = data.external_id;
+    }
+    TALLY_TRY(tx.UpdateCustomer(customer));
+    TALLY_TRY(billing_.Reconcile(tx, customer, cause, now));
+    return std::string("applied");
+}
+
+Result<std::string> WebhookProcessor::ApplySubscription(StoreTx& tx, const DecodedEvent& event,
+                                                        const StripeSubscriptionData& data, Timestamp now) {
+    const std::string cause = "event:" + event.id.str();
+    const bool terminal = IsTerminal(data.status);
+    TALLY_ASSIGN_OR_RETURN(auto stored, tx.GetSubscription(data.id));
+    TALLY_ASSIGN_OR_RETURN(CustomerRecord customer, EnsureCustomer(tx, data.customer, now, cause));
+    if (stored) {
+        TALLY_ASSIGN_OR_RETURN(bool newer, IsNewer(tx, event, terminal, stored->stamp));
+        if (!newer) return std::string("stale");
+    }
+    SubscriptionRecord sub;
+    sub.id = data.id;
+    sub.stripe_customer_id = data.customer;
+    sub.status = data.status;
+    sub.price_id = data.price_id;
+    sub.price_lookup_key = data.price_lookup_key;
+    const PriceMatch match = billing_.catalog().MatchPrice(data.price_lookup_key, data.price_id);
+    sub.plan_id = match.plan ? match.plan->id.str() : "";
+    sub.interval = data.interval;
+    sub.unit_amount_minor = data.unit_amount_minor;
+    sub.currency = data.currency;
+    sub.quantity = data.quantity;
+    sub.current_period_start = data.current_period_start;
+    sub.current_period_end = data.current_period_end;
+    sub.cancel_at_period_end = data.cancel_at_period_end;
+    sub.trial_end = data.trial_end;
+    sub.canceled_at = data.canceled_at;
+    sub.created = data.created;
+    sub.stamp = EventStamp{event.created.unix_seconds(), EventTypeRank(event.type), event.id.str(), terminal};
+    TALLY_TRY(tx.UpsertSubscription(sub));
+    if (!match.plan) {
+        TALLY_TRY(tx.AppendAudit({0, customer.id, now, "unknown_price", "", data.price_id, cause,
+                                  "lookup_key='" + data.price_lookup_key + "' matches no plan; grants nothing"}));
+    }
+    if (event.type == "customer.subscription.trial_will_end" && data.trial_end) {
+        TALLY_TRY(tx.AppendAudit({0, customer.id, now, "trial_will_end", "", FormatRfc3339(*data.trial_end), cause,
+                                  "subscription=" + data.id.str()}));
+    }
+    TALLY_TRY(billing_.Reconcile(tx, customer, cause, now));
+    return std::string("applied");
+}
+
+Result<std::string> WebhookProcessor::ApplyInvoice(StoreTx& tx, const DecodedEvent& event, const StripeInvoiceData& data,
+                                                   Timestamp now) {
+    const std::string cause = "event:" + event.id.str();
+    TALLY_ASSIGN_OR_RETURN(CustomerRecord customer, EnsureCustomer(tx, data.customer, now, cause));
+    TALLY_ASSIGN_OR_RETURN(auto stored, tx.GetInvoice(data.id));
+    const bool terminal = data.status == "paid" || data.status == "void";
+    bool newer = true;
+    if (stored) {
+        TALLY_ASSIGN_OR_RETURN(newer, IsNewer(tx, event, terminal, stored->stamp));
+    }
+    if (newer) {
+        TALLY_TRY(tx.UpsertInvoice({data.id, data.customer, data.subscription_id, data.status, data.amount_due_minor,
+                                    data.amount_paid_minor, data.currency,
+                                    EventStamp{event.created.unix_seconds(), EventTypeRank(event.type),
+                                               event.id.str(), terminal}}));
+    }
+    // Payment outcomes are facts, not snapshots: each is kept whatever order it arrives in.
+    const bool failed = event.type == "invoice.payment_failed";
+    const bool succeeded = event.type == "invoice.paid" || event.type == "invoice.payment_succeeded";
+    if ((failed || succeeded) && !data.subscription_id.empty()) {
+        TALLY_TRY(tx.InsertPaymentAttempt({event.id.str(), data.id, data.subscription_id, event.created, succeeded}));
+    }
+    if (failed) {
+        TALLY_ASSIGN_OR_RETURN(CustomerView view, billing_.BuildView(tx, customer, now));
+        std::string detail = "invoice=" + data.id + " amount_due=" + std::to_string(data.amount_due_minor) + " " +
+                             data.currency + " attempt_count=" + std::to_string(data.attempt_count);
+        if (view.decision.role != billing_.catalog().default_role()) {
+            TALLY_ASSIGN_OR_RETURN(auto attempts, tx.ListPaymentAttempts(data.subscription_id));
+            const auto since = BillingService::PastDueSince(attempts).value_or(event.created);
+            detail += "; role '" + view.decision.role + "' drops to '" + billing_.catalog().default_role() + "' at " +
+                      FormatRfc3339(since.PlusSeconds(billing_.config().grace_period_seconds)) +
+                      " unless a payment succeeds";
+        }
+        TALLY_TRY(tx.AppendAudit({0, customer.id, now, "downgrade_warning", view.decision.role,
+                                  billing_.catalog().default_role(), cause, detail}));
+    }
+    if (event.type == "invoice.payment_action_required") {
+        TALLY_TRY(tx.AppendAudit({0, customer.id, now, "payment_action_required", "", data.id, cause,
+                                  "the customer must authenticate the payment"}));
+    }
+    TALLY_TRY(billing_.Reconcile(tx, customer, cause, now));
+    return std::string(newer || failed || succeeded ? "applied" : "stale");
+}
+
+Result<std::string> WebhookProcessor::ApplyCheckout(StoreTx& tx, const DecodedEvent& event,
+                                                    const StripeCheckoutData& data, Timestamp now) {
+    if (event.type != "checkout.session.completed" || data.customer.empty()) return std::string("ignored");
+    const std::string cause = "event:" + event.id.str();
+    // The app passes its customer as client_reference_id (Tally id or external id) or metadata.external_id.
+    std::optional<CustomerRecord> customer;
+    for (const std::string& ref : {data.client_reference_id, data.external_id}) {
+        if (ref.empty() || customer) continue;
+        TALLY_ASSIGN_OR_RETURN(customer, tx.GetCustomer(CustomerId(ref)));
+        if (!customer) {
+            TALLY_ASSIGN_OR_RETURN(customer, tx.FindCustomerByExternalId(ref));
+        }
+    }
+    if (!customer) {
+        TALLY_ASSIGN_OR_RETURN(CustomerRecord placeholder, EnsureCustomer(tx, data.customer, now, cause));
+        customer = std::move(placeholder);
+    } else {
+        TALLY_TRY(LinkStripeCustomer(tx, *customer, data.customer, now, cause));
+    }
+    TALLY_TRY(tx.AppendAudit({0, customer->id, now, "checkout_completed", "", data.id, cause,
+                              "mode=" + data.mode + " payment_status=" + data.payment_status +
+                                  (data.subscription_id.empty() ? "" : " subscription=" + data.subscription_id)}));
+    TALLY_TRY(billing_.Reconcile(tx, *customer, cause, now));
+    return std::string("applied");
+}
+
+Result<std::string> WebhookProcessor::ApplyPayment(StoreTx& tx, const DecodedEvent& event, const StripePaymentData& data) {
+    TALLY_ASSIGN_OR_RETURN(auto stored, tx.GetPayment(data.id));
+    const bool terminal = data.status == "succeeded" || data.status == "canceled";
+    if (stored) {
+        TALLY_ASSIGN_OR_RETURN(bool newer, IsNewer(tx, event, terminal, stored->stamp));
+        // Refunds only grow: keep the largest refunded amount even from an older snapshot.
+        if (!newer) {
+            if (data.amount_refunded_minor > stored->amount_refunded_minor) {
+                stored->amount_refunded_minor = data.amount_refunded_minor;
+                TALLY_TRY(tx.UpsertPayment(*stored));
+                return std::string("applied");
+            }
+            return std::string("stale");
+        }
+    }
+    PaymentRecord p{data.id, data.object, data.customer, data.amount_minor, data.amount_refunded_minor, data.currency,
+                    data.status,
+                    EventStamp{event.created.unix_seconds(), EventTypeRank(event.type), event.id.str(), terminal}};
+    if (stored && stored->amount_refunded_minor > p.amount_refunded_minor) p.amount_refunded_minor = stored->amount_refunded_minor;
+    TALLY_TRY(tx.UpsertPayment(p));
+    return std::string("applied");
+}
+
+WebhookWorker::WebhookWorker(WebhookProcessor& processor, BillingService& billing, int poll_interval_ms)
+    : processor_(processor), billing_(billing), poll_interval_ms_(poll_interval_ms) {}
+
+WebhookWorker::~WebhookWorker() { Stop(); }
+
+void WebhookWorker::Start() { thread_ = std::thread([this] { Run(); }); }
+
+void WebhookWorker::Notify() {
+    std::lock_guard lock(mu_);
+    pending_ = true;
+    cv_.notify_one();
+}
+
+void WebhookWorker::Stop() {
+    {
+        std::lock_guard lock(mu_);
+        stopping_ = true;
+        cv_.notify_one();
+    }
+    if (thread_.joinable()) thread_.join();
+}
+
+void WebhookWorker::Run() {
+    for (;;) {
+        {
+            std::unique_lock lock(mu_);
+            cv_.wait_for(lock, std::chrono::milliseconds(poll_interval_ms_), [this] { return stopping_ || pending_; });
+            if (stopping_) return;
+            pending_ = false;
+        }
+        // Keep draining while a full batch came back: more may be waiting.
+        for (;;) {
+            auto n = processor_.ProcessDue();
+            if (!n.ok() || *n < kWebhookProcessBatchMax) break;
+            std::lock_guard lock(mu_);
+            if (stopping_) return;
+        }
+        (void)billing_.SweepRoles();
+    }
+}
+
+}  // namespace tally

@@ -1,0 +1,82 @@
+#pragma once
+// Applies recorded Stripe events to the store, off the request path, idempotently and in any order.
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "app/billing_service.hpp"
+#include "app/ports.hpp"
+#include "app/store.hpp"
+
+namespace tally {
+
+constexpr int kWebhookAttemptCountMax = 10;         // then the event is left failed for an admin retry
+constexpr int64_t kWebhookRetryDelaySecondsMax = 3600;
+constexpr int kWebhookProcessBatchMax = 200;
+
+/// Backoff before attempt |attempts|+1: 2^(attempts-1) s, capped at kWebhookRetryDelaySecondsMax.
+int64_t WebhookRetryDelaySeconds(int attempts);
+
+/// Turns inbox events into state. Thread-compatible: ProcessOne/ProcessDue may be called from several
+/// threads because every event is applied in its own store transaction, re-checked inside it.
+class WebhookProcessor {
+public:
+    WebhookProcessor(Store& store, const EventDecoder& decoder, BillingService& billing, const Clock& clock);
+
+    /// Processes one event if it is not processed yet. Returns the outcome ("applied", "stale", "ignored",
+    /// "already_processed"); on failure records the error and the next attempt, and returns the error.
+    Result<std::string> ProcessOne(const StripeEventId& id);
+    /// Processes every due event (at most kWebhookProcessBatchMax); returns how many were attempted.
+    Result<int> ProcessDue();
+    /// Makes an event due now again, whatever its state; kNotFound for an unknown id.
+    Result<InboxEvent> Retry(const StripeEventId& id);
+
+private:
+    Result<std::string> Apply(StoreTx& tx, const DecodedEvent& event, Timestamp now);
+    Result<std::string> ApplyCustomer(StoreTx& tx, const DecodedEvent& event, const StripeCustomerData& data, Timestamp now);
+    Result<std::string> ApplySubscription(StoreTx& tx, const DecodedEvent& event, const StripeSubscriptionData& data,
+                                          Timestamp now);
+    Result<std::string> ApplyInvoice(StoreTx& tx, const DecodedEvent& event, const StripeInvoiceData& data, Timestamp now);
+    Result<std::string> ApplyCheckout(StoreTx& tx, const DecodedEvent& event, const StripeCheckoutData& data, Timestamp now);
+    Result<std::string> ApplyPayment(StoreTx& tx, const DecodedEvent& event, const StripePaymentData& data);
+    /// Whether |event| (about an object whose stored snapshot came from |stored|) carries newer state.
+    Result<bool> IsNewer(StoreTx& tx, const DecodedEvent& event, bool terminal, const EventStamp& stored);
+    /// The customer record for a Stripe customer id, created as a placeholder when first seen.
+    Result<CustomerRecord> EnsureCustomer(StoreTx& tx, const StripeCustomerId& id, Timestamp now, const std::string& cause);
+    /// Attaches a Stripe customer id to the app's customer, folding in a placeholder made earlier.
+    Status LinkStripeCustomer(StoreTx& tx, CustomerRecord& customer, const StripeCustomerId& id, Timestamp now,
+                              const std::string& cause);
+
+    Store& store_;
+    const EventDecoder& decoder_;
+    BillingService& billing_;
+    const Clock& clock_;
+};
+
+/// Runs the processor and the role sweep on a background thread. Notify() wakes it after new events are
+/// recorded; it also polls every |poll_interval_ms| for retries that became due. Thread-safe.
+class WebhookWorker {
+public:
+    WebhookWorker(WebhookProcessor& processor, BillingService& billing, int poll_interval_ms);
+    ~WebhookWorker();
+    void Start();
+    void Notify();
+    /// Finishes the event in progress and joins the thread. Idempotent.
+    void Stop();
+
+private:
+    void Run();
+    WebhookProcessor& processor_;
+    BillingService& billing_;
+    const int poll_interval_ms_;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    bool stopping_ = false;
+    bool pending_ = false;
+    std::thread thread_;
+};
+
+}  // namespace tally

@@ -1,0 +1,65 @@
+#include "app/webhook_receiver.hpp"
+
+namespace tally {
+
+WebhookReceiver::WebhookReceiver(Store& store, const WebhookVerifier& verifier, const EventDecoder& decoder,
+                                 const Clock& clock, std::function<void()> on_recorded)
+    : store_(store), verifier_(verifier), decoder_(decoder), clock_(clock), on_recorded_(std::move(on_recorded)),
+      committer_([this](const std::vector<InboxEvent>& events) { return Commit(events); }, kInboxBatchMax,
+                 kInboxQueueLengthMax) {}
+
+WebhookReceiver::~WebhookReceiver() { Stop(); }
+
+void WebhookReceiver::Stop() { committer_.Stop(); }
+
+Result<std::vector<bool>> WebhookReceiver::Commit(const std::vector<InboxEvent>& events) {
+    auto inserted = store_.AppendInbox(events);
+    if (inserted.ok() && on_recorded_) {
+        for (bool fresh : *inserted) {
+            if (fresh) {
+                on_recorded_();
+                break;
+            }
+        }
+    }
+    return inserted;
+}
+
+void WebhookReceiver::Receive(std::string payload, const std::string& signature_header,
+                              std::function<void(Result<WebhookReceipt>)> done) {
+    if (payload.size() > kWebhookBodyBytesMax) {
+        done(Error{ErrorCode::kInvalidArgument,
+                   "body is " + std::to_string(payload.size()) + " bytes; the limit is " +
+                       std::to_string(kWebhookBodyBytesMax),
+                   "body"});
+        return;
+    }
+    const Timestamp now = clock_.Now();
+    // Verify over the raw bytes before looking inside them.
+    if (Status s = verifier_.Verify(payload, signature_header, now); !s.ok()) {
+        done(s.error());
+        return;
+    }
+    auto envelope = decoder_.DecodeEnvelope(payload);
+    if (!envelope.ok()) {
+        done(envelope.error());
+        return;
+    }
+    InboxEvent event;
+    event.id = envelope->id;
+    event.type = envelope->type;
+    event.created = envelope->created;
+    event.payload = std::move(payload);
+    event.received_at = now;
+    WebhookReceipt receipt{envelope->id, envelope->type, false};
+    committer_.Submit(std::move(event), [receipt, done = std::move(done)](Result<bool> inserted) mutable {
+        if (!inserted.ok()) {
+            done(inserted.error());
+            return;
+        }
+        receipt.duplicate = !*inserted;
+        done(std::move(receipt));
+    });
+}
+
+}  // namespace tally

@@ -1,0 +1,70 @@
+// tally: a self-hosted billing engine. See README.md.
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+
+#include "cli/runtime.hpp"
+
+int main(int argc, char** argv) {
+    using tally::cli::ServeOptions;
+    CLI::App app{"tally - self-hosted billing engine for SaaS products (plans, customers, subscriptions, roles) "
+                 "kept in sync with Stripe"};
+    app.require_subcommand(1);
+
+    ServeOptions serve;
+    auto* serve_cmd = app.add_subcommand("serve", "Run the HTTP API and the Stripe webhook endpoint");
+    serve_cmd->add_option("--host", serve.host, "Listen address")->envname("TALLY_HOST")->capture_default_str();
+    serve_cmd->add_option("--port", serve.port, "Listen port")->envname("TALLY_PORT")->capture_default_str();
+    serve_cmd->add_option("--db", serve.db, "SQLite database file")->envname("TALLY_DB")->capture_default_str();
+    serve_cmd->add_option("--catalog", serve.catalog, "Plan catalog JSON")->envname("TALLY_CATALOG")->capture_default_str();
+    serve_cmd->add_option("--http-threads", serve.http_threads, "HTTP I/O threads")
+        ->envname("TALLY_HTTP_THREADS")->check(CLI::Range(1, 64))->capture_default_str();
+    serve_cmd->add_option("--grace-period-days", serve.grace_period_days,
+                          "Days a past_due subscription keeps its role after the first failed payment")
+        ->envname("TALLY_GRACE_PERIOD_DAYS")->check(CLI::Range(0, 365))->capture_default_str();
+    serve_cmd->add_option("--webhook-tolerance", serve.webhook_tolerance_seconds,
+                          "Maximum age in seconds of a webhook signature timestamp")
+        ->envname("STRIPE_WEBHOOK_TOLERANCE")->check(CLI::Range(1, 86400))->capture_default_str();
+    serve_cmd->add_option("--webhook-secret", serve.webhook_secrets,
+                          "Stripe webhook signing secret(s), comma-separated for rotation")
+        ->envname("STRIPE_WEBHOOK_SECRET");
+    serve_cmd->add_option("--webhook-secret-file", serve.webhook_secret_file,
+                          "Where the generated secret is kept when STRIPE_WEBHOOK_SECRET is unset (default <db>.whsec)")
+        ->envname("TALLY_WEBHOOK_SECRET_FILE");
+    serve_cmd->add_option("--admin-key", serve.admin_key, "An admin API key accepted in addition to stored keys")
+        ->envname("TALLY_ADMIN_KEY");
+    serve_cmd->add_option("--drain-ms", serve.drain_ms, "How long SIGTERM waits for requests in flight")
+        ->envname("TALLY_DRAIN_MS")->capture_default_str();
+    serve_cmd->add_option("--poll-interval-ms", serve.poll_interval_ms, "How often due webhook retries are checked")
+        ->envname("TALLY_POLL_INTERVAL_MS")->check(CLI::Range(10, 60000))->capture_default_str();
+
+    std::string db = "./tally.db";
+    auto* migrate_cmd = app.add_subcommand("migrate", "Create or upgrade the database schema");
+    migrate_cmd->add_option("--db", db, "SQLite database file")->envname("TALLY_DB")->capture_default_str();
+
+    auto* keys_cmd = app.add_subcommand("keys", "Manage API keys");
+    keys_cmd->require_subcommand(1);
+    auto* keys_create = keys_cmd->add_subcommand("create", "Create an admin API key and print it once");
+    keys_create->add_option("--db", db, "SQLite database file")->envname("TALLY_DB")->capture_default_str();
+
+    std::string payload;
+    std::string secret;
+    std::string secret_file;
+    auto* sign_cmd = app.add_subcommand("sign", "Print a Stripe-Signature header for a payload (for curl tests)");
+    sign_cmd->add_option("payload", payload, "The exact request body")->required();
+    sign_cmd->add_option("--secret", secret, "Signing secret (default: the one `tally serve` uses)")
+        ->envname("STRIPE_WEBHOOK_SECRET");
+    sign_cmd->add_option("--db", db, "SQLite database file (locates <db>.whsec)")->envname("TALLY_DB")->capture_default_str();
+    sign_cmd->add_option("--webhook-secret-file", secret_file, "Secret file")->envname("TALLY_WEBHOOK_SECRET_FILE");
+
+    CLI11_PARSE(app, argc, argv);
+    if (*serve_cmd) return tally::cli::Serve(serve);
+    if (*migrate_cmd) return tally::cli::Migrate(db);
+    if (*keys_create) return tally::cli::CreateKey(db);
+    if (*sign_cmd) {
+        // CLI11 reads the first secret of a comma-separated STRIPE_WEBHOOK_SECRET.
+        if (auto comma = secret.find(','); comma != std::string::npos) secret = secret.substr(0, comma);
+        return tally::cli::Sign(payload, secret, db, secret_file);
+    }
+    return 1;
+}

@@ -1,0 +1,195 @@
+#include "cli/runtime.hpp"
+
+#include <signal.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+
+#include <boost/json.hpp>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "adapters/config/catalog_json.hpp"
+#include "adapters/crypto.hpp"
+#include "adapters/http/api.hpp"
+#include "adapters/http/server.hpp"
+#include "adapters/sqlite/migrations.hpp"
+#include "adapters/sqlite/sqlite_store.hpp"
+#include "adapters/stripe/event_decoder.hpp"
+#include "adapters/stripe/webhook_signature.hpp"
+#include "adapters/system_clock.hpp"
+#include "app/webhook_processor.hpp"
+#include "app/webhook_receiver.hpp"
+
+namespace tally::cli {
+namespace {
+
+constexpr const char* kVersion = "0.1.0";
+
+std::shared_ptr<spdlog::logger> Logger() {
+    static auto logger = [] {
+        auto l = spdlog::stderr_logger_mt("tally");
+        l->set_pattern(R"({"ts":"%Y-%m-%dT%H:%M:%S.%eZ","level":"%l",%v})", spdlog::pattern_time_type::utc);
+        return l;
+    }();
+    return logger;
+}
+
+std::vector<std::string> SplitSecrets(const std::string& csv) {
+    std::vector<std::string> out;
+    std::stringstream ss(csv);
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+        while (!item.empty() && item.front() == ' ') item.erase(item.begin());
+        while (!item.empty() && item.back() == ' ') item.pop_back();
+        if (!item.empty()) out.push_back(item);
+    }
+    return out;
+}
+
+/// The webhook secrets: STRIPE_WEBHOOK_SECRET if given, else the secret file, created on first use.
+Result<std::vector<std::string>> ResolveSecrets(const std::string& csv, const std::string& file, bool create) {
+    if (!csv.empty()) {
+        auto secrets = SplitSecrets(csv);
+        if (secrets.empty()) return InvalidArgument("STRIPE_WEBHOOK_SECRET is empty", "STRIPE_WEBHOOK_SECRET");
+        return secrets;
+    }
+    std::ifstream in(file);
+    std::string secret;
+    if (in && std::getline(in, secret) && !secret.empty()) return std::vector<std::string>{secret};
+    if (!create) return NotFound("no webhook secret: set STRIPE_WEBHOOK_SECRET or run `tally serve` once", file);
+    secret = "whsec_" + RandomHex(24);
+    {
+        std::ofstream out(file, std::ios::trunc);
+        if (!out) return Unavailable("cannot write webhook secret file '" + file + "'");
+        out << secret << "\n";
+    }
+    ::chmod(file.c_str(), 0600);
+    return std::vector<std::string>{secret};
+}
+
+volatile sig_atomic_t g_signal = 0;
+
+}  // namespace
+
+void Log(const char* level, const std::string& message) {
+    const std::string body = "\"msg\":" + boost::json::serialize(boost::json::string(message));
+    if (std::string(level) == "error") {
+        Logger()->error(body);
+    } else if (std::string(level) == "warn") {
+        Logger()->warn(body);
+    } else {
+        Logger()->info(body);
+    }
+    Logger()->flush();
+}
+
+int Migrate(const std::string& db) {
+    auto conn = sqlite::Connection::Open(db);
+    if (!conn.ok()) {
+        Log("error", conn.error().message);
+        return 1;
+    }
+    auto applied = sqlite::Migrate((*conn)->raw());
+    if (!applied.ok()) {
+        Log("error", applied.error().message);
+        return 1;
+    }
+    std::cout << "database " << db << " at schema version " << sqlite::LatestSchemaVersion() << " (" << *applied
+              << " migration(s) applied)\n";
+    return 0;
+}
+
+int CreateKey(const std::string& db) {
+    auto store = sqlite::SqliteStore::Open(db);
+    if (!store.ok()) {
+        Log("error", store.error().message);
+        return 1;
+    }
+    SystemClock clock;
+    const std::string secret = "tk_" + RandomHex(24);
+    const ApiKeyRecord record{"key_" + RandomHex(8), Sha256Hex(secret), "admin", clock.Now()};
+    Status s = (*store)->Write([&](StoreTx& tx) { return tx.InsertApiKey(record); });
+    if (!s.ok()) {
+        Log("error", s.error().message);
+        return 1;
+    }
+    std::cout << secret << "\n";
+    std::cerr << "created admin key " << record.id << " (only its SHA-256 is stored; keep the key above safe)\n";
+    return 0;
+}
+
+int Sign(const std::string& payload, const std::string& secret, const std::string& db, const std::string& secret_file) {
+    std::string key = secret;
+    if (key.empty()) {
+        auto secrets = ResolveSecrets("", secret_file.empty() ? db + ".whsec" : secret_file, false);
+        if (!secrets.ok()) {
+            std::cerr << secrets.error().message << "\n";
+            return 1;
+        }
+        key = secrets->front();
+    }
+    SystemClock clock;
+    std::cout << StripeWebhookVerifier::SignHeader(key, payload, clock.Now().unix_seconds()) << "\n";
+    return 0;
+}
+
+int Serve(const ServeOptions& o) {
+    auto catalog = LoadCatalogFile(o.catalog);
+    if (!catalog.ok()) {
+        Log("error", "invalid catalog: " + catalog.error().message);
+        return 2;
+    }
+    auto store = sqlite::SqliteStore::Open(o.db);
+    if (!store.ok()) {
+        Log("error", store.error().message);
+        return 1;
+    }
+    const std::string secret_file = o.webhook_secret_file.empty() ? o.db + ".whsec" : o.webhook_secret_file;
+    auto secrets = ResolveSecrets(o.webhook_secrets, secret_file, true);
+    if (!secrets.ok()) {
+        Log("error", secrets.error().message);
+        return 2;
+    }
+    if (o.webhook_secrets.empty()) Log("info", "webhook secret read from " + secret_file);
+
+    // Block the stop signals in every thread; the main thread waits for them below.
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+    SystemClock clock;
+    StripeEventDecoder decoder;
+    StripeWebhookVerifier verifier(*secrets, o.webhook_tolerance_seconds);
+    BillingService billing(**store, *catalog, clock, BillingConfig{o.grace_period_days * 86400});
+    WebhookProcessor processor(**store, decoder, billing, clock);
+    WebhookWorker worker(processor, billing, o.poll_interval_ms);
+    WebhookReceiver receiver(**store, verifier, decoder, clock, [&worker] { worker.Notify(); });
+    http::Api api(http::ApiDeps{**store, billing, processor, receiver, *catalog, clock,
+                                o.admin_key.empty() ? "" : Sha256Hex(o.admin_key), kVersion});
+    http::Server server(o.host, o.port, o.http_threads,
+                        [&api](http::Request req, http::Responder respond) { api.Handle(std::move(req), std::move(respond)); });
+    worker.Start();
+    if (std::string err = server.Start(); !err.empty()) {
+        Log("error", err);
+        return 1;
+    }
+    Log("info", "tally " + std::string(kVersion) + " listening on http://" + o.host + ":" + std::to_string(server.port()) +
+                    " (db " + o.db + ", catalog " + o.catalog + ", " + std::to_string(catalog->plans().size()) +
+                    " plans)");
+    std::cout << "tally listening on http://" << o.host << ":" << server.port() << std::endl;
+
+    int sig = 0;
+    sigwait(&signals, &sig);
+    Log("info", std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") + ", draining");
+    server.Stop(o.drain_ms);  // answers what is in flight (their commits are still running)
+    receiver.Stop();
+    worker.Stop();
+    Log("info", "stopped cleanly");
+    return 0;
+}
+
+}  // namespace tally::cli

@@ -1,0 +1,30 @@
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace tally::cli {
+
+struct ServeOptions {
+    std::string host = "127.0.0.1";
+    uint16_t port = 8080;
+    std::string db = "./tally.db";
+    std::string catalog = "config/pricing.json";
+    int http_threads = 2;
+    int64_t grace_period_days = 7;
+    int64_t webhook_tolerance_seconds = 300;
+    std::string webhook_secrets;      // comma-separated; empty -> the secret file
+    std::string webhook_secret_file;  // empty -> <db>.whsec
+    std::string admin_key;
+    int drain_ms = 10000;
+    int poll_interval_ms = 1000;
+};
+
+int Serve(const ServeOptions& options);
+int Migrate(const std::string& db);
+int CreateKey(const std::string& db);
+/// Prints a Stripe-Signature header for |payload| signed with the serve secret (or |secret|) at now.
+int Sign(const std::string& payload, const std::string& secret, const std::string& db, const std::string& secret_file);
+/// Logs one JSON line.
+void Log(const char* level, const std::string& message);
+
+}  // namespace tally::cli

@@ -1,0 +1,336 @@
+// The webhook pipeline on a real SQLite file: record, process, and check state, order-independence,
+// grace periods, overrides, checkout linking, and retries.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <random>
+
+#include "adapters/config/catalog_json.hpp"
+#include "adapters/sqlite/sqlite_store.hpp"
+#include "adapters/stripe/event_decoder.hpp"
+#include "app/billing_service.hpp"
+#include "app/webhook_processor.hpp"
+#include "test_support.hpp"
+
+namespace tally {
+namespace {
+
+using testing::EventJson;
+using testing::InvoiceObject;
+using testing::ManualClock;
+using testing::SubscriptionObject;
+using testing::TempDb;
+
+constexpr int64_t kT0 = 1'700'000'000;
+constexpr int64_t kDay = 86400;
+
+struct Harness {
+    TempDb db;
+    ManualClock clock{kT0};
+    Catalog catalog = LoadCatalogFile(std::string(TALLY_SOURCE_DIR) + "/config/pricing.json").value();
+    std::unique_ptr<sqlite::SqliteStore> store = sqlite::SqliteStore::Open(db.path()).value();
+    StripeEventDecoder decoder;
+    BillingService billing{*store, catalog, clock, BillingConfig{7 * kDay}};
+    WebhookProcessor processor{*store, decoder, billing, clock};
+
+    void Deliver(const std::string& payload) {
+        auto env = decoder.DecodeEnvelope(payload).value();
+        InboxEvent e;
+        e.id = env.id;
+        e.type = env.type;
+        e.created = env.created;
+        e.payload = payload;
+        e.received_at = clock.Now();
+        ASSERT_TRUE(store->AppendInbox({e}).ok());
+    }
+    void DeliverAndProcess(const std::string& payload) {
+        Deliver(payload);
+        ASSERT_TRUE(processor.ProcessDue().ok());
+    }
+    CustomerView ByStripe(const std::string& id) {
+        auto found = billing.FindByStripeCustomerId(StripeCustomerId(id)).value();
+        EXPECT_EQ(found.size(), 1u) << id;
+        return found.at(0);
+    }
+    std::vector<AuditEntry> Audit(const CustomerId& id) { return billing.ListAudit(id, 500).value(); }
+};
+
+TEST(WebhookFlowTest, ActiveSubscriptionGrantsThePlansRoleWithAnAuditedCause) {
+    Harness h;
+    h.DeliverAndProcess(EventJson("evt_1", "customer.subscription.created", kT0,
+                                  SubscriptionObject("sub_1", "cus_1", "active", "pro_monthly", kT0)));
+    const auto view = h.ByStripe("cus_1");
+    EXPECT_EQ(view.decision.role, "professional");
+    EXPECT_EQ(view.decision.plan->id.str(), "pro");
+    ASSERT_TRUE(view.primary.has_value());
+    EXPECT_EQ(view.primary->current_period_end.unix_seconds(), kT0 + 30 * kDay);
+    const auto audit = h.Audit(view.customer.id);
+    const auto it = std::find_if(audit.begin(), audit.end(), [](const AuditEntry& e) { return e.kind == "role_changed"; });
+    ASSERT_NE(it, audit.end());
+    EXPECT_EQ(it->before, "member");
+    EXPECT_EQ(it->after, "professional");
+    EXPECT_EQ(it->cause, "event:evt_1");
+}
+
+TEST(WebhookFlowTest, UnknownPriceGrantsNothingAndIsAudited) {
+    Harness h;
+    h.DeliverAndProcess(EventJson("evt_1", "customer.subscription.created", kT0,
+                                  SubscriptionObject("sub_1", "cus_1", "active", "mystery_plan", kT0)));
+    const auto view = h.ByStripe("cus_1");
+    EXPECT_EQ(view.decision.role, "member");
+    const auto audit = h.Audit(view.customer.id);
+    EXPECT_TRUE(std::any_of(audit.begin(), audit.end(), [](const AuditEntry& e) { return e.kind == "unknown_price"; }));
+}
+
+// The final state must not depend on delivery order or duplicates.
+std::vector<std::string> Lifecycle() {
+    std::vector<std::string> events;
+    boost::json::object customer{{"id", "cus_1"}, {"object", "customer"}, {"email", "ada@example.com"},
+                                 {"name", "Ada"}, {"metadata", boost::json::object{{"external_id", "user_1"}}}};
+    events.push_back(EventJson("evt_c1", "customer.created", kT0, customer));
+    customer["email"] = "ada@new.example.com";
+    events.push_back(EventJson("evt_c2", "customer.updated", kT0 + 50, customer, {{"email", "ada@example.com"}}));
+    events.push_back(EventJson("evt_s1", "customer.subscription.created", kT0,
+                               SubscriptionObject("sub_1", "cus_1", "incomplete", "starter_monthly", kT0)));
+    // Same second as created: the chain (previous_attributes) says this came after.
+    events.push_back(EventJson("evt_s2", "customer.subscription.updated", kT0,
+                               SubscriptionObject("sub_1", "cus_1", "active", "starter_monthly", kT0),
+                               {{"status", "incomplete"}}));
+    events.push_back(EventJson("evt_s3", "customer.subscription.updated", kT0 + 10,
+                               SubscriptionObject("sub_1", "cus_1", "active", "pro_monthly", kT0),
+                               {{"items", "changed"}}));
+    events.push_back(EventJson("evt_i1", "invoice.payment_failed", kT0 + 30 * kDay,
+                               InvoiceObject("in_2", "cus_1", "sub_1", "open")));
+    events.push_back(EventJson("evt_s4", "customer.subscription.updated", kT0 + 30 * kDay,
+                               SubscriptionObject("sub_1", "cus_1", "past_due", "pro_monthly", kT0 + 30 * kDay),
+                               {{"status", "active"}}));
+    events.push_back(EventJson("evt_i2", "invoice.paid", kT0 + 31 * kDay, InvoiceObject("in_2", "cus_1", "sub_1", "paid")));
+    events.push_back(EventJson("evt_s5", "customer.subscription.updated", kT0 + 31 * kDay,
+                               SubscriptionObject("sub_1", "cus_1", "active", "pro_monthly", kT0 + 30 * kDay, true),
+                               {{"status", "past_due"}}));
+    events.push_back(EventJson("evt_x1", "plan.created", kT0, {{"id", "plan_1"}, {"object", "plan"}}));
+    return events;
+}
+
+struct Snapshot {
+    std::string role, plan, status, email, external_id;
+    bool cancel_at_period_end;
+    bool operator==(const Snapshot&) const = default;
+};
+
+Snapshot Final(Harness& h) {
+    const auto v = h.ByStripe("cus_1");
+    return {v.decision.role, v.decision.plan->id.str(), SubscriptionStatusName(v.primary->status),
+            v.customer.email, v.customer.external_id, v.primary->cancel_at_period_end};
+}
+
+TEST(WebhookFlowTest, ShuffledDuplicatedDeliveryEqualsInOrderDelivery) {
+    Harness in_order;
+    in_order.clock.Set(kT0 + 32 * kDay);
+    for (const auto& e : Lifecycle()) in_order.DeliverAndProcess(e);
+    const Snapshot want = Final(in_order);
+    EXPECT_EQ(want, (Snapshot{"professional", "pro", "active", "ada@new.example.com", "user_1", true}));
+
+    std::mt19937 rng(42);
+    for (int round = 0; round < 25; ++round) {
+        Harness h;
+        h.clock.Set(kT0 + 32 * kDay);
+        auto events = Lifecycle();
+        const size_t n = events.size();
+        for (size_t i = 0; i < n; ++i) {
+            if (rng() % 3 == 0) events.push_back(events[i]);  // duplicates
+        }
+        std::shuffle(events.begin(), events.end(), rng);
+        for (const auto& e : events) {
+            // Process after each delivery or in bursts, to vary interleavings.
+            h.Deliver(e);
+            if (rng() % 2 == 0) {
+                ASSERT_TRUE(h.processor.ProcessDue().ok());
+            }
+        }
+        ASSERT_TRUE(h.processor.ProcessDue().ok());
+        EXPECT_EQ(Final(h), want) << "round " << round;
+    }
+}
+
+TEST(WebhookFlowTest, PastDueKeepsRoleThroughGraceThenDropsWithWarning) {
+    Harness h;
+    h.DeliverAndProcess(EventJson("evt_1", "customer.subscription.created", kT0,
+                                  SubscriptionObject("sub_1", "cus_1", "active", "pro_monthly", kT0)));
+    const int64_t fail_at = kT0 + 30 * kDay;
+    h.clock.Set(fail_at);
+    h.DeliverAndProcess(EventJson("evt_2", "invoice.payment_failed", fail_at, InvoiceObject("in_1", "cus_1", "sub_1", "open")));
+    h.DeliverAndProcess(EventJson("evt_3", "customer.subscription.updated", fail_at,
+                                  SubscriptionObject("sub_1", "cus_1", "past_due", "pro_monthly", fail_at),
+                                  {{"status", "active"}}));
+    auto view = h.ByStripe("cus_1");
+    EXPECT_EQ(view.decision.role, "professional");
+    ASSERT_TRUE(view.decision.grace_ends_at.has_value());
+    EXPECT_EQ(view.decision.grace_ends_at->unix_seconds(), fail_at + 7 * kDay);
+    auto audit = h.Audit(view.customer.id);
+    auto warning = std::find_if(audit.begin(), audit.end(), [](const AuditEntry& e) { return e.kind == "downgrade_warning"; });
+    ASSERT_NE(warning, audit.end());
+    EXPECT_NE(warning->detail.find("drops to 'member'"), std::string::npos) << warning->detail;
+    EXPECT_EQ(warning->cause, "event:evt_2");
+
+    h.clock.Set(fail_at + 7 * kDay - 1);
+    EXPECT_EQ(*h.billing.SweepRoles(), 0);
+    EXPECT_EQ(h.ByStripe("cus_1").decision.role, "professional");
+    h.clock.Set(fail_at + 7 * kDay);
+    EXPECT_EQ(*h.billing.SweepRoles(), 1);
+    view = h.ByStripe("cus_1");
+    EXPECT_EQ(view.decision.role, "member");
+    EXPECT_EQ(view.customer.role, "member");  // persisted, not only derived
+    audit = h.Audit(view.customer.id);
+    EXPECT_EQ(audit.front().kind, "plan_changed");
+    EXPECT_EQ(audit[1].kind, "role_changed");
+    EXPECT_EQ(audit[1].cause, "time:grace_period_expired");
+    EXPECT_EQ(audit[1].before, "professional");
+}
+
+TEST(WebhookFlowTest, PaymentAfterFailureEndsTheDunningRun) {
+    const auto since = BillingService::PastDueSince;
+    EXPECT_FALSE(since({}).has_value());
+    EXPECT_EQ(since({{"e1", "in", "sub", Timestamp(10), false}, {"e2", "in", "sub", Timestamp(20), false}})->unix_seconds(), 10);
+    EXPECT_FALSE(since({{"e1", "in", "sub", Timestamp(10), false}, {"e2", "in", "sub", Timestamp(15), true}}).has_value());
+    EXPECT_EQ(since({{"e1", "in", "sub", Timestamp(10), false}, {"e2", "in", "sub", Timestamp(15), true},
+                     {"e3", "in2", "sub", Timestamp(40), false}})->unix_seconds(), 40);
+}
+
+TEST(WebhookFlowTest, TerminalStatusesDropTheRole) {
+    for (const char* status : {"canceled", "unpaid", "incomplete_expired"}) {
+        Harness h;
+        h.DeliverAndProcess(EventJson("evt_1", "customer.subscription.created", kT0,
+                                      SubscriptionObject("sub_1", "cus_1", "active", "pro_monthly", kT0)));
+        h.DeliverAndProcess(EventJson("evt_2", "customer.subscription.updated", kT0 + 5,
+                                      SubscriptionObject("sub_1", "cus_1", status, "pro_monthly", kT0)));
+        EXPECT_EQ(h.ByStripe("cus_1").decision.role, "member") << status;
+    }
+}
+
+TEST(WebhookFlowTest, HighestRoleWinsAcrossSubscriptions) {
+    Harness h;
+    h.DeliverAndProcess(EventJson("evt_1", "customer.subscription.created", kT0,
+                                  SubscriptionObject("sub_1", "cus_1", "canceled", "scale_monthly", kT0)));
+    h.DeliverAndProcess(EventJson("evt_2", "customer.subscription.created", kT0,
+                                  SubscriptionObject("sub_2", "cus_1", "active", "starter_monthly", kT0)));
+    const auto view = h.ByStripe("cus_1");
+    EXPECT_EQ(view.decision.role, "professional");
+    EXPECT_EQ(view.decision.plan->id.str(), "starter");
+    EXPECT_EQ(view.primary->id.str(), "sub_2");
+}
+
+TEST(WebhookFlowTest, OverrideBeatsAutomationUntilItExpires) {
+    Harness h;
+    h.DeliverAndProcess(EventJson("evt_1", "customer.subscription.created", kT0,
+                                  SubscriptionObject("sub_1", "cus_1", "active", "pro_monthly", kT0)));
+    const CustomerId id = h.ByStripe("cus_1").customer.id;
+    auto bad = h.billing.SetRoleOverride(id, "emperor", "x", std::nullopt, "key_1");
+    ASSERT_FALSE(bad.ok());
+    EXPECT_EQ(bad.error().param, "role");
+    EXPECT_EQ(h.billing.SetRoleOverride(id, "member", "x", Timestamp(kT0), "key_1").error().param, "expires_at");
+    auto set = h.billing.SetRoleOverride(id, "member", "chargeback review", Timestamp(kT0 + 100), "key_1");
+    ASSERT_TRUE(set.ok());
+    EXPECT_EQ(set->decision.role, "member");
+    // A webhook does not undo the override.
+    h.DeliverAndProcess(EventJson("evt_2", "customer.subscription.updated", kT0 + 1,
+                                  SubscriptionObject("sub_1", "cus_1", "active", "scale_monthly", kT0)));
+    EXPECT_EQ(h.ByStripe("cus_1").decision.role, "member");
+    h.clock.Set(kT0 + 100);
+    EXPECT_EQ(*h.billing.SweepRoles(), 1);
+    const auto view = h.ByStripe("cus_1");
+    EXPECT_EQ(view.decision.role, "professional");
+    EXPECT_FALSE(view.customer.role_override.has_value());
+    const auto audit = h.Audit(id);
+    EXPECT_EQ(audit.front().cause, "time:role_override_expired");
+    ASSERT_TRUE(h.billing.ClearRoleOverride(id, "key_1").error().code == ErrorCode::kNotFound);
+}
+
+TEST(WebhookFlowTest, CheckoutLinksTheAppsCustomerAndFoldsInThePlaceholder) {
+    Harness h;
+    auto created = h.billing.CreateCustomer("user_7", "u7@example.com", "U7");
+    ASSERT_TRUE(created.ok());
+    const CustomerId app_id = created->first.customer.id;
+    // The subscription event races ahead of checkout.session.completed: a placeholder holds it.
+    h.DeliverAndProcess(EventJson("evt_1", "customer.subscription.created", kT0,
+                                  SubscriptionObject("sub_1", "cus_7", "active", "pro_monthly", kT0)));
+    h.DeliverAndProcess(EventJson("evt_2", "checkout.session.completed", kT0 + 1,
+                                  {{"id", "cs_1"}, {"object", "checkout.session"}, {"customer", "cus_7"},
+                                   {"subscription", "sub_1"}, {"client_reference_id", app_id.str()},
+                                   {"mode", "subscription"}, {"payment_status", "paid"}}));
+    const auto view = h.billing.GetCustomer(app_id).value();
+    EXPECT_EQ(view.customer.stripe_customer_id->str(), "cus_7");
+    EXPECT_EQ(view.decision.role, "professional");
+    EXPECT_EQ(view.customer.external_id, "user_7");
+    EXPECT_EQ(h.ByStripe("cus_7").customer.id, app_id);
+}
+
+TEST(WebhookFlowTest, CustomerCreatedLinksByMetadataExternalId) {
+    Harness h;
+    const CustomerId app_id = h.billing.CreateCustomer("user_9", "", "").value().first.customer.id;
+    h.DeliverAndProcess(EventJson("evt_1", "customer.created", kT0,
+                                  {{"id", "cus_9"}, {"object", "customer"}, {"email", "nine@example.com"},
+                                   {"metadata", boost::json::object{{"external_id", "user_9"}}}}));
+    const auto view = h.billing.GetCustomer(app_id).value();
+    EXPECT_EQ(view.customer.stripe_customer_id->str(), "cus_9");
+    EXPECT_EQ(view.customer.email, "nine@example.com");
+}
+
+TEST(WebhookFlowTest, FailuresAreRetriedWithBackoffThenLeftFailed) {
+    Harness h;
+    auto bad = SubscriptionObject("sub_1", "cus_1", "active", "pro_monthly", kT0);
+    bad["status"] = "sleeping";
+    h.Deliver(EventJson("evt_bad", "customer.subscription.updated", kT0, bad));
+    auto r = h.processor.ProcessOne(StripeEventId("evt_bad"));
+    ASSERT_FALSE(r.ok());
+    auto get = [&] {
+        std::optional<InboxEvent> e;
+        EXPECT_TRUE(h.store->Read([&](StoreTx& tx) -> Status {
+            TALLY_ASSIGN_OR_RETURN(e, tx.GetInboxEvent(StripeEventId("evt_bad")));
+            return {};
+        }).ok());
+        return *e;
+    };
+    InboxEvent e = get();
+    EXPECT_EQ(e.status, InboxStatus::kFailed);
+    EXPECT_EQ(e.attempts, 1);
+    EXPECT_NE(e.last_error.find("data.object.status"), std::string::npos) << e.last_error;
+    EXPECT_EQ(e.next_attempt_at->unix_seconds(), kT0 + 1);
+    EXPECT_EQ(*h.processor.ProcessDue(), 0);  // not due yet
+    for (int attempt = 2; attempt <= kWebhookAttemptCountMax; ++attempt) {
+        h.clock.Set(get().next_attempt_at->unix_seconds());
+        EXPECT_EQ(*h.processor.ProcessDue(), 1);
+        EXPECT_EQ(get().attempts, attempt);
+    }
+    EXPECT_FALSE(get().next_attempt_at.has_value());  // given up: only an admin retry runs it again
+    auto retried = h.processor.Retry(StripeEventId("evt_bad"));
+    ASSERT_TRUE(retried.ok());
+    EXPECT_EQ(*h.processor.ProcessDue(), 1);
+    EXPECT_EQ(get().attempts, kWebhookAttemptCountMax + 1);
+    EXPECT_EQ(h.processor.Retry(StripeEventId("evt_nope")).error().code, ErrorCode::kNotFound);
+}
+
+TEST(WebhookFlowTest, ProcessingTwiceChangesNothing) {
+    Harness h;
+    h.DeliverAndProcess(EventJson("evt_1", "customer.subscription.created", kT0,
+                                  SubscriptionObject("sub_1", "cus_1", "active", "pro_monthly", kT0)));
+    const auto before = h.Audit(h.ByStripe("cus_1").customer.id).size();
+    EXPECT_EQ(*h.processor.ProcessOne(StripeEventId("evt_1")), "already_processed");
+    EXPECT_EQ(h.Audit(h.ByStripe("cus_1").customer.id).size(), before);
+}
+
+TEST(WebhookFlowTest, RefundsOnlyGrow) {
+    Harness h;
+    boost::json::object charge{{"id", "ch_1"}, {"object", "charge"}, {"customer", "cus_1"}, {"amount", 5000},
+                               {"amount_refunded", 2000}, {"currency", "usd"}, {"status", "succeeded"}};
+    h.DeliverAndProcess(EventJson("evt_r2", "charge.refunded", kT0 + 10, charge));
+    charge["amount_refunded"] = 1000;
+    h.DeliverAndProcess(EventJson("evt_r1", "charge.refunded", kT0, charge));
+    ASSERT_TRUE(h.store->Read([&](StoreTx& tx) -> Status {
+        EXPECT_EQ((*tx.GetPayment("ch_1"))->amount_refunded_minor, 2000);
+        return {};
+    }).ok());
+}
+
+}  // namespace
+}  // namespace tally
