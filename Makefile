@@ -1,0 +1,32 @@
+# The README's commands. Each installs what it needs (Debian packages, npm test tools) first.
+.PHONY: run build test test-unit test-e2e bench deps test-deps clean
+
+JOBS ?= $(shell nproc)
+
+deps:
+	@scripts/install-deps.sh build
+
+test-deps:
+	@scripts/install-deps.sh test
+
+## build: release binary at build/release/tally
+build: deps
+	@cmake --preset release -DTALLY_BUILD_TESTS=OFF >/dev/null
+	@cmake --build --preset release --target tally -j $(JOBS)
+
+## run: build and start `tally serve` on its defaults (./tally.db, 127.0.0.1:8080)
+run: build
+	./build/release/tally serve
+
+## test: every test (unit, integration on real SQLite, end-to-end over HTTP) on the ASan+UBSan build
+test: test-deps
+	@cmake --preset debug >/dev/null
+	@cmake --build --preset debug -j $(JOBS)
+	@ctest --preset debug -j $(JOBS)
+
+## bench: webhook throughput against the seed-style baseline (see BENCHMARKS.md)
+bench: build test-deps
+	@bench/webhooks/run.sh
+
+clean:
+	rm -rf build

@@ -1,0 +1,132 @@
+// Starts the real tally binary on a free port with a fresh SQLite file, and talks to it over HTTP.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Stripe from 'stripe';
+
+export const BIN = process.env.TALLY_BIN ?? new URL('../../build/debug/tally', import.meta.url).pathname;
+export const SOURCE_DIR = process.env.TALLY_SOURCE_DIR ?? new URL('../..', import.meta.url).pathname;
+export const ADMIN_KEY = 'tk_test_admin_key_for_e2e';
+export const SECRET = 'whsec_e2e_primary_secret';
+export const OLD_SECRET = 'whsec_e2e_rotated_out_secret';
+
+// The official SDK; only its webhook helpers are used here (no network).
+export const stripe = new Stripe('sk_test_unused', { apiVersion: '2025-03-31.basil' });
+
+export function fixtures() {
+  return JSON.parse(readFileSync(join(SOURCE_DIR, 'tests/fixtures/fixtures3.json'), 'utf8')).resources;
+}
+
+export async function startTally(extraEnv = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'tally-e2e-'));
+  const db = join(dir, 'tally.db');
+  const env = {
+    ...process.env,
+    TALLY_PORT: '0',
+    TALLY_DB: db,
+    TALLY_CATALOG: join(SOURCE_DIR, 'config/pricing.json'),
+    TALLY_ADMIN_KEY: ADMIN_KEY,
+    STRIPE_WEBHOOK_SECRET: `${SECRET},${OLD_SECRET}`,
+    TALLY_POLL_INTERVAL_MS: '50',
+    ASAN_OPTIONS: 'detect_leaks=1',
+    ...extraEnv,
+  };
+  const child = spawn(BIN, ['serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr += d; });
+  const port = await new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`tally did not start: ${stderr}`)), 20000);
+    child.stdout.on('data', (d) => {
+      out += d;
+      const m = out.match(/listening on http:\/\/[^:]+:(\d+)/);
+      if (m) { clearTimeout(timer); resolve(Number(m[1])); }
+    });
+    child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`tally exited ${code}: ${stderr}`)); });
+  });
+  const base = `http://127.0.0.1:${port}`;
+  const server = {
+    base, db, dir, child,
+    stderr: () => stderr,
+    async request(method, path, { body, headers = {}, key = ADMIN_KEY, raw } = {}) {
+      const h = { ...headers };
+      if (key) h.authorization = `Bearer ${key}`;
+      let payload = raw;
+      if (body !== undefined) { payload = JSON.stringify(body); h['content-type'] = 'application/json'; }
+      const res = await fetch(base + path, { method, headers: h, body: payload });
+      const text = await res.text();
+      let json;
+      try { json = JSON.parse(text); } catch { json = undefined; }
+      return { status: res.status, json, text, headers: res.headers };
+    },
+    get(path, opts) { return this.request('GET', path, opts); },
+    post(path, body, opts = {}) { return this.request('POST', path, { ...opts, body }); },
+    /** Sends a webhook signed by the official SDK; returns the response. */
+    async deliver(event, { secret = SECRET, timestamp, payload } = {}) {
+      const text = payload ?? JSON.stringify(event);
+      const header = stripe.webhooks.generateTestHeaderString({ payload: text, secret, timestamp });
+      return this.request('POST', '/webhooks/stripe', {
+        raw: text, key: null, headers: { 'stripe-signature': header, 'content-type': 'application/json' },
+      });
+    },
+    /** Waits until every recorded event is processed (or failed). */
+    async settle(timeoutMs = 20000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const r = await this.get('/v1/webhook_events?status=pending&limit=500');
+        if (r.status === 200 && r.json.data.length === 0) return;
+        if (Date.now() > deadline) throw new Error('events did not settle');
+        await new Promise((res) => setTimeout(res, 25));
+      }
+    },
+    async stop() {
+      if (child.exitCode === null) {
+        const exited = new Promise((res) => child.on('exit', (code, signal) => res({ code, signal })));
+        child.kill('SIGTERM');
+        const r = await exited;
+        rmSync(dir, { recursive: true, force: true });
+        return r;
+      }
+      rmSync(dir, { recursive: true, force: true });
+      return { code: child.exitCode };
+    },
+  };
+  return server;
+}
+
+/** A Stripe event around |object| shaped like fixtures3.json's event resource. */
+export function makeEvent(id, type, created, object, previous) {
+  const base = fixtures().event;
+  const data = { object };
+  if (previous) data.previous_attributes = previous;
+  return { ...base, id, type, created, api_version: '2025-03-31.basil', data,
+           request: { id: null, idempotency_key: null } };
+}
+
+/** Stripe's own subscription fixture, moved to |customer| with a price of |lookupKey|. */
+export function subscription(id, customer, status, lookupKey, periodStart, extra = {}) {
+  const sub = structuredClone(fixtures().subscription);
+  const item = sub.items.data[0];
+  Object.assign(item.price, { id: `price_${lookupKey}`, lookup_key: lookupKey, unit_amount: 6000 });
+  item.price.recurring.interval = 'month';
+  item.price.recurring.interval_count = 1;
+  item.subscription = id;
+  item.current_period_start = periodStart;
+  item.current_period_end = periodStart + 30 * 86400;
+  return Object.assign(sub, { id, customer, status, created: periodStart, start_date: periodStart,
+                               cancel_at_period_end: false, cancel_at: null, canceled_at: null, ended_at: null,
+                               trial_end: null, trial_start: null }, extra);
+}
+
+export function customerObject(id, email, externalId) {
+  const c = structuredClone(fixtures().customer);
+  return Object.assign(c, { id, email, name: email.split('@')[0], metadata: externalId ? { external_id: externalId } : {} });
+}
+
+export function invoiceObject(id, customer, sub, status) {
+  const inv = structuredClone(fixtures().invoice);
+  return Object.assign(inv, { id, customer, status, amount_due: 6000, amount_paid: status === 'paid' ? 6000 : 0,
+                               parent: { type: 'subscription_details', quote_details: null,
+                                         subscription_details: { metadata: {}, subscription: sub } } });
+}
