@@ -55,6 +55,12 @@ public:
         if (thread_.joinable()) thread_.join();
     }
 
+    /// Items waiting for, or in, a commit right now.
+    size_t backlog() const {
+        std::lock_guard lock(mu_);
+        return queue_.size() + in_commit_;
+    }
+
     /// Batches written so far (for metrics and benchmarks).
     size_t batches_written() const {
         std::lock_guard lock(mu_);
@@ -76,6 +82,7 @@ private:
                     queue_.pop_front();
                 }
                 ++batches_;
+                in_commit_ = items.size();
             }
             auto result = sink_(items);
             for (size_t i = 0; i < dones.size(); ++i) {
@@ -89,6 +96,10 @@ private:
             }
             items.clear();
             dones.clear();
+            {
+                std::lock_guard lock(mu_);
+                in_commit_ = 0;
+            }
         }
     }
 
@@ -100,6 +111,7 @@ private:
     std::deque<std::pair<Item, Done>> queue_;
     bool stopping_ = false;
     size_t batches_ = 0;
+    size_t in_commit_ = 0;
     std::thread thread_;
 };
 

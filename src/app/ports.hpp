@@ -92,8 +92,7 @@ struct DecodedEvent {
     bool livemode = false;
     std::string object_type;  // data.object.object
     std::string object_id;    // data.object.id
-    FieldMap object_fields;           // data.object's top-level fields, for the ordering rule's chain check
-    FieldMap previous_attributes;     // data.previous_attributes, same form
+    std::string_view payload;  // the raw event JSON; valid only while the decoded text lives
     std::variant<std::monostate, StripeCustomerData, StripeSubscriptionData, StripeInvoiceData, StripeCheckoutData,
                  StripePaymentData>
         object;
@@ -114,6 +113,10 @@ public:
     virtual Result<EventEnvelope> DecodeEnvelope(std::string_view payload) const = 0;
     /// Full decode; kInvalidArgument naming the field when a handled type's object is malformed.
     virtual Result<DecodedEvent> Decode(std::string_view payload) const = 0;
+    /// data.object's and data.previous_attributes' top-level fields as compact JSON text, for the ordering
+    /// rule's chain check. Only needed when two events about one object share a second, so kept apart from
+    /// Decode: re-serialising every field of every event is the most expensive part of decoding.
+    virtual Result<std::pair<FieldMap, FieldMap>> DecodeFields(std::string_view payload) const = 0;
 };
 
 /// Verifies a Stripe-Signature header over the raw body. Thread-safe.

@@ -98,7 +98,8 @@ enum class InboxStatus { kPending, kProcessed, kFailed };
 const char* InboxStatusName(InboxStatus status);
 Result<InboxStatus> ParseInboxStatus(const std::string& text);
 
-/// A received Stripe event: the raw payload as signed, plus processing state.
+/// A received Stripe event: the raw payload as signed, plus processing state. Reads through
+/// GetInboxEvent/ListInbox leave |payload| empty; GetInboxPayload returns it.
 struct InboxEvent {
     StripeEventId id;
     std::string type;
@@ -157,15 +158,24 @@ public:
     /// Newest first; all customers when |customer_id| is empty; at most |limit|.
     virtual Result<std::vector<AuditEntry>> ListAudit(const CustomerId& customer_id, int limit) = 0;
 
+    /// The event's state without its payload.
     virtual Result<std::optional<InboxEvent>> GetInboxEvent(const StripeEventId& id) = 0;
+    /// The raw payload as received; nullopt for an unknown id.
+    virtual Result<std::optional<std::string>> GetInboxPayload(const StripeEventId& id) = 0;
     /// Newest received first, optionally filtered by status, at most |limit|.
     virtual Result<std::vector<InboxEvent>> ListInbox(std::optional<InboxStatus> status, int limit) = 0;
-    /// Ids of events due for (re)processing at |now|, in (created, received) order, at most |limit|.
+    /// Ids of events due for (re)processing at |now|, earliest due first, at most |limit|.
     virtual Result<std::vector<StripeEventId>> ListDueInbox(Timestamp now, int limit) = 0;
     virtual Status UpdateInboxState(const InboxEvent& event) = 0;
 
     virtual Status InsertApiKey(const ApiKeyRecord& key) = 0;
     virtual Result<std::optional<ApiKeyRecord>> FindApiKeyByHash(const std::string& hash_hex) = 0;
+
+    /// Nested rollback points inside the transaction (SQL SAVEPOINT, on SQLite and PostgreSQL alike): lets one
+    /// transaction apply many items and undo only the one that failed.
+    virtual Status Savepoint() = 0;
+    virtual Status RollbackToSavepoint() = 0;
+    virtual Status ReleaseSavepoint() = 0;
 
     virtual Result<std::optional<IdempotencyRecord>> GetIdempotency(const std::string& key) = 0;
     virtual Status PutIdempotency(const IdempotencyRecord& record) = 0;

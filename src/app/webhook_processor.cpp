@@ -30,45 +30,87 @@ WebhookProcessor::WebhookProcessor(Store& store, const EventDecoder& decoder, Bi
                                    const Clock& clock)
     : store_(store), decoder_(decoder), billing_(billing), clock_(clock) {}
 
-Result<std::string> WebhookProcessor::ProcessOne(const StripeEventId& id) {
-    const Timestamp now = clock_.Now();
-    std::string outcome;
-    const Status applied = store_.Write([&](StoreTx& tx) -> Status {
-        TALLY_ASSIGN_OR_RETURN(auto inbox, tx.GetInboxEvent(id));
-        if (!inbox) return NotFound("no such event: '" + id.str() + "'", "id");
-        if (inbox->status == InboxStatus::kProcessed) {
-            outcome = "already_processed";
-            return {};
-        }
-        TALLY_ASSIGN_OR_RETURN(DecodedEvent event, decoder_.Decode(inbox->payload));
-        TALLY_ASSIGN_OR_RETURN(outcome, Apply(tx, event, now));
+Result<std::string> WebhookProcessor::ProcessInTx(StoreTx& tx, const StripeEventId& id,
+                                                  const Result<DecodedEvent>* decoded, Timestamp now) {
+    TALLY_ASSIGN_OR_RETURN(auto inbox, tx.GetInboxEvent(id));
+    if (!inbox) return NotFound("no such event: '" + id.str() + "'", "id");
+    if (inbox->status == InboxStatus::kProcessed) return std::string("already_processed");
+    TALLY_TRY(tx.Savepoint());
+    Result<std::string> outcome = std::string();
+    std::optional<Result<DecodedEvent>> local;
+    std::string payload;
+    if (decoded == nullptr) {
+        // Not decoded before the transaction (it was missing or processed then): read and decode it now.
+        TALLY_ASSIGN_OR_RETURN(auto stored, tx.GetInboxPayload(id));
+        payload = stored.value_or("");
+        decoded = &local.emplace(decoder_.Decode(payload));
+    }
+    if (decoded->ok()) {
+        outcome = Apply(tx, **decoded, now);
+    } else {
+        outcome = decoded->error();
+    }
+    if (outcome.ok()) {
+        TALLY_TRY(tx.ReleaseSavepoint());
         inbox->status = InboxStatus::kProcessed;
         inbox->attempts += 1;
-        inbox->outcome = outcome;
+        inbox->outcome = *outcome;
         inbox->last_error.clear();
         inbox->next_attempt_at.reset();
         inbox->processed_at = now;
-        return tx.UpdateInboxState(*inbox);
-    });
-    if (applied.ok()) return outcome;
-    if (applied.error().code == ErrorCode::kNotFound && applied.error().param == "id") return applied.error();
-    // The transaction rolled back; record the failure in a transaction of its own.
-    const Error error = applied.error();
-    TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
-        TALLY_ASSIGN_OR_RETURN(auto inbox, tx.GetInboxEvent(id));
-        if (!inbox) return {};
-        inbox->status = InboxStatus::kFailed;
-        inbox->attempts += 1;
-        inbox->last_error = std::string(ErrorCodeName(error.code)) + ": " + error.message +
-                            (error.param.empty() ? "" : " (" + error.param + ")");
-        if (inbox->attempts >= kWebhookAttemptCountMax) {
-            inbox->next_attempt_at.reset();
-        } else {
-            inbox->next_attempt_at = now.PlusSeconds(WebhookRetryDelaySeconds(inbox->attempts));
+        TALLY_TRY(tx.UpdateInboxState(*inbox));
+        return outcome;
+    }
+    // Undo whatever the failed apply wrote, keep the rest of the batch, and record the failure.
+    TALLY_TRY(tx.RollbackToSavepoint());
+    TALLY_TRY(tx.ReleaseSavepoint());
+    const Error& error = outcome.error();
+    inbox->status = InboxStatus::kFailed;
+    inbox->attempts += 1;
+    inbox->last_error = std::string(ErrorCodeName(error.code)) + ": " + error.message +
+                        (error.param.empty() ? "" : " (" + error.param + ")");
+    if (inbox->attempts >= kWebhookAttemptCountMax) {
+        inbox->next_attempt_at.reset();
+    } else {
+        inbox->next_attempt_at = now.PlusSeconds(WebhookRetryDelaySeconds(inbox->attempts));
+    }
+    TALLY_TRY(tx.UpdateInboxState(*inbox));
+    return outcome;
+}
+
+Result<std::vector<Result<std::string>>> WebhookProcessor::ProcessBatch(const std::vector<StripeEventId>& ids) {
+    const Timestamp now = clock_.Now();
+    // Decode outside the write transaction: parsing is the CPU-heavy part and needs no lock. Events that
+    // are already processed or missing are re-checked inside the transaction.
+    std::vector<std::string> payloads(ids.size());  // outlive |decoded|, whose payload views point here
+    std::vector<std::optional<Result<DecodedEvent>>> decoded(ids.size());
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        for (size_t i = 0; i < ids.size(); ++i) {
+            TALLY_ASSIGN_OR_RETURN(auto inbox, tx.GetInboxEvent(ids[i]));
+            if (!inbox || inbox->status == InboxStatus::kProcessed) continue;
+            TALLY_ASSIGN_OR_RETURN(auto payload, tx.GetInboxPayload(ids[i]));
+            payloads[i] = payload.value_or("");
+            decoded[i].emplace(decoder_.Decode(payloads[i]));
         }
-        return tx.UpdateInboxState(*inbox);
+        return {};
     }));
-    return error;
+    std::vector<Result<std::string>> results;
+    TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
+        results.clear();
+        for (size_t i = 0; i < ids.size(); ++i) {
+            Result<std::string> r = ProcessInTx(tx, ids[i], decoded[i] ? &*decoded[i] : nullptr, now);
+            // A store failure (not an event's own failure) aborts the whole transaction.
+            if (!r.ok() && r.error().code == ErrorCode::kUnavailable) return r.error();
+            results.push_back(std::move(r));
+        }
+        return {};
+    }));
+    return results;
+}
+
+Result<std::string> WebhookProcessor::ProcessOne(const StripeEventId& id) {
+    TALLY_ASSIGN_OR_RETURN(auto results, ProcessBatch({id}));
+    return std::move(results.front());
 }
 
 Result<int> WebhookProcessor::ProcessDue() {
@@ -77,9 +119,8 @@ Result<int> WebhookProcessor::ProcessDue() {
         TALLY_ASSIGN_OR_RETURN(ids, tx.ListDueInbox(clock_.Now(), kWebhookProcessBatchMax));
         return {};
     }));
-    for (const auto& id : ids) {
-        (void)ProcessOne(id);  // failures are recorded on the event itself
-    }
+    if (ids.empty()) return 0;
+    TALLY_TRY(ProcessBatch(ids));  // per-event failures are recorded on the events themselves
     return static_cast<int>(ids.size());
 }
 
@@ -102,13 +143,14 @@ Result<bool> WebhookProcessor::IsNewer(StoreTx& tx, const DecodedEvent& event, b
     bool incoming_follows = false;
     bool stored_follows = false;
     if (incoming.created == stored.created && incoming.event_id != stored.event_id) {
-        // Same second: look for chain evidence in the stored snapshot's own event.
-        TALLY_ASSIGN_OR_RETURN(auto stored_inbox, tx.GetInboxEvent(StripeEventId(stored.event_id)));
-        if (stored_inbox) {
-            auto stored_event = decoder_.Decode(stored_inbox->payload);
-            if (stored_event.ok()) {
-                incoming_follows = FollowsFrom(event.previous_attributes, stored_event->object_fields);
-                stored_follows = FollowsFrom(stored_event->previous_attributes, event.object_fields);
+        // Same second: look for chain evidence between this event and the stored snapshot's own event.
+        TALLY_ASSIGN_OR_RETURN(auto stored_payload, tx.GetInboxPayload(StripeEventId(stored.event_id)));
+        if (stored_payload) {
+            auto mine = decoder_.DecodeFields(event.payload);
+            auto theirs = decoder_.DecodeFields(*stored_payload);
+            if (mine.ok() && theirs.ok()) {
+                incoming_follows = FollowsFrom(mine->second, theirs->first);
+                stored_follows = FollowsFrom(theirs->second, mine->first);
             }
         }
     }
@@ -339,8 +381,10 @@ Result<std::string> WebhookProcessor::ApplyPayment(StoreTx& tx, const DecodedEve
     return std::string("applied");
 }
 
-WebhookWorker::WebhookWorker(WebhookProcessor& processor, BillingService& billing, int poll_interval_ms)
-    : processor_(processor), billing_(billing), poll_interval_ms_(poll_interval_ms) {}
+WebhookWorker::WebhookWorker(WebhookProcessor& processor, BillingService& billing, int poll_interval_ms,
+                             std::function<size_t()> ingest_backlog)
+    : processor_(processor), billing_(billing), poll_interval_ms_(poll_interval_ms),
+      ingest_backlog_(std::move(ingest_backlog)) {}
 
 WebhookWorker::~WebhookWorker() { Stop(); }
 
@@ -371,6 +415,13 @@ void WebhookWorker::Run() {
         }
         // Keep draining while a full batch came back: more may be waiting.
         for (;;) {
+            if (ingest_backlog_) {
+                const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kProcessingDeferMsMax);
+                while (ingest_backlog_() > 0 && std::chrono::steady_clock::now() < deadline) {
+                    std::unique_lock lock(mu_);
+                    if (cv_.wait_for(lock, std::chrono::milliseconds(2), [this] { return stopping_; })) return;
+                }
+            }
             auto n = processor_.ProcessDue();
             if (!n.ok() || *n < kWebhookProcessBatchMax) break;
             std::lock_guard lock(mu_);

@@ -38,6 +38,8 @@ public:
     /// Drains pending commits. Idempotent.
     void Stop();
     size_t batches_written() const { return committer_.batches_written(); }
+    /// Deliveries waiting for or in a commit.
+    size_t backlog() const { return committer_.backlog(); }
 
 private:
     Result<std::vector<bool>> Commit(const std::vector<InboxEvent>& events);

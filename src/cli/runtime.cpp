@@ -166,8 +166,12 @@ int Serve(const ServeOptions& o) {
     StripeWebhookVerifier verifier(*secrets, o.webhook_tolerance_seconds);
     BillingService billing(**store, *catalog, clock, BillingConfig{o.grace_period_days * 86400});
     WebhookProcessor processor(**store, decoder, billing, clock);
-    WebhookWorker worker(processor, billing, o.poll_interval_ms);
+    // Acknowledging deliveries comes first: the worker defers while the receiver has commits queued.
+    WebhookReceiver* receiver_ptr = nullptr;
+    WebhookWorker worker(processor, billing, o.poll_interval_ms,
+                         [&receiver_ptr] { return receiver_ptr ? receiver_ptr->backlog() : 0; });
     WebhookReceiver receiver(**store, verifier, decoder, clock, [&worker] { worker.Notify(); });
+    receiver_ptr = &receiver;
     http::Api api(http::ApiDeps{**store, billing, processor, receiver, *catalog, clock,
                                 o.admin_key.empty() ? "" : Sha256Hex(o.admin_key), kVersion});
     http::Server server(o.host, o.port, o.http_threads,

@@ -88,17 +88,17 @@ Result<Money> Money::Multiply(int64_t factor) const {
 }
 
 std::string Money::ToDecimalString() const {
-    const int exp = currency_.exponent();
+    const auto exp = static_cast<size_t>(currency_.exponent());
     // Work in unsigned to print INT64_MIN correctly.
     const bool negative = amount_minor_ < 0;
-    uint64_t magnitude = negative ? (~static_cast<uint64_t>(amount_minor_) + 1) : static_cast<uint64_t>(amount_minor_);
-    const auto scale = static_cast<uint64_t>(Pow10(exp));
-    std::string out = negative ? "-" : "";
-    out += std::to_string(magnitude / scale);
+    const uint64_t magnitude =
+        negative ? (~static_cast<uint64_t>(amount_minor_) + 1) : static_cast<uint64_t>(amount_minor_);
+    std::string out = std::to_string(magnitude);
     if (exp > 0) {
-        std::string frac = std::to_string(magnitude % scale);
-        out += "." + std::string(static_cast<size_t>(exp) - frac.size(), '0') + frac;
+        if (out.size() <= exp) out.insert(0, exp + 1 - out.size(), '0');
+        out.insert(out.size() - exp, 1, '.');
     }
+    if (negative) out.insert(0, 1, '-');
     return out;
 }
 

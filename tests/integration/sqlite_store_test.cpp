@@ -121,7 +121,8 @@ TEST(SqliteStoreTest, InboxDeduplicatesWithinAndAcrossBatchesAndSurvivesReopen) 
         auto pending = tx.ListInbox(InboxStatus::kPending, 100);
         EXPECT_EQ(pending->size(), 3u);
         auto a = tx.GetInboxEvent(StripeEventId("evt_a"));
-        EXPECT_EQ((*a)->payload, R"({"id":"evt_a"})");
+        EXPECT_EQ(*tx.GetInboxPayload(StripeEventId("evt_a")).value(), R"({"id":"evt_a"})");
+        EXPECT_FALSE(tx.GetInboxPayload(StripeEventId("evt_zz")).value().has_value());
         EXPECT_EQ((*a)->next_attempt_at->unix_seconds(), 20);
         return {};
     }).ok());

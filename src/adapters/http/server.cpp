@@ -107,22 +107,28 @@ private:
 
 }  // namespace
 
+// One single-threaded io_context per I/O thread: a connection lives on one thread for its whole life, so no
+// strands or scheduler locks are needed (the io_context-per-core pattern; a shared io_context with strands
+// spent most of its time in locks and executor bookkeeping under load).
 struct Server::Impl {
     std::string address;
     uint16_t port;
     int threads;
     Handler handler;
-    net::io_context ioc;
-    tcp::acceptor acceptor{ioc};
+    std::vector<std::unique_ptr<net::io_context>> contexts;
+    std::unique_ptr<tcp::acceptor> acceptor;
     std::vector<std::thread> workers;
+    std::vector<net::executor_work_guard<net::io_context::executor_type>> guards;
     std::atomic<int64_t> in_flight{0};
     std::atomic<bool> stopping{false};
-    std::optional<net::executor_work_guard<net::io_context::executor_type>> guard;
+    size_t next_context = 0;
 
     void Accept() {
-        acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
+        net::io_context& target = *contexts[next_context];
+        next_context = (next_context + 1) % contexts.size();
+        acceptor->async_accept(target, [this](beast::error_code ec, tcp::socket socket) {
             if (ec) {
-                if (!acceptor.is_open()) return;
+                if (!acceptor->is_open()) return;
             } else {
                 socket.set_option(tcp::no_delay(true));
                 std::make_shared<Session>(std::move(socket), handler, in_flight, stopping)->Start();
@@ -143,24 +149,27 @@ Server::Server(std::string address, uint16_t port, int threads, Handler handler)
 Server::~Server() { Stop(0); }
 
 std::string Server::Start() {
+    for (int i = 0; i < impl_->threads; ++i) impl_->contexts.push_back(std::make_unique<net::io_context>(1));
+    impl_->acceptor = std::make_unique<tcp::acceptor>(*impl_->contexts[0]);
     beast::error_code ec;
     auto addr = net::ip::make_address(impl_->address, ec);
     if (ec) return "invalid listen address '" + impl_->address + "': " + ec.message();
     tcp::endpoint ep{addr, impl_->port};
-    impl_->acceptor.open(ep.protocol(), ec);
-    if (!ec) impl_->acceptor.set_option(net::socket_base::reuse_address(true), ec);
-    if (!ec) impl_->acceptor.bind(ep, ec);
-    if (!ec) impl_->acceptor.listen(net::socket_base::max_listen_connections, ec);
+    impl_->acceptor->open(ep.protocol(), ec);
+    if (!ec) impl_->acceptor->set_option(net::socket_base::reuse_address(true), ec);
+    if (!ec) impl_->acceptor->bind(ep, ec);
+    if (!ec) impl_->acceptor->listen(net::socket_base::max_listen_connections, ec);
     if (ec) return "cannot listen on " + impl_->address + ":" + std::to_string(impl_->port) + ": " + ec.message();
-    impl_->guard.emplace(net::make_work_guard(impl_->ioc));
+    for (auto& ctx : impl_->contexts) impl_->guards.push_back(net::make_work_guard(*ctx));
     impl_->Accept();
-    for (int i = 0; i < impl_->threads; ++i) impl_->workers.emplace_back([this] { impl_->ioc.run(); });
+    for (auto& ctx : impl_->contexts) impl_->workers.emplace_back([c = ctx.get()] { c->run(); });
     return {};
 }
 
 uint16_t Server::port() const {
     beast::error_code ec;
-    auto ep = impl_->acceptor.local_endpoint(ec);
+    if (!impl_->acceptor) return impl_->port;
+    auto ep = impl_->acceptor->local_endpoint(ec);
     return ec ? impl_->port : ep.port();
 }
 
@@ -169,16 +178,16 @@ int64_t Server::in_flight() const { return impl_->in_flight.load(); }
 void Server::Stop(int drain_ms) {
     if (impl_->workers.empty()) return;
     impl_->stopping = true;
-    net::post(impl_->ioc, [this] {
+    net::post(*impl_->contexts[0], [this] {
         beast::error_code ec;
-        impl_->acceptor.close(ec);
+        impl_->acceptor->close(ec);
     });
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(drain_ms);
     while (impl_->in_flight.load() > 0 && std::chrono::steady_clock::now() < deadline) {
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    impl_->guard.reset();
-    impl_->ioc.stop();
+    impl_->guards.clear();
+    for (auto& ctx : impl_->contexts) ctx->stop();
     for (auto& t : impl_->workers) t.join();
     impl_->workers.clear();
 }

@@ -98,11 +98,16 @@ CREATE INDEX audit_log_customer_id ON audit_log(customer_id, id);
 CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
 CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
 
+-- Processing state and the raw payload live apart: state changes rewrite a narrow row, never the blob.
+-- A payload's rowid is its event's rowid, so it needs no index of its own.
+CREATE TABLE webhook_payloads (
+  event_rowid INTEGER PRIMARY KEY,
+  payload BLOB NOT NULL
+);
 CREATE TABLE webhook_events (
   id TEXT PRIMARY KEY,
   type TEXT NOT NULL,
   created INTEGER NOT NULL,
-  payload BLOB NOT NULL,
   status TEXT NOT NULL,
   attempts INTEGER NOT NULL DEFAULT 0,
   last_error TEXT NOT NULL DEFAULT '',

@@ -3,7 +3,9 @@
 // a busy timeout, and forward-only migrations applied at open.
 #include <sqlite3.h>
 
+#include <condition_variable>
 #include <memory>
+#include <thread>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -13,6 +15,7 @@
 namespace tally::sqlite {
 
 constexpr int kBusyTimeoutMs = 5000;
+constexpr int kCheckpointIntervalMs = 200;  // background WAL checkpoint cadence
 
 /// One SQLite connection with a cache of prepared statements. Not thread-safe: guarded by its owner.
 class Connection {
@@ -43,16 +46,25 @@ public:
     Status Write(const std::function<Status(StoreTx&)>& fn) override;
     Result<std::vector<bool>> AppendInbox(const std::vector<InboxEvent>& events) override;
     Status Ping() override;
+    ~SqliteStore() override;
 
 private:
-    SqliteStore(std::unique_ptr<Connection> writer, std::unique_ptr<Connection> reader)
-        : writer_(std::move(writer)), reader_(std::move(reader)) {}
+    SqliteStore(std::unique_ptr<Connection> writer, std::unique_ptr<Connection> reader,
+                std::unique_ptr<Connection> checkpointer);
+    /// Copies committed WAL frames into the database file off the commit path (PASSIVE: never blocks writers
+    /// or readers), so no commit pays for a checkpoint.
+    void CheckpointLoop();
     Status Run(Connection& conn, const char* begin, const std::function<Status(StoreTx&)>& fn);
 
     std::mutex write_mu_;
     std::mutex read_mu_;
     std::unique_ptr<Connection> writer_;
     std::unique_ptr<Connection> reader_;
+    std::unique_ptr<Connection> checkpointer_;
+    std::mutex checkpoint_mu_;
+    std::condition_variable checkpoint_cv_;
+    bool stopping_ = false;
+    std::thread checkpoint_thread_;
 };
 
 }  // namespace tally::sqlite

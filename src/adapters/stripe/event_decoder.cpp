@@ -203,6 +203,7 @@ Result<DecodedEvent> StripeEventDecoder::Decode(std::string_view payload) const 
     event.id = std::move(env.id);
     event.type = std::move(env.type);
     event.created = env.created;
+    event.payload = payload;
     TALLY_ASSIGN_OR_RETURN(event.livemode, OptionalBool(*obj, "livemode", "", false));
     const auto* data = obj->if_contains("data");
     if (data == nullptr || !data->is_object()) {
@@ -215,10 +216,6 @@ Result<DecodedEvent> StripeEventDecoder::Decode(std::string_view payload) const 
         return event;
     }
     const bj::object& o = object->get_object();
-    event.object_fields = Fields(o);
-    if (const auto* prev = data->get_object().if_contains("previous_attributes"); prev && prev->is_object()) {
-        event.previous_attributes = Fields(prev->get_object());
-    }
     TALLY_ASSIGN_OR_RETURN(event.object_type, OptionalString(o, "object", kObj));
     TALLY_ASSIGN_OR_RETURN(event.object_id, OptionalString(o, "id", kObj));
     if (!Handled(event.type)) return event;
@@ -237,6 +234,20 @@ Result<DecodedEvent> StripeEventDecoder::Decode(std::string_view payload) const 
         TALLY_ASSIGN_OR_RETURN(event.object, DecodePayment(o, "charge"));
     }
     return event;
+}
+
+Result<std::pair<FieldMap, FieldMap>> StripeEventDecoder::DecodeFields(std::string_view payload) const {
+    TALLY_ASSIGN_OR_RETURN(bj::value root, json::Parse(payload));
+    std::pair<FieldMap, FieldMap> out;
+    const auto* data = root.is_object() ? root.get_object().if_contains("data") : nullptr;
+    if (data == nullptr || !data->is_object()) return out;
+    if (const auto* object = data->get_object().if_contains("object"); object && object->is_object()) {
+        out.first = Fields(object->get_object());
+    }
+    if (const auto* prev = data->get_object().if_contains("previous_attributes"); prev && prev->is_object()) {
+        out.second = Fields(prev->get_object());
+    }
+    return out;
 }
 
 }  // namespace tally

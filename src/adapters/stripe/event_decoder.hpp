@@ -10,6 +10,7 @@ class StripeEventDecoder final : public EventDecoder {
 public:
     Result<EventEnvelope> DecodeEnvelope(std::string_view payload) const override;
     Result<DecodedEvent> Decode(std::string_view payload) const override;
+    Result<std::pair<FieldMap, FieldMap>> DecodeFields(std::string_view payload) const override;
 };
 
 }  // namespace tally

@@ -40,8 +40,11 @@ TEST(EventDecoderTest, DecodesStripesOwnSubscriptionFixture) {
     EXPECT_EQ(s.unit_amount_minor, 2000);
     EXPECT_EQ(s.interval.unit, BillingInterval::Unit::kMonth);
     EXPECT_EQ(s.current_period_end.unix_seconds(), 976287773);  // item-level period (current API)
-    EXPECT_EQ(event->previous_attributes.at("status"), "\"trialing\"");
-    EXPECT_EQ(event->object_fields.at("status"), "\"active\"");
+    auto fields = decoder.DecodeFields(Event("customer.subscription.updated", sub, {{"status", "trialing"}}));
+    ASSERT_TRUE(fields.ok());
+    EXPECT_EQ(fields->second.at("status"), "\"trialing\"");
+    EXPECT_EQ(fields->first.at("status"), "\"active\"");
+    EXPECT_EQ(fields->first.at("cancel_at_period_end"), "true");  // as in fixtures3.json
 }
 
 TEST(EventDecoderTest, DecodesCustomerInvoiceCheckoutAndPaymentFixtures) {
