@@ -27,15 +27,18 @@ run_load() {
 }
 field() { sed -E "s/.*$2=([0-9]+).*/\1/" <<<"$1"; }
 
+# Each phase gets a fresh directory and nothing is deleted until the end: on a filesystem mounted with
+# `discard`, deleting the previous phase's large files stalls the next phase's fsyncs.
+fresh_dir() { sync; sleep 2; mktemp -d "$out/phase.XXXXXX"; }
 start_tally() {
-  rm -f "$out"/tally.db*
-  STRIPE_WEBHOOK_SECRET=$secret TALLY_DB="$out/tally.db" TALLY_PORT=9191 TALLY_CATALOG="$root/config/pricing.json" \
+  dir=$(fresh_dir)
+  STRIPE_WEBHOOK_SECRET=$secret TALLY_DB="$dir/tally.db" TALLY_PORT=9191 TALLY_CATALOG="$root/config/pricing.json" \
     "$bin" serve >"$out/tally.out" 2>"$out/tally.err" &
   echo $! >"$out/tally.pid"; wait_port 9191
 }
 start_baseline() {
-  rm -f "$out"/baseline.db*
-  STRIPE_WEBHOOK_SECRET=$secret DB="$out/baseline.db" PORT=9090 node "$here/baseline.mjs" >"$out/baseline.out" 2>&1 &
+  dir=$(fresh_dir)
+  STRIPE_WEBHOOK_SECRET=$secret DB="$dir/baseline.db" PORT=9090 node "$here/baseline.mjs" >"$out/baseline.out" 2>&1 &
   echo $! >"$out/baseline.pid"; wait_port 9090
 }
 stop() { kill "$(cat "$out/$1.pid")"; wait "$(cat "$out/$1.pid")" 2>/dev/null || true; }
@@ -44,13 +47,13 @@ stored() { sqlite3 "$1" "SELECT COUNT(*) FROM webhook_events"; }
 echo "== peak (closed loop, $connections connections, ${duration}s each)"
 start_baseline
 b=$(run_load 9090 0 $((duration * 6000)))
-b_stored=$(stored "$out/baseline.db"); stop baseline
+b_stored=$(stored "$dir/baseline.db"); stop baseline
 b_rate=$(( b_stored * 1000000 / $(field "$b" duration_us) ))
 echo "baseline: stored=$b_stored rate=${b_rate}/s p50=$(field "$b" p50_us)us p99=$(field "$b" p99_us)us non2xx=$(field "$b" non2xx)"
 
 start_tally
 t=$(run_load 9191 0 $((duration * 40000)))
-t_stored=$(stored "$out/tally.db"); stop tally
+t_stored=$(stored "$dir/tally.db"); stop tally
 t_rate=$(( t_stored * 1000000 / $(field "$t" duration_us) ))
 echo "tally:    stored=$t_stored rate=${t_rate}/s p50=$(field "$t" p50_us)us p99=$(field "$t" p99_us)us non2xx=$(field "$t" non2xx)"
 ratio_x100=$(( t_rate * 100 / (b_rate > 0 ? b_rate : 1) ))

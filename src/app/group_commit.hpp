@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "app/thread_name.hpp"
 #include "domain/result.hpp"
 
 namespace tally {
@@ -26,7 +27,10 @@ public:
 
     GroupCommitter(Sink sink, size_t batch_max, size_t queue_length_max)
         : sink_(std::move(sink)), batch_max_(batch_max), queue_length_max_(queue_length_max),
-          thread_([this] { Run(); }) {}
+          thread_([this] {
+              SetCurrentThreadName("tally-commit");
+              Run();
+          }) {}
     ~GroupCommitter() { Stop(); }
     GroupCommitter(const GroupCommitter&) = delete;
     GroupCommitter& operator=(const GroupCommitter&) = delete;

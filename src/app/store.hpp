@@ -162,7 +162,8 @@ public:
     virtual Result<std::optional<InboxEvent>> GetInboxEvent(const StripeEventId& id) = 0;
     /// The raw payload as received; nullopt for an unknown id.
     virtual Result<std::optional<std::string>> GetInboxPayload(const StripeEventId& id) = 0;
-    /// Newest received first, optionally filtered by status, at most |limit|.
+    /// Newest received first, optionally filtered by status, at most |limit|. Filtering by `failed` is
+    /// indexed; other statuses scan from the newest event.
     virtual Result<std::vector<InboxEvent>> ListInbox(std::optional<InboxStatus> status, int limit) = 0;
     /// Ids of events due for (re)processing at |now|, earliest due first, at most |limit|.
     virtual Result<std::vector<StripeEventId>> ListDueInbox(Timestamp now, int limit) = 0;

@@ -2,6 +2,8 @@
 
 #include <chrono>
 
+#include "app/thread_name.hpp"
+
 namespace tally {
 
 const char* InboxStatusName(InboxStatus status) {
@@ -388,7 +390,12 @@ WebhookWorker::WebhookWorker(WebhookProcessor& processor, BillingService& billin
 
 WebhookWorker::~WebhookWorker() { Stop(); }
 
-void WebhookWorker::Start() { thread_ = std::thread([this] { Run(); }); }
+void WebhookWorker::Start() {
+    thread_ = std::thread([this] {
+        SetCurrentThreadName("tally-worker");
+        Run();
+    });
+}
 
 void WebhookWorker::Notify() {
     std::lock_guard lock(mu_);

@@ -11,6 +11,13 @@ Result<boost::json::value> Parse(std::string_view text) {
     return v;
 }
 
+Result<boost::json::value> Parse(std::string_view text, boost::json::storage_ptr resource) {
+    boost::system::error_code ec;
+    boost::json::value v = boost::json::parse(text, ec, std::move(resource));
+    if (ec) return InvalidArgument("malformed JSON: " + ec.message());
+    return v;
+}
+
 Result<const boost::json::object*> AsObject(const boost::json::value& v, const std::string& path) {
     if (!v.is_object()) return InvalidArgument((path.empty() ? "body" : path) + " must be an object", path);
     return &v.get_object();

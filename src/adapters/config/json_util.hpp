@@ -12,6 +12,9 @@ namespace tally::json {
 
 /// Parses |text|; kInvalidArgument with the parser's message on malformed JSON.
 Result<boost::json::value> Parse(std::string_view text);
+/// Parses |text| into |resource| (e.g. a stack-backed monotonic_resource: no malloc per node). The value
+/// must not outlive the resource.
+Result<boost::json::value> Parse(std::string_view text, boost::json::storage_ptr resource);
 /// The object at |v|; kInvalidArgument "<path> must be an object".
 Result<const boost::json::object*> AsObject(const boost::json::value& v, const std::string& path);
 /// Required string field; kInvalidArgument naming path.key when missing or not a string.

@@ -5,6 +5,8 @@
 #include <boost/beast/http.hpp>
 #include <boost/url.hpp>
 
+#include <pthread.h>
+
 #include <chrono>
 
 namespace tally::http {
@@ -19,24 +21,47 @@ const char* ReasonJson413() {
     return R"({"error":{"type":"invalid_request_error","code":"payload_too_large","message":"request body exceeds the server limit","param":"body"}})";
 }
 
+// One connection. Lives on one single-threaded io_context, so its members need no locks. The idle timeout is
+// one timer per connection checked against a last-activity time, not a timer re-armed on every read: under
+// load, per-operation timers cost a syscall each.
 class Session : public std::enable_shared_from_this<Session> {
 public:
     Session(tcp::socket socket, const Handler& handler, std::atomic<int64_t>& in_flight, std::atomic<bool>& stopping)
-        : stream_(std::move(socket)), handler_(handler), in_flight_(in_flight), stopping_(stopping) {}
+        : stream_(std::move(socket)), idle_timer_(stream_.get_executor()), handler_(handler), in_flight_(in_flight),
+          stopping_(stopping) {}
 
-    void Start() { net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->Read(); }); }
+    void Start() {
+        net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+            self->Touch();
+            self->ArmIdleTimer(std::chrono::seconds(kIdleTimeoutSeconds));
+            self->Read();
+        });
+    }
 
 private:
+    void Touch() { last_activity_ = std::chrono::steady_clock::now(); }
+
+    void ArmIdleTimer(std::chrono::steady_clock::duration after) {
+        idle_timer_.expires_after(after);
+        idle_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+            if (ec || self->closed_) return;
+            const auto idle = std::chrono::steady_clock::now() - self->last_activity_;
+            const auto limit = std::chrono::seconds(kIdleTimeoutSeconds);
+            if (idle >= limit && !self->busy_) return self->Close();
+            self->ArmIdleTimer(idle >= limit ? limit : limit - idle);
+        });
+    }
+
     void Read() {
         parser_.emplace();
         parser_->body_limit(kRequestBodyBytesMax);
         parser_->header_limit(kRequestHeaderBytesMax);
-        stream_.expires_after(std::chrono::seconds(kIdleTimeoutSeconds));
         bhttp::async_read(stream_, buffer_, *parser_,
                           [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
     }
 
     void OnRead(beast::error_code ec) {
+        Touch();
         if (ec == bhttp::error::end_of_stream || ec == net::error::eof) return Close();
         if (ec == bhttp::error::body_limit) {
             Response r{413, ReasonJson413(), "application/json", {}};
@@ -64,6 +89,7 @@ private:
         req.body = std::move(msg.body());
         const unsigned version = msg.version();
         ++in_flight_;
+        busy_ = true;
         auto self = shared_from_this();
         auto responded = std::make_shared<std::atomic<bool>>(false);
         handler_(std::move(req), [self, version, responded](Response r) {
@@ -86,17 +112,25 @@ private:
         const bool counted = version != 0;
         bhttp::async_write(stream_, *res, [self = shared_from_this(), res, counted](beast::error_code ec, size_t) {
             if (counted) --self->in_flight_;
+            self->busy_ = false;
+            self->Touch();
             if (ec || !self->keep_alive_) return self->Close();
             self->Read();
         });
     }
 
     void Close() {
+        closed_ = true;
+        idle_timer_.cancel();
         beast::error_code ec;
-        stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+        stream_.shutdown(tcp::socket::shutdown_send, ec);
     }
 
-    beast::tcp_stream stream_;
+    tcp::socket stream_;
+    net::steady_timer idle_timer_;
+    std::chrono::steady_clock::time_point last_activity_;
+    bool busy_ = false;
+    bool closed_ = false;
     beast::flat_buffer buffer_;
     std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
     const Handler& handler_;
@@ -162,7 +196,12 @@ std::string Server::Start() {
     if (ec) return "cannot listen on " + impl_->address + ":" + std::to_string(impl_->port) + ": " + ec.message();
     for (auto& ctx : impl_->contexts) impl_->guards.push_back(net::make_work_guard(*ctx));
     impl_->Accept();
-    for (auto& ctx : impl_->contexts) impl_->workers.emplace_back([c = ctx.get()] { c->run(); });
+    for (auto& ctx : impl_->contexts) {
+        impl_->workers.emplace_back([c = ctx.get()] {
+            pthread_setname_np(pthread_self(), "tally-http");
+            c->run();
+        });
+    }
     return {};
 }
 

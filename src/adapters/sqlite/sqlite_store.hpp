@@ -15,7 +15,9 @@
 namespace tally::sqlite {
 
 constexpr int kBusyTimeoutMs = 5000;
-constexpr int kCheckpointIntervalMs = 200;  // background WAL checkpoint cadence
+constexpr int kCheckpointIntervalMs = 200;    // background WAL checkpoint cadence
+constexpr int kWalRestartFramesMin = 8192;    // ~32 MiB of WAL: then make the next writer start it over
+constexpr int64_t kWalSizeLimitBytes = 64 * 1024 * 1024;  // what a reset WAL is truncated to
 
 /// One SQLite connection with a cache of prepared statements. Not thread-safe: guarded by its owner.
 class Connection {

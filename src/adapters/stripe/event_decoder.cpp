@@ -190,13 +190,18 @@ bool Handled(const std::string& type) {
 }  // namespace
 
 Result<EventEnvelope> StripeEventDecoder::DecodeEnvelope(std::string_view payload) const {
-    TALLY_ASSIGN_OR_RETURN(bj::value root, json::Parse(payload));
+    // On the acknowledgement path: parse into a stack buffer (spilling to the heap only for large events).
+    unsigned char buffer[16 * 1024];
+    bj::monotonic_resource resource(buffer, sizeof buffer);
+    TALLY_ASSIGN_OR_RETURN(bj::value root, json::Parse(payload, &resource));
     TALLY_ASSIGN_OR_RETURN(const bj::object* obj, json::AsObject(root, ""));
     return Envelope(*obj);
 }
 
 Result<DecodedEvent> StripeEventDecoder::Decode(std::string_view payload) const {
-    TALLY_ASSIGN_OR_RETURN(bj::value root, json::Parse(payload));
+    unsigned char buffer[16 * 1024];
+    bj::monotonic_resource resource(buffer, sizeof buffer);
+    TALLY_ASSIGN_OR_RETURN(bj::value root, json::Parse(payload, &resource));
     TALLY_ASSIGN_OR_RETURN(const bj::object* obj, json::AsObject(root, ""));
     TALLY_ASSIGN_OR_RETURN(EventEnvelope env, Envelope(*obj));
     DecodedEvent event;
