@@ -18,8 +18,7 @@ export function fixtures() {
   return JSON.parse(readFileSync(join(SOURCE_DIR, 'tests/fixtures/fixtures3.json'), 'utf8')).resources;
 }
 
-export async function startTally(extraEnv = {}) {
-  const dir = mkdtempSync(join(tmpdir(), 'tally-e2e-'));
+export async function startTally(extraEnv = {}, { dir = mkdtempSync(join(tmpdir(), 'tally-e2e-')) } = {}) {
   const db = join(dir, 'tally.db');
   const env = {
     ...process.env,
@@ -79,6 +78,12 @@ export async function startTally(extraEnv = {}) {
         if (Date.now() > deadline) throw new Error('events did not settle');
         await new Promise((res) => setTimeout(res, 25));
       }
+    },
+    /** SIGKILL: no drain, no final checkpoint; the directory is kept for a restart. */
+    async crash() {
+      const exited = new Promise((res) => child.on('exit', (code, signal) => res({ code, signal })));
+      child.kill('SIGKILL');
+      return exited;
     },
     async stop() {
       if (child.exitCode === null) {
