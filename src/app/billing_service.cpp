@@ -72,20 +72,26 @@ Result<CustomerView> BillingService::BuildView(StoreTx& tx, CustomerRecord custo
 Status BillingService::Reconcile(StoreTx& tx, CustomerRecord& customer, const std::string& cause, Timestamp now) {
     TALLY_ASSIGN_OR_RETURN(CustomerView view, BuildView(tx, customer, now));
     const AccessDecision& d = view.decision;
+    bool changed = false;
     if (d.role != customer.role) {
         std::string detail = "source=" + d.role_source;
         if (!d.subscription_id.empty()) detail += " subscription=" + d.subscription_id;
         TALLY_TRY(tx.AppendAudit({0, customer.id, now, "role_changed", customer.role, d.role, cause, detail}));
         customer.role = d.role;
+        changed = true;
     }
     if (d.plan->id.str() != customer.plan_id) {
         TALLY_TRY(tx.AppendAudit({0, customer.id, now, "plan_changed", customer.plan_id, d.plan->id.str(), cause,
                                   d.subscription_id.empty() ? "" : "subscription=" + d.subscription_id}));
         customer.plan_id = d.plan->id.str();
+        changed = true;
     }
-    // Keep an expired override visible until the sweep clears the check time; DecideAccess ignores it.
-    customer.role_check_at = d.next_change_at;
-    return tx.UpdateCustomer(customer);
+    if (customer.role_check_at != d.next_change_at) {
+        customer.role_check_at = d.next_change_at;
+        changed = true;
+    }
+    // Most events leave role and plan as they were: then the customer row is not rewritten.
+    return changed ? tx.UpdateCustomer(customer) : Status{};
 }
 
 namespace {
@@ -180,6 +186,7 @@ Result<CustomerView> BillingService::SetRoleOverride(const CustomerId& id, const
         TALLY_ASSIGN_OR_RETURN(auto record, tx.GetCustomer(id));
         if (!record) return NotFound("no such customer: '" + id.str() + "'", "id");
         record->role_override = RoleOverride{role, reason, expires_at, now};
+        TALLY_TRY(tx.UpdateCustomer(*record));
         std::string detail = "reason=" + reason;
         if (expires_at) detail += " expires_at=" + FormatRfc3339(*expires_at);
         TALLY_TRY(tx.AppendAudit({0, record->id, now, "role_override_set", record->role, role, "admin:" + actor, detail}));
@@ -199,6 +206,7 @@ Result<CustomerView> BillingService::ClearRoleOverride(const CustomerId& id, con
         if (!record->role_override) return NotFound("customer has no role override", "id");
         const std::string old_role = record->role_override->role;
         record->role_override.reset();
+        TALLY_TRY(tx.UpdateCustomer(*record));
         TALLY_TRY(tx.AppendAudit({0, record->id, now, "role_override_cleared", old_role, "", "admin:" + actor, ""}));
         TALLY_TRY(Reconcile(tx, *record, "admin:" + actor, now));
         TALLY_ASSIGN_OR_RETURN(out, BuildView(tx, *record, now));
@@ -237,6 +245,7 @@ Result<int> BillingService::SweepRoles() {
                 TALLY_TRY(tx.AppendAudit({0, record->id, now, "role_override_expired", record->role_override->role,
                                           "", cause, ""}));
                 record->role_override.reset();
+                TALLY_TRY(tx.UpdateCustomer(*record));
             }
             TALLY_TRY(Reconcile(tx, *record, cause, now));
             ++count;

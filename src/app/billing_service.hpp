@@ -63,8 +63,9 @@ public:
     /// Returns how many customers were re-evaluated.
     Result<int> SweepRoles();
 
-    /// Recomputes the customer's role and plan inside |tx| and persists them; records a role_changed or
-    /// plan_changed audit entry with |cause| when either moved. Used by the webhook processor.
+    /// Recomputes the customer's role and plan inside |tx| and persists them when they (or the next check
+    /// time) moved, with a role_changed or plan_changed audit entry carrying |cause|. Writes nothing else of
+    /// |customer|: callers that changed other fields persist them themselves.
     Status Reconcile(StoreTx& tx, CustomerRecord& customer, const std::string& cause, Timestamp now);
     /// The access decision for |customer| at |now| from what |tx| holds.
     Result<CustomerView> BuildView(StoreTx& tx, CustomerRecord customer, Timestamp now);

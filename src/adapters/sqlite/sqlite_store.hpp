@@ -30,6 +30,8 @@ public:
     /// A cached prepared statement, reset and cleared; kInternal if the SQL does not compile.
     Result<sqlite3_stmt*> Prepare(const char* sql);
     Status Exec(const char* sql);
+    /// Runs a cached prepared statement that returns no rows (BEGIN, COMMIT, ...).
+    Status Step(const char* sql);
     tally::Error LastError();
 
 private:
