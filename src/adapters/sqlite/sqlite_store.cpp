@@ -1,6 +1,7 @@
 #include "adapters/sqlite/sqlite_store.hpp"
 
 #include <pthread.h>
+#include <spdlog/spdlog.h>
 
 #include "adapters/sqlite/migrations.hpp"
 
@@ -382,6 +383,20 @@ private:
 }  // namespace
 
 namespace {
+int64_t ElapsedMs(std::chrono::steady_clock::time_point since) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - since).count();
+}
+
+void LogSlow(const std::string& what, int64_t ms) {
+    auto logger = spdlog::get("tally");
+    const std::string msg = "\"msg\":\"slow " + what + ": " + std::to_string(ms) + " ms\"";
+    if (logger) {
+        logger->warn(msg);
+    } else {
+        spdlog::warn(msg);
+    }
+}
+
 // SQLite's built-in busy timeout sleeps in steps growing to 100 ms, so a writer that meets a lock held for
 // 1 ms can sleep 100. Retry in short steps instead (50 us doubling to 1 ms), within the same total budget.
 int BusyHandler(void*, int count) {
@@ -500,7 +515,9 @@ void SqliteStore::CheckpointLoop() {
         // every commit extends the file (an fdatasync that must journal metadata). Once everything is copied,
         // RESTART waits briefly for readers so that the next writer reuses the WAL from its start.
         if (log_frames >= kWalRestartFramesMin && checkpointed_frames == log_frames) {
+            const auto start = std::chrono::steady_clock::now();
             sqlite3_wal_checkpoint_v2(checkpointer_->raw(), nullptr, SQLITE_CHECKPOINT_RESTART, nullptr, nullptr);
+            if (const int64_t ms = ElapsedMs(start); ms > kSlowOperationMs) LogSlow("WAL restart checkpoint", ms);
         }
         lock.lock();
     }
@@ -534,7 +551,9 @@ Status SqliteStore::Write(const std::function<Status(StoreTx&)>& fn) {
 
 Result<std::vector<bool>> SqliteStore::AppendInbox(const std::vector<InboxEvent>& events) {
     std::vector<bool> inserted(events.size(), false);
+    const auto start = std::chrono::steady_clock::now();
     std::lock_guard lock(write_mu_);
+    const int64_t lock_wait_ms = ElapsedMs(start);
     TALLY_TRY(Run(*writer_, "BEGIN IMMEDIATE", [&](StoreTx&) -> Status {
         static const char* kSql =
             "INSERT OR IGNORE INTO webhook_events(id, type, created, status, attempts, received_at, next_attempt_at) "
@@ -558,6 +577,11 @@ Result<std::vector<bool>> SqliteStore::AppendInbox(const std::vector<InboxEvent>
         }
         return {};
     }));
+    if (const int64_t ms = ElapsedMs(start); ms > kSlowOperationMs) {
+        LogSlow("inbox commit of " + std::to_string(events.size()) + " events (" + std::to_string(lock_wait_ms) +
+                    " ms waiting for the write lock)",
+                ms);
+    }
     return inserted;
 }
 
