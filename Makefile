@@ -1,5 +1,5 @@
 # The README's commands. Each installs what it needs (Debian packages, npm test tools) first.
-.PHONY: run build test test-unit test-e2e bench deps test-deps clean
+.PHONY: run build test lint bench deps test-deps clean
 
 JOBS ?= $(shell nproc)
 
@@ -18,11 +18,17 @@ build: deps
 run: build
 	./build/release/tally serve
 
-## test: every test (unit, integration on real SQLite, end-to-end over HTTP) on the ASan+UBSan build
+## test: lint, then every test (unit, integration on real SQLite, end-to-end over HTTP) on the ASan+UBSan build
 test: test-deps
 	@cmake --preset debug >/dev/null
 	@cmake --build --preset debug -j $(JOBS)
+	@scripts/lint.sh build/debug
 	@ctest --preset debug -j $(JOBS)
+
+## lint: clang-tidy (.clang-tidy, warnings as errors) over the sources
+lint:
+	@cmake --preset debug >/dev/null
+	@scripts/lint.sh build/debug
 
 ## bench: webhook throughput against the seed-style baseline (see BENCHMARKS.md)
 bench: build test-deps

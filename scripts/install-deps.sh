@@ -5,7 +5,7 @@ set -euo pipefail
 mode=${1:-build}
 pkgs=(g++ cmake ninja-build pkg-config libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
       libcurl4-openssl-dev libssl-dev libsqlite3-dev libpq-dev libspdlog-dev libcli11-dev
-      libgtest-dev libgmock-dev libbenchmark-dev)
+      libgtest-dev libgmock-dev libbenchmark-dev clang-tidy python3)
 if [ "$mode" = test ]; then pkgs+=(nodejs sqlite3 curl); fi
 missing=()
 for p in "${pkgs[@]}"; do

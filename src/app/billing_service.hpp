@@ -14,7 +14,7 @@ namespace tally {
 
 /// Named limits and settings of the billing use cases.
 struct BillingConfig {
-    int64_t grace_period_seconds = 7 * 86400;  // past_due keeps the role this long after the first failed payment
+    int64_t grace_period_seconds = int64_t{7} * 86400;  // past_due keeps the role this long after the first failed payment
 };
 
 constexpr int kAuditPageSizeMax = 500;

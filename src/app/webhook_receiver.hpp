@@ -11,7 +11,7 @@
 
 namespace tally {
 
-constexpr size_t kWebhookBodyBytesMax = 512 * 1024;  // Stripe events are far smaller; larger is refused
+constexpr size_t kWebhookBodyBytesMax = size_t{512} * 1024;  // Stripe events are far smaller; larger is refused
 constexpr size_t kInboxBatchMax = 1024;              // events per group-commit transaction
 constexpr size_t kInboxQueueLengthMax = 32768;       // deliveries waiting for a commit; more get 503
 

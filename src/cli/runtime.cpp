@@ -69,8 +69,6 @@ Result<std::vector<std::string>> ResolveSecrets(const std::string& csv, const st
     return std::vector<std::string>{secret};
 }
 
-volatile sig_atomic_t g_signal = 0;
-
 }  // namespace
 
 void Log(const char* level, const std::string& message) {

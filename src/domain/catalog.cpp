@@ -4,7 +4,7 @@
 
 namespace tally {
 
-Result<Catalog> Catalog::Create(std::vector<std::string> roles, std::vector<Plan> plans, PlanId default_plan) {
+Result<Catalog> Catalog::Create(std::vector<std::string> roles, std::vector<Plan> plans, const PlanId& default_plan) {
     if (roles.empty()) return InvalidArgument("at least one role is required", "roles");
     std::set<std::string> role_set;
     for (size_t i = 0; i < roles.size(); ++i) {

@@ -46,7 +46,7 @@ public:
     /// param is the JSON path at fault (e.g. "plans[2].prices[0].lookup_key"): duplicate plan ids or lookup
     /// keys, unknown roles, a missing default plan, a paid default plan, negative amounts or limits, or
     /// plans that disagree on which features and limits exist.
-    static Result<Catalog> Create(std::vector<std::string> roles, std::vector<Plan> plans, PlanId default_plan);
+    static Result<Catalog> Create(std::vector<std::string> roles, std::vector<Plan> plans, const PlanId& default_plan);
 
     const std::vector<Plan>& plans() const { return plans_; }
     const std::vector<std::string>& roles() const { return roles_; }

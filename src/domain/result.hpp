@@ -103,8 +103,11 @@ using Status = Result<void>;
 
 #define TALLY_CONCAT_INNER(a, b) a##b
 #define TALLY_CONCAT(a, b) TALLY_CONCAT_INNER(a, b)
-/// Declares `lhs` from a Result expression or returns its error.
+/// Declares `lhs` from a Result expression or returns its error. `lhs` is a declaration, so it cannot be
+/// parenthesised.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define TALLY_ASSIGN_OR_RETURN(lhs, expr)                              \
     auto TALLY_CONCAT(tally_r_, __LINE__) = (expr);                    \
     if (!TALLY_CONCAT(tally_r_, __LINE__).ok()) return TALLY_CONCAT(tally_r_, __LINE__).error(); \
     lhs = std::move(TALLY_CONCAT(tally_r_, __LINE__)).value()
+// NOLINTEND(bugprone-macro-parentheses)

@@ -41,7 +41,7 @@ Result<Timestamp> MakeUtc(int year, unsigned month, unsigned day, int hour, int 
         return InvalidArgument("time of day out of range");
     }
     const int64_t day_index = sys_days{ymd}.time_since_epoch().count();
-    return Timestamp(day_index * kSecondsPerDay + hour * 3600 + minute * 60 + second);
+    return Timestamp(day_index * kSecondsPerDay + int64_t{hour} * 3600 + int64_t{minute} * 60 + second);
 }
 
 Result<Timestamp> ParseRfc3339(std::string_view text) {

@@ -15,6 +15,7 @@ public:
     constexpr explicit Timestamp(int64_t unix_seconds) : s_(unix_seconds) {}
     constexpr int64_t unix_seconds() const { return s_; }
     constexpr Timestamp PlusSeconds(int64_t seconds) const { return Timestamp(s_ + seconds); }
+    // NOLINTNEXTLINE(modernize-use-nullptr): clang-tidy 14 misreads a defaulted <=>
     constexpr auto operator<=>(const Timestamp&) const = default;
 
 private:

@@ -298,7 +298,7 @@ Response Api::Dispatch(const Request& req, const std::string& actor) {
 
 void Api::HandleWebhook(Request req, Responder respond) {
     const std::string signature = req.Header("stripe-signature");
-    d_.receiver.Receive(std::move(req.body), signature, [respond](Result<WebhookReceipt> r) {
+    d_.receiver.Receive(std::move(req.body), signature, [respond = std::move(respond)](Result<WebhookReceipt> r) {
         if (!r.ok()) {
             const Error& e = r.error();
             if (e.param == "Stripe-Signature") {

@@ -11,7 +11,7 @@
 
 namespace tally::http {
 
-constexpr size_t kApiBodyBytesMax = 64 * 1024;
+constexpr size_t kApiBodyBytesMax = size_t{64} * 1024;
 constexpr int kListPageSizeDefault = 100;
 constexpr int kListPageSizeMax = 500;
 constexpr size_t kIdempotencyKeyBytesMax = 255;  // Stripe's limit

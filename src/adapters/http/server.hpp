@@ -11,8 +11,8 @@
 
 namespace tally::http {
 
-constexpr size_t kRequestBodyBytesMax = 4 * 1024 * 1024;  // above this the connection gets 413 and closes
-constexpr size_t kRequestHeaderBytesMax = 16 * 1024;
+constexpr size_t kRequestBodyBytesMax = size_t{4} * 1024 * 1024;  // above this the connection gets 413 and closes
+constexpr size_t kRequestHeaderBytesMax = size_t{16} * 1024;
 constexpr int kIdleTimeoutSeconds = 60;
 
 struct Request {

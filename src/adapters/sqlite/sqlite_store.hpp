@@ -21,7 +21,7 @@ constexpr int kCheckpointIntervalMs = 200;    // background WAL checkpoint caden
 // one is truncated at every reset, and freeing hundreds of MB (on a disk mounted with discard) stalls fsyncs.
 // Measured: 256 MiB gave a worse p99 than 32 MiB; no RESTART at all let the WAL reach 490 MB in 8 s.
 constexpr int kWalRestartFramesMin = 8192;
-constexpr int64_t kWalSizeLimitBytes = 64 * 1024 * 1024;  // what a reset WAL is truncated to
+constexpr int64_t kWalSizeLimitBytes = int64_t{64} * 1024 * 1024;  // what a reset WAL is truncated to
 constexpr int64_t kSlowOperationMs = 100;  // commits and checkpoints slower than this are logged
 
 /// One SQLite connection with a cache of prepared statements. Not thread-safe: guarded by its owner.
