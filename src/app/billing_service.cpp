@@ -148,10 +148,11 @@ Result<CustomerView> BillingService::GetCustomer(const CustomerId& id) {
     return std::move(*out);
 }
 
-Result<std::vector<CustomerView>> BillingService::FindByExternalId(const std::string& external_id) {
+Result<std::vector<CustomerView>> BillingService::FindOne(
+    const std::function<Result<std::optional<CustomerRecord>>(StoreTx&)>& lookup) {
     std::vector<CustomerView> out;
     TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
-        TALLY_ASSIGN_OR_RETURN(auto record, tx.FindCustomerByExternalId(external_id));
+        TALLY_ASSIGN_OR_RETURN(auto record, lookup(tx));
         if (record) {
             TALLY_ASSIGN_OR_RETURN(auto view, BuildView(tx, *record, clock_.Now()));
             out.push_back(std::move(view));
@@ -161,17 +162,12 @@ Result<std::vector<CustomerView>> BillingService::FindByExternalId(const std::st
     return out;
 }
 
+Result<std::vector<CustomerView>> BillingService::FindByExternalId(const std::string& external_id) {
+    return FindOne([&](StoreTx& tx) { return tx.FindCustomerByExternalId(external_id); });
+}
+
 Result<std::vector<CustomerView>> BillingService::FindByStripeCustomerId(const StripeCustomerId& id) {
-    std::vector<CustomerView> out;
-    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
-        TALLY_ASSIGN_OR_RETURN(auto record, tx.FindCustomerByStripeId(id));
-        if (record) {
-            TALLY_ASSIGN_OR_RETURN(auto view, BuildView(tx, *record, clock_.Now()));
-            out.push_back(std::move(view));
-        }
-        return {};
-    }));
-    return out;
+    return FindOne([&](StoreTx& tx) { return tx.FindCustomerByStripeId(id); });
 }
 
 Result<CustomerView> BillingService::SetRoleOverride(const CustomerId& id, const std::string& role,

@@ -1,6 +1,7 @@
 #pragma once
 // Customers, role synchronisation and admin overrides.
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -76,7 +77,9 @@ public:
     const BillingConfig& config() const { return config_; }
 
 private:
-    Result<std::vector<CustomerView>> ViewsOf(std::optional<CustomerRecord> record);
+    /// The view of the customer |lookup| finds inside a read transaction: zero or one element.
+    Result<std::vector<CustomerView>> FindOne(
+        const std::function<Result<std::optional<CustomerRecord>>(StoreTx&)>& lookup);
 
     Store& store_;
     const Catalog& catalog_;

@@ -3,7 +3,9 @@
 #include <signal.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <boost/json.hpp>
 #include <fstream>
@@ -60,12 +62,13 @@ Result<std::vector<std::string>> ResolveSecrets(const std::string& csv, const st
     if (in && std::getline(in, secret) && !secret.empty()) return std::vector<std::string>{secret};
     if (!create) return NotFound("no webhook secret: set STRIPE_WEBHOOK_SECRET or run `tally serve` once", file);
     secret = "whsec_" + RandomHex(24);
-    {
-        std::ofstream out(file, std::ios::trunc);
-        if (!out) return Unavailable("cannot write webhook secret file '" + file + "'");
-        out << secret << "\n";
-    }
-    ::chmod(file.c_str(), 0600);
+    // Created owner-only from the start (not chmod'ed afterwards), and never over an existing file.
+    const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) return Unavailable("cannot create webhook secret file '" + file + "'");
+    const std::string line = secret + "\n";
+    const bool written = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) && ::fsync(fd) == 0;
+    ::close(fd);
+    if (!written) return Unavailable("cannot write webhook secret file '" + file + "'");
     return std::vector<std::string>{secret};
 }
 
@@ -134,6 +137,14 @@ int Sign(const std::string& payload, const std::string& secret, const std::strin
 }
 
 int Serve(const ServeOptions& o) {
+    // Block the stop signals before any thread exists (the store starts one), so that every thread inherits
+    // the mask and only the sigwait below receives them.
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
     auto catalog = LoadCatalogFile(o.catalog);
     if (!catalog.ok()) {
         Log("error", "invalid catalog: " + catalog.error().message);
@@ -151,13 +162,6 @@ int Serve(const ServeOptions& o) {
         return 2;
     }
     if (o.webhook_secrets.empty()) Log("info", "webhook secret read from " + secret_file);
-
-    // Block the stop signals in every thread; the main thread waits for them below.
-    sigset_t signals;
-    sigemptyset(&signals);
-    sigaddset(&signals, SIGINT);
-    sigaddset(&signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
     SystemClock clock;
     StripeEventDecoder decoder;
