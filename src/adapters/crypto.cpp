@@ -43,6 +43,19 @@ bool ConstantTimeEquals(std::string_view a, std::string_view b) {
     return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
+std::optional<std::string> Base64Decode(std::string_view text) {
+    if (text.empty() || text.size() % 4 != 0) return std::nullopt;
+    std::string out(text.size() / 4 * 3, '\0');
+    const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                  reinterpret_cast<const unsigned char*>(text.data()), static_cast<int>(text.size()));
+    if (n < 0) return std::nullopt;
+    size_t len = static_cast<size_t>(n);
+    // EVP_DecodeBlock counts padding as zero bytes: drop one per '='.
+    for (size_t i = text.size(); i > 0 && text[i - 1] == '='; --i) --len;
+    out.resize(len);
+    return out;
+}
+
 std::string RandomHex(size_t bytes) {
     std::vector<unsigned char> buf(bytes);
     TALLY_INVARIANT(RAND_bytes(buf.data(), static_cast<int>(buf.size())) == 1);

@@ -57,7 +57,16 @@ int main(int argc, char** argv) {
     sign_cmd->add_option("--db", db, "SQLite database file (locates <db>.whsec)")->envname("TALLY_DB")->capture_default_str();
     sign_cmd->add_option("--webhook-secret-file", secret_file, "Secret file")->envname("TALLY_WEBHOOK_SECRET_FILE");
 
+    std::string sandbox_host = "127.0.0.1";
+    uint16_t sandbox_port = 12111;
+    auto* sandbox_cmd = app.add_subcommand(
+        "sandbox", "Run the offline Stripe sandbox (a subset of Stripe's API; any sk_test_ key is accepted)");
+    sandbox_cmd->add_option("--host", sandbox_host, "Listen address")->envname("TALLY_SANDBOX_HOST")->capture_default_str();
+    sandbox_cmd->add_option("--port", sandbox_port, "Listen port (0 picks a free one)")
+        ->envname("TALLY_SANDBOX_PORT")->capture_default_str();
+
     CLI11_PARSE(app, argc, argv);
+    if (*sandbox_cmd) return tally::cli::RunSandbox(sandbox_host, sandbox_port);
     if (*serve_cmd) return tally::cli::Serve(serve);
     if (*migrate_cmd) return tally::cli::Migrate(db);
     if (*keys_create) return tally::cli::CreateKey(db);

@@ -16,6 +16,7 @@
 #include "adapters/crypto.hpp"
 #include "adapters/http/api.hpp"
 #include "adapters/http/server.hpp"
+#include "adapters/sandbox/sandbox.hpp"
 #include "adapters/sqlite/migrations.hpp"
 #include "adapters/sqlite/sqlite_store.hpp"
 #include "adapters/stripe/event_decoder.hpp"
@@ -133,6 +134,28 @@ int Sign(const std::string& payload, const std::string& secret, const std::strin
     }
     SystemClock clock;
     std::cout << StripeWebhookVerifier::SignHeader(key, payload, clock.Now().unix_seconds()) << "\n";
+    return 0;
+}
+
+int RunSandbox(const std::string& host, uint16_t port) {
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+    sandbox::Sandbox sandbox(sandbox::SandboxConfig{});
+    http::Server server(host, port, 1, [&sandbox](const http::Request& req, const http::Responder& respond) {
+        respond(sandbox.Handle(req));
+    });
+    if (std::string err = server.Start(); !err.empty()) {
+        Log("error", err);
+        return 1;
+    }
+    Log("info", "stripe sandbox listening on http://" + host + ":" + std::to_string(server.port()));
+    std::cout << "stripe sandbox listening on http://" << host << ":" << server.port() << std::endl;
+    int sig = 0;
+    sigwait(&signals, &sig);
+    server.Stop(5000);
     return 0;
 }
 

@@ -20,6 +20,8 @@ struct ServeOptions {
 };
 
 int Serve(const ServeOptions& options);
+/// Runs the offline Stripe sandbox on |host|:|port| until SIGTERM/SIGINT.
+int RunSandbox(const std::string& host, uint16_t port);
 int Migrate(const std::string& db);
 int CreateKey(const std::string& db);
 /// Prints a Stripe-Signature header for |payload| signed with the serve secret (or |secret|) at now.

@@ -64,6 +64,12 @@ test('customers: create is idempotent on external_id; get and lookups', async ()
   assert.equal((await server.get(`/v1/customers/${a.json.id}`)).json.email, 'one@example.com');
   assert.equal((await server.get('/v1/customers?external_id=user_1')).json.data[0].id, a.json.id);
   assert.deepEqual((await server.get('/v1/customers?external_id=nobody')).json.data, []);
+  // Literal brackets in a query (as Stripe's clients send them) are accepted, not taken as part of the path.
+  const bracketed = await server.post('/v1/customers', { external_id: 'team[7]' });
+  assert.equal(bracketed.status, 201);
+  const found = await server.get('/v1/customers?external_id=team[7]');
+  assert.equal(found.status, 200, found.text);
+  assert.equal(found.json.data[0].id, bracketed.json.id);
   const ent = await server.get(`/v1/customers/${a.json.id}/entitlements`);
   assert.equal(ent.status, 200);
   assert.deepEqual(ent.json.limits, { build_hours: 5, projects: 1, storage_gb: 1 });

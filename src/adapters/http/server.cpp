@@ -7,6 +7,7 @@
 
 #include <pthread.h>
 
+#include <cctype>
 #include <chrono>
 
 namespace tally::http {
@@ -24,6 +25,39 @@ const char* ReasonJson413() {
 // One connection. Lives on one single-threaded io_context, so its members need no locks. The idle timeout is
 // one timer per connection checked against a last-activity time, not a timer re-armed on every read: under
 // load, per-operation timers cost a syscall each.
+std::string PercentDecode(std::string_view s) {
+    std::string out;
+    out.reserve(s.size());
+    for (size_t i = 0; i < s.size(); ++i) {
+        if (s[i] == '%' && i + 2 < s.size() && std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
+            std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+            out += static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
+            i += 2;
+        } else {
+            out += s[i] == '+' ? ' ' : s[i];
+        }
+    }
+    return out;
+}
+
+void ParseLenient(std::string_view target, Request& req) {
+    const size_t q = target.find('?');
+    req.path = PercentDecode(target.substr(0, q));
+    if (q == std::string_view::npos) return;
+    std::string_view rest = target.substr(q + 1);
+    while (!rest.empty()) {
+        const size_t amp = rest.find('&');
+        const std::string_view pair = rest.substr(0, amp);
+        const size_t eq = pair.find('=');
+        if (!pair.empty()) {
+            req.query[PercentDecode(pair.substr(0, eq))] =
+                eq == std::string_view::npos ? std::string() : PercentDecode(pair.substr(eq + 1));
+        }
+        if (amp == std::string_view::npos) break;
+        rest = rest.substr(amp + 1);
+    }
+}
+
 class Session : public std::enable_shared_from_this<Session> {
 public:
     Session(tcp::socket socket, const Handler& handler, std::atomic<int64_t>& in_flight, std::atomic<bool>& stopping)
@@ -79,7 +113,9 @@ private:
             req.path = std::string(url->path());
             for (const auto& param : url->params()) req.query[param.key] = param.value;
         } else {
-            req.path = req.target;
+            // Stripe's clients send literal brackets in queries (lookup_keys[0]=...), which strict RFC 3986
+            // parsing rejects; split leniently instead.
+            ParseLenient(req.target, req);
         }
         for (const auto& field : msg) {
             std::string name(field.name_string());

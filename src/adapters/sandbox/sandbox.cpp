@@ -1,0 +1,595 @@
+#include "adapters/sandbox/sandbox.hpp"
+
+#include <curl/curl.h>
+
+#include <algorithm>
+#include <charconv>
+
+#include "adapters/crypto.hpp"
+#include "adapters/sandbox/fixtures.hpp"
+#include "adapters/stripe/form_encoding.hpp"
+#include "adapters/stripe/webhook_signature.hpp"
+#include "domain/money.hpp"
+
+namespace tally::sandbox {
+namespace {
+
+namespace bj = boost::json;
+
+http::Response Json(int status, const bj::value& v) { return http::Response{status, bj::serialize(v), "application/json", {}}; }
+
+/// Stripe's error shape: {"error":{"type","code","message","param"}}.
+http::Response StripeError(int status, const std::string& type, const std::string& code, const std::string& message,
+                           const std::string& param = {}) {
+    bj::object err{{"type", type}, {"message", message}};
+    if (!code.empty()) err["code"] = code;
+    if (!param.empty()) err["param"] = param;
+    return Json(status, bj::object{{"error", std::move(err)}});
+}
+
+http::Response Missing(const std::string& param) {
+    return StripeError(400, "invalid_request_error", "parameter_missing", "Missing required param: " + param + ".", param);
+}
+
+http::Response Invalid(const std::string& param, const std::string& message) {
+    return StripeError(400, "invalid_request_error", "parameter_invalid", message, param);
+}
+
+/// Rejects parameters the endpoint does not know, as Stripe does.
+std::optional<http::Response> OnlyParams(const bj::object& params, std::initializer_list<const char*> allowed) {
+    for (const auto& kv : params) {
+        bool known = false;
+        for (const char* a : allowed) known = known || kv.key() == a;
+        if (!known) {
+            return StripeError(400, "invalid_request_error", "parameter_unknown",
+                               "Received unknown parameter: " + std::string(kv.key()), std::string(kv.key()));
+        }
+    }
+    return std::nullopt;
+}
+
+std::string Str(const bj::object& o, const char* key) {
+    const auto* v = o.if_contains(key);
+    return v && v->is_string() ? std::string(v->get_string()) : std::string();
+}
+
+bool Has(const bj::object& o, const char* key) { return o.if_contains(key) != nullptr; }
+
+std::optional<int64_t> Int(const std::string& s) {
+    int64_t v = 0;
+    const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
+    return v;
+}
+
+/// Applies Stripe's metadata update rules: keys merge, an empty value deletes the key.
+std::optional<http::Response> MergeMetadata(bj::object& object, const bj::object& params) {
+    const auto* md = params.if_contains("metadata");
+    if (md == nullptr) return std::nullopt;
+    if (md->is_string() && md->get_string().empty()) {
+        object["metadata"] = bj::object();
+        return std::nullopt;
+    }
+    if (!md->is_object()) return Invalid("metadata", "Invalid object");
+    bj::value& target = object["metadata"];
+    if (!target.is_object()) target = bj::object();
+    for (const auto& kv : md->get_object()) {
+        if (!kv.value().is_string()) return Invalid("metadata", "Invalid value for metadata[" + std::string(kv.key()) + "]");
+        if (kv.value().get_string().empty()) {
+            target.get_object().erase(kv.key());
+        } else {
+            target.get_object()[kv.key()] = kv.value();
+        }
+    }
+    return std::nullopt;
+}
+
+size_t WriteBody(char* data, size_t size, size_t count, void* user) {
+    static_cast<std::string*>(user)->append(data, size * count);
+    return size * count;
+}
+
+}  // namespace
+
+Sandbox::Sandbox(SandboxConfig config) : config_(std::move(config)) {
+    if (!config_.now) {
+        config_.now = [] {
+            return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+                .count();
+        };
+    }
+    fixtures_ = bj::parse(StripeFixturesJson()).at("resources").as_object();
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    delivery_thread_ = std::thread([this] { DeliveryLoop(); });
+}
+
+Sandbox::~Sandbox() {
+    {
+        std::lock_guard lock(mu_);
+        stopping_ = true;
+        delivery_cv_.notify_all();
+    }
+    delivery_thread_.join();
+}
+
+std::vector<Delivery> Sandbox::deliveries() const {
+    std::lock_guard lock(mu_);
+    return deliveries_;
+}
+
+std::string Sandbox::NewId(const std::string& prefix) { return prefix + "_" + RandomHex(12); }
+
+bj::object Sandbox::Template(const char* resource) const { return fixtures_.at(resource).as_object(); }
+
+void Sandbox::Put(const std::string& type, bj::object object) {
+    const std::string id(object.at("id").as_string());
+    if (!objects_.count(id)) order_[type].push_back(id);
+    objects_[id] = std::move(object);
+}
+
+bj::object* Sandbox::Find(const std::string& type, const std::string& id) {
+    auto it = objects_.find(id);
+    if (it == objects_.end() || Str(it->second, "object") != type) return nullptr;
+    return &it->second;
+}
+
+void Sandbox::Emit(const std::string& type, const bj::object& object, const bj::object* previous_attributes) {
+    bj::object event = Template("event");
+    const std::string id = NewId("evt");
+    bj::object data{{"object", object}};
+    if (previous_attributes != nullptr) data["previous_attributes"] = *previous_attributes;
+    int endpoints = 0;
+    for (const auto& we_id : order_["webhook_endpoint"]) {
+        const bj::object& we = objects_.at(we_id);
+        bool enabled = false;
+        for (const auto& e : we.at("enabled_events").as_array()) {
+            enabled = enabled || e.as_string() == "*" || e.as_string() == type;
+        }
+        if (!enabled || Str(we, "status") != "enabled") continue;
+        ++endpoints;
+        pending_.push_back(Pending{id, we_id, 1, std::chrono::steady_clock::now()});
+    }
+    event["id"] = id;
+    event["type"] = type;
+    event["created"] = config_.now();
+    event["api_version"] = kApiVersion;
+    event["livemode"] = false;
+    event["data"] = std::move(data);
+    event["pending_webhooks"] = endpoints;
+    event["request"] = bj::object{
+        {"id", current_request_id_.empty() ? bj::value(nullptr) : bj::value(current_request_id_)},
+        {"idempotency_key", current_idempotency_key_.empty() ? bj::value(nullptr) : bj::value(current_idempotency_key_)}};
+    Put("event", std::move(event));
+    if (endpoints > 0) delivery_cv_.notify_all();
+}
+
+http::Response Sandbox::Handle(const http::Request& req) {
+    // Authentication as Stripe: a secret test key as Bearer, or as the Basic-auth user (curl -u sk_test_...:).
+    std::string auth = req.Header("authorization");
+    if (auth.rfind("Basic ", 0) == 0) {
+        const auto decoded = Base64Decode(std::string_view(auth).substr(6));
+        auth = decoded ? "Bearer " + decoded->substr(0, decoded->find(':')) : std::string("Bearer ?");
+    }
+    if (auth.empty()) {
+        return StripeError(401, "invalid_request_error", "",
+                           "You did not provide an API key. You need to provide your API key in the Authorization "
+                           "header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').");
+    }
+    if (auth.rfind("Bearer sk_test_", 0) != 0) {
+        return StripeError(401, "invalid_request_error", "api_key_invalid",
+                           "Invalid API Key provided: the sandbox accepts secret test keys (sk_test_...) only.");
+    }
+    auto params = req.method == "POST" ? stripe::DecodeForm(req.body) : [&]() -> Result<bj::object> {
+        const size_t q = req.target.find('?');
+        return stripe::DecodeForm(q == std::string::npos ? std::string_view() : std::string_view(req.target).substr(q + 1));
+    }();
+    if (!params.ok()) return Invalid(params.error().param, params.error().message);
+    params->erase("expand");  // accepted; this slice returns objects unexpanded
+
+    std::lock_guard lock(mu_);
+    current_request_id_ = "req_" + RandomHex(7);
+    current_idempotency_key_.clear();
+    const std::string idem = req.Header("idempotency-key");
+    std::string request_hash;
+    if (req.method == "POST" && !idem.empty()) {
+        if (idem.size() > kIdempotencyKeyBytesMax) {
+            return Invalid("Idempotency-Key", "Idempotency keys must be at most 255 characters.");
+        }
+        request_hash = Sha256Hex(req.method + " " + req.path + "\n" + bj::serialize(*params));
+        if (auto it = idempotency_.find(idem); it != idempotency_.end()) {
+            if (it->second.request_hash != request_hash) {
+                return StripeError(400, "idempotency_error", "",
+                                   "Keys for idempotent requests can only be used with the same parameters they were "
+                                   "first used with. Try using a key other than '" + idem +
+                                       "' if you meant to execute a different request.");
+            }
+            http::Response replay = it->second.response;
+            replay.headers.emplace_back("Idempotent-Replayed", "true");
+            return replay;
+        }
+        current_idempotency_key_ = idem;
+    }
+    http::Response r = Route(req, *params);
+    r.headers.emplace_back("Request-Id", current_request_id_);
+    r.headers.emplace_back("Stripe-Version", kApiVersion);
+    if (!request_hash.empty() && (r.status < 400 || r.status == 402)) {
+        // Stripe keeps results of requests that started executing; validation errors are not saved.
+        idempotency_[idem] = IdempotentResult{request_hash, r};
+    }
+    return r;
+}
+
+http::Response Sandbox::Route(const http::Request& req, const bj::object& params) {
+    std::vector<std::string> seg;
+    for (size_t pos = 1; pos <= req.path.size();) {
+        size_t next = req.path.find('/', pos);
+        if (next == std::string::npos) next = req.path.size();
+        if (next > pos) seg.push_back(req.path.substr(pos, next - pos));
+        pos = next + 1;
+    }
+    const std::string& m = req.method;
+    auto not_found = [&] {
+        return StripeError(404, "invalid_request_error", "",
+                           "Unrecognized request URL (" + m + ": " + req.path + "). The sandbox implements a subset of "
+                           "Stripe's API; see src/adapters/sandbox/README.md.");
+    };
+    if (seg.size() < 2 || seg[0] != "v1") return not_found();
+    const std::string& res = seg[1];
+    static const std::map<std::string, std::string> kTypes = {
+        {"customers", "customer"}, {"products", "product"}, {"prices", "price"},
+        {"events", "event"},       {"webhook_endpoints", "webhook_endpoint"}};
+    if (res == "test_helpers" && seg.size() == 3 && seg[2] == "webhook_deliveries" && m == "GET") {
+        bj::array data;
+        for (const auto& d : deliveries_) {
+            data.push_back(bj::object{{"event", d.event_id}, {"webhook_endpoint", d.endpoint_id}, {"url", d.url},
+                                      {"attempt", d.attempt}, {"status", d.http_status}, {"error", d.error},
+                                      {"created", d.at}});
+        }
+        return Json(200, bj::object{{"object", "list"}, {"data", std::move(data)}, {"has_more", false},
+                                    {"url", "/v1/test_helpers/webhook_deliveries"}});
+    }
+    auto type_it = kTypes.find(res);
+    if (type_it == kTypes.end()) return not_found();
+    const std::string& type = type_it->second;
+    if (seg.size() == 2 && m == "GET") return List(type, params, "/v1/" + res);
+    if (seg.size() == 2 && m == "POST") {
+        if (type == "customer") return CreateCustomer(params);
+        if (type == "product") return CreateProduct(params);
+        if (type == "price") return CreatePrice(params);
+        if (type == "webhook_endpoint") return CreateWebhookEndpoint(params);
+    }
+    if (seg.size() == 3 && m == "GET") return Retrieve(type, seg[2]);
+    if (seg.size() == 3 && m == "POST" && type == "customer") return UpdateCustomer(seg[2], params);
+    if (seg.size() == 3 && m == "DELETE" && (type == "customer" || type == "webhook_endpoint" || type == "product")) {
+        return DeleteObject(type, seg[2]);
+    }
+    return not_found();
+}
+
+http::Response Sandbox::Retrieve(const std::string& type, const std::string& id) {
+    const bj::object* o = Find(type, id);
+    if (o == nullptr) {
+        return StripeError(404, "invalid_request_error", "resource_missing", "No such " + type + ": '" + id + "'", "id");
+    }
+    bj::object out = *o;
+    if (type == "webhook_endpoint") out["secret"] = nullptr;  // Stripe shows the secret only at creation
+    return Json(200, out);
+}
+
+http::Response Sandbox::List(const std::string& type, const bj::object& params, const std::string& url) {
+    if (auto bad = OnlyParams(params, {"limit", "starting_after", "ending_before", "email", "lookup_keys", "product",
+                                        "active", "type", "currency", "customer"})) {
+        return *bad;
+    }
+    int limit = kListLimitDefault;
+    if (Has(params, "limit")) {
+        const auto n = Int(Str(params, "limit"));
+        if (!n || *n < 1 || *n > kListLimitMax) return Invalid("limit", "limit must be an integer between 1 and 100");
+        limit = static_cast<int>(*n);
+    }
+    // Newest first, as Stripe lists.
+    std::vector<const bj::object*> all;
+    const auto& ids = order_[type];
+    for (auto it = ids.rbegin(); it != ids.rend(); ++it) {
+        const bj::object& o = objects_.at(*it);
+        if (o.contains("deleted") && o.at("deleted").is_bool() && o.at("deleted").get_bool()) continue;
+        if (Has(params, "email") && Str(o, "email") != Str(params, "email")) continue;
+        if (Has(params, "product") && Str(o, "product") != Str(params, "product")) continue;
+        if (Has(params, "type") && Str(o, "type") != Str(params, "type")) continue;
+        if (Has(params, "currency") && Str(o, "currency") != Str(params, "currency")) continue;
+        if (Has(params, "active") && o.contains("active") && (Str(params, "active") == "true") != o.at("active").as_bool()) {
+            continue;
+        }
+        if (const auto* keys = params.if_contains("lookup_keys")) {
+            if (!keys->is_array()) return Invalid("lookup_keys", "lookup_keys must be an array");
+            const std::string key = Str(o, "lookup_key");
+            bool match = false;
+            for (const auto& k : keys->get_array()) match = match || (k.is_string() && k.get_string() == key);
+            if (!match || key.empty()) continue;
+        }
+        all.push_back(&o);
+    }
+    size_t begin = 0;
+    size_t end = all.size();
+    if (const std::string after = Str(params, "starting_after"); !after.empty()) {
+        auto it = std::find_if(all.begin(), all.end(), [&](const bj::object* o) { return Str(*o, "id") == after; });
+        if (it == all.end()) return Invalid("starting_after", "No such object: '" + after + "'");
+        begin = static_cast<size_t>(it - all.begin()) + 1;
+    }
+    if (const std::string before = Str(params, "ending_before"); !before.empty()) {
+        auto it = std::find_if(all.begin(), all.end(), [&](const bj::object* o) { return Str(*o, "id") == before; });
+        if (it == all.end()) return Invalid("ending_before", "No such object: '" + before + "'");
+        end = static_cast<size_t>(it - all.begin());
+        begin = end > static_cast<size_t>(limit) ? end - static_cast<size_t>(limit) : 0;
+    }
+    bj::array data;
+    for (size_t i = begin; i < end && data.size() < static_cast<size_t>(limit); ++i) {
+        bj::object o = *all[i];
+        if (type == "webhook_endpoint") o["secret"] = nullptr;
+        data.push_back(std::move(o));
+    }
+    const bool has_more = Has(params, "ending_before") ? begin > 0 : begin + data.size() < end;
+    return Json(200, bj::object{{"object", "list"}, {"data", std::move(data)}, {"has_more", has_more}, {"url", url}});
+}
+
+http::Response Sandbox::CreateCustomer(const bj::object& params) {
+    if (auto bad = OnlyParams(params, {"email", "name", "description", "phone", "metadata", "test_clock"})) return *bad;
+    bj::object c = Template("customer");
+    c["id"] = NewId("cus");
+    c["created"] = config_.now();
+    c["livemode"] = false;
+    c["email"] = Has(params, "email") ? bj::value(Str(params, "email")) : nullptr;
+    c["name"] = Has(params, "name") ? bj::value(Str(params, "name")) : nullptr;
+    c["description"] = Has(params, "description") ? bj::value(Str(params, "description")) : nullptr;
+    c["phone"] = Has(params, "phone") ? bj::value(Str(params, "phone")) : nullptr;
+    c["test_clock"] = Has(params, "test_clock") ? bj::value(Str(params, "test_clock")) : nullptr;
+    c["metadata"] = bj::object();
+    c["discount"] = nullptr;
+    c["address"] = nullptr;
+    c["shipping"] = nullptr;
+    c["balance"] = 0;
+    c["delinquent"] = false;
+    c["default_source"] = nullptr;
+    c["currency"] = nullptr;
+    c["invoice_prefix"] = RandomHex(4);
+    if (auto bad = MergeMetadata(c, params)) return *bad;
+    Put("customer", c);
+    Emit("customer.created", c);
+    return Json(200, c);
+}
+
+http::Response Sandbox::UpdateCustomer(const std::string& id, const bj::object& params) {
+    if (auto bad = OnlyParams(params, {"email", "name", "description", "phone", "metadata"})) return *bad;
+    bj::object* c = Find("customer", id);
+    if (c == nullptr) {
+        return StripeError(404, "invalid_request_error", "resource_missing", "No such customer: '" + id + "'", "id");
+    }
+    bj::object previous;
+    for (const char* key : {"email", "name", "description", "phone"}) {
+        if (!Has(params, key)) continue;
+        const std::string v = Str(params, key);
+        bj::value next = v.empty() ? bj::value(nullptr) : bj::value(v);  // an empty value clears the field
+        if ((*c)[key] != next) {
+            previous[key] = (*c)[key];
+            (*c)[key] = std::move(next);
+        }
+    }
+    const bj::value old_metadata = (*c)["metadata"];
+    if (auto bad = MergeMetadata(*c, params)) return *bad;
+    if ((*c)["metadata"] != old_metadata) previous["metadata"] = old_metadata;
+    if (!previous.empty()) Emit("customer.updated", *c, &previous);
+    return Json(200, *c);
+}
+
+http::Response Sandbox::CreateProduct(const bj::object& params) {
+    if (auto bad = OnlyParams(params, {"name", "description", "active", "metadata", "id"})) return *bad;
+    if (Str(params, "name").empty()) return Missing("name");
+    bj::object p = Template("product");
+    const std::string id = Str(params, "id");
+    if (!id.empty() && objects_.count(id)) {
+        return StripeError(400, "invalid_request_error", "resource_already_exists", "Product already exists.", "id");
+    }
+    p["id"] = id.empty() ? NewId("prod") : id;
+    p["name"] = Str(params, "name");
+    p["description"] = Has(params, "description") ? bj::value(Str(params, "description")) : nullptr;
+    p["active"] = Str(params, "active") != "false";
+    p["created"] = config_.now();
+    p["updated"] = config_.now();
+    p["livemode"] = false;
+    p["default_price"] = nullptr;
+    p["images"] = bj::array();
+    p["marketing_features"] = bj::array();
+    p["metadata"] = bj::object();
+    if (auto bad = MergeMetadata(p, params)) return *bad;
+    Put("product", p);
+    Emit("product.created", p);
+    return Json(200, p);
+}
+
+http::Response Sandbox::CreatePrice(const bj::object& params) {
+    if (auto bad = OnlyParams(params, {"currency", "unit_amount", "product", "product_data", "recurring", "lookup_key",
+                                        "transfer_lookup_key", "nickname", "metadata", "active"})) {
+        return *bad;
+    }
+    if (!Has(params, "currency")) return Missing("currency");
+    auto currency = Currency::Parse(Str(params, "currency"));
+    if (!currency.ok()) return Invalid("currency", "Invalid currency: " + Str(params, "currency"));
+    if (!Has(params, "unit_amount")) return Missing("unit_amount");
+    const auto amount = Int(Str(params, "unit_amount"));
+    if (!amount || *amount < 0) return Invalid("unit_amount", "Invalid integer: " + Str(params, "unit_amount"));
+    std::string product = Str(params, "product");
+    if (product.empty()) {
+        const auto* pd = params.if_contains("product_data");
+        if (pd == nullptr || !pd->is_object()) return Missing("product");
+        auto created = CreateProduct(pd->get_object());
+        if (created.status != 200) return created;
+        product = std::string(bj::parse(created.body).at("id").as_string());
+    } else if (Find("product", product) == nullptr) {
+        return Invalid("product", "No such product: '" + product + "'");
+    }
+    bj::object p = Template("price");
+    p["id"] = NewId("price");
+    p["object"] = "price";
+    p["active"] = Str(params, "active") != "false";
+    p["currency"] = currency->code();
+    p["unit_amount"] = *amount;
+    p["unit_amount_decimal"] = std::to_string(*amount);
+    p["product"] = product;
+    p["created"] = config_.now();
+    p["livemode"] = false;
+    p["billing_scheme"] = "per_unit";
+    p["tiers_mode"] = nullptr;
+    p["transform_quantity"] = nullptr;
+    p["custom_unit_amount"] = nullptr;
+    p["nickname"] = Has(params, "nickname") ? bj::value(Str(params, "nickname")) : nullptr;
+    p["metadata"] = bj::object();
+    if (const auto* rec = params.if_contains("recurring")) {
+        if (!rec->is_object()) return Invalid("recurring", "Invalid object");
+        const std::string interval = Str(rec->get_object(), "interval");
+        if (interval != "day" && interval != "week" && interval != "month" && interval != "year") {
+            return interval.empty() ? Missing("recurring[interval]")
+                                    : Invalid("recurring[interval]", "Invalid recurring[interval]: must be one of day, "
+                                                                     "week, month, or year");
+        }
+        const std::string count_text = Str(rec->get_object(), "interval_count");
+        const auto count = count_text.empty() ? std::optional<int64_t>(1) : Int(count_text);
+        if (!count || *count < 1) return Invalid("recurring[interval_count]", "Invalid integer: " + count_text);
+        p["type"] = "recurring";
+        p["recurring"] = bj::object{{"interval", interval},       {"interval_count", *count}, {"meter", nullptr},
+                                    {"trial_period_days", nullptr}, {"usage_type", "licensed"}};
+    } else {
+        p["type"] = "one_time";
+        p["recurring"] = nullptr;
+    }
+    const std::string lookup_key = Str(params, "lookup_key");
+    if (!lookup_key.empty()) {
+        for (const auto& id : order_["price"]) {
+            bj::object& other = objects_.at(id);
+            if (Str(other, "lookup_key") != lookup_key) continue;
+            if (Str(params, "transfer_lookup_key") != "true") {
+                return Invalid("lookup_key", "A price (`" + id + "`) already uses that lookup key.");
+            }
+            bj::object previous{{"lookup_key", lookup_key}};
+            other["lookup_key"] = nullptr;
+            Emit("price.updated", other, &previous);
+        }
+    }
+    p["lookup_key"] = lookup_key.empty() ? bj::value(nullptr) : bj::value(lookup_key);
+    if (auto bad = MergeMetadata(p, params)) return *bad;
+    Put("price", p);
+    Emit("price.created", p);
+    return Json(200, p);
+}
+
+http::Response Sandbox::CreateWebhookEndpoint(const bj::object& params) {
+    if (auto bad = OnlyParams(params, {"url", "enabled_events", "description", "metadata", "api_version"})) return *bad;
+    const std::string url = Str(params, "url");
+    if (url.empty()) return Missing("url");
+    if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) return Invalid("url", "Invalid URL: " + url);
+    const auto* events = params.if_contains("enabled_events");
+    if (events == nullptr) return Missing("enabled_events");
+    if (!events->is_array() || events->get_array().empty()) return Invalid("enabled_events", "Invalid array");
+    bj::object we = Template("webhook_endpoint");
+    we["id"] = NewId("we");
+    we["url"] = url;
+    we["enabled_events"] = *events;
+    we["status"] = "enabled";
+    we["secret"] = "whsec_" + RandomHex(16);
+    we["created"] = config_.now();
+    we["livemode"] = false;
+    we["api_version"] = Has(params, "api_version") ? bj::value(Str(params, "api_version")) : bj::value(kApiVersion);
+    we["description"] = Has(params, "description") ? bj::value(Str(params, "description")) : nullptr;
+    we["application"] = nullptr;
+    we["metadata"] = bj::object();
+    if (auto bad = MergeMetadata(we, params)) return *bad;
+    Put("webhook_endpoint", we);
+    return Json(200, we);  // the only answer that shows the secret
+}
+
+http::Response Sandbox::DeleteObject(const std::string& type, const std::string& id) {
+    bj::object* o = Find(type, id);
+    if (o == nullptr) {
+        return StripeError(404, "invalid_request_error", "resource_missing", "No such " + type + ": '" + id + "'", "id");
+    }
+    if (type == "webhook_endpoint") o->at("status") = "disabled";
+    (*o)["deleted"] = true;
+    const bj::object deleted_shape{{"id", id}, {"object", type}, {"deleted", true}};
+    if (type == "customer") Emit("customer.deleted", *o);
+    if (type == "product") Emit("product.deleted", *o);
+    return Json(200, deleted_shape);
+}
+
+void Sandbox::DeliveryLoop() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+        if (stopping_) return;
+        auto now = std::chrono::steady_clock::now();
+        auto due = std::find_if(pending_.begin(), pending_.end(), [now](const Pending& p) { return p.due <= now; });
+        if (due == pending_.end()) {
+            auto next = std::min_element(pending_.begin(), pending_.end(),
+                                         [](const Pending& a, const Pending& b) { return a.due < b.due; });
+            if (next == pending_.end()) {
+                delivery_cv_.wait(lock);
+            } else {
+                delivery_cv_.wait_until(lock, next->due);
+            }
+            continue;
+        }
+        Pending p = *due;
+        pending_.erase(due);
+        lock.unlock();
+        Deliver(p);
+        lock.lock();
+    }
+}
+
+void Sandbox::Deliver(const Pending& p) {
+    std::string payload;
+    std::string url;
+    std::string secret;
+    {
+        std::lock_guard lock(mu_);
+        const bj::object* event = Find("event", p.event_id);
+        const bj::object* we = Find("webhook_endpoint", p.endpoint_id);
+        if (event == nullptr || we == nullptr || Str(*we, "status") != "enabled") return;
+        payload = bj::serialize(*event);
+        url = Str(*we, "url");
+        secret = Str(*we, "secret");
+    }
+    const std::string header = "Stripe-Signature: " + StripeWebhookVerifier::SignHeader(secret, payload, config_.now());
+    std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), curl_easy_cleanup);
+    curl_slist* headers = nullptr;
+    headers = curl_slist_append(headers, "Content-Type: application/json; charset=utf-8");
+    headers = curl_slist_append(headers, header.c_str());
+    headers = curl_slist_append(headers, "User-Agent: Stripe/1.0 (+https://stripe.com/docs/webhooks)");
+    headers = curl_slist_append(headers, "Expect:");
+    std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> guard(headers, curl_slist_free_all);
+    std::string body;
+    curl_easy_setopt(curl.get(), CURLOPT_URL, url.c_str());
+    curl_easy_setopt(curl.get(), CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(curl.get(), CURLOPT_POSTFIELDS, payload.c_str());
+    curl_easy_setopt(curl.get(), CURLOPT_POSTFIELDSIZE, static_cast<long>(payload.size()));
+    curl_easy_setopt(curl.get(), CURLOPT_WRITEFUNCTION, WriteBody);
+    curl_easy_setopt(curl.get(), CURLOPT_WRITEDATA, &body);
+    curl_easy_setopt(curl.get(), CURLOPT_TIMEOUT_MS, static_cast<long>(kDeliveryTimeoutMs));
+    curl_easy_setopt(curl.get(), CURLOPT_NOSIGNAL, 1L);
+    const CURLcode rc = curl_easy_perform(curl.get());
+    long status = 0;
+    if (rc == CURLE_OK) curl_easy_getinfo(curl.get(), CURLINFO_RESPONSE_CODE, &status);
+
+    std::lock_guard lock(mu_);
+    deliveries_.push_back(Delivery{p.event_id, p.endpoint_id, url, p.attempt, static_cast<int>(status),
+                                   rc == CURLE_OK ? "" : curl_easy_strerror(rc), config_.now()});
+    const bool delivered = rc == CURLE_OK && status >= 200 && status < 300;
+    if (bj::object* event = Find("event", p.event_id); event != nullptr && delivered) {
+        (*event)["pending_webhooks"] = std::max<int64_t>(0, event->at("pending_webhooks").to_number<int64_t>() - 1);
+    }
+    if (!delivered && p.attempt < kDeliveryAttemptsMax && !stopping_) {
+        const int64_t delay_ms = config_.delivery_retry_base_ms << std::min(p.attempt - 1, 20);
+        pending_.push_back(Pending{p.event_id, p.endpoint_id, p.attempt + 1,
+                                   std::chrono::steady_clock::now() + std::chrono::milliseconds(delay_ms)});
+        delivery_cv_.notify_all();
+    }
+}
+
+}  // namespace tally::sandbox
