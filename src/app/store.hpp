@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "app/ports.hpp"
 #include "domain/event_order.hpp"
 #include "domain/ids.hpp"
 #include "domain/result.hpp"
@@ -31,24 +32,10 @@ struct CustomerRecord {
     std::optional<Timestamp> role_check_at;  // when time alone may next change the role (grace, override expiry)
 };
 
-struct SubscriptionRecord {
-    StripeSubscriptionId id;
-    StripeCustomerId stripe_customer_id;
-    SubscriptionStatus status = SubscriptionStatus::kIncomplete;
-    std::string price_id;
-    std::string price_lookup_key;
+/// A subscription as stored: Stripe's snapshot plus what Tally derives from it.
+struct SubscriptionRecord : StripeSubscriptionData {
     std::string plan_id;  // empty when the price matches no catalog plan
-    BillingInterval interval;
-    int64_t unit_amount_minor = 0;
-    std::string currency;
-    int64_t quantity = 1;
-    Timestamp current_period_start;
-    Timestamp current_period_end;
-    bool cancel_at_period_end = false;
-    std::optional<Timestamp> trial_end;
-    std::optional<Timestamp> canceled_at;
-    Timestamp created;
-    EventStamp stamp;  // the event whose snapshot this is
+    EventStamp stamp;     // the event whose snapshot this is
 };
 
 struct InvoiceRecord {

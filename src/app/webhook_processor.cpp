@@ -258,25 +258,10 @@ Result<std::string> WebhookProcessor::ApplySubscription(StoreTx& tx, const Decod
         TALLY_ASSIGN_OR_RETURN(bool newer, IsNewer(tx, event, terminal, stored->stamp));
         if (!newer) return std::string("stale");
     }
-    SubscriptionRecord sub;
-    sub.id = data.id;
-    sub.stripe_customer_id = data.customer;
-    sub.status = data.status;
-    sub.price_id = data.price_id;
-    sub.price_lookup_key = data.price_lookup_key;
     const PriceMatch match = billing_.catalog().MatchPrice(data.price_lookup_key, data.price_id);
-    sub.plan_id = match.plan ? match.plan->id.str() : "";
-    sub.interval = data.interval;
-    sub.unit_amount_minor = data.unit_amount_minor;
-    sub.currency = data.currency;
-    sub.quantity = data.quantity;
-    sub.current_period_start = data.current_period_start;
-    sub.current_period_end = data.current_period_end;
-    sub.cancel_at_period_end = data.cancel_at_period_end;
-    sub.trial_end = data.trial_end;
-    sub.canceled_at = data.canceled_at;
-    sub.created = data.created;
-    sub.stamp = EventStamp{event.created.unix_seconds(), EventTypeRank(event.type), event.id.str(), terminal};
+    const SubscriptionRecord sub{data, match.plan ? match.plan->id.str() : "",
+                                 EventStamp{event.created.unix_seconds(), EventTypeRank(event.type), event.id.str(),
+                                            terminal}};
     TALLY_TRY(tx.UpsertSubscription(sub));
     if (!match.plan) {
         TALLY_TRY(tx.AppendAudit({0, customer.id, now, "unknown_price", "", data.price_id, cause,

@@ -77,7 +77,7 @@ constexpr const char* kSubscriptionCols =
 SubscriptionRecord ReadSubscription(sqlite3_stmt* s) {
     SubscriptionRecord r;
     r.id = StripeSubscriptionId(Text(s, 0));
-    r.stripe_customer_id = StripeCustomerId(Text(s, 1));
+    r.customer = StripeCustomerId(Text(s, 1));
     r.status = ParseSubscriptionStatus(Text(s, 2)).value();
     r.price_id = Text(s, 3);
     r.price_lookup_key = Text(s, 4);
@@ -227,7 +227,7 @@ public:
             "plan_id=?6, interval_unit=?7, interval_count=?8, unit_amount=?9, currency=?10, quantity=?11, "
             "current_period_start=?12, current_period_end=?13, cancel_at_period_end=?14, trial_end=?15, "
             "canceled_at=?16, created=?17, stamp_created=?18, stamp_rank=?19, stamp_event_id=?20, stamp_terminal=?21";
-        return Do(sql.c_str(), r.id, r.stripe_customer_id, SubscriptionStatusName(r.status), r.price_id,
+        return Do(sql.c_str(), r.id, r.customer, SubscriptionStatusName(r.status), r.price_id,
                   r.price_lookup_key, r.plan_id, IntervalUnitName(r.interval.unit), r.interval.count,
                   r.unit_amount_minor, r.currency, r.quantity, r.current_period_start, r.current_period_end,
                   r.cancel_at_period_end, r.trial_end, r.canceled_at, r.created, r.stamp.created, r.stamp.type_rank,
