@@ -10,6 +10,7 @@
 #include "adapters/stripe/form_encoding.hpp"
 #include "adapters/stripe/webhook_signature.hpp"
 #include "domain/money.hpp"
+#include "domain/time.hpp"
 
 namespace tally::sandbox {
 namespace {
@@ -237,7 +238,7 @@ http::Response Sandbox::Route(const http::Request& req, const bj::object& params
     const std::string& res = seg[1];
     static const std::map<std::string, std::string> kTypes = {
         {"customers", "customer"}, {"products", "product"}, {"prices", "price"},
-        {"events", "event"},       {"webhook_endpoints", "webhook_endpoint"}};
+        {"events", "event"},       {"webhook_endpoints", "webhook_endpoint"}, {"subscriptions", "subscription"}};
     if (res == "test_helpers" && seg.size() == 3 && seg[2] == "webhook_deliveries" && m == "GET") {
         bj::array data;
         for (const auto& d : deliveries_) {
@@ -257,9 +258,12 @@ http::Response Sandbox::Route(const http::Request& req, const bj::object& params
         if (type == "product") return CreateProduct(params);
         if (type == "price") return CreatePrice(params);
         if (type == "webhook_endpoint") return CreateWebhookEndpoint(params);
+        if (type == "subscription") return CreateSubscription(params);
     }
     if (seg.size() == 3 && m == "GET") return Retrieve(type, seg[2]);
     if (seg.size() == 3 && m == "POST" && type == "customer") return UpdateCustomer(seg[2], params);
+    if (seg.size() == 3 && m == "POST" && type == "subscription") return UpdateSubscription(seg[2], params);
+    if (seg.size() == 3 && m == "DELETE" && type == "subscription") return CancelSubscription(seg[2]);
     if (seg.size() == 3 && m == "DELETE" && (type == "customer" || type == "webhook_endpoint" || type == "product")) {
         return DeleteObject(type, seg[2]);
     }
@@ -278,7 +282,7 @@ http::Response Sandbox::Retrieve(const std::string& type, const std::string& id)
 
 http::Response Sandbox::List(const std::string& type, const bj::object& params, const std::string& url) {
     if (auto bad = OnlyParams(params, {"limit", "starting_after", "ending_before", "email", "lookup_keys", "product",
-                                        "active", "type", "currency", "customer"})) {
+                                        "active", "type", "currency", "customer", "status"})) {
         return *bad;
     }
     int limit = kListLimitDefault;
@@ -296,6 +300,11 @@ http::Response Sandbox::List(const std::string& type, const bj::object& params, 
         if (Has(params, "email") && Str(o, "email") != Str(params, "email")) continue;
         if (Has(params, "product") && Str(o, "product") != Str(params, "product")) continue;
         if (Has(params, "type") && Str(o, "type") != Str(params, "type")) continue;
+        if (Has(params, "customer") && Str(o, "customer") != Str(params, "customer")) continue;
+        if (type == "subscription") {
+            const std::string status = Str(params, "status");
+            if (status.empty() ? Str(o, "status") == "canceled" : (status != "all" && Str(o, "status") != status)) continue;
+        }
         if (Has(params, "currency") && Str(o, "currency") != Str(params, "currency")) continue;
         if (Has(params, "active") && o.contains("active") && (Str(params, "active") == "true") != o.at("active").as_bool()) {
             continue;
@@ -517,6 +526,146 @@ http::Response Sandbox::DeleteObject(const std::string& type, const std::string&
     if (type == "customer") Emit("customer.deleted", *o);
     if (type == "product") Emit("product.deleted", *o);
     return Json(200, deleted_shape);
+}
+
+http::Response Sandbox::CreateSubscription(const bj::object& params) {
+    if (auto bad = OnlyParams(params, {"customer", "items", "trial_period_days", "cancel_at_period_end", "metadata",
+                                        "default_payment_method", "payment_behavior", "collection_method",
+                                        "proration_behavior"})) {
+        return *bad;
+    }
+    const std::string customer_id = Str(params, "customer");
+    if (customer_id.empty()) return Missing("customer");
+    const bj::object* customer = Find("customer", customer_id);
+    if (customer == nullptr) return Invalid("customer", "No such customer: '" + customer_id + "'");
+    const auto* items = params.if_contains("items");
+    if (items == nullptr) return Missing("items");
+    if (!items->is_array() || items->get_array().size() != 1 || !items->get_array()[0].is_object()) {
+        return Invalid("items", "The sandbox supports exactly one subscription item (items[0][price]).");
+    }
+    const bj::object& item_params = items->get_array()[0].get_object();
+    const std::string price_id = Str(item_params, "price");
+    if (price_id.empty()) return Missing("items[0][price]");
+    const bj::object* price = Find("price", price_id);
+    if (price == nullptr) return Invalid("items[0][price]", "No such price: '" + price_id + "'");
+    if (!price->at("recurring").is_object()) {
+        return Invalid("items[0][price]", "The price specified is set to `type=one_time` but this field only accepts "
+                                          "prices with `type=recurring`.");
+    }
+    const std::string quantity_text = Str(item_params, "quantity");
+    const auto quantity = quantity_text.empty() ? std::optional<int64_t>(1) : Int(quantity_text);
+    if (!quantity || *quantity < 1) return Invalid("items[0][quantity]", "Invalid integer: " + quantity_text);
+    const bj::object& recurring = price->at("recurring").as_object();
+    auto unit = ParseIntervalUnit(recurring.at("interval").as_string());
+    const BillingInterval interval{*unit, recurring.at("interval_count").to_number<int64_t>()};
+
+    const int64_t now = config_.now();
+    std::optional<int64_t> trial_end;
+    if (Has(params, "trial_period_days")) {
+        const auto days = Int(Str(params, "trial_period_days"));
+        if (!days || *days < 0 || *days > 730) return Invalid("trial_period_days", "Invalid integer");
+        if (*days > 0) trial_end = now + *days * 86400;
+    }
+    // During a trial the period is the trial; after it, periods follow the anchor (Stripe's month-end rule).
+    const int64_t anchor = trial_end.value_or(now);
+    const int64_t period_end = trial_end ? *trial_end : NthBoundary(Timestamp(now), interval, 1)->unix_seconds();
+
+    const std::string id = NewId("sub");
+    bj::object s = Template("subscription");
+    bj::object item = s.at("items").at("data").as_array()[0].as_object();
+    item["id"] = NewId("si");
+    item["price"] = *price;
+    item["plan"] = nullptr;
+    item["quantity"] = *quantity;
+    item["subscription"] = id;
+    item["created"] = now;
+    item["current_period_start"] = now;
+    item["current_period_end"] = period_end;
+    item["metadata"] = bj::object();
+    item["discounts"] = bj::array();
+    item["tax_rates"] = bj::array();
+    item["billing_thresholds"] = nullptr;
+    s["id"] = id;
+    s["customer"] = customer_id;
+    s["status"] = trial_end ? "trialing" : "active";
+    s["items"] = bj::object{{"object", "list"}, {"data", bj::array{item}}, {"has_more", false},
+                            {"url", "/v1/subscription_items?subscription=" + id}};
+    s["created"] = now;
+    s["start_date"] = now;
+    s["billing_cycle_anchor"] = anchor;
+    s["billing_cycle_anchor_config"] = nullptr;
+    s["trial_start"] = trial_end ? bj::value(now) : nullptr;
+    s["trial_end"] = trial_end ? bj::value(*trial_end) : nullptr;
+    const bool cancel_at_period_end = Str(params, "cancel_at_period_end") == "true";
+    s["cancel_at_period_end"] = cancel_at_period_end;
+    s["cancel_at"] = cancel_at_period_end ? bj::value(period_end) : nullptr;
+    s["canceled_at"] = nullptr;
+    s["ended_at"] = nullptr;
+    s["cancellation_details"] = bj::object{{"comment", nullptr}, {"feedback", nullptr}, {"reason", nullptr}};
+    s["currency"] = price->at("currency");
+    s["livemode"] = false;
+    s["latest_invoice"] = nullptr;
+    s["pending_update"] = nullptr;
+    s["pause_collection"] = nullptr;
+    s["schedule"] = nullptr;
+    s["transfer_data"] = nullptr;
+    s["discounts"] = bj::array();
+    s["description"] = nullptr;
+    s["days_until_due"] = nullptr;
+    s["collection_method"] = "charge_automatically";
+    s["default_payment_method"] = Has(params, "default_payment_method") ? bj::value(Str(params, "default_payment_method")) : nullptr;
+    s["test_clock"] = customer->at("test_clock");
+    s["metadata"] = bj::object();
+    if (auto bad = MergeMetadata(s, params)) return *bad;
+    Put("subscription", s);
+    Emit("customer.subscription.created", s);
+    return Json(200, s);
+}
+
+http::Response Sandbox::UpdateSubscription(const std::string& id, const bj::object& params) {
+    if (auto bad = OnlyParams(params, {"cancel_at_period_end", "metadata", "proration_behavior"})) return *bad;
+    bj::object* s = Find("subscription", id);
+    if (s == nullptr) {
+        return StripeError(404, "invalid_request_error", "resource_missing", "No such subscription: '" + id + "'", "id");
+    }
+    if (Str(*s, "status") == "canceled") {
+        return StripeError(400, "invalid_request_error", "",
+                           "A canceled subscription can only update its cancellation_details and metadata.");
+    }
+    bj::object previous;
+    if (Has(params, "cancel_at_period_end")) {
+        const bool next = Str(params, "cancel_at_period_end") == "true";
+        if (s->at("cancel_at_period_end").as_bool() != next) {
+            previous["cancel_at_period_end"] = s->at("cancel_at_period_end");
+            previous["cancel_at"] = s->at("cancel_at");
+            (*s)["cancel_at_period_end"] = next;
+            const auto& item = s->at("items").at("data").as_array()[0].as_object();
+            (*s)["cancel_at"] = next ? item.at("current_period_end") : bj::value(nullptr);
+        }
+    }
+    const bj::value old_metadata = (*s)["metadata"];
+    if (auto bad = MergeMetadata(*s, params)) return *bad;
+    if ((*s)["metadata"] != old_metadata) previous["metadata"] = old_metadata;
+    if (!previous.empty()) Emit("customer.subscription.updated", *s, &previous);
+    return Json(200, *s);
+}
+
+http::Response Sandbox::CancelSubscription(const std::string& id) {
+    bj::object* s = Find("subscription", id);
+    if (s == nullptr) {
+        return StripeError(404, "invalid_request_error", "resource_missing", "No such subscription: '" + id + "'", "id");
+    }
+    if (Str(*s, "status") == "canceled") {
+        return StripeError(400, "invalid_request_error", "", "This subscription is already canceled.");
+    }
+    const int64_t now = config_.now();
+    (*s)["status"] = "canceled";
+    (*s)["canceled_at"] = now;
+    (*s)["ended_at"] = now;
+    (*s)["cancel_at_period_end"] = false;
+    (*s)["cancellation_details"] = bj::object{{"comment", nullptr}, {"feedback", nullptr}, {"reason", "cancellation_requested"}};
+    Emit("customer.subscription.deleted", *s);
+    return Json(200, *s);
 }
 
 void Sandbox::DeliveryLoop() {

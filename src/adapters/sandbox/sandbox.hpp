@@ -74,6 +74,9 @@ private:
     http::Response CreateProduct(const boost::json::object& params);
     http::Response CreatePrice(const boost::json::object& params);
     http::Response CreateWebhookEndpoint(const boost::json::object& params);
+    http::Response CreateSubscription(const boost::json::object& params);
+    http::Response UpdateSubscription(const std::string& id, const boost::json::object& params);
+    http::Response CancelSubscription(const std::string& id);
     http::Response Retrieve(const std::string& prefix, const std::string& id);
     http::Response List(const std::string& type, const boost::json::object& params, const std::string& url);
     http::Response DeleteObject(const std::string& type, const std::string& id);

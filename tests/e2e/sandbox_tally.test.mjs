@@ -1,0 +1,93 @@
+// Tally end to end with the sandbox: Stripe objects made through the official SDK reach Tally as signed
+// webhooks and move the customer's role.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import Stripe from 'stripe';
+import { BIN, startTally, fixtures } from './harness.mjs';
+
+async function freePort() {
+  const srv = createServer();
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  const { port } = srv.address();
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+async function startSandbox() {
+  const child = spawn(BIN, ['sandbox', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const port = await new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+      const m = out.match(/listening on http:\/\/[^:]+:(\d+)/);
+      if (m) resolve(Number(m[1]));
+    });
+    child.on('exit', (code) => reject(new Error(`sandbox exited ${code}`)));
+  });
+  return { child, stripe: new Stripe('sk_test_e2e', { host: '127.0.0.1', port, protocol: 'http', maxNetworkRetries: 0 }) };
+}
+
+async function until(fn, what) {
+  for (let i = 0; i < 200; i++) {
+    const v = await fn();
+    if (v) return v;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+test('subscribe, schedule cancellation and cancel in the sandbox; Tally follows through webhooks', async () => {
+  const { child, stripe } = await startSandbox();
+  const tallyPort = await freePort();
+  const endpoint = await stripe.webhookEndpoints.create({ url: `http://127.0.0.1:${tallyPort}/webhooks/stripe`, enabled_events: ['*'] });
+  const tally = await startTally({ TALLY_PORT: String(tallyPort), STRIPE_WEBHOOK_SECRET: endpoint.secret });
+  try {
+    const appCustomer = (await tally.post('/v1/customers', { external_id: 'user_e2e', email: 'e2e@example.com' })).json;
+    const customer = await stripe.customers.create({ email: 'e2e@example.com', metadata: { external_id: 'user_e2e' } });
+    const linked = await until(async () => {
+      const c = (await tally.get(`/v1/customers/${appCustomer.id}`)).json;
+      return c.stripe_customer_id === customer.id && c;
+    }, 'customer link');
+    assert.equal(linked.role, 'member');
+
+    const product = await stripe.products.create({ name: 'Pro' });
+    const price = await stripe.prices.create({ product: product.id, currency: 'usd', unit_amount: 6000, recurring: { interval: 'month' }, lookup_key: 'pro_monthly' });
+    const sub = await stripe.subscriptions.create({ customer: customer.id, items: [{ price: price.id }], trial_period_days: 14 });
+    assert.equal(sub.status, 'trialing');
+    assert.equal(sub.items.data[0].current_period_end, sub.trial_end);
+    const wire = await (await fetch(`http://127.0.0.1:${stripe.getApiField('port')}/v1/subscriptions/${sub.id}`,
+      { headers: { authorization: 'Bearer sk_test_e2e' } })).json();
+    for (const [key, value] of Object.entries(fixtures().subscription)) {
+      assert.ok(key in wire, `subscription.${key} is missing`);
+      if (value !== null && wire[key] !== null) assert.equal(Array.isArray(wire[key]), Array.isArray(value), key);
+    }
+
+    const pro = await until(async () => {
+      const c = (await tally.get(`/v1/customers/${appCustomer.id}`)).json;
+      return c.role === 'professional' && c;
+    }, 'professional role');
+    assert.equal(pro.plan, 'pro');
+    assert.equal(pro.subscription.status, 'trialing');
+    assert.equal(pro.subscription.id, sub.id);
+
+    await stripe.subscriptions.update(sub.id, { cancel_at_period_end: true });
+    await until(async () => (await tally.get(`/v1/customers/${appCustomer.id}`)).json.subscription.cancel_at_period_end, 'cancel_at_period_end');
+
+    await stripe.subscriptions.cancel(sub.id);
+    const member = await until(async () => {
+      const c = (await tally.get(`/v1/customers/${appCustomer.id}`)).json;
+      return c.role === 'member' && c;
+    }, 'member role');
+    assert.equal(member.subscription.status, 'canceled');
+    const audit = (await tally.get(`/v1/audit?customer=${appCustomer.id}`)).json.data.map((e) => `${e.kind}:${e.before}->${e.after}`);
+    assert.ok(audit.includes('role_changed:member->professional'), audit.join());
+    assert.ok(audit.includes('role_changed:professional->member'), audit.join());
+    assert.equal((await stripe.subscriptions.list({ customer: customer.id })).data.length, 0);  // canceled ones are hidden
+    assert.equal((await stripe.subscriptions.list({ customer: customer.id, status: 'all' })).data.length, 1);
+  } finally {
+    await tally.stop();
+    child.kill('SIGTERM');
+  }
+});
