@@ -13,7 +13,7 @@ out=$(mktemp -d /tmp/tally-bench.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
 
 command -v wrk >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-[ -d "$here/node_modules/better-sqlite3" ] || (cd "$here" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
+[ -d "$here/node_modules/better-sqlite3" ] || (cd "$here" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 bin="$root/build/release/tally"
 [ -x "$bin" ] || { echo "build first: make build" >&2; exit 1; }
 
