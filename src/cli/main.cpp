@@ -33,6 +33,15 @@ int main(int argc, char** argv) {
         ->envname("TALLY_WEBHOOK_SECRET_FILE");
     serve_cmd->add_option("--admin-key", serve.admin_key, "An admin API key accepted in addition to stored keys")
         ->envname("TALLY_ADMIN_KEY");
+    serve_cmd->add_option("--stripe-secret-key", serve.stripe_secret_key,
+                          "Stripe secret key; without one the built-in sandbox runs and stands in for Stripe")
+        ->envname("STRIPE_SECRET_KEY");
+    serve_cmd->add_option("--stripe-api-base", serve.stripe_api_base, "Stripe API base URL (default https://api.stripe.com)")
+        ->envname("STRIPE_API_BASE");
+    serve_cmd->add_option("--sandbox-host", serve.sandbox_host, "Built-in sandbox listen address")
+        ->envname("TALLY_SANDBOX_HOST")->capture_default_str();
+    serve_cmd->add_option("--sandbox-port", serve.sandbox_port, "Built-in sandbox listen port (0 picks a free one)")
+        ->envname("TALLY_SANDBOX_PORT")->capture_default_str();
     serve_cmd->add_option("--drain-ms", serve.drain_ms, "How long SIGTERM waits for requests in flight")
         ->envname("TALLY_DRAIN_MS")->capture_default_str();
     serve_cmd->add_option("--poll-interval-ms", serve.poll_interval_ms, "How often due webhook retries are checked")

@@ -20,6 +20,7 @@
 #include "adapters/sqlite/migrations.hpp"
 #include "adapters/sqlite/sqlite_store.hpp"
 #include "adapters/stripe/event_decoder.hpp"
+#include "adapters/stripe/stripe_client.hpp"
 #include "adapters/stripe/webhook_signature.hpp"
 #include "adapters/system_clock.hpp"
 #include "app/webhook_processor.hpp"
@@ -201,10 +202,50 @@ int Serve(const ServeOptions& o) {
                                 o.admin_key.empty() ? "" : Sha256Hex(o.admin_key), kVersion});
     http::Server server(o.host, o.port, o.http_threads,
                         [&api](http::Request req, http::Responder respond) { api.Handle(std::move(req), std::move(respond)); });
+    // No Stripe key: run the sandbox in-process, so everything works offline with no Stripe account.
+    std::unique_ptr<sandbox::Sandbox> stripe_sandbox;
+    std::unique_ptr<http::Server> sandbox_server;
+    std::string api_base = o.stripe_api_base.empty() ? stripe::kStripeApiBaseDefault : o.stripe_api_base;
+    std::string secret_key = o.stripe_secret_key;
+    if (secret_key.empty()) {
+        stripe_sandbox = std::make_unique<sandbox::Sandbox>(sandbox::SandboxConfig{});
+        sandbox_server = std::make_unique<http::Server>(
+            o.sandbox_host, o.sandbox_port, 1,
+            [sb = stripe_sandbox.get()](const http::Request& req, const http::Responder& respond) {
+                respond(sb->Handle(req));
+            });
+        if (std::string err = sandbox_server->Start(); !err.empty()) {
+            Log("error", "stripe sandbox: " + err);
+            return 1;
+        }
+        api_base = "http://" + o.sandbox_host + ":" + std::to_string(sandbox_server->port());
+        secret_key = "sk_test_tally_sandbox";
+        std::cout << "stripe sandbox listening on " << api_base << " (any sk_test_ key)" << std::endl;
+    }
     worker.Start();
     if (std::string err = server.Start(); !err.empty()) {
         Log("error", err);
         return 1;
+    }
+    stripe::ClientConfig client_config;
+    client_config.api_base = api_base;
+    client_config.secret_key = secret_key;
+    stripe::Client client(client_config);
+    if (stripe_sandbox) {
+        // Register Tally's endpoint through the same client code that talks to real Stripe.
+        const std::string host = o.host == "0.0.0.0" ? "127.0.0.1" : o.host;
+        auto endpoint = client.Post("/v1/webhook_endpoints",
+                                    {{"url", "http://" + host + ":" + std::to_string(server.port()) + "/webhooks/stripe"},
+                                     {"enabled_events", boost::json::array{"*"}}});
+        if (!endpoint.ok()) {
+            Log("error", "cannot register the webhook endpoint with the sandbox: " + endpoint.error().message);
+            return 1;
+        }
+        verifier.AddSecret(std::string(endpoint->body.at("secret").as_string()));
+        Log("info", "stripe sandbox at " + api_base + " sends its events to this server (endpoint " +
+                        std::string(endpoint->body.at("id").as_string()) + ")");
+    } else {
+        Log("info", "using Stripe at " + api_base + " with key " + client.RedactedKey());
     }
     Log("info", "tally " + std::string(kVersion) + " listening on http://" + o.host + ":" + std::to_string(server.port()) +
                     " (db " + o.db + ", catalog " + o.catalog + ", " + std::to_string(catalog->plans().size()) +
@@ -215,6 +256,7 @@ int Serve(const ServeOptions& o) {
     sigwait(&signals, &sig);
     Log("info", std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") + ", draining");
     server.Stop(o.drain_ms);  // answers what is in flight (their commits are still running)
+    if (sandbox_server) sandbox_server->Stop(1000);
     receiver.Stop();
     worker.Stop();
     Log("info", "stopped cleanly");

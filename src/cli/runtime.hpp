@@ -16,6 +16,10 @@ struct ServeOptions {
     std::string webhook_secret_file;  // empty -> <db>.whsec
     std::string admin_key;
     int drain_ms = 10000;
+    std::string stripe_secret_key;  // empty -> run the built-in sandbox and talk to it
+    std::string stripe_api_base;    // empty -> https://api.stripe.com (or the sandbox)
+    std::string sandbox_host = "127.0.0.1";
+    uint16_t sandbox_port = 12111;
     int poll_interval_ms = 1000;
 };
 

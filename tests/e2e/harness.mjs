@@ -28,25 +28,32 @@ export async function startTally(extraEnv = {}, { dir = mkdtempSync(join(tmpdir(
     TALLY_ADMIN_KEY: ADMIN_KEY,
     STRIPE_WEBHOOK_SECRET: `${SECRET},${OLD_SECRET}`,
     TALLY_POLL_INTERVAL_MS: '50',
+    TALLY_SANDBOX_PORT: '0',
     ASAN_OPTIONS: 'detect_leaks=1',
     ...extraEnv,
   };
   const child = spawn(BIN, ['serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
+  let sandboxPort;
   child.stderr.on('data', (d) => { stderr += d; });
   const port = await new Promise((resolve, reject) => {
     let out = '';
     const timer = setTimeout(() => reject(new Error(`tally did not start: ${stderr}`)), 20000);
     child.stdout.on('data', (d) => {
       out += d;
-      const m = out.match(/listening on http:\/\/[^:]+:(\d+)/);
-      if (m) { clearTimeout(timer); resolve(Number(m[1])); }
+      const m = out.match(/tally listening on http:\/\/[^:]+:(\d+)/);
+      if (m) {
+        clearTimeout(timer);
+        const sb = out.match(/stripe sandbox listening on http:\/\/[^:]+:(\d+)/);
+        sandboxPort = sb ? Number(sb[1]) : undefined;
+        resolve(Number(m[1]));
+      }
     });
     child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`tally exited ${code}: ${stderr}`)); });
   });
   const base = `http://127.0.0.1:${port}`;
   const server = {
-    base, db, dir, child,
+    base, db, dir, child, sandboxPort,
     stderr: () => stderr,
     async request(method, path, { body, headers = {}, key = ADMIN_KEY, raw } = {}) {
       const h = { ...headers };

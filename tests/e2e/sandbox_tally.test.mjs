@@ -38,56 +38,75 @@ async function until(fn, what) {
   throw new Error(`timed out waiting for ${what}`);
 }
 
-test('subscribe, schedule cancellation and cancel in the sandbox; Tally follows through webhooks', async () => {
+/** A customer's life in the sandbox, checked through Tally's API as the webhooks arrive. */
+async function lifecycle(stripe, tally) {
+  const appCustomer = (await tally.post('/v1/customers', { external_id: 'user_e2e', email: 'e2e@example.com' })).json;
+  const customer = await stripe.customers.create({ email: 'e2e@example.com', metadata: { external_id: 'user_e2e' } });
+  const linked = await until(async () => {
+    const c = (await tally.get(`/v1/customers/${appCustomer.id}`)).json;
+    return c.stripe_customer_id === customer.id && c;
+  }, 'customer link');
+  assert.equal(linked.role, 'member');
+
+  const product = await stripe.products.create({ name: 'Pro' });
+  const price = await stripe.prices.create({ product: product.id, currency: 'usd', unit_amount: 6000, recurring: { interval: 'month' }, lookup_key: 'pro_monthly' });
+  const sub = await stripe.subscriptions.create({ customer: customer.id, items: [{ price: price.id }], trial_period_days: 14 });
+  assert.equal(sub.status, 'trialing');
+  assert.equal(sub.items.data[0].current_period_end, sub.trial_end);
+  const wire = await (await fetch(`http://127.0.0.1:${stripe.getApiField('port')}/v1/subscriptions/${sub.id}`,
+    { headers: { authorization: 'Bearer sk_test_e2e' } })).json();
+  for (const [key, value] of Object.entries(fixtures().subscription)) {
+    assert.ok(key in wire, `subscription.${key} is missing`);
+    if (value !== null && wire[key] !== null) assert.equal(Array.isArray(wire[key]), Array.isArray(value), key);
+  }
+
+  const pro = await until(async () => {
+    const c = (await tally.get(`/v1/customers/${appCustomer.id}`)).json;
+    return c.role === 'professional' && c;
+  }, 'professional role');
+  assert.equal(pro.plan, 'pro');
+  assert.equal(pro.subscription.status, 'trialing');
+  assert.equal(pro.subscription.id, sub.id);
+
+  await stripe.subscriptions.update(sub.id, { cancel_at_period_end: true });
+  await until(async () => (await tally.get(`/v1/customers/${appCustomer.id}`)).json.subscription.cancel_at_period_end, 'cancel_at_period_end');
+
+  await stripe.subscriptions.cancel(sub.id);
+  const member = await until(async () => {
+    const c = (await tally.get(`/v1/customers/${appCustomer.id}`)).json;
+    return c.role === 'member' && c;
+  }, 'member role');
+  assert.equal(member.subscription.status, 'canceled');
+  const audit = (await tally.get(`/v1/audit?customer=${appCustomer.id}`)).json.data.map((e) => `${e.kind}:${e.before}->${e.after}`);
+  assert.ok(audit.includes('role_changed:member->professional'), audit.join());
+  assert.ok(audit.includes('role_changed:professional->member'), audit.join());
+  assert.equal((await stripe.subscriptions.list({ customer: customer.id })).data.length, 0);  // canceled ones are hidden
+  assert.equal((await stripe.subscriptions.list({ customer: customer.id, status: 'all' })).data.length, 1);
+}
+
+test('standalone sandbox: subscribe, schedule cancellation, cancel; Tally follows through webhooks', async () => {
   const { child, stripe } = await startSandbox();
   const tallyPort = await freePort();
   const endpoint = await stripe.webhookEndpoints.create({ url: `http://127.0.0.1:${tallyPort}/webhooks/stripe`, enabled_events: ['*'] });
   const tally = await startTally({ TALLY_PORT: String(tallyPort), STRIPE_WEBHOOK_SECRET: endpoint.secret });
   try {
-    const appCustomer = (await tally.post('/v1/customers', { external_id: 'user_e2e', email: 'e2e@example.com' })).json;
-    const customer = await stripe.customers.create({ email: 'e2e@example.com', metadata: { external_id: 'user_e2e' } });
-    const linked = await until(async () => {
-      const c = (await tally.get(`/v1/customers/${appCustomer.id}`)).json;
-      return c.stripe_customer_id === customer.id && c;
-    }, 'customer link');
-    assert.equal(linked.role, 'member');
-
-    const product = await stripe.products.create({ name: 'Pro' });
-    const price = await stripe.prices.create({ product: product.id, currency: 'usd', unit_amount: 6000, recurring: { interval: 'month' }, lookup_key: 'pro_monthly' });
-    const sub = await stripe.subscriptions.create({ customer: customer.id, items: [{ price: price.id }], trial_period_days: 14 });
-    assert.equal(sub.status, 'trialing');
-    assert.equal(sub.items.data[0].current_period_end, sub.trial_end);
-    const wire = await (await fetch(`http://127.0.0.1:${stripe.getApiField('port')}/v1/subscriptions/${sub.id}`,
-      { headers: { authorization: 'Bearer sk_test_e2e' } })).json();
-    for (const [key, value] of Object.entries(fixtures().subscription)) {
-      assert.ok(key in wire, `subscription.${key} is missing`);
-      if (value !== null && wire[key] !== null) assert.equal(Array.isArray(wire[key]), Array.isArray(value), key);
-    }
-
-    const pro = await until(async () => {
-      const c = (await tally.get(`/v1/customers/${appCustomer.id}`)).json;
-      return c.role === 'professional' && c;
-    }, 'professional role');
-    assert.equal(pro.plan, 'pro');
-    assert.equal(pro.subscription.status, 'trialing');
-    assert.equal(pro.subscription.id, sub.id);
-
-    await stripe.subscriptions.update(sub.id, { cancel_at_period_end: true });
-    await until(async () => (await tally.get(`/v1/customers/${appCustomer.id}`)).json.subscription.cancel_at_period_end, 'cancel_at_period_end');
-
-    await stripe.subscriptions.cancel(sub.id);
-    const member = await until(async () => {
-      const c = (await tally.get(`/v1/customers/${appCustomer.id}`)).json;
-      return c.role === 'member' && c;
-    }, 'member role');
-    assert.equal(member.subscription.status, 'canceled');
-    const audit = (await tally.get(`/v1/audit?customer=${appCustomer.id}`)).json.data.map((e) => `${e.kind}:${e.before}->${e.after}`);
-    assert.ok(audit.includes('role_changed:member->professional'), audit.join());
-    assert.ok(audit.includes('role_changed:professional->member'), audit.join());
-    assert.equal((await stripe.subscriptions.list({ customer: customer.id })).data.length, 0);  // canceled ones are hidden
-    assert.equal((await stripe.subscriptions.list({ customer: customer.id, status: 'all' })).data.length, 1);
+    await lifecycle(stripe, tally);
   } finally {
     await tally.stop();
     child.kill('SIGTERM');
+  }
+});
+
+test('default wiring: without STRIPE_SECRET_KEY, serve runs the sandbox and registers itself with it', async () => {
+  const tally = await startTally({ STRIPE_WEBHOOK_SECRET: '' });
+  try {
+    assert.ok(tally.sandboxPort, 'serve printed the sandbox address');
+    const stripe = new Stripe('sk_test_default', { host: '127.0.0.1', port: tally.sandboxPort, protocol: 'http', maxNetworkRetries: 0 });
+    const endpoints = await stripe.webhookEndpoints.list();
+    assert.equal(endpoints.data.length, 1);
+    assert.equal(endpoints.data[0].url, `${tally.base}/webhooks/stripe`);
+    await lifecycle(stripe, tally);
+  } finally {
+    await tally.stop();
   }
 });

@@ -1,6 +1,7 @@
 #include "adapters/stripe/webhook_signature.hpp"
 
 #include <charconv>
+#include <mutex>
 
 #include "adapters/crypto.hpp"
 
@@ -9,6 +10,11 @@ namespace tally {
 StripeWebhookVerifier::StripeWebhookVerifier(std::vector<std::string> secrets, int64_t tolerance_seconds)
     : secrets_(std::move(secrets)), tolerance_seconds_(tolerance_seconds) {
     TALLY_INVARIANT(!secrets_.empty());
+}
+
+void StripeWebhookVerifier::AddSecret(std::string secret) {
+    std::unique_lock lock(mu_);
+    secrets_.push_back(std::move(secret));
 }
 
 std::string StripeWebhookVerifier::SignHeader(std::string_view secret, std::string_view payload, int64_t timestamp) {
@@ -52,6 +58,7 @@ Status StripeWebhookVerifier::Verify(std::string_view payload, std::string_view 
     std::string signed_payload = std::to_string(*timestamp) + ".";
     signed_payload.append(payload);
     bool matched = false;
+    std::shared_lock lock(mu_);
     for (const auto& secret : secrets_) {
         const std::string expected = HmacSha256Hex(secret, signed_payload);
         for (const auto& sig : signatures) {

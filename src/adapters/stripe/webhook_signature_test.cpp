@@ -76,6 +76,9 @@ TEST(WebhookSignatureTest, AnyV1AndAnySecretMatches) {
     EXPECT_TRUE(StripeWebhookVerifier({"whsec_old"}, 300).Verify(payload, header, Timestamp(t)).ok());
     EXPECT_TRUE(StripeWebhookVerifier({"whsec_other", "whsec_old"}, 300).Verify(payload, old_header, Timestamp(t)).ok());
     EXPECT_FALSE(StripeWebhookVerifier({"whsec_other"}, 300).Verify(payload, header, Timestamp(t)).ok());
+    StripeWebhookVerifier later({"whsec_other"}, 300);
+    later.AddSecret("whsec_old");  // e.g. the sandbox's endpoint secret, known only after start
+    EXPECT_TRUE(later.Verify(payload, old_header, Timestamp(t)).ok());
 }
 
 }  // namespace
