@@ -93,6 +93,15 @@ test('products and prices: recurring prices found by lookup_keys, keys unique un
   assert.equal((await stripe.prices.retrieve(monthly.id)).lookup_key, null);
 });
 
+test('test clocks have Stripe\'s shape and only move forward', async () => {
+  const clock = await stripe.testHelpers.testClocks.create({ frozen_time: 1767225600, name: 'shape' });
+  assertStripeShape('test_helpers.test_clock', await wire(`/v1/test_helpers/test_clocks/${clock.id}`));
+  const advanced = await stripe.testHelpers.testClocks.advance(clock.id, { frozen_time: 1767225600 + 3600 });
+  assert.equal(advanced.frozen_time, 1767225600 + 3600);
+  await assert.rejects(stripe.testHelpers.testClocks.advance(clock.id, { frozen_time: 1767225600 }), (e) => e.param === 'frozen_time');
+  await assert.rejects(stripe.customers.create({ test_clock: 'clock_nope' }), (e) => e.param === 'test_clock');
+});
+
 test('idempotency: the same key replays, other parameters are an idempotency_error', async () => {
   const a = await stripe.customers.create({ email: 'idem@example.com' }, { idempotencyKey: 'sb-idem-1' });
   const b = await stripe.customers.create({ email: 'idem@example.com' }, { idempotencyKey: 'sb-idem-1' });

@@ -110,3 +110,52 @@ test('default wiring: without STRIPE_SECRET_KEY, serve runs the sandbox and regi
     await tally.stop();
   }
 });
+
+test('test clock: trial notice, trial conversion, a year of renewals on a month-end anchor, cancel at period end', async () => {
+  const tally = await startTally({ STRIPE_WEBHOOK_SECRET: '' });
+  try {
+    const stripe = new Stripe('sk_test_clock', { host: '127.0.0.1', port: tally.sandboxPort, protocol: 'http', maxNetworkRetries: 0 });
+    const day = 86400;
+    const t0 = Date.UTC(2026, 0, 17) / 1000;  // a 14-day trial ends on Jan 31: the anchor is a month end
+    const clock = await stripe.testHelpers.testClocks.create({ frozen_time: t0 });
+    const app = (await tally.post('/v1/customers', { external_id: 'user_clock' })).json;
+    const customer = await stripe.customers.create({ email: 'clock@example.com', test_clock: clock.id, metadata: { external_id: 'user_clock' } });
+    assert.equal(customer.created, t0);
+    const price = await stripe.prices.create({ product_data: { name: 'Pro' }, currency: 'usd', unit_amount: 6000, recurring: { interval: 'month' }, lookup_key: 'pro_monthly' });
+    const sub = await stripe.subscriptions.create({ customer: customer.id, items: [{ price: price.id }], trial_period_days: 14 });
+    assert.equal(sub.trial_end, Date.UTC(2026, 0, 31) / 1000);
+    const get = async () => (await tally.get(`/v1/customers/${app.id}`)).json;
+    await until(async () => (await get()).role === 'professional', 'trialing grants the role');
+
+    await stripe.testHelpers.testClocks.advance(clock.id, { frozen_time: t0 + 12 * day });
+    await until(async () => (await tally.get(`/v1/audit?customer=${app.id}`)).json.data.some((e) => e.kind === 'trial_will_end'), 'trial_will_end');
+    assert.equal((await get()).subscription.status, 'trialing');
+
+    await stripe.testHelpers.testClocks.advance(clock.id, { frozen_time: Date.UTC(2027, 0, 15) / 1000 });
+    const renewed = await until(async () => {
+      const c = await get();
+      return c.subscription.current_period_end === Date.UTC(2027, 0, 31) / 1000 && c;
+    }, 'a year of renewals');
+    assert.equal(renewed.subscription.status, 'active');
+    assert.equal(renewed.subscription.current_period_start, Date.UTC(2026, 11, 31) / 1000);
+    const updates = (await stripe.events.list({ limit: 100, type: undefined })).data
+      .filter((e) => e.type === 'customer.subscription.updated' && e.data.object.id === sub.id);
+    assert.equal(updates.length, 12);  // trial end (Jan 31) + 11 renewals (Feb 28, Mar 31, Apr 30, ...)
+    const ends = updates.map((e) => e.data.object.items.data[0].current_period_end).sort((a, b) => a - b);
+    assert.equal(ends[0], Date.UTC(2026, 1, 28) / 1000);  // Jan 31 -> Feb 28
+    assert.equal(ends[1], Date.UTC(2026, 2, 31) / 1000);  // -> Mar 31, the anchor day again
+    assert.equal(ends[2], Date.UTC(2026, 3, 30) / 1000);
+
+    await stripe.subscriptions.update(sub.id, { cancel_at_period_end: true });
+    await stripe.testHelpers.testClocks.advance(clock.id, { frozen_time: Date.UTC(2027, 1, 1) / 1000 });
+    const ended = await until(async () => {
+      const c = await get();
+      return c.role === 'member' && c;
+    }, 'canceled at period end');
+    assert.equal(ended.subscription.status, 'canceled');
+    assert.equal(ended.subscription.canceled_at, Date.UTC(2027, 0, 31) / 1000);
+    await assert.rejects(stripe.testHelpers.testClocks.advance(clock.id, { frozen_time: t0 }), (e) => e.param === 'frozen_time');
+  } finally {
+    await tally.stop();
+  }
+});

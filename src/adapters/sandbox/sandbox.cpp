@@ -17,6 +17,10 @@ namespace {
 
 namespace bj = boost::json;
 
+constexpr int64_t kSecondsPerDay = 86400;
+constexpr int64_t kTrialWillEndNoticeSeconds = 3 * kSecondsPerDay;  // Stripe: three days before the trial ends
+constexpr int64_t kTestClockLifetimeSeconds = 30 * kSecondsPerDay;  // test clocks are deleted after 30 days
+
 http::Response Json(int status, const bj::value& v) { return http::Response{status, bj::serialize(v), "application/json", {}}; }
 
 /// Stripe's error shape: {"error":{"type","code","message","param"}}.
@@ -134,7 +138,8 @@ bj::object* Sandbox::Find(const std::string& type, const std::string& id) {
     return &it->second;
 }
 
-void Sandbox::Emit(const std::string& type, const bj::object& object, const bj::object* previous_attributes) {
+void Sandbox::Emit(const std::string& type, const bj::object& object, const bj::object* previous_attributes,
+                   std::optional<int64_t> created) {
     bj::object event = Template("event");
     const std::string id = NewId("evt");
     bj::object data{{"object", object}};
@@ -152,7 +157,7 @@ void Sandbox::Emit(const std::string& type, const bj::object& object, const bj::
     }
     event["id"] = id;
     event["type"] = type;
-    event["created"] = config_.now();
+    event["created"] = created.value_or(config_.now());
     event["api_version"] = kApiVersion;
     event["livemode"] = false;
     event["data"] = std::move(data);
@@ -249,6 +254,13 @@ http::Response Sandbox::Route(const http::Request& req, const bj::object& params
         return Json(200, bj::object{{"object", "list"}, {"data", std::move(data)}, {"has_more", false},
                                     {"url", "/v1/test_helpers/webhook_deliveries"}});
     }
+    if (res == "test_helpers" && seg.size() >= 3 && seg[2] == "test_clocks") {
+        if (seg.size() == 3 && m == "POST") return CreateTestClock(params);
+        if (seg.size() == 3 && m == "GET") return List("test_helpers.test_clock", params, "/v1/test_helpers/test_clocks");
+        if (seg.size() == 4 && m == "GET") return Retrieve("test_helpers.test_clock", seg[3]);
+        if (seg.size() == 5 && seg[4] == "advance" && m == "POST") return AdvanceTestClock(seg[3], params);
+        return not_found();
+    }
     auto type_it = kTypes.find(res);
     if (type_it == kTypes.end()) return not_found();
     const std::string& type = type_it->second;
@@ -343,9 +355,12 @@ http::Response Sandbox::List(const std::string& type, const bj::object& params, 
 
 http::Response Sandbox::CreateCustomer(const bj::object& params) {
     if (auto bad = OnlyParams(params, {"email", "name", "description", "phone", "metadata", "test_clock"})) return *bad;
+    const std::string clock_id = Str(params, "test_clock");
+    const bj::object* clock = clock_id.empty() ? nullptr : Find("test_helpers.test_clock", clock_id);
+    if (!clock_id.empty() && clock == nullptr) return Invalid("test_clock", "No such test clock: '" + clock_id + "'");
     bj::object c = Template("customer");
     c["id"] = NewId("cus");
-    c["created"] = config_.now();
+    c["created"] = clock ? clock->at("frozen_time").to_number<int64_t>() : config_.now();
     c["livemode"] = false;
     c["email"] = Has(params, "email") ? bj::value(Str(params, "email")) : nullptr;
     c["name"] = Has(params, "name") ? bj::value(Str(params, "name")) : nullptr;
@@ -363,7 +378,7 @@ http::Response Sandbox::CreateCustomer(const bj::object& params) {
     c["invoice_prefix"] = RandomHex(4);
     if (auto bad = MergeMetadata(c, params)) return *bad;
     Put("customer", c);
-    Emit("customer.created", c);
+    Emit("customer.created", c, nullptr, c.at("created").to_number<int64_t>());
     return Json(200, c);
 }
 
@@ -559,12 +574,12 @@ http::Response Sandbox::CreateSubscription(const bj::object& params) {
     auto unit = ParseIntervalUnit(recurring.at("interval").as_string());
     const BillingInterval interval{*unit, recurring.at("interval_count").to_number<int64_t>()};
 
-    const int64_t now = config_.now();
+    const int64_t now = NowFor(customer_id);
     std::optional<int64_t> trial_end;
     if (Has(params, "trial_period_days")) {
         const auto days = Int(Str(params, "trial_period_days"));
         if (!days || *days < 0 || *days > 730) return Invalid("trial_period_days", "Invalid integer");
-        if (*days > 0) trial_end = now + *days * 86400;
+        if (*days > 0) trial_end = now + *days * kSecondsPerDay;
     }
     // During a trial the period is the trial; after it, periods follow the anchor (Stripe's month-end rule).
     const int64_t anchor = trial_end.value_or(now);
@@ -618,7 +633,7 @@ http::Response Sandbox::CreateSubscription(const bj::object& params) {
     s["metadata"] = bj::object();
     if (auto bad = MergeMetadata(s, params)) return *bad;
     Put("subscription", s);
-    Emit("customer.subscription.created", s);
+    Emit("customer.subscription.created", s, nullptr, now);
     return Json(200, s);
 }
 
@@ -646,7 +661,7 @@ http::Response Sandbox::UpdateSubscription(const std::string& id, const bj::obje
     const bj::value old_metadata = (*s)["metadata"];
     if (auto bad = MergeMetadata(*s, params)) return *bad;
     if ((*s)["metadata"] != old_metadata) previous["metadata"] = old_metadata;
-    if (!previous.empty()) Emit("customer.subscription.updated", *s, &previous);
+    if (!previous.empty()) Emit("customer.subscription.updated", *s, &previous, NowFor(Str(*s, "customer")));
     return Json(200, *s);
 }
 
@@ -658,14 +673,132 @@ http::Response Sandbox::CancelSubscription(const std::string& id) {
     if (Str(*s, "status") == "canceled") {
         return StripeError(400, "invalid_request_error", "", "This subscription is already canceled.");
     }
-    const int64_t now = config_.now();
+    const int64_t now = NowFor(Str(*s, "customer"));
     (*s)["status"] = "canceled";
     (*s)["canceled_at"] = now;
     (*s)["ended_at"] = now;
     (*s)["cancel_at_period_end"] = false;
     (*s)["cancellation_details"] = bj::object{{"comment", nullptr}, {"feedback", nullptr}, {"reason", "cancellation_requested"}};
-    Emit("customer.subscription.deleted", *s);
+    Emit("customer.subscription.deleted", *s, nullptr, now);
     return Json(200, *s);
+}
+
+int64_t Sandbox::NowFor(const std::string& customer_id) {
+    const bj::object* customer = Find("customer", customer_id);
+    if (customer != nullptr && customer->at("test_clock").is_string()) {
+        if (const bj::object* clock = Find("test_helpers.test_clock", Str(*customer, "test_clock"))) {
+            return clock->at("frozen_time").to_number<int64_t>();
+        }
+    }
+    return config_.now();
+}
+
+http::Response Sandbox::CreateTestClock(const bj::object& params) {
+    if (auto bad = OnlyParams(params, {"frozen_time", "name"})) return *bad;
+    if (!Has(params, "frozen_time")) return Missing("frozen_time");
+    const auto frozen = Int(Str(params, "frozen_time"));
+    if (!frozen || *frozen < 0) return Invalid("frozen_time", "Invalid timestamp");
+    bj::object clock = Template("test_helpers.test_clock");
+    clock["id"] = NewId("clock");
+    clock["frozen_time"] = *frozen;
+    clock["name"] = Has(params, "name") ? bj::value(Str(params, "name")) : nullptr;
+    clock["created"] = config_.now();
+    clock["deletes_after"] = config_.now() + kTestClockLifetimeSeconds;
+    clock["status"] = "ready";
+    clock["status_details"] = bj::object();
+    Put("test_helpers.test_clock", clock);
+    return Json(200, clock);
+}
+
+bool Sandbox::RunNextTransition(bj::object& s, int64_t until) {
+    const std::string status = Str(s, "status");
+    if (status != "active" && status != "trialing") return false;
+    bj::object& item = s.at("items").at("data").as_array()[0].as_object();
+    const int64_t period_end = item.at("current_period_end").to_number<int64_t>();
+    // Stripe sends trial_will_end three days before the trial ends (at once if fewer remain).
+    const std::string id = Str(s, "id");
+    if (status == "trialing" && !trial_notice_sent_.count(id)) {
+        const int64_t notice_at = std::max(s.at("trial_start").to_number<int64_t>(), period_end - kTrialWillEndNoticeSeconds);
+        if (notice_at <= until) {
+            trial_notice_sent_.insert(id);
+            Emit("customer.subscription.trial_will_end", s, nullptr, notice_at);
+            return true;
+        }
+    }
+    if (period_end > until) return false;
+    bj::object previous;
+    if (s.at("cancel_at_period_end").as_bool()) {
+        previous["status"] = s.at("status");
+        s["status"] = "canceled";
+        s["canceled_at"] = period_end;
+        s["ended_at"] = period_end;
+        s["cancellation_details"] = bj::object{{"comment", nullptr}, {"feedback", nullptr}, {"reason", "cancellation_requested"}};
+    } else {
+        // Renewal: the next period follows the billing cycle anchor (Stripe's month-end rule).
+        const auto& recurring = item.at("price").at("recurring").as_object();
+        const BillingInterval interval{*ParseIntervalUnit(recurring.at("interval").as_string()),
+                                       recurring.at("interval_count").to_number<int64_t>()};
+        const Timestamp anchor(s.at("billing_cycle_anchor").to_number<int64_t>());
+        const auto period = PeriodContaining(anchor, interval, Timestamp(period_end));
+        previous["items"] = s.at("items");
+        if (status == "trialing") {
+            previous["status"] = "trialing";
+            s["status"] = "active";
+        }
+        item["current_period_start"] = period->start.unix_seconds();
+        item["current_period_end"] = period->end.unix_seconds();
+    }
+    if (Str(s, "status") == "canceled") {
+        Emit("customer.subscription.deleted", s, nullptr, period_end);
+    } else {
+        Emit("customer.subscription.updated", s, &previous, period_end);
+    }
+    return true;
+}
+
+http::Response Sandbox::AdvanceTestClock(const std::string& id, const bj::object& params) {
+    if (auto bad = OnlyParams(params, {"frozen_time"})) return *bad;
+    bj::object* clock = Find("test_helpers.test_clock", id);
+    if (clock == nullptr) {
+        return StripeError(404, "invalid_request_error", "resource_missing", "No such test clock: '" + id + "'", "id");
+    }
+    if (!Has(params, "frozen_time")) return Missing("frozen_time");
+    const auto target = Int(Str(params, "frozen_time"));
+    const int64_t current = clock->at("frozen_time").to_number<int64_t>();
+    if (!target || *target <= current) {
+        return Invalid("frozen_time", "Cannot advance a test clock to a time earlier than or equal to its current frozen time.");
+    }
+    // Run every transition of the clock's subscriptions in the order they would have happened.
+    std::vector<std::string> subscriptions;
+    for (const auto& sub_id : order_["subscription"]) {
+        const bj::object& s = objects_.at(sub_id);
+        const bj::object* customer = Find("customer", Str(s, "customer"));
+        if (customer != nullptr && Str(*customer, "test_clock") == id) subscriptions.push_back(sub_id);
+    }
+    for (;;) {
+        std::string next;
+        int64_t next_at = *target + 1;
+        for (const auto& sub_id : subscriptions) {
+            // When is this subscription's next transition due? (The same rules as RunNextTransition.)
+            const bj::object& s = objects_.at(sub_id);
+            const std::string status = Str(s, "status");
+            if (status != "active" && status != "trialing") continue;
+            int64_t due = s.at("items").at("data").as_array()[0].at("current_period_end").to_number<int64_t>();
+            if (status == "trialing" && !trial_notice_sent_.count(sub_id)) {
+                due = std::max(s.at("trial_start").to_number<int64_t>(), due - kTrialWillEndNoticeSeconds);
+            }
+            if (due <= *target && due < next_at) {
+                next_at = due;
+                next = sub_id;
+            }
+        }
+        if (next.empty()) break;
+        clock->at("frozen_time") = next_at;  // objects created by the transition see the clock at that instant
+        RunNextTransition(objects_.at(next), *target);
+    }
+    clock->at("frozen_time") = *target;
+    clock->at("status") = "ready";
+    return Json(200, *clock);
 }
 
 void Sandbox::DeliveryLoop() {

@@ -10,6 +10,8 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -77,6 +79,12 @@ private:
     http::Response CreateSubscription(const boost::json::object& params);
     http::Response UpdateSubscription(const std::string& id, const boost::json::object& params);
     http::Response CancelSubscription(const std::string& id);
+    http::Response CreateTestClock(const boost::json::object& params);
+    http::Response AdvanceTestClock(const std::string& id, const boost::json::object& params);
+    /// Unix seconds for objects of |customer_id|: its test clock's frozen time, else the wall clock.
+    int64_t NowFor(const std::string& customer_id);
+    /// Runs the next transition of |subscription| due at or before |until|; returns false when none is due.
+    bool RunNextTransition(boost::json::object& subscription, int64_t until);
     http::Response Retrieve(const std::string& prefix, const std::string& id);
     http::Response List(const std::string& type, const boost::json::object& params, const std::string& url);
     http::Response DeleteObject(const std::string& type, const std::string& id);
@@ -86,7 +94,7 @@ private:
     boost::json::object* Find(const std::string& type, const std::string& id);
     /// Records an event about |object| and queues its deliveries.
     void Emit(const std::string& type, const boost::json::object& object,
-              const boost::json::object* previous_attributes = nullptr);
+              const boost::json::object* previous_attributes = nullptr, std::optional<int64_t> created = std::nullopt);
     std::string NewId(const std::string& prefix);
     boost::json::object Template(const char* resource) const;
 
@@ -99,6 +107,7 @@ private:
     std::map<std::string, std::vector<std::string>> order_;  // type -> ids, oldest first
     std::map<std::string, boost::json::object> objects_;     // id -> object
     std::map<std::string, IdempotentResult> idempotency_;
+    std::set<std::string> trial_notice_sent_;  // subscriptions whose trial_will_end was sent
     std::string current_request_id_;
     std::string current_idempotency_key_;
     std::vector<Delivery> deliveries_;
