@@ -107,6 +107,21 @@ export async function startTally(extraEnv = {}, { dir = mkdtempSync(join(tmpdir(
   return server;
 }
 
+/** Starts a standalone `tally sandbox` on a free port; returns it with an official SDK client pointed at it. */
+export async function startSandbox(key = 'sk_test_sandbox') {
+  const child = spawn(BIN, ['sandbox', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const port = await new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+      const m = out.match(/listening on http:\/\/[^:]+:(\d+)/);
+      if (m) resolve(Number(m[1]));
+    });
+    child.on('exit', (code) => reject(new Error(`sandbox exited ${code}`)));
+  });
+  return { child, port, stripe: new Stripe(key, { host: '127.0.0.1', port, protocol: 'http', maxNetworkRetries: 0 }) };
+}
+
 /** A Stripe event around |object| shaped like fixtures3.json's event resource. */
 export function makeEvent(id, type, created, object, previous) {
   const base = fixtures().event;

@@ -1,26 +1,15 @@
 // The Stripe sandbox driven by the official stripe SDK as its client.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
 import Stripe from 'stripe';
-import { BIN, fixtures } from './harness.mjs';
+import { fixtures, startSandbox } from './harness.mjs';
 
 let child;
 let stripe;
 
 before(async () => {
-  child = spawn(BIN, ['sandbox', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const port = await new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout.on('data', (d) => {
-      out += d;
-      const m = out.match(/listening on http:\/\/[^:]+:(\d+)/);
-      if (m) resolve(Number(m[1]));
-    });
-    child.on('exit', (code) => reject(new Error(`sandbox exited ${code}`)));
-  });
-  stripe = new Stripe('sk_test_sandbox', { host: '127.0.0.1', port, protocol: 'http', maxNetworkRetries: 0 });
+  ({ child, stripe } = await startSandbox());
 });
 after(() => child.kill('SIGTERM'));
 

@@ -2,10 +2,9 @@
 // webhooks and move the customer's role.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import Stripe from 'stripe';
-import { BIN, startTally, fixtures } from './harness.mjs';
+import { startTally, startSandbox, fixtures } from './harness.mjs';
 
 async function freePort() {
   const srv = createServer();
@@ -13,20 +12,6 @@ async function freePort() {
   const { port } = srv.address();
   await new Promise((r) => srv.close(r));
   return port;
-}
-
-async function startSandbox() {
-  const child = spawn(BIN, ['sandbox', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const port = await new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout.on('data', (d) => {
-      out += d;
-      const m = out.match(/listening on http:\/\/[^:]+:(\d+)/);
-      if (m) resolve(Number(m[1]));
-    });
-    child.on('exit', (code) => reject(new Error(`sandbox exited ${code}`)));
-  });
-  return { child, stripe: new Stripe('sk_test_e2e', { host: '127.0.0.1', port, protocol: 'http', maxNetworkRetries: 0 }) };
 }
 
 async function until(fn, what) {
