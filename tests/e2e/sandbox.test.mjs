@@ -91,6 +91,25 @@ test('test clocks have Stripe\'s shape and only move forward', async () => {
   await assert.rejects(stripe.customers.create({ test_clock: 'clock_nope' }), (e) => e.param === 'test_clock');
 });
 
+test('subscriptions are invoiced and paid, with Stripe\'s invoice shape', async () => {
+  const customer = await stripe.customers.create({ email: 'inv@example.com' });
+  const price = await stripe.prices.create({ product_data: { name: 'Seat' }, currency: 'usd', unit_amount: 1500, recurring: { interval: 'month' } });
+  const sub = await stripe.subscriptions.create({ customer: customer.id, items: [{ price: price.id, quantity: 3 }] });
+  assert.equal(sub.status, 'active');
+  assert.match(sub.latest_invoice, /^in_/);
+  const invoice = await stripe.invoices.retrieve(sub.latest_invoice);
+  assert.equal(invoice.status, 'paid');
+  assert.equal(invoice.amount_due, 4500);
+  assert.equal(invoice.amount_paid, 4500);
+  assert.equal(invoice.billing_reason, 'subscription_create');
+  assert.equal(invoice.parent.subscription_details.subscription, sub.id);
+  assert.equal(invoice.lines.data[0].period.end, sub.items.data[0].current_period_end);
+  assertStripeShape('invoice', await wire(`/v1/invoices/${invoice.id}`));
+  const types = (await stripe.events.list({ limit: 20 })).data.filter((e) => e.data.object.id === invoice.id).map((e) => e.type);
+  assert.deepEqual(types.sort(), ['invoice.created', 'invoice.finalized', 'invoice.paid', 'invoice.payment_succeeded']);
+  assert.deepEqual((await stripe.invoices.list({ subscription: sub.id })).data.map((i) => i.id), [invoice.id]);
+});
+
 test('idempotency: the same key replays, other parameters are an idempotency_error', async () => {
   const a = await stripe.customers.create({ email: 'idem@example.com' }, { idempotencyKey: 'sb-idem-1' });
   const b = await stripe.customers.create({ email: 'idem@example.com' }, { idempotencyKey: 'sb-idem-1' });

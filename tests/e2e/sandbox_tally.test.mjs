@@ -131,6 +131,13 @@ test('test clock: trial notice, trial conversion, a year of renewals on a month-
     assert.equal(ends[1], Date.UTC(2026, 2, 31) / 1000);  // -> Mar 31, the anchor day again
     assert.equal(ends[2], Date.UTC(2026, 3, 30) / 1000);
 
+    const invoices = [];
+    for await (const inv of stripe.invoices.list({ subscription: sub.id, limit: 100 })) invoices.push(inv);
+    assert.equal(invoices.length, 13);  // the trial's (0.00), then trial end + 11 renewals (60.00 each)
+    assert.ok(invoices.every((i) => i.status === 'paid'));
+    assert.deepEqual(invoices.map((i) => i.amount_paid).sort((a, b) => a - b), [0, ...Array(12).fill(6000)]);
+    assert.deepEqual(new Set(invoices.map((i) => i.billing_reason)), new Set(['subscription_create', 'subscription_cycle']));
+
     await stripe.subscriptions.update(sub.id, { cancel_at_period_end: true });
     await stripe.testHelpers.testClocks.advance(clock.id, { frozen_time: Date.UTC(2027, 1, 1) / 1000 });
     const ended = await until(async () => {
@@ -140,6 +147,11 @@ test('test clock: trial notice, trial conversion, a year of renewals on a month-
     assert.equal(ended.subscription.status, 'canceled');
     assert.equal(ended.subscription.canceled_at, Date.UTC(2027, 0, 31) / 1000);
     await assert.rejects(stripe.testHelpers.testClocks.advance(clock.id, { frozen_time: t0 }), (e) => e.param === 'frozen_time');
+    // Tally applied everything the sandbox sent, invoices included.
+    await tally.settle();
+    assert.deepEqual((await tally.get('/v1/webhook_events?status=failed')).json.data, []);
+    const processed = (await tally.get('/v1/webhook_events?status=processed&limit=500')).json.data;
+    assert.ok(processed.filter((e) => e.type === 'invoice.paid').length >= 13);
   } finally {
     await tally.stop();
   }

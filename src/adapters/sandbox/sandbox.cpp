@@ -60,6 +60,14 @@ std::string Str(const bj::object& o, const char* key) {
 
 bool Has(const bj::object& o, const char* key) { return o.if_contains(key) != nullptr; }
 
+/// The subscription an invoice bills (parent.subscription_details.subscription), or "".
+std::string InvoiceSubscriptionId(const bj::object& invoice) {
+    const auto* parent = invoice.if_contains("parent");
+    if (parent == nullptr || !parent->is_object()) return {};
+    const auto* details = parent->get_object().if_contains("subscription_details");
+    return details && details->is_object() ? Str(details->get_object(), "subscription") : std::string();
+}
+
 std::optional<int64_t> Int(const std::string& s) {
     int64_t v = 0;
     const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
@@ -243,7 +251,8 @@ http::Response Sandbox::Route(const http::Request& req, const bj::object& params
     const std::string& res = seg[1];
     static const std::map<std::string, std::string> kTypes = {
         {"customers", "customer"}, {"products", "product"}, {"prices", "price"},
-        {"events", "event"},       {"webhook_endpoints", "webhook_endpoint"}, {"subscriptions", "subscription"}};
+        {"events", "event"},       {"webhook_endpoints", "webhook_endpoint"}, {"subscriptions", "subscription"},
+        {"invoices", "invoice"}};
     if (res == "test_helpers" && seg.size() == 3 && seg[2] == "webhook_deliveries" && m == "GET") {
         bj::array data;
         for (const auto& d : deliveries_) {
@@ -294,7 +303,7 @@ http::Response Sandbox::Retrieve(const std::string& type, const std::string& id)
 
 http::Response Sandbox::List(const std::string& type, const bj::object& params, const std::string& url) {
     if (auto bad = OnlyParams(params, {"limit", "starting_after", "ending_before", "email", "lookup_keys", "product",
-                                        "active", "type", "currency", "customer", "status"})) {
+                                        "active", "type", "currency", "customer", "status", "subscription"})) {
         return *bad;
     }
     int limit = kListLimitDefault;
@@ -313,6 +322,7 @@ http::Response Sandbox::List(const std::string& type, const bj::object& params, 
         if (Has(params, "product") && Str(o, "product") != Str(params, "product")) continue;
         if (Has(params, "type") && Str(o, "type") != Str(params, "type")) continue;
         if (Has(params, "customer") && Str(o, "customer") != Str(params, "customer")) continue;
+        if (Has(params, "subscription") && InvoiceSubscriptionId(o) != Str(params, "subscription")) continue;
         if (type == "subscription") {
             const std::string status = Str(params, "status");
             if (status.empty() ? Str(o, "status") == "canceled" : (status != "all" && Str(o, "status") != status)) continue;
@@ -634,7 +644,9 @@ http::Response Sandbox::CreateSubscription(const bj::object& params) {
     if (auto bad = MergeMetadata(s, params)) return *bad;
     Put("subscription", s);
     Emit("customer.subscription.created", s, nullptr, now);
-    return Json(200, s);
+    bj::object& stored = objects_.at(id);
+    InvoiceSubscription(stored, "subscription_create", now);
+    return Json(200, stored);
 }
 
 http::Response Sandbox::UpdateSubscription(const std::string& id, const bj::object& params) {
@@ -681,6 +693,82 @@ http::Response Sandbox::CancelSubscription(const std::string& id) {
     (*s)["cancellation_details"] = bj::object{{"comment", nullptr}, {"feedback", nullptr}, {"reason", "cancellation_requested"}};
     Emit("customer.subscription.deleted", *s, nullptr, now);
     return Json(200, *s);
+}
+
+void Sandbox::InvoiceSubscription(bj::object& s, const std::string& billing_reason, int64_t at) {
+    const bj::object& item = s.at("items").at("data").as_array()[0].as_object();
+    const bool trialing = Str(s, "status") == "trialing";
+    const int64_t quantity = item.at("quantity").to_number<int64_t>();
+    // A trial's first invoice is for 0; otherwise the period is billed in advance.
+    const int64_t amount = trialing ? 0 : item.at("price").at("unit_amount").to_number<int64_t>() * quantity;
+    const std::string id = NewId("in");
+    const std::string subscription_id = Str(s, "id");
+    const std::string currency = Str(s, "currency");
+    bj::object line = Template("invoice").at("lines").at("data").as_array()[0].as_object();
+    line["id"] = NewId("il");
+    line["invoice"] = id;
+    line["amount"] = amount;
+    line["subtotal"] = amount;
+    line["currency"] = currency;
+    line["quantity"] = quantity;
+    line["description"] = std::to_string(quantity) + " × " + Str(item.at("price").as_object(), "id") +
+                          (trialing ? " (trial)" : "");
+    line["period"] = bj::object{{"start", item.at("current_period_start")}, {"end", item.at("current_period_end")}};
+    line["parent"] = bj::object{
+        {"type", "subscription_item_details"},
+        {"invoice_item_details", nullptr},
+        {"subscription_item_details",
+         bj::object{{"invoice_item", nullptr}, {"proration", false}, {"proration_details", bj::object{{"credited_items", nullptr}}},
+                    {"subscription", subscription_id}, {"subscription_item", item.at("id")}}}};
+    bj::object inv = Template("invoice");
+    inv["id"] = id;
+    inv["customer"] = s.at("customer");
+    inv["currency"] = currency;
+    inv["created"] = at;
+    inv["effective_at"] = at;
+    inv["period_start"] = item.at("current_period_start");
+    inv["period_end"] = item.at("current_period_end");
+    inv["billing_reason"] = billing_reason;
+    inv["collection_method"] = "charge_automatically";
+    inv["lines"] = bj::object{{"object", "list"}, {"data", bj::array{line}}, {"has_more", false},
+                              {"url", "/v1/invoices/" + id + "/lines"}};
+    inv["parent"] = bj::object{{"type", "subscription_details"}, {"quote_details", nullptr},
+                               {"subscription_details", bj::object{{"metadata", nullptr}, {"subscription", subscription_id}}}};
+    for (const char* key : {"amount_due", "amount_remaining", "subtotal", "subtotal_excluding_tax", "total",
+                            "total_excluding_tax"}) {
+        inv[key] = amount;
+    }
+    inv["amount_paid"] = 0;
+    inv["attempt_count"] = 0;
+    inv["attempted"] = false;
+    inv["status"] = "draft";
+    inv["number"] = nullptr;
+    inv["livemode"] = false;
+    inv["metadata"] = bj::object();
+    inv["discounts"] = bj::array();
+    inv["from_invoice"] = nullptr;
+    inv["last_finalization_error"] = nullptr;
+    inv["latest_revision"] = nullptr;
+    inv["next_payment_attempt"] = nullptr;
+    inv["status_transitions"] = bj::object{{"finalized_at", nullptr}, {"marked_uncollectible_at", nullptr},
+                                           {"paid_at", nullptr}, {"voided_at", nullptr}};
+    Put("invoice", inv);
+    bj::object& stored = objects_.at(id);
+    Emit("invoice.created", stored, nullptr, at);
+    stored["status"] = "open";
+    stored["number"] = Str(*Find("customer", Str(s, "customer")), "invoice_prefix") + "-" +
+                       std::to_string(order_["invoice"].size());
+    stored["status_transitions"].as_object()["finalized_at"] = at;
+    Emit("invoice.finalized", stored, nullptr, at);
+    stored["status"] = "paid";
+    stored["amount_paid"] = amount;
+    stored["amount_remaining"] = 0;
+    stored["attempt_count"] = amount > 0 ? 1 : 0;
+    stored["attempted"] = amount > 0;
+    stored["status_transitions"].as_object()["paid_at"] = at;
+    Emit("invoice.paid", stored, nullptr, at);
+    Emit("invoice.payment_succeeded", stored, nullptr, at);
+    s["latest_invoice"] = id;
 }
 
 int64_t Sandbox::NowFor(const std::string& customer_id) {
@@ -747,6 +835,7 @@ bool Sandbox::RunNextTransition(bj::object& s, int64_t until) {
         }
         item["current_period_start"] = period->start.unix_seconds();
         item["current_period_end"] = period->end.unix_seconds();
+        InvoiceSubscription(s, "subscription_cycle", period_end);
     }
     if (Str(s, "status") == "canceled") {
         Emit("customer.subscription.deleted", s, nullptr, period_end);

@@ -80,6 +80,10 @@ private:
     http::Response UpdateSubscription(const std::string& id, const boost::json::object& params);
     http::Response CancelSubscription(const std::string& id);
     http::Response CreateTestClock(const boost::json::object& params);
+    /// Bills the subscription's current period (|billing_reason| as Stripe names it) and pays it at |at|:
+    /// emits invoice.created, .finalized, .paid and .payment_succeeded, and sets the subscription's
+    /// latest_invoice. This slice assumes the payment succeeds.
+    void InvoiceSubscription(boost::json::object& subscription, const std::string& billing_reason, int64_t at);
     http::Response AdvanceTestClock(const std::string& id, const boost::json::object& params);
     /// Unix seconds for objects of |customer_id|: its test clock's frozen time, else the wall clock.
     int64_t NowFor(const std::string& customer_id);
