@@ -74,6 +74,39 @@ Result<std::vector<std::string>> ResolveSecrets(const std::string& csv, const st
     return std::vector<std::string>{secret};
 }
 
+/// Blocks SIGINT and SIGTERM in the calling thread; call before any thread starts so all inherit the mask and
+/// only the caller's sigwait receives them. Returns the set to wait on.
+sigset_t BlockStopSignals() {
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+    return signals;
+}
+
+/// The Stripe sandbox behind its own one-thread HTTP server. Members are destroyed server first.
+struct RunningSandbox {
+    std::unique_ptr<sandbox::Sandbox> sandbox;
+    std::unique_ptr<http::Server> server;
+    std::string base_url;
+};
+
+/// Starts the sandbox on |host|:|port| and prints where it listens; kUnavailable if it cannot listen.
+Result<RunningSandbox> StartSandbox(const std::string& host, uint16_t port) {
+    RunningSandbox running;
+    running.sandbox = std::make_unique<sandbox::Sandbox>(sandbox::SandboxConfig{});
+    running.server = std::make_unique<http::Server>(
+        host, port, 1, [sb = running.sandbox.get()](const http::Request& req, const http::Responder& respond) {
+            respond(sb->Handle(req));
+        });
+    if (std::string err = running.server->Start(); !err.empty()) return Unavailable("stripe sandbox: " + err);
+    running.base_url = "http://" + host + ":" + std::to_string(running.server->port());
+    Log("info", "stripe sandbox listening on " + running.base_url);
+    std::cout << "stripe sandbox listening on " << running.base_url << " (any sk_test_ key)" << std::endl;
+    return running;
+}
+
 }  // namespace
 
 void Log(const char* level, const std::string& message) {
@@ -139,35 +172,21 @@ int Sign(const std::string& payload, const std::string& secret, const std::strin
 }
 
 int RunSandbox(const std::string& host, uint16_t port) {
-    sigset_t signals;
-    sigemptyset(&signals);
-    sigaddset(&signals, SIGINT);
-    sigaddset(&signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-    sandbox::Sandbox sandbox(sandbox::SandboxConfig{});
-    http::Server server(host, port, 1, [&sandbox](const http::Request& req, const http::Responder& respond) {
-        respond(sandbox.Handle(req));
-    });
-    if (std::string err = server.Start(); !err.empty()) {
-        Log("error", err);
+    const sigset_t signals = BlockStopSignals();
+    auto running = StartSandbox(host, port);
+    if (!running.ok()) {
+        Log("error", running.error().message);
         return 1;
     }
-    Log("info", "stripe sandbox listening on http://" + host + ":" + std::to_string(server.port()));
-    std::cout << "stripe sandbox listening on http://" << host << ":" << server.port() << std::endl;
     int sig = 0;
     sigwait(&signals, &sig);
-    server.Stop(5000);
+    running->server->Stop(5000);
     return 0;
 }
 
 int Serve(const ServeOptions& o) {
-    // Block the stop signals before any thread exists (the store starts one), so that every thread inherits
-    // the mask and only the sigwait below receives them.
-    sigset_t signals;
-    sigemptyset(&signals);
-    sigaddset(&signals, SIGINT);
-    sigaddset(&signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+    // Before any thread exists (the store starts one): see BlockStopSignals.
+    const sigset_t signals = BlockStopSignals();
 
     auto catalog = LoadCatalogFile(o.catalog);
     if (!catalog.ok()) {
@@ -203,24 +222,18 @@ int Serve(const ServeOptions& o) {
     http::Server server(o.host, o.port, o.http_threads,
                         [&api](http::Request req, http::Responder respond) { api.Handle(std::move(req), std::move(respond)); });
     // No Stripe key: run the sandbox in-process, so everything works offline with no Stripe account.
-    std::unique_ptr<sandbox::Sandbox> stripe_sandbox;
-    std::unique_ptr<http::Server> sandbox_server;
+    std::optional<RunningSandbox> stripe_sandbox;
     std::string api_base = o.stripe_api_base.empty() ? stripe::kStripeApiBaseDefault : o.stripe_api_base;
     std::string secret_key = o.stripe_secret_key;
     if (secret_key.empty()) {
-        stripe_sandbox = std::make_unique<sandbox::Sandbox>(sandbox::SandboxConfig{});
-        sandbox_server = std::make_unique<http::Server>(
-            o.sandbox_host, o.sandbox_port, 1,
-            [sb = stripe_sandbox.get()](const http::Request& req, const http::Responder& respond) {
-                respond(sb->Handle(req));
-            });
-        if (std::string err = sandbox_server->Start(); !err.empty()) {
-            Log("error", "stripe sandbox: " + err);
+        auto running = StartSandbox(o.sandbox_host, o.sandbox_port);
+        if (!running.ok()) {
+            Log("error", running.error().message);
             return 1;
         }
-        api_base = "http://" + o.sandbox_host + ":" + std::to_string(sandbox_server->port());
+        stripe_sandbox = std::move(*running);
+        api_base = stripe_sandbox->base_url;
         secret_key = "sk_test_tally_sandbox";
-        std::cout << "stripe sandbox listening on " << api_base << " (any sk_test_ key)" << std::endl;
     }
     worker.Start();
     if (std::string err = server.Start(); !err.empty()) {
@@ -256,7 +269,7 @@ int Serve(const ServeOptions& o) {
     sigwait(&signals, &sig);
     Log("info", std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") + ", draining");
     server.Stop(o.drain_ms);  // answers what is in flight (their commits are still running)
-    if (sandbox_server) sandbox_server->Stop(1000);
+    if (stripe_sandbox) stripe_sandbox->server->Stop(1000);
     receiver.Stop();
     worker.Stop();
     Log("info", "stopped cleanly");
