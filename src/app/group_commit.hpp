@@ -65,12 +65,6 @@ public:
         return queue_.size() + in_commit_;
     }
 
-    /// Batches written so far (for metrics and benchmarks).
-    size_t batches_written() const {
-        std::lock_guard lock(mu_);
-        return batches_;
-    }
-
 private:
     void Run() {
         std::vector<Item> items;
@@ -85,7 +79,6 @@ private:
                     dones.push_back(std::move(queue_.front().second));
                     queue_.pop_front();
                 }
-                ++batches_;
                 in_commit_ = items.size();
             }
             auto result = sink_(items);
@@ -114,7 +107,6 @@ private:
     std::condition_variable cv_;
     std::deque<std::pair<Item, Done>> queue_;
     bool stopping_ = false;
-    size_t batches_ = 0;
     size_t in_commit_ = 0;
     std::thread thread_;
 };

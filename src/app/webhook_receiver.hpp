@@ -37,7 +37,6 @@ public:
                  std::function<void(Result<WebhookReceipt>)> done);
     /// Drains pending commits. Idempotent.
     void Stop();
-    size_t batches_written() const { return committer_.batches_written(); }
     /// Deliveries waiting for or in a commit.
     size_t backlog() const { return committer_.backlog(); }
 

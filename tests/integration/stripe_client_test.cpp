@@ -161,6 +161,22 @@ TEST(StripeClientTest, ConnectionFailuresAreRetriedThenUnavailable) {
     EXPECT_EQ(sleeps.size(), 2u);
 }
 
+TEST(StripeClientTest, DeleteSendsNoBodyAndNoIdempotencyKey) {
+    FakeStripe fake;
+    std::vector<int64_t> sleeps;
+    stripe::Client client(Config(fake, &sleeps));
+    fake.Then(200, R"({"id":"sub_1","object":"subscription","status":"canceled"})");
+    auto r = client.Delete("/v1/subscriptions/sub_1");
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(r->body.at("status").as_string(), "canceled");
+    const auto reqs = fake.requests();
+    ASSERT_EQ(reqs.size(), 1u);
+    EXPECT_EQ(reqs[0].method, "DELETE");
+    EXPECT_EQ(reqs[0].path, "/v1/subscriptions/sub_1");
+    EXPECT_TRUE(reqs[0].body.empty());
+    EXPECT_TRUE(reqs[0].Header("idempotency-key").empty());
+}
+
 TEST(StripeClientTest, ListAllFollowsPagination) {
     FakeStripe fake;
     std::vector<int64_t> sleeps;
