@@ -24,19 +24,6 @@ Response ApiError(int status, const std::string& type, const std::string& code, 
     return Response{status, ErrorBody(type, code, message, param), "application/json", {}};
 }
 
-/// Splits "/v1/customers/cust_1/entitlements" into {"v1","customers","cust_1","entitlements"}.
-std::vector<std::string> Segments(const std::string& path) {
-    std::vector<std::string> out;
-    size_t pos = 0;
-    while (pos < path.size()) {
-        size_t next = path.find('/', pos);
-        if (next == std::string::npos) next = path.size();
-        if (next > pos) out.push_back(path.substr(pos, next - pos));
-        pos = next + 1;
-    }
-    return out;
-}
-
 Result<int> PageSize(const Request& req) {
     auto it = req.query.find("limit");
     if (it == req.query.end()) return kListPageSizeDefault;
@@ -174,7 +161,7 @@ void Api::Handle(Request req, Responder respond) {
 }
 
 Response Api::Dispatch(const Request& req, const std::string& actor) {
-    const auto seg = Segments(req.path);  // seg[0] == "v1"
+    const auto seg = PathSegments(req.path);  // seg[0] == "v1"
     const std::string& m = req.method;
     auto fail = [](const Error& e) { return ErrorResponse(e); };
 

@@ -180,6 +180,18 @@ private:
 // One single-threaded io_context per I/O thread: a connection lives on one thread for its whole life, so no
 // strands or scheduler locks are needed (the io_context-per-core pattern; a shared io_context with strands
 // spent most of its time in locks and executor bookkeeping under load).
+std::vector<std::string> PathSegments(const std::string& path) {
+    std::vector<std::string> out;
+    size_t pos = 0;
+    while (pos < path.size()) {
+        size_t next = path.find('/', pos);
+        if (next == std::string::npos) next = path.size();
+        if (next > pos) out.push_back(path.substr(pos, next - pos));
+        pos = next + 1;
+    }
+    return out;
+}
+
 struct Server::Impl {
     std::string address;
     uint16_t port;

@@ -35,6 +35,9 @@ struct Response {
     std::vector<std::pair<std::string, std::string>> headers;
 };
 
+/// "/v1/customers/cust_1/entitlements" -> {"v1", "customers", "cust_1", "entitlements"} (empty parts dropped).
+std::vector<std::string> PathSegments(const std::string& path);
+
 /// Delivers a response; callable once, from any thread.
 using Responder = std::function<void(Response)>;
 using Handler = std::function<void(Request, Responder)>;

@@ -32,6 +32,11 @@ http::Response StripeError(int status, const std::string& type, const std::strin
     return Json(status, bj::object{{"error", std::move(err)}});
 }
 
+/// Stripe's 404 for an unknown id: "No such customer: 'cus_x'".
+http::Response NoSuch(const std::string& type, const std::string& id) {
+    return StripeError(404, "invalid_request_error", "resource_missing", "No such " + type + ": '" + id + "'", "id");
+}
+
 http::Response Missing(const std::string& param) {
     return StripeError(400, "invalid_request_error", "parameter_missing", "Missing required param: " + param + ".", param);
 }
@@ -234,13 +239,7 @@ http::Response Sandbox::Handle(const http::Request& req) {
 }
 
 http::Response Sandbox::Route(const http::Request& req, const bj::object& params) {
-    std::vector<std::string> seg;
-    for (size_t pos = 1; pos <= req.path.size();) {
-        size_t next = req.path.find('/', pos);
-        if (next == std::string::npos) next = req.path.size();
-        if (next > pos) seg.push_back(req.path.substr(pos, next - pos));
-        pos = next + 1;
-    }
+    const std::vector<std::string> seg = http::PathSegments(req.path);
     const std::string& m = req.method;
     auto not_found = [&] {
         return StripeError(404, "invalid_request_error", "",
@@ -294,7 +293,7 @@ http::Response Sandbox::Route(const http::Request& req, const bj::object& params
 http::Response Sandbox::Retrieve(const std::string& type, const std::string& id) {
     const bj::object* o = Find(type, id);
     if (o == nullptr) {
-        return StripeError(404, "invalid_request_error", "resource_missing", "No such " + type + ": '" + id + "'", "id");
+        return NoSuch(type, id);
     }
     bj::object out = *o;
     if (type == "webhook_endpoint") out["secret"] = nullptr;  // Stripe shows the secret only at creation
@@ -396,7 +395,7 @@ http::Response Sandbox::UpdateCustomer(const std::string& id, const bj::object& 
     if (auto bad = OnlyParams(params, {"email", "name", "description", "phone", "metadata"})) return *bad;
     bj::object* c = Find("customer", id);
     if (c == nullptr) {
-        return StripeError(404, "invalid_request_error", "resource_missing", "No such customer: '" + id + "'", "id");
+        return NoSuch("customer", id);
     }
     bj::object previous;
     for (const char* key : {"email", "name", "description", "phone"}) {
@@ -543,7 +542,7 @@ http::Response Sandbox::CreateWebhookEndpoint(const bj::object& params) {
 http::Response Sandbox::DeleteObject(const std::string& type, const std::string& id) {
     bj::object* o = Find(type, id);
     if (o == nullptr) {
-        return StripeError(404, "invalid_request_error", "resource_missing", "No such " + type + ": '" + id + "'", "id");
+        return NoSuch(type, id);
     }
     if (type == "webhook_endpoint") o->at("status") = "disabled";
     (*o)["deleted"] = true;
@@ -653,7 +652,7 @@ http::Response Sandbox::UpdateSubscription(const std::string& id, const bj::obje
     if (auto bad = OnlyParams(params, {"cancel_at_period_end", "metadata", "proration_behavior"})) return *bad;
     bj::object* s = Find("subscription", id);
     if (s == nullptr) {
-        return StripeError(404, "invalid_request_error", "resource_missing", "No such subscription: '" + id + "'", "id");
+        return NoSuch("subscription", id);
     }
     if (Str(*s, "status") == "canceled") {
         return StripeError(400, "invalid_request_error", "",
@@ -680,7 +679,7 @@ http::Response Sandbox::UpdateSubscription(const std::string& id, const bj::obje
 http::Response Sandbox::CancelSubscription(const std::string& id) {
     bj::object* s = Find("subscription", id);
     if (s == nullptr) {
-        return StripeError(404, "invalid_request_error", "resource_missing", "No such subscription: '" + id + "'", "id");
+        return NoSuch("subscription", id);
     }
     if (Str(*s, "status") == "canceled") {
         return StripeError(400, "invalid_request_error", "", "This subscription is already canceled.");
@@ -849,7 +848,7 @@ http::Response Sandbox::AdvanceTestClock(const std::string& id, const bj::object
     if (auto bad = OnlyParams(params, {"frozen_time"})) return *bad;
     bj::object* clock = Find("test_helpers.test_clock", id);
     if (clock == nullptr) {
-        return StripeError(404, "invalid_request_error", "resource_missing", "No such test clock: '" + id + "'", "id");
+        return NoSuch("test clock", id);
     }
     if (!Has(params, "frozen_time")) return Missing("frozen_time");
     const auto target = Int(Str(params, "frozen_time"));
