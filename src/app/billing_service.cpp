@@ -229,6 +229,15 @@ Result<std::vector<AuditEntry>> BillingService::ListAudit(const CustomerId& cust
 
 Result<int> BillingService::SweepRoles() {
     const Timestamp now = clock_.Now();
+    // Called on every worker wake-up: look in a read transaction first, so the write lock (which webhook
+    // acknowledgements also need) is taken only when some customer is due.
+    bool any_due = false;
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto ids, tx.ListCustomersDueForRoleCheck(now, 1));
+        any_due = !ids.empty();
+        return {};
+    }));
+    if (!any_due) return 0;
     int count = 0;
     TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
         TALLY_ASSIGN_OR_RETURN(auto ids, tx.ListCustomersDueForRoleCheck(now, kRoleSweepBatchMax));
