@@ -42,6 +42,19 @@ int main(int argc, char** argv) {
         ->envname("TALLY_SANDBOX_HOST")->capture_default_str();
     serve_cmd->add_option("--sandbox-port", serve.sandbox_port, "Built-in sandbox listen port (0 picks a free one)")
         ->envname("TALLY_SANDBOX_PORT")->capture_default_str();
+    auto add_sandbox_options = [](CLI::App* cmd, tally::cli::SandboxOptions& options) {
+        cmd->add_option("--dunning-retry-days", options.dunning_retry_days,
+                        "Days after a failed invoice payment on which the sandbox retries it (default 1,3,5,7,9,11,14: "
+                        "Stripe's recommended 8 tries in 2 weeks)")
+            ->envname("TALLY_SANDBOX_DUNNING_RETRY_DAYS")->delimiter(',');
+        cmd->add_option("--dunning-end-state", options.dunning_end_state,
+                        "What the last failed retry does to the subscription: canceled, unpaid or past_due")
+            ->envname("TALLY_SANDBOX_DUNNING_END_STATE")->capture_default_str();
+        cmd->add_option("--public-url", options.public_url,
+                        "Base URL of the sandbox's hosted Checkout and Portal pages as browsers reach them")
+            ->envname("TALLY_SANDBOX_PUBLIC_URL");
+    };
+    add_sandbox_options(serve_cmd, serve.sandbox);
     serve_cmd->add_option("--drain-ms", serve.drain_ms, "How long SIGTERM waits for requests in flight")
         ->envname("TALLY_DRAIN_MS")->capture_default_str();
     serve_cmd->add_option("--poll-interval-ms", serve.poll_interval_ms, "How often due webhook retries are checked")
@@ -74,8 +87,11 @@ int main(int argc, char** argv) {
     sandbox_cmd->add_option("--port", sandbox_port, "Listen port (0 picks a free one)")
         ->envname("TALLY_SANDBOX_PORT")->capture_default_str();
 
+    tally::cli::SandboxOptions sandbox_options;
+    add_sandbox_options(sandbox_cmd, sandbox_options);
+
     CLI11_PARSE(app, argc, argv);
-    if (*sandbox_cmd) return tally::cli::RunSandbox(sandbox_host, sandbox_port);
+    if (*sandbox_cmd) return tally::cli::RunSandbox(sandbox_host, sandbox_port, sandbox_options);
     if (*serve_cmd) return tally::cli::Serve(serve);
     if (*migrate_cmd) return tally::cli::Migrate(db);
     if (*keys_create) return tally::cli::CreateKey(db);

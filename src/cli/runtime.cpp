@@ -93,15 +93,29 @@ struct RunningSandbox {
 };
 
 /// Starts the sandbox on |host|:|port| and prints where it listens; kUnavailable if it cannot listen.
-Result<RunningSandbox> StartSandbox(const std::string& host, uint16_t port) {
+Result<RunningSandbox> StartSandbox(const std::string& host, uint16_t port, const SandboxOptions& options) {
+    sandbox::SandboxConfig config;
+    if (!options.dunning_retry_days.empty()) config.dunning_retry_days = options.dunning_retry_days;
+    const auto end_state = sandbox::ParseDunningEndState(options.dunning_end_state);
+    if (!end_state) {
+        return InvalidArgument("dunning end state must be canceled, unpaid or past_due, not '" +
+                               options.dunning_end_state + "'");
+    }
+    config.dunning_end_state = *end_state;
+    for (size_t i = 0; i < config.dunning_retry_days.size(); ++i) {
+        if (config.dunning_retry_days[i] < 1 || (i > 0 && config.dunning_retry_days[i] <= config.dunning_retry_days[i - 1])) {
+            return InvalidArgument("dunning retry days must be increasing whole days >= 1");
+        }
+    }
     RunningSandbox running;
-    running.sandbox = std::make_unique<sandbox::Sandbox>(sandbox::SandboxConfig{});
+    running.sandbox = std::make_unique<sandbox::Sandbox>(std::move(config));
     running.server = std::make_unique<http::Server>(
         host, port, 1, [sb = running.sandbox.get()](const http::Request& req, const http::Responder& respond) {
             respond(sb->Handle(req));
         });
     if (std::string err = running.server->Start(); !err.empty()) return Unavailable("stripe sandbox: " + err);
     running.base_url = "http://" + host + ":" + std::to_string(running.server->port());
+    running.sandbox->SetPublicUrl(options.public_url.empty() ? running.base_url : options.public_url);
     Log("info", "stripe sandbox listening on " + running.base_url);
     std::cout << "stripe sandbox listening on " << running.base_url << " (any sk_test_ key)" << std::endl;
     return running;
@@ -171,9 +185,9 @@ int Sign(const std::string& payload, const std::string& secret, const std::strin
     return 0;
 }
 
-int RunSandbox(const std::string& host, uint16_t port) {
+int RunSandbox(const std::string& host, uint16_t port, const SandboxOptions& options) {
     const sigset_t signals = BlockStopSignals();
-    auto running = StartSandbox(host, port);
+    auto running = StartSandbox(host, port, options);
     if (!running.ok()) {
         Log("error", running.error().message);
         return 1;
@@ -226,7 +240,7 @@ int Serve(const ServeOptions& o) {
     std::string api_base = o.stripe_api_base.empty() ? stripe::kStripeApiBaseDefault : o.stripe_api_base;
     std::string secret_key = o.stripe_secret_key;
     if (secret_key.empty()) {
-        auto running = StartSandbox(o.sandbox_host, o.sandbox_port);
+        auto running = StartSandbox(o.sandbox_host, o.sandbox_port, o.sandbox);
         if (!running.ok()) {
             Log("error", running.error().message);
             return 1;

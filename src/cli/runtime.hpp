@@ -1,8 +1,16 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace tally::cli {
+
+/// Settings of the Stripe sandbox (standalone or built into `serve`).
+struct SandboxOptions {
+    std::vector<int64_t> dunning_retry_days;  // empty -> Stripe's recommended 8 tries in 2 weeks
+    std::string dunning_end_state = "canceled";
+    std::string public_url;  // base URL of the hosted pages as the browser sees it; empty -> the listen address
+};
 
 struct ServeOptions {
     std::string host = "127.0.0.1";
@@ -20,12 +28,13 @@ struct ServeOptions {
     std::string stripe_api_base;    // empty -> https://api.stripe.com (or the sandbox)
     std::string sandbox_host = "127.0.0.1";
     uint16_t sandbox_port = 12111;
+    SandboxOptions sandbox;
     int poll_interval_ms = 1000;
 };
 
 int Serve(const ServeOptions& options);
 /// Runs the offline Stripe sandbox on |host|:|port| until SIGTERM/SIGINT.
-int RunSandbox(const std::string& host, uint16_t port);
+int RunSandbox(const std::string& host, uint16_t port, const SandboxOptions& options);
 int Migrate(const std::string& db);
 int CreateKey(const std::string& db);
 /// Prints a Stripe-Signature header for |payload| signed with the serve secret (or |secret|) at now.

@@ -108,8 +108,14 @@ export async function startTally(extraEnv = {}, { dir = mkdtempSync(join(tmpdir(
 }
 
 /** Starts a standalone `tally sandbox` on a free port; returns it with an official SDK client pointed at it. */
-export async function startSandbox(key = 'sk_test_sandbox') {
-  const child = spawn(BIN, ['sandbox', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+export async function startSandbox(key = 'sk_test_sandbox', args = []) {
+  const child = spawn(BIN, ['sandbox', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr += d; });
+  // A crash is a test failure with its reason, not a stream of connection errors.
+  child.on('exit', (code, signal) => {
+    if (code !== 0 && signal !== 'SIGTERM') console.error(`tally sandbox exited (${code ?? signal}):\n${stderr.slice(0, 6000)}`);
+  });
   const port = await new Promise((resolve, reject) => {
     let out = '';
     child.stdout.on('data', (d) => {
@@ -156,4 +162,24 @@ export function invoiceObject(id, customer, sub, status) {
   return Object.assign(inv, { id, customer, status, amount_due: 6000, amount_paid: status === 'paid' ? 6000 : 0,
                                parent: { type: 'subscription_details', quote_details: null,
                                          subscription_details: { metadata: {}, subscription: sub } } });
+}
+
+const kind = (v) => (v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v);
+
+/** Every key of Stripe's fixture for |resource| is present in |obj| with the same JSON type, or null. */
+export function assertStripeShape(resource, obj) {
+  const fixture = fixtures()[resource];
+  if (!fixture) throw new Error(`fixtures3.json has no resource ${resource}`);
+  for (const [key, value] of Object.entries(fixture)) {
+    if (!(key in obj)) throw new Error(`${resource}.${key} is missing`);
+    const want = kind(value);
+    const got = kind(obj[key]);
+    if (want !== 'null' && got !== 'null' && got !== want) throw new Error(`${resource}.${key}: ${got} instead of ${want}`);
+  }
+}
+
+/** The object at |path| as the sandbox sent it on the wire (the SDK turns *_decimal strings into Decimals). */
+export async function wireGet(port, path, key = 'sk_test_sandbox') {
+  const res = await fetch(`http://127.0.0.1:${port}${path}`, { headers: { authorization: `Bearer ${key}` } });
+  return res.json();
 }

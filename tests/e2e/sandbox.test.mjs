@@ -3,7 +3,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import Stripe from 'stripe';
-import { fixtures, startSandbox } from './harness.mjs';
+import { assertStripeShape, startSandbox, wireGet } from './harness.mjs';
 
 let child;
 let stripe;
@@ -13,24 +13,8 @@ before(async () => {
 });
 after(() => child.kill('SIGTERM'));
 
-const kind = (v) => (v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v);
-
-/** The object as the sandbox sent it on the wire (the SDK turns *_decimal strings into Decimal objects). */
-async function wire(path) {
-  const res = await fetch(`http://127.0.0.1:${stripe.getApiField('port')}${path}`, { headers: { authorization: 'Bearer sk_test_sandbox' } });
-  return res.json();
-}
-
-/** Every key of Stripe's fixture for |resource| is present in |obj| with the same JSON type, or null. */
-function assertStripeShape(resource, obj) {
-  const fixture = fixtures()[resource];
-  for (const [key, value] of Object.entries(fixture)) {
-    assert.ok(key in obj, `${resource}.${key} is missing`);
-    const want = kind(value);
-    const got = kind(obj[key]);
-    if (want !== 'null' && got !== 'null') assert.equal(got, want, `${resource}.${key}: ${got} instead of ${want}`);
-  }
-}
+/** The object as the sandbox sent it on the wire. */
+const wire = (path) => wireGet(stripe.getApiField('port'), path);
 
 test('customers: create, retrieve, update with previous_attributes, list with pagination', async () => {
   const c = await stripe.customers.create({ email: 'ada@example.com', name: 'Ada', metadata: { external_id: 'user_1', tier: 'x' } });
@@ -92,7 +76,8 @@ test('test clocks have Stripe\'s shape and only move forward', async () => {
 });
 
 test('subscriptions are invoiced and paid, with Stripe\'s invoice shape', async () => {
-  const customer = await stripe.customers.create({ email: 'inv@example.com' });
+  const customer = await stripe.customers.create({ email: 'inv@example.com', payment_method: 'pm_card_visa', invoice_settings: { default_payment_method: 'pm_card_visa' } });
+  assert.match(customer.invoice_settings.default_payment_method, /^pm_/);
   const price = await stripe.prices.create({ product_data: { name: 'Seat' }, currency: 'usd', unit_amount: 1500, recurring: { interval: 'month' } });
   const sub = await stripe.subscriptions.create({ customer: customer.id, items: [{ price: price.id, quantity: 3 }] });
   assert.equal(sub.status, 'active');

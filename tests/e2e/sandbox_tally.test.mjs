@@ -104,7 +104,8 @@ test('test clock: trial notice, trial conversion, a year of renewals on a month-
     const t0 = Date.UTC(2026, 0, 17) / 1000;  // a 14-day trial ends on Jan 31: the anchor is a month end
     const clock = await stripe.testHelpers.testClocks.create({ frozen_time: t0 });
     const app = (await tally.post('/v1/customers', { external_id: 'user_clock' })).json;
-    const customer = await stripe.customers.create({ email: 'clock@example.com', test_clock: clock.id, metadata: { external_id: 'user_clock' } });
+    const customer = await stripe.customers.create({ email: 'clock@example.com', test_clock: clock.id, metadata: { external_id: 'user_clock' },
+      payment_method: 'pm_card_visa', invoice_settings: { default_payment_method: 'pm_card_visa' } });
     assert.equal(customer.created, t0);
     const price = await stripe.prices.create({ product_data: { name: 'Pro' }, currency: 'usd', unit_amount: 6000, recurring: { interval: 'month' }, lookup_key: 'pro_monthly' });
     const sub = await stripe.subscriptions.create({ customer: customer.id, items: [{ price: price.id }], trial_period_days: 14 });
@@ -123,7 +124,7 @@ test('test clock: trial notice, trial conversion, a year of renewals on a month-
     }, 'a year of renewals');
     assert.equal(renewed.subscription.status, 'active');
     assert.equal(renewed.subscription.current_period_start, Date.UTC(2026, 11, 31) / 1000);
-    const updates = (await stripe.events.list({ limit: 100, type: undefined })).data
+    const updates = (await stripe.events.list({ limit: 100 }).autoPagingToArray({ limit: 10000 }))
       .filter((e) => e.type === 'customer.subscription.updated' && e.data.object.id === sub.id);
     assert.equal(updates.length, 12);  // trial end (Jan 31) + 11 renewals (Feb 28, Mar 31, Apr 30, ...)
     const ends = updates.map((e) => e.data.object.items.data[0].current_period_end).sort((a, b) => a - b);

@@ -1,7 +1,10 @@
 #pragma once
 // A stateful, offline stand-in for Stripe's HTTP API. Speaks Stripe's wire format so the official SDKs and
-// Tally's own client use it unchanged. This first slice covers customers, products, prices, events and
-// webhook endpoints, with Stripe's idempotency and error semantics and signed webhook delivery.
+// Tally's own client use it unchanged: customers, products, prices, payment methods (Stripe's test cards),
+// subscriptions with trials, prorations, dunning and pauses, invoices, payment intents, charges, refunds,
+// Checkout and Customer Portal sessions with hosted pages, events, webhook endpoints and test clocks, with
+// Stripe's idempotency and error semantics and signed webhook delivery. The supported subset is listed in
+// src/adapters/sandbox/README.md.
 #include <boost/json.hpp>
 
 #include <chrono>
@@ -18,6 +21,10 @@
 
 #include "adapters/http/server.hpp"
 
+#include <variant>
+
+#include "domain/result.hpp"
+
 namespace tally::sandbox {
 
 constexpr int kListLimitDefault = 10;            // Stripe's default page size
@@ -27,11 +34,27 @@ constexpr int64_t kDeliveryTimeoutMs = 10000;    // one webhook POST
 constexpr size_t kIdempotencyKeyBytesMax = 255;  // Stripe's limit
 constexpr const char* kApiVersion = "2025-03-31.basil";
 
+/// What happens to a subscription when the last dunning retry fails (Stripe's "Manage failed payments" setting).
+enum class DunningEndState { kCanceled, kUnpaid, kPastDue };
+
+/// "canceled"|"unpaid"|"past_due" -> state; nullopt otherwise.
+std::optional<DunningEndState> ParseDunningEndState(const std::string& text);
+
 struct SandboxConfig {
-    /// Unix seconds; test clocks will move this per customer in a later slice.
+    /// Wall clock, Unix seconds. Customers on a test clock see the clock's frozen time instead.
     std::function<int64_t()> now;
     /// Delay before delivery attempt n+1 is |delivery_retry_base_ms| * 2^(n-1).
     int64_t delivery_retry_base_ms = 1000;
+    /// Days after an invoice's first failed payment at which it is retried. Stripe recommends 8 tries within
+    /// 2 weeks (the first attempt plus these 7 retries).
+    std::vector<int64_t> dunning_retry_days = {1, 3, 5, 7, 9, 11, 14};
+    DunningEndState dunning_end_state = DunningEndState::kCanceled;
+    /// Base URL of the hosted pages (Checkout, Customer Portal), e.g. "http://127.0.0.1:12111". Whoever serves
+    /// the sandbox sets it once it listens (SetPublicUrl).
+    std::string public_url;
+    /// Keep every event for `GET /v1/events` (Stripe keeps 30 days). Off only for bulk simulations, where
+    /// events are taken with TakeEvents instead.
+    bool retain_events = true;
 };
 
 /// One attempt to deliver an event to an endpoint.
@@ -57,6 +80,11 @@ public:
     http::Response Handle(const http::Request& req);
     /// Every delivery attempt so far, oldest first.
     std::vector<Delivery> deliveries() const;
+    /// Sets the base URL of the hosted pages (see SandboxConfig::public_url).
+    void SetPublicUrl(std::string url);
+    /// Removes and returns the events recorded since the last call, oldest first, as serialized JSON
+    /// (for in-process consumers such as `tally simulate`; webhook deliveries are unaffected).
+    std::vector<std::string> TakeEvents();
 
 private:
     struct Pending {
@@ -70,7 +98,22 @@ private:
         http::Response response;
     };
 
+    /// Why a payment attempt ended as it did.
+    struct PaymentOutcome {
+        enum class Kind { kSucceeded, kDeclined, kRequiresAction, kNoPaymentMethod } kind = Kind::kSucceeded;
+        std::string payment_intent;  // pi_..., empty when no attempt was made
+        std::string code;            // Stripe's error code: card_declined, authentication_required, ...
+        std::string decline_code;
+        std::string message;
+    };
+    /// How a test card behaves (Stripe's test numbers and pm_card_* tokens).
+    enum class CardBehavior { kSucceeds, kDeclines, kRequiresAuthentication, kChargesFail };
+
     http::Response Route(const http::Request& req, const boost::json::object& params);
+    /// Serves the hosted pages: /checkout/{id}, /authenticate/{payment_intent}, /portal/{id}[/...].
+    http::Response HostedPage(const http::Request& req);
+    /// |object| without the sandbox's internal bookkeeping fields.
+    boost::json::object Public(const boost::json::object& object) const;
     http::Response CreateCustomer(const boost::json::object& params);
     http::Response UpdateCustomer(const std::string& id, const boost::json::object& params);
     http::Response CreateProduct(const boost::json::object& params);
@@ -78,17 +121,94 @@ private:
     http::Response CreateWebhookEndpoint(const boost::json::object& params);
     http::Response CreateSubscription(const boost::json::object& params);
     http::Response UpdateSubscription(const std::string& id, const boost::json::object& params);
-    http::Response CancelSubscription(const std::string& id);
+    http::Response CancelSubscription(const std::string& id, const boost::json::object& params);
+    http::Response ResumeSubscription(const std::string& id, const boost::json::object& params);
+    http::Response UpdateSubscriptionItem(const std::string& id, const boost::json::object& params);
+    http::Response ListSubscriptionItems(const boost::json::object& params);
+    http::Response RetrieveSubscriptionItem(const std::string& id);
+    http::Response CreatePreviewInvoice(const boost::json::object& params);
+    http::Response PayInvoiceRequest(const std::string& id, const boost::json::object& params);
     http::Response CreateTestClock(const boost::json::object& params);
-    /// Bills the subscription's current period (|billing_reason| as Stripe names it) and pays it at |at|:
-    /// emits invoice.created, .finalized, .paid and .payment_succeeded, and sets the subscription's
-    /// latest_invoice. This slice assumes the payment succeeds.
-    void InvoiceSubscription(boost::json::object& subscription, const std::string& billing_reason, int64_t at);
     http::Response AdvanceTestClock(const std::string& id, const boost::json::object& params);
     /// Unix seconds for objects of |customer_id|: its test clock's frozen time, else the wall clock.
     int64_t NowFor(const std::string& customer_id);
-    /// Runs the next transition of |subscription| due at or before |until|; returns false when none is due.
-    bool RunNextTransition(boost::json::object& subscription, int64_t until);
+
+    // Billing internals (sandbox_billing.cpp).
+    /// Changes |subscription|'s item to |price| × |quantity| at |at| with Stripe's proration rules; returns an
+    /// error response or nullopt. Emits nothing: the caller emits customer.subscription.updated.
+    std::optional<http::Response> ChangeItem(boost::json::object& subscription, const boost::json::object& price,
+                                             int64_t quantity, const std::string& proration_behavior, int64_t at,
+                                             const std::string& payment_behavior);
+    /// Proration lines (as invoice line objects) for changing |subscription|'s item at |at|; empty when none.
+    Result<boost::json::array> ProrationLines(const boost::json::object& subscription, const boost::json::object& price,
+                                              int64_t quantity, int64_t at);
+    /// Creates and finalizes an invoice of |subscription| for |lines| plus the customer's pending invoice items;
+    /// applies the customer's credit balance. Returns the invoice id.
+    std::string CreateInvoice(boost::json::object& subscription, const std::string& billing_reason,
+                              boost::json::array lines, int64_t at);
+    /// The line billing |subscription|'s current period in advance (0 during a trial).
+    boost::json::object PeriodLine(const boost::json::object& subscription, const std::string& invoice_id);
+    /// Attempts to collect |invoice_id| at |at| (off-session unless |on_session|) and applies the outcome to the
+    /// invoice and its subscription: paid, or a failed attempt scheduled for dunning.
+    PaymentOutcome CollectInvoice(const std::string& invoice_id, int64_t at, bool on_session,
+                                  const std::string& payment_method = {});
+    /// Applies a payment attempt's |outcome| to |invoice_id| and its subscription at |at|: paid (and the
+    /// subscription active again), or failed with the next dunning retry scheduled or the end state applied.
+    void ApplyInvoiceOutcome(const std::string& invoice_id, const PaymentOutcome& outcome, int64_t at);
+    /// Runs |subscription_id|'s transitions due at or before |until|, in order.
+    void RunDueTransitions(const std::string& subscription_id, int64_t until);
+    /// Sets |subscription|'s status to |status|, recording the previous one; emits nothing.
+    void SetStatus(boost::json::object& subscription, const std::string& status, boost::json::object& previous);
+    /// When |subscription|'s next scheduled transition is due (renewal, trial notice, dunning retry, 23-hour
+    /// expiry, collection resuming); nullopt when none is scheduled.
+    std::optional<int64_t> NextTransitionAt(const boost::json::object& subscription) const;
+    /// Runs |subscription|'s transition due at |at| (NextTransitionAt).
+    void RunTransition(boost::json::object& subscription, int64_t at);
+    /// Ends |subscription| now (status canceled) and emits customer.subscription.deleted.
+    void EndSubscription(boost::json::object& subscription, int64_t at, const std::string& reason);
+
+    // Payments (sandbox_payments.cpp).
+    http::Response CreatePaymentMethod(const boost::json::object& params);
+    http::Response AttachPaymentMethod(const std::string& id, const boost::json::object& params);
+    http::Response DetachPaymentMethod(const std::string& id);
+    http::Response CreatePaymentIntent(const boost::json::object& params);
+    http::Response ConfirmPaymentIntent(const std::string& id, const boost::json::object& params);
+    http::Response CancelPaymentIntent(const std::string& id);
+    http::Response CreateRefund(const boost::json::object& params);
+    /// The stored payment method |id|, or for one of Stripe's test tokens (pm_card_visa, ...) a new unattached
+    /// payment method cloned from it; nullptr if neither.
+    boost::json::object* ResolvePaymentMethod(const std::string& id);
+    /// A new card payment method for |number| (spaces allowed); kInvalidArgument if it is not a card number.
+    Result<std::string> NewCardPaymentMethod(const std::string& number, int64_t exp_month, int64_t exp_year,
+                                             const std::string& name, const std::string& email);
+    /// Attaches |pm_id| to |customer_id|: the id of the attached payment method (a clone for test tokens), or
+    /// Stripe's error response (card_declined for cards that decline).
+    std::variant<std::string, http::Response> Attach(const std::string& pm_id, const std::string& customer_id);
+    /// The payment method an invoice of |subscription| is charged to: the subscription's default, else the
+    /// customer's invoice_settings.default_payment_method; "" if none.
+    std::string DefaultPaymentMethod(const boost::json::object& subscription);
+    /// Runs |pi|'s payment with |pm_id| at |at|: creates the charge, updates the intent, emits Stripe's events.
+    PaymentOutcome ConfirmIntent(boost::json::object& pi, const std::string& pm_id, bool off_session, int64_t at);
+    /// A new payment intent (status requires_payment_method).
+    boost::json::object& NewPaymentIntent(const std::string& customer, int64_t amount, const std::string& currency,
+                                          const std::string& description, int64_t at);
+    /// What charging |pm_id| would do, without charging: used to refuse before creating anything.
+    PaymentOutcome PredictCharge(const std::string& pm_id, bool off_session) const;
+    /// Marks a payment intent's pending 3-D Secure authentication as completed (|approve|) or failed.
+    PaymentOutcome Authenticate(const std::string& pi_id, bool approve);
+
+    // Hosted pages (sandbox_pages.cpp).
+    http::Response CreateCheckoutSession(const boost::json::object& params);
+    http::Response ExpireCheckoutSession(const std::string& id);
+    http::Response CreatePortalSession(const boost::json::object& params);
+    http::Response CheckoutPage(const std::string& id, const std::string& error);
+    http::Response CompleteCheckout(const std::string& id, const boost::json::object& form);
+    /// Finishes a checkout session once its payment succeeded: status complete, checkout.session.completed.
+    http::Response FinishCheckout(boost::json::object& session, int64_t at);
+    http::Response PortalPage(const std::string& id, const std::string& notice);
+    http::Response PortalAction(const std::string& id, const std::vector<std::string>& path,
+                                const boost::json::object& form);
+    http::Response AuthenticatePage(const std::string& pi_id);
     http::Response Retrieve(const std::string& prefix, const std::string& id);
     http::Response List(const std::string& type, const boost::json::object& params, const std::string& url);
     http::Response DeleteObject(const std::string& type, const std::string& id);
@@ -112,6 +232,14 @@ private:
     std::map<std::string, boost::json::object> objects_;     // id -> object
     std::map<std::string, IdempotentResult> idempotency_;
     std::set<std::string> trial_notice_sent_;  // subscriptions whose trial_will_end was sent
+    std::map<std::string, CardBehavior> cards_;                  // payment method id -> how it behaves
+    std::set<std::string> authenticated_;                        // payment intents whose 3-D Secure passed
+    std::map<std::string, std::set<std::string>> open_invoices_;  // subscription id -> invoices in dunning
+    std::map<std::string, std::string> item_subscription_;     // subscription item id -> subscription id
+    std::map<std::string, boost::json::array> checkout_lines_;   // checkout session id -> line items
+    std::map<std::string, std::string> checkout_of_intent_;
+    std::map<std::string, std::string> intent_invoice_;          // payment intent id -> invoice it collects     // payment intent id -> checkout session awaiting it
+    std::vector<std::string> taken_events_;                      // TakeEvents' queue when events are not retained
     std::string current_request_id_;
     std::string current_idempotency_key_;
     std::vector<Delivery> deliveries_;
