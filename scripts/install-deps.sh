@@ -6,7 +6,7 @@ mode=${1:-build}
 pkgs=(g++ cmake ninja-build pkg-config libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
       libcurl4-openssl-dev libssl-dev libsqlite3-dev libpq-dev libspdlog-dev libcli11-dev
       libgtest-dev libgmock-dev libbenchmark-dev clang-tidy python3)
-if [ "$mode" = test ]; then pkgs+=(nodejs sqlite3 curl); fi
+if [ "$mode" = test ]; then pkgs+=(nodejs sqlite3 curl chromium); fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,7 +19,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 if [ "$mode" = test ]; then
   command -v npm >/dev/null || { echo "npm is required for the end-to-end tests" >&2; exit 1; }
-  if [ ! -d tests/e2e/node_modules/stripe ] || [ tests/e2e/package.json -nt tests/e2e/node_modules/.installed ]; then
+  if [ ! -f tests/e2e/node_modules/.installed ] || [ tests/e2e/package-lock.json -nt tests/e2e/node_modules/.installed ]; then
     (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed)
   fi
 fi

@@ -260,4 +260,33 @@ Result<int> BillingService::SweepRoles() {
     return count;
 }
 
+Status BillingService::LinkStripeCustomer(StoreTx& tx, CustomerRecord& customer, const StripeCustomerId& id,
+                                            Timestamp now, const std::string& cause) {
+    if (customer.stripe_customer_id == id) return {};
+    if (customer.stripe_customer_id) {
+        return tx.AppendAudit({0, customer.id, now, "link_conflict", customer.stripe_customer_id->str(), id.str(),
+                               cause, "customer is already linked to another Stripe customer; not relinked"});
+    }
+    TALLY_ASSIGN_OR_RETURN(auto placeholder, tx.FindCustomerByStripeId(id));
+    if (placeholder) {
+        if (!placeholder->external_id.empty()) {
+            return tx.AppendAudit({0, customer.id, now, "link_conflict", "", id.str(), cause,
+                                   "Stripe customer is linked to " + placeholder->id.str()});
+        }
+        // Fold the placeholder (made from events that came before the link) into the app's customer.
+        if (customer.email.empty()) customer.email = placeholder->email;
+        if (customer.name.empty()) customer.name = placeholder->name;
+        customer.stripe_stamp = placeholder->stripe_stamp;
+        customer.stripe_deleted = placeholder->stripe_deleted;
+        placeholder->stripe_customer_id.reset();
+        placeholder->role_check_at.reset();
+        TALLY_TRY(tx.UpdateCustomer(*placeholder));
+        TALLY_TRY(tx.AppendAudit({0, placeholder->id, now, "customer_merged", placeholder->id.str(),
+                                  customer.id.str(), cause, "placeholder folded into the linked customer"}));
+    }
+    customer.stripe_customer_id = id;
+    TALLY_TRY(tx.UpdateCustomer(customer));
+    return tx.AppendAudit({0, customer.id, now, "stripe_customer_linked", "", id.str(), cause, ""});
+}
+
 }  // namespace tally

@@ -68,6 +68,10 @@ public:
     /// time) moved, with a role_changed or plan_changed audit entry carrying |cause|. Writes nothing else of
     /// |customer|: callers that changed other fields persist them themselves.
     Status Reconcile(StoreTx& tx, CustomerRecord& customer, const std::string& cause, Timestamp now);
+    /// Attaches a Stripe customer id to the app's customer inside |tx|, folding in a placeholder made from
+    /// earlier events; a customer already linked elsewhere is left as is with a link_conflict audit entry.
+    Status LinkStripeCustomer(StoreTx& tx, CustomerRecord& customer, const StripeCustomerId& id, Timestamp now,
+                              const std::string& cause);
     /// The access decision for |customer| at |now| from what |tx| holds.
     Result<CustomerView> BuildView(StoreTx& tx, CustomerRecord customer, Timestamp now);
     /// When the current dunning run began: the first failed payment after the last successful one.

@@ -128,4 +128,53 @@ public:
     virtual Status Verify(std::string_view payload, std::string_view signature_header, Timestamp now) const = 0;
 };
 
+/// A Stripe-hosted page Tally sends a customer to (Checkout or the Customer Portal).
+struct HostedSession {
+    std::string id;   // cs_... or bps_...
+    std::string url;  // where to send the customer's browser
+};
+
+/// What a Checkout Session for a subscription is made of.
+struct CheckoutSessionRequest {
+    StripeCustomerId customer;
+    std::string price_id;             // price_...
+    std::string client_reference_id;  // Tally's customer id: checkout.session.completed links back by it
+    std::string success_url;          // may contain Stripe's {CHECKOUT_SESSION_ID} placeholder
+    std::string cancel_url;
+    int64_t trial_period_days = 0;    // 0: no trial
+    std::string idempotency_key;
+};
+
+/// A catalog price as Stripe should have it (`tally catalog push`).
+struct StripePriceSpec {
+    std::string lookup_key;
+    std::string product_id;    // stable id for the plan's product, e.g. "tally_pro"
+    std::string product_name;
+    int64_t unit_amount_minor = 0;
+    std::string currency;      // "usd"
+    std::string interval;      // "month" | "year"
+    int64_t interval_count = 1;
+};
+
+/// The Stripe operations Tally starts itself (the rest arrives as webhooks). Implemented over HTTP by
+/// adapters/stripe, against api.stripe.com or the sandbox alike. Thread-safe. Errors: kUnavailable when Stripe
+/// cannot be reached, otherwise the category of Stripe's error (kInvalidArgument, kNotFound, ...).
+class StripeApi {
+public:
+    virtual ~StripeApi() = default;
+    /// Creates a Stripe customer carrying metadata.external_id; the same |idempotency_key| returns the same one.
+    virtual Result<StripeCustomerId> CreateCustomer(const std::string& email, const std::string& name,
+                                                    const std::string& external_id,
+                                                    const std::string& idempotency_key) = 0;
+    /// The id of the active price with |lookup_key|; kNotFound if Stripe has none.
+    virtual Result<std::string> FindPriceId(const std::string& lookup_key) = 0;
+    /// A Checkout Session in subscription mode.
+    virtual Result<HostedSession> CreateCheckoutSession(const CheckoutSessionRequest& request) = 0;
+    /// A Customer Portal session that returns to |return_url|.
+    virtual Result<HostedSession> CreatePortalSession(const StripeCustomerId& customer, const std::string& return_url) = 0;
+    /// Creates the product and price of |spec| unless a price with its lookup key exists; returns the price id
+    /// and whether it was created.
+    virtual Result<std::pair<std::string, bool>> EnsurePrice(const StripePriceSpec& spec) = 0;
+};
+
 }  // namespace tally

@@ -183,35 +183,6 @@ Result<CustomerRecord> WebhookProcessor::EnsureCustomer(StoreTx& tx, const Strip
     return c;
 }
 
-Status WebhookProcessor::LinkStripeCustomer(StoreTx& tx, CustomerRecord& customer, const StripeCustomerId& id,
-                                            Timestamp now, const std::string& cause) {
-    if (customer.stripe_customer_id == id) return {};
-    if (customer.stripe_customer_id) {
-        return tx.AppendAudit({0, customer.id, now, "link_conflict", customer.stripe_customer_id->str(), id.str(),
-                               cause, "customer is already linked to another Stripe customer; not relinked"});
-    }
-    TALLY_ASSIGN_OR_RETURN(auto placeholder, tx.FindCustomerByStripeId(id));
-    if (placeholder) {
-        if (!placeholder->external_id.empty()) {
-            return tx.AppendAudit({0, customer.id, now, "link_conflict", "", id.str(), cause,
-                                   "Stripe customer is linked to " + placeholder->id.str()});
-        }
-        // Fold the placeholder (made from events that came before the link) into the app's customer.
-        if (customer.email.empty()) customer.email = placeholder->email;
-        if (customer.name.empty()) customer.name = placeholder->name;
-        customer.stripe_stamp = placeholder->stripe_stamp;
-        customer.stripe_deleted = placeholder->stripe_deleted;
-        placeholder->stripe_customer_id.reset();
-        placeholder->role_check_at.reset();
-        TALLY_TRY(tx.UpdateCustomer(*placeholder));
-        TALLY_TRY(tx.AppendAudit({0, placeholder->id, now, "customer_merged", placeholder->id.str(),
-                                  customer.id.str(), cause, "placeholder folded into the linked customer"}));
-    }
-    customer.stripe_customer_id = id;
-    TALLY_TRY(tx.UpdateCustomer(customer));
-    return tx.AppendAudit({0, customer.id, now, "stripe_customer_linked", "", id.str(), cause, ""});
-}
-
 Result<std::string> WebhookProcessor::ApplyCustomer(StoreTx& tx, const DecodedEvent& event,
                                                     const StripeCustomerData& data, Timestamp now) {
     const std::string cause = "event:" + event.id.str();
@@ -224,7 +195,7 @@ Result<std::string> WebhookProcessor::ApplyCustomer(StoreTx& tx, const DecodedEv
         TALLY_ASSIGN_OR_RETURN(auto by_external, tx.FindCustomerByExternalId(data.external_id));
         if (by_external && !by_external->stripe_customer_id) {
             customer = std::move(*by_external);
-            TALLY_TRY(LinkStripeCustomer(tx, customer, data.id, now, cause));
+            TALLY_TRY(billing_.LinkStripeCustomer(tx, customer, data.id, now, cause));
         } else {
             TALLY_ASSIGN_OR_RETURN(customer, EnsureCustomer(tx, data.id, now, cause));
         }
@@ -336,7 +307,7 @@ Result<std::string> WebhookProcessor::ApplyCheckout(StoreTx& tx, const DecodedEv
         TALLY_ASSIGN_OR_RETURN(CustomerRecord placeholder, EnsureCustomer(tx, data.customer, now, cause));
         customer = std::move(placeholder);
     } else {
-        TALLY_TRY(LinkStripeCustomer(tx, *customer, data.customer, now, cause));
+        TALLY_TRY(billing_.LinkStripeCustomer(tx, *customer, data.customer, now, cause));
     }
     TALLY_TRY(tx.AppendAudit({0, customer->id, now, "checkout_completed", "", data.id, cause,
                               "mode=" + data.mode + " payment_status=" + data.payment_status +

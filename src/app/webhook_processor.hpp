@@ -55,9 +55,6 @@ private:
 
     /// The customer record for a Stripe customer id, created as a placeholder when first seen.
     Result<CustomerRecord> EnsureCustomer(StoreTx& tx, const StripeCustomerId& id, Timestamp now, const std::string& cause);
-    /// Attaches a Stripe customer id to the app's customer, folding in a placeholder made earlier.
-    Status LinkStripeCustomer(StoreTx& tx, CustomerRecord& customer, const StripeCustomerId& id, Timestamp now,
-                              const std::string& cause);
 
     Store& store_;
     const EventDecoder& decoder_;

@@ -42,19 +42,23 @@ int main(int argc, char** argv) {
         ->envname("TALLY_SANDBOX_HOST")->capture_default_str();
     serve_cmd->add_option("--sandbox-port", serve.sandbox_port, "Built-in sandbox listen port (0 picks a free one)")
         ->envname("TALLY_SANDBOX_PORT")->capture_default_str();
-    auto add_sandbox_options = [](CLI::App* cmd, tally::cli::SandboxOptions& options) {
-        cmd->add_option("--dunning-retry-days", options.dunning_retry_days,
+    // `serve` names these --sandbox-*; `tally sandbox` without the prefix.
+    auto add_sandbox_options = [](CLI::App* cmd, tally::cli::SandboxOptions& options, const std::string& prefix) {
+        cmd->add_option("--" + prefix + "dunning-retry-days", options.dunning_retry_days,
                         "Days after a failed invoice payment on which the sandbox retries it (default 1,3,5,7,9,11,14: "
                         "Stripe's recommended 8 tries in 2 weeks)")
             ->envname("TALLY_SANDBOX_DUNNING_RETRY_DAYS")->delimiter(',');
-        cmd->add_option("--dunning-end-state", options.dunning_end_state,
+        cmd->add_option("--" + prefix + "dunning-end-state", options.dunning_end_state,
                         "What the last failed retry does to the subscription: canceled, unpaid or past_due")
             ->envname("TALLY_SANDBOX_DUNNING_END_STATE")->capture_default_str();
-        cmd->add_option("--public-url", options.public_url,
+        cmd->add_option("--" + prefix + "public-url", options.public_url,
                         "Base URL of the sandbox's hosted Checkout and Portal pages as browsers reach them")
             ->envname("TALLY_SANDBOX_PUBLIC_URL");
     };
-    add_sandbox_options(serve_cmd, serve.sandbox);
+    add_sandbox_options(serve_cmd, serve.sandbox, "sandbox-");
+    serve_cmd->add_option("--public-url", serve.public_url,
+                          "Base URL browsers use to reach Tally (default pages Checkout returns to); default http://host:port")
+        ->envname("TALLY_PUBLIC_URL");
     serve_cmd->add_option("--drain-ms", serve.drain_ms, "How long SIGTERM waits for requests in flight")
         ->envname("TALLY_DRAIN_MS")->capture_default_str();
     serve_cmd->add_option("--poll-interval-ms", serve.poll_interval_ms, "How often due webhook retries are checked")
@@ -68,6 +72,18 @@ int main(int argc, char** argv) {
     keys_cmd->require_subcommand(1);
     auto* keys_create = keys_cmd->add_subcommand("create", "Create an admin API key and print it once");
     keys_create->add_option("--db", db, "SQLite database file")->envname("TALLY_DB")->capture_default_str();
+
+    std::string catalog_file = "config/pricing.json";
+    std::string push_key;
+    std::string push_base;
+    auto* catalog_cmd = app.add_subcommand("catalog", "Work with the plan catalog");
+    catalog_cmd->require_subcommand(1);
+    auto* push_cmd = catalog_cmd->add_subcommand(
+        "push", "Create the catalog's missing products and prices in Stripe, matched by lookup_key");
+    push_cmd->add_option("--catalog", catalog_file, "Plan catalog JSON")->envname("TALLY_CATALOG")->capture_default_str();
+    push_cmd->add_option("--stripe-secret-key", push_key, "Stripe secret key")->envname("STRIPE_SECRET_KEY");
+    push_cmd->add_option("--stripe-api-base", push_base, "Stripe API base URL (default https://api.stripe.com)")
+        ->envname("STRIPE_API_BASE");
 
     std::string payload;
     std::string secret;
@@ -88,12 +104,13 @@ int main(int argc, char** argv) {
         ->envname("TALLY_SANDBOX_PORT")->capture_default_str();
 
     tally::cli::SandboxOptions sandbox_options;
-    add_sandbox_options(sandbox_cmd, sandbox_options);
+    add_sandbox_options(sandbox_cmd, sandbox_options, "");
 
     CLI11_PARSE(app, argc, argv);
     if (*sandbox_cmd) return tally::cli::RunSandbox(sandbox_host, sandbox_port, sandbox_options);
     if (*serve_cmd) return tally::cli::Serve(serve);
     if (*migrate_cmd) return tally::cli::Migrate(db);
+    if (*push_cmd) return tally::cli::PushCatalogCommand(catalog_file, push_key, push_base);
     if (*keys_create) return tally::cli::CreateKey(db);
     if (*sign_cmd) {
         // CLI11 reads the first secret of a comma-separated STRIPE_WEBHOOK_SECRET.

@@ -20,9 +20,11 @@
 #include "adapters/sqlite/migrations.hpp"
 #include "adapters/sqlite/sqlite_store.hpp"
 #include "adapters/stripe/event_decoder.hpp"
+#include "adapters/stripe/stripe_api.hpp"
 #include "adapters/stripe/stripe_client.hpp"
 #include "adapters/stripe/webhook_signature.hpp"
 #include "adapters/system_clock.hpp"
+#include "app/checkout_service.hpp"
 #include "app/webhook_processor.hpp"
 #include "app/webhook_receiver.hpp"
 
@@ -231,10 +233,6 @@ int Serve(const ServeOptions& o) {
                          [&receiver_ptr] { return receiver_ptr ? receiver_ptr->backlog() : 0; });
     WebhookReceiver receiver(**store, verifier, decoder, clock, [&worker] { worker.Notify(); });
     receiver_ptr = &receiver;
-    http::Api api(http::ApiDeps{**store, billing, processor, receiver, *catalog, clock,
-                                o.admin_key.empty() ? "" : Sha256Hex(o.admin_key), kVersion});
-    http::Server server(o.host, o.port, o.http_threads,
-                        [&api](http::Request req, http::Responder respond) { api.Handle(std::move(req), std::move(respond)); });
     // No Stripe key: run the sandbox in-process, so everything works offline with no Stripe account.
     std::optional<RunningSandbox> stripe_sandbox;
     std::string api_base = o.stripe_api_base.empty() ? stripe::kStripeApiBaseDefault : o.stripe_api_base;
@@ -249,15 +247,27 @@ int Serve(const ServeOptions& o) {
         api_base = stripe_sandbox->base_url;
         secret_key = "sk_test_tally_sandbox";
     }
+    stripe::ClientConfig client_config;
+    client_config.api_base = api_base;
+    client_config.secret_key = secret_key;
+    stripe::Client client(client_config);
+    stripe::HttpStripeApi stripe_api(client);
+    CheckoutService checkout(**store, billing, stripe_api, clock, CheckoutConfig{});
+    http::Api api(http::ApiDeps{**store, billing, processor, receiver, checkout, *catalog, clock,
+                                o.admin_key.empty() ? "" : Sha256Hex(o.admin_key), kVersion});
+    http::Server server(o.host, o.port, o.http_threads,
+                        [&api](http::Request req, http::Responder respond) { api.Handle(std::move(req), std::move(respond)); });
     worker.Start();
     if (std::string err = server.Start(); !err.empty()) {
         Log("error", err);
         return 1;
     }
-    stripe::ClientConfig client_config;
-    client_config.api_base = api_base;
-    client_config.secret_key = secret_key;
-    stripe::Client client(client_config);
+    const std::string public_url =
+        !o.public_url.empty() ? o.public_url
+                              : "http://" + (o.host == "0.0.0.0" ? std::string("127.0.0.1") : o.host) + ":" +
+                                    std::to_string(server.port());
+    checkout.SetDefaults(CheckoutConfig{public_url + "/billing/return?checkout=success&session_id={CHECKOUT_SESSION_ID}",
+                                        public_url + "/billing/return?checkout=cancel", public_url + "/billing/return"});
     if (stripe_sandbox) {
         // Register Tally's endpoint through the same client code that talks to real Stripe.
         const std::string host = o.host == "0.0.0.0" ? "127.0.0.1" : o.host;
@@ -269,6 +279,23 @@ int Serve(const ServeOptions& o) {
             return 1;
         }
         verifier.AddSecret(std::string(endpoint->body.at("secret").as_string()));
+        // Customers Tally creates in the sandbox share one test clock, so their time can be advanced.
+        auto test_clock = client.Post("/v1/test_helpers/test_clocks",
+                                      {{"frozen_time", std::to_string(clock.Now().unix_seconds())}, {"name", "tally"}});
+        if (!test_clock.ok()) {
+            Log("error", "cannot create the sandbox test clock: " + test_clock.error().message);
+            return 1;
+        }
+        const std::string clock_id(test_clock->body.at("id").as_string());
+        stripe_api.SetTestClock(clock_id);
+        std::cout << "stripe sandbox test clock " << clock_id << " (customers Tally creates live on it; advance it with "
+                  << "POST " << api_base << "/v1/test_helpers/test_clocks/" << clock_id << "/advance)" << std::endl;
+        // The sandbox starts empty: give it the catalog's prices so Checkout works out of the box.
+        auto pushed = checkout.PushCatalog();
+        if (!pushed.ok()) {
+            Log("error", "cannot push the catalog to the sandbox: " + pushed.error().message);
+            return 1;
+        }
         Log("info", "stripe sandbox at " + api_base + " sends its events to this server (endpoint " +
                         std::string(endpoint->body.at("id").as_string()) + ")");
     } else {
@@ -287,6 +314,32 @@ int Serve(const ServeOptions& o) {
     receiver.Stop();
     worker.Stop();
     Log("info", "stopped cleanly");
+    return 0;
+}
+
+int PushCatalogCommand(const std::string& catalog_file, const std::string& secret_key, const std::string& api_base) {
+    auto catalog = LoadCatalogFile(catalog_file);
+    if (!catalog.ok()) {
+        Log("error", "invalid catalog: " + catalog.error().message);
+        return 2;
+    }
+    if (secret_key.empty()) {
+        Log("error", "STRIPE_SECRET_KEY (or --stripe-secret-key) is required");
+        return 2;
+    }
+    stripe::ClientConfig config;
+    config.api_base = api_base.empty() ? stripe::kStripeApiBaseDefault : api_base;
+    config.secret_key = secret_key;
+    stripe::Client client(config);
+    stripe::HttpStripeApi api(client);
+    auto pushed = PushCatalog(*catalog, api);
+    if (!pushed.ok()) {
+        Log("error", pushed.error().message);
+        return 1;
+    }
+    for (const auto& p : *pushed) {
+        std::cout << p.lookup_key << " " << p.price_id << (p.created ? " created" : " exists") << "\n";
+    }
     return 0;
 }
 

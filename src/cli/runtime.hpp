@@ -30,12 +30,15 @@ struct ServeOptions {
     uint16_t sandbox_port = 12111;
     SandboxOptions sandbox;
     int poll_interval_ms = 1000;
+    std::string public_url;  // how browsers reach this server (Checkout's default return pages); empty -> host:port
 };
 
 int Serve(const ServeOptions& options);
 /// Runs the offline Stripe sandbox on |host|:|port| until SIGTERM/SIGINT.
 int RunSandbox(const std::string& host, uint16_t port, const SandboxOptions& options);
 int Migrate(const std::string& db);
+/// Creates the catalog's missing products and prices in Stripe (by lookup key) and prints each price.
+int PushCatalogCommand(const std::string& catalog_file, const std::string& secret_key, const std::string& api_base);
 int CreateKey(const std::string& db);
 /// Prints a Stripe-Signature header for |payload| signed with the serve secret (or |secret|) at now.
 int Sign(const std::string& payload, const std::string& secret, const std::string& db, const std::string& secret_file);

@@ -35,6 +35,7 @@ export async function startTally(extraEnv = {}, { dir = mkdtempSync(join(tmpdir(
   const child = spawn(BIN, ['serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   let sandboxPort;
+  let testClock;
   child.stderr.on('data', (d) => { stderr += d; });
   const port = await new Promise((resolve, reject) => {
     let out = '';
@@ -46,6 +47,8 @@ export async function startTally(extraEnv = {}, { dir = mkdtempSync(join(tmpdir(
         clearTimeout(timer);
         const sb = out.match(/stripe sandbox listening on http:\/\/[^:]+:(\d+)/);
         sandboxPort = sb ? Number(sb[1]) : undefined;
+        const tc = out.match(/stripe sandbox test clock (clock_\w+)/);
+        testClock = tc ? tc[1] : undefined;
         resolve(Number(m[1]));
       }
     });
@@ -53,7 +56,7 @@ export async function startTally(extraEnv = {}, { dir = mkdtempSync(join(tmpdir(
   });
   const base = `http://127.0.0.1:${port}`;
   const server = {
-    base, db, dir, child, sandboxPort,
+    base, db, dir, child, sandboxPort, testClock,
     stderr: () => stderr,
     async request(method, path, { body, headers = {}, key = ADMIN_KEY, raw } = {}) {
       const h = { ...headers };
@@ -182,4 +185,10 @@ export function assertStripeShape(resource, obj) {
 export async function wireGet(port, path, key = 'sk_test_sandbox') {
   const res = await fetch(`http://127.0.0.1:${port}${path}`, { headers: { authorization: `Bearer ${key}` } });
   return res.json();
+}
+
+/** Headless Debian Chromium driven by playwright-core. */
+export async function launchBrowser() {
+  const { chromium } = await import('playwright-core');
+  return chromium.launch({ executablePath: process.env.CHROMIUM_BIN ?? '/usr/bin/chromium', args: ['--no-sandbox', '--disable-gpu'] });
 }

@@ -23,6 +23,13 @@ async function until(fn, what) {
   throw new Error(`timed out waiting for ${what}`);
 }
 
+/** The pro_monthly price: pushed from the catalog by `serve`'s sandbox, created here for a standalone one. */
+async function proMonthly(stripe) {
+  const found = await stripe.prices.list({ lookup_keys: ['pro_monthly'] });
+  if (found.data.length > 0) return found.data[0];
+  return stripe.prices.create({ product_data: { name: 'Pro' }, currency: 'usd', unit_amount: 6000, recurring: { interval: 'month' }, lookup_key: 'pro_monthly' });
+}
+
 /** A customer's life in the sandbox, checked through Tally's API as the webhooks arrive. */
 async function lifecycle(stripe, tally) {
   const appCustomer = (await tally.post('/v1/customers', { external_id: 'user_e2e', email: 'e2e@example.com' })).json;
@@ -33,8 +40,7 @@ async function lifecycle(stripe, tally) {
   }, 'customer link');
   assert.equal(linked.role, 'member');
 
-  const product = await stripe.products.create({ name: 'Pro' });
-  const price = await stripe.prices.create({ product: product.id, currency: 'usd', unit_amount: 6000, recurring: { interval: 'month' }, lookup_key: 'pro_monthly' });
+  const price = await proMonthly(stripe);
   const sub = await stripe.subscriptions.create({ customer: customer.id, items: [{ price: price.id }], trial_period_days: 14 });
   assert.equal(sub.status, 'trialing');
   assert.equal(sub.items.data[0].current_period_end, sub.trial_end);
@@ -90,6 +96,11 @@ test('default wiring: without STRIPE_SECRET_KEY, serve runs the sandbox and regi
     const endpoints = await stripe.webhookEndpoints.list();
     assert.equal(endpoints.data.length, 1);
     assert.equal(endpoints.data[0].url, `${tally.base}/webhooks/stripe`);
+    // The catalog's paid prices were pushed: 3 paid plans x monthly and yearly, under their lookup keys.
+    const prices = await stripe.prices.list({ limit: 100 });
+    assert.deepEqual(prices.data.map((p) => p.lookup_key).sort(),
+      ['pro_monthly', 'pro_yearly', 'scale_monthly', 'scale_yearly', 'starter_monthly', 'starter_yearly']);
+    assert.equal(prices.data.find((p) => p.lookup_key === 'starter_yearly').unit_amount, 30000);
     await lifecycle(stripe, tally);
   } finally {
     await tally.stop();
@@ -107,7 +118,7 @@ test('test clock: trial notice, trial conversion, a year of renewals on a month-
     const customer = await stripe.customers.create({ email: 'clock@example.com', test_clock: clock.id, metadata: { external_id: 'user_clock' },
       payment_method: 'pm_card_visa', invoice_settings: { default_payment_method: 'pm_card_visa' } });
     assert.equal(customer.created, t0);
-    const price = await stripe.prices.create({ product_data: { name: 'Pro' }, currency: 'usd', unit_amount: 6000, recurring: { interval: 'month' }, lookup_key: 'pro_monthly' });
+    const price = await proMonthly(stripe);
     const sub = await stripe.subscriptions.create({ customer: customer.id, items: [{ price: price.id }], trial_period_days: 14 });
     assert.equal(sub.trial_end, Date.UTC(2026, 0, 31) / 1000);
     const get = async () => (await tally.get(`/v1/customers/${app.id}`)).json;

@@ -116,6 +116,18 @@ void Api::Handle(Request req, Responder respond) {
         for (const auto& plan : d_.catalog.plans()) data.push_back(PlanJson(plan));
         return respond(List(data, "/v1/plans"));
     }
+    if (req.path == "/billing/return" && req.method == "GET") {
+        // The default landing page after Checkout or the Portal; apps normally pass their own URLs.
+        const auto it = req.query.find("checkout");
+        const std::string outcome = it == req.query.end() ? "portal" : it->second;
+        const std::string text = outcome == "success"   ? "Payment received. Your plan is being activated."
+                                 : outcome == "cancel" ? "Checkout canceled. Nothing was charged."
+                                                       : "You are back from the billing portal.";
+        return respond(Response{200,
+                                "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Billing</title>"
+                                "</head><body><h1 data-testid=\"billing-return\">" + text + "</h1></body></html>",
+                                "text/html; charset=utf-8", {}});
+    }
     if (!req.path.starts_with("/v1/")) {
         return respond(ApiError(404, "invalid_request_error", "route_not_found", "Unrecognized request URL (" +
                                                                                    req.method + ": " + req.path + ")"));
@@ -225,6 +237,41 @@ Response Api::Dispatch(const Request& req, const std::string& actor) {
             if (!view.ok()) return fail(view.error());
             return Json(200, CustomerJson(*view));
         }
+    }
+    if (seg.size() == 2 && seg[1] == "checkout_sessions" && m == "POST") {
+        auto body = BodyObject(req, {"customer", "plan", "interval", "success_url", "cancel_url", "trial_period_days"});
+        if (!body.ok()) return fail(body.error());
+        auto customer = json::RequiredString(*body, "customer", "");
+        if (!customer.ok()) return fail(customer.error());
+        auto plan = json::RequiredString(*body, "plan", "");
+        if (!plan.ok()) return fail(plan.error());
+        auto interval = json::OptionalString(*body, "interval", "");
+        if (!interval.ok()) return fail(interval.error());
+        auto success_url = json::OptionalString(*body, "success_url", "");
+        if (!success_url.ok()) return fail(success_url.error());
+        auto cancel_url = json::OptionalString(*body, "cancel_url", "");
+        if (!cancel_url.ok()) return fail(cancel_url.error());
+        auto trial = json::OptionalInt(*body, "trial_period_days", "");
+        if (!trial.ok()) return fail(trial.error());
+        auto session = d_.checkout.StartCheckout(CustomerId(*customer), PlanId(*plan), interval->empty() ? "month" : *interval,
+                                                 *success_url, *cancel_url, trial->value_or(0),
+                                                 req.Header("idempotency-key"));
+        if (!session.ok()) return fail(session.error());
+        return Json(200, bj::object{{"object", "checkout_session"}, {"id", session->id}, {"url", session->url},
+                                    {"customer", *customer}, {"plan", *plan},
+                                    {"interval", interval->empty() ? "month" : *interval}});
+    }
+    if (seg.size() == 2 && seg[1] == "billing_portal_sessions" && m == "POST") {
+        auto body = BodyObject(req, {"customer", "return_url"});
+        if (!body.ok()) return fail(body.error());
+        auto customer = json::RequiredString(*body, "customer", "");
+        if (!customer.ok()) return fail(customer.error());
+        auto return_url = json::OptionalString(*body, "return_url", "");
+        if (!return_url.ok()) return fail(return_url.error());
+        auto session = d_.checkout.StartPortal(CustomerId(*customer), *return_url);
+        if (!session.ok()) return fail(session.error());
+        return Json(200, bj::object{{"object", "billing_portal_session"}, {"id", session->id}, {"url", session->url},
+                                    {"customer", *customer}});
     }
     if (seg.size() == 2 && seg[1] == "audit" && m == "GET") {
         auto limit = PageSize(req);

@@ -6,6 +6,7 @@
 
 #include "adapters/http/server.hpp"
 #include "app/billing_service.hpp"
+#include "app/checkout_service.hpp"
 #include "app/webhook_processor.hpp"
 #include "app/webhook_receiver.hpp"
 
@@ -21,6 +22,7 @@ struct ApiDeps {
     BillingService& billing;
     WebhookProcessor& processor;
     WebhookReceiver& receiver;
+    CheckoutService& checkout;
     const Catalog& catalog;
     const Clock& clock;
     std::string admin_key_sha256;  // hex SHA-256 of TALLY_ADMIN_KEY; empty when unset

@@ -15,7 +15,7 @@ using namespace detail;  // NOLINT(google-build-using-namespace): the sandbox's 
 
 namespace {
 
-constexpr int64_t kIncompleteExpirySeconds = 23 * 3600;  // Stripe: an unpaid first invoice expires the subscription
+constexpr int64_t kIncompleteExpirySeconds = int64_t{23} * 3600;  // Stripe: an unpaid first invoice expires the subscription
 constexpr int kTransitionsPerCallMax = 10000;  // RunDueTransitions' bound: years of daily transitions
 
 bj::object& Item(bj::object& s) { return s.at("items").at("data").as_array()[0].as_object(); }
@@ -83,7 +83,7 @@ void Sandbox::SetStatus(bj::object& s, const std::string& status, bj::object& pr
 }
 
 std::string Sandbox::DefaultPaymentMethod(const bj::object& s) {
-    const std::string own = Str(s, "default_payment_method");
+    std::string own = Str(s, "default_payment_method");
     if (!own.empty()) return own;
     const bj::object* customer = Find("customer", Str(s, "customer"));
     if (customer == nullptr) return {};
@@ -131,7 +131,7 @@ Result<bj::array> Sandbox::ProrationLines(const bj::object& s, const bj::object&
 }
 
 std::string Sandbox::CreateInvoice(bj::object& s, const std::string& billing_reason, bj::array lines, int64_t at) {
-    const std::string id = NewId("in");
+    std::string id = NewId("in");
     const std::string subscription_id = Str(s, "id");
     const std::string customer_id = Str(s, "customer");
     // Pending invoice items of this subscription (prorations) are billed on this invoice.

@@ -14,7 +14,7 @@ using namespace detail;  // NOLINT(google-build-using-namespace): the sandbox's 
 
 namespace {
 
-constexpr int64_t kCheckoutSessionLifetimeSeconds = 24 * 3600;  // Stripe: a Checkout Session expires after 24 h
+constexpr int64_t kCheckoutSessionLifetimeSeconds = int64_t{24} * 3600;  // Stripe: a Checkout Session expires after 24 h
 constexpr size_t kCheckoutLineItemsMax = 20;                     // the sandbox's bound on line_items
 
 int64_t I64(const bj::value& v) { return v.to_number<int64_t>(); }
@@ -239,7 +239,10 @@ http::Response Sandbox::CheckoutPage(const std::string& id, const std::string& e
     bj::object* cs = Find("checkout.session", id);
     if (cs == nullptr) return HtmlPage(404, "Not found", "<h1>Checkout session not found</h1>");
     const std::string status = Str(*cs, "status");
-    if (status == "open" && I64(cs->at("expires_at")) <= config_.now()) (*cs)["status"] = "expired";
+    const std::string owner = Str(*cs, "customer");
+    if (status == "open" && I64(cs->at("expires_at")) <= (owner.empty() ? config_.now() : NowFor(owner))) {
+        (*cs)["status"] = "expired";
+    }
     if (Str(*cs, "status") != "open") {
         return HtmlPage(410, "Checkout", "<h1 data-testid=\"session-status\">This checkout session is " +
                                          Html(Str(*cs, "status")) + ".</h1>");
@@ -298,7 +301,7 @@ http::Response Sandbox::CompleteCheckout(const std::string& id, const bj::object
     const std::string name = Str(form, "billing_name");
     auto pm = NewCardPaymentMethod(Str(form, "card_number"), expiry->first, expiry->second, name, email);
     if (!pm.ok()) return CheckoutPage(id, pm.error().message);
-    const bj::object& sd = cs->at("sandbox_subscription_data").as_object();
+    const bj::object sd = cs->at("sandbox_subscription_data").as_object();  // a copy: *cs changes below
     const bool trial = !sd.at("trial_period_days").is_null();
     // A card that will decline is refused on the page, before anything is created (as Stripe's page does).
     const PaymentOutcome predicted = PredictCharge(*pm, false);
@@ -560,7 +563,7 @@ http::Response Sandbox::HostedPage(const http::Request& req) {
     if (seg.size() == 2 && seg[0] == "authenticate") {
         if (req.method == "GET") return AuthenticatePage(seg[1]);
         if (req.method == "POST") {
-            const std::string pi_id = seg[1];
+            const std::string& pi_id = seg[1];
             const PaymentOutcome outcome = Authenticate(pi_id, Str(*form, "action") == "approve");
             auto it = checkout_of_intent_.find(pi_id);
             if (it == checkout_of_intent_.end()) {

@@ -47,7 +47,7 @@ std::string Brand(const std::string& digits) {
     if (digits[0] == '4') return "visa";
     if (digits.rfind("34", 0) == 0 || digits.rfind("37", 0) == 0) return "amex";
     if (digits[0] == '5' && digits[1] >= '1' && digits[1] <= '5') return "mastercard";
-    if (digits.rfind("2", 0) == 0) return "mastercard";
+    if (digits[0] == '2') return "mastercard";
     return "unknown";
 }
 

@@ -1,0 +1,103 @@
+#include "adapters/stripe/stripe_api.hpp"
+
+namespace tally::stripe {
+namespace bj = boost::json;
+
+namespace {
+
+std::string StringField(const bj::value& body, const char* key) {
+    const auto* v = body.is_object() ? body.get_object().if_contains(key) : nullptr;
+    return v && v->is_string() ? std::string(v->get_string()) : std::string();
+}
+
+Result<HostedSession> Session(const Result<Response>& r) {
+    if (!r.ok()) return r.error();
+    HostedSession s{StringField(r->body, "id"), StringField(r->body, "url")};
+    if (s.id.empty() || s.url.empty()) return Unavailable("Stripe returned a session without id or url");
+    return s;
+}
+
+}  // namespace
+
+Result<StripeCustomerId> HttpStripeApi::CreateCustomer(const std::string& email, const std::string& name,
+                                                       const std::string& external_id,
+                                                       const std::string& idempotency_key) {
+    bj::object params{{"metadata", bj::object{{"external_id", external_id}}}};
+    if (!email.empty()) params["email"] = email;
+    if (!name.empty()) params["name"] = name;
+    {
+        std::lock_guard lock(mu_);
+        if (!test_clock_.empty()) params["test_clock"] = test_clock_;
+    }
+    TALLY_ASSIGN_OR_RETURN(Response r, client_.Post("/v1/customers", params, idempotency_key));
+    const std::string id = StringField(r.body, "id");
+    if (id.empty()) return Unavailable("Stripe returned a customer without an id");
+    return StripeCustomerId(id);
+}
+
+Result<std::string> HttpStripeApi::FindPriceId(const std::string& lookup_key) {
+    {
+        std::lock_guard lock(mu_);
+        if (auto it = price_ids_.find(lookup_key); it != price_ids_.end()) return it->second;
+    }
+    TALLY_ASSIGN_OR_RETURN(Response r, client_.Get("/v1/prices", bj::object{{"lookup_keys", bj::array{bj::value(lookup_key)}},
+                                                                          {"active", "true"},
+                                                                          {"limit", "1"}}));
+    const auto* data = r.body.is_object() ? r.body.get_object().if_contains("data") : nullptr;
+    if (data == nullptr || !data->is_array() || data->get_array().empty()) {
+        return NotFound("Stripe has no active price with lookup_key '" + lookup_key +
+                            "': create it in the Stripe dashboard or run `tally catalog push`",
+                        "lookup_key");
+    }
+    const std::string id = StringField(data->get_array()[0], "id");
+    std::lock_guard lock(mu_);
+    price_ids_[lookup_key] = id;
+    return id;
+}
+
+Result<HostedSession> HttpStripeApi::CreateCheckoutSession(const CheckoutSessionRequest& request) {
+    bj::object params{{"mode", "subscription"},
+                      {"customer", request.customer.str()},
+                      {"line_items", bj::array{bj::object{{"price", request.price_id}, {"quantity", "1"}}}},
+                      {"client_reference_id", request.client_reference_id},
+                      {"success_url", request.success_url},
+                      {"cancel_url", request.cancel_url},
+                      {"metadata", bj::object{{"tally_customer_id", request.client_reference_id}}}};
+    bj::object subscription_data{{"metadata", bj::object{{"tally_customer_id", request.client_reference_id}}}};
+    if (request.trial_period_days > 0) subscription_data["trial_period_days"] = std::to_string(request.trial_period_days);
+    params["subscription_data"] = std::move(subscription_data);
+    return Session(client_.Post("/v1/checkout/sessions", params, request.idempotency_key));
+}
+
+Result<HostedSession> HttpStripeApi::CreatePortalSession(const StripeCustomerId& customer, const std::string& return_url) {
+    bj::object params{{"customer", customer.str()}};
+    if (!return_url.empty()) params["return_url"] = return_url;
+    return Session(client_.Post("/v1/billing_portal/sessions", params));
+}
+
+Result<std::pair<std::string, bool>> HttpStripeApi::EnsurePrice(const StripePriceSpec& spec) {
+    auto existing = FindPriceId(spec.lookup_key);
+    if (existing.ok()) return std::make_pair(*existing, false);
+    if (existing.error().code != ErrorCode::kNotFound) return existing.error();
+    // The product may exist from an earlier push (its id is stable); create it only when missing.
+    auto product = client_.Get("/v1/products/" + spec.product_id);
+    if (!product.ok()) {
+        if (product.error().code != ErrorCode::kNotFound) return product.error();
+        TALLY_TRY(client_.Post("/v1/products", bj::object{{"id", spec.product_id}, {"name", spec.product_name}},
+                               "tally_product_" + spec.product_id)
+                      );
+    }
+    bj::object params{{"product", spec.product_id},
+                      {"currency", spec.currency},
+                      {"unit_amount", std::to_string(spec.unit_amount_minor)},
+                      {"lookup_key", spec.lookup_key},
+                      {"recurring", bj::object{{"interval", spec.interval},
+                                               {"interval_count", std::to_string(spec.interval_count)}}}};
+    TALLY_ASSIGN_OR_RETURN(Response r, client_.Post("/v1/prices", params, "tally_price_" + spec.lookup_key));
+    const std::string id = StringField(r.body, "id");
+    std::lock_guard lock(mu_);
+    price_ids_[spec.lookup_key] = id;
+    return std::make_pair(id, true);
+}
+
+}  // namespace tally::stripe

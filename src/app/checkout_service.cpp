@@ -1,0 +1,119 @@
+#include "app/checkout_service.hpp"
+
+namespace tally {
+namespace {
+
+Status CheckUrl(const std::string& url, const char* param) {
+    if (url.size() > kRedirectUrlBytesMax) {
+        return InvalidArgument(std::string(param) + " is longer than " + std::to_string(kRedirectUrlBytesMax) + " bytes",
+                               param);
+    }
+    if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) {
+        return InvalidArgument(std::string(param) + " must be an http:// or https:// URL", param);
+    }
+    return {};
+}
+
+}  // namespace
+
+Result<StripeCustomerId> CheckoutService::EnsureStripeCustomer(const CustomerId& id) {
+    std::optional<CustomerRecord> customer;
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(customer, tx.GetCustomer(id));
+        return {};
+    }));
+    if (!customer) return NotFound("no such customer: " + id.str(), "customer");
+    if (customer->stripe_customer_id) return *customer->stripe_customer_id;
+    // The idempotency key makes a retry (or a concurrent twin) get the same Stripe customer for 24 hours.
+    TALLY_ASSIGN_OR_RETURN(StripeCustomerId created, stripe_.CreateCustomer(customer->email, customer->name,
+                                                                            customer->external_id,
+                                                                            "tally_customer_" + id.str()));
+    StripeCustomerId linked = created;
+    TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto current, tx.GetCustomer(id));
+        if (!current) return NotFound("no such customer: " + id.str(), "customer");
+        if (current->stripe_customer_id) {
+            linked = *current->stripe_customer_id;
+            return {};
+        }
+        return billing_.LinkStripeCustomer(tx, *current, created, clock_.Now(), "api:checkout");
+    }));
+    return linked;
+}
+
+Result<HostedSession> CheckoutService::StartCheckout(const CustomerId& customer, const PlanId& plan_id,
+                                                     const std::string& interval, const std::string& success_url,
+                                                     const std::string& cancel_url, int64_t trial_period_days,
+                                                     const std::string& idempotency_key) {
+    const Plan* plan = billing_.catalog().FindPlan(plan_id);
+    if (plan == nullptr) return InvalidArgument("no such plan: " + plan_id.str(), "plan");
+    auto unit = ParseIntervalUnit(interval);
+    if (!unit.ok()) return InvalidArgument("interval must be month or year", "interval");
+    const CatalogPrice* price = nullptr;
+    for (const auto& p : plan->prices) {
+        if (p.interval.unit == *unit && p.interval.count == 1 && !p.lookup_key.empty() && p.unit_amount.amount_minor() > 0) {
+            price = &p;
+        }
+    }
+    if (price == nullptr) {
+        return InvalidArgument("plan " + plan_id.str() + " has no paid " + interval + "ly price to check out", "plan");
+    }
+    CheckoutConfig defaults;
+    {
+        std::lock_guard lock(mu_);
+        defaults = config_;
+    }
+    const std::string success = success_url.empty() ? defaults.success_url : success_url;
+    const std::string cancel = cancel_url.empty() ? defaults.cancel_url : cancel_url;
+    TALLY_TRY(CheckUrl(success, "success_url"));
+    TALLY_TRY(CheckUrl(cancel, "cancel_url"));
+    if (trial_period_days < 0 || trial_period_days > kTrialPeriodDaysMax) {
+        return InvalidArgument("trial_period_days must be between 0 and " + std::to_string(kTrialPeriodDaysMax),
+                               "trial_period_days");
+    }
+    TALLY_ASSIGN_OR_RETURN(StripeCustomerId stripe_customer, EnsureStripeCustomer(customer));
+    TALLY_ASSIGN_OR_RETURN(std::string price_id, stripe_.FindPriceId(price->lookup_key));
+    CheckoutSessionRequest request{stripe_customer, price_id, customer.str(), success, cancel, trial_period_days,
+                                   idempotency_key.empty() ? "" : "tally_checkout_" + idempotency_key};
+    return stripe_.CreateCheckoutSession(request);
+}
+
+Result<HostedSession> CheckoutService::StartPortal(const CustomerId& id, const std::string& return_url) {
+    std::string url = return_url;
+    if (url.empty()) {
+        std::lock_guard lock(mu_);
+        url = config_.portal_return_url;
+    }
+    TALLY_TRY(CheckUrl(url, "return_url"));
+    std::optional<CustomerRecord> customer;
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(customer, tx.GetCustomer(id));
+        return {};
+    }));
+    if (!customer) return NotFound("no such customer: " + id.str(), "customer");
+    if (!customer->stripe_customer_id) {
+        return InvalidArgument("customer " + id.str() + " has no Stripe customer yet: start a checkout first", "customer");
+    }
+    return stripe_.CreatePortalSession(*customer->stripe_customer_id, url);
+}
+
+Result<std::vector<PushedPrice>> PushCatalog(const Catalog& catalog, StripeApi& stripe) {
+    std::vector<PushedPrice> out;
+    for (const Plan& plan : catalog.plans()) {
+        for (const CatalogPrice& price : plan.prices) {
+            if (price.lookup_key.empty() || price.unit_amount.amount_minor() == 0) continue;
+            StripePriceSpec spec{price.lookup_key,
+                                 "tally_" + plan.id.str(),
+                                 plan.name,
+                                 price.unit_amount.amount_minor(),
+                                 price.unit_amount.currency().code(),
+                                 IntervalUnitName(price.interval.unit),
+                                 price.interval.count};
+            TALLY_ASSIGN_OR_RETURN(auto ensured, stripe.EnsurePrice(spec));
+            out.push_back(PushedPrice{price.lookup_key, ensured.first, ensured.second});
+        }
+    }
+    return out;
+}
+
+}  // namespace tally

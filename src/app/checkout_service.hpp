@@ -1,0 +1,71 @@
+#pragma once
+// Sending customers to Stripe: Checkout for a plan, the Customer Portal, and pushing the catalog's prices.
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "app/billing_service.hpp"
+#include "app/ports.hpp"
+#include "app/store.hpp"
+
+namespace tally {
+
+constexpr size_t kRedirectUrlBytesMax = 2048;  // success_url, cancel_url, return_url
+constexpr int64_t kTrialPeriodDaysMax = 730;   // Stripe's limit on trial_period_days
+
+/// Where Stripe sends the customer back when the caller names no URL.
+struct CheckoutConfig {
+    std::string success_url;  // may contain {CHECKOUT_SESSION_ID}
+    std::string cancel_url;
+    std::string portal_return_url;
+};
+
+/// One catalog price after `PushCatalog`.
+struct PushedPrice {
+    std::string lookup_key;
+    std::string price_id;
+    bool created = false;
+};
+
+/// Makes sure Stripe has every paid price of |catalog| under its lookup key, creating missing products (id
+/// "tally_<plan>") and prices; returns one entry per paid price. Stripe's errors as StripeApi returns them.
+Result<std::vector<PushedPrice>> PushCatalog(const Catalog& catalog, StripeApi& stripe);
+
+/// Use cases that start a Stripe-hosted flow. The outcome (a subscription, a changed plan) arrives later as
+/// webhooks; nothing here changes a role. Thread-safe.
+class CheckoutService {
+public:
+    CheckoutService(Store& store, BillingService& billing, StripeApi& stripe, const Clock& clock, CheckoutConfig config)
+        : store_(store), billing_(billing), stripe_(stripe), clock_(clock), config_(std::move(config)) {}
+
+    /// Replaces the default return URLs (set once the server knows its address).
+    void SetDefaults(CheckoutConfig config) {
+        std::lock_guard lock(mu_);
+        config_ = std::move(config);
+    }
+    /// A Checkout Session subscribing |customer| to |plan|'s |interval| ("month" | "year") price. Creates and
+    /// links the Stripe customer on first use. Empty URLs take the configured defaults. kNotFound for an unknown
+    /// customer; kInvalidArgument naming the field for an unknown or free plan, an interval the plan has no
+    /// price for, a URL that is not http(s) or is longer than kRedirectUrlBytesMax, or trial days outside
+    /// 0..kTrialPeriodDaysMax; Stripe's errors otherwise (kUnavailable when it cannot be reached).
+    Result<HostedSession> StartCheckout(const CustomerId& customer, const PlanId& plan, const std::string& interval,
+                                        const std::string& success_url, const std::string& cancel_url,
+                                        int64_t trial_period_days, const std::string& idempotency_key);
+    /// A Customer Portal session for |customer|. kNotFound for an unknown customer; kInvalidArgument
+    /// (param "customer") when it has no Stripe customer yet, or for a bad return_url.
+    Result<HostedSession> StartPortal(const CustomerId& customer, const std::string& return_url);
+    /// PushCatalog for this service's catalog.
+    Result<std::vector<PushedPrice>> PushCatalog() { return tally::PushCatalog(billing_.catalog(), stripe_); }
+
+private:
+    Result<StripeCustomerId> EnsureStripeCustomer(const CustomerId& id);
+
+    Store& store_;
+    BillingService& billing_;
+    StripeApi& stripe_;
+    const Clock& clock_;
+    std::mutex mu_;
+    CheckoutConfig config_;
+};
+
+}  // namespace tally
