@@ -113,10 +113,10 @@ public:
     virtual Result<EventEnvelope> DecodeEnvelope(std::string_view payload) const = 0;
     /// Full decode; kInvalidArgument naming the field when a handled type's object is malformed.
     virtual Result<DecodedEvent> Decode(std::string_view payload) const = 0;
-    /// data.object's and data.previous_attributes' top-level fields as compact JSON text, for the ordering
-    /// rule's chain check. Only needed when two events about one object share a second, so kept apart from
-    /// Decode: re-serialising every field of every event is the most expensive part of decoding.
-    virtual Result<std::pair<FieldMap, FieldMap>> DecodeFields(std::string_view payload) const = 0;
+    /// The ordering rule's chain evidence between two events about one object (only needed when they share a
+    /// second, so kept apart from Decode): {a follows b, b follows a}, each per FollowsFrom over the fields
+    /// its previous_attributes name. kInvalidArgument if either payload is not JSON.
+    virtual Result<std::pair<bool, bool>> ChainEvidence(std::string_view a, std::string_view b) const = 0;
 };
 
 /// Verifies a Stripe-Signature header over the raw body. Thread-safe.

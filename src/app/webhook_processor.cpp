@@ -96,6 +96,23 @@ Result<std::vector<Result<std::string>>> WebhookProcessor::ProcessBatch(const st
         }
         return {};
     }));
+    return ApplyDecoded(ids, decoded, now);
+}
+
+Result<std::vector<Result<std::string>>> WebhookProcessor::ProcessRecorded(const std::vector<InboxEvent>& events) {
+    const Timestamp now = clock_.Now();
+    std::vector<StripeEventId> ids;
+    std::vector<std::optional<Result<DecodedEvent>>> decoded(events.size());
+    ids.reserve(events.size());
+    for (size_t i = 0; i < events.size(); ++i) {
+        ids.push_back(events[i].id);
+        decoded[i].emplace(decoder_.Decode(events[i].payload));  // views into |events|, which outlive this call
+    }
+    return ApplyDecoded(ids, decoded, now);
+}
+
+Result<std::vector<Result<std::string>>> WebhookProcessor::ApplyDecoded(
+    const std::vector<StripeEventId>& ids, std::vector<std::optional<Result<DecodedEvent>>>& decoded, Timestamp now) {
     std::vector<Result<std::string>> results;
     TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
         results.clear();
@@ -148,11 +165,9 @@ Result<bool> WebhookProcessor::IsNewer(StoreTx& tx, const DecodedEvent& event, b
         // Same second: look for chain evidence between this event and the stored snapshot's own event.
         TALLY_ASSIGN_OR_RETURN(auto stored_payload, tx.GetInboxPayload(StripeEventId(stored.event_id)));
         if (stored_payload) {
-            auto mine = decoder_.DecodeFields(event.payload);
-            auto theirs = decoder_.DecodeFields(*stored_payload);
-            if (mine.ok() && theirs.ok()) {
-                incoming_follows = FollowsFrom(mine->second, theirs->first);
-                stored_follows = FollowsFrom(theirs->second, mine->first);
+            if (auto evidence = decoder_.ChainEvidence(event.payload, *stored_payload); evidence.ok()) {
+                incoming_follows = evidence->first;
+                stored_follows = evidence->second;
             }
         }
     }

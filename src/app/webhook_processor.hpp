@@ -34,12 +34,20 @@ public:
     /// is rolled back alone and marked failed with its backoff. Returns one outcome or error per id;
     /// kUnavailable if the transaction itself could not commit (then nothing changed).
     Result<std::vector<Result<std::string>>> ProcessBatch(const std::vector<StripeEventId>& ids);
+    /// ProcessBatch for events whose payloads the caller holds (just appended to the inbox): decodes them
+    /// without reading them back. Their state is still checked inside the transaction.
+    Result<std::vector<Result<std::string>>> ProcessRecorded(const std::vector<InboxEvent>& events);
     /// Processes every due event (at most kWebhookProcessBatchMax); returns how many were attempted.
     Result<int> ProcessDue();
     /// Makes an event due now again, whatever its state; kNotFound for an unknown id.
     Result<InboxEvent> Retry(const StripeEventId& id);
 
 private:
+    /// Applies |decoded| (one per id; empty when the event was missing or already processed) in one write
+    /// transaction, each event in its own savepoint.
+    Result<std::vector<Result<std::string>>> ApplyDecoded(const std::vector<StripeEventId>& ids,
+                                                          std::vector<std::optional<Result<DecodedEvent>>>& decoded,
+                                                          Timestamp now);
     /// Applies one inbox event inside |tx| and marks it processed, or marks it failed; returns the outcome.
     Result<std::string> ProcessInTx(StoreTx& tx, const StripeEventId& id, const Result<DecodedEvent>* decoded,
                                     Timestamp now);

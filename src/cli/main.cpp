@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "cli/runtime.hpp"
+#include "cli/simulate.hpp"
 
 int main(int argc, char** argv) {
     using tally::cli::ServeOptions;
@@ -85,6 +86,19 @@ int main(int argc, char** argv) {
     push_cmd->add_option("--stripe-api-base", push_base, "Stripe API base URL (default https://api.stripe.com)")
         ->envname("STRIPE_API_BASE");
 
+    tally::cli::SimulateOptions sim;
+    auto* sim_cmd = app.add_subcommand(
+        "simulate", "Drive a reproducible customer population through the Stripe sandbox's clock into a new Tally "
+                    "database (signups, trials, plan changes, cancellations, failed payments) and print a summary");
+    sim_cmd->add_option("--customers", sim.customers, "How many customers sign up")->check(CLI::Range(1, 1000000))
+        ->capture_default_str();
+    sim_cmd->add_option("--months", sim.months, "Simulated months (of 30 days)")->check(CLI::Range(1, 120))
+        ->capture_default_str();
+    sim_cmd->add_option("--seed", sim.seed, "Random seed: the same seed gives the same run")->capture_default_str();
+    sim_cmd->add_option("--db", sim.db, "New SQLite database to fill (must not exist)")->capture_default_str();
+    sim_cmd->add_option("--catalog", sim.catalog, "Plan catalog JSON")->envname("TALLY_CATALOG")->capture_default_str();
+    sim_cmd->add_option("--start", sim.start, "Simulated start, RFC 3339 UTC")->capture_default_str();
+
     std::string payload;
     std::string secret;
     std::string secret_file;
@@ -110,6 +124,7 @@ int main(int argc, char** argv) {
     if (*sandbox_cmd) return tally::cli::RunSandbox(sandbox_host, sandbox_port, sandbox_options);
     if (*serve_cmd) return tally::cli::Serve(serve);
     if (*migrate_cmd) return tally::cli::Migrate(db);
+    if (*sim_cmd) return tally::cli::Simulate(sim);
     if (*push_cmd) return tally::cli::PushCatalogCommand(catalog_file, push_key, push_base);
     if (*keys_create) return tally::cli::CreateKey(db);
     if (*sign_cmd) {

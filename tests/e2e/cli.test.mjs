@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BIN } from './harness.mjs';
+import { BIN, SOURCE_DIR, startTally } from './harness.mjs';
 
 const run = (args, env = {}) => spawnSync(BIN, args, { encoding: 'utf8', env: { ...process.env, ...env } });
 
@@ -47,6 +47,43 @@ test('serve refuses an invalid catalog with an error naming the JSON path', () =
     assert.equal(r.status, 2);
     assert.match(r.stderr, /plans\[0\]\.prices\[0\]\.currency/);
     assert.match(r.stderr, /unknown currency 'usx'/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('simulate: the same seed gives the same population, written into a database serve can open', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tally-sim-'));
+  const catalog = join(SOURCE_DIR, 'config/pricing.json');
+  const summary = (out) => out.split('\n').filter((l) => !l.startsWith('elapsed_ms')).join('\n');
+  try {
+    const a = run(['simulate', '--customers', '80', '--months', '3', '--seed', '11', '--db', join(dir, 'a.db'), '--catalog', catalog]);
+    assert.equal(a.status, 0, a.stderr);
+    assert.match(a.stdout, /^customers: 80 of 80 \(seed 11, 3 months from 2025-01-01T00:00:00Z\)$/m);
+    assert.match(a.stdout, /events processed: \d+, failed: 0$/m);
+    const processed = Number(a.stdout.match(/events processed: (\d+)/)[1]);
+    assert.ok(processed > 80 * 8, `${processed} events`);
+    for (const kind of ['customer.subscription.created', 'invoice.paid', 'invoice.payment_failed', 'customer.subscription.trial_will_end']) {
+      assert.match(a.stdout, new RegExp(`${kind.replaceAll('.', '\\.')}=\\d+`), kind);
+    }
+    const b = run(['simulate', '--customers', '80', '--months', '3', '--seed', '11', '--db', join(dir, 'b.db'), '--catalog', catalog]);
+    assert.equal(summary(b.stdout), summary(a.stdout));
+    const c = run(['simulate', '--customers', '80', '--months', '3', '--seed', '12', '--db', join(dir, 'c.db'), '--catalog', catalog]);
+    assert.notEqual(summary(c.stdout), summary(a.stdout));
+    const again = run(['simulate', '--customers', '5', '--db', join(dir, 'a.db'), '--catalog', catalog]);
+    assert.equal(again.status, 2);
+    assert.match(again.stderr, /exists/);
+
+    // The result is an ordinary Tally database: serve it and read a simulated customer through the API.
+    const tally = await startTally({ TALLY_DB: join(dir, 'a.db') }, { dir });
+    try {
+      const found = (await tally.get('/v1/customers?external_id=sim_0')).json.data;
+      assert.equal(found.length, 1);
+      assert.match(found[0].stripe_customer_id, /^cus_/);
+      assert.ok(found[0].subscription, 'sim_0 has a subscription');
+    } finally {
+      await tally.stop();
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

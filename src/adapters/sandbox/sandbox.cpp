@@ -14,7 +14,7 @@ namespace tally::sandbox {
 
 using namespace detail;  // NOLINT(google-build-using-namespace): the sandbox's own helpers
 
-Sandbox::Sandbox(SandboxConfig config) : config_(std::move(config)) {
+Sandbox::Sandbox(SandboxConfig config) : config_(std::move(config)), id_rng_(config_.id_seed.value_or(0)) {
     if (!config_.now) {
         config_.now = [] {
             return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -52,7 +52,23 @@ std::vector<Delivery> Sandbox::deliveries() const {
     return deliveries_;
 }
 
-std::string Sandbox::NewId(const std::string& prefix) { return prefix + "_" + RandomHex(12); }
+std::string Sandbox::NewId(const std::string& prefix) { return prefix + "_" + Hex(12); }
+
+std::string Sandbox::Hex(size_t bytes) {
+    if (!config_.id_seed) return RandomHex(bytes);
+    static constexpr char kDigits[] = "0123456789abcdef";
+    std::string out;
+    out.reserve(bytes * 2);
+    uint64_t word = 0;
+    for (size_t i = 0; i < bytes; ++i) {
+        if (i % 8 == 0) word = id_rng_();
+        const auto byte = static_cast<unsigned>(word & 0xffU);
+        word >>= 8;
+        out.push_back(kDigits[byte >> 4]);
+        out.push_back(kDigits[byte & 0xfU]);
+    }
+    return out;
+}
 
 bj::object Sandbox::Template(const char* resource) const { return fixtures_.at(resource).as_object(); }
 
@@ -128,7 +144,7 @@ http::Response Sandbox::Handle(const http::Request& req) {
     params->erase("expand");  // accepted; this slice returns objects unexpanded
 
     std::lock_guard lock(mu_);
-    current_request_id_ = "req_" + RandomHex(7);
+    current_request_id_ = "req_" + Hex(7);
     current_idempotency_key_.clear();
     const std::string idem = req.Header("idempotency-key");
     std::string request_hash;

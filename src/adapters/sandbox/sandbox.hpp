@@ -14,6 +14,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <set>
 #include <string>
 #include <thread>
@@ -55,6 +56,9 @@ struct SandboxConfig {
     /// Keep every event for `GET /v1/events` (Stripe keeps 30 days). Off only for bulk simulations, where
     /// events are taken with TakeEvents instead.
     bool retain_events = true;
+    /// Seeds the ids the sandbox makes (cus_, sub_, evt_, ...) so that a run can be repeated exactly (simulations);
+    /// unset: random ids.
+    std::optional<uint64_t> id_seed;
 };
 
 /// One attempt to deliver an event to an endpoint.
@@ -220,6 +224,8 @@ private:
     void Emit(const std::string& type, const boost::json::object& object,
               const boost::json::object* previous_attributes = nullptr, std::optional<int64_t> created = std::nullopt);
     std::string NewId(const std::string& prefix);
+    /// |bytes| random bytes as hex: from the seeded generator when SandboxConfig::id_seed is set.
+    std::string Hex(size_t bytes);
     boost::json::object Template(const char* resource) const;
 
     void DeliveryLoop();
@@ -235,11 +241,13 @@ private:
     std::map<std::string, CardBehavior> cards_;                  // payment method id -> how it behaves
     std::set<std::string> authenticated_;                        // payment intents whose 3-D Secure passed
     std::map<std::string, std::set<std::string>> open_invoices_;  // subscription id -> invoices in dunning
+    std::map<std::string, std::vector<std::string>> pending_items_;  // subscription id -> unbilled invoice items
     std::map<std::string, std::string> item_subscription_;     // subscription item id -> subscription id
     std::map<std::string, boost::json::array> checkout_lines_;   // checkout session id -> line items
     std::map<std::string, std::string> checkout_of_intent_;
     std::map<std::string, std::string> intent_invoice_;          // payment intent id -> invoice it collects     // payment intent id -> checkout session awaiting it
-    std::vector<std::string> taken_events_;                      // TakeEvents' queue when events are not retained
+    std::vector<std::string> taken_events_;
+    std::mt19937_64 id_rng_;                      // TakeEvents' queue when events are not retained
     std::string current_request_id_;
     std::string current_idempotency_key_;
     std::vector<Delivery> deliveries_;

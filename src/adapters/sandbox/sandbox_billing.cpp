@@ -135,16 +135,15 @@ std::string Sandbox::CreateInvoice(bj::object& s, const std::string& billing_rea
     const std::string subscription_id = Str(s, "id");
     const std::string customer_id = Str(s, "customer");
     // Pending invoice items of this subscription (prorations) are billed on this invoice.
-    for (const auto& ii_id : order_["invoiceitem"]) {
+    auto pending = pending_items_.find(subscription_id);
+    for (const auto& ii_id : pending == pending_items_.end() ? std::vector<std::string>() : pending->second) {
         bj::object& ii = objects_.at(ii_id);
-        if (!ii.at("invoice").is_null() || Str(ii, "customer") != customer_id) continue;
-        const auto& parent = ii.at("parent").as_object();
-        if (Str(parent.at("subscription_details").as_object(), "subscription") != subscription_id) continue;
         ii["invoice"] = id;
         bj::object line = ii.at("line").as_object();
         line["parent"].as_object()["subscription_item_details"].as_object()["invoice_item"] = ii_id;
         lines.push_back(std::move(line));
     }
+    if (pending != pending_items_.end()) pending_items_.erase(pending);
     int64_t total = 0;
     for (auto& line : lines) {
         line.as_object()["invoice"] = id;
@@ -560,6 +559,7 @@ std::optional<http::Response> Sandbox::ChangeItem(bj::object& s, const bj::objec
         ii["pricing"] = line.at("pricing");
         ii["line"] = line;  // internal: the invoice line this item becomes
         Put("invoiceitem", ii);
+        pending_items_[Str(s, "id")].push_back(ii_id);
         bj::object shown = ii;
         shown.erase("line");
         Emit("invoiceitem.created", shown, nullptr, at);
@@ -872,11 +872,8 @@ http::Response Sandbox::CreatePreviewInvoice(const bj::object& params) {
     const bool interval_change = !(IntervalOf(*price) == IntervalOf(item.at("price").as_object()));
     bj::array lines;
     // Pending invoice items of this subscription come first, as on the real invoice.
-    for (const auto& ii_id : order_["invoiceitem"]) {
-        const bj::object& ii = objects_.at(ii_id);
-        if (!ii.at("invoice").is_null()) continue;
-        if (Str(ii.at("parent").at("subscription_details").as_object(), "subscription") != sub_id) continue;
-        lines.push_back(ii.at("line"));
+    if (auto pending = pending_items_.find(sub_id); pending != pending_items_.end()) {
+        for (const auto& ii_id : pending->second) lines.push_back(objects_.at(ii_id).at("line"));
     }
     if (changed && status != "trialing" && behavior != "none") {
         auto prorations = ProrationLines(s, *price, quantity, at);

@@ -46,7 +46,7 @@ http::Response Sandbox::CreateCustomer(const bj::object& params) {
     c["delinquent"] = false;
     c["default_source"] = nullptr;
     c["currency"] = nullptr;
-    c["invoice_prefix"] = RandomHex(4);
+    c["invoice_prefix"] = Hex(4);
     c["next_invoice_sequence"] = 1;
     c["preferred_locales"] = bj::array();
     c["tax_exempt"] = "none";

@@ -175,7 +175,7 @@ http::Response Sandbox::CreateCheckoutSession(const bj::object& params) {
     }
     const int64_t now = customer_id.empty() ? config_.now() : NowFor(customer_id);
     bj::object cs = Template("checkout.session");
-    const std::string id = "cs_test_" + RandomHex(24);
+    const std::string id = "cs_test_" + Hex(24);
     cs["id"] = id;
     cs["mode"] = mode;
     cs["status"] = "open";
@@ -391,7 +391,7 @@ http::Response Sandbox::CreatePortalSession(const bj::object& params) {
     if (Find("customer", customer_id) == nullptr) return Invalid("customer", "No such customer: '" + customer_id + "'");
     if (Has(params, "flow_data")) return Invalid("flow_data", "The sandbox's portal does not support flow_data.");
     bj::object ps = Template("billing_portal.session");
-    const std::string id = "bps_" + RandomHex(12);
+    const std::string id = "bps_" + Hex(12);
     ps["id"] = id;
     ps["configuration"] = Has(params, "configuration") ? Str(params, "configuration") : "bpc_sandbox_default";
     ps["created"] = NowFor(customer_id);
@@ -552,7 +552,7 @@ http::Response Sandbox::PortalAction(const std::string& id, const std::vector<st
 http::Response Sandbox::HostedPage(const http::Request& req) {
     const std::vector<std::string> seg = http::PathSegments(req.path);
     std::lock_guard lock(mu_);
-    current_request_id_ = "req_" + RandomHex(7);
+    current_request_id_ = "req_" + Hex(7);
     current_idempotency_key_.clear();
     auto form = stripe::DecodeForm(req.method == "POST" ? std::string_view(req.body) : std::string_view());
     if (!form.ok()) return HtmlPage(400, "Bad request", "<h1>Malformed form</h1>");

@@ -234,7 +234,7 @@ bj::object& Sandbox::NewPaymentIntent(const std::string& customer, int64_t amoun
     pi["canceled_at"] = nullptr;
     pi["cancellation_reason"] = nullptr;
     pi["capture_method"] = "automatic";
-    pi["client_secret"] = id + "_secret_" + RandomHex(12);
+    pi["client_secret"] = id + "_secret_" + Hex(12);
     pi["confirmation_method"] = "automatic";
     pi["created"] = at;
     pi["currency"] = currency;
@@ -289,7 +289,7 @@ Sandbox::PaymentOutcome Sandbox::ConfirmIntent(bj::object& pi, const std::string
     ch["application"] = nullptr;
     ch["application_fee"] = nullptr;
     ch["application_fee_amount"] = nullptr;
-    ch["balance_transaction"] = ok ? bj::value("txn_" + RandomHex(12)) : bj::value(nullptr);
+    ch["balance_transaction"] = ok ? bj::value("txn_" + Hex(12)) : bj::value(nullptr);
     ch["billing_details"] = pm ? pm->at("billing_details") : bj::value(nullptr);
     ch["calculated_statement_descriptor"] = "TALLY SANDBOX";
     ch["captured"] = ok;
@@ -512,7 +512,7 @@ http::Response Sandbox::CreateRefund(const bj::object& params) {
     const std::string id = NewId("re");
     refund["id"] = id;
     refund["amount"] = amount;
-    refund["balance_transaction"] = "txn_" + RandomHex(12);
+    refund["balance_transaction"] = "txn_" + Hex(12);
     refund["charge"] = charge_id;
     refund["created"] = at;
     refund["currency"] = ch->at("currency");

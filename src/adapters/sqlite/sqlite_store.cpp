@@ -407,7 +407,7 @@ int BusyHandler(void*, int count) {
 }
 }  // namespace
 
-Result<std::unique_ptr<Connection>> Connection::Open(const std::string& path) {
+Result<std::unique_ptr<Connection>> Connection::Open(const std::string& path, bool durable) {
     sqlite3* db = nullptr;
     const int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                                    nullptr);
@@ -420,7 +420,7 @@ Result<std::unique_ptr<Connection>> Connection::Open(const std::string& path) {
     sqlite3_busy_handler(db, BusyHandler, nullptr);
     // WAL + synchronous=FULL: every COMMIT is fsync'd before it returns (acknowledged means durable).
     TALLY_TRY(conn->Exec("PRAGMA journal_mode=WAL"));
-    TALLY_TRY(conn->Exec("PRAGMA synchronous=FULL"));
+    TALLY_TRY(conn->Exec(durable ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=OFF"));
     TALLY_TRY(conn->Exec("PRAGMA foreign_keys=ON"));
     TALLY_TRY(conn->Exec(("PRAGMA journal_size_limit=" + std::to_string(kWalSizeLimitBytes)).c_str()));
     // A 64 MiB page cache keeps hot pages in memory. No mmap: with a database that grows under load, SQLite
@@ -475,8 +475,8 @@ tally::Error Connection::LastError() {
     return Unavailable(msg);
 }
 
-Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path) {
-    TALLY_ASSIGN_OR_RETURN(auto writer, Connection::Open(path));
+Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, bool durable) {
+    TALLY_ASSIGN_OR_RETURN(auto writer, Connection::Open(path, durable));
     TALLY_TRY(Migrate(writer->raw()));
     // Checkpoints run on their own connection and thread (CheckpointLoop), never inside a commit.
     TALLY_TRY(writer->Exec("PRAGMA wal_autocheckpoint=0"));

@@ -27,7 +27,8 @@ constexpr int64_t kSlowOperationMs = 100;  // commits and checkpoints slower tha
 /// One SQLite connection with a cache of prepared statements. Not thread-safe: guarded by its owner.
 class Connection {
 public:
-    static Result<std::unique_ptr<Connection>> Open(const std::string& path);
+    /// |durable|: synchronous=FULL (every COMMIT fsync'd); false: synchronous=OFF, for bulk generation only.
+    static Result<std::unique_ptr<Connection>> Open(const std::string& path, bool durable = true);
     ~Connection();
     Connection(const Connection&) = delete;
     Connection& operator=(const Connection&) = delete;
@@ -49,7 +50,9 @@ private:
 class SqliteStore final : public Store {
 public:
     /// Opens (creating if needed) and migrates |path|. kUnavailable if the file cannot be opened.
-    static Result<std::unique_ptr<SqliteStore>> Open(const std::string& path);
+    /// |durable| false skips fsync on commit (`tally simulate` fills a new database it can regenerate):
+    /// never for a database that acknowledges anything to anyone.
+    static Result<std::unique_ptr<SqliteStore>> Open(const std::string& path, bool durable = true);
 
     Status Read(const std::function<Status(StoreTx&)>& fn) override;
     Status Write(const std::function<Status(StoreTx&)>& fn) override;

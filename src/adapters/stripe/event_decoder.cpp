@@ -241,18 +241,34 @@ Result<DecodedEvent> StripeEventDecoder::Decode(std::string_view payload) const 
     return event;
 }
 
-Result<std::pair<FieldMap, FieldMap>> StripeEventDecoder::DecodeFields(std::string_view payload) const {
-    TALLY_ASSIGN_OR_RETURN(bj::value root, json::Parse(payload));
-    std::pair<FieldMap, FieldMap> out;
-    const auto* data = root.is_object() ? root.get_object().if_contains("data") : nullptr;
-    if (data == nullptr || !data->is_object()) return out;
-    if (const auto* object = data->get_object().if_contains("object"); object && object->is_object()) {
-        out.first = Fields(object->get_object());
-    }
-    if (const auto* prev = data->get_object().if_contains("previous_attributes"); prev && prev->is_object()) {
-        out.second = Fields(prev->get_object());
-    }
-    return out;
+Result<std::pair<bool, bool>> StripeEventDecoder::ChainEvidence(std::string_view a, std::string_view b) const {
+    TALLY_ASSIGN_OR_RETURN(bj::value root_a, json::Parse(a));
+    TALLY_ASSIGN_OR_RETURN(bj::value root_b, json::Parse(b));
+    // data.object and data.previous_attributes of one event; either may be absent.
+    auto parts = [](const bj::value& root) {
+        std::pair<const bj::object*, const bj::object*> out{nullptr, nullptr};
+        const auto* data = root.is_object() ? root.get_object().if_contains("data") : nullptr;
+        if (data == nullptr || !data->is_object()) return out;
+        if (const auto* o = data->get_object().if_contains("object"); o && o->is_object()) out.first = &o->get_object();
+        if (const auto* p = data->get_object().if_contains("previous_attributes"); p && p->is_object()) {
+            out.second = &p->get_object();
+        }
+        return out;
+    };
+    // Serialises only the fields |later|'s previous_attributes name: whole-object serialisation was the
+    // costliest part of ordering same-second events.
+    auto follows = [](const bj::object* later_previous, const bj::object* earlier_object) {
+        if (later_previous == nullptr || earlier_object == nullptr) return false;
+        FieldMap previous = Fields(*later_previous);
+        FieldMap earlier;
+        for (const auto& [key, _] : previous) {
+            if (const auto* v = earlier_object->if_contains(key)) earlier.emplace(key, bj::serialize(*v));
+        }
+        return FollowsFrom(previous, earlier);
+    };
+    const auto pa = parts(root_a);
+    const auto pb = parts(root_b);
+    return std::make_pair(follows(pa.second, pb.first), follows(pb.second, pa.first));
 }
 
 }  // namespace tally

@@ -10,7 +10,7 @@ class StripeEventDecoder final : public EventDecoder {
 public:
     Result<EventEnvelope> DecodeEnvelope(std::string_view payload) const override;
     Result<DecodedEvent> Decode(std::string_view payload) const override;
-    Result<std::pair<FieldMap, FieldMap>> DecodeFields(std::string_view payload) const override;
+    Result<std::pair<bool, bool>> ChainEvidence(std::string_view a, std::string_view b) const override;
 };
 
 }  // namespace tally

@@ -40,11 +40,23 @@ TEST(EventDecoderTest, DecodesStripesOwnSubscriptionFixture) {
     EXPECT_EQ(s.unit_amount_minor, 2000);
     EXPECT_EQ(s.interval.unit, BillingInterval::Unit::kMonth);
     EXPECT_EQ(s.current_period_end.unix_seconds(), 976287773);  // item-level period (current API)
-    auto fields = decoder.DecodeFields(Event("customer.subscription.updated", sub, {{"status", "trialing"}}));
-    ASSERT_TRUE(fields.ok());
-    EXPECT_EQ(fields->second.at("status"), "\"trialing\"");
-    EXPECT_EQ(fields->first.at("status"), "\"active\"");
-    EXPECT_EQ(fields->first.at("cancel_at_period_end"), "true");  // as in fixtures3.json
+    // Chain evidence: an update whose previous_attributes match the other event's object came after it.
+    bj::object trialing = sub;
+    trialing["status"] = "trialing";
+    const std::string created = Event("customer.subscription.created", trialing);
+    const std::string updated = Event("customer.subscription.updated", sub, {{"status", "trialing"}});
+    auto evidence = decoder.ChainEvidence(updated, created);
+    ASSERT_TRUE(evidence.ok());
+    EXPECT_TRUE(evidence->first);    // updated follows created
+    EXPECT_FALSE(evidence->second);  // created has no previous_attributes: it proves nothing
+    auto reversed = decoder.ChainEvidence(created, updated);
+    ASSERT_TRUE(reversed.ok());
+    EXPECT_FALSE(reversed->first);
+    EXPECT_TRUE(reversed->second);
+    // previous_attributes that do not match the other object prove nothing.
+    const std::string unrelated = Event("customer.subscription.updated", sub, {{"status", "past_due"}});
+    EXPECT_FALSE(decoder.ChainEvidence(unrelated, created)->first);
+    EXPECT_FALSE(decoder.ChainEvidence("not json", created).ok());
 }
 
 TEST(EventDecoderTest, DecodesCustomerInvoiceCheckoutAndPaymentFixtures) {
