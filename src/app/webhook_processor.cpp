@@ -364,6 +364,7 @@ WebhookWorker::~WebhookWorker() { Stop(); }
 void WebhookWorker::Start() {
     thread_ = std::thread([this] {
         SetCurrentThreadName("tally-worker");
+        LowerCurrentThreadPriority(kWorkerNiceIncrement);
         Run();
     });
 }

@@ -70,6 +70,7 @@ private:
     const Clock& clock_;
 };
 
+constexpr int kWorkerNiceIncrement = 10;   // the worker's CPU priority below the HTTP threads (nice levels)
 constexpr int kProcessingDeferMsMax = 100;  // while deliveries queue, processing waits at most this long per batch
 
 /// Runs the processor and the role sweep on a background thread. Notify() wakes it after new events are

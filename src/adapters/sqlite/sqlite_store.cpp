@@ -383,6 +383,11 @@ private:
 }  // namespace
 
 namespace {
+int64_t SteadyMs() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
 int64_t ElapsedMs(std::chrono::steady_clock::time_point since) {
     return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - since).count();
 }
@@ -487,8 +492,19 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, 
 
 SqliteStore::SqliteStore(std::unique_ptr<Connection> writer, std::unique_ptr<Connection> reader,
                          std::unique_ptr<Connection> checkpointer)
-    : writer_(std::move(writer)), reader_(std::move(reader)), checkpointer_(std::move(checkpointer)),
-      checkpoint_thread_([this] { CheckpointLoop(); }) {}
+    : writer_(std::move(writer)), reader_(std::move(reader)), checkpointer_(std::move(checkpointer)) {
+    // Told the WAL's size after every commit; replaces SQLite's own auto-checkpoint hook (disabled anyway).
+    sqlite3_wal_hook(
+        writer_->raw(),
+        [](void* self, sqlite3*, const char*, int frames) {
+            auto* store = static_cast<SqliteStore*>(self);
+            store->wal_frames_.store(frames, std::memory_order_relaxed);
+            store->last_commit_ms_.store(SteadyMs(), std::memory_order_relaxed);
+            return SQLITE_OK;
+        },
+        this);
+    checkpoint_thread_ = std::thread([this] { CheckpointLoop(); });
+}
 
 SqliteStore::~SqliteStore() {
     {
@@ -507,17 +523,25 @@ void SqliteStore::CheckpointLoop() {
     std::unique_lock lock(checkpoint_mu_);
     while (!checkpoint_cv_.wait_for(lock, std::chrono::milliseconds(kCheckpointIntervalMs), [this] { return stopping_; })) {
         lock.unlock();
-        int log_frames = 0;
-        int checkpointed_frames = 0;
-        sqlite3_wal_checkpoint_v2(checkpointer_->raw(), nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
-                                  &checkpointed_frames);
-        // Under constant load a PASSIVE checkpoint never lets the WAL start over, so it grows without bound and
-        // every commit extends the file (an fdatasync that must journal metadata). Once everything is copied,
-        // RESTART waits briefly for readers so that the next writer reuses the WAL from its start.
-        if (log_frames >= kWalRestartFramesMin && checkpointed_frames == log_frames) {
+        const int frames = wal_frames_.load(std::memory_order_relaxed);
+        const bool quiet = SteadyMs() - last_commit_ms_.load(std::memory_order_relaxed) >= kCheckpointIdleMs;
+        if ((quiet && frames >= kWalRestartFramesMin) || frames >= kWalBusyFramesMax) {
+            int log_frames = 0;
+            int checkpointed_frames = 0;
             const auto start = std::chrono::steady_clock::now();
-            sqlite3_wal_checkpoint_v2(checkpointer_->raw(), nullptr, SQLITE_CHECKPOINT_RESTART, nullptr, nullptr);
-            if (const int64_t ms = ElapsedMs(start); ms > kSlowOperationMs) LogSlow("WAL restart checkpoint", ms);
+            sqlite3_wal_checkpoint_v2(checkpointer_->raw(), nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
+                                      &checkpointed_frames);
+            // Everything copied: RESTART makes the next writer reuse the WAL from its start (it waits for
+            // readers and blocks writers meanwhile, which is why it waits for a quiet moment).
+            if (checkpointed_frames == log_frames) {
+                sqlite3_wal_checkpoint_v2(checkpointer_->raw(), nullptr, SQLITE_CHECKPOINT_RESTART, nullptr, nullptr);
+                wal_frames_.store(0, std::memory_order_relaxed);
+            }
+            if (const int64_t ms = ElapsedMs(start); ms > kSlowOperationMs) {
+                LogSlow(std::string(quiet ? "quiet" : "busy") + " checkpoint of " + std::to_string(log_frames) +
+                            " WAL frames",
+                        ms);
+            }
         }
         lock.lock();
     }

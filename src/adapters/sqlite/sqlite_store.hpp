@@ -3,6 +3,7 @@
 // a busy timeout, and forward-only migrations applied at open.
 #include <sqlite3.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <memory>
 #include <thread>
@@ -15,13 +16,17 @@
 namespace tally::sqlite {
 
 constexpr int kBusyTimeoutMs = 5000;
-constexpr int kCheckpointIntervalMs = 200;    // background WAL checkpoint cadence
-// ~32 MiB of WAL: then make the next writer start it over. A RESTART blocks writers for 20-40 ms here; at
-// ordinary rates the WAL restarts on its own in idle moments. Keep the WAL under kWalSizeLimitBytes: a larger
-// one is truncated at every reset, and freeing hundreds of MB (on a disk mounted with discard) stalls fsyncs.
-// Measured: 256 MiB gave a worse p99 than 32 MiB; no RESTART at all let the WAL reach 490 MB in 8 s.
-constexpr int kWalRestartFramesMin = 8192;
+constexpr int kCheckpointIntervalMs = 50;     // how often the checkpointer looks at the WAL
+// Checkpoints copy the WAL into the database file and fsync it. Done while commits run, that I/O delays their
+// fsyncs (commits of one event took 12-31 ms), and the RESTART that lets the WAL start over blocks writers
+// for 20-50 ms. So the checkpointer waits for a quiet moment (no commit for kCheckpointIdleMs) and then copies
+// everything and restarts the WAL. Only if writes never pause does it checkpoint under load, once the WAL holds
+// kWalBusyFramesMax frames (~1 GiB with 4 KiB pages), so the WAL stays bounded; that checkpoint stalls writers
+// (150 ms measured at 256 MiB), so the cap sits above any burst we expect: ~25 s of 10k events/s.
+constexpr int64_t kCheckpointIdleMs = 100;
+constexpr int kWalBusyFramesMax = 262144;
 constexpr int64_t kWalSizeLimitBytes = int64_t{64} * 1024 * 1024;  // what a reset WAL is truncated to
+constexpr int kWalRestartFramesMin = 256;  // in a quiet moment, restart a WAL of at least this many frames
 constexpr int64_t kSlowOperationMs = 100;  // commits and checkpoints slower than this are logged
 
 /// One SQLite connection with a cache of prepared statements. Not thread-safe: guarded by its owner.
@@ -76,6 +81,8 @@ private:
     std::mutex checkpoint_mu_;
     std::condition_variable checkpoint_cv_;
     bool stopping_ = false;
+    std::atomic<int64_t> last_commit_ms_{0};  // steady clock, ms: when the writer last committed
+    std::atomic<int> wal_frames_{0};          // frames in the WAL after the writer's last commit (wal hook)
     std::thread checkpoint_thread_;
 };
 
