@@ -160,6 +160,7 @@ private:
         config.public_url = "http://sandbox.invalid";  // no hosted pages in a simulation
         config.retain_events = false;                   // Drain takes them
         config.id_seed = o.seed;                        // the same seed gives the same ids, so the same run
+        config.wall_clock_tick_ms = 0;                  // every customer is on the simulation's test clock
         return config;
     }
 

@@ -259,3 +259,22 @@ test('cancel with prorate credits the unused time to the customer balance', asyn
   assert.equal(canceled.status, 'canceled');
   assert.equal((await stripe.customers.retrieve(customer.id)).balance, -1000);  // 10 of 30 days unused
 });
+
+test('without a test clock, subscriptions live in real time: a trial ending in 2 s converts and is invoiced', async () => {
+  const price = await monthlyPrice(700);
+  const customer = await stripe.customers.create({ email: 'wall@example.com', payment_method: 'pm_card_visa', invoice_settings: { default_payment_method: 'pm_card_visa' } });
+  const trialEnd = Math.floor(Date.now() / 1000) + 2;
+  const sub = await stripe.subscriptions.create({ customer: customer.id, items: [{ price: price.id }], trial_end: trialEnd });
+  assert.equal(sub.status, 'trialing');
+  let converted;
+  for (let i = 0; i < 100 && !converted; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    const s = await stripe.subscriptions.retrieve(sub.id);
+    if (s.status === 'active') converted = s;
+  }
+  assert.ok(converted, 'the trial converted on the wall clock');
+  assert.equal(converted.items.data[0].current_period_start, trialEnd);
+  const invoice = await stripe.invoices.retrieve(converted.latest_invoice);
+  assert.equal(invoice.billing_reason, 'subscription_cycle');
+  assert.equal(invoice.amount_paid, 700);
+});

@@ -24,6 +24,7 @@ Sandbox::Sandbox(SandboxConfig config) : config_(std::move(config)), id_rng_(con
     fixtures_ = bj::parse(StripeFixturesJson()).at("resources").as_object();
     curl_global_init(CURL_GLOBAL_DEFAULT);
     delivery_thread_ = std::thread([this] { DeliveryLoop(); });
+    if (config_.wall_clock_tick_ms > 0) clock_thread_ = std::thread([this] { WallClockLoop(); });
 }
 
 Sandbox::~Sandbox() {
@@ -33,6 +34,21 @@ Sandbox::~Sandbox() {
         delivery_cv_.notify_all();
     }
     delivery_thread_.join();
+    if (clock_thread_.joinable()) clock_thread_.join();
+}
+
+void Sandbox::WallClockLoop() {
+    std::unique_lock lock(mu_);
+    while (!delivery_cv_.wait_for(lock, std::chrono::milliseconds(config_.wall_clock_tick_ms),
+                                  [this] { return stopping_; })) {
+        // Subscriptions of customers without a test clock live in real time, as on Stripe.
+        const int64_t now = config_.now();
+        for (const auto& id : std::vector<std::string>(order_["subscription"])) {
+            const bj::object& s = objects_.at(id);
+            if (!s.at("test_clock").is_null()) continue;
+            if (auto due = NextTransitionAt(s); due && *due <= now) RunDueTransitions(id, now);
+        }
+    }
 }
 
 void Sandbox::SetPublicUrl(std::string url) {

@@ -59,6 +59,9 @@ struct SandboxConfig {
     /// Seeds the ids the sandbox makes (cus_, sub_, evt_, ...) so that a run can be repeated exactly (simulations);
     /// unset: random ids.
     std::optional<uint64_t> id_seed;
+    /// How often subscriptions not on a test clock run their due transitions (renewals, trial ends, dunning
+    /// retries) on the wall clock; 0 turns that off (simulations, where everything is on a test clock).
+    int64_t wall_clock_tick_ms = 1000;
 };
 
 /// One attempt to deliver an event to an endpoint.
@@ -229,6 +232,8 @@ private:
     boost::json::object Template(const char* resource) const;
 
     void DeliveryLoop();
+    /// Runs wall-clock subscriptions' due transitions every SandboxConfig::wall_clock_tick_ms.
+    void WallClockLoop();
     void Deliver(const Pending& p);
 
     SandboxConfig config_;
@@ -255,6 +260,7 @@ private:
     std::condition_variable delivery_cv_;
     bool stopping_ = false;
     std::thread delivery_thread_;
+    std::thread clock_thread_;
 };
 
 }  // namespace tally::sandbox
