@@ -84,6 +84,24 @@ test('the README walkthrough: checkout through Tally, pay with 4242, become prof
     await page.waitForSelector('[data-testid=renew]');
     await until(async () => (await get()).subscription.cancel_at_period_end === true, 'cancel at period end');
     assert.equal((await get()).role, 'professional');
+    // Renew, then replace the card: a declining card is refused on the page, a good one becomes the default.
+    await page.click('[data-testid=renew]');
+    await page.waitForSelector('[data-testid=cancel-plan]');
+    await until(async () => (await get()).subscription.cancel_at_period_end === false, 'renewed from the portal');
+    await page.fill('#card_number', '4000 0000 0000 0002');
+    await page.fill('#card_expiry', '12 / 34');
+    await page.fill('#card_cvc', '123');
+    await page.click('[data-testid=update-card]');
+    assert.equal(await page.textContent('[data-testid=notice]'), 'Your card was declined.');
+    await page.fill('#card_number', '5555 5555 5555 4444');
+    await page.fill('#card_expiry', '12 / 34');
+    await page.fill('#card_cvc', '123');
+    await page.click('[data-testid=update-card]');
+    await page.waitForURL(/notice=Payment/);
+    assert.equal(await page.textContent('[data-testid=card]'), 'mastercard •••• 4444');
+    const customer = await stripe.customers.retrieve(paid.stripe_customer_id);
+    const pm = await stripe.paymentMethods.retrieve(customer.invoice_settings.default_payment_method);
+    assert.equal(pm.card.last4, '4444');
   } finally {
     await page.close();
     await tally.stop();
