@@ -3,8 +3,8 @@
 // Tally's own client use it unchanged: customers, products, prices, payment methods (Stripe's test cards),
 // subscriptions with trials, prorations, dunning and pauses, invoices, payment intents, charges, refunds,
 // Checkout and Customer Portal sessions with hosted pages, events, webhook endpoints and test clocks, with
-// Stripe's idempotency and error semantics and signed webhook delivery. The supported subset is listed in
-// src/adapters/sandbox/README.md.
+// Stripe's idempotency and error semantics and signed webhook delivery. The supported subset is listed in the
+// README's "The Stripe sandbox" section.
 #include <boost/json.hpp>
 
 #include <chrono>
@@ -18,12 +18,10 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <variant>
 #include <vector>
 
 #include "adapters/http/server.hpp"
-
-#include <variant>
-
 #include "domain/result.hpp"
 
 namespace tally::sandbox {
