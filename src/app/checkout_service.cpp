@@ -47,8 +47,8 @@ Result<HostedSession> CheckoutService::StartCheckout(const CustomerId& customer,
                                                      const std::string& idempotency_key) {
     const Plan* plan = billing_.catalog().FindPlan(plan_id);
     if (plan == nullptr) return InvalidArgument("no such plan: " + plan_id.str(), "plan");
+    if (interval != "month" && interval != "year") return InvalidArgument("interval must be month or year", "interval");
     auto unit = ParseIntervalUnit(interval);
-    if (!unit.ok()) return InvalidArgument("interval must be month or year", "interval");
     const CatalogPrice* price = nullptr;
     for (const auto& p : plan->prices) {
         if (p.interval.unit == *unit && p.interval.count == 1 && !p.lookup_key.empty() && p.unit_amount.amount_minor() > 0) {

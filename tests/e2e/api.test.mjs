@@ -99,6 +99,46 @@ test('customers: bad input gets a 4xx JSON error and creates nothing', async () 
   assertError(await server.get('/v1/nothing/here'), 404, 'route_not_found');
 });
 
+test('checkout and portal sessions: bad input gets a 4xx JSON error and touches nothing in Stripe', async () => {
+  const c = (await server.post('/v1/customers', { external_id: 'user_checkout_bad' })).json;
+  const cases = [
+    [{ raw: '{not json', headers: { 'content-type': 'application/json' } }, 'parameter_invalid', undefined],
+    [{ body: { plan: 'pro' } }, 'parameter_missing', 'customer'],
+    [{ body: { customer: c.id } }, 'parameter_missing', 'plan'],
+    [{ body: { customer: c.id, plan: 5 } }, 'parameter_invalid', 'plan'],
+    [{ body: { customer: c.id, plan: 'pro', coupon: 'x' } }, 'parameter_invalid', 'coupon'],
+    [{ body: { customer: c.id, plan: 'gold' } }, 'parameter_invalid', 'plan'],
+    [{ body: { customer: c.id, plan: 'free' } }, 'parameter_invalid', 'plan'],
+    [{ body: { customer: c.id, plan: 'pro', interval: 'week' } }, 'parameter_invalid', 'interval'],
+    [{ body: { customer: c.id, plan: 'pro', trial_period_days: 'x' } }, 'parameter_invalid', 'trial_period_days'],
+    [{ body: { customer: c.id, plan: 'pro', trial_period_days: 731 } }, 'parameter_invalid', 'trial_period_days'],
+    [{ body: { customer: c.id, plan: 'pro', cancel_url: 'ftp://x' } }, 'parameter_invalid', 'cancel_url'],
+    [{ body: { customer: c.id, plan: 'pro', success_url: `https://x/${'a'.repeat(2100)}` } }, 'parameter_invalid', 'success_url'],
+  ];
+  for (const [opts, code, param] of cases) {
+    const r = await server.request('POST', '/v1/checkout_sessions', opts);
+    assert.equal(r.status, 400, JSON.stringify(r.json));
+    assert.equal(r.json.error.code, code, JSON.stringify(r.json));
+    if (param !== undefined) assert.equal(r.json.error.param, param);
+  }
+  assertError(await server.request('POST', '/v1/checkout_sessions', { body: { customer: 'cust_nope', plan: 'pro' } }), 404, 'resource_missing');
+  // Nothing was created in Stripe for the customer: it still has no Stripe customer.
+  assert.equal((await server.get(`/v1/customers/${c.id}`)).json.stripe_customer_id, null);
+  assertError(await server.request('POST', '/v1/billing_portal_sessions', { body: { customer: c.id } }), 400, 'parameter_invalid', 'customer');
+  assertError(await server.request('POST', '/v1/billing_portal_sessions', { body: {} }), 400, 'parameter_missing', 'customer');
+  assertError(await server.request('POST', '/v1/billing_portal_sessions', { body: { customer: 'cust_nope' } }), 404, 'resource_missing');
+  assertError(await server.request('POST', '/v1/billing_portal_sessions', { body: { customer: c.id, return_url: 'nope' } }), 400, 'parameter_invalid', 'return_url');
+
+  // A good request on the same customer works, and an Idempotency-Key replays it.
+  const headers = { 'idempotency-key': 'checkout-once' };
+  const first = await server.request('POST', '/v1/checkout_sessions', { body: { customer: c.id, plan: 'starter', interval: 'year' }, headers });
+  assert.equal(first.status, 200, JSON.stringify(first.json));
+  assert.match(first.json.url, /\/checkout\/cs_test_/);
+  const again = await server.request('POST', '/v1/checkout_sessions', { body: { customer: c.id, plan: 'starter', interval: 'year' }, headers });
+  assert.equal(again.json.id, first.json.id);
+  assert.match((await server.get(`/v1/customers/${c.id}`)).json.stripe_customer_id, /^cus_/);
+});
+
 test('Idempotency-Key replays the first response and rejects other parameters', async () => {
   const headers = { 'idempotency-key': 'idem-create-1' };
   const first = await server.request('POST', '/v1/customers', { body: { external_id: 'user_idem' }, headers });

@@ -1,18 +1,29 @@
 // The tally command line: help, migrations, and refusing to start on an invalid catalog.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BIN, SOURCE_DIR, startTally } from './harness.mjs';
+import { BIN, SOURCE_DIR, startSandbox, startTally } from './harness.mjs';
 
 const run = (args, env = {}) => spawnSync(BIN, args, { encoding: 'utf8', env: { ...process.env, ...env } });
+/** Like run, without blocking the event loop (for commands that talk to a server started by this process). */
+function runAsync(args, env = {}) {
+  return new Promise((resolve) => {
+    const child = spawn(BIN, args, { env: { ...process.env, ...env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => { stdout += d; });
+    child.stderr.on('data', (d) => { stderr += d; });
+    child.on('close', (status) => resolve({ status, stdout, stderr }));
+  });
+}
 
 test('--help describes every command and its environment variables', () => {
   const top = run(['--help']);
   assert.equal(top.status, 0);
-  for (const cmd of ['serve', 'migrate', 'keys', 'sign']) assert.match(top.stdout, new RegExp(cmd));
+  for (const cmd of ['serve', 'migrate', 'keys', 'sign', 'sandbox', 'simulate', 'catalog']) assert.match(top.stdout, new RegExp(cmd));
   const serve = run(['serve', '--help']);
   assert.equal(serve.status, 0);
   for (const v of ['TALLY_PORT', 'TALLY_DB', 'STRIPE_WEBHOOK_SECRET', 'TALLY_GRACE_PERIOD_DAYS']) assert.match(serve.stdout, new RegExp(v));
@@ -86,5 +97,28 @@ test('simulate: the same seed gives the same population, written into a database
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('catalog push creates the paid prices once, by lookup key, in a standalone sandbox', async () => {
+  const { child, port, stripe } = await startSandbox('sk_test_push');
+  try {
+    const env = { STRIPE_SECRET_KEY: 'sk_test_push', STRIPE_API_BASE: `http://127.0.0.1:${port}`, TALLY_CATALOG: join(SOURCE_DIR, 'config/pricing.json') };
+    const first = await runAsync(['catalog', 'push'], env);
+    assert.equal(first.status, 0, first.stderr);
+    const lines = first.stdout.trim().split('\n').sort();
+    assert.equal(lines.length, 6);
+    assert.ok(lines.every((l) => /^(starter|pro|scale)_(monthly|yearly) price_\w+ created$/.test(l)), lines.join('\n'));
+    const second = await runAsync(['catalog', 'push'], env);
+    assert.ok(second.stdout.trim().split('\n').every((l) => l.endsWith(' exists')), second.stdout);
+    const pro = (await stripe.prices.list({ lookup_keys: ['pro_yearly'] })).data[0];
+    assert.equal(pro.unit_amount, 60000);
+    assert.equal(pro.recurring.interval, 'year');
+    assert.equal(pro.product, 'tally_pro');
+    const missingKey = await runAsync(['catalog', 'push'], { ...env, STRIPE_SECRET_KEY: '' });
+    assert.equal(missingKey.status, 2);
+    assert.match(missingKey.stderr, /STRIPE_SECRET_KEY/);
+  } finally {
+    child.kill('SIGTERM');
   }
 });
