@@ -147,6 +147,10 @@ private:
     /// Proration lines (as invoice line objects) for changing |subscription|'s item at |at|; empty when none.
     Result<boost::json::array> ProrationLines(const boost::json::object& subscription, const boost::json::object& price,
                                               int64_t quantity, int64_t at);
+    /// A draft invoice of |subscription| for |lines| (each marked as on invoice |id|), with totals and what is
+    /// due after |starting_balance| (negative: customer credit). Stores nothing.
+    boost::json::object DraftInvoice(const boost::json::object& subscription, const std::string& id,
+                                     boost::json::array lines, int64_t starting_balance);
     /// Creates and finalizes an invoice of |subscription| for |lines| plus the customer's pending invoice items;
     /// applies the customer's credit balance. Returns the invoice id.
     std::string CreateInvoice(boost::json::object& subscription, const std::string& billing_reason,

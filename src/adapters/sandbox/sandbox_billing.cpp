@@ -130,6 +130,52 @@ Result<bj::array> Sandbox::ProrationLines(const bj::object& s, const bj::object&
     return lines;
 }
 
+bj::object Sandbox::DraftInvoice(const bj::object& s, const std::string& id, bj::array lines, int64_t starting_balance) {
+    int64_t total = 0;
+    for (auto& line : lines) {
+        line.as_object()["invoice"] = id;
+        total += I64(line.at("amount"));
+    }
+    const bj::object& customer = *Find("customer", Str(s, "customer"));
+    bj::object inv = Template("invoice");
+    inv["id"] = id;
+    inv["customer"] = s.at("customer");
+    inv["customer_email"] = customer.at("email");
+    inv["customer_name"] = customer.at("name");
+    inv["currency"] = s.at("currency");
+    inv["collection_method"] = "charge_automatically";
+    inv["lines"] = bj::object{{"object", "list"}, {"data", std::move(lines)}, {"has_more", false},
+                              {"url", "/v1/invoices/" + id + "/lines"}};
+    inv["parent"] = bj::object{{"type", "subscription_details"}, {"quote_details", nullptr},
+                               {"subscription_details", bj::object{{"metadata", nullptr}, {"subscription", s.at("id")}}}};
+    for (const char* key : {"subtotal", "subtotal_excluding_tax", "total", "total_excluding_tax"}) inv[key] = total;
+    // A negative customer balance is credit (Stripe): it reduces what is due; a negative total becomes credit.
+    const int64_t amount_due = std::max<int64_t>(0, total + starting_balance);
+    inv["amount_due"] = amount_due;
+    inv["amount_remaining"] = amount_due;
+    inv["amount_paid"] = 0;
+    inv["amount_overpaid"] = 0;
+    inv["amount_shipping"] = 0;
+    inv["starting_balance"] = starting_balance;
+    inv["ending_balance"] = std::min<int64_t>(0, total + starting_balance);
+    inv["attempt_count"] = 0;
+    inv["attempted"] = false;
+    inv["status"] = "draft";
+    inv["number"] = nullptr;
+    inv["livemode"] = false;
+    inv["metadata"] = bj::object();
+    inv["discounts"] = bj::array();
+    inv["default_payment_method"] = nullptr;
+    inv["from_invoice"] = nullptr;
+    inv["last_finalization_error"] = nullptr;
+    inv["latest_revision"] = nullptr;
+    inv["next_payment_attempt"] = nullptr;
+    inv["test_clock"] = s.at("test_clock");
+    inv["status_transitions"] = bj::object{{"finalized_at", nullptr}, {"marked_uncollectible_at", nullptr},
+                                           {"paid_at", nullptr}, {"voided_at", nullptr}};
+    return inv;
+}
+
 std::string Sandbox::CreateInvoice(bj::object& s, const std::string& billing_reason, bj::array lines, int64_t at) {
     std::string id = NewId("in");
     const std::string subscription_id = Str(s, "id");
@@ -144,62 +190,19 @@ std::string Sandbox::CreateInvoice(bj::object& s, const std::string& billing_rea
         lines.push_back(std::move(line));
     }
     if (pending != pending_items_.end()) pending_items_.erase(pending);
-    int64_t total = 0;
-    for (auto& line : lines) {
-        line.as_object()["invoice"] = id;
-        total += I64(line.at("amount"));
-    }
     bj::object& customer = *Find("customer", customer_id);
-    // A negative customer balance is credit (Stripe): it reduces what is due; a negative total becomes credit.
-    const int64_t starting_balance = I64(customer.at("balance"));
-    const int64_t amount_due = std::max<int64_t>(0, total + starting_balance);
-    const int64_t ending_balance = std::min<int64_t>(0, total + starting_balance);
-    customer["balance"] = ending_balance;
-
+    bj::object inv = DraftInvoice(s, id, std::move(lines), I64(customer.at("balance")));
+    customer["balance"] = I64(inv.at("ending_balance"));
     const bj::object& item = Item(s);
-    bj::object inv = Template("invoice");
-    inv["id"] = id;
-    inv["customer"] = customer_id;
-    inv["customer_email"] = customer.at("email");
-    inv["customer_name"] = customer.at("name");
-    inv["currency"] = s.at("currency");
     inv["created"] = at;
     inv["effective_at"] = at;
     inv["period_start"] = item.at("current_period_start");
     inv["period_end"] = item.at("current_period_end");
     inv["billing_reason"] = billing_reason;
-    inv["collection_method"] = "charge_automatically";
     inv["auto_advance"] = true;
     inv["due_date"] = nullptr;
-    inv["lines"] = bj::object{{"object", "list"}, {"data", std::move(lines)}, {"has_more", false},
-                              {"url", "/v1/invoices/" + id + "/lines"}};
-    inv["parent"] = bj::object{{"type", "subscription_details"}, {"quote_details", nullptr},
-                               {"subscription_details", bj::object{{"metadata", nullptr}, {"subscription", subscription_id}}}};
-    for (const char* key : {"subtotal", "subtotal_excluding_tax", "total", "total_excluding_tax"}) inv[key] = total;
-    inv["amount_due"] = amount_due;
-    inv["amount_remaining"] = amount_due;
-    inv["amount_paid"] = 0;
-    inv["amount_overpaid"] = 0;
-    inv["amount_shipping"] = 0;
-    inv["starting_balance"] = starting_balance;
-    inv["ending_balance"] = ending_balance;
-    inv["attempt_count"] = 0;
-    inv["attempted"] = false;
-    inv["status"] = "draft";
-    inv["number"] = nullptr;
-    inv["livemode"] = false;
-    inv["metadata"] = bj::object();
-    inv["discounts"] = bj::array();
-    inv["default_payment_method"] = nullptr;
-    inv["from_invoice"] = nullptr;
-    inv["last_finalization_error"] = nullptr;
-    inv["latest_revision"] = nullptr;
-    inv["next_payment_attempt"] = nullptr;
     inv["webhooks_delivered_at"] = at;
-    inv["test_clock"] = s.at("test_clock");
     inv["hosted_invoice_url"] = config_.public_url + "/invoices/" + id;
-    inv["status_transitions"] = bj::object{{"finalized_at", nullptr}, {"marked_uncollectible_at", nullptr},
-                                           {"paid_at", nullptr}, {"voided_at", nullptr}};
     Put("invoice", inv);
     s["latest_invoice"] = id;
     bj::object& stored = objects_.at(id);
@@ -262,7 +265,7 @@ void Sandbox::ApplyInvoiceOutcome(const std::string& invoice_id, const PaymentOu
     bj::object* s = sub_id.empty() ? nullptr : Find("subscription", sub_id);
     if (outcome.kind == PaymentOutcome::Kind::kSucceeded) {
         inv["status"] = "paid";
-        inv["amount_paid"] = inv.at("amount_due");
+        inv["amount_paid"] = I64(inv.at("amount_due"));  // a value: operator[] may move inv's members
         inv["amount_remaining"] = 0;
         inv["next_payment_attempt"] = nullptr;
         inv["status_transitions"].as_object()["paid_at"] = at;
@@ -905,50 +908,15 @@ http::Response Sandbox::CreatePreviewInvoice(const bj::object& params) {
             lines.push_back(PeriodLine(s, ""));
         }
     }
-    int64_t total = 0;
-    for (const auto& l : lines) total += I64(l.at("amount"));
     const bj::object& customer = *Find("customer", Str(s, "customer"));
-    const int64_t balance = I64(customer.at("balance"));
-    bj::object inv = Template("invoice");
-    const std::string id = "upcoming_" + sub_id;
-    for (auto& l : lines) l.as_object()["invoice"] = id;
-    inv["id"] = id;
-    inv["customer"] = s.at("customer");
-    inv["customer_email"] = customer.at("email");
-    inv["customer_name"] = customer.at("name");
-    inv["currency"] = s.at("currency");
+    bj::object inv = DraftInvoice(s, "upcoming_" + sub_id, std::move(lines), I64(customer.at("balance")));
     inv["created"] = period_start;
     inv["effective_at"] = nullptr;
     inv["period_start"] = immediate ? at : I64(Item(*found).at("current_period_start"));
     inv["period_end"] = immediate ? at : period_start;
     inv["billing_reason"] = immediate ? "subscription_update" : "upcoming";
-    inv["collection_method"] = "charge_automatically";
-    inv["lines"] = bj::object{{"object", "list"}, {"data", std::move(lines)}, {"has_more", false},
-                              {"url", "/v1/invoices/" + id + "/lines"}};
-    inv["parent"] = bj::object{{"type", "subscription_details"}, {"quote_details", nullptr},
-                               {"subscription_details", bj::object{{"metadata", nullptr}, {"subscription", sub_id}}}};
-    for (const char* key : {"subtotal", "subtotal_excluding_tax", "total", "total_excluding_tax"}) inv[key] = total;
-    inv["amount_due"] = std::max<int64_t>(0, total + balance);
-    inv["amount_remaining"] = std::max<int64_t>(0, total + balance);
-    inv["amount_paid"] = 0;
-    inv["amount_overpaid"] = 0;
-    inv["starting_balance"] = balance;
-    inv["ending_balance"] = std::min<int64_t>(0, total + balance);
-    inv["attempt_count"] = 0;
-    inv["attempted"] = false;
-    inv["status"] = "draft";
-    inv["number"] = nullptr;
-    inv["livemode"] = false;
-    inv["metadata"] = bj::object();
-    inv["discounts"] = bj::array();
-    inv["from_invoice"] = nullptr;
-    inv["last_finalization_error"] = nullptr;
-    inv["latest_revision"] = nullptr;
     inv["next_payment_attempt"] = period_start;
     inv["hosted_invoice_url"] = nullptr;
-    inv["test_clock"] = s.at("test_clock");
-    inv["status_transitions"] = bj::object{{"finalized_at", nullptr}, {"marked_uncollectible_at", nullptr},
-                                           {"paid_at", nullptr}, {"voided_at", nullptr}};
     return Json(200, inv);
 }
 
