@@ -165,11 +165,8 @@ bj::object Sandbox::DraftInvoice(const bj::object& s, const std::string& id, bj:
     inv["livemode"] = false;
     inv["metadata"] = bj::object();
     inv["discounts"] = bj::array();
-    inv["default_payment_method"] = nullptr;
-    inv["from_invoice"] = nullptr;
-    inv["last_finalization_error"] = nullptr;
-    inv["latest_revision"] = nullptr;
-    inv["next_payment_attempt"] = nullptr;
+    SetNull(inv, {"default_payment_method", "from_invoice", "last_finalization_error", "latest_revision",
+                  "next_payment_attempt"});
     inv["test_clock"] = s.at("test_clock");
     inv["status_transitions"] = bj::object{{"finalized_at", nullptr}, {"marked_uncollectible_at", nullptr},
                                            {"paid_at", nullptr}, {"voided_at", nullptr}};
@@ -458,14 +455,8 @@ http::Response Sandbox::CreateSubscription(const bj::object& params) {
     s["cancellation_details"] = bj::object{{"comment", nullptr}, {"feedback", nullptr}, {"reason", nullptr}};
     s["currency"] = price->at("currency");
     s["livemode"] = false;
-    s["latest_invoice"] = nullptr;
-    s["pending_update"] = nullptr;
-    s["pending_setup_intent"] = nullptr;
-    s["pending_invoice_item_interval"] = nullptr;
-    s["next_pending_invoice_item_invoice"] = nullptr;
-    s["pause_collection"] = nullptr;
-    s["schedule"] = nullptr;
-    s["transfer_data"] = nullptr;
+    SetNull(s, {"latest_invoice", "pending_update", "pending_setup_intent", "pending_invoice_item_interval",
+                "next_pending_invoice_item_invoice", "pause_collection", "schedule", "transfer_data"});
     s["discounts"] = bj::array();
     s["description"] = Has(params, "description") ? bj::value(Str(params, "description")) : nullptr;
     s["days_until_due"] = nullptr;

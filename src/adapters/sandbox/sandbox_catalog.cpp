@@ -39,9 +39,7 @@ http::Response Sandbox::CreateCustomer(const bj::object& params) {
     c["phone"] = Has(params, "phone") ? bj::value(Str(params, "phone")) : nullptr;
     c["test_clock"] = Has(params, "test_clock") ? bj::value(Str(params, "test_clock")) : nullptr;
     c["metadata"] = bj::object();
-    c["discount"] = nullptr;
-    c["address"] = nullptr;
-    c["shipping"] = nullptr;
+    SetNull(c, {"discount", "address", "shipping"});
     c["balance"] = 0;
     c["delinquent"] = false;
     c["default_source"] = nullptr;
@@ -169,9 +167,7 @@ http::Response Sandbox::CreatePrice(const bj::object& params) {
     p["created"] = config_.now();
     p["livemode"] = false;
     p["billing_scheme"] = "per_unit";
-    p["tiers_mode"] = nullptr;
-    p["transform_quantity"] = nullptr;
-    p["custom_unit_amount"] = nullptr;
+    SetNull(p, {"tiers_mode", "transform_quantity", "custom_unit_amount"});
     p["nickname"] = Has(params, "nickname") ? bj::value(Str(params, "nickname")) : nullptr;
     p["metadata"] = bj::object();
     if (const auto* rec = params.if_contains("recurring")) {

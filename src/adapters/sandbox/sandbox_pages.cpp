@@ -195,12 +195,7 @@ http::Response Sandbox::CreateCheckoutSession(const bj::object& params) {
     cs["created"] = now;
     cs["expires_at"] = now + kCheckoutSessionLifetimeSeconds;
     cs["livemode"] = false;
-    cs["locale"] = nullptr;
-    cs["invoice"] = nullptr;
-    cs["payment_intent"] = nullptr;
-    cs["subscription"] = nullptr;
-    cs["setup_intent"] = nullptr;
-    cs["payment_link"] = nullptr;
+    SetNull(cs, {"locale", "invoice", "payment_intent", "subscription", "setup_intent", "payment_link"});
     cs["payment_method_types"] = bj::array{"card"};
     cs["allow_promotion_codes"] = Str(params, "allow_promotion_codes") == "true" ? bj::value(true) : nullptr;
     cs["client_secret"] = nullptr;

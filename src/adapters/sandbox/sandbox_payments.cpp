@@ -228,11 +228,8 @@ bj::object& Sandbox::NewPaymentIntent(const std::string& customer, int64_t amoun
     pi["amount"] = amount;
     pi["amount_capturable"] = 0;
     pi["amount_received"] = 0;
-    pi["application"] = nullptr;
-    pi["application_fee_amount"] = nullptr;
-    pi["automatic_payment_methods"] = nullptr;
-    pi["canceled_at"] = nullptr;
-    pi["cancellation_reason"] = nullptr;
+    SetNull(pi, {"application", "application_fee_amount", "automatic_payment_methods", "canceled_at",
+                 "cancellation_reason"});
     pi["capture_method"] = "automatic";
     pi["client_secret"] = id + "_secret_" + Hex(12);
     pi["confirmation_method"] = "automatic";
@@ -247,10 +244,7 @@ bj::object& Sandbox::NewPaymentIntent(const std::string& customer, int64_t amoun
     pi["next_action"] = nullptr;
     pi["payment_method"] = nullptr;
     pi["payment_method_types"] = bj::array{"card"};
-    pi["processing"] = nullptr;
-    pi["receipt_email"] = nullptr;
-    pi["setup_future_usage"] = nullptr;
-    pi["shipping"] = nullptr;
+    SetNull(pi, {"processing", "receipt_email", "setup_future_usage", "shipping"});
     pi["status"] = "requires_payment_method";
     pi["transfer_data"] = nullptr;
     Put("payment_intent", pi);
@@ -286,9 +280,7 @@ Sandbox::PaymentOutcome Sandbox::ConfirmIntent(bj::object& pi, const std::string
     ch["amount"] = amount;
     ch["amount_captured"] = ok ? amount : 0;
     ch["amount_refunded"] = 0;
-    ch["application"] = nullptr;
-    ch["application_fee"] = nullptr;
-    ch["application_fee_amount"] = nullptr;
+    SetNull(ch, {"application", "application_fee", "application_fee_amount"});
     ch["balance_transaction"] = ok ? bj::value("txn_" + Hex(12)) : bj::value(nullptr);
     ch["billing_details"] = pm ? pm->at("billing_details") : bj::value(nullptr);
     ch["calculated_statement_descriptor"] = "TALLY SANDBOX";
@@ -330,10 +322,7 @@ Sandbox::PaymentOutcome Sandbox::ConfirmIntent(bj::object& pi, const std::string
     ch["refunded"] = false;
     ch["refunds"] = bj::object{{"object", "list"}, {"data", bj::array()}, {"has_more", false},
                                {"url", "/v1/charges/" + ch_id + "/refunds"}};
-    ch["review"] = nullptr;
-    ch["shipping"] = nullptr;
-    ch["source"] = nullptr;
-    ch["source_transfer"] = nullptr;
+    SetNull(ch, {"review", "shipping", "source", "source_transfer"});
     ch["status"] = ok ? "succeeded" : "failed";
     ch["transfer_data"] = nullptr;
     ch["transfer_group"] = nullptr;

@@ -20,6 +20,11 @@ constexpr int64_t kTestClockLifetimeSeconds = 30 * kSecondsPerDay;  // test cloc
 
 inline http::Response Json(int status, const bj::value& v) { return http::Response{status, bj::serialize(v), "application/json", {}}; }
 
+/// Sets each of |keys| to null: fields of Stripe's objects that the sandbox does not model (or not yet set).
+inline void SetNull(bj::object& o, std::initializer_list<const char*> keys) {
+    for (const char* key : keys) o[key] = nullptr;
+}
+
 /// Stripe's error shape: {"error":{"type","code","message","param"}}.
 inline http::Response StripeError(int status, const std::string& type, const std::string& code, const std::string& message,
                            const std::string& param = {}) {
