@@ -157,7 +157,7 @@ http::Response Sandbox::Handle(const http::Request& req) {
         return stripe::DecodeForm(q == std::string::npos ? std::string_view() : std::string_view(req.target).substr(q + 1));
     }();
     if (!params.ok()) return Invalid(params.error().param, params.error().message);
-    params->erase("expand");  // accepted; this slice returns objects unexpanded
+    params->erase("expand");  // accepted; objects are returned unexpanded (ids), as without expand
 
     std::lock_guard lock(mu_);
     current_request_id_ = "req_" + Hex(7);
