@@ -153,6 +153,39 @@ TEST(WebhookFlowTest, ShuffledDuplicatedDeliveryEqualsInOrderDelivery) {
     }
 }
 
+TEST(WebhookFlowTest, ProcessRecordedAppliesPayloadsInHandLikeProcessBatch) {
+    Harness in_order;
+    in_order.clock.Set(kT0 + 32 * kDay);
+    for (const auto& e : Lifecycle()) in_order.DeliverAndProcess(e);
+
+    // The simulation's path: record a batch, then apply it from the payloads already in memory.
+    Harness h;
+    h.clock.Set(kT0 + 32 * kDay);
+    std::vector<InboxEvent> batch;
+    for (const auto& payload : Lifecycle()) {
+        auto env = h.decoder.DecodeEnvelope(payload).value();
+        InboxEvent e;
+        e.id = env.id;
+        e.type = env.type;
+        e.created = env.created;
+        e.payload = payload;
+        e.received_at = h.clock.Now();
+        batch.push_back(std::move(e));
+    }
+    ASSERT_TRUE(h.store->AppendInbox(batch).ok());
+    auto results = h.processor.ProcessRecorded(batch);
+    ASSERT_TRUE(results.ok());
+    ASSERT_EQ(results->size(), batch.size());
+    for (const auto& r : *results) EXPECT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(Final(h), Final(in_order));
+    // Every event is marked processed, so the worker finds nothing left and a replay changes nothing.
+    EXPECT_EQ(*h.processor.ProcessDue(), 0);
+    auto again = h.processor.ProcessRecorded(batch);
+    ASSERT_TRUE(again.ok());
+    for (const auto& r : *again) EXPECT_EQ(*r, "already_processed");
+    EXPECT_EQ(Final(h), Final(in_order));
+}
+
 TEST(WebhookFlowTest, PastDueKeepsRoleThroughGraceThenDropsWithWarning) {
     Harness h;
     h.DeliverAndProcess(EventJson("evt_1", "customer.subscription.created", kT0,
