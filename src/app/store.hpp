@@ -149,6 +149,8 @@ public:
     virtual Result<std::optional<InboxEvent>> GetInboxEvent(const StripeEventId& id) = 0;
     /// The raw payload as received; nullopt for an unknown id.
     virtual Result<std::optional<std::string>> GetInboxPayload(const StripeEventId& id) = 0;
+    /// The event's place in the inbox's arrival order (larger: received later); nullopt for an unknown id.
+    virtual Result<std::optional<int64_t>> GetInboxSequence(const StripeEventId& id) = 0;
     /// Newest received first, optionally filtered by status, at most |limit|. Filtering by `failed` is
     /// indexed; other statuses scan from the newest event.
     virtual Result<std::vector<InboxEvent>> ListInbox(std::optional<InboxStatus> status, int limit) = 0;

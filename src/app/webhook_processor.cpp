@@ -161,6 +161,7 @@ Result<bool> WebhookProcessor::IsNewer(StoreTx& tx, const DecodedEvent& event, b
     const EventStamp incoming{event.created.unix_seconds(), EventTypeRank(event.type), event.id.str(), terminal};
     bool incoming_follows = false;
     bool stored_follows = false;
+    bool received_later = false;
     if (incoming.created == stored.created && incoming.event_id != stored.event_id) {
         // Same second: look for chain evidence between this event and the stored snapshot's own event.
         TALLY_ASSIGN_OR_RETURN(auto stored_payload, tx.GetInboxPayload(StripeEventId(stored.event_id)));
@@ -170,8 +171,14 @@ Result<bool> WebhookProcessor::IsNewer(StoreTx& tx, const DecodedEvent& event, b
                 stored_follows = evidence->second;
             }
         }
+        if (incoming_follows && stored_follows) {
+            // Mirror images (a change and its reversal): only the arrival order is left to go by.
+            TALLY_ASSIGN_OR_RETURN(auto mine, tx.GetInboxSequence(event.id));
+            TALLY_ASSIGN_OR_RETURN(auto theirs, tx.GetInboxSequence(StripeEventId(stored.event_id)));
+            received_later = mine && theirs && *mine > *theirs;
+        }
     }
-    return Supersedes(incoming, stored, incoming_follows, stored_follows);
+    return Supersedes(incoming, stored, incoming_follows, stored_follows, received_later);
 }
 
 Result<std::string> WebhookProcessor::Apply(StoreTx& tx, const DecodedEvent& event, Timestamp now) {

@@ -18,11 +18,14 @@ bool FollowsFrom(const FieldMap& later_previous_attributes, const FieldMap& earl
 }
 
 bool Supersedes(const EventStamp& incoming, const EventStamp& stored, bool incoming_follows_stored,
-                bool stored_follows_incoming) {
+                bool stored_follows_incoming, bool incoming_received_later) {
     if (incoming.event_id == stored.event_id) return false;
     if (incoming.created != stored.created) return incoming.created > stored.created;
     if (incoming.terminal != stored.terminal) return incoming.terminal;
     if (incoming_follows_stored != stored_follows_incoming) return incoming_follows_stored;
+    // Mirror images carry no order of their own; Stripe sends events in the order they happened unless a
+    // delivery is retried, so arrival order is the best evidence left.
+    if (incoming_follows_stored) return incoming_received_later;
     if (incoming.type_rank != stored.type_rank) return incoming.type_rank > stored.type_rank;
     return incoming.event_id > stored.event_id;
 }

@@ -29,10 +29,12 @@ bool FollowsFrom(const FieldMap& later_previous_attributes, const FieldMap& earl
 /// 1. a later `created` second wins;
 /// 2. in the same second, a terminal snapshot beats a non-terminal one;
 /// 3. then chain evidence: an event whose previous_attributes match the other's object came after it;
+///    when each matches the other's (a change and its reversal, mirror images), the one received later wins;
 /// 4. then the type: created < updated < deleted;
 /// 5. then the larger event id (bytewise), an arbitrary but deterministic last resort.
-/// The same event id never supersedes itself.
+/// The same event id never supersedes itself. |incoming_received_later|: the incoming event reached the inbox
+/// after the stored snapshot's event (only consulted for mirror images).
 bool Supersedes(const EventStamp& incoming, const EventStamp& stored, bool incoming_follows_stored,
-                bool stored_follows_incoming);
+                bool stored_follows_incoming, bool incoming_received_later);
 
 }  // namespace tally

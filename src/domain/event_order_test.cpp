@@ -20,6 +20,7 @@ TEST(EventOrderTest, RuleTable) {
         bool in_follows;
         bool st_follows;
         bool want;
+        bool in_later = false;
     };
     const Case cases[] = {
         {"later second wins", {11, 0, "evt_a", false}, {10, 2, "evt_b", true}, false, false, true},
@@ -32,9 +33,14 @@ TEST(EventOrderTest, RuleTable) {
         {"updated after created", {10, 1, "evt_a", false}, {10, 0, "evt_z", false}, false, false, true},
         {"id tiebreak", {10, 1, "evt_b", false}, {10, 1, "evt_a", false}, false, false, true},
         {"same event", {10, 1, "evt_a", false}, {10, 1, "evt_a", false}, false, false, false},
+        {"mirror images: received later wins", {10, 1, "evt_a", false}, {10, 1, "evt_z", false}, true, true, true, true},
+        {"mirror images: received earlier loses", {10, 1, "evt_z", false}, {10, 1, "evt_a", false}, true, true, false,
+         false},
+        {"arrival order only for mirror images", {10, 1, "evt_a", false}, {10, 1, "evt_z", false}, false, false, false,
+         true},
     };
     for (const auto& c : cases) {
-        EXPECT_EQ(Supersedes(c.incoming, c.stored, c.in_follows, c.st_follows), c.want) << c.name;
+        EXPECT_EQ(Supersedes(c.incoming, c.stored, c.in_follows, c.st_follows, c.in_later), c.want) << c.name;
     }
 }
 
@@ -44,7 +50,9 @@ TEST(EventOrderTest, RuleIsAntisymmetricForDistinctEvents) {
     for (const auto& x : stamps) {
         for (const auto& y : stamps) {
             if (x.event_id == y.event_id) continue;
-            EXPECT_NE(Supersedes(x, y, false, false), Supersedes(y, x, false, false)) << x.event_id << y.event_id;
+            EXPECT_NE(Supersedes(x, y, false, false, false), Supersedes(y, x, false, false, true))
+                << x.event_id << y.event_id;
+            EXPECT_NE(Supersedes(x, y, true, true, false), Supersedes(y, x, true, true, true)) << x.event_id << y.event_id;
         }
     }
 }

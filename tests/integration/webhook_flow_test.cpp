@@ -186,6 +186,37 @@ TEST(WebhookFlowTest, ProcessRecordedAppliesPayloadsInHandLikeProcessBatch) {
     EXPECT_EQ(Final(h), Final(in_order));
 }
 
+TEST(WebhookFlowTest, MirrorImageUpdatesInOneSecondFollowArrivalOrder) {
+    // Cancel at period end, then renew, in the same second: each event's previous_attributes match the other's
+    // object. The ids are chosen so that the id tiebreak alone would pick the wrong one.
+    namespace bj = boost::json;
+    const auto created = EventJson("evt_m0", "customer.subscription.created", kT0,
+                                   SubscriptionObject("sub_1", "cus_1", "active", "pro_monthly", kT0));
+    const auto cancel = EventJson("evt_mz", "customer.subscription.updated", kT0 + 60,
+                                  SubscriptionObject("sub_1", "cus_1", "active", "pro_monthly", kT0, true),
+                                  bj::object{{"cancel_at_period_end", false}});
+    const auto renew = EventJson("evt_ma", "customer.subscription.updated", kT0 + 60,
+                                 SubscriptionObject("sub_1", "cus_1", "active", "pro_monthly", kT0, false),
+                                 bj::object{{"cancel_at_period_end", true}});
+    {
+        Harness h;
+        for (const auto& e : {created, cancel, renew}) h.DeliverAndProcess(e);
+        EXPECT_FALSE(h.ByStripe("cus_1").primary->cancel_at_period_end) << "renew arrived last";
+    }
+    {
+        Harness h;
+        for (const auto& e : {created, renew, cancel}) h.DeliverAndProcess(e);
+        EXPECT_TRUE(h.ByStripe("cus_1").primary->cancel_at_period_end) << "cancel arrived last";
+    }
+    {
+        // Recorded in order but applied in one batch: the inbox order still decides.
+        Harness h;
+        for (const auto& e : {created, cancel, renew}) h.Deliver(e);
+        ASSERT_TRUE(h.processor.ProcessDue().ok());
+        EXPECT_FALSE(h.ByStripe("cus_1").primary->cancel_at_period_end);
+    }
+}
+
 TEST(WebhookFlowTest, PastDueKeepsRoleThroughGraceThenDropsWithWarning) {
     Harness h;
     h.DeliverAndProcess(EventJson("evt_1", "customer.subscription.created", kT0,

@@ -313,6 +313,10 @@ public:
         static const std::string sql = std::string("SELECT ") + kInboxCols + " FROM webhook_events WHERE id=?1";
         return One<InboxEvent>(sql.c_str(), ReadInbox, id);
     }
+    Result<std::optional<int64_t>> GetInboxSequence(const StripeEventId& id) override {
+        return One<int64_t>("SELECT rowid FROM webhook_events WHERE id=?1",
+                            [](sqlite3_stmt* s) { return static_cast<int64_t>(sqlite3_column_int64(s, 0)); }, id);
+    }
     Result<std::optional<std::string>> GetInboxPayload(const StripeEventId& id) override {
         return One<std::string>(
             "SELECT p.payload FROM webhook_events e JOIN webhook_payloads p ON p.event_rowid = e.rowid WHERE e.id=?1",
