@@ -88,6 +88,10 @@ std::string Sandbox::Hex(size_t bytes) {
 
 bj::object Sandbox::Template(const char* resource) const { return fixtures_.at(resource).as_object(); }
 
+const bj::object& Sandbox::LineTemplate() const {
+    return fixtures_.at("invoice").at("lines").at("data").as_array()[0].as_object();
+}
+
 void Sandbox::Put(const std::string& type, bj::object object) {
     const std::string id(object.at("id").as_string());
     if (!objects_.count(id)) order_[type].push_back(id);

@@ -232,6 +232,8 @@ private:
     /// |bytes| random bytes as hex: from the seeded generator when SandboxConfig::id_seed is set.
     std::string Hex(size_t bytes);
     boost::json::object Template(const char* resource) const;
+    /// Stripe's example invoice line (from the invoice fixture), the base of every line the sandbox makes.
+    const boost::json::object& LineTemplate() const;
 
     void DeliveryLoop();
     /// Runs wall-clock subscriptions' due transitions every SandboxConfig::wall_clock_tick_ms.

@@ -21,8 +21,6 @@ constexpr int kTransitionsPerCallMax = 10000;  // RunDueTransitions' bound: year
 bj::object& Item(bj::object& s) { return s.at("items").at("data").as_array()[0].as_object(); }
 const bj::object& Item(const bj::object& s) { return s.at("items").at("data").as_array()[0].as_object(); }
 
-int64_t I64(const bj::value& v) { return v.to_number<int64_t>(); }
-
 BillingInterval IntervalOf(const bj::object& price) {
     const auto& recurring = price.at("recurring").as_object();
     return BillingInterval{*ParseIntervalUnit(recurring.at("interval").as_string()), I64(recurring.at("interval_count"))};
@@ -97,11 +95,10 @@ bj::object Sandbox::PeriodLine(const bj::object& s, const std::string& invoice_i
     const int64_t quantity = I64(item.at("quantity"));
     const bool trialing = Str(s, "status") == "trialing";
     const int64_t amount = trialing ? 0 : I64(price.at("unit_amount")) * quantity;
-    bj::object line = Line(fixtures_.at("invoice").at("lines").at("data").as_array()[0].as_object(), NewId("il"), amount,
-                           Str(s, "currency"),
-                           std::to_string(quantity) + " × " + PriceLabel(price) + (trialing ? " (trial)" : ""),
-                           I64(item.at("current_period_start")), I64(item.at("current_period_end")), false, s, price,
-                           quantity);
+    bj::object line =
+        Line(LineTemplate(), NewId("il"), amount, Str(s, "currency"),
+             std::to_string(quantity) + " × " + PriceLabel(price) + (trialing ? " (trial)" : ""),
+             I64(item.at("current_period_start")), I64(item.at("current_period_end")), false, s, price, quantity);
     line["invoice"] = invoice_id;
     return line;
 }
@@ -115,7 +112,7 @@ Result<bj::array> Sandbox::ProrationLines(const bj::object& s, const bj::object&
     const Period period{Timestamp(I64(item.at("current_period_start"))), Timestamp(I64(item.at("current_period_end")))};
     TALLY_ASSIGN_OR_RETURN(Proration p,
                            ProrateChange(from, IntervalOf(old_price), to, IntervalOf(price), period, Timestamp(at)));
-    const bj::object& tmpl = fixtures_.at("invoice").at("lines").at("data").as_array()[0].as_object();
+    const bj::object& tmpl = LineTemplate();
     const std::string date = FormatRfc3339(Timestamp(at));
     bj::array lines;
     lines.push_back(Line(tmpl, NewId("il"), p.credit.amount_minor(), currency.code(),
@@ -713,8 +710,7 @@ http::Response Sandbox::CancelSubscription(const std::string& id, const bj::obje
             amount, Period{Timestamp(I64(item.at("current_period_start"))), Timestamp(I64(item.at("current_period_end")))},
             Timestamp(now));
         if (unused.ok() && unused->amount_minor() > 0) {
-            lines.push_back(Line(fixtures_.at("invoice").at("lines").at("data").as_array()[0].as_object(), NewId("il"),
-                                 -unused->amount_minor(), Str(*s, "currency"),
+            lines.push_back(Line(LineTemplate(), NewId("il"), -unused->amount_minor(), Str(*s, "currency"),
                                  "Unused time on " + PriceLabel(price) + " after " + FormatRfc3339(Timestamp(now)), now,
                                  I64(item.at("current_period_end")), true, *s, price, I64(item.at("quantity"))));
         }

@@ -17,8 +17,6 @@ namespace {
 constexpr int64_t kCheckoutSessionLifetimeSeconds = int64_t{24} * 3600;  // Stripe: a Checkout Session expires after 24 h
 constexpr size_t kCheckoutLineItemsMax = 20;                     // the sandbox's bound on line_items
 
-int64_t I64(const bj::value& v) { return v.to_number<int64_t>(); }
-
 std::string Html(const std::string& text) {
     std::string out;
     for (char c : text) {

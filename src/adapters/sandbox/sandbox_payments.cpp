@@ -51,8 +51,6 @@ std::string Brand(const std::string& digits) {
     return "unknown";
 }
 
-int64_t I64(const bj::value& v) { return v.to_number<int64_t>(); }
-
 }  // namespace
 
 Result<std::string> Sandbox::NewCardPaymentMethod(const std::string& number, int64_t exp_month, int64_t exp_year,

@@ -70,6 +70,9 @@ inline std::optional<http::Response> OnlyParams(const bj::object& params, std::i
     return std::nullopt;
 }
 
+/// A JSON number as int64 (Stripe's amounts and timestamps); throws on a non-number, which the sandbox never stores.
+inline int64_t I64(const bj::value& v) { return v.to_number<int64_t>(); }
+
 inline std::string Str(const bj::object& o, const char* key) {
     const auto* v = o.if_contains(key);
     return v && v->is_string() ? std::string(v->get_string()) : std::string();
