@@ -196,6 +196,8 @@ private:
     /// The payment method an invoice of |subscription| is charged to: the subscription's default, else the
     /// customer's invoice_settings.default_payment_method; "" if none.
     std::string DefaultPaymentMethod(const boost::json::object& subscription);
+    /// The customer's invoice_settings.default_payment_method; "" if none or no such customer.
+    std::string CustomerDefaultPaymentMethod(const std::string& customer_id);
     /// Runs |pi|'s payment with |pm_id| at |at|: creates the charge, updates the intent, emits Stripe's events.
     PaymentOutcome ConfirmIntent(boost::json::object& pi, const std::string& pm_id, bool off_session, int64_t at);
     /// A new payment intent (status requires_payment_method).

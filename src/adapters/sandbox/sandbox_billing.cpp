@@ -80,13 +80,17 @@ void Sandbox::SetStatus(bj::object& s, const std::string& status, bj::object& pr
     s["status"] = status;
 }
 
-std::string Sandbox::DefaultPaymentMethod(const bj::object& s) {
-    std::string own = Str(s, "default_payment_method");
-    if (!own.empty()) return own;
-    const bj::object* customer = Find("customer", Str(s, "customer"));
+std::string Sandbox::CustomerDefaultPaymentMethod(const std::string& customer_id) {
+    const bj::object* customer = Find("customer", customer_id);
     if (customer == nullptr) return {};
     const auto* settings = customer->if_contains("invoice_settings");
     return settings && settings->is_object() ? Str(settings->get_object(), "default_payment_method") : std::string();
+}
+
+std::string Sandbox::DefaultPaymentMethod(const bj::object& s) {
+    std::string own = Str(s, "default_payment_method");
+    if (!own.empty()) return own;
+    return CustomerDefaultPaymentMethod(Str(s, "customer"));
 }
 
 bj::object Sandbox::PeriodLine(const bj::object& s, const std::string& invoice_id) {
@@ -398,11 +402,7 @@ http::Response Sandbox::CreateSubscription(const bj::object& params) {
     const int64_t amount = I64(price->at("unit_amount")) * *quantity;
     // error_if_incomplete: Stripe refuses (402) and creates nothing when the first payment would not succeed.
     if (!trial_end && amount > 0 && payment_behavior == "error_if_incomplete") {
-        std::string payer = pm;
-        if (payer.empty()) {
-            const auto* settings = customer->if_contains("invoice_settings");
-            payer = settings && settings->is_object() ? Str(settings->get_object(), "default_payment_method") : "";
-        }
+        const std::string payer = pm.empty() ? CustomerDefaultPaymentMethod(customer_id) : pm;
         if (payer.empty()) {
             return StripeError(400, "invalid_request_error", "resource_missing",
                                "This customer has no attached payment source or default payment method.");

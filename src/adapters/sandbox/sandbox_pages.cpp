@@ -451,8 +451,7 @@ http::Response Sandbox::PortalPage(const std::string& id, const std::string& not
         }
         body += "</section>";
     }
-    const auto& settings = customer.at("invoice_settings").as_object();
-    const bj::object* pm = Find("payment_method", Str(settings, "default_payment_method"));
+    const bj::object* pm = Find("payment_method", CustomerDefaultPaymentMethod(customer_id));
     if (pm == nullptr) {
         // Without a customer default, show the card of the newest subscription that has one.
         for (auto it = order_["subscription"].rbegin(); it != order_["subscription"].rend() && pm == nullptr; ++it) {
