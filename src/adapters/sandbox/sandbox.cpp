@@ -46,7 +46,7 @@ void Sandbox::WallClockLoop() {
         for (const auto& id : std::vector<std::string>(order_["subscription"])) {
             const bj::object& s = objects_.at(id);
             if (!s.at("test_clock").is_null()) continue;
-            if (auto due = NextTransitionAt(s); due && *due <= now) RunDueTransitions(id, now);
+            if (auto due = NextTransition(s); due && due->at <= now) RunDueTransitions(id, now);
         }
     }
 }

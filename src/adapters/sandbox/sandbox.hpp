@@ -168,11 +168,17 @@ private:
     void RunDueTransitions(const std::string& subscription_id, int64_t until);
     /// Sets |subscription|'s status to |status|, recording the previous one; emits nothing.
     void SetStatus(boost::json::object& subscription, const std::string& status, boost::json::object& previous);
-    /// When |subscription|'s next scheduled transition is due (renewal, trial notice, dunning retry, 23-hour
-    /// expiry, collection resuming); nullopt when none is scheduled.
-    std::optional<int64_t> NextTransitionAt(const boost::json::object& subscription) const;
-    /// Runs |subscription|'s transition due at |at| (NextTransitionAt).
-    void RunTransition(boost::json::object& subscription, int64_t at);
+    /// One scheduled change of a subscription on its clock. Kinds are in the order they run when due together.
+    struct Transition {
+        enum class Kind { kTrialNotice, kDunningRetry, kIncompleteExpiry, kCollectionResumes, kPeriodEnd } kind;
+        int64_t at = 0;          // Unix seconds
+        std::string invoice_id;  // kDunningRetry: the invoice to retry
+    };
+    /// |subscription|'s next scheduled transition: trial notice, dunning retry, 23-hour expiry, collection
+    /// resuming or the end of the period (cancel, trial end or renewal); nullopt when none is scheduled.
+    std::optional<Transition> NextTransition(const boost::json::object& subscription) const;
+    /// Runs |transition| (from NextTransition) on |subscription|, stamping what it emits with transition.at.
+    void RunTransition(boost::json::object& subscription, const Transition& transition);
     /// Ends |subscription| now (status canceled) and emits customer.subscription.deleted.
     void EndSubscription(boost::json::object& subscription, int64_t at, const std::string& reason);
 

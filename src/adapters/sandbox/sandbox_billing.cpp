@@ -934,84 +934,77 @@ http::Response Sandbox::PayInvoiceRequest(const std::string& id, const bj::objec
     return Json(200, *Find("invoice", id));
 }
 
-std::optional<int64_t> Sandbox::NextTransitionAt(const bj::object& s) const {
+std::optional<Sandbox::Transition> Sandbox::NextTransition(const bj::object& s) const {
     const std::string status = Str(s, "status");
     const std::string id = Str(s, "id");
-    std::optional<int64_t> next;
-    auto consider = [&next](int64_t at) { next = next ? std::min(*next, at) : at; };
+    std::optional<Transition> next;
+    // Candidates in Kind order: on a tie the earlier kind runs first.
+    auto consider = [&next](Transition::Kind kind, int64_t at, std::string invoice_id = {}) {
+        if (!next || at < next->at) next = Transition{kind, at, std::move(invoice_id)};
+    };
     if (status == "trialing" && !trial_notice_sent_.count(id)) {
-        consider(std::max(I64(s.at("trial_start")), I64(s.at("trial_end")) - kTrialWillEndNoticeSeconds));
-    }
-    if (IsLive(status)) consider(I64(Item(s).at("current_period_end")));
-    if (status == "incomplete") consider(I64(s.at("created")) + kIncompleteExpirySeconds);
-    if (const auto* pc = s.if_contains("pause_collection"); pc && pc->is_object()) {
-        if (const auto* r = pc->get_object().if_contains("resumes_at"); r && !r->is_null()) consider(I64(*r));
+        // Stripe: trial_will_end three days before the trial ends, at once if fewer remain.
+        consider(Transition::Kind::kTrialNotice,
+                 std::max(I64(s.at("trial_start")), I64(s.at("trial_end")) - kTrialWillEndNoticeSeconds));
     }
     if (auto it = open_invoices_.find(id); it != open_invoices_.end()) {
         for (const auto& inv_id : it->second) {
-            const bj::value& nxt = objects_.at(inv_id).at("next_payment_attempt");
-            if (!nxt.is_null()) consider(I64(nxt));
+            const bj::value& at = objects_.at(inv_id).at("next_payment_attempt");
+            if (!at.is_null()) consider(Transition::Kind::kDunningRetry, I64(at), inv_id);
         }
     }
+    if (status == "incomplete") consider(Transition::Kind::kIncompleteExpiry, I64(s.at("created")) + kIncompleteExpirySeconds);
+    if (const auto* pc = s.if_contains("pause_collection"); pc && pc->is_object()) {
+        if (const auto* r = pc->get_object().if_contains("resumes_at"); r && !r->is_null()) {
+            consider(Transition::Kind::kCollectionResumes, I64(*r));
+        }
+    }
+    if (IsLive(status)) consider(Transition::Kind::kPeriodEnd, I64(Item(s).at("current_period_end")));
     return next;
 }
 
-void Sandbox::RunTransition(bj::object& s, int64_t at) {
-    const std::string status = Str(s, "status");
-    const std::string id = Str(s, "id");
-    // 1. trial_will_end, three days before the trial ends (at once if fewer remain).
-    if (status == "trialing" && !trial_notice_sent_.count(id) &&
-        std::max(I64(s.at("trial_start")), I64(s.at("trial_end")) - kTrialWillEndNoticeSeconds) <= at) {
-        trial_notice_sent_.insert(id);
-        Emit("customer.subscription.trial_will_end", s, nullptr, at);
-        return;
-    }
-    // 2. A dunning retry.
-    if (auto it = open_invoices_.find(id); it != open_invoices_.end()) {
-        for (const auto& inv_id : it->second) {
-            const bj::value& nxt = objects_.at(inv_id).at("next_payment_attempt");
-            if (!nxt.is_null() && I64(nxt) <= at) {
-                CollectInvoice(std::string(inv_id), at, false);
-                return;
+void Sandbox::RunTransition(bj::object& s, const Transition& t) {
+    const int64_t at = t.at;
+    switch (t.kind) {
+        case Transition::Kind::kTrialNotice:
+            trial_notice_sent_.insert(Str(s, "id"));
+            Emit("customer.subscription.trial_will_end", s, nullptr, at);
+            return;
+        case Transition::Kind::kDunningRetry:
+            CollectInvoice(t.invoice_id, at, false);
+            return;
+        case Transition::Kind::kIncompleteExpiry: {
+            // An unpaid first invoice expires the subscription after 23 hours.
+            bj::object previous;
+            SetStatus(s, "incomplete_expired", previous);
+            s["ended_at"] = at;
+            if (bj::object* inv = Find("invoice", Str(s, "latest_invoice")); inv && Str(*inv, "status") == "open") {
+                (*inv)["status"] = "void";
+                (*inv)["amount_remaining"] = 0;
+                (*inv)["status_transitions"].as_object()["voided_at"] = at;
+                Emit("invoice.voided", *inv, nullptr, at);
             }
+            Emit("customer.subscription.updated", s, &previous, at);
+            return;
         }
-    }
-    // 3. An unpaid first invoice expires the subscription after 23 hours.
-    if (status == "incomplete") {
-        if (I64(s.at("created")) + kIncompleteExpirySeconds > at) return;
-        bj::object previous;
-        SetStatus(s, "incomplete_expired", previous);
-        s["ended_at"] = at;
-        if (bj::object* inv = Find("invoice", Str(s, "latest_invoice")); inv && Str(*inv, "status") == "open") {
-            (*inv)["status"] = "void";
-            (*inv)["amount_remaining"] = 0;
-            (*inv)["status_transitions"].as_object()["voided_at"] = at;
-            Emit("invoice.voided", *inv, nullptr, at);
-        }
-        Emit("customer.subscription.updated", s, &previous, at);
-        return;
-    }
-    // 4. Collection resumes.
-    if (const auto* pc = s.if_contains("pause_collection"); pc && pc->is_object()) {
-        const auto* r = pc->get_object().if_contains("resumes_at");
-        if (r && !r->is_null() && I64(*r) <= at) {
+        case Transition::Kind::kCollectionResumes: {
             bj::object previous{{"pause_collection", s.at("pause_collection")}};
             s["pause_collection"] = nullptr;
             Emit("customer.subscription.updated", s, &previous, at);
             return;
         }
+        case Transition::Kind::kPeriodEnd:
+            break;
     }
-    // 5. The period ends: cancel at period end, trial end, or renewal.
-    if (!IsLive(status)) return;
+    // The period ends: cancel at period end, trial end, or renewal.
     bj::object& item = Item(s);
-    const int64_t period_end = I64(item.at("current_period_end"));
-    if (period_end > at) return;
+    const int64_t period_end = at;
     if (s.at("cancel_at_period_end").as_bool()) {
         EndSubscription(s, period_end, "cancellation_requested");
         return;
     }
     bj::object previous{{"items", s.at("items")}};
-    if (status == "trialing") {
+    if (Str(s, "status") == "trialing") {
         const std::string behavior = Str(s.at("trial_settings").at("end_behavior").as_object(), "missing_payment_method");
         if (DefaultPaymentMethod(s).empty() && behavior == "cancel") {
             EndSubscription(s, period_end, "cancellation_requested");
@@ -1039,8 +1032,8 @@ void Sandbox::RunTransition(bj::object& s, int64_t at) {
 void Sandbox::RunDueTransitions(const std::string& subscription_id, int64_t until) {
     for (int i = 0; i < kTransitionsPerCallMax; ++i) {
         bj::object& s = objects_.at(subscription_id);
-        const auto due = NextTransitionAt(s);
-        if (!due || *due > until) return;
+        const auto due = NextTransition(s);
+        if (!due || due->at > until) return;
         RunTransition(s, *due);
     }
 }
@@ -1062,21 +1055,23 @@ http::Response Sandbox::AdvanceTestClock(const std::string& id, const bj::object
     for (const auto& sub_id : order_["subscription"]) {
         const bj::object& s = objects_.at(sub_id);
         if (Str(s, "test_clock") != id) continue;
-        if (auto due = NextTransitionAt(s); due && *due <= *target) heap.emplace(*due, sub_id);
+        if (auto due = NextTransition(s); due && due->at <= *target) heap.emplace(due->at, sub_id);
     }
     while (!heap.empty()) {
         auto [due, sub_id] = heap.top();
         heap.pop();
         bj::object& s = objects_.at(sub_id);
-        const auto now_due = NextTransitionAt(s);
-        if (!now_due || *now_due != due) {
-            if (now_due && *now_due <= *target) heap.emplace(*now_due, sub_id);
+        const auto now_due = NextTransition(s);
+        if (!now_due || now_due->at != due) {
+            if (now_due && now_due->at <= *target) heap.emplace(now_due->at, sub_id);
             continue;
         }
         clock->at("frozen_time") = due;  // objects made by the transition see the clock at that instant
-        RunTransition(s, due);
+        RunTransition(s, *now_due);
         clock = Find("test_helpers.test_clock", id);
-        if (auto next = NextTransitionAt(objects_.at(sub_id)); next && *next <= *target) heap.emplace(*next, sub_id);
+        if (auto next = NextTransition(objects_.at(sub_id)); next && next->at <= *target) {
+            heap.emplace(next->at, sub_id);
+        }
     }
     clock->at("frozen_time") = *target;
     clock->at("status") = "ready";
