@@ -551,9 +551,7 @@ std::optional<http::Response> Sandbox::ChangeItem(bj::object& s, const bj::objec
         ii["line"] = line;  // internal: the invoice line this item becomes
         Put("invoiceitem", ii);
         pending_items_[Str(s, "id")].push_back(ii_id);
-        bj::object shown = ii;
-        shown.erase("line");
-        Emit("invoiceitem.created", shown, nullptr, at);
+        Emit("invoiceitem.created", Public(ii), nullptr, at);
     }
     return std::nullopt;
 }
