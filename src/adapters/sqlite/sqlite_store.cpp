@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "adapters/sqlite/migrations.hpp"
+#include "adapters/sqlite/wal_write_vfs.hpp"
 
 namespace tally::sqlite {
 namespace {
@@ -418,8 +419,9 @@ int BusyHandler(void*, int count) {
 
 Result<std::unique_ptr<Connection>> Connection::Open(const std::string& path, bool durable) {
     sqlite3* db = nullptr;
+    // The shim writes a commit's WAL frames in a few large writes instead of two per page (wal_write_vfs.hpp).
     const int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                                   nullptr);
+                                   RegisterWalWriteVfs());
     if (rc != SQLITE_OK) {
         std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
         sqlite3_close(db);
