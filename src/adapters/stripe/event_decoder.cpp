@@ -1,5 +1,7 @@
 #include "adapters/stripe/event_decoder.hpp"
 
+#include <boost/json/basic_parser_impl.hpp>
+
 #include "adapters/config/json_util.hpp"
 
 namespace tally {
@@ -24,6 +26,151 @@ Result<EventEnvelope> Envelope(const bj::object& root) {
     if (id.empty() || id.size() > 255) return InvalidArgument("id must be 1..255 characters", "id");
     if (type.empty() || type.size() > 255) return InvalidArgument("type must be 1..255 characters", "type");
     return EventEnvelope{StripeEventId(std::move(id)), std::move(type), Timestamp(created)};
+}
+
+// The envelope's four top-level fields, read by a SAX pass that builds no DOM: it runs on the acknowledgement
+// path for every delivery, where a full parse of a 4 KB event cost as much as verifying its signature. It only
+// answers when the event is well-formed JSON with each field present once and of the right type; anything else
+// goes to the DOM path (Envelope above), which decides, so both give the same answer and the same errors.
+class EnvelopeScanner {
+  public:
+    constexpr static std::size_t max_object_size = std::size_t(-1);
+    constexpr static std::size_t max_array_size = std::size_t(-1);
+    constexpr static std::size_t max_key_size = std::size_t(-1);
+    constexpr static std::size_t max_string_size = std::size_t(-1);
+
+    /// The envelope, or nullopt when the DOM path must decide.
+    std::optional<EventEnvelope> Result() const {
+        if (unsure_ || !root_is_object_ || !id_ || !type_ || !created_) return std::nullopt;
+        if (object_ && *object_ != "event") return std::nullopt;
+        if (id_->empty() || id_->size() > 255 || type_->empty() || type_->size() > 255) return std::nullopt;
+        return EventEnvelope{StripeEventId(*id_), *type_, Timestamp(*created_)};
+    }
+
+    bool on_document_begin(bj::error_code&) { return true; }
+    bool on_document_end(bj::error_code&) { return true; }
+    bool on_object_begin(bj::error_code&) {
+        if (depth_ == 0) root_is_object_ = true;
+        TopLevelValue(Kind::kOther);
+        ++depth_;
+        return true;
+    }
+    bool on_object_end(std::size_t, bj::error_code&) {
+        --depth_;
+        return true;
+    }
+    bool on_array_begin(bj::error_code&) {
+        TopLevelValue(Kind::kOther);
+        ++depth_;
+        return true;
+    }
+    bool on_array_end(std::size_t, bj::error_code&) {
+        --depth_;
+        return true;
+    }
+    bool on_key_part(bj::string_view part, std::size_t, bj::error_code&) {
+        if (depth_ == 1) key_.append(part.data(), part.size());
+        return true;
+    }
+    bool on_key(bj::string_view part, std::size_t, bj::error_code&) {
+        if (depth_ == 1) {
+            key_.append(part.data(), part.size());
+            field_ = key_ == "id"        ? Field::kId
+                     : key_ == "type"    ? Field::kType
+                     : key_ == "object"  ? Field::kObject
+                     : key_ == "created" ? Field::kCreated
+                                         : Field::kNone;
+            key_.clear();
+        }
+        return true;
+    }
+    bool on_string_part(bj::string_view part, std::size_t, bj::error_code&) {
+        if (depth_ == 1 && field_ != Field::kNone) string_.append(part.data(), part.size());
+        return true;
+    }
+    bool on_string(bj::string_view part, std::size_t, bj::error_code&) {
+        if (depth_ != 1 || field_ == Field::kNone) return true;
+        string_.append(part.data(), part.size());
+        TopLevelValue(Kind::kString);
+        string_.clear();
+        return true;
+    }
+    bool on_number_part(bj::string_view, bj::error_code&) { return true; }
+    bool on_int64(int64_t v, bj::string_view, bj::error_code&) {
+        if (depth_ == 1 && field_ == Field::kCreated) integer_ = v;
+        TopLevelValue(depth_ == 1 && field_ == Field::kCreated ? Kind::kInteger : Kind::kOther);
+        return true;
+    }
+    bool on_uint64(uint64_t v, bj::string_view, bj::error_code&) {
+        const bool fits = v <= static_cast<uint64_t>(INT64_MAX);
+        if (fits) integer_ = static_cast<int64_t>(v);
+        TopLevelValue(fits && depth_ == 1 && field_ == Field::kCreated ? Kind::kInteger : Kind::kOther);
+        return true;
+    }
+    bool on_double(double, bj::string_view, bj::error_code&) {
+        TopLevelValue(Kind::kOther);
+        return true;
+    }
+    bool on_bool(bool, bj::error_code&) {
+        TopLevelValue(Kind::kOther);
+        return true;
+    }
+    bool on_null(bj::error_code&) {
+        TopLevelValue(Kind::kOther);
+        return true;
+    }
+    bool on_comment_part(bj::string_view, bj::error_code&) { return true; }
+    bool on_comment(bj::string_view, bj::error_code&) { return true; }
+
+  private:
+    enum class Field { kNone, kId, kType, kObject, kCreated };
+    enum class Kind { kString, kInteger, kOther };
+
+    // A value starts at depth 1 (a member of the root object) under the last key seen.
+    void TopLevelValue(Kind kind) {
+        if (depth_ != 1 || field_ == Field::kNone) return;
+        const Field field = field_;
+        field_ = Field::kNone;
+        auto take_string = [&](std::optional<std::string>& slot) {
+            if (slot || kind != Kind::kString) unsure_ = true;  // a duplicate, or not a string
+            slot = string_;
+        };
+        switch (field) {
+            case Field::kId:
+                take_string(id_);
+                break;
+            case Field::kType:
+                take_string(type_);
+                break;
+            case Field::kObject:
+                take_string(object_);
+                break;
+            case Field::kCreated:
+                if (created_ || kind != Kind::kInteger) unsure_ = true;
+                created_ = integer_;
+                break;
+            case Field::kNone:
+                break;
+        }
+    }
+
+    int depth_ = 0;
+    bool root_is_object_ = false;
+    bool unsure_ = false;
+    Field field_ = Field::kNone;
+    std::string key_;
+    std::string string_;
+    int64_t integer_ = 0;
+    std::optional<std::string> id_, type_, object_;
+    std::optional<int64_t> created_;
+};
+
+std::optional<EventEnvelope> ScanEnvelope(std::string_view payload) {
+    bj::basic_parser<EnvelopeScanner> parser{bj::parse_options{}};
+    bj::error_code ec;
+    const size_t n = parser.write_some(false, payload.data(), payload.size(), ec);
+    if (ec || n != payload.size()) return std::nullopt;
+    return parser.handler().Result();
 }
 
 FieldMap Fields(const bj::object& o) {
@@ -190,7 +337,9 @@ bool Handled(const std::string& type) {
 }  // namespace
 
 Result<EventEnvelope> StripeEventDecoder::DecodeEnvelope(std::string_view payload) const {
-    // On the acknowledgement path: parse into a stack buffer (spilling to the heap only for large events).
+    if (auto envelope = ScanEnvelope(payload)) return std::move(*envelope);
+    // Malformed or unusual: the DOM path names the error. Parse into a stack buffer (spilling to the heap only for
+    // large events).
     unsigned char buffer[16 * 1024];
     bj::monotonic_resource resource(buffer, sizeof buffer);
     TALLY_ASSIGN_OR_RETURN(bj::value root, json::Parse(payload, &resource));

@@ -5,6 +5,7 @@
 #include <boost/json.hpp>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 namespace tally {
 namespace {
@@ -23,6 +24,54 @@ std::string Event(const char* type, bj::object object, bj::object previous = {})
     if (!previous.empty()) data["previous_attributes"] = std::move(previous);
     return bj::serialize(bj::object{{"id", "evt_1"}, {"object", "event"}, {"type", type}, {"created", 1700000000},
                                     {"livemode", false}, {"data", std::move(data)}});
+}
+
+// DecodeEnvelope answers from a SAX pass when it can and from the DOM otherwise; Decode always uses the DOM.
+// Whatever the body, the two must agree: same id, type and created, or the same error.
+TEST(EventDecoderTest, EnvelopeFastPathAgreesWithTheDomOnOddBodies) {
+    const std::string long_type(256, 't');
+    const std::vector<std::string> bodies = {
+        R"({"id":"evt_1","object":"event","type":"ping.test","created":1700000000})",
+        R"({"created":1700000000,"type":"ping.test","id":"evt_1"})",
+        R"({"id":"evt_1","type":"ping.test","created":1700000000,"data":{"object":{"id":"sub_9","type":"x","created":5}}})",
+        R"({"\u0069d":"evt_esc","type":"ping\u002etest","created":1700000000})",
+        R"({"id":"evt_1","id":"evt_2","type":"ping.test","created":1700000000})",
+        R"({"id":null,"type":"ping.test","created":1700000000})",
+        R"({"id":7,"type":"ping.test","created":1700000000})",
+        R"({"id":"evt_1","type":"ping.test","created":"1700000000"})",
+        R"({"id":"evt_1","type":"ping.test","created":1.7e9})",
+        R"({"id":"evt_1","type":"ping.test","created":18446744073709551615})",
+        R"({"id":"evt_1","type":"ping.test","created":-5})",
+        R"({"id":"evt_1","type":"ping.test"})",
+        R"({"id":"evt_1","object":"customer","type":"ping.test","created":1})",
+        R"({"id":"evt_1","object":null,"type":"ping.test","created":1})",
+        R"({"id":"","type":"ping.test","created":1})",
+        R"({"id":"evt_1","type":")" + long_type + R"(","created":1})",
+        R"({"id":"evt_1","type":["ping"],"created":1})",
+        R"(["id","evt_1"])",
+        R"("evt_1")",
+        R"({"id":"evt_1","type":"ping.test","created":1)",
+        R"({"id":"evt_1","type":"ping.test","created":1} trailing)",
+        "",
+    };
+    StripeEventDecoder decoder;
+    for (const std::string& body : bodies) {
+        auto fast = decoder.DecodeEnvelope(body);
+        auto dom = decoder.Decode(body);
+        ASSERT_EQ(fast.ok(), dom.ok()) << body;
+        if (fast.ok()) {
+            EXPECT_EQ(fast->id.str(), dom->id.str()) << body;
+            EXPECT_EQ(fast->type, dom->type) << body;
+            EXPECT_EQ(fast->created.unix_seconds(), dom->created.unix_seconds()) << body;
+        } else {
+            EXPECT_EQ(fast.error().message, dom.error().message) << body;
+            EXPECT_EQ(fast.error().param, dom.error().param) << body;
+        }
+    }
+    // And the fast path reads the right fields: the top-level ones, escapes decoded.
+    EXPECT_EQ(decoder.DecodeEnvelope(bodies[2])->id.str(), "evt_1");
+    EXPECT_EQ(decoder.DecodeEnvelope(bodies[3])->id.str(), "evt_esc");
+    EXPECT_EQ(decoder.DecodeEnvelope(bodies[3])->type, "ping.test");
 }
 
 TEST(EventDecoderTest, DecodesStripesOwnSubscriptionFixture) {
