@@ -53,8 +53,8 @@ int main(int argc, char** argv) {
         auto arrived = static_cast<int64_t>(static_cast<double>(now_us) / interval_us) + 1;  // arrivals at 0, i, 2i...
         arrived = std::min(arrived, total);
         if (arrived <= next) {
-            std::this_thread::sleep_for(std::chrono::microseconds(
-                static_cast<int64_t>(static_cast<double>(next) * interval_us) - now_us + 1));
+            std::this_thread::sleep_for(
+                std::chrono::microseconds(static_cast<int64_t>(static_cast<double>(next) * interval_us) - now_us + 1));
             continue;
         }
         const size_t n = static_cast<size_t>(arrived - next);

@@ -33,7 +33,8 @@ std::string HmacSha256Hex(std::string_view key, std::string_view message) {
         ThreadContext() {
             ctx = EVP_MAC_CTX_new(mac);
             char digest[] = "SHA256";
-            const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", digest, 0), OSSL_PARAM_construct_end()};
+            const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", digest, 0),
+                                         OSSL_PARAM_construct_end()};
             TALLY_INVARIANT(ctx != nullptr && EVP_MAC_CTX_set_params(ctx, params) == 1);
         }
         ~ThreadContext() { EVP_MAC_CTX_free(ctx); }

@@ -1,12 +1,12 @@
 #include "adapters/stripe/webhook_signature.hpp"
 
-#include "adapters/crypto.hpp"
-
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
 #include <fstream>
 #include <sstream>
+
+#include "adapters/crypto.hpp"
 
 namespace tally {
 namespace {
@@ -89,7 +89,7 @@ TEST(WebhookSignatureTest, AnyV1AndAnySecretMatches) {
 // HmacSha256Hex keeps one OpenSSL context per thread and sets only the key per call: alternating keys (and the
 // empty key, which OpenSSL would read as "keep the previous key" if passed as null) must each give their own MAC.
 TEST(HmacSha256Hex, MatchesRfc4231AndResetsTheKeyOnEveryCall) {
-    const std::string jefe = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";  // RFC 4231 case 2
+    const std::string jefe = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";   // RFC 4231 case 2
     const std::string empty = "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad";  // key "", data ""
     for (int i = 0; i < 3; ++i) {
         EXPECT_EQ(tally::HmacSha256Hex("Jefe", "what do ya want for nothing?"), jefe);
