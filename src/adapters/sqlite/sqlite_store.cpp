@@ -420,6 +420,14 @@ int BusyHandler(void*, int count) {
     std::this_thread::sleep_for(std::chrono::microseconds(sleep_us));
     return 1;
 }
+
+// The checkpointer's RESTART runs with every commit waiting on it, so it gives up on a lock (a reader in another
+// process, say) after kCheckpointReadLockWaitMs instead of kBusyTimeoutMs; the next quiet moment tries again.
+int CheckpointBusyHandler(void*, int count) {
+    if (count >= kCheckpointReadLockWaitMs * 5) return 0;  // 200 us steps
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+    return 1;
+}
 }  // namespace
 
 Result<std::unique_ptr<Connection>> Connection::Open(const std::string& path, bool durable) {
@@ -498,6 +506,7 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, 
     TALLY_TRY(writer->Exec("PRAGMA wal_autocheckpoint=0"));
     TALLY_ASSIGN_OR_RETURN(auto reader, Connection::Open(path));
     TALLY_ASSIGN_OR_RETURN(auto checkpointer, Connection::Open(path));
+    sqlite3_busy_handler(checkpointer->raw(), CheckpointBusyHandler, nullptr);
     return std::unique_ptr<SqliteStore>(new SqliteStore(std::move(writer), std::move(reader), std::move(checkpointer)));
 }
 
@@ -552,7 +561,8 @@ void SqliteStore::CheckpointLoop() {
             // A PASSIVE round fsyncs the database only if it caught up with the last commit. Otherwise the pages it
             // wrote are still dirty, and the RESTART would fsync them all with commits blocked (~500 ms for 1 GiB).
             // Write them back here, a slice at a time, so commit fsyncs never queue behind all of them at once.
-            SyncDatabaseFile(*checkpointer_);
+            // (A round that caught up fsync'd the database itself, and with it every earlier round's pages.)
+            if (checkpointed_frames < log_frames || residual > 0) SyncDatabaseFile(*checkpointer_);
             const int64_t copy_ms = ElapsedMs(start);
             int64_t blocked_ms = 0;
             if (log_frames >= 0 && residual <= kWalRestartResidualFramesMax) {
