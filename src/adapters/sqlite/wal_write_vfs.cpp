@@ -73,6 +73,9 @@ int Flush(ShimFile* f) {
     return FlushLocked(f);
 }
 
+// Before an operation that must see every write: flush, if this is a WAL file.
+int FlushIfWal(ShimFile* f) { return f->is_wal ? Flush(f) : SQLITE_OK; }
+
 // Flushes every WAL buffer of the group (at most one holds data: SQLite has one writer per database).
 void FlushGroup(WalGroup* group) {
     if (group == nullptr || group->buffered.load(std::memory_order_acquire) == 0) return;
@@ -124,25 +127,19 @@ int ShimWrite(sqlite3_file* file, const void* data, int amount, sqlite3_int64 of
 
 int ShimTruncate(sqlite3_file* file, sqlite3_int64 size) {
     ShimFile* f = Shim(file);
-    if (f->is_wal) {
-        if (int rc = Flush(f); rc != SQLITE_OK) return rc;
-    }
+    if (int rc = FlushIfWal(f); rc != SQLITE_OK) return rc;
     return f->real->pMethods->xTruncate(f->real, size);
 }
 
 int ShimSync(sqlite3_file* file, int flags) {
     ShimFile* f = Shim(file);
-    if (f->is_wal) {
-        if (int rc = Flush(f); rc != SQLITE_OK) return rc;
-    }
+    if (int rc = FlushIfWal(f); rc != SQLITE_OK) return rc;
     return f->real->pMethods->xSync(f->real, flags);
 }
 
 int ShimFileSize(sqlite3_file* file, sqlite3_int64* size) {
     ShimFile* f = Shim(file);
-    if (f->is_wal) {
-        if (int rc = Flush(f); rc != SQLITE_OK) return rc;
-    }
+    if (int rc = FlushIfWal(f); rc != SQLITE_OK) return rc;
     return f->real->pMethods->xFileSize(f->real, size);
 }
 
@@ -154,9 +151,7 @@ int ShimCheckReservedLock(sqlite3_file* file, int* out) {
 
 int ShimFileControl(sqlite3_file* file, int op, void* arg) {
     ShimFile* f = Shim(file);
-    if (f->is_wal) {
-        if (int rc = Flush(f); rc != SQLITE_OK) return rc;
-    }
+    if (int rc = FlushIfWal(f); rc != SQLITE_OK) return rc;
     return f->real->pMethods->xFileControl(f->real, op, arg);
 }
 
@@ -180,9 +175,7 @@ int ShimShmUnmap(sqlite3_file* file, int delete_flag) {
 }
 int ShimFetch(sqlite3_file* file, sqlite3_int64 offset, int amount, void** out) {
     ShimFile* f = Shim(file);
-    if (f->is_wal) {
-        if (int rc = Flush(f); rc != SQLITE_OK) return rc;
-    }
+    if (int rc = FlushIfWal(f); rc != SQLITE_OK) return rc;
     return f->real->pMethods->xFetch(f->real, offset, amount, out);
 }
 int ShimUnfetch(sqlite3_file* file, sqlite3_int64 offset, void* p) {

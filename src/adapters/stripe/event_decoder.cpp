@@ -51,23 +51,11 @@ class EnvelopeScanner {
     bool on_document_end(bj::error_code&) { return true; }
     bool on_object_begin(bj::error_code&) {
         if (depth_ == 0) root_is_object_ = true;
-        TopLevelValue(Kind::kOther);
-        ++depth_;
-        return true;
+        return Open();
     }
-    bool on_object_end(std::size_t, bj::error_code&) {
-        --depth_;
-        return true;
-    }
-    bool on_array_begin(bj::error_code&) {
-        TopLevelValue(Kind::kOther);
-        ++depth_;
-        return true;
-    }
-    bool on_array_end(std::size_t, bj::error_code&) {
-        --depth_;
-        return true;
-    }
+    bool on_object_end(std::size_t, bj::error_code&) { return Close(); }
+    bool on_array_begin(bj::error_code&) { return Open(); }
+    bool on_array_end(std::size_t, bj::error_code&) { return Close(); }
     bool on_key_part(bj::string_view part, std::size_t, bj::error_code&) {
         if (depth_ == 1) key_.append(part.data(), part.size());
         return true;
@@ -125,6 +113,17 @@ class EnvelopeScanner {
   private:
     enum class Field { kNone, kId, kType, kObject, kCreated };
     enum class Kind { kString, kInteger, kOther };
+
+    // An object or array: a value of the field whose key came last, if it is at depth 1.
+    bool Open() {
+        TopLevelValue(Kind::kOther);
+        ++depth_;
+        return true;
+    }
+    bool Close() {
+        --depth_;
+        return true;
+    }
 
     // A value starts at depth 1 (a member of the root object) under the last key seen.
     void TopLevelValue(Kind kind) {
