@@ -77,7 +77,7 @@ echo "baseline @~$((b_rate / 2))/s: achieved=$(( $(field "$bh" requests) * 10000
 start_tally
 th=$(run_load 9191 "$(half_delay "$connections" "$t_rate")" $((duration * 20000)))
 stop tally
-grep -h '"msg":"slow\|listening on' "$out/tally.err" | cut -c1-160 | sed 's/^/  tally log: /' | tail -5 || true
+grep -h '"msg":"slow' "$out/tally.err" | sed 's/^/  tally log: /' | tail -5 || true
 th_rate=$(( $(field "$th" requests) * 1000000 / $(field "$th" duration_us) ))
 echo "tally    @~$((t_rate / 2))/s: achieved=${th_rate}/s p50=$(field "$th" p50_us)us p99=$(field "$th" p99_us)us"
 # The floor writes as many bytes per request as Tally's database holds per event after the half-rate phase.

@@ -60,14 +60,11 @@ void ParseLenient(std::string_view target, Request& req) {
 
 class Session : public std::enable_shared_from_this<Session> {
 public:
-  Session(tcp::socket socket, const Handler& handler, std::atomic<int64_t>& in_flight, std::atomic<bool>& stopping)
-      : stream_(std::move(socket)),
-        idle_timer_(stream_.get_executor()),
-        handler_(handler),
-        in_flight_(in_flight),
-        stopping_(stopping) {
-      buffer_.reserve(kReadChunkBytes);
-  }
+    Session(tcp::socket socket, const Handler& handler, std::atomic<int64_t>& in_flight, std::atomic<bool>& stopping)
+        : stream_(std::move(socket)), idle_timer_(stream_.get_executor()), handler_(handler), in_flight_(in_flight),
+          stopping_(stopping) {
+        buffer_.reserve(kReadChunkBytes);
+    }
 
     void Start() {
         net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
