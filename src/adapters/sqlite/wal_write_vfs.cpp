@@ -44,7 +44,7 @@ struct ShimFile {
     std::mutex mu;  // guards the buffer: another connection's barrier may flush it
     std::vector<char> buffer;
     sqlite3_int64 buffer_offset = 0;
-    int sticky_error = SQLITE_OK;  // a flush that failed where it could not be reported (a barrier)
+    int sticky_error = SQLITE_OK;  // a flush failed where the writer could not be told (FlushGroup)
 };
 
 constexpr size_t kRealFileOffset = (sizeof(ShimFile) + 15) & ~size_t{15};
@@ -64,7 +64,6 @@ int FlushLocked(ShimFile* f) {
     }
     f->buffer.clear();
     if (f->group) f->group->buffered.fetch_sub(1, std::memory_order_release);
-    if (rc != SQLITE_OK && f->sticky_error == SQLITE_OK) f->sticky_error = rc;
     return rc;
 }
 
@@ -76,11 +75,20 @@ int Flush(ShimFile* f) {
 // Before an operation that must see every write: flush, if this is a WAL file.
 int FlushIfWal(ShimFile* f) { return f->is_wal ? Flush(f) : SQLITE_OK; }
 
-// Flushes every WAL buffer of the group (at most one holds data: SQLite has one writer per database).
-void FlushGroup(WalGroup* group) {
-    if (group == nullptr || group->buffered.load(std::memory_order_acquire) == 0) return;
+// Flushes every WAL buffer of the group (at most one holds data: SQLite has one writer per database). A failure
+// here is not the writer's to see: its frames may be published without their bytes, so that WAL file refuses
+// every further write and sync (sticky_error) until it is closed, and the caller gets the error too.
+int FlushGroup(WalGroup* group) {
+    if (group == nullptr || group->buffered.load(std::memory_order_acquire) == 0) return SQLITE_OK;
     std::lock_guard lock(group->mu);
-    for (ShimFile* wal : group->wals) (void)Flush(wal);
+    int first_error = SQLITE_OK;
+    for (ShimFile* wal : group->wals) {
+        std::lock_guard file_lock(wal->mu);
+        const int rc = FlushLocked(wal);
+        if (rc != SQLITE_OK && wal->sticky_error == SQLITE_OK) wal->sticky_error = rc;
+        if (rc != SQLITE_OK && first_error == SQLITE_OK) first_error = rc;
+    }
+    return first_error;
 }
 
 int ShimClose(sqlite3_file* file) {
@@ -101,7 +109,9 @@ int ShimClose(sqlite3_file* file) {
 
 int ShimRead(sqlite3_file* file, void* out, int amount, sqlite3_int64 offset) {
     ShimFile* f = Shim(file);
-    if (f->is_wal) FlushGroup(f->group);
+    if (f->is_wal) {
+        if (int rc = FlushGroup(f->group); rc != SQLITE_OK) return rc;
+    }
     return f->real->pMethods->xRead(f->real, out, amount, offset);
 }
 
@@ -167,7 +177,7 @@ int ShimShmLock(sqlite3_file* file, int offset, int n, int flags) {
 // SQLite calls this right before it publishes new WAL frames in the wal-index header: the frames must be in
 // the file by then, since every other connection reads them from there.
 void ShimShmBarrier(sqlite3_file* file) {
-    FlushGroup(Shim(file)->group);
+    (void)FlushGroup(Shim(file)->group);  // a failure is kept as the WAL's sticky error
     Real(file)->pMethods->xShmBarrier(Real(file));
 }
 int ShimShmUnmap(sqlite3_file* file, int delete_flag) {

@@ -13,6 +13,9 @@
 //   - when the buffer reaches kWalWriteBufferBytesMax.
 // What reaches the file, and in which order, is what the plain "unix" VFS would have written, only in fewer calls;
 // an fsync'd commit is exactly as durable. Everything else is forwarded to the default VFS unchanged.
+// A failed write is returned to SQLite where SQLite asked for it (sync, read, truncate, ...). Where it cannot be
+// (a barrier, or another connection's read), that WAL file fails every later write and sync until it is closed,
+// since frames may have been published without their bytes.
 #include <cstddef>
 
 namespace tally::sqlite {
