@@ -20,19 +20,8 @@ bin="$root/build/release/tally"
 [ -x "$bin" ] || { echo "build first: make build" >&2; exit 1; }
 g++ -O2 -std=c++20 -o "$out/disk_floor" "$here/disk_floor.cpp"
 
-wait_port() { for _ in $(seq 1 200); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.05; done; return 1; }
-
-# run_load <port> <delay_ms> <events> -> RESULT line
-# The signed requests (~5 KB each, hundreds of MB) go to tmpfs, and are synced before the load starts: left dirty
-# on ext4 (data=ordered), their writeback is folded into the next journal commit, and a server's fdatasync then
-# waits for it (fsyncs of 230-375 ms, seen in three runs of five before this).
-requests_dir=$( [ -d /dev/shm ] && [ -w /dev/shm ] && mktemp -d /dev/shm/tally-bench.XXXXXX || echo "$out")
-run_load() {
-  node "$here/gen.mjs" "$3" "$secret" "$root/tests/fixtures/fixtures3.json" "$requests_dir/requests.txt" 2>>"$out/gen.log"
-  sync
-  BENCH_REQUESTS="$requests_dir/requests.txt" BENCH_THREADS=1 BENCH_DELAY_MS="$2" \
-    wrk -t1 -c"$connections" -d"${duration}s" --timeout 10s -s "$here/load.lua" "http://127.0.0.1:$1" | grep '^RESULT'
-}
+# shellcheck source=load.sh
+. "$here/load.sh"
 field() { sed -E "s/.*$2=([0-9]+).*/\1/" <<<"$1"; }
 
 # Each phase gets a fresh directory and nothing is deleted until the end: on a filesystem mounted with

@@ -11,7 +11,8 @@ delay=${DELAY_MS:-8}
 connections=${CONNECTIONS:-64}
 secret=whsec_bench_secret
 out=$(mktemp -d /tmp/tally-sustained.XXXXXX)
-requests_dir=$( [ -d /dev/shm ] && [ -w /dev/shm ] && mktemp -d /dev/shm/tally-sustained.XXXXXX || echo "$out")
+# shellcheck source=load.sh
+. "$here/load.sh"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out" "$requests_dir"' EXIT
 
 command -v wrk >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
@@ -19,13 +20,9 @@ command -v wrk >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -
 bin="$root/build/release/tally"
 [ -x "$bin" ] || { echo "build first: make build" >&2; exit 1; }
 
-# Enough unique events for the whole run at up to connections*1000/delay requests a second.
-node "$here/gen.mjs" $(( duration * connections * 1000 / delay )) "$secret" "$root/tests/fixtures/fixtures3.json" \
-  "$requests_dir/requests.txt" 2>"$out/gen.log"
-sync
 STRIPE_WEBHOOK_SECRET=$secret TALLY_DB="$out/tally.db" TALLY_PORT=9192 TALLY_CATALOG="$root/config/pricing.json" \
   "$bin" serve >"$out/tally.out" 2>"$out/tally.err" &
-for _ in $(seq 1 200); do curl -s -o /dev/null http://127.0.0.1:9192/health && break; sleep 0.05; done
-BENCH_REQUESTS="$requests_dir/requests.txt" BENCH_THREADS=1 BENCH_DELAY_MS="$delay" \
-  wrk -t1 -c"$connections" -d"${duration}s" --timeout 10s -s "$here/load.lua" http://127.0.0.1:9192 | grep '^RESULT'
+wait_port 9192
+# Enough unique events for the whole run at up to connections*1000/delay requests a second.
+run_load 9192 "$delay" $(( duration * connections * 1000 / delay ))
 grep -h '"msg":"slow' "$out/tally.err" | sed 's/^/  tally log: /' || true
