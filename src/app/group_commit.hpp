@@ -11,7 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include "app/thread_name.hpp"
+#include "app/thread_hooks.hpp"
 #include "domain/result.hpp"
 
 namespace tally {
@@ -28,7 +28,7 @@ public:
     GroupCommitter(Sink sink, size_t batch_max, size_t queue_length_max)
         : sink_(std::move(sink)), batch_max_(batch_max), queue_length_max_(queue_length_max),
           thread_([this] {
-              SetCurrentThreadName("tally-commit");
+              NameCurrentThread("tally-commit");
               Run();
           }) {}
     ~GroupCommitter() { Stop(); }
@@ -81,14 +81,24 @@ private:
                 }
                 in_commit_ = items.size();
             }
-            auto result = sink_(items);
+            // Nothing thrown below may end this thread: callers would wait forever. A throwing sink fails its batch
+            // (its transaction rolled back by the store), a throwing callback only itself.
+            Result<std::vector<Out>> result = Internal("group commit sink threw");
+            try {
+                result = sink_(items);
+            } catch (...) {
+                result = Internal("group commit sink threw an exception");
+            }
             for (size_t i = 0; i < dones.size(); ++i) {
-                if (!result.ok()) {
-                    dones[i](result.error());
-                } else if (result->size() != items.size()) {
-                    dones[i](Internal("group commit sink returned a wrong count"));
-                } else {
-                    dones[i](Result<Out>(static_cast<Out>((*result)[i])));
+                try {
+                    if (!result.ok()) {
+                        dones[i](result.error());
+                    } else if (result->size() != items.size()) {
+                        dones[i](Internal("group commit sink returned a wrong count"));
+                    } else {
+                        dones[i](Result<Out>(static_cast<Out>((*result)[i])));
+                    }
+                } catch (...) {  // NOLINT(bugprone-empty-catch): the callback's own failure; the batch goes on
                 }
             }
             items.clear();

@@ -1,6 +1,6 @@
 #pragma once
 // Helpers shared by the sandbox's translation units: Stripe's error shapes and parameter access.
-// Internal to adapters/sandbox.
+// Internal to sandbox.
 #include <boost/json.hpp>
 
 #include <charconv>

@@ -1,9 +1,9 @@
-#include "adapters/sandbox/sandbox.hpp"
+#include "sandbox/sandbox.hpp"
 
 #include <algorithm>
 
 #include "adapters/crypto.hpp"
-#include "adapters/sandbox/sandbox_util.hpp"
+#include "sandbox/sandbox_util.hpp"
 #include "domain/money.hpp"
 #include "domain/time.hpp"
 

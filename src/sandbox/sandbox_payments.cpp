@@ -2,8 +2,8 @@
 #include <algorithm>
 
 #include "adapters/crypto.hpp"
-#include "adapters/sandbox/sandbox.hpp"
-#include "adapters/sandbox/sandbox_util.hpp"
+#include "sandbox/sandbox.hpp"
+#include "sandbox/sandbox_util.hpp"
 #include "domain/money.hpp"
 
 namespace tally::sandbox {

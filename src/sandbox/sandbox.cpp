@@ -1,12 +1,12 @@
-#include "adapters/sandbox/sandbox.hpp"
+#include "sandbox/sandbox.hpp"
 
 #include <curl/curl.h>
 
 #include <algorithm>
 
 #include "adapters/crypto.hpp"
-#include "adapters/sandbox/fixtures.hpp"
-#include "adapters/sandbox/sandbox_util.hpp"
+#include "sandbox/fixtures.hpp"
+#include "sandbox/sandbox_util.hpp"
 #include "adapters/stripe/form_encoding.hpp"
 #include "adapters/stripe/webhook_signature.hpp"
 
@@ -202,7 +202,7 @@ http::Response Sandbox::Route(const http::Request& req, const bj::object& params
     auto not_found = [&] {
         return StripeError(404, "invalid_request_error", "",
                            "Unrecognized request URL (" + m + ": " + req.path + "). The sandbox implements a subset of "
-                           "Stripe's API; see src/adapters/sandbox/README.md.");
+                           "Stripe's API; see src/sandbox/README.md.");
     };
     if (seg.size() < 2 || seg[0] != "v1") return not_found();
     const std::string& res = seg[1];

@@ -3,8 +3,8 @@
 #include <queue>
 
 #include "adapters/crypto.hpp"
-#include "adapters/sandbox/sandbox.hpp"
-#include "adapters/sandbox/sandbox_util.hpp"
+#include "sandbox/sandbox.hpp"
+#include "sandbox/sandbox_util.hpp"
 #include "domain/money.hpp"
 #include "domain/proration.hpp"
 #include "domain/time.hpp"

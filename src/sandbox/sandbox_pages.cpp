@@ -2,8 +2,8 @@
 #include <algorithm>
 
 #include "adapters/crypto.hpp"
-#include "adapters/sandbox/sandbox.hpp"
-#include "adapters/sandbox/sandbox_util.hpp"
+#include "sandbox/sandbox.hpp"
+#include "sandbox/sandbox_util.hpp"
 #include "adapters/stripe/form_encoding.hpp"
 #include "domain/money.hpp"
 #include "domain/time.hpp"
