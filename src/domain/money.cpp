@@ -38,21 +38,6 @@ int64_t Pow10(int n) {
 
 }  // namespace
 
-const char* ErrorCodeName(ErrorCode code) {
-    switch (code) {
-        case ErrorCode::kInvalidArgument: return "invalid_argument";
-        case ErrorCode::kUnauthenticated: return "unauthenticated";
-        case ErrorCode::kPermissionDenied: return "permission_denied";
-        case ErrorCode::kNotFound: return "not_found";
-        case ErrorCode::kConflict: return "conflict";
-        case ErrorCode::kPayloadTooLarge: return "payload_too_large";
-        case ErrorCode::kInsufficientCredits: return "insufficient_credits";
-        case ErrorCode::kUnavailable: return "unavailable";
-        case ErrorCode::kInternal: return "internal";
-    }
-    return "internal";
-}
-
 Result<Currency> Currency::Parse(std::string_view code) {
     if (code.size() != 3) return InvalidArgument("currency must be a three-letter ISO 4217 code", "currency");
     std::string lower(code);

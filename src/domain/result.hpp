@@ -24,18 +24,53 @@ enum class ErrorCode {
 
 const char* ErrorCodeName(ErrorCode code);
 
-/// An error: a category, a human message, and optionally the parameter (or JSON path) at fault.
+/// The machine-readable reason within a category: what an API client branches on (Stripe's `error.code`).
+/// kNone takes the category's default code at the edge. Never derived from message text.
+enum class ErrorReason {
+    kNone,
+    kParameterMissing,             // a required parameter is absent or null
+    kParameterInvalid,             // present but wrong (type, range, format)
+    kParameterUnknown,             // a parameter the endpoint does not take
+    kPayloadTooLarge,              // a body over its limit
+    kMalformedJson,                // a body that is not JSON
+    kMalformedPayload,             // a webhook body without a usable event envelope
+    kSignatureVerificationFailed,  // Stripe-Signature missing, malformed or matching no secret
+    kIdempotencyKeyReused,         // an Idempotency-Key replayed with other parameters (Stripe's idempotency_error)
+    kIdempotencyKeyInUse,          // an Idempotency-Key whose first request is still running
+    kResourceMissing,              // an unknown id
+    kRouteNotFound,                // no such endpoint
+    kMethodNotAllowed,
+    kStripeNotConfigured,          // the endpoint needs Stripe and no key (nor the sandbox) is configured
+    kApiKeyRevoked,
+    kInsufficientScope,            // the API key's scope does not allow the call
+    kStoreUnavailable,
+};
+
+/// The API code of |reason| ("parameter_missing", ...); "" for kNone.
+const char* ErrorReasonName(ErrorReason reason);
+
+/// An error: a category, a human message, optionally the parameter (or JSON path) at fault, and a reason.
 struct Error {
     ErrorCode code;
     std::string message;
     std::string param;
+    ErrorReason reason = ErrorReason::kNone;
 };
 
 inline Error InvalidArgument(std::string message, std::string param = {}) {
-    return Error{ErrorCode::kInvalidArgument, std::move(message), std::move(param)};
+    return Error{ErrorCode::kInvalidArgument, std::move(message), std::move(param), ErrorReason::kParameterInvalid};
+}
+/// kInvalidArgument for a required parameter that is absent.
+inline Error MissingArgument(std::string message, std::string param) {
+    return Error{ErrorCode::kInvalidArgument, std::move(message), std::move(param), ErrorReason::kParameterMissing};
+}
+/// |error| with its reason replaced.
+inline Error WithReason(Error error, ErrorReason reason) {
+    error.reason = reason;
+    return error;
 }
 inline Error NotFound(std::string message, std::string param = {}) {
-    return Error{ErrorCode::kNotFound, std::move(message), std::move(param)};
+    return Error{ErrorCode::kNotFound, std::move(message), std::move(param), ErrorReason::kResourceMissing};
 }
 inline Error Conflict(std::string message, std::string param = {}) {
     return Error{ErrorCode::kConflict, std::move(message), std::move(param)};
@@ -76,7 +111,7 @@ public:
     const Error& error() const { return error_; }
 
 private:
-    Error error_{ErrorCode::kInternal, {}, {}};
+    Error error_{ErrorCode::kInternal, {}, {}, ErrorReason::kNone};
     bool ok_ = true;
 };
 

@@ -4,6 +4,16 @@
 #include <cstdio>
 
 namespace tally {
+
+Status CheckTimestampRange(Timestamp t, const char* param) {
+    if (t.unix_seconds() < 0 || t.unix_seconds() > kTimestampSecondsMax) {
+        return InvalidArgument(std::string(param) + " must be a Unix time in seconds between 0 and " +
+                                   std::to_string(kTimestampSecondsMax) + " (9999-12-31T23:59:59Z)",
+                               param);
+    }
+    return {};
+}
+
 namespace {
 
 using std::chrono::days;

@@ -22,6 +22,12 @@ private:
     int64_t s_ = 0;
 };
 
+/// The latest instant Tally accepts from a caller: 9999-12-31T23:59:59Z (RFC 3339 has four-digit years, and
+/// Stripe's timestamps stay within them).
+constexpr int64_t kTimestampSecondsMax = 253402300799;
+/// kInvalidArgument naming |param| unless 0 <= t <= kTimestampSecondsMax.
+Status CheckTimestampRange(Timestamp t, const char* param);
+
 /// RFC 3339 UTC text, e.g. "2024-01-31T00:00:00Z".
 std::string FormatRfc3339(Timestamp t);
 /// Parses "YYYY-MM-DDTHH:MM:SSZ" (UTC only); kInvalidArgument otherwise.

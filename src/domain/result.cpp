@@ -1,0 +1,43 @@
+#include "domain/result.hpp"
+
+namespace tally {
+
+const char* ErrorCodeName(ErrorCode code) {
+    switch (code) {
+        case ErrorCode::kInvalidArgument: return "invalid_argument";
+        case ErrorCode::kUnauthenticated: return "unauthenticated";
+        case ErrorCode::kPermissionDenied: return "permission_denied";
+        case ErrorCode::kNotFound: return "not_found";
+        case ErrorCode::kConflict: return "conflict";
+        case ErrorCode::kPayloadTooLarge: return "payload_too_large";
+        case ErrorCode::kInsufficientCredits: return "insufficient_credits";
+        case ErrorCode::kUnavailable: return "unavailable";
+        case ErrorCode::kInternal: return "internal";
+    }
+    return "internal";
+}
+
+const char* ErrorReasonName(ErrorReason reason) {
+    switch (reason) {
+        case ErrorReason::kNone: return "";
+        case ErrorReason::kParameterMissing: return "parameter_missing";
+        case ErrorReason::kParameterInvalid: return "parameter_invalid";
+        case ErrorReason::kParameterUnknown: return "parameter_unknown";
+        case ErrorReason::kPayloadTooLarge: return "payload_too_large";
+        case ErrorReason::kMalformedJson: return "malformed_json";
+        case ErrorReason::kMalformedPayload: return "malformed_payload";
+        case ErrorReason::kSignatureVerificationFailed: return "signature_verification_failed";
+        case ErrorReason::kIdempotencyKeyReused: return "idempotency_error";
+        case ErrorReason::kIdempotencyKeyInUse: return "idempotency_key_in_use";
+        case ErrorReason::kResourceMissing: return "resource_missing";
+        case ErrorReason::kRouteNotFound: return "route_not_found";
+        case ErrorReason::kMethodNotAllowed: return "method_not_allowed";
+        case ErrorReason::kStripeNotConfigured: return "stripe_not_configured";
+        case ErrorReason::kApiKeyRevoked: return "api_key_revoked";
+        case ErrorReason::kInsufficientScope: return "insufficient_scope";
+        case ErrorReason::kStoreUnavailable: return "service_unavailable";
+    }
+    return "";
+}
+
+}  // namespace tally
