@@ -14,9 +14,9 @@ build: deps
 	@cmake --preset release -DTALLY_BUILD_TESTS=OFF >/dev/null
 	@cmake --build --preset release --target tally -j $(JOBS)
 
-## run: build and start `tally serve` on its defaults (./tally.db, 127.0.0.1:8080)
+## run: build and start `tally serve` on its defaults (./tally.db, 127.0.0.1:8080) with the built-in Stripe sandbox
 run: build
-	./build/release/tally serve
+	./build/release/tally serve --stripe-sandbox
 
 ## test: lint, then every test (unit, integration on real SQLite, end-to-end over HTTP) on the ASan+UBSan build
 test: test-deps

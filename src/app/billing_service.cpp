@@ -4,6 +4,8 @@
 #include <mutex>
 #include <random>
 
+#include "domain/text.hpp"
+
 namespace tally {
 
 std::string NewId(const std::string& prefix) {
@@ -96,7 +98,8 @@ Status BillingService::Reconcile(StoreTx& tx, CustomerRecord& customer, const st
 
 namespace {
 Status CheckText(const std::string& value, size_t max, const char* field, bool required) {
-    if (required && value.empty()) return InvalidArgument(std::string(field) + " is required", field);
+    if (required && value.empty()) return MissingArgument(std::string(field) + " is required", field);
+    if (required && IsBlank(value)) return InvalidArgument(std::string(field) + " must not be blank", field);
     if (value.size() > max) {
         return InvalidArgument(std::string(field) + " must be at most " + std::to_string(max) + " bytes", field);
     }
@@ -107,34 +110,39 @@ Status CheckText(const std::string& value, size_t max, const char* field, bool r
 Result<std::pair<CustomerView, bool>> BillingService::CreateCustomer(const std::string& external_id,
                                                                      const std::string& email,
                                                                      const std::string& name) {
+    std::optional<std::pair<CustomerView, bool>> out;
+    TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(out, CreateCustomer(tx, external_id, email, name));
+        return {};
+    }));
+    return std::move(*out);
+}
+
+Result<std::pair<CustomerView, bool>> BillingService::CreateCustomer(StoreTx& tx, const std::string& external_id,
+                                                                     const std::string& email,
+                                                                     const std::string& name) {
     TALLY_TRY(CheckText(external_id, kExternalIdBytesMax, "external_id", true));
     TALLY_TRY(CheckText(email, kEmailBytesMax, "email", false));
     TALLY_TRY(CheckText(name, kNameBytesMax, "name", false));
     if (!email.empty() && email.find('@') == std::string::npos) return InvalidArgument("email is not an address", "email");
-    std::optional<CustomerView> out;
-    bool created = false;
     const Timestamp now = clock_.Now();
-    TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
-        TALLY_ASSIGN_OR_RETURN(auto existing, tx.FindCustomerByExternalId(external_id));
-        if (existing) {
-            TALLY_ASSIGN_OR_RETURN(out, BuildView(tx, *existing, now));
-            return {};
-        }
-        CustomerRecord c;
-        c.id = CustomerId(NewId("cust_"));
-        c.external_id = external_id;
-        c.email = email;
-        c.name = name;
-        c.role = catalog_.default_role();
-        c.plan_id = catalog_.default_plan().id.str();
-        c.created_at = now;
-        TALLY_TRY(tx.InsertCustomer(c));
-        TALLY_TRY(tx.AppendAudit({0, c.id, now, "customer_created", "", c.role, "api", "external_id=" + external_id}));
-        created = true;
-        TALLY_ASSIGN_OR_RETURN(out, BuildView(tx, c, now));
-        return {};
-    }));
-    return std::make_pair(std::move(*out), created);
+    TALLY_ASSIGN_OR_RETURN(auto existing, tx.FindCustomerByExternalId(external_id));
+    if (existing) {
+        TALLY_ASSIGN_OR_RETURN(auto view, BuildView(tx, *existing, now));
+        return std::make_pair(std::move(view), false);
+    }
+    CustomerRecord c;
+    c.id = CustomerId(NewId("cust_"));
+    c.external_id = external_id;
+    c.email = email;
+    c.name = name;
+    c.role = catalog_.default_role();
+    c.plan_id = catalog_.default_plan().id.str();
+    c.created_at = now;
+    TALLY_TRY(tx.InsertCustomer(c));
+    TALLY_TRY(tx.AppendAudit({0, c.id, now, "customer_created", "", c.role, "api", "external_id=" + external_id}));
+    TALLY_ASSIGN_OR_RETURN(auto view, BuildView(tx, c, now));
+    return std::make_pair(std::move(view), true);
 }
 
 Result<CustomerView> BillingService::GetCustomer(const CustomerId& id) {
@@ -173,42 +181,53 @@ Result<std::vector<CustomerView>> BillingService::FindByStripeCustomerId(const S
 Result<CustomerView> BillingService::SetRoleOverride(const CustomerId& id, const std::string& role,
                                                      const std::string& reason, std::optional<Timestamp> expires_at,
                                                      const std::string& actor) {
-    if (catalog_.RoleRank(role) < 0) return InvalidArgument("unknown role '" + role + "'", "role");
-    TALLY_TRY(CheckText(reason, kReasonBytesMax, "reason", true));
-    const Timestamp now = clock_.Now();
-    if (expires_at && *expires_at <= now) return InvalidArgument("expires_at must be in the future", "expires_at");
     std::optional<CustomerView> out;
     TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
-        TALLY_ASSIGN_OR_RETURN(auto record, tx.GetCustomer(id));
-        if (!record) return NotFound("no such customer: '" + id.str() + "'", "id");
-        record->role_override = RoleOverride{role, reason, expires_at, now};
-        TALLY_TRY(tx.UpdateCustomer(*record));
-        std::string detail = "reason=" + reason;
-        if (expires_at) detail += " expires_at=" + FormatRfc3339(*expires_at);
-        TALLY_TRY(tx.AppendAudit({0, record->id, now, "role_override_set", record->role, role, "admin:" + actor, detail}));
-        TALLY_TRY(Reconcile(tx, *record, "admin:" + actor, now));
-        TALLY_ASSIGN_OR_RETURN(out, BuildView(tx, *record, now));
+        TALLY_ASSIGN_OR_RETURN(out, SetRoleOverride(tx, id, role, reason, expires_at, actor));
         return {};
     }));
     return std::move(*out);
 }
 
-Result<CustomerView> BillingService::ClearRoleOverride(const CustomerId& id, const std::string& actor) {
+Result<CustomerView> BillingService::SetRoleOverride(StoreTx& tx, const CustomerId& id, const std::string& role,
+                                                     const std::string& reason, std::optional<Timestamp> expires_at,
+                                                     const std::string& actor) {
+    if (catalog_.RoleRank(role) < 0) return InvalidArgument("unknown role '" + role + "'", "role");
+    TALLY_TRY(CheckText(reason, kReasonBytesMax, "reason", true));
     const Timestamp now = clock_.Now();
+    if (expires_at) TALLY_TRY(CheckTimestampRange(*expires_at, "expires_at"));
+    if (expires_at && *expires_at <= now) return InvalidArgument("expires_at must be in the future", "expires_at");
+    TALLY_ASSIGN_OR_RETURN(auto record, tx.GetCustomer(id));
+    if (!record) return NotFound("no such customer: '" + id.str() + "'", "id");
+    record->role_override = RoleOverride{role, reason, expires_at, now};
+    TALLY_TRY(tx.UpdateCustomer(*record));
+    std::string detail = "reason=" + reason;
+    if (expires_at) detail += " expires_at=" + FormatRfc3339(*expires_at);
+    TALLY_TRY(tx.AppendAudit({0, record->id, now, "role_override_set", record->role, role, "admin:" + actor, detail}));
+    TALLY_TRY(Reconcile(tx, *record, "admin:" + actor, now));
+    return BuildView(tx, *record, now);
+}
+
+Result<CustomerView> BillingService::ClearRoleOverride(const CustomerId& id, const std::string& actor) {
     std::optional<CustomerView> out;
     TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
-        TALLY_ASSIGN_OR_RETURN(auto record, tx.GetCustomer(id));
-        if (!record) return NotFound("no such customer: '" + id.str() + "'", "id");
-        if (!record->role_override) return NotFound("customer has no role override", "id");
-        const std::string old_role = record->role_override->role;
-        record->role_override.reset();
-        TALLY_TRY(tx.UpdateCustomer(*record));
-        TALLY_TRY(tx.AppendAudit({0, record->id, now, "role_override_cleared", old_role, "", "admin:" + actor, ""}));
-        TALLY_TRY(Reconcile(tx, *record, "admin:" + actor, now));
-        TALLY_ASSIGN_OR_RETURN(out, BuildView(tx, *record, now));
+        TALLY_ASSIGN_OR_RETURN(out, ClearRoleOverride(tx, id, actor));
         return {};
     }));
     return std::move(*out);
+}
+
+Result<CustomerView> BillingService::ClearRoleOverride(StoreTx& tx, const CustomerId& id, const std::string& actor) {
+    const Timestamp now = clock_.Now();
+    TALLY_ASSIGN_OR_RETURN(auto record, tx.GetCustomer(id));
+    if (!record) return NotFound("no such customer: '" + id.str() + "'", "id");
+    if (!record->role_override) return NotFound("customer has no role override", "id");
+    const std::string old_role = record->role_override->role;
+    record->role_override.reset();
+    TALLY_TRY(tx.UpdateCustomer(*record));
+    TALLY_TRY(tx.AppendAudit({0, record->id, now, "role_override_cleared", old_role, "", "admin:" + actor, ""}));
+    TALLY_TRY(Reconcile(tx, *record, "admin:" + actor, now));
+    return BuildView(tx, *record, now);
 }
 
 Result<std::vector<AuditEntry>> BillingService::ListAudit(const CustomerId& customer_id, int limit) {

@@ -45,17 +45,25 @@ public:
     /// kInvalidArgument naming the field for an empty or oversized external_id, email or name.
     Result<std::pair<CustomerView, bool>> CreateCustomer(const std::string& external_id, const std::string& email,
                                                          const std::string& name);
+    /// CreateCustomer inside the caller's write transaction |tx| (with an idempotency record, say).
+    Result<std::pair<CustomerView, bool>> CreateCustomer(StoreTx& tx, const std::string& external_id,
+                                                         const std::string& email, const std::string& name);
     /// kNotFound if there is no such customer.
     Result<CustomerView> GetCustomer(const CustomerId& id);
     Result<std::vector<CustomerView>> FindByExternalId(const std::string& external_id);
     Result<std::vector<CustomerView>> FindByStripeCustomerId(const StripeCustomerId& id);
 
     /// Sets an override that beats the automation until |expires_at|. kInvalidArgument for an unknown role,
-    /// an empty reason or an expiry not in the future; kNotFound for an unknown customer.
+    /// an empty or blank reason, an expiry not in the future or past kTimestampSecondsMax; kNotFound for an
+    /// unknown customer.
     Result<CustomerView> SetRoleOverride(const CustomerId& id, const std::string& role, const std::string& reason,
                                          std::optional<Timestamp> expires_at, const std::string& actor);
+    Result<CustomerView> SetRoleOverride(StoreTx& tx, const CustomerId& id, const std::string& role,
+                                         const std::string& reason, std::optional<Timestamp> expires_at,
+                                         const std::string& actor);
     /// Removes the override; kNotFound if the customer or the override does not exist.
     Result<CustomerView> ClearRoleOverride(const CustomerId& id, const std::string& actor);
+    Result<CustomerView> ClearRoleOverride(StoreTx& tx, const CustomerId& id, const std::string& actor);
 
     /// Audit entries, newest first; |limit| in 1..kAuditPageSizeMax.
     Result<std::vector<AuditEntry>> ListAudit(const CustomerId& customer_id, int limit);

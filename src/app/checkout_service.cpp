@@ -1,5 +1,7 @@
 #include "app/checkout_service.hpp"
 
+#include "domain/text.hpp"
+
 namespace tally {
 namespace {
 
@@ -43,8 +45,9 @@ Result<StripeCustomerId> CheckoutService::EnsureStripeCustomer(const CustomerId&
 
 Result<HostedSession> CheckoutService::StartCheckout(const CustomerId& customer, const PlanId& plan_id,
                                                      const std::string& interval, const std::string& success_url,
-                                                     const std::string& cancel_url, int64_t trial_period_days,
+                                                     const std::string& cancel_url, std::optional<int64_t> trial_period_days,
                                                      const std::string& idempotency_key) {
+    if (IsBlank(customer.str())) return InvalidArgument("customer must not be blank", "customer");
     const Plan* plan = billing_.catalog().FindPlan(plan_id);
     if (plan == nullptr) return InvalidArgument("no such plan: " + plan_id.str(), "plan");
     if (interval != "month" && interval != "year") return InvalidArgument("interval must be month or year", "interval");
@@ -67,18 +70,21 @@ Result<HostedSession> CheckoutService::StartCheckout(const CustomerId& customer,
     const std::string cancel = cancel_url.empty() ? defaults.cancel_url : cancel_url;
     TALLY_TRY(CheckUrl(success, "success_url"));
     TALLY_TRY(CheckUrl(cancel, "cancel_url"));
-    if (trial_period_days < 0 || trial_period_days > kTrialPeriodDaysMax) {
-        return InvalidArgument("trial_period_days must be between 0 and " + std::to_string(kTrialPeriodDaysMax),
+    // Stripe refuses trial_period_days below 1; "no trial" is the parameter left out, never a 0 read as a default.
+    if (trial_period_days && (*trial_period_days < 1 || *trial_period_days > kTrialPeriodDaysMax)) {
+        return InvalidArgument("trial_period_days must be between 1 and " + std::to_string(kTrialPeriodDaysMax) +
+                                   " (leave it out for no trial)",
                                "trial_period_days");
     }
     TALLY_ASSIGN_OR_RETURN(StripeCustomerId stripe_customer, EnsureStripeCustomer(customer));
     TALLY_ASSIGN_OR_RETURN(std::string price_id, stripe_.FindPriceId(price->lookup_key));
-    CheckoutSessionRequest request{stripe_customer, price_id, customer.str(), success, cancel, trial_period_days,
+    CheckoutSessionRequest request{stripe_customer, price_id, customer.str(), success, cancel, trial_period_days.value_or(0),
                                    idempotency_key.empty() ? "" : "tally_checkout_" + idempotency_key};
     return stripe_.CreateCheckoutSession(request);
 }
 
 Result<HostedSession> CheckoutService::StartPortal(const CustomerId& id, const std::string& return_url) {
+    if (IsBlank(id.str())) return InvalidArgument("customer must not be blank", "customer");
     std::string url = return_url;
     if (url.empty()) {
         std::lock_guard lock(mu_);

@@ -1,6 +1,7 @@
 #pragma once
 // Sending customers to Stripe: Checkout for a plan, the Customer Portal, and pushing the catalog's prices.
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,10 +48,11 @@ public:
     /// links the Stripe customer on first use. Empty URLs take the configured defaults. kNotFound for an unknown
     /// customer; kInvalidArgument naming the field for an unknown or free plan, an interval the plan has no
     /// price for, a URL that is not http(s) or is longer than kRedirectUrlBytesMax, or trial days outside
-    /// 0..kTrialPeriodDaysMax; Stripe's errors otherwise (kUnavailable when it cannot be reached).
+    /// 1..kTrialPeriodDaysMax (nullopt: no trial); Stripe's errors otherwise (kUnavailable when it cannot be
+    /// reached).
     Result<HostedSession> StartCheckout(const CustomerId& customer, const PlanId& plan, const std::string& interval,
                                         const std::string& success_url, const std::string& cancel_url,
-                                        int64_t trial_period_days, const std::string& idempotency_key);
+                                        std::optional<int64_t> trial_period_days, const std::string& idempotency_key);
     /// A Customer Portal session for |customer|. kNotFound for an unknown customer; kInvalidArgument
     /// (param "customer") when it has no Stripe customer yet, or for a bad return_url.
     Result<HostedSession> StartPortal(const CustomerId& customer, const std::string& return_url);

@@ -20,6 +20,18 @@ public:
     virtual Timestamp Now() const = 0;
 };
 
+/// Hashing and randomness for secrets Tally issues (API keys). Implemented over OpenSSL. Thread-safe.
+class SecretHasher {
+public:
+    virtual ~SecretHasher() = default;
+    /// Lowercase hex SHA-256 of |data|.
+    virtual std::string Sha256Hex(std::string_view data) const = 0;
+    /// |bytes| bytes from a CSPRNG, hex-encoded.
+    virtual std::string RandomHex(size_t bytes) const = 0;
+    /// Compares two secrets' digests in time independent of where they differ.
+    virtual bool Equal(std::string_view a, std::string_view b) const = 0;
+};
+
 /// A Stripe customer as carried by customer.* events.
 struct StripeCustomerData {
     StripeCustomerId id;

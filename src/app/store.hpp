@@ -104,17 +104,25 @@ struct InboxEvent {
 struct ApiKeyRecord {
     std::string id;        // key_..., public
     std::string hash_hex;  // SHA-256 of the secret
-    std::string scope;     // "admin"
+    std::string scope;     // "admin" | "read_only" (ApiKeyScopeName)
     Timestamp created_at;
+    std::string name;
+    std::optional<Timestamp> last_used_at;  // coarse: refreshed at most every kApiKeyLastUsedResolutionSeconds
+    std::optional<Timestamp> revoked_at;    // set once; a revoked key authenticates nothing
 };
 
-/// A stored response to a POST made with an Idempotency-Key.
+enum class IdempotencyState { kInFlight, kDone };
+
+/// An Idempotency-Key as used by one API key: held while its first request runs, then its stored response.
 struct IdempotencyRecord {
+    std::string api_key_id;
     std::string key;
     std::string request_hash;
-    int status = 0;
-    std::string response_body;
+    IdempotencyState state = IdempotencyState::kInFlight;
+    int status = 0;              // kDone: the HTTP status of the stored response
+    std::string response_body;   // kDone: the response replayed to later requests
     Timestamp created_at;
+    std::optional<Timestamp> locked_until;  // kInFlight: after this a crashed holder's claim may be taken over
 };
 
 /// Reads and writes inside one transaction. Not thread-safe: used by one thread inside Store::Read/Write.
@@ -160,6 +168,11 @@ public:
 
     virtual Status InsertApiKey(const ApiKeyRecord& key) = 0;
     virtual Result<std::optional<ApiKeyRecord>> FindApiKeyByHash(const std::string& hash_hex) = 0;
+    virtual Result<std::optional<ApiKeyRecord>> GetApiKey(const std::string& id) = 0;
+    /// Oldest first, revoked keys included.
+    virtual Result<std::vector<ApiKeyRecord>> ListApiKeys() = 0;
+    /// Sets revoked_at (if unset) and last_used_at (if given) of key |id|.
+    virtual Status UpdateApiKey(const ApiKeyRecord& key) = 0;
 
     /// Nested rollback points inside the transaction (SQL SAVEPOINT, on SQLite and PostgreSQL alike): lets one
     /// transaction apply many items and undo only the one that failed.
@@ -167,8 +180,15 @@ public:
     virtual Status RollbackToSavepoint() = 0;
     virtual Status ReleaseSavepoint() = 0;
 
-    virtual Result<std::optional<IdempotencyRecord>> GetIdempotency(const std::string& key) = 0;
-    virtual Status PutIdempotency(const IdempotencyRecord& record) = 0;
+    virtual Result<std::optional<IdempotencyRecord>> GetIdempotency(const std::string& api_key_id,
+                                                                    const std::string& key) = 0;
+    /// kConflict if (api_key_id, key) is already recorded.
+    virtual Status InsertIdempotency(const IdempotencyRecord& record) = 0;
+    /// Replaces the record of (record.api_key_id, record.key).
+    virtual Status UpdateIdempotency(const IdempotencyRecord& record) = 0;
+    virtual Status DeleteIdempotency(const std::string& api_key_id, const std::string& key) = 0;
+    /// Deletes records created before |before|; returns how many.
+    virtual Result<int> PruneIdempotency(Timestamp before) = 0;
 };
 
 /// Transactional access to the store. Thread-safe: Write transactions are serialised, Read ones may run

@@ -2,7 +2,7 @@
 
 #include <chrono>
 
-#include "app/thread_name.hpp"
+#include "app/thread_hooks.hpp"
 
 namespace tally {
 
@@ -362,15 +362,15 @@ Result<std::string> WebhookProcessor::ApplyPayment(StoreTx& tx, const DecodedEve
 }
 
 WebhookWorker::WebhookWorker(WebhookProcessor& processor, BillingService& billing, int poll_interval_ms,
-                             std::function<size_t()> ingest_backlog)
+                             std::function<size_t()> ingest_backlog, std::function<void()> on_idle)
     : processor_(processor), billing_(billing), poll_interval_ms_(poll_interval_ms),
-      ingest_backlog_(std::move(ingest_backlog)) {}
+      ingest_backlog_(std::move(ingest_backlog)), on_idle_(std::move(on_idle)) {}
 
 WebhookWorker::~WebhookWorker() { Stop(); }
 
 void WebhookWorker::Start() {
     thread_ = std::thread([this] {
-        SetCurrentThreadName("tally-worker");
+        NameCurrentThread("tally-worker");
         LowerCurrentThreadPriority(kWorkerNiceIncrement);
         Run();
     });
@@ -408,12 +408,23 @@ void WebhookWorker::Run() {
                     if (cv_.wait_for(lock, std::chrono::milliseconds(2), [this] { return stopping_; })) return;
                 }
             }
-            auto n = processor_.ProcessDue();
+            // No exception may end the worker: a throwing batch was rolled back by the store and is retried on the
+            // next poll, like a failed commit.
+            Result<int> n = Internal("not run");
+            try {
+                n = processor_.ProcessDue();
+            } catch (...) {
+                n = Internal("processing threw an exception");
+            }
             if (!n.ok() || *n < kWebhookProcessBatchMax) break;
             std::lock_guard lock(mu_);
             if (stopping_) return;
         }
-        (void)billing_.SweepRoles();
+        try {
+            (void)billing_.SweepRoles();
+            if (on_idle_) on_idle_();
+        } catch (...) {  // NOLINT(bugprone-empty-catch): the sweep runs again on the next poll
+        }
     }
 }
 

@@ -76,11 +76,12 @@ constexpr int kProcessingDeferMsMax = 100;  // while deliveries queue, processin
 /// Runs the processor and the role sweep on a background thread. Notify() wakes it after new events are
 /// recorded; it also polls every |poll_interval_ms| for retries that became due. Acknowledging deliveries
 /// comes first: while |ingest_backlog| reports deliveries waiting for their commit, a batch is deferred,
-/// but never by more than kProcessingDeferMsMax, so processing cannot starve. Thread-safe.
+/// but never by more than kProcessingDeferMsMax, so processing cannot starve. |on_idle| runs after each sweep
+/// (other periodic upkeep, e.g. pruning idempotency keys). No exception ends the thread. Thread-safe.
 class WebhookWorker {
 public:
     WebhookWorker(WebhookProcessor& processor, BillingService& billing, int poll_interval_ms,
-                  std::function<size_t()> ingest_backlog = {});
+                  std::function<size_t()> ingest_backlog = {}, std::function<void()> on_idle = {});
     ~WebhookWorker();
     void Start();
     void Notify();
@@ -93,6 +94,7 @@ private:
     BillingService& billing_;
     const int poll_interval_ms_;
     std::function<size_t()> ingest_backlog_;
+    std::function<void()> on_idle_;
     std::mutex mu_;
     std::condition_variable cv_;
     bool stopping_ = false;

@@ -28,21 +28,26 @@ Result<std::vector<bool>> WebhookReceiver::Commit(const std::vector<InboxEvent>&
 void WebhookReceiver::Receive(std::string payload, const std::string& signature_header,
                               std::function<void(Result<WebhookReceipt>)> done) {
     if (payload.size() > kWebhookBodyBytesMax) {
+        // 400 like every refused delivery: to Stripe, anything but a 2xx is a failure to retry.
         done(Error{ErrorCode::kInvalidArgument,
                    "body is " + std::to_string(payload.size()) + " bytes; the limit is " +
                        std::to_string(kWebhookBodyBytesMax),
-                   "body"});
+                   "body", ErrorReason::kPayloadTooLarge});
         return;
     }
     const Timestamp now = clock_.Now();
     // Verify over the raw bytes before looking inside them.
     if (Status s = verifier_.Verify(payload, signature_header, now); !s.ok()) {
-        done(s.error());
+        done(s.error().code == ErrorCode::kInvalidArgument
+                 ? WithReason(s.error(), ErrorReason::kSignatureVerificationFailed)
+                 : s.error());
         return;
     }
     auto envelope = decoder_.DecodeEnvelope(payload);
     if (!envelope.ok()) {
-        done(envelope.error());
+        done(envelope.error().code == ErrorCode::kInvalidArgument
+                 ? WithReason(envelope.error(), ErrorReason::kMalformedPayload)
+                 : envelope.error());
         return;
     }
     InboxEvent event;

@@ -31,7 +31,8 @@ public:
     ~WebhookReceiver();
 
     /// Calls |done| exactly once: with a receipt when the event is durably recorded (or was already), with
-    /// kInvalidArgument for a bad signature, a malformed or oversized body, kUnavailable when the store
+    /// kInvalidArgument for a bad signature (reason kSignatureVerificationFailed), a malformed body
+    /// (kMalformedPayload) or an oversized one (kPayloadTooLarge), kUnavailable when the store
     /// fails or the queue is full. Nothing is recorded on error. |done| may run on another thread.
     void Receive(std::string payload, const std::string& signature_header,
                  std::function<void(Result<WebhookReceipt>)> done);

@@ -6,7 +6,24 @@
 #include "cli/runtime.hpp"
 #include "cli/simulate.hpp"
 
+namespace {
+int Run(int argc, char** argv);
+}  // namespace
+
 int main(int argc, char** argv) {
+    // The process's last exception boundary: a bug in wiring or start-up exits with a message, not a terminate().
+    try {
+        return Run(argc, argv);
+    } catch (const std::exception& e) {
+        std::cerr << "tally: internal error: " << e.what() << "\n";
+    } catch (...) {
+        std::cerr << "tally: internal error\n";
+    }
+    return 70;  // EX_SOFTWARE
+}
+
+namespace {
+int Run(int argc, char** argv) {
     using tally::cli::ServeOptions;
     CLI::App app{"tally - self-hosted billing engine for SaaS products (plans, customers, subscriptions, roles) "
                  "kept in sync with Stripe"};
@@ -17,7 +34,7 @@ int main(int argc, char** argv) {
     serve_cmd->add_option("--host", serve.host, "Listen address")->envname("TALLY_HOST")->capture_default_str();
     serve_cmd->add_option("--port", serve.port, "Listen port")->envname("TALLY_PORT")->capture_default_str();
     serve_cmd->add_option("--db", serve.db, "SQLite database file")->envname("TALLY_DB")->capture_default_str();
-    serve_cmd->add_option("--catalog", serve.catalog, "Plan catalog JSON")->envname("TALLY_CATALOG")->capture_default_str();
+    serve_cmd->add_option("--catalog", serve.catalog, "Plan catalog JSON (default: the built-in copy of config/pricing.json)")->envname("TALLY_CATALOG");
     serve_cmd->add_option("--http-threads", serve.http_threads, "HTTP I/O threads")
         ->envname("TALLY_HTTP_THREADS")->check(CLI::Range(1, 64))->capture_default_str();
     serve_cmd->add_option("--grace-period-days", serve.grace_period_days,
@@ -35,10 +52,22 @@ int main(int argc, char** argv) {
     serve_cmd->add_option("--admin-key", serve.admin_key, "An admin API key accepted in addition to stored keys")
         ->envname("TALLY_ADMIN_KEY");
     serve_cmd->add_option("--stripe-secret-key", serve.stripe_secret_key,
-                          "Stripe secret key; without one the built-in sandbox runs and stands in for Stripe")
+                          "Stripe secret key (sk_live_/sk_test_/rk_...); without one (and without --stripe-sandbox) Tally only receives webhooks")
         ->envname("STRIPE_SECRET_KEY");
     serve_cmd->add_option("--stripe-api-base", serve.stripe_api_base, "Stripe API base URL (default https://api.stripe.com)")
         ->envname("STRIPE_API_BASE");
+    serve_cmd->add_flag("--stripe-sandbox", serve.stripe_sandbox,
+                        "Run the built-in Stripe sandbox and use it instead of Stripe (development only: anyone who "
+                        "reaches its port can drive it)")
+        ->envname("TALLY_STRIPE_SANDBOX");
+    serve_cmd->add_option("--stripe-check-interval-ms", serve.stripe_check_interval_ms,
+                          "How often /health's check that Tally's webhook endpoint is registered in Stripe runs")
+        ->envname("TALLY_STRIPE_CHECK_INTERVAL_MS")->check(CLI::Range(int64_t{100}, int64_t{86400000}))
+        ->capture_default_str();
+    serve_cmd->add_option("--http-idle-timeout-ms", serve.http_idle_timeout_ms,
+                          "A keep-alive connection with no request this long is closed")
+        ->envname("TALLY_HTTP_IDLE_TIMEOUT_MS")->check(CLI::Range(int64_t{100}, int64_t{3600000}))
+        ->capture_default_str();
     serve_cmd->add_option("--sandbox-host", serve.sandbox_host, "Built-in sandbox listen address")
         ->envname("TALLY_SANDBOX_HOST")->capture_default_str();
     serve_cmd->add_option("--sandbox-port", serve.sandbox_port, "Built-in sandbox listen port (0 picks a free one)")
@@ -69,19 +98,28 @@ int main(int argc, char** argv) {
     auto* migrate_cmd = app.add_subcommand("migrate", "Create or upgrade the database schema");
     migrate_cmd->add_option("--db", db, "SQLite database file")->envname("TALLY_DB")->capture_default_str();
 
+    tally::cli::KeysOptions keys;
     auto* keys_cmd = app.add_subcommand("keys", "Manage API keys");
     keys_cmd->require_subcommand(1);
-    auto* keys_create = keys_cmd->add_subcommand("create", "Create an admin API key and print it once");
-    keys_create->add_option("--db", db, "SQLite database file")->envname("TALLY_DB")->capture_default_str();
+    auto* keys_create = keys_cmd->add_subcommand("create", "Create an API key and print its secret once");
+    keys_create->add_option("--db", keys.db, "SQLite database file")->envname("TALLY_DB")->capture_default_str();
+    keys_create->add_option("--scope", keys.scope, "admin (everything) or read_only (GET requests only)")
+        ->check(CLI::IsMember({"admin", "read_only"}))->capture_default_str();
+    keys_create->add_option("--name", keys.name, "What the key is for, e.g. \"billing dashboard\"")->required();
+    auto* keys_list = keys_cmd->add_subcommand("list", "List API keys (ids, scopes, names, last use; never secrets)");
+    keys_list->add_option("--db", keys.db, "SQLite database file")->envname("TALLY_DB")->capture_default_str();
+    auto* keys_revoke = keys_cmd->add_subcommand("revoke", "Revoke an API key for good");
+    keys_revoke->add_option("id", keys.id, "The key's id (key_...)")->required();
+    keys_revoke->add_option("--db", keys.db, "SQLite database file")->envname("TALLY_DB")->capture_default_str();
 
-    std::string catalog_file = "config/pricing.json";
+    std::string catalog_file;  // empty: the built-in default catalog
     std::string push_key;
     std::string push_base;
     auto* catalog_cmd = app.add_subcommand("catalog", "Work with the plan catalog");
     catalog_cmd->require_subcommand(1);
     auto* push_cmd = catalog_cmd->add_subcommand(
         "push", "Create the catalog's missing products and prices in Stripe, matched by lookup_key");
-    push_cmd->add_option("--catalog", catalog_file, "Plan catalog JSON")->envname("TALLY_CATALOG")->capture_default_str();
+    push_cmd->add_option("--catalog", catalog_file, "Plan catalog JSON (default: the built-in copy of config/pricing.json)")->envname("TALLY_CATALOG");
     push_cmd->add_option("--stripe-secret-key", push_key, "Stripe secret key")->envname("STRIPE_SECRET_KEY");
     push_cmd->add_option("--stripe-api-base", push_base, "Stripe API base URL (default https://api.stripe.com)")
         ->envname("STRIPE_API_BASE");
@@ -96,7 +134,7 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     sim_cmd->add_option("--seed", sim.seed, "Random seed: the same seed gives the same run")->capture_default_str();
     sim_cmd->add_option("--db", sim.db, "New SQLite database to fill (must not exist)")->capture_default_str();
-    sim_cmd->add_option("--catalog", sim.catalog, "Plan catalog JSON")->envname("TALLY_CATALOG")->capture_default_str();
+    sim_cmd->add_option("--catalog", sim.catalog, "Plan catalog JSON (default: the built-in copy of config/pricing.json)")->envname("TALLY_CATALOG");
     sim_cmd->add_option("--start", sim.start, "Simulated start, RFC 3339 UTC")->capture_default_str();
 
     std::string payload;
@@ -126,7 +164,10 @@ int main(int argc, char** argv) {
     if (*migrate_cmd) return tally::cli::Migrate(db);
     if (*sim_cmd) return tally::cli::Simulate(sim);
     if (*push_cmd) return tally::cli::PushCatalogCommand(catalog_file, push_key, push_base);
-    if (*keys_create) return tally::cli::CreateKey(db);
+    if (*keys_create || *keys_list || *keys_revoke) {
+        keys.command = *keys_create ? "create" : *keys_list ? "list" : "revoke";
+        return tally::cli::Keys(keys);
+    }
     if (*sign_cmd) {
         // CLI11 reads the first secret of a comma-separated STRIPE_WEBHOOK_SECRET.
         if (auto comma = secret.find(','); comma != std::string::npos) secret = secret.substr(0, comma);
@@ -134,3 +175,4 @@ int main(int argc, char** argv) {
     }
     return 1;
 }
+}  // namespace

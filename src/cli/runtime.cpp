@@ -14,9 +14,13 @@
 
 #include "adapters/config/catalog_json.hpp"
 #include "adapters/crypto.hpp"
+#include "adapters/openssl_secret_hasher.hpp"
 #include "adapters/http/api.hpp"
 #include "adapters/http/server.hpp"
-#include "adapters/sandbox/sandbox.hpp"
+#include "adapters/system_thread.hpp"
+#include "app/api_keys.hpp"
+#include "app/idempotency.hpp"
+#include "sandbox/sandbox.hpp"
 #include "adapters/sqlite/migrations.hpp"
 #include "adapters/sqlite/sqlite_store.hpp"
 #include "adapters/stripe/event_decoder.hpp"
@@ -153,22 +157,52 @@ int Migrate(const std::string& db) {
     return 0;
 }
 
-int CreateKey(const std::string& db) {
-    auto store = sqlite::SqliteStore::Open(db);
+int Keys(const KeysOptions& o) {
+    auto store = sqlite::SqliteStore::Open(o.db);
     if (!store.ok()) {
         Log("error", store.error().message);
         return 1;
     }
     SystemClock clock;
-    const std::string secret = "tk_" + RandomHex(24);
-    const ApiKeyRecord record{"key_" + RandomHex(8), Sha256Hex(secret), "admin", clock.Now()};
-    Status s = (*store)->Write([&](StoreTx& tx) { return tx.InsertApiKey(record); });
-    if (!s.ok()) {
-        Log("error", s.error().message);
-        return 1;
+    OpenSslSecretHasher hasher;
+    ApiKeyService keys(**store, clock, hasher, "");
+    if (o.command == "create") {
+        auto scope = ParseApiKeyScope(o.scope);
+        if (!scope.ok()) {
+            std::cerr << scope.error().message << "\n";
+            return 2;
+        }
+        auto created = keys.Create(*scope, o.name, "cli");
+        if (!created.ok()) {
+            std::cerr << created.error().message << "\n";
+            return created.error().code == ErrorCode::kInvalidArgument ? 2 : 1;
+        }
+        std::cout << created->secret << "\n";
+        std::cerr << "created " << created->record.scope << " key " << created->record.id << " \"" << created->record.name
+                  << "\" (only its SHA-256 is stored; keep the key above safe)\n";
+        return 0;
     }
-    std::cout << secret << "\n";
-    std::cerr << "created admin key " << record.id << " (only its SHA-256 is stored; keep the key above safe)\n";
+    if (o.command == "list") {
+        auto list = keys.List();
+        if (!list.ok()) {
+            std::cerr << list.error().message << "\n";
+            return 1;
+        }
+        std::cout << "id\tscope\tname\tcreated\tlast_used\trevoked\n";
+        for (const auto& k : *list) {
+            std::cout << k.id << "\t" << k.scope << "\t" << k.name << "\t" << FormatRfc3339(k.created_at) << "\t"
+                      << (k.last_used_at ? FormatRfc3339(*k.last_used_at) : "-") << "\t"
+                      << (k.revoked_at ? FormatRfc3339(*k.revoked_at) : "-") << "\n";
+        }
+        return 0;
+    }
+    auto revoked = keys.Revoke(o.id, "cli");
+    if (!revoked.ok()) {
+        std::cerr << revoked.error().message << "\n";
+        return revoked.error().code == ErrorCode::kNotFound ? 2 : 1;
+    }
+    std::cout << "revoked " << revoked->id << " at " << FormatRfc3339(*revoked->revoked_at)
+              << " (a running server refuses it within " << kApiKeyRecheckSeconds + 1 << " s)\n";
     return 0;
 }
 
@@ -200,11 +234,36 @@ int RunSandbox(const std::string& host, uint16_t port, const SandboxOptions& opt
     return 0;
 }
 
+namespace {
+/// "live" for live-mode keys, "test" for test-mode ones (sk_/rk_), "" for anything else.
+std::string StripeKeyMode(const std::string& key) {
+    if (key.starts_with("sk_live_") || key.starts_with("rk_live_")) return "live";
+    if (key.starts_with("sk_test_") || key.starts_with("rk_test_")) return "test";
+    return "";
+}
+}  // namespace
+
 int Serve(const ServeOptions& o) {
     // Before any thread exists (the store starts one): see BlockStopSignals.
     const sigset_t signals = BlockStopSignals();
+    InstallThreadHooks(SystemThreadHooks());
 
-    auto catalog = LoadCatalogFile(o.catalog);
+    if (!o.admin_key.empty() && o.admin_key.size() < kAdminKeyBytesMin) {
+        Log("error", "TALLY_ADMIN_KEY is " + std::to_string(o.admin_key.size()) + " characters; it must be at least " +
+                         std::to_string(kAdminKeyBytesMin) + " (generate one with: openssl rand -hex 24)");
+        return 2;
+    }
+    if (o.stripe_sandbox && !o.stripe_secret_key.empty()) {
+        Log("error", "--stripe-sandbox and STRIPE_SECRET_KEY are both set: choose the sandbox or real Stripe");
+        return 2;
+    }
+    const std::string stripe_mode =
+        o.stripe_sandbox ? "sandbox" : o.stripe_secret_key.empty() ? "not_configured" : StripeKeyMode(o.stripe_secret_key);
+    if (stripe_mode.empty()) {
+        Log("error", "STRIPE_SECRET_KEY must be a Stripe secret or restricted key (sk_live_, sk_test_, rk_live_, rk_test_)");
+        return 2;
+    }
+    auto catalog = LoadCatalog(o.catalog);
     if (!catalog.ok()) {
         Log("error", "invalid catalog: " + catalog.error().message);
         return 2;
@@ -223,21 +282,32 @@ int Serve(const ServeOptions& o) {
     if (o.webhook_secrets.empty()) Log("info", "webhook secret read from " + secret_file);
 
     SystemClock clock;
+    OpenSslSecretHasher hasher;
     StripeEventDecoder decoder;
     StripeWebhookVerifier verifier(*secrets, o.webhook_tolerance_seconds);
     BillingService billing(**store, *catalog, clock, BillingConfig{o.grace_period_days * 86400});
     WebhookProcessor processor(**store, decoder, billing, clock);
+    ApiKeyService keys(**store, clock, hasher, o.admin_key);
+    IdempotencyService idempotency(**store, clock);
     // Acknowledging deliveries comes first: the worker defers while the receiver has commits queued.
     WebhookReceiver* receiver_ptr = nullptr;
-    WebhookWorker worker(processor, billing, o.poll_interval_ms,
-                         [&receiver_ptr] { return receiver_ptr ? receiver_ptr->backlog() : 0; });
+    int64_t last_prune_s = 0;
+    WebhookWorker worker(
+        processor, billing, o.poll_interval_ms, [&receiver_ptr] { return receiver_ptr ? receiver_ptr->backlog() : 0; },
+        [&idempotency, &clock, &last_prune_s] {
+            // Stripe keeps idempotency keys 24 hours; prune in the worker's quiet moments, at most every 10 minutes.
+            if (clock.Now().unix_seconds() - last_prune_s < kIdempotencyPruneIntervalSeconds) return;
+            last_prune_s = clock.Now().unix_seconds();
+            (void)idempotency.Prune();
+        });
     WebhookReceiver receiver(**store, verifier, decoder, clock, [&worker] { worker.Notify(); });
     receiver_ptr = &receiver;
-    // No Stripe key: run the sandbox in-process, so everything works offline with no Stripe account.
+    // The sandbox is a stand-in for Stripe that anyone reaching its port can drive with any sk_test_ key: it runs
+    // only when asked for.
     std::optional<RunningSandbox> stripe_sandbox;
     std::string api_base = o.stripe_api_base.empty() ? stripe::kStripeApiBaseDefault : o.stripe_api_base;
     std::string secret_key = o.stripe_secret_key;
-    if (secret_key.empty()) {
+    if (o.stripe_sandbox) {
         auto running = StartSandbox(o.sandbox_host, o.sandbox_port, o.sandbox);
         if (!running.ok()) {
             Log("error", running.error().message);
@@ -246,17 +316,29 @@ int Serve(const ServeOptions& o) {
         stripe_sandbox = std::move(*running);
         api_base = stripe_sandbox->base_url;
         secret_key = "sk_test_tally_sandbox";
+        Log("warn", "STRIPE SANDBOX MODE: payments are simulated by the built-in sandbox at " + api_base +
+                        ", which accepts any sk_test_ key; never expose it or use this mode in production");
     }
     stripe::ClientConfig client_config;
     client_config.api_base = api_base;
     client_config.secret_key = secret_key;
     stripe::Client client(client_config);
-    stripe::HttpStripeApi stripe_api(client);
+    stripe::HttpStripeApi http_stripe_api(client);
+    stripe::UnconfiguredStripeApi unconfigured_stripe_api;
+    StripeApi& stripe_api = stripe_mode == "not_configured" ? static_cast<StripeApi&>(unconfigured_stripe_api)
+                                                            : static_cast<StripeApi&>(http_stripe_api);
     CheckoutService checkout(**store, billing, stripe_api, clock, CheckoutConfig{});
-    http::Api api(http::ApiDeps{**store, billing, processor, receiver, checkout, *catalog, clock,
-                                o.admin_key.empty() ? "" : Sha256Hex(o.admin_key), kVersion});
+    std::unique_ptr<stripe::WebhookEndpointMonitor> endpoint_monitor;
+    http::Api api(http::ApiDeps{**store, billing, processor, receiver, checkout, keys, idempotency, *catalog, clock,
+                                http::StripeHealth{stripe_mode,
+                                                   [&endpoint_monitor] {
+                                                       return endpoint_monitor ? endpoint_monitor->State()
+                                                                               : std::string("unknown");
+                                                   }},
+                                kVersion});
     http::Server server(o.host, o.port, o.http_threads,
-                        [&api](http::Request req, http::Responder respond) { api.Handle(std::move(req), std::move(respond)); });
+                        [&api](http::Request req, const http::Responder& respond) { api.Handle(std::move(req), respond); },
+                        http::ServerOptions{o.http_idle_timeout_ms});
     worker.Start();
     if (std::string err = server.Start(); !err.empty()) {
         Log("error", err);
@@ -279,6 +361,9 @@ int Serve(const ServeOptions& o) {
             return 1;
         }
         verifier.AddSecret(std::string(endpoint->body.at("secret").as_string()));
+        const std::string endpoint_id(endpoint->body.at("id").as_string());
+        endpoint_monitor = std::make_unique<stripe::WebhookEndpointMonitor>(client, endpoint_id, "",
+                                                                            o.stripe_check_interval_ms);
         // Customers Tally creates in the sandbox share one test clock, so their time can be advanced.
         auto test_clock = client.Post("/v1/test_helpers/test_clocks",
                                       {{"frozen_time", std::to_string(clock.Now().unix_seconds())}, {"name", "tally"}});
@@ -287,7 +372,7 @@ int Serve(const ServeOptions& o) {
             return 1;
         }
         const std::string clock_id(test_clock->body.at("id").as_string());
-        stripe_api.SetTestClock(clock_id);
+        http_stripe_api.SetTestClock(clock_id);
         std::cout << "stripe sandbox test clock " << clock_id << " (customers Tally creates live on it; advance it with "
                   << "POST " << api_base << "/v1/test_helpers/test_clocks/" << clock_id << "/advance)" << std::endl;
         // The sandbox starts empty: give it the catalog's prices so Checkout works out of the box.
@@ -296,20 +381,25 @@ int Serve(const ServeOptions& o) {
             Log("error", "cannot push the catalog to the sandbox: " + pushed.error().message);
             return 1;
         }
-        Log("info", "stripe sandbox at " + api_base + " sends its events to this server (endpoint " +
-                        std::string(endpoint->body.at("id").as_string()) + ")");
+        Log("info", "stripe sandbox at " + api_base + " sends its events to this server (endpoint " + endpoint_id + ")");
+    } else if (stripe_mode == "not_configured") {
+        Log("warn", "Stripe is not configured (no STRIPE_SECRET_KEY, no --stripe-sandbox): webhooks are received and "
+                    "applied; endpoints that call Stripe answer 503 stripe_not_configured");
     } else {
-        Log("info", "using Stripe at " + api_base + " with key " + client.RedactedKey());
+        endpoint_monitor = std::make_unique<stripe::WebhookEndpointMonitor>(client, "", public_url + "/webhooks/stripe",
+                                                                            o.stripe_check_interval_ms);
+        Log("info", "using Stripe (" + stripe_mode + " mode) at " + api_base + " with key " + client.RedactedKey());
     }
     Log("info", "tally " + std::string(kVersion) + " listening on http://" + o.host + ":" + std::to_string(server.port()) +
-                    " (db " + o.db + ", catalog " + o.catalog + ", " + std::to_string(catalog->plans().size()) +
-                    " plans)");
+                    " (db " + o.db + ", catalog " + (o.catalog.empty() ? std::string("built-in") : o.catalog) + ", " +
+                    std::to_string(catalog->plans().size()) + " plans, stripe " + stripe_mode + ")");
     std::cout << "tally listening on http://" << o.host << ":" << server.port() << std::endl;
 
     int sig = 0;
     sigwait(&signals, &sig);
     Log("info", std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") + ", draining");
     server.Stop(o.drain_ms);  // answers what is in flight (their commits are still running)
+    endpoint_monitor.reset();
     if (stripe_sandbox) stripe_sandbox->server->Stop(1000);
     receiver.Stop();
     worker.Stop();
@@ -318,7 +408,7 @@ int Serve(const ServeOptions& o) {
 }
 
 int PushCatalogCommand(const std::string& catalog_file, const std::string& secret_key, const std::string& api_base) {
-    auto catalog = LoadCatalogFile(catalog_file);
+    auto catalog = LoadCatalog(catalog_file);
     if (!catalog.ok()) {
         Log("error", "invalid catalog: " + catalog.error().message);
         return 2;

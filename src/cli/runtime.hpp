@@ -5,6 +5,8 @@
 
 namespace tally::cli {
 
+constexpr int64_t kIdempotencyPruneIntervalSeconds = 600;
+
 /// Settings of the Stripe sandbox (standalone or built into `serve`).
 struct SandboxOptions {
     std::vector<int64_t> dunning_retry_days;  // empty -> Stripe's recommended 8 tries in 2 weeks
@@ -16,7 +18,7 @@ struct ServeOptions {
     std::string host = "127.0.0.1";
     uint16_t port = 8080;
     std::string db = "./tally.db";
-    std::string catalog = "config/pricing.json";
+    std::string catalog;  // empty: the built-in default catalog (config/pricing.json at build time)
     int http_threads = 2;
     int64_t grace_period_days = 7;
     int64_t webhook_tolerance_seconds = 300;
@@ -24,7 +26,10 @@ struct ServeOptions {
     std::string webhook_secret_file;  // empty -> <db>.whsec
     std::string admin_key;
     int drain_ms = 10000;
-    std::string stripe_secret_key;  // empty -> run the built-in sandbox and talk to it
+    std::string stripe_secret_key;  // empty -> no Stripe (webhook-only), unless stripe_sandbox
+    bool stripe_sandbox = false;    // run the built-in Stripe sandbox and talk to it (never in production)
+    int64_t stripe_check_interval_ms = 30000;  // how often the webhook endpoint's registration is checked
+    int64_t http_idle_timeout_ms = 60000;
     std::string stripe_api_base;    // empty -> https://api.stripe.com (or the sandbox)
     std::string sandbox_host = "127.0.0.1";
     uint16_t sandbox_port = 12111;
@@ -39,7 +44,15 @@ int RunSandbox(const std::string& host, uint16_t port, const SandboxOptions& opt
 int Migrate(const std::string& db);
 /// Creates the catalog's missing products and prices in Stripe (by lookup key) and prints each price.
 int PushCatalogCommand(const std::string& catalog_file, const std::string& secret_key, const std::string& api_base);
-int CreateKey(const std::string& db);
+/// `tally keys create|list|revoke`.
+struct KeysOptions {
+    std::string command;  // create | list | revoke
+    std::string db = "./tally.db";
+    std::string scope = "admin";
+    std::string name;
+    std::string id;  // revoke
+};
+int Keys(const KeysOptions& options);
 /// Prints a Stripe-Signature header for |payload| signed with the serve secret (or |secret|) at now.
 int Sign(const std::string& payload, const std::string& secret, const std::string& db, const std::string& secret_file);
 /// Logs one JSON line.

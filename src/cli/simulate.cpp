@@ -17,7 +17,7 @@
 #include <thread>
 
 #include "adapters/config/catalog_json.hpp"
-#include "adapters/sandbox/sandbox.hpp"
+#include "sandbox/sandbox.hpp"
 #include "adapters/sqlite/sqlite_store.hpp"
 #include "adapters/stripe/event_decoder.hpp"
 #include "adapters/stripe/form_encoding.hpp"
@@ -435,7 +435,7 @@ int Simulate(const SimulateOptions& o) {
         Log("error", "--start: " + start.error().message);
         return 2;
     }
-    auto catalog = LoadCatalogFile(o.catalog);
+    auto catalog = LoadCatalog(o.catalog);
     if (!catalog.ok()) {
         Log("error", "invalid catalog: " + catalog.error().message);
         return 2;

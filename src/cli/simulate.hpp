@@ -9,7 +9,7 @@ struct SimulateOptions {
     int months = 12;
     uint64_t seed = 1;
     std::string db = "./simulation.db";  // must not exist yet
-    std::string catalog = "config/pricing.json";
+    std::string catalog;  // empty: the built-in default catalog (config/pricing.json at build time)
     std::string start = "2025-01-01T00:00:00Z";  // the test clock's first instant
 };
 

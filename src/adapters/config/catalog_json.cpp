@@ -119,4 +119,9 @@ Result<Catalog> LoadCatalogFile(const std::string& path) {
     return catalog;
 }
 
+Result<Catalog> LoadCatalog(const std::string& path) {
+    if (path.empty()) return ParseCatalogJson(DefaultCatalogJson());
+    return LoadCatalogFile(path);
+}
+
 }  // namespace tally

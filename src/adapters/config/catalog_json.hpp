@@ -16,5 +16,9 @@ namespace tally {
 Result<Catalog> ParseCatalogJson(std::string_view text);
 /// Reads and parses |path|; kNotFound if it cannot be read.
 Result<Catalog> LoadCatalogFile(const std::string& path);
+/// config/pricing.json as it was at build time, compiled into the binary so `tally serve` runs anywhere.
+std::string_view DefaultCatalogJson();
+/// LoadCatalogFile(|path|), or the built-in default catalog when |path| is empty.
+Result<Catalog> LoadCatalog(const std::string& path);
 
 }  // namespace tally

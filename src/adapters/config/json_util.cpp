@@ -25,7 +25,7 @@ Result<const boost::json::object*> AsObject(const boost::json::value& v, const s
 
 Result<std::string> RequiredString(const boost::json::object& o, const char* key, const std::string& path) {
     const auto* v = o.if_contains(key);
-    if (v == nullptr || v->is_null()) return InvalidArgument(Join(path, key) + " is required", Join(path, key));
+    if (v == nullptr || v->is_null()) return MissingArgument(Join(path, key) + " is required", Join(path, key));
     if (!v->is_string()) return InvalidArgument(Join(path, key) + " must be a string", Join(path, key));
     return std::string(v->get_string());
 }
@@ -47,7 +47,7 @@ Result<int64_t> ToInt(const boost::json::value& v, const std::string& full) {
 
 Result<int64_t> RequiredInt(const boost::json::object& o, const char* key, const std::string& path) {
     const auto* v = o.if_contains(key);
-    if (v == nullptr || v->is_null()) return InvalidArgument(Join(path, key) + " is required", Join(path, key));
+    if (v == nullptr || v->is_null()) return MissingArgument(Join(path, key) + " is required", Join(path, key));
     return ToInt(*v, Join(path, key));
 }
 

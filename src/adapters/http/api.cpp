@@ -7,6 +7,9 @@
 #include "adapters/config/json_util.hpp"
 #include "adapters/crypto.hpp"
 #include "adapters/http/json_views.hpp"
+#include "domain/text.hpp"
+
+#include <spdlog/spdlog.h>
 
 namespace tally::http {
 namespace {
@@ -39,84 +42,140 @@ Result<int> PageSize(const Request& req) {
 /// Parses a JSON object body, rejecting unknown parameters as Stripe does.
 Result<bj::object> BodyObject(const Request& req, std::initializer_list<const char*> allowed) {
     if (req.body.size() > kApiBodyBytesMax) {
-        return InvalidArgument("body exceeds " + std::to_string(kApiBodyBytesMax) + " bytes", "body");
+        return Error{ErrorCode::kPayloadTooLarge, "body exceeds " + std::to_string(kApiBodyBytesMax) + " bytes", "body",
+                     ErrorReason::kPayloadTooLarge};
     }
-    if (req.body.empty()) return InvalidArgument("a JSON object body is required", "body");
-    TALLY_ASSIGN_OR_RETURN(bj::value v, json::Parse(req.body));
+    if (req.body.empty()) return MissingArgument("a JSON object body is required", "body");
+    auto parsed = json::Parse(req.body);
+    if (!parsed.ok()) return WithReason(parsed.error(), ErrorReason::kMalformedJson);
+    bj::value v = std::move(parsed).value();
     if (!v.is_object()) return InvalidArgument("body must be a JSON object", "body");
     for (const auto& kv : v.get_object()) {
         bool known = false;
         for (const char* k : allowed) known = known || kv.key() == k;
-        if (!known) return InvalidArgument("Received unknown parameter: " + std::string(kv.key()), std::string(kv.key()));
+        if (!known) {
+            return WithReason(InvalidArgument("Received unknown parameter: " + std::string(kv.key()), std::string(kv.key())),
+                              ErrorReason::kParameterUnknown);
+        }
     }
     return std::move(v.get_object());
 }
 
 }  // namespace
 
+Response ErrorResponse(const Error& e, int status) {
+    Response r = ErrorResponse(e);
+    r.status = status;
+    return r;
+}
+
+Response InternalErrorResponse(const std::string& what) {
+    // The id ties the client's report to the log line; the exception's text stays in the log.
+    const std::string id = "err_" + RandomHex(8);
+    if (auto logger = spdlog::get("tally")) {
+        logger->error("\"msg\":\"unhandled exception in a request handler\",\"error_id\":\"{}\",\"what\":{}", id,
+                      bj::serialize(bj::string(SanitizeUtf8(what))));
+    }
+    return ApiError(500, "api_error", "internal_error",
+                    "An internal error occurred (" + id + "). It has been logged; please retry or report the id.");
+}
+
 Response ErrorResponse(const Error& e) {
+    // The code is the error's reason when it has one, else the category's default; never read from the message.
+    const std::string reason = ErrorReasonName(e.reason);
+    const auto code = [&](const char* fallback) { return reason.empty() ? std::string(fallback) : reason; };
+    const bool idempotency =
+        e.reason == ErrorReason::kIdempotencyKeyReused || e.reason == ErrorReason::kIdempotencyKeyInUse;
+    const char* request_type = idempotency ? "idempotency_error" : "invalid_request_error";
     switch (e.code) {
-        case ErrorCode::kInvalidArgument: {
-            const bool missing = e.message.ends_with("is required");
-            return ApiError(400, "invalid_request_error", missing ? "parameter_missing" : "parameter_invalid", e.message,
-                            e.param);
-        }
-        case ErrorCode::kUnauthenticated: return ApiError(401, "authentication_error", "unauthorized", e.message);
-        case ErrorCode::kPermissionDenied: return ApiError(403, "invalid_request_error", "forbidden", e.message);
-        case ErrorCode::kNotFound: return ApiError(404, "invalid_request_error", "resource_missing", e.message, e.param);
-        case ErrorCode::kConflict: return ApiError(409, "invalid_request_error", "conflict", e.message, e.param);
+        case ErrorCode::kInvalidArgument:
+            return ApiError(400, request_type, code("parameter_invalid"), e.message, e.param);
+        case ErrorCode::kUnauthenticated:
+            return ApiError(401, "authentication_error", code("unauthorized"), e.message);
+        case ErrorCode::kPermissionDenied:
+            return ApiError(403, "invalid_request_error", code("permission_denied"), e.message, e.param);
+        case ErrorCode::kNotFound: return ApiError(404, "invalid_request_error", code("resource_missing"), e.message, e.param);
+        case ErrorCode::kConflict: return ApiError(409, request_type, code("conflict"), e.message, e.param);
         case ErrorCode::kPayloadTooLarge:
-            return ApiError(413, "invalid_request_error", "payload_too_large", e.message, e.param);
+            return ApiError(413, "invalid_request_error", code("payload_too_large"), e.message, e.param);
         case ErrorCode::kInsufficientCredits:
-            return ApiError(402, "invalid_request_error", "insufficient_credits", e.message, e.param);
-        case ErrorCode::kUnavailable: return ApiError(503, "api_error", "service_unavailable", e.message);
-        case ErrorCode::kInternal: return ApiError(500, "api_error", "internal_error", e.message);
+            return ApiError(402, "invalid_request_error", code("insufficient_credits"), e.message, e.param);
+        case ErrorCode::kUnavailable: return ApiError(503, "api_error", code("service_unavailable"), e.message);
+        case ErrorCode::kInternal: return ApiError(500, "api_error", code("internal_error"), e.message);
     }
     return ApiError(500, "api_error", "internal_error", e.message);
 }
 
-Result<std::string> Api::Authenticate(const Request& req) {
-    const std::string auth = req.Header("authorization");
-    constexpr std::string_view kBearer = "Bearer ";
-    if (auth.size() <= kBearer.size() || auth.compare(0, kBearer.size(), kBearer) != 0) {
-        return Error{ErrorCode::kUnauthenticated,
-                     "You did not provide an API key. Send it as 'Authorization: Bearer <key>'.", ""};
-    }
-    const std::string hash = Sha256Hex(std::string_view(auth).substr(kBearer.size()));
-    if (!d_.admin_key_sha256.empty() && ConstantTimeEquals(hash, d_.admin_key_sha256)) return std::string("env_admin");
-    {
-        std::lock_guard lock(key_cache_mu_);
-        if (auto it = key_cache_.find(hash); it != key_cache_.end()) return it->second;
-    }
-    std::optional<ApiKeyRecord> key;
-    TALLY_TRY(d_.store.Read([&](StoreTx& tx) -> Status {
-        TALLY_ASSIGN_OR_RETURN(key, tx.FindApiKeyByHash(hash));
-        return {};
-    }));
-    if (!key) return Error{ErrorCode::kUnauthenticated, "Invalid API key provided.", ""};
-    std::lock_guard lock(key_cache_mu_);
-    key_cache_[hash] = key->id;
-    return key->id;
+namespace {
+
+Response Stored(const Result<IdempotentOutcome>& r) {
+    if (!r.ok()) return ErrorResponse(r.error());
+    Response resp{r->response.status, r->response.body, "application/json", {}};
+    if (r->replayed) resp.headers.emplace_back("Idempotent-Replayed", "true");
+    return resp;
 }
 
-void Api::Handle(Request req, Responder respond) {
+StoredResponse Render(int status, const bj::value& v) { return StoredResponse{status, bj::serialize(v)}; }
+
+Response RouteNotFound(const Request& req) {
+    return ErrorResponse(Error{ErrorCode::kNotFound, "Unrecognized request URL (" + req.method + ": " + req.path + ")", "",
+                               ErrorReason::kRouteNotFound});
+}
+
+/// The Bearer token of |req|, or kUnauthenticated.
+Result<std::string_view> BearerToken(const Request& req) {
+    const auto it = req.headers.find("authorization");
+    constexpr std::string_view kBearer = "Bearer ";
+    if (it == req.headers.end() || it->second.size() <= kBearer.size() || !it->second.starts_with(kBearer)) {
+        return Error{ErrorCode::kUnauthenticated,
+                     "You did not provide an API key. Send it as 'Authorization: Bearer <key>'.", "", ErrorReason::kNone};
+    }
+    return std::string_view(it->second).substr(kBearer.size());
+}
+
+}  // namespace
+
+Response Api::Health() {
+    const bool db_ok = d_.store.Ping().ok();
+    const std::string endpoint = d_.stripe.webhook_endpoint ? d_.stripe.webhook_endpoint() : "unknown";
+    // The database decides liveness (503 takes the node out of a load balancer); a Stripe endpoint that is gone
+    // means events stop arriving, which an operator must see, but the node still answers the app.
+    const char* status = !db_ok ? "unavailable" : endpoint == "missing" ? "degraded" : "ok";
+    return Json(db_ok ? 200 : 503, bj::object{{"status", status},
+                                              {"database", db_ok ? "ok" : "unavailable"},
+                                              {"stripe", d_.stripe.mode},
+                                              {"webhook_endpoint", endpoint},
+                                              {"version", d_.version},
+                                              {"time", d_.clock.Now().unix_seconds()}});
+}
+
+void Api::Handle(Request req, const Responder& respond) {
+    // The one exception boundary of request handling: whatever a handler throws (a bug, bad_alloc), the client
+    // gets a 500 with an id that is also in the log, and the connection lives on.
+    try {
+        HandleUnguarded(std::move(req), respond);
+    } catch (const std::exception& e) {
+        respond(InternalErrorResponse(e.what()));
+    } catch (...) {
+        respond(InternalErrorResponse("unknown exception"));
+    }
+}
+
+void Api::HandleUnguarded(Request req, const Responder& respond) {
     if (req.path == "/webhooks/stripe") {
-        if (req.method != "POST") return respond(ApiError(405, "invalid_request_error", "method_not_allowed", "use POST"));
-        return HandleWebhook(std::move(req), std::move(respond));
+        if (req.method != "POST") {
+            return respond(ErrorResponse(
+                Error{ErrorCode::kInvalidArgument, "use POST", "", ErrorReason::kMethodNotAllowed}, 405));
+        }
+        return HandleWebhook(std::move(req), respond);
     }
-    if (req.path == "/health" && req.method == "GET") {
-        const bool db_ok = d_.store.Ping().ok();
-        return respond(Json(db_ok ? 200 : 503, bj::object{{"status", db_ok ? "ok" : "degraded"},
-                                                          {"database", db_ok ? "ok" : "unavailable"},
-                                                          {"version", d_.version},
-                                                          {"time", d_.clock.Now().unix_seconds()}}));
-    }
-    if (req.path == "/v1/plans" && req.method == "GET") {
+    if (req.path == "/health" && (req.method == "GET" || req.method == "HEAD")) return respond(Health());
+    if (req.path == "/v1/plans" && (req.method == "GET" || req.method == "HEAD")) {
         bj::array data;
         for (const auto& plan : d_.catalog.plans()) data.push_back(PlanJson(plan));
         return respond(List(data, "/v1/plans"));
     }
-    if (req.path == "/billing/return" && req.method == "GET") {
+    if (req.path == "/billing/return" && (req.method == "GET" || req.method == "HEAD")) {
         // The default landing page after Checkout or the Portal; apps normally pass their own URLs.
         const auto it = req.query.find("checkout");
         const std::string outcome = it == req.query.end() ? "portal" : it->second;
@@ -128,53 +187,36 @@ void Api::Handle(Request req, Responder respond) {
                                 "</head><body><h1 data-testid=\"billing-return\">" + text + "</h1></body></html>",
                                 "text/html; charset=utf-8", {}});
     }
-    if (!req.path.starts_with("/v1/")) {
-        return respond(ApiError(404, "invalid_request_error", "route_not_found", "Unrecognized request URL (" +
-                                                                                   req.method + ": " + req.path + ")"));
+    if (req.segments.empty() || req.segments[0] != "v1") return respond(RouteNotFound(req));
+    auto token = BearerToken(req);
+    if (!token.ok()) return respond(ErrorResponse(token.error()));
+    auto principal = d_.keys.Authenticate(*token);
+    if (!principal.ok()) return respond(ErrorResponse(principal.error()));
+    const bool read = req.method == "GET" || req.method == "HEAD";
+    if (!read && principal->scope != ApiKeyScope::kAdmin) {
+        return respond(ErrorResponse(Error{ErrorCode::kPermissionDenied,
+                                           "This API key is read_only: it may only make GET requests.", "",
+                                           ErrorReason::kNone}));
     }
-    auto actor = Authenticate(req);
-    if (!actor.ok()) return respond(ErrorResponse(actor.error()));
-
-    // Idempotency-Key on mutations: the same key and request replay the stored response; the same key with a
-    // different request is an idempotency_error (Stripe's contract).
-    const std::string idem_key = req.Header("idempotency-key");
-    if (!idem_key.empty() && (req.method == "POST" || req.method == "DELETE")) {
-        if (idem_key.size() > kIdempotencyKeyBytesMax) {
-            return respond(ApiError(400, "invalid_request_error", "parameter_invalid",
-                                    "Idempotency-Key must be at most 255 characters", "Idempotency-Key"));
+    // Idempotency-Key on mutations (Stripe's contract): decided in app/, inside the transaction of the change.
+    IdempotencyRequest idem{principal->key_id, "", ""};
+    if (!read) {
+        idem.key = req.Header("idempotency-key");
+        if (idem.key.size() > kIdempotencyKeyBytesMax) {
+            return respond(ErrorResponse(InvalidArgument(
+                "Idempotency-Key must be at most " + std::to_string(kIdempotencyKeyBytesMax) + " characters",
+                "Idempotency-Key")));
         }
-        const std::string request_hash = Sha256Hex(*actor + "\n" + req.method + " " + req.path + "\n" + req.body);
-        std::optional<IdempotencyRecord> stored;
-        Status s = d_.store.Read([&](StoreTx& tx) -> Status {
-            TALLY_ASSIGN_OR_RETURN(stored, tx.GetIdempotency(idem_key));
-            return {};
-        });
-        if (!s.ok()) return respond(ErrorResponse(s.error()));
-        if (stored) {
-            if (stored->request_hash != request_hash) {
-                return respond(ApiError(400, "idempotency_error", "idempotency_key_in_use",
-                                        "Keys for idempotent requests can only be used with the same parameters they "
-                                        "were first used with.",
-                                        "Idempotency-Key"));
-            }
-            Response r{stored->status, stored->response_body, "application/json", {{"Idempotent-Replayed", "true"}}};
-            return respond(std::move(r));
-        }
-        Response r = Dispatch(req, *actor);
-        if (r.status < 500) {
-            // A concurrent twin may have stored first; its response wins next time, this one is still correct.
-            (void)d_.store.Write([&](StoreTx& tx) -> Status {
-                return tx.PutIdempotency({idem_key, request_hash, r.status, r.body, d_.clock.Now()});
-            });
-        }
-        return respond(std::move(r));
+        if (!idem.key.empty()) idem.request_hash = Sha256Hex(req.method + " " + req.path + "\n" + req.body);
     }
-    respond(Dispatch(req, *actor));
+    respond(Dispatch(req, *principal, idem));
 }
 
-Response Api::Dispatch(const Request& req, const std::string& actor) {
-    const auto seg = PathSegments(req.path);  // seg[0] == "v1"
+Response Api::Dispatch(const Request& req, const Principal& principal, const IdempotencyRequest& idem) {
+    const auto& seg = req.segments;  // seg[0] == "v1"; each segment percent-decoded on its own
     const std::string& m = req.method;
+    const bool get = m == "GET" || m == "HEAD";
+    const std::string& actor = principal.key_id;
     auto fail = [](const Error& e) { return ErrorResponse(e); };
 
     if (seg.size() >= 2 && seg[1] == "customers") {
@@ -187,11 +229,12 @@ Response Api::Dispatch(const Request& req, const std::string& actor) {
             if (!email.ok()) return fail(email.error());
             auto name = json::OptionalString(*body, "name", "");
             if (!name.ok()) return fail(name.error());
-            auto created = d_.billing.CreateCustomer(*external_id, *email, *name);
-            if (!created.ok()) return fail(created.error());
-            return Json(created->second ? 201 : 200, CustomerJson(created->first));
+            return Stored(d_.idempotency.RunInStore(idem, [&](StoreTx& tx) -> Result<StoredResponse> {
+                TALLY_ASSIGN_OR_RETURN(auto created, d_.billing.CreateCustomer(tx, *external_id, *email, *name));
+                return Render(created.second ? 201 : 200, CustomerJson(created.first));
+            }));
         }
-        if (seg.size() == 2 && m == "GET") {
+        if (seg.size() == 2 && get) {
             const auto ext = req.query.find("external_id");
             const auto sid = req.query.find("stripe_customer_id");
             Result<std::vector<CustomerView>> found = std::vector<CustomerView>{};
@@ -200,19 +243,19 @@ Response Api::Dispatch(const Request& req, const std::string& actor) {
             } else if (sid != req.query.end() && !sid->second.empty()) {
                 found = d_.billing.FindByStripeCustomerId(StripeCustomerId(sid->second));
             } else {
-                return fail(InvalidArgument("external_id or stripe_customer_id is required", "external_id"));
+                return fail(MissingArgument("external_id or stripe_customer_id is required", "external_id"));
             }
             if (!found.ok()) return fail(found.error());
             bj::array data;
             for (const auto& v : *found) data.push_back(CustomerJson(v));
             return List(data, "/v1/customers");
         }
-        if (seg.size() == 3 && m == "GET") {
+        if (seg.size() == 3 && get) {
             auto view = d_.billing.GetCustomer(CustomerId(seg[2]));
             if (!view.ok()) return fail(view.error());
             return Json(200, CustomerJson(*view));
         }
-        if (seg.size() == 4 && seg[3] == "entitlements" && m == "GET") {
+        if (seg.size() == 4 && seg[3] == "entitlements" && get) {
             auto view = d_.billing.GetCustomer(CustomerId(seg[2]));
             if (!view.ok()) return fail(view.error());
             return Json(200, EntitlementsJson(*view));
@@ -228,14 +271,17 @@ Response Api::Dispatch(const Request& req, const std::string& actor) {
             if (!expires.ok()) return fail(expires.error());
             std::optional<Timestamp> expires_at;
             if (*expires) expires_at = Timestamp(**expires);
-            auto view = d_.billing.SetRoleOverride(CustomerId(seg[2]), *role, *reason, expires_at, actor);
-            if (!view.ok()) return fail(view.error());
-            return Json(200, CustomerJson(*view));
+            return Stored(d_.idempotency.RunInStore(idem, [&](StoreTx& tx) -> Result<StoredResponse> {
+                TALLY_ASSIGN_OR_RETURN(auto view,
+                                       d_.billing.SetRoleOverride(tx, CustomerId(seg[2]), *role, *reason, expires_at, actor));
+                return Render(200, CustomerJson(view));
+            }));
         }
         if (seg.size() == 4 && seg[3] == "role_override" && m == "DELETE") {
-            auto view = d_.billing.ClearRoleOverride(CustomerId(seg[2]), actor);
-            if (!view.ok()) return fail(view.error());
-            return Json(200, CustomerJson(*view));
+            return Stored(d_.idempotency.RunInStore(idem, [&](StoreTx& tx) -> Result<StoredResponse> {
+                TALLY_ASSIGN_OR_RETURN(auto view, d_.billing.ClearRoleOverride(tx, CustomerId(seg[2]), actor));
+                return Render(200, CustomerJson(view));
+            }));
         }
     }
     if (seg.size() == 2 && seg[1] == "checkout_sessions" && m == "POST") {
@@ -243,6 +289,7 @@ Response Api::Dispatch(const Request& req, const std::string& actor) {
         if (!body.ok()) return fail(body.error());
         auto customer = json::RequiredString(*body, "customer", "");
         if (!customer.ok()) return fail(customer.error());
+        if (customer->empty()) return fail(MissingArgument("customer is required", "customer"));
         auto plan = json::RequiredString(*body, "plan", "");
         if (!plan.ok()) return fail(plan.error());
         auto interval = json::OptionalString(*body, "interval", "");
@@ -253,27 +300,65 @@ Response Api::Dispatch(const Request& req, const std::string& actor) {
         if (!cancel_url.ok()) return fail(cancel_url.error());
         auto trial = json::OptionalInt(*body, "trial_period_days", "");
         if (!trial.ok()) return fail(trial.error());
-        auto session = d_.checkout.StartCheckout(CustomerId(*customer), PlanId(*plan), interval->empty() ? "month" : *interval,
-                                                 *success_url, *cancel_url, trial->value_or(0),
-                                                 req.Header("idempotency-key"));
-        if (!session.ok()) return fail(session.error());
-        return Json(200, bj::object{{"object", "checkout_session"}, {"id", session->id}, {"url", session->url},
-                                    {"customer", *customer}, {"plan", *plan},
-                                    {"interval", interval->empty() ? "month" : *interval}});
+        // An interval left out means monthly; an empty string is a mistake and is refused, not defaulted.
+        const bool has_interval = body->contains("interval") && !body->at("interval").is_null();
+        if (has_interval && interval->empty()) return fail(InvalidArgument("interval must be month or year", "interval"));
+        const std::string chosen = has_interval ? *interval : "month";
+        return Stored(d_.idempotency.RunWithExternalEffects(idem, [&]() -> Result<StoredResponse> {
+            // Stripe deduplicates the session by a key derived from the caller's (scoped to its API key), so a
+            // retry after a crash mid-call gets the same session.
+            const std::string stripe_key = idem.key.empty() ? "" : idem.api_key_id + ":" + idem.key;
+            TALLY_ASSIGN_OR_RETURN(auto session, d_.checkout.StartCheckout(CustomerId(*customer), PlanId(*plan), chosen,
+                                                                           *success_url, *cancel_url, *trial, stripe_key));
+            return Render(200, bj::object{{"object", "checkout_session"}, {"id", session.id}, {"url", session.url},
+                                          {"customer", *customer}, {"plan", *plan}, {"interval", chosen}});
+        }));
     }
     if (seg.size() == 2 && seg[1] == "billing_portal_sessions" && m == "POST") {
         auto body = BodyObject(req, {"customer", "return_url"});
         if (!body.ok()) return fail(body.error());
         auto customer = json::RequiredString(*body, "customer", "");
         if (!customer.ok()) return fail(customer.error());
+        if (customer->empty()) return fail(MissingArgument("customer is required", "customer"));
         auto return_url = json::OptionalString(*body, "return_url", "");
         if (!return_url.ok()) return fail(return_url.error());
-        auto session = d_.checkout.StartPortal(CustomerId(*customer), *return_url);
-        if (!session.ok()) return fail(session.error());
-        return Json(200, bj::object{{"object", "billing_portal_session"}, {"id", session->id}, {"url", session->url},
-                                    {"customer", *customer}});
+        return Stored(d_.idempotency.RunWithExternalEffects(idem, [&]() -> Result<StoredResponse> {
+            TALLY_ASSIGN_OR_RETURN(auto session, d_.checkout.StartPortal(CustomerId(*customer), *return_url));
+            return Render(200, bj::object{{"object", "billing_portal_session"}, {"id", session.id},
+                                          {"url", session.url}, {"customer", *customer}});
+        }));
     }
-    if (seg.size() == 2 && seg[1] == "audit" && m == "GET") {
+    if (seg.size() >= 2 && seg[1] == "api_keys") {
+        if (seg.size() == 2 && get) {
+            auto keys = d_.keys.List();
+            if (!keys.ok()) return fail(keys.error());
+            bj::array data;
+            for (const auto& k : *keys) data.push_back(ApiKeyJson(k));
+            return List(data, "/v1/api_keys");
+        }
+        if (seg.size() == 2 && m == "POST") {
+            auto body = BodyObject(req, {"scope", "name"});
+            if (!body.ok()) return fail(body.error());
+            auto scope_text = json::RequiredString(*body, "scope", "");
+            if (!scope_text.ok()) return fail(scope_text.error());
+            auto scope = ParseApiKeyScope(*scope_text);
+            if (!scope.ok()) return fail(scope.error());
+            auto name = json::RequiredString(*body, "name", "");
+            if (!name.ok()) return fail(name.error());
+            return Stored(d_.idempotency.RunInStore(idem, [&](StoreTx& tx) -> Result<StoredResponse> {
+                TALLY_ASSIGN_OR_RETURN(auto created, d_.keys.Create(tx, *scope, *name, "admin:" + actor));
+                return Render(201, ApiKeyJson(created.record, created.secret));
+            }));
+        }
+        if (seg.size() == 3 && m == "DELETE") {
+            // Revoking twice is harmless, so a replay may simply run again.
+            return Stored(d_.idempotency.RunWithExternalEffects(idem, [&]() -> Result<StoredResponse> {
+                TALLY_ASSIGN_OR_RETURN(auto key, d_.keys.Revoke(seg[2], "admin:" + actor));
+                return Render(200, ApiKeyJson(key));
+            }));
+        }
+    }
+    if (seg.size() == 2 && seg[1] == "audit" && get) {
         auto limit = PageSize(req);
         if (!limit.ok()) return fail(limit.error());
         const auto it = req.query.find("customer");
@@ -284,7 +369,7 @@ Response Api::Dispatch(const Request& req, const std::string& actor) {
         return List(data, "/v1/audit");
     }
     if (seg.size() >= 2 && seg[1] == "webhook_events") {
-        if (seg.size() == 2 && m == "GET") {
+        if (seg.size() == 2 && get) {
             auto limit = PageSize(req);
             if (!limit.ok()) return fail(limit.error());
             std::optional<InboxStatus> status;
@@ -303,7 +388,7 @@ Response Api::Dispatch(const Request& req, const std::string& actor) {
             for (const auto& e : events) data.push_back(InboxJson(e));
             return List(data, "/v1/webhook_events");
         }
-        if (seg.size() == 3 && m == "GET") {
+        if (seg.size() == 3 && get) {
             std::optional<InboxEvent> event;
             Status s = d_.store.Read([&](StoreTx& tx) -> Status {
                 TALLY_ASSIGN_OR_RETURN(event, tx.GetInboxEvent(StripeEventId(seg[2])));
@@ -314,39 +399,27 @@ Response Api::Dispatch(const Request& req, const std::string& actor) {
             return Json(200, InboxJson(*event));
         }
         if (seg.size() == 4 && seg[3] == "retry" && m == "POST") {
-            auto event = d_.processor.Retry(StripeEventId(seg[2]));
-            if (!event.ok()) return fail(event.error());
-            (void)d_.processor.ProcessOne(event->id);  // the outcome is recorded on the event
-            std::optional<InboxEvent> after;
-            Status s = d_.store.Read([&](StoreTx& tx) -> Status {
-                TALLY_ASSIGN_OR_RETURN(after, tx.GetInboxEvent(event->id));
-                return {};
-            });
-            if (!s.ok() || !after) return fail(s.ok() ? Internal("event vanished") : s.error());
-            return Json(200, InboxJson(*after));
+            // Processing an event again is idempotent by the ordering rules, so a replay may run again.
+            return Stored(d_.idempotency.RunWithExternalEffects(idem, [&]() -> Result<StoredResponse> {
+                TALLY_ASSIGN_OR_RETURN(auto event, d_.processor.Retry(StripeEventId(seg[2])));
+                (void)d_.processor.ProcessOne(event.id);  // the outcome is recorded on the event
+                std::optional<InboxEvent> after;
+                TALLY_TRY(d_.store.Read([&](StoreTx& tx) -> Status {
+                    TALLY_ASSIGN_OR_RETURN(after, tx.GetInboxEvent(event.id));
+                    return {};
+                }));
+                if (!after) return Internal("event " + event.id.str() + " vanished");
+                return Render(200, InboxJson(*after));
+            }));
         }
     }
-    return ApiError(404, "invalid_request_error", "route_not_found",
-                    "Unrecognized request URL (" + m + ": " + req.path + ")");
+    return RouteNotFound(req);
 }
 
-void Api::HandleWebhook(Request req, Responder respond) {
+void Api::HandleWebhook(Request req, const Responder& respond) {
     const std::string signature = req.Header("stripe-signature");
-    d_.receiver.Receive(std::move(req.body), signature, [respond = std::move(respond)](Result<WebhookReceipt> r) {
-        if (!r.ok()) {
-            const Error& e = r.error();
-            if (e.param == "Stripe-Signature") {
-                return respond(ApiError(400, "invalid_request_error", "signature_verification_failed", e.message,
-                                        e.param));
-            }
-            if (e.param == "body" && e.message.find("limit") != std::string::npos) {
-                return respond(ApiError(400, "invalid_request_error", "payload_too_large", e.message, e.param));
-            }
-            if (e.code == ErrorCode::kInvalidArgument) {
-                return respond(ApiError(400, "invalid_request_error", "malformed_payload", e.message, e.param));
-            }
-            return respond(ErrorResponse(e));
-        }
+    d_.receiver.Receive(std::move(req.body), signature, [respond](Result<WebhookReceipt> r) {
+        if (!r.ok()) return respond(ErrorResponse(r.error()));
         respond(Json(200, bj::object{{"received", true},
                                      {"id", r->id.str()},
                                      {"type", r->type},

@@ -1,21 +1,28 @@
 #pragma once
 // The HTTP API v1 and the Stripe webhook endpoint.
-#include <mutex>
+#include <functional>
 #include <string>
-#include <unordered_map>
 
 #include "adapters/http/server.hpp"
+#include "app/api_keys.hpp"
 #include "app/billing_service.hpp"
 #include "app/checkout_service.hpp"
+#include "app/idempotency.hpp"
 #include "app/webhook_processor.hpp"
 #include "app/webhook_receiver.hpp"
 
 namespace tally::http {
 
-constexpr size_t kApiBodyBytesMax = size_t{64} * 1024;
+constexpr size_t kApiBodyBytesMax = size_t{64} * 1024;  // above this a /v1 body gets 413 (webhooks: 512 KiB)
 constexpr int kListPageSizeDefault = 100;
 constexpr int kListPageSizeMax = 500;
-constexpr size_t kIdempotencyKeyBytesMax = 255;  // Stripe's limit
+
+/// What /health says about Stripe: how Tally reaches it, and whether Tally's webhook endpoint is still
+/// registered there ("registered" | "missing" | "unknown" when it cannot be checked).
+struct StripeHealth {
+    std::string mode;  // "live" | "test" | "sandbox" | "not_configured"
+    std::function<std::string()> webhook_endpoint;
+};
 
 struct ApiDeps {
     Store& store;
@@ -23,30 +30,35 @@ struct ApiDeps {
     WebhookProcessor& processor;
     WebhookReceiver& receiver;
     CheckoutService& checkout;
+    ApiKeyService& keys;
+    IdempotencyService& idempotency;
     const Catalog& catalog;
     const Clock& clock;
-    std::string admin_key_sha256;  // hex SHA-256 of TALLY_ADMIN_KEY; empty when unset
+    StripeHealth stripe;
     std::string version;
 };
 
-/// Routes requests to use cases and renders results. Thread-safe.
+/// Routes requests to use cases and renders results. Thread-safe. No exception escapes Handle: a bug becomes a
+/// 500 `api_error` whose id is also in the log.
 class Api {
 public:
     explicit Api(ApiDeps deps) : d_(std::move(deps)) {}
-    void Handle(Request req, Responder respond);
+    void Handle(Request req, const Responder& respond);
 
 private:
-    /// The key id for a valid Bearer key, or an error (401).
-    Result<std::string> Authenticate(const Request& req);
-    Response Dispatch(const Request& req, const std::string& actor);
-    void HandleWebhook(Request req, Responder respond);
+    void HandleUnguarded(Request req, const Responder& respond);
+    Response Dispatch(const Request& req, const Principal& principal, const IdempotencyRequest& idem);
+    void HandleWebhook(Request req, const Responder& respond);
+    Response Health();
 
     ApiDeps d_;
-    std::mutex key_cache_mu_;
-    std::unordered_map<std::string, std::string> key_cache_;  // sha256 -> key id; keys are never revoked yet
 };
 
-/// Maps an Error to its HTTP status and Stripe-style error body.
+/// Maps an Error to its HTTP status and Stripe-style error body; the code is the error's reason when it has one.
 Response ErrorResponse(const Error& error);
+/// ErrorResponse with another HTTP status (405 for a wrong method, say).
+Response ErrorResponse(const Error& error, int status);
+/// A 500 `api_error` carrying a fresh error id; logs the id with |what|.
+Response InternalErrorResponse(const std::string& what);
 
 }  // namespace tally::http

@@ -1,5 +1,7 @@
 #include "adapters/http/json_views.hpp"
 
+#include "domain/text.hpp"
+
 #include <boost/json.hpp>
 
 namespace tally::http {
@@ -114,9 +116,25 @@ bj::value InboxJson(const InboxEvent& e) {
                       {"processed_at", OptTs(e.processed_at)}};
 }
 
+bj::value ApiKeyJson(const ApiKeyRecord& key, const std::string& secret) {
+    bj::object o{{"id", key.id},
+                 {"object", "api_key"},
+                 {"name", key.name},
+                 {"scope", key.scope},
+                 {"created", key.created_at.unix_seconds()},
+                 {"last_used_at", OptTs(key.last_used_at)},
+                 {"revoked_at", OptTs(key.revoked_at)}};
+    if (!secret.empty()) o["secret"] = secret;
+    return o;
+}
+
 std::string ErrorBody(const std::string& type, const std::string& code, const std::string& message,
                       const std::string& param) {
-    bj::object err{{"type", type}, {"code", code}, {"message", message}, {"param", param.empty() ? bj::value(nullptr) : bj::value(param)}};
+    // Messages and params may quote what the client sent (a path, a query value): JSON text must be UTF-8.
+    bj::object err{{"type", type},
+                   {"code", code},
+                   {"message", SanitizeUtf8(message)},
+                   {"param", param.empty() ? bj::value(nullptr) : bj::value(SanitizeUtf8(param))}};
     return bj::serialize(bj::object{{"error", std::move(err)}});
 }
 

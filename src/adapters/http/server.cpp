@@ -3,10 +3,10 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <boost/url.hpp>
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 
@@ -18,58 +18,87 @@ namespace bhttp = beast::http;
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
 
-const char* ReasonJson413() {
-    return R"({"error":{"type":"invalid_request_error","code":"payload_too_large","message":"request body exceeds the server limit","param":"body"}})";
+std::string ErrorJson(const char* code, const std::string& message, const char* param) {
+    // Fixed ASCII text only: nothing the client sent is echoed here.
+    std::string out = R"({"error":{"type":"invalid_request_error","code":")";
+    out += code;
+    out += R"(","message":")" + message + R"(","param":)";
+    out += param ? std::string("\"") + param + "\"" : std::string("null");
+    out += "}}";
+    return out;
 }
 
 // One connection. Lives on one single-threaded io_context, so its members need no locks. The idle timeout is
 // one timer per connection checked against a last-activity time, not a timer re-armed on every read: under
 // load, per-operation timers cost a syscall each.
-std::string PercentDecode(std::string_view s) {
+std::string PercentDecode(std::string_view s, bool plus_is_space) {
     std::string out;
     out.reserve(s.size());
     for (size_t i = 0; i < s.size(); ++i) {
-        if (s[i] == '%' && i + 2 < s.size() && std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
-            std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
-            out += static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
+        if (s[i] == '%' && i + 2 < s.size() && std::isxdigit(static_cast<unsigned char>(s[i + 1])) && std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+            const auto hex = [](char c) { return std::isdigit(static_cast<unsigned char>(c)) ? c - '0' : (c | 0x20) - 'a' + 10; };
+            out += static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2]));
             i += 2;
         } else {
-            out += s[i] == '+' ? ' ' : s[i];
+            out += (plus_is_space && s[i] == '+') ? ' ' : s[i];
         }
     }
     return out;
 }
 
-void ParseLenient(std::string_view target, Request& req) {
-    const size_t q = target.find('?');
-    req.path = PercentDecode(target.substr(0, q));
-    if (q == std::string_view::npos) return;
-    std::string_view rest = target.substr(q + 1);
-    while (!rest.empty()) {
-        const size_t amp = rest.find('&');
-        const std::string_view pair = rest.substr(0, amp);
+/// Splits the raw path into segments and decodes each one alone: "/v1/customers/a%2Fb" has three segments, the
+/// last "a/b", not four.
+void ParsePath(std::string_view raw_path, Request& req) {
+    req.path = PercentDecode(raw_path, false);
+    size_t pos = 0;
+    while (pos < raw_path.size()) {
+        size_t next = raw_path.find('/', pos);
+        if (next == std::string_view::npos) next = raw_path.size();
+        if (next > pos) req.segments.push_back(PercentDecode(raw_path.substr(pos, next - pos), false));
+        pos = next + 1;
+    }
+}
+
+void ParseQuery(std::string_view query, Request& req) {
+    while (!query.empty()) {
+        const size_t amp = query.find('&');
+        const std::string_view pair = query.substr(0, amp);
         const size_t eq = pair.find('=');
         if (!pair.empty()) {
-            req.query[PercentDecode(pair.substr(0, eq))] =
-                eq == std::string_view::npos ? std::string() : PercentDecode(pair.substr(eq + 1));
+            req.query[PercentDecode(pair.substr(0, eq), true)] =
+                eq == std::string_view::npos ? std::string() : PercentDecode(pair.substr(eq + 1), true);
         }
         if (amp == std::string_view::npos) break;
-        rest = rest.substr(amp + 1);
+        query = query.substr(amp + 1);
     }
+}
+
+/// Whether |s| holds a byte no request line or header may carry raw: NUL, other controls but tab, DEL.
+bool HasForbiddenByte(std::string_view s, bool allow_tab) {
+    for (char c : s) {
+        const auto u = static_cast<unsigned char>(c);
+        if ((u < 0x20 && !(allow_tab && u == '\t')) || u == 0x7f) return true;
+    }
+    return false;
 }
 
 class Session : public std::enable_shared_from_this<Session> {
 public:
-    Session(tcp::socket socket, const Handler& handler, std::atomic<int64_t>& in_flight, std::atomic<bool>& stopping)
+    Session(tcp::socket socket, const Handler& handler, std::atomic<int64_t>& in_flight, std::atomic<bool>& stopping,
+            ServerStats& stats, int64_t idle_timeout_ms)
         : stream_(std::move(socket)), idle_timer_(stream_.get_executor()), handler_(handler), in_flight_(in_flight),
-          stopping_(stopping) {
+          stopping_(stopping), stats_(stats), idle_timeout_(std::chrono::milliseconds(idle_timeout_ms)) {
         buffer_.reserve(kReadChunkBytes);
+        ++stats_.connections_open;
     }
+    ~Session() { --stats_.connections_open; }
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
 
     void Start() {
         net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
             self->Touch();
-            self->ArmIdleTimer(std::chrono::seconds(kIdleTimeoutSeconds));
+            self->ArmIdleTimer(self->idle_timeout_);
             self->Read();
         });
     }
@@ -82,8 +111,10 @@ private:
         idle_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
             if (ec || self->closed_) return;
             const auto idle = std::chrono::steady_clock::now() - self->last_activity_;
-            const auto limit = std::chrono::seconds(kIdleTimeoutSeconds);
-            if (idle >= limit && !self->busy_) return self->Close();
+            const auto limit = self->idle_timeout_;
+            // Idle means waiting for a request: the read in progress holds the session (and its descriptor), so
+            // the socket is closed outright, which cancels that read.
+            if (idle >= limit && !self->busy_) return self->CloseNow();
             self->ArmIdleTimer(idle >= limit ? limit : limit - idle);
         });
     }
@@ -96,30 +127,62 @@ private:
                           [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
     }
 
+    /// Answers a request that cannot be parsed or is refused before routing, then closes.
+    void Refuse(int status, const char* code, const std::string& message, const char* param) {
+        ++stats_.malformed_requests;
+        keep_alive_ = false;
+        head_ = false;
+        busy_ = true;
+        Write(Response{status, ErrorJson(code, message, param), "application/json", {}}, 0);
+    }
+
     void OnRead(beast::error_code ec) {
         Touch();
         if (ec == bhttp::error::end_of_stream || ec == net::error::eof) return Close();
-        if (ec == bhttp::error::body_limit) {
-            Response r{413, ReasonJson413(), "application/json", {}};
-            keep_alive_ = false;
-            return Write(std::move(r), 0);
+        if (ec == net::error::operation_aborted || closed_) return;
+        if (ec == bhttp::error::body_limit) return Refuse(413, "payload_too_large", "request body exceeds the server limit", "body");
+        if (ec == bhttp::error::header_limit) {
+            // Over the limit before the request line ended: the target is too long (414); else the headers (431).
+            const std::string_view seen(static_cast<const char*>(buffer_.data().data()), buffer_.size());
+            if (seen.find("\r\n") == std::string_view::npos) {
+                return Refuse(414, "uri_too_long", "the request line exceeds the server limit", nullptr);
+            }
+            return Refuse(431, "request_header_fields_too_large", "the request headers exceed the server limit",
+                          nullptr);
         }
-        if (ec) return Close();
+        if (ec) {
+            // Not HTTP/1.1 as RFC 9112 spells it (a raw space or NUL in the target, a bad header, ...): say so
+            // instead of dropping the connection.
+            if (ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category()) {
+                return Refuse(400, "malformed_request", "the request is not valid HTTP/1.1", nullptr);
+            }
+            return CloseNow();
+        }
         auto msg = parser_->release();
         keep_alive_ = msg.keep_alive() && !stopping_.load();
+        head_ = msg.method() == bhttp::verb::head;
+        if (msg.target().size() > kRequestTargetBytesMax) {
+            return Refuse(414, "uri_too_long", "the request target exceeds the server limit", nullptr);
+        }
+        if (HasForbiddenByte(msg.target(), false) || msg.target().find(' ') != beast::string_view::npos) {
+            return Refuse(400, "malformed_request", "the request target holds a control character or a space", nullptr);
+        }
+        // Beast's own header limit depends on how the bytes arrived; this one is exact.
+        size_t header_bytes = msg.method_string().size() + msg.target().size() + 11;  // "<m> <t> HTTP/1.1\r\n"
+        for (const auto& field : msg) header_bytes += field.name_string().size() + field.value().size() + 4;
+        if (header_bytes > kRequestHeaderBytesMax) {
+            return Refuse(431, "request_header_fields_too_large", "the request headers exceed the server limit", nullptr);
+        }
         Request req;
         req.method = std::string(msg.method_string());
         req.target = std::string(msg.target());
-        auto url = boost::urls::parse_origin_form(req.target);
-        if (url) {
-            req.path = std::string(url->path());
-            for (const auto& param : url->params()) req.query[param.key] = param.value;
-        } else {
-            // Stripe's clients send literal brackets in queries (lookup_keys[0]=...), which strict RFC 3986
-            // parsing rejects; split leniently instead.
-            ParseLenient(req.target, req);
-        }
+        const size_t q = req.target.find('?');
+        ParsePath(std::string_view(req.target).substr(0, q), req);
+        if (q != std::string::npos) ParseQuery(std::string_view(req.target).substr(q + 1), req);
         for (const auto& field : msg) {
+            if (HasForbiddenByte(field.name_string(), false) || HasForbiddenByte(field.value(), true)) {
+                return Refuse(400, "malformed_request", "a header holds a control character", nullptr);
+            }
             std::string name(field.name_string());
             for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
             req.headers[name] = std::string(field.value());
@@ -147,6 +210,9 @@ private:
         res->keep_alive(keep_alive_);
         res->body() = std::move(r.body);
         res->prepare_payload();
+        // HEAD: the same headers (Content-Length included) and no body, or the next response on the connection
+        // would be read as this one's body.
+        if (head_) res->body().clear();
         const bool counted = version != 0;
         bhttp::async_write(stream_, *res, [self = shared_from_this(), res, counted](beast::error_code ec, size_t) {
             if (counted) --self->in_flight_;
@@ -157,6 +223,8 @@ private:
         });
     }
 
+    /// After a response with Connection: close. Nothing is pending, so the session (and its descriptor) goes
+    /// once this returns.
     void Close() {
         closed_ = true;
         idle_timer_.cancel();
@@ -164,16 +232,28 @@ private:
         stream_.shutdown(tcp::socket::shutdown_send, ec);
     }
 
+    /// Closes the descriptor now, cancelling a pending read.
+    void CloseNow() {
+        closed_ = true;
+        idle_timer_.cancel();
+        beast::error_code ec;
+        stream_.shutdown(tcp::socket::shutdown_both, ec);
+        stream_.close(ec);
+    }
+
     tcp::socket stream_;
     net::steady_timer idle_timer_;
     std::chrono::steady_clock::time_point last_activity_;
     bool busy_ = false;
     bool closed_ = false;
+    bool head_ = false;
     beast::flat_buffer buffer_;
     std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
     const Handler& handler_;
     std::atomic<int64_t>& in_flight_;
     std::atomic<bool>& stopping_;
+    ServerStats& stats_;
+    const std::chrono::steady_clock::duration idle_timeout_;
     bool keep_alive_ = true;
 };
 
@@ -199,8 +279,12 @@ struct Server::Impl {
     uint16_t port;
     int threads;
     Handler handler;
+    ServerOptions options;
+    ServerStats stats;
+    int64_t accept_backoff_ms = 0;
     std::vector<std::unique_ptr<net::io_context>> contexts;
     std::unique_ptr<tcp::acceptor> acceptor;
+    std::unique_ptr<net::steady_timer> accept_timer;  // after the contexts: destroyed before them
     std::vector<std::thread> workers;
     std::vector<net::executor_work_guard<net::io_context::executor_type>> guards;
     std::atomic<int64_t> in_flight{0};
@@ -212,29 +296,47 @@ struct Server::Impl {
         next_context = (next_context + 1) % contexts.size();
         acceptor->async_accept(target, [this](beast::error_code ec, tcp::socket socket) {
             if (ec) {
-                if (!acceptor->is_open()) return;
-            } else {
-                socket.set_option(tcp::no_delay(true));
-                std::make_shared<Session>(std::move(socket), handler, in_flight, stopping)->Start();
+                if (!acceptor->is_open() || ec == net::error::operation_aborted) return;
+                // EMFILE, ENFILE, ENOBUFS, ENOMEM: the pending connection stays queued and accept would fail again
+                // at once. Pause (doubling), so the loop does not spin, and resume when descriptors may be free.
+                ++stats.accept_errors;
+                accept_backoff_ms = std::clamp(accept_backoff_ms * 2, kAcceptBackoffMsMin, kAcceptBackoffMsMax);
+                accept_timer->expires_after(std::chrono::milliseconds(accept_backoff_ms));
+                accept_timer->async_wait([this](beast::error_code wait_ec) {
+                    if (!wait_ec && acceptor->is_open()) Accept();
+                });
+                return;
             }
+            accept_backoff_ms = 0;
+            beast::error_code opt_ec;
+            socket.set_option(tcp::no_delay(true), opt_ec);
+            std::make_shared<Session>(std::move(socket), handler, in_flight, stopping, stats, options.idle_timeout_ms)
+                ->Start();
             Accept();
         });
     }
 };
 
-Server::Server(std::string address, uint16_t port, int threads, Handler handler)
+Server::Server(std::string address, uint16_t port, int threads, Handler handler, ServerOptions options)
     : impl_(std::make_unique<Impl>()) {
+    impl_->options = options;
     impl_->address = std::move(address);
     impl_->port = port;
     impl_->threads = threads < 1 ? 1 : threads;
     impl_->handler = std::move(handler);
 }
 
-Server::~Server() { Stop(0); }
+Server::~Server() {
+    try {
+        Stop(0);
+    } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor must not throw; the process is ending the server
+    }
+}
 
 std::string Server::Start() {
     for (int i = 0; i < impl_->threads; ++i) impl_->contexts.push_back(std::make_unique<net::io_context>(1));
     impl_->acceptor = std::make_unique<tcp::acceptor>(*impl_->contexts[0]);
+    impl_->accept_timer = std::make_unique<net::steady_timer>(*impl_->contexts[0]);
     beast::error_code ec;
     auto addr = net::ip::make_address(impl_->address, ec);
     if (ec) return "invalid listen address '" + impl_->address + "': " + ec.message();
@@ -264,12 +366,15 @@ uint16_t Server::port() const {
 
 int64_t Server::in_flight() const { return impl_->in_flight.load(); }
 
+const ServerStats& Server::stats() const { return impl_->stats; }
+
 void Server::Stop(int drain_ms) {
     if (impl_->workers.empty()) return;
     impl_->stopping = true;
     net::post(*impl_->contexts[0], [this] {
         beast::error_code ec;
         impl_->acceptor->close(ec);
+        impl_->accept_timer->cancel();
     });
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(drain_ms);
     while (impl_->in_flight.load() > 0 && std::chrono::steady_clock::now() < deadline) {

@@ -12,8 +12,13 @@
 namespace tally::http {
 
 constexpr size_t kRequestBodyBytesMax = size_t{4} * 1024 * 1024;  // above this the connection gets 413 and closes
-constexpr size_t kRequestHeaderBytesMax = size_t{16} * 1024;
-constexpr int kIdleTimeoutSeconds = 60;
+constexpr size_t kRequestHeaderBytesMax = size_t{16} * 1024;       // request line and headers; above: 414 or 431
+constexpr size_t kRequestTargetBytesMax = size_t{8} * 1024;        // the request line's target; above: 414
+constexpr int64_t kIdleTimeoutMsDefault = 60000;                   // a connection with no request this long is closed
+// When accept fails for lack of file descriptors (or memory), the listener pauses instead of retrying at once
+// (which spins a core), doubling from the minimum to the maximum while the failures last.
+constexpr int64_t kAcceptBackoffMsMin = 10;
+constexpr int64_t kAcceptBackoffMsMax = 1000;
 // Bytes each socket read may take. Beast reads max(512, free capacity) and copies body bytes out as it parses,
 // so a buffer that is never reserved stays at 512 bytes: a 4.5 KB Stripe event then costs ten reads (and ten
 // event-loop polls), where one would do.
@@ -22,7 +27,9 @@ constexpr size_t kReadChunkBytes = size_t{16} * 1024;
 struct Request {
     std::string method;
     std::string target;  // path and query as sent
-    std::string path;    // decoded path
+    std::string path;    // decoded path, for messages and exact matches of fixed routes
+    // The path's segments, each percent-decoded on its own, so an id containing %2F stays one segment.
+    std::vector<std::string> segments;
     std::map<std::string, std::string> query;
     std::map<std::string, std::string> headers;  // lowercase names
     std::string body;
@@ -42,6 +49,17 @@ struct Response {
 /// "/v1/customers/cust_1/entitlements" -> {"v1", "customers", "cust_1", "entitlements"} (empty parts dropped).
 std::vector<std::string> PathSegments(const std::string& path);
 
+/// Counters the server keeps about itself. Thread-safe (atomics), read by /metrics.
+struct ServerStats {
+    std::atomic<int64_t> accept_errors{0};
+    std::atomic<int64_t> connections_open{0};
+    std::atomic<int64_t> malformed_requests{0};
+};
+
+struct ServerOptions {
+    int64_t idle_timeout_ms = kIdleTimeoutMsDefault;
+};
+
 /// Delivers a response; callable once, from any thread.
 using Responder = std::function<void(Response)>;
 using Handler = std::function<void(Request, Responder)>;
@@ -50,7 +68,7 @@ using Handler = std::function<void(Request, Responder)>;
 /// the handler is called concurrently from the I/O threads.
 class Server {
 public:
-    Server(std::string address, uint16_t port, int threads, Handler handler);
+    Server(std::string address, uint16_t port, int threads, Handler handler, ServerOptions options = {});
     ~Server();
     /// Binds and starts serving; returns an error message on failure (e.g. port in use), empty on success.
     std::string Start();
@@ -59,6 +77,7 @@ public:
     /// Stops accepting, waits up to |drain_ms| for requests in flight to be answered, then stops the threads.
     void Stop(int drain_ms);
     int64_t in_flight() const;
+    const ServerStats& stats() const;
 
 private:
     struct Impl;

@@ -135,6 +135,26 @@ CREATE TABLE idempotency_keys (
   created_at INTEGER NOT NULL
 );
 )sql"},
+    {2, R"sql(
+-- API keys get names, a scope other than admin, revocation and a coarse last-use time.
+ALTER TABLE api_keys ADD COLUMN name TEXT NOT NULL DEFAULT '';
+ALTER TABLE api_keys ADD COLUMN last_used_at INTEGER;
+ALTER TABLE api_keys ADD COLUMN revoked_at INTEGER;
+-- Idempotency keys belong to the API key that used them, and are held while their request runs.
+DROP TABLE idempotency_keys;
+CREATE TABLE idempotency_keys (
+  api_key_id TEXT NOT NULL,
+  key TEXT NOT NULL,
+  request_hash TEXT NOT NULL,
+  state TEXT NOT NULL,            -- in_flight | done
+  status INTEGER NOT NULL DEFAULT 0,
+  response_body TEXT NOT NULL DEFAULT '',
+  created_at INTEGER NOT NULL,
+  locked_until INTEGER,           -- in_flight: when a crashed holder's lock lapses
+  PRIMARY KEY (api_key_id, key)
+);
+CREATE INDEX idempotency_keys_created_at ON idempotency_keys(created_at);
+)sql"},
 };
 
 Status Exec(sqlite3* db, const char* sql) {

@@ -84,11 +84,15 @@ SubscriptionRecord ReadSubscription(sqlite3_stmt* s) {
     SubscriptionRecord r;
     r.id = StripeSubscriptionId(Text(s, 0));
     r.customer = StripeCustomerId(Text(s, 1));
-    r.status = ParseSubscriptionStatus(Text(s, 2)).value();
+    // Row readers never throw: a value this build does not know (a newer Tally wrote it) reads as the most
+    // restrictive one, and the subscription's stamp still says where it came from.
+    auto status = ParseSubscriptionStatus(Text(s, 2));
+    r.status = status.ok() ? *status : SubscriptionStatus::kIncompleteExpired;
     r.price_id = Text(s, 3);
     r.price_lookup_key = Text(s, 4);
     r.plan_id = Text(s, 5);
-    r.interval = BillingInterval{ParseIntervalUnit(Text(s, 6)).value(), Int(s, 7)};
+    auto unit = ParseIntervalUnit(Text(s, 6));
+    r.interval = BillingInterval{unit.ok() ? *unit : BillingInterval::Unit::kMonth, Int(s, 7)};
     r.unit_amount_minor = Int(s, 8);
     r.currency = Text(s, 9);
     r.quantity = Int(s, 10);
@@ -110,7 +114,8 @@ InboxEvent ReadInbox(sqlite3_stmt* s) {
     e.id = StripeEventId(Text(s, 0));
     e.type = Text(s, 1);
     e.created = Timestamp(Int(s, 2));
-    e.status = ParseInboxStatus(Text(s, 4)).value();
+    auto status = ParseInboxStatus(Text(s, 4));
+    e.status = status.ok() ? *status : InboxStatus::kFailed;
     e.attempts = static_cast<int>(Int(s, 5));
     e.last_error = Text(s, 6);
     e.outcome = Text(s, 7);
@@ -118,6 +123,12 @@ InboxEvent ReadInbox(sqlite3_stmt* s) {
     e.next_attempt_at = OptTs(s, 9);
     e.processed_at = OptTs(s, 10);
     return e;
+}
+
+constexpr const char* kApiKeyCols = "id, hash, scope, created_at, name, last_used_at, revoked_at";
+
+ApiKeyRecord ReadApiKey(sqlite3_stmt* s) {
+    return ApiKeyRecord{Text(s, 0), Text(s, 1), Text(s, 2), Timestamp(Int(s, 3)), Text(s, 4), OptTs(s, 5), OptTs(s, 6)};
 }
 
 /// Resets a statement when it goes out of scope: a statement left mid-result pins its connection's WAL
@@ -357,33 +368,62 @@ public:
     }
 
     Status InsertApiKey(const ApiKeyRecord& k) override {
-        return Do("INSERT INTO api_keys(id, hash, scope, created_at) VALUES (?1,?2,?3,?4)", k.id, k.hash_hex, k.scope,
-                  k.created_at);
+        return Do("INSERT INTO api_keys(id, hash, scope, created_at, name, last_used_at, revoked_at) "
+                  "VALUES (?1,?2,?3,?4,?5,?6,?7)",
+                  k.id, k.hash_hex, k.scope, k.created_at, k.name, k.last_used_at, k.revoked_at);
     }
     Result<std::optional<ApiKeyRecord>> FindApiKeyByHash(const std::string& hash_hex) override {
-        return One<ApiKeyRecord>(
-            "SELECT id, hash, scope, created_at FROM api_keys WHERE hash=?1",
-            [](sqlite3_stmt* s) { return ApiKeyRecord{Text(s, 0), Text(s, 1), Text(s, 2), Timestamp(Int(s, 3))}; },
-            hash_hex);
+        static const std::string sql = std::string("SELECT ") + kApiKeyCols + " FROM api_keys WHERE hash=?1";
+        return One<ApiKeyRecord>(sql.c_str(), ReadApiKey, hash_hex);
+    }
+    Result<std::optional<ApiKeyRecord>> GetApiKey(const std::string& id) override {
+        static const std::string sql = std::string("SELECT ") + kApiKeyCols + " FROM api_keys WHERE id=?1";
+        return One<ApiKeyRecord>(sql.c_str(), ReadApiKey, id);
+    }
+    Result<std::vector<ApiKeyRecord>> ListApiKeys() override {
+        static const std::string sql = std::string("SELECT ") + kApiKeyCols + " FROM api_keys ORDER BY created_at, id";
+        return Many<ApiKeyRecord>(sql.c_str(), ReadApiKey);
+    }
+    Status UpdateApiKey(const ApiKeyRecord& k) override {
+        return Do("UPDATE api_keys SET revoked_at=COALESCE(revoked_at, ?2), last_used_at=COALESCE(?3, last_used_at) "
+                  "WHERE id=?1",
+                  k.id, k.revoked_at, k.last_used_at);
     }
 
     Status Savepoint() override { return Do("SAVEPOINT item"); }
     Status RollbackToSavepoint() override { return Do("ROLLBACK TO item"); }
     Status ReleaseSavepoint() override { return Do("RELEASE item"); }
 
-    Result<std::optional<IdempotencyRecord>> GetIdempotency(const std::string& key) override {
+    Result<std::optional<IdempotencyRecord>> GetIdempotency(const std::string& api_key_id,
+                                                            const std::string& key) override {
         return One<IdempotencyRecord>(
-            "SELECT key, request_hash, status, response_body, created_at FROM idempotency_keys WHERE key=?1",
+            "SELECT api_key_id, key, request_hash, state, status, response_body, created_at, locked_until "
+            "FROM idempotency_keys WHERE api_key_id=?1 AND key=?2",
             [](sqlite3_stmt* s) {
-                return IdempotencyRecord{Text(s, 0), Text(s, 1), static_cast<int>(Int(s, 2)), Text(s, 3),
-                                         Timestamp(Int(s, 4))};
+                return IdempotencyRecord{Text(s, 0), Text(s, 1), Text(s, 2),
+                                         Text(s, 3) == "done" ? IdempotencyState::kDone : IdempotencyState::kInFlight,
+                                         static_cast<int>(Int(s, 4)), Text(s, 5), Timestamp(Int(s, 6)), OptTs(s, 7)};
             },
-            key);
+            api_key_id, key);
     }
-    Status PutIdempotency(const IdempotencyRecord& r) override {
-        return Do("INSERT INTO idempotency_keys(key, request_hash, status, response_body, created_at) "
-                  "VALUES (?1,?2,?3,?4,?5)",
-                  r.key, r.request_hash, r.status, r.response_body, r.created_at);
+    Status InsertIdempotency(const IdempotencyRecord& r) override {
+        return Do("INSERT INTO idempotency_keys(api_key_id, key, request_hash, state, status, response_body, created_at, "
+                  "locked_until) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
+                  r.api_key_id, r.key, r.request_hash, r.state == IdempotencyState::kDone ? "done" : "in_flight",
+                  r.status, r.response_body, r.created_at, r.locked_until);
+    }
+    Status UpdateIdempotency(const IdempotencyRecord& r) override {
+        return Do("UPDATE idempotency_keys SET request_hash=?3, state=?4, status=?5, response_body=?6, created_at=?7, "
+                  "locked_until=?8 WHERE api_key_id=?1 AND key=?2",
+                  r.api_key_id, r.key, r.request_hash, r.state == IdempotencyState::kDone ? "done" : "in_flight",
+                  r.status, r.response_body, r.created_at, r.locked_until);
+    }
+    Status DeleteIdempotency(const std::string& api_key_id, const std::string& key) override {
+        return Do("DELETE FROM idempotency_keys WHERE api_key_id=?1 AND key=?2", api_key_id, key);
+    }
+    Result<int> PruneIdempotency(Timestamp before) override {
+        TALLY_TRY(Do("DELETE FROM idempotency_keys WHERE created_at < ?1", before));
+        return sqlite3_changes(c_.raw());
     }
 
 private:
@@ -614,19 +654,36 @@ int64_t SqliteStore::RestartWal() {
     return ElapsedMs(start);
 }
 
+namespace {
+/// Rolls back the open transaction when it goes out of scope uncommitted: an error return and an exception (a bug
+/// in |fn|, bad_alloc) leave the connection as they found it.
+class RollbackGuard {
+public:
+    explicit RollbackGuard(Connection& conn) : conn_(conn) {}
+    ~RollbackGuard() {
+        if (!active_) return;
+        try {
+            (void)conn_.Step("ROLLBACK");
+        } catch (...) {  // NOLINT(bugprone-empty-catch): SQLite rolls back itself when the connection is next used
+        }
+    }
+    RollbackGuard(const RollbackGuard&) = delete;
+    RollbackGuard& operator=(const RollbackGuard&) = delete;
+    void Dismiss() { active_ = false; }
+
+private:
+    Connection& conn_;
+    bool active_ = true;
+};
+}  // namespace
+
 Status SqliteStore::Run(Connection& conn, const char* begin, const std::function<Status(StoreTx&)>& fn) {
     TALLY_TRY(conn.Step(begin));
+    RollbackGuard guard(conn);
     SqliteTx tx(conn);
-    Status s = fn(tx);
-    if (!s.ok()) {
-        (void)conn.Step("ROLLBACK");
-        return s;
-    }
-    Status c = conn.Step("COMMIT");
-    if (!c.ok()) {
-        (void)conn.Step("ROLLBACK");
-        return c;
-    }
+    TALLY_TRY(fn(tx));
+    TALLY_TRY(conn.Step("COMMIT"));
+    guard.Dismiss();
     return {};
 }
 

@@ -200,7 +200,7 @@ Result<StripeSubscriptionData> DecodeSubscription(const bj::object& o) {
     TALLY_ASSIGN_OR_RETURN(std::string id, RequiredString(o, "id", kObj));
     s.id = StripeSubscriptionId(std::move(id));
     TALLY_ASSIGN_OR_RETURN(std::string customer, IdOrExpanded(o, "customer", kObj));
-    if (customer.empty()) return InvalidArgument("data.object.customer is required", "data.object.customer");
+    if (customer.empty()) return MissingArgument("data.object.customer is required", "data.object.customer");
     s.customer = StripeCustomerId(std::move(customer));
     TALLY_ASSIGN_OR_RETURN(std::string status, RequiredString(o, "status", kObj));
     auto parsed = ParseSubscriptionStatus(status);
@@ -262,7 +262,7 @@ Result<StripeInvoiceData> DecodeInvoice(const bj::object& o) {
     StripeInvoiceData i;
     TALLY_ASSIGN_OR_RETURN(i.id, RequiredString(o, "id", kObj));
     TALLY_ASSIGN_OR_RETURN(std::string customer, IdOrExpanded(o, "customer", kObj));
-    if (customer.empty()) return InvalidArgument("data.object.customer is required", "data.object.customer");
+    if (customer.empty()) return MissingArgument("data.object.customer is required", "data.object.customer");
     i.customer = StripeCustomerId(std::move(customer));
     TALLY_ASSIGN_OR_RETURN(i.subscription_id, IdOrExpanded(o, "subscription", kObj));
     if (i.subscription_id.empty()) {

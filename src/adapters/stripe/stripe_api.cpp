@@ -100,4 +100,69 @@ Result<std::pair<std::string, bool>> HttpStripeApi::EnsurePrice(const StripePric
     return std::make_pair(id, true);
 }
 
+WebhookEndpointMonitor::WebhookEndpointMonitor(Client& client, std::string endpoint_id, std::string url,
+                                               int64_t interval_ms)
+    : client_(client), endpoint_id_(std::move(endpoint_id)), url_(std::move(url)), interval_ms_(interval_ms) {
+    thread_ = std::thread([this] { Run(); });
+}
+
+WebhookEndpointMonitor::~WebhookEndpointMonitor() {
+    {
+        std::lock_guard lock(mu_);
+        stopping_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+}
+
+std::string WebhookEndpointMonitor::State() const {
+    switch (state_.load()) {
+        case 1: return "registered";
+        case 2: return "missing";
+        default: return "unknown";
+    }
+}
+
+std::string WebhookEndpointMonitor::CheckNow() {
+    int state = 0;
+    if (!endpoint_id_.empty()) {
+        auto got = client_.Get("/v1/webhook_endpoints/" + endpoint_id_);
+        if (got.ok()) {
+            // Stripe answers a deleted object with {"deleted": true} (or a 404); a disabled endpoint sends nothing.
+            const auto* body = got->body.if_object();
+            const auto* deleted = body ? body->if_contains("deleted") : nullptr;
+            const auto* status = body ? body->if_contains("status") : nullptr;
+            const bool gone = (deleted && deleted->is_bool() && deleted->get_bool()) ||
+                              (status && status->is_string() && status->get_string() == "disabled");
+            state = gone ? 2 : 1;
+        } else if (got.error().code == ErrorCode::kNotFound) {
+            state = 2;
+        }
+    } else {
+        bool found = false;
+        Status listed = client_.ListAll("/v1/webhook_endpoints", {}, [&](const boost::json::object& e) {
+            const auto* url = e.if_contains("url");
+            const auto* status = e.if_contains("status");
+            found = url && url->is_string() && url->get_string() == url_ &&
+                    !(status && status->is_string() && status->get_string() == "disabled");
+            return !found;
+        });
+        if (listed.ok()) state = found ? 1 : 2;
+    }
+    state_ = state;
+    return State();
+}
+
+void WebhookEndpointMonitor::Run() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+        lock.unlock();
+        (void)CheckNow();
+        lock.lock();
+        if (cv_.wait_for(lock, std::chrono::milliseconds(interval_ms_), [this] { return stopping_; })) {
+            return;
+        }
+    }
+}
+
 }  // namespace tally::stripe

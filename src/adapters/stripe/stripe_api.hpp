@@ -1,6 +1,9 @@
 #pragma once
 // The StripeApi port over Tally's Stripe HTTP client.
+#include <atomic>
+#include <condition_variable>
 #include <mutex>
+#include <thread>
 #include <unordered_map>
 
 #include "adapters/stripe/stripe_client.hpp"
@@ -32,6 +35,61 @@ private:
     std::mutex mu_;
     std::unordered_map<std::string, std::string> price_ids_;  // lookup_key -> price id
     std::string test_clock_;
+};
+
+/// StripeApi when Tally runs without Stripe (no STRIPE_SECRET_KEY and no --stripe-sandbox): webhooks are still
+/// received and applied, and every call that needs Stripe fails with kUnavailable, reason kStripeNotConfigured
+/// (503 `stripe_not_configured`). Thread-safe, stateless.
+class UnconfiguredStripeApi final : public StripeApi {
+public:
+    Result<StripeCustomerId> CreateCustomer(const std::string&, const std::string&, const std::string&,
+                                            const std::string&) override {
+        return NotConfigured();
+    }
+    Result<std::string> FindPriceId(const std::string&) override { return NotConfigured(); }
+    Result<HostedSession> CreateCheckoutSession(const CheckoutSessionRequest&) override { return NotConfigured(); }
+    Result<HostedSession> CreatePortalSession(const StripeCustomerId&, const std::string&) override {
+        return NotConfigured();
+    }
+    Result<std::pair<std::string, bool>> EnsurePrice(const StripePriceSpec&) override { return NotConfigured(); }
+    static Error NotConfigured() {
+        return Error{ErrorCode::kUnavailable,
+                     "Stripe is not configured: set STRIPE_SECRET_KEY, or start with --stripe-sandbox for the offline "
+                     "sandbox",
+                     "", ErrorReason::kStripeNotConfigured};
+    }
+};
+
+constexpr int64_t kWebhookEndpointCheckIntervalMs = 30000;
+
+/// Watches whether Tally's webhook endpoint is still registered in Stripe (someone may delete it, and then no
+/// event arrives while everything else looks healthy). Checks on its own thread every
+/// kWebhookEndpointCheckIntervalMs: by id when Tally registered the endpoint itself (the sandbox), else by
+/// listing the account's endpoints for |url|. Thread-safe.
+class WebhookEndpointMonitor {
+public:
+    /// |endpoint_id| empty: look for |url| among the account's endpoints. Checks every |interval_ms|.
+    WebhookEndpointMonitor(Client& client, std::string endpoint_id, std::string url,
+                           int64_t interval_ms = kWebhookEndpointCheckIntervalMs);
+    ~WebhookEndpointMonitor();
+    WebhookEndpointMonitor(const WebhookEndpointMonitor&) = delete;
+    WebhookEndpointMonitor& operator=(const WebhookEndpointMonitor&) = delete;
+    /// "registered" | "missing" | "unknown" (not checked yet, or Stripe unreachable).
+    std::string State() const;
+    /// Checks now, on the caller's thread, and returns the new state.
+    std::string CheckNow();
+
+private:
+    void Run();
+    Client& client_;
+    const std::string endpoint_id_;
+    const std::string url_;
+    const int64_t interval_ms_;
+    std::atomic<int> state_{0};  // 0 unknown, 1 registered, 2 missing
+    std::mutex mu_;
+    std::condition_variable cv_;
+    bool stopping_ = false;
+    std::thread thread_;
 };
 
 }  // namespace tally::stripe

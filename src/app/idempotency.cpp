@@ -1,0 +1,99 @@
+#include "app/idempotency.hpp"
+
+namespace tally {
+namespace {
+
+Error KeyReused() {
+    return Error{ErrorCode::kInvalidArgument,
+                 "Keys for idempotent requests can only be used with the same parameters they were first used with.",
+                 "Idempotency-Key", ErrorReason::kIdempotencyKeyReused};
+}
+
+Error KeyInUse() {
+    return Error{ErrorCode::kConflict,
+                 "There is currently another in-progress request using this Idempotent Key (that probably means you "
+                 "submitted twice, and the other request is still going through). Please try again later.",
+                 "Idempotency-Key", ErrorReason::kIdempotencyKeyInUse};
+}
+
+}  // namespace
+
+Result<std::optional<IdempotentOutcome>> IdempotencyService::Existing(const IdempotencyRequest& request,
+                                                                      const IdempotencyRecord& record,
+                                                                      Timestamp now) const {
+    if (record.request_hash != request.request_hash) return KeyReused();
+    if (record.state == IdempotencyState::kDone) {
+        return std::optional<IdempotentOutcome>(IdempotentOutcome{{record.status, record.response_body}, true});
+    }
+    if (record.locked_until && *record.locked_until > now) return KeyInUse();
+    return std::optional<IdempotentOutcome>();  // a crashed holder's claim: run again
+}
+
+Result<IdempotentOutcome> IdempotencyService::RunInStore(const IdempotencyRequest& request,
+                                                         const std::function<Result<StoredResponse>(StoreTx&)>& fn) {
+    IdempotentOutcome out;
+    const Timestamp now = clock_.Now();
+    TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
+        std::optional<IdempotencyRecord> existing;
+        if (!request.key.empty()) {
+            TALLY_ASSIGN_OR_RETURN(existing, tx.GetIdempotency(request.api_key_id, request.key));
+            if (existing) {
+                TALLY_ASSIGN_OR_RETURN(auto decided, Existing(request, *existing, now));
+                if (decided) {
+                    out = std::move(*decided);
+                    return {};
+                }
+            }
+        }
+        TALLY_ASSIGN_OR_RETURN(out.response, fn(tx));
+        if (request.key.empty()) return {};
+        const IdempotencyRecord record{request.api_key_id, request.key, request.request_hash, IdempotencyState::kDone,
+                                       out.response.status, out.response.body, now, std::nullopt};
+        return existing ? tx.UpdateIdempotency(record) : tx.InsertIdempotency(record);
+    }));
+    return out;
+}
+
+Result<IdempotentOutcome> IdempotencyService::RunWithExternalEffects(const IdempotencyRequest& request,
+                                                                     const std::function<Result<StoredResponse>()>& fn) {
+    if (request.key.empty()) {
+        TALLY_ASSIGN_OR_RETURN(StoredResponse response, fn());
+        return IdempotentOutcome{std::move(response), false};
+    }
+    const Timestamp now = clock_.Now();
+    std::optional<IdempotentOutcome> decided;
+    TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto existing, tx.GetIdempotency(request.api_key_id, request.key));
+        if (existing) {
+            TALLY_ASSIGN_OR_RETURN(decided, Existing(request, *existing, now));
+        }
+        if (decided) return {};
+        const IdempotencyRecord claim{request.api_key_id, request.key, request.request_hash,
+                                      IdempotencyState::kInFlight, 0, "", now, now.PlusSeconds(kIdempotencyLockSeconds)};
+        return existing ? tx.UpdateIdempotency(claim) : tx.InsertIdempotency(claim);
+    }));
+    if (decided) return std::move(*decided);
+    auto response = fn();
+    if (!response.ok()) {
+        // Nothing to replay: free the key so the client's retry runs (the store may be down; then the claim
+        // lapses by itself).
+        (void)store_.Write([&](StoreTx& tx) { return tx.DeleteIdempotency(request.api_key_id, request.key); });
+        return response.error();
+    }
+    TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
+        return tx.UpdateIdempotency({request.api_key_id, request.key, request.request_hash, IdempotencyState::kDone,
+                                     response->status, response->body, now, std::nullopt});
+    }));
+    return IdempotentOutcome{std::move(*response), false};
+}
+
+Result<int> IdempotencyService::Prune() {
+    int pruned = 0;
+    TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(pruned, tx.PruneIdempotency(clock_.Now().PlusSeconds(-kIdempotencyRetentionSeconds)));
+        return {};
+    }));
+    return pruned;
+}
+
+}  // namespace tally

@@ -1,0 +1,71 @@
+#pragma once
+// Idempotency-Key handling (Stripe's contract), decided inside the store transaction that makes the change.
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "app/ports.hpp"
+#include "app/store.hpp"
+
+namespace tally {
+
+constexpr size_t kIdempotencyKeyBytesMax = 255;           // Stripe's limit
+constexpr int64_t kIdempotencyRetentionSeconds = 86400;   // Stripe prunes keys after 24 hours; so does Tally
+// A request holding a key for work outside the store (a Stripe call) keeps it at most this long; after that a
+// retry may take it over (the holder crashed). Longer than the Stripe client's worst case with its retries.
+constexpr int64_t kIdempotencyLockSeconds = 120;
+
+/// A response as the API rendered it; replayed byte for byte to a request that repeats the key.
+struct StoredResponse {
+    int status = 200;
+    std::string body;
+};
+
+/// One request's claim on an Idempotency-Key. |key| empty: the request carries none (runs unguarded).
+struct IdempotencyRequest {
+    std::string api_key_id;    // keys are scoped to the API key that used them
+    std::string key;
+    std::string request_hash;  // digest of method, path and body: a replay must match it
+};
+
+/// What a request with a key gets: a stored response to replay, or nothing (it ran, or may run).
+struct IdempotentOutcome {
+    StoredResponse response;
+    bool replayed = false;
+};
+
+/// Runs mutations at most once per (API key, Idempotency-Key). Thread-safe.
+///
+/// Errors: kInvalidArgument reason kIdempotencyKeyReused (Stripe's 400 idempotency_error) when the key was used
+/// with other parameters; kConflict reason kIdempotencyKeyInUse (Stripe's 409) while the key's first request is
+/// still running outside the store. Only successful responses are stored: a request that failed changed nothing
+/// (its transaction rolled back), so its retry runs again.
+class IdempotencyService {
+public:
+    IdempotencyService(Store& store, const Clock& clock) : store_(store), clock_(clock) {}
+
+    /// For mutations that only touch the store: checks the key, runs |fn| and stores its response in one write
+    /// transaction, so the change and its record commit together. Concurrent twins serialise on the store's
+    /// write lock and the later one replays.
+    Result<IdempotentOutcome> RunInStore(const IdempotencyRequest& request,
+                                         const std::function<Result<StoredResponse>(StoreTx&)>& fn);
+    /// For mutations with effects outside the store (Stripe calls): claims the key in its own transaction, runs
+    /// |fn| outside any transaction, then stores its response. A twin arriving meanwhile gets kIdempotencyKeyInUse.
+    /// |fn| must itself be safe to repeat after a crash (Stripe calls carry idempotency keys derived from
+    /// |request|), because a lapsed claim (kIdempotencyLockSeconds) lets a retry run it again.
+    Result<IdempotentOutcome> RunWithExternalEffects(const IdempotencyRequest& request,
+                                                     const std::function<Result<StoredResponse>()>& fn);
+    /// Deletes keys older than kIdempotencyRetentionSeconds; returns how many.
+    Result<int> Prune();
+
+private:
+    /// The decision for an existing record: replay, refuse, or (a lapsed claim) nullopt to run again.
+    Result<std::optional<IdempotentOutcome>> Existing(const IdempotencyRequest& request,
+                                                      const IdempotencyRecord& record, Timestamp now) const;
+
+    Store& store_;
+    const Clock& clock_;
+};
+
+}  // namespace tally
