@@ -7,7 +7,7 @@ import Stripe from 'stripe';
 
 export const BIN = process.env.TALLY_BIN ?? new URL('../../build/debug/tally', import.meta.url).pathname;
 export const SOURCE_DIR = process.env.TALLY_SOURCE_DIR ?? new URL('../..', import.meta.url).pathname;
-export const ADMIN_KEY = 'tk_test_admin_key_for_e2e';
+export const ADMIN_KEY = 'tk_test_admin_key_for_e2e_at_least_32_chars';
 export const SECRET = 'whsec_e2e_primary_secret';
 export const OLD_SECRET = 'whsec_e2e_rotated_out_secret';
 
@@ -29,10 +29,15 @@ export async function startTally(extraEnv = {}, { dir = mkdtempSync(join(tmpdir(
     STRIPE_WEBHOOK_SECRET: `${SECRET},${OLD_SECRET}`,
     TALLY_POLL_INTERVAL_MS: '50',
     TALLY_SANDBOX_PORT: '0',
+    // The built-in Stripe sandbox runs only when asked for; most tests drive it. Pass TALLY_STRIPE_SANDBOX:
+    // undefined for a Tally without Stripe.
+    TALLY_STRIPE_SANDBOX: '1',
     ASAN_OPTIONS: 'detect_leaks=1',
     ...extraEnv,
   };
-  const child = spawn(BIN, ['serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  for (const [k, v] of Object.entries(env)) if (v === undefined) delete env[k];
+  // Started in its temporary directory, not the repository: nothing may depend on the working directory.
+  const child = spawn(BIN, ['serve'], { env, cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   let sandboxPort;
   let testClock;

@@ -135,15 +135,48 @@ TEST(SqliteStoreTest, InboxDeduplicatesWithinAndAcrossBatchesAndSurvivesReopen) 
 TEST(SqliteStoreTest, IdempotencyKeysAndApiKeys) {
     TempDb db;
     auto store = sqlite::SqliteStore::Open(db.path()).value();
+    const IdempotencyRecord claim{"key_1", "k1", "h1", IdempotencyState::kInFlight, 0, "", Timestamp(1), Timestamp(121)};
     ASSERT_TRUE(store->Write([&](StoreTx& tx) -> Status {
-        TALLY_TRY(tx.PutIdempotency({"k1", "h1", 201, "{}", Timestamp(1)}));
-        return tx.InsertApiKey({"key_1", "abc", "admin", Timestamp(1)});
+        TALLY_TRY(tx.InsertIdempotency(claim));
+        // The same Idempotency-Key under another API key is another record.
+        TALLY_TRY(tx.InsertIdempotency({"key_2", "k1", "h9", IdempotencyState::kDone, 200, "{}", Timestamp(1), {}}));
+        return tx.InsertApiKey({"key_1", "abc", "admin", Timestamp(1), "ci", std::nullopt, std::nullopt});
     }).ok());
-    EXPECT_FALSE(store->Write([&](StoreTx& tx) { return tx.PutIdempotency({"k1", "h2", 200, "{}", Timestamp(2)}); }).ok());
+    // (API key, Idempotency-Key) is unique: a second claim is a conflict, and nothing of it is written.
+    auto twin = store->Write([&](StoreTx& tx) { return tx.InsertIdempotency(claim); });
+    ASSERT_FALSE(twin.ok());
+    EXPECT_EQ(twin.error().code, ErrorCode::kConflict);
+    ASSERT_TRUE(store->Write([&](StoreTx& tx) -> Status {
+        return tx.UpdateIdempotency({"key_1", "k1", "h1", IdempotencyState::kDone, 201, R"({"id":1})", Timestamp(1), {}});
+    }).ok());
+    ASSERT_TRUE(store->Write([&](StoreTx& tx) {
+        return tx.UpdateApiKey({"key_1", "", "", Timestamp(0), "", Timestamp(50), Timestamp(60)});
+    }).ok());
     ASSERT_TRUE(store->Read([&](StoreTx& tx) -> Status {
-        EXPECT_EQ((*tx.GetIdempotency("k1"))->request_hash, "h1");
-        EXPECT_EQ((*tx.FindApiKeyByHash("abc"))->id, "key_1");
+        auto done = tx.GetIdempotency("key_1", "k1").value();
+        EXPECT_EQ(done->state, IdempotencyState::kDone);
+        EXPECT_EQ(done->status, 201);
+        EXPECT_EQ(done->response_body, R"({"id":1})");
+        EXPECT_FALSE(done->locked_until.has_value());
+        EXPECT_EQ((*tx.GetIdempotency("key_2", "k1"))->request_hash, "h9");
+        EXPECT_FALSE(tx.GetIdempotency("key_3", "k1")->has_value());
+        auto key = tx.FindApiKeyByHash("abc").value();
+        EXPECT_EQ(key->id, "key_1");
+        EXPECT_EQ(key->name, "ci");
+        EXPECT_EQ(key->last_used_at->unix_seconds(), 50);
+        EXPECT_EQ(key->revoked_at->unix_seconds(), 60);
         EXPECT_FALSE(tx.FindApiKeyByHash("nope")->has_value());
+        EXPECT_EQ(tx.ListApiKeys()->size(), 1u);
+        return {};
+    }).ok());
+    // Revocation is set once: a later update does not move it.
+    ASSERT_TRUE(store->Write([&](StoreTx& tx) {
+        return tx.UpdateApiKey({"key_1", "", "", Timestamp(0), "", std::nullopt, Timestamp(99)});
+    }).ok());
+    ASSERT_TRUE(store->Write([&](StoreTx& tx) -> Status {
+        EXPECT_EQ((*tx.GetApiKey("key_1"))->revoked_at->unix_seconds(), 60);
+        EXPECT_EQ(tx.PruneIdempotency(Timestamp(2)).value(), 2);
+        EXPECT_FALSE(tx.GetIdempotency("key_1", "k1")->has_value());
         return {};
     }).ok());
     EXPECT_TRUE(store->Ping().ok());
