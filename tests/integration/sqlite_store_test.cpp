@@ -231,9 +231,14 @@ TEST(SqliteStoreTest, QuietCheckpointRestartsTheWalBesideReadersAndWriters) {
             auto inserted = store->AppendInbox({e});
             ASSERT_TRUE(inserted.ok()) << inserted.error().message;
         }
-        // A quiet moment: no commit for longer than kCheckpointIdleMs, a few checkpointer ticks.
-        std::this_thread::sleep_for(
-            std::chrono::milliseconds(sqlite::kCheckpointIdleMs + 4 * sqlite::kCheckpointIntervalMs));
+        // A quiet moment: no commit until the checkpointer has restarted the WAL (waited for, not timed; the
+        // deadline only keeps a broken checkpointer from hanging the suite).
+        const int64_t restarts = store->wal_restart_count();
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+        while (store->wal_restart_count() == restarts && std::chrono::steady_clock::now() < deadline) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+        ASSERT_GT(store->wal_restart_count(), restarts) << "no WAL restart in a quiet moment";
     }
     done = true;
     reader.join();

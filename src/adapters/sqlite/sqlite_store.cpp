@@ -650,6 +650,7 @@ int64_t SqliteStore::RestartWal() {
     if (sqlite3_wal_checkpoint_v2(checkpointer_->raw(), nullptr, SQLITE_CHECKPOINT_RESTART, nullptr, nullptr) ==
         SQLITE_OK) {
         wal_frames_.store(0, std::memory_order_relaxed);
+        wal_restarts_.fetch_add(1);
     }
     return ElapsedMs(start);
 }

@@ -74,6 +74,8 @@ public:
     Result<std::vector<bool>> AppendInbox(const std::vector<InboxEvent>& events) override;
     Status Ping() override;
     ~SqliteStore() override;
+    /// How many times the checkpointer has restarted the WAL since open (tests wait on it instead of sleeping).
+    int64_t wal_restart_count() const { return wal_restarts_.load(); }
 
 private:
     SqliteStore(std::unique_ptr<Connection> writer, std::unique_ptr<Connection> reader,
@@ -100,6 +102,7 @@ private:
     bool stopping_ = false;
     std::atomic<int64_t> last_commit_ms_{0};  // steady clock, ms: when the writer last committed
     std::atomic<int> wal_frames_{0};          // frames in the WAL after the writer's last commit (wal hook)
+    std::atomic<int64_t> wal_restarts_{0};
     std::thread checkpoint_thread_;
 };
 

@@ -1,0 +1,1 @@
+#include "adapters/sqlite/sqlite_store.hpp"  // app/ must not see adapters/

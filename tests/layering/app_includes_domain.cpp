@@ -1,0 +1,1 @@
+#include "domain/money.hpp"  // control: an allowed include compiles

@@ -1,0 +1,1 @@
+#include "app/store.hpp"  // domain/ must not see app/

@@ -1,0 +1,1 @@
+#include "adapters/http/server.hpp"  // the SQLite adapter must not see the HTTP adapter
