@@ -39,8 +39,9 @@ Result<int> PageSize(const Request& req) {
     return limit;
 }
 
-/// Parses a JSON object body, rejecting unknown parameters as Stripe does.
-Result<bj::object> BodyObject(const Request& req, std::initializer_list<const char*> allowed) {
+}  // namespace
+
+Result<bj::object> BindJsonBody(const Request& req, std::initializer_list<const char*> allowed) {
     if (req.body.size() > kApiBodyBytesMax) {
         return Error{ErrorCode::kPayloadTooLarge, "body exceeds " + std::to_string(kApiBodyBytesMax) + " bytes", "body",
                      ErrorReason::kPayloadTooLarge};
@@ -61,7 +62,6 @@ Result<bj::object> BodyObject(const Request& req, std::initializer_list<const ch
     return std::move(v.get_object());
 }
 
-}  // namespace
 
 Response ErrorResponse(const Error& e, int status) {
     Response r = ErrorResponse(e);
@@ -221,7 +221,7 @@ Response Api::Dispatch(const Request& req, const Principal& principal, const Ide
 
     if (seg.size() >= 2 && seg[1] == "customers") {
         if (seg.size() == 2 && m == "POST") {
-            auto body = BodyObject(req, {"external_id", "email", "name"});
+            auto body = BindJsonBody(req, {"external_id", "email", "name"});
             if (!body.ok()) return fail(body.error());
             auto external_id = json::RequiredString(*body, "external_id", "");
             if (!external_id.ok()) return fail(external_id.error());
@@ -261,7 +261,7 @@ Response Api::Dispatch(const Request& req, const Principal& principal, const Ide
             return Json(200, EntitlementsJson(*view));
         }
         if (seg.size() == 4 && seg[3] == "role_override" && m == "POST") {
-            auto body = BodyObject(req, {"role", "reason", "expires_at"});
+            auto body = BindJsonBody(req, {"role", "reason", "expires_at"});
             if (!body.ok()) return fail(body.error());
             auto role = json::RequiredString(*body, "role", "");
             if (!role.ok()) return fail(role.error());
@@ -285,7 +285,7 @@ Response Api::Dispatch(const Request& req, const Principal& principal, const Ide
         }
     }
     if (seg.size() == 2 && seg[1] == "checkout_sessions" && m == "POST") {
-        auto body = BodyObject(req, {"customer", "plan", "interval", "success_url", "cancel_url", "trial_period_days"});
+        auto body = BindJsonBody(req, {"customer", "plan", "interval", "success_url", "cancel_url", "trial_period_days"});
         if (!body.ok()) return fail(body.error());
         auto customer = json::RequiredString(*body, "customer", "");
         if (!customer.ok()) return fail(customer.error());
@@ -315,7 +315,7 @@ Response Api::Dispatch(const Request& req, const Principal& principal, const Ide
         }));
     }
     if (seg.size() == 2 && seg[1] == "billing_portal_sessions" && m == "POST") {
-        auto body = BodyObject(req, {"customer", "return_url"});
+        auto body = BindJsonBody(req, {"customer", "return_url"});
         if (!body.ok()) return fail(body.error());
         auto customer = json::RequiredString(*body, "customer", "");
         if (!customer.ok()) return fail(customer.error());
@@ -337,7 +337,7 @@ Response Api::Dispatch(const Request& req, const Principal& principal, const Ide
             return List(data, "/v1/api_keys");
         }
         if (seg.size() == 2 && m == "POST") {
-            auto body = BodyObject(req, {"scope", "name"});
+            auto body = BindJsonBody(req, {"scope", "name"});
             if (!body.ok()) return fail(body.error());
             auto scope_text = json::RequiredString(*body, "scope", "");
             if (!scope_text.ok()) return fail(scope_text.error());

@@ -1,6 +1,9 @@
 #pragma once
 // The HTTP API v1 and the Stripe webhook endpoint.
+#include <boost/json/object.hpp>
+
 #include <functional>
+#include <initializer_list>
 #include <string>
 
 #include "adapters/http/server.hpp"
@@ -53,6 +56,11 @@ private:
 
     ApiDeps d_;
 };
+
+/// The JSON object body of |req|, rejecting parameters not in |allowed| as Stripe does. kPayloadTooLarge over
+/// kApiBodyBytesMax; kInvalidArgument for a missing body (kParameterMissing), malformed JSON (kMalformedJson), a
+/// non-object, or an unknown parameter (kParameterUnknown, param = its name).
+Result<boost::json::object> BindJsonBody(const Request& req, std::initializer_list<const char*> allowed);
 
 /// Maps an Error to its HTTP status and Stripe-style error body; the code is the error's reason when it has one.
 Response ErrorResponse(const Error& error);

@@ -7,6 +7,8 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <optional>
+#include <variant>
 #include <cctype>
 #include <chrono>
 
@@ -82,6 +84,56 @@ bool HasForbiddenByte(std::string_view s, bool allow_tab) {
     return false;
 }
 
+/// The refusal for a Beast parse error, given the bytes read so far; nullopt for errors that are not the client's
+/// request (a reset connection): those close without an answer.
+std::optional<Refusal> RefusalForParseError(beast::error_code ec, std::string_view seen) {
+    if (ec == bhttp::error::body_limit) return Refusal{413, "payload_too_large", "request body exceeds the server limit", "body"};
+    if (ec == bhttp::error::header_limit) {
+        // Over the limit before the request line ended: the target is too long (414); else the headers (431).
+        if (seen.find("\r\n") == std::string_view::npos) {
+            return Refusal{414, "uri_too_long", "the request line exceeds the server limit", nullptr};
+        }
+        return Refusal{431, "request_header_fields_too_large", "the request headers exceed the server limit", nullptr};
+    }
+    // Not HTTP/1.1 as RFC 9112 spells it (a raw space or NUL in the target, a bad header, ...): say so instead of
+    // dropping the connection.
+    if (ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category()) {
+        return Refusal{400, "malformed_request", "the request is not valid HTTP/1.1", nullptr};
+    }
+    return std::nullopt;
+}
+
+/// Tally's checks on a parsed message, and the Request handlers see; a refusal when a check fails.
+std::optional<Refusal> BuildRequest(bhttp::request<bhttp::string_body>& msg, Request& req) {
+    if (msg.target().size() > kRequestTargetBytesMax) {
+        return Refusal{414, "uri_too_long", "the request target exceeds the server limit", nullptr};
+    }
+    if (HasForbiddenByte(msg.target(), false) || msg.target().find(' ') != beast::string_view::npos) {
+        return Refusal{400, "malformed_request", "the request target holds a control character or a space", nullptr};
+    }
+    // Beast's own header limit depends on how the bytes arrived; this one is exact.
+    size_t header_bytes = msg.method_string().size() + msg.target().size() + 11;  // "<m> <t> HTTP/1.1\r\n"
+    for (const auto& field : msg) header_bytes += field.name_string().size() + field.value().size() + 4;
+    if (header_bytes > kRequestHeaderBytesMax) {
+        return Refusal{431, "request_header_fields_too_large", "the request headers exceed the server limit", nullptr};
+    }
+    req.method = std::string(msg.method_string());
+    req.target = std::string(msg.target());
+    const size_t q = req.target.find('?');
+    ParsePath(std::string_view(req.target).substr(0, q), req);
+    if (q != std::string::npos) ParseQuery(std::string_view(req.target).substr(q + 1), req);
+    for (const auto& field : msg) {
+        if (HasForbiddenByte(field.name_string(), false) || HasForbiddenByte(field.value(), true)) {
+            return Refusal{400, "malformed_request", "a header holds a control character", nullptr};
+        }
+        std::string name(field.name_string());
+        for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        req.headers[name] = std::string(field.value());
+    }
+    req.body = std::move(msg.body());
+    return std::nullopt;
+}
+
 class Session : public std::enable_shared_from_this<Session> {
 public:
     Session(tcp::socket socket, const Handler& handler, std::atomic<int64_t>& in_flight, std::atomic<bool>& stopping,
@@ -128,66 +180,31 @@ private:
     }
 
     /// Answers a request that cannot be parsed or is refused before routing, then closes.
-    void Refuse(int status, const char* code, const std::string& message, const char* param) {
+    void Refuse(const Refusal& refusal) {
         ++stats_.malformed_requests;
         keep_alive_ = false;
         head_ = false;
         busy_ = true;
-        Write(Response{status, ErrorJson(code, message, param), "application/json", {}}, 0);
+        Write(Response{refusal.status, ErrorJson(refusal.code, refusal.message, refusal.param), "application/json", {}},
+              0);
     }
 
     void OnRead(beast::error_code ec) {
         Touch();
         if (ec == bhttp::error::end_of_stream || ec == net::error::eof) return Close();
         if (ec == net::error::operation_aborted || closed_) return;
-        if (ec == bhttp::error::body_limit) return Refuse(413, "payload_too_large", "request body exceeds the server limit", "body");
-        if (ec == bhttp::error::header_limit) {
-            // Over the limit before the request line ended: the target is too long (414); else the headers (431).
-            const std::string_view seen(static_cast<const char*>(buffer_.data().data()), buffer_.size());
-            if (seen.find("\r\n") == std::string_view::npos) {
-                return Refuse(414, "uri_too_long", "the request line exceeds the server limit", nullptr);
-            }
-            return Refuse(431, "request_header_fields_too_large", "the request headers exceed the server limit",
-                          nullptr);
-        }
         if (ec) {
-            // Not HTTP/1.1 as RFC 9112 spells it (a raw space or NUL in the target, a bad header, ...): say so
-            // instead of dropping the connection.
-            if (ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category()) {
-                return Refuse(400, "malformed_request", "the request is not valid HTTP/1.1", nullptr);
+            if (auto refusal = RefusalForParseError(ec, std::string_view(static_cast<const char*>(buffer_.data().data()),
+                                                                          buffer_.size()))) {
+                return Refuse(*refusal);
             }
             return CloseNow();
         }
         auto msg = parser_->release();
         keep_alive_ = msg.keep_alive() && !stopping_.load();
         head_ = msg.method() == bhttp::verb::head;
-        if (msg.target().size() > kRequestTargetBytesMax) {
-            return Refuse(414, "uri_too_long", "the request target exceeds the server limit", nullptr);
-        }
-        if (HasForbiddenByte(msg.target(), false) || msg.target().find(' ') != beast::string_view::npos) {
-            return Refuse(400, "malformed_request", "the request target holds a control character or a space", nullptr);
-        }
-        // Beast's own header limit depends on how the bytes arrived; this one is exact.
-        size_t header_bytes = msg.method_string().size() + msg.target().size() + 11;  // "<m> <t> HTTP/1.1\r\n"
-        for (const auto& field : msg) header_bytes += field.name_string().size() + field.value().size() + 4;
-        if (header_bytes > kRequestHeaderBytesMax) {
-            return Refuse(431, "request_header_fields_too_large", "the request headers exceed the server limit", nullptr);
-        }
         Request req;
-        req.method = std::string(msg.method_string());
-        req.target = std::string(msg.target());
-        const size_t q = req.target.find('?');
-        ParsePath(std::string_view(req.target).substr(0, q), req);
-        if (q != std::string::npos) ParseQuery(std::string_view(req.target).substr(q + 1), req);
-        for (const auto& field : msg) {
-            if (HasForbiddenByte(field.name_string(), false) || HasForbiddenByte(field.value(), true)) {
-                return Refuse(400, "malformed_request", "a header holds a control character", nullptr);
-            }
-            std::string name(field.name_string());
-            for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-            req.headers[name] = std::string(field.value());
-        }
-        req.body = std::move(msg.body());
+        if (auto refusal = BuildRequest(msg, req)) return Refuse(*refusal);
         const unsigned version = msg.version();
         ++in_flight_;
         busy_ = true;
@@ -272,6 +289,37 @@ std::vector<std::string> PathSegments(const std::string& path) {
         pos = next + 1;
     }
     return out;
+}
+
+std::variant<Request, Refusal> ParseRequest(std::string_view bytes) {
+    bhttp::request_parser<bhttp::string_body> parser;
+    parser.body_limit(kRequestBodyBytesMax);
+    parser.header_limit(kRequestHeaderBytesMax);
+    parser.eager(true);
+    beast::error_code ec;
+    size_t used = 0;
+    while (!ec && used < bytes.size() && !parser.is_done()) {
+        const size_t n = parser.put(net::buffer(bytes.data() + used, bytes.size() - used), ec);
+        if (ec == bhttp::error::need_more) {
+            ec = {};
+            if (n == 0) break;
+        }
+        used += n;
+    }
+    if (!ec && !parser.is_done()) {
+        parser.put_eof(ec);
+        if (!ec && !parser.is_done()) ec = bhttp::error::partial_message;
+    }
+    if (ec) {
+        if (auto refusal = RefusalForParseError(ec, bytes.substr(0, std::min(bytes.size(), kRequestHeaderBytesMax + 1)))) {
+            return *refusal;
+        }
+        return Refusal{400, "malformed_request", "incomplete request", nullptr};
+    }
+    auto msg = parser.release();
+    Request req;
+    if (auto refusal = BuildRequest(msg, req)) return *refusal;
+    return req;
 }
 
 struct Server::Impl {

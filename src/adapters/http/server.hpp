@@ -6,7 +6,9 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <variant>
 #include <vector>
 
 namespace tally::http {
@@ -48,6 +50,18 @@ struct Response {
 
 /// "/v1/customers/cust_1/entitlements" -> {"v1", "customers", "cust_1", "entitlements"} (empty parts dropped).
 std::vector<std::string> PathSegments(const std::string& path);
+
+/// Why a request was answered before reaching a handler (the connection then closes): 400, 413, 414 or 431.
+struct Refusal {
+    int status = 400;
+    const char* code = "malformed_request";  // the error code in the JSON body
+    std::string message;                     // fixed text: never echoes the request
+    const char* param = nullptr;
+};
+
+/// Parses one HTTP/1.1 request from |bytes| exactly as a connection does (Beast's parser with the server's limits,
+/// then Tally's checks): the Request a handler would see, or the refusal. For tests and fuzzing; thread-safe.
+std::variant<Request, Refusal> ParseRequest(std::string_view bytes);
 
 /// Counters the server keeps about itself. Thread-safe (atomics), read by /metrics.
 struct ServerStats {
