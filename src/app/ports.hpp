@@ -32,6 +32,39 @@ public:
     virtual bool Equal(std::string_view a, std::string_view b) const = 0;
 };
 
+/// What Tally counts about itself for /metrics. Implementations are thread-safe and cheap enough for every
+/// request; NullMetrics discards everything. Label values are from small fixed sets (never ids).
+class Metrics {
+public:
+    virtual ~Metrics() = default;
+    /// A webhook delivery answered: |outcome| recorded | duplicate | rejected; |reason| for rejected ones
+    /// (signature, malformed, too_large, unavailable), else "".
+    virtual void WebhookReceived(std::string_view outcome, std::string_view reason) = 0;
+    /// An event processed in a committed transaction: applied | stale | ignored | failed, |lag_seconds| after it was
+    /// received.
+    virtual void WebhookProcessed(std::string_view outcome, int64_t lag_seconds) = 0;
+    /// A write transaction committed (or failed to) after |seconds|.
+    virtual void StoreCommit(double seconds, bool ok) = 0;
+    /// An HTTP request answered: |route| is a template ("/v1/customers/{id}"), never the raw path.
+    virtual void HttpRequest(std::string_view route, std::string_view method, int status, double seconds) = 0;
+    /// A call to Stripe's API finished: |outcome| ok | client_error | server_error | network_error.
+    virtual void StripeCall(std::string_view method, std::string_view outcome) = 0;
+};
+
+/// Metrics that go nowhere (tests, tools).
+class NullMetrics final : public Metrics {
+public:
+    void WebhookReceived(std::string_view, std::string_view) override {}
+    void WebhookProcessed(std::string_view, int64_t) override {}
+    void StoreCommit(double, bool) override {}
+    void HttpRequest(std::string_view, std::string_view, int, double) override {}
+    void StripeCall(std::string_view, std::string_view) override {}
+    static NullMetrics& Instance() {
+        static NullMetrics metrics;
+        return metrics;
+    }
+};
+
 /// A Stripe customer as carried by customer.* events.
 struct StripeCustomerData {
     StripeCustomerId id;

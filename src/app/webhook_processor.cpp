@@ -29,11 +29,12 @@ int64_t WebhookRetryDelaySeconds(int attempts) {
 }
 
 WebhookProcessor::WebhookProcessor(Store& store, const EventDecoder& decoder, BillingService& billing,
-                                   const Clock& clock)
-    : store_(store), decoder_(decoder), billing_(billing), clock_(clock) {}
+                                   const Clock& clock, Metrics& metrics)
+    : store_(store), decoder_(decoder), billing_(billing), clock_(clock), metrics_(metrics) {}
 
 Result<std::string> WebhookProcessor::ProcessInTx(StoreTx& tx, const StripeEventId& id,
-                                                  const Result<DecodedEvent>* decoded, Timestamp now) {
+                                                  const Result<DecodedEvent>* decoded, Timestamp now,
+                                                  std::vector<std::pair<std::string, int64_t>>& seen) {
     TALLY_ASSIGN_OR_RETURN(auto inbox, tx.GetInboxEvent(id));
     if (!inbox) return NotFound("no such event: '" + id.str() + "'", "id");
     if (inbox->status == InboxStatus::kProcessed) return std::string("already_processed");
@@ -61,6 +62,7 @@ Result<std::string> WebhookProcessor::ProcessInTx(StoreTx& tx, const StripeEvent
         inbox->next_attempt_at.reset();
         inbox->processed_at = now;
         TALLY_TRY(tx.UpdateInboxState(*inbox));
+        seen.emplace_back(*outcome, now.unix_seconds() - inbox->received_at.unix_seconds());
         return outcome;
     }
     // Undo whatever the failed apply wrote, keep the rest of the batch, and record the failure.
@@ -77,6 +79,7 @@ Result<std::string> WebhookProcessor::ProcessInTx(StoreTx& tx, const StripeEvent
         inbox->next_attempt_at = now.PlusSeconds(WebhookRetryDelaySeconds(inbox->attempts));
     }
     TALLY_TRY(tx.UpdateInboxState(*inbox));
+    seen.emplace_back("failed", now.unix_seconds() - inbox->received_at.unix_seconds());
     return outcome;
 }
 
@@ -114,16 +117,19 @@ Result<std::vector<Result<std::string>>> WebhookProcessor::ProcessRecorded(const
 Result<std::vector<Result<std::string>>> WebhookProcessor::ApplyDecoded(
     const std::vector<StripeEventId>& ids, std::vector<std::optional<Result<DecodedEvent>>>& decoded, Timestamp now) {
     std::vector<Result<std::string>> results;
+    std::vector<std::pair<std::string, int64_t>> seen;
     TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
         results.clear();
+        seen.clear();
         for (size_t i = 0; i < ids.size(); ++i) {
-            Result<std::string> r = ProcessInTx(tx, ids[i], decoded[i] ? &*decoded[i] : nullptr, now);
+            Result<std::string> r = ProcessInTx(tx, ids[i], decoded[i] ? &*decoded[i] : nullptr, now, seen);
             // A store failure (not an event's own failure) aborts the whole transaction.
             if (!r.ok() && r.error().code == ErrorCode::kUnavailable) return r.error();
             results.push_back(std::move(r));
         }
         return {};
     }));
+    for (const auto& [outcome, lag] : seen) metrics_.WebhookProcessed(outcome, lag);
     return results;
 }
 

@@ -7,6 +7,8 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "app/billing_service.hpp"
 #include "app/ports.hpp"
@@ -25,7 +27,8 @@ int64_t WebhookRetryDelaySeconds(int attempts);
 /// threads because every event is applied in its own store transaction, re-checked inside it.
 class WebhookProcessor {
 public:
-    WebhookProcessor(Store& store, const EventDecoder& decoder, BillingService& billing, const Clock& clock);
+    WebhookProcessor(Store& store, const EventDecoder& decoder, BillingService& billing, const Clock& clock,
+                     Metrics& metrics = NullMetrics::Instance());
 
     /// Processes one event if it is not processed yet. Returns the outcome ("applied", "stale", "ignored",
     /// "already_processed"); on failure records the error and the next attempt, and returns the error.
@@ -49,8 +52,9 @@ private:
                                                           std::vector<std::optional<Result<DecodedEvent>>>& decoded,
                                                           Timestamp now);
     /// Applies one inbox event inside |tx| and marks it processed, or marks it failed; returns the outcome.
+    /// |seen| collects (outcome, lag) for the metrics, reported once the transaction commits.
     Result<std::string> ProcessInTx(StoreTx& tx, const StripeEventId& id, const Result<DecodedEvent>* decoded,
-                                    Timestamp now);
+                                    Timestamp now, std::vector<std::pair<std::string, int64_t>>& seen);
     Result<std::string> Apply(StoreTx& tx, const DecodedEvent& event, Timestamp now);
     Result<std::string> ApplyCustomer(StoreTx& tx, const DecodedEvent& event, const StripeCustomerData& data, Timestamp now);
     Result<std::string> ApplySubscription(StoreTx& tx, const DecodedEvent& event, const StripeSubscriptionData& data,
@@ -68,6 +72,7 @@ private:
     const EventDecoder& decoder_;
     BillingService& billing_;
     const Clock& clock_;
+    Metrics& metrics_;
 };
 
 constexpr int kWorkerNiceIncrement = 10;   // the worker's CPU priority below the HTTP threads (nice levels)

@@ -3,8 +3,9 @@
 namespace tally {
 
 WebhookReceiver::WebhookReceiver(Store& store, const WebhookVerifier& verifier, const EventDecoder& decoder,
-                                 const Clock& clock, std::function<void()> on_recorded)
+                                 const Clock& clock, std::function<void()> on_recorded, Metrics& metrics)
     : store_(store), verifier_(verifier), decoder_(decoder), clock_(clock), on_recorded_(std::move(on_recorded)),
+      metrics_(metrics),
       committer_([this](const std::vector<InboxEvent>& events) { return Commit(events); }, kInboxBatchMax,
                  kInboxQueueLengthMax) {}
 
@@ -29,6 +30,7 @@ void WebhookReceiver::Receive(std::string payload, const std::string& signature_
                               std::function<void(Result<WebhookReceipt>)> done) {
     if (payload.size() > kWebhookBodyBytesMax) {
         // 400 like every refused delivery: to Stripe, anything but a 2xx is a failure to retry.
+        metrics_.WebhookReceived("rejected", "too_large");
         done(Error{ErrorCode::kInvalidArgument,
                    "body is " + std::to_string(payload.size()) + " bytes; the limit is " +
                        std::to_string(kWebhookBodyBytesMax),
@@ -38,6 +40,7 @@ void WebhookReceiver::Receive(std::string payload, const std::string& signature_
     const Timestamp now = clock_.Now();
     // Verify over the raw bytes before looking inside them.
     if (Status s = verifier_.Verify(payload, signature_header, now); !s.ok()) {
+        metrics_.WebhookReceived("rejected", "signature");
         done(s.error().code == ErrorCode::kInvalidArgument
                  ? WithReason(s.error(), ErrorReason::kSignatureVerificationFailed)
                  : s.error());
@@ -45,6 +48,7 @@ void WebhookReceiver::Receive(std::string payload, const std::string& signature_
     }
     auto envelope = decoder_.DecodeEnvelope(payload);
     if (!envelope.ok()) {
+        metrics_.WebhookReceived("rejected", "malformed");
         done(envelope.error().code == ErrorCode::kInvalidArgument
                  ? WithReason(envelope.error(), ErrorReason::kMalformedPayload)
                  : envelope.error());
@@ -57,12 +61,14 @@ void WebhookReceiver::Receive(std::string payload, const std::string& signature_
     event.payload = std::move(payload);
     event.received_at = now;
     WebhookReceipt receipt{envelope->id, envelope->type, false};
-    committer_.Submit(std::move(event), [receipt, done = std::move(done)](Result<bool> inserted) mutable {
+    committer_.Submit(std::move(event), [this, receipt, done = std::move(done)](Result<bool> inserted) mutable {
         if (!inserted.ok()) {
+            metrics_.WebhookReceived("rejected", "unavailable");
             done(inserted.error());
             return;
         }
         receipt.duplicate = !*inserted;
+        metrics_.WebhookReceived(receipt.duplicate ? "duplicate" : "recorded", "");
         done(std::move(receipt));
     });
 }

@@ -27,7 +27,7 @@ struct WebhookReceipt {
 class WebhookReceiver {
 public:
     WebhookReceiver(Store& store, const WebhookVerifier& verifier, const EventDecoder& decoder, const Clock& clock,
-                    std::function<void()> on_recorded);
+                    std::function<void()> on_recorded, Metrics& metrics = NullMetrics::Instance());
     ~WebhookReceiver();
 
     /// Calls |done| exactly once: with a receipt when the event is durably recorded (or was already), with
@@ -49,6 +49,7 @@ private:
     const EventDecoder& decoder_;
     const Clock& clock_;
     std::function<void()> on_recorded_;
+    Metrics& metrics_;
     GroupCommitter<InboxEvent, bool> committer_;
 };
 

@@ -14,6 +14,7 @@
 
 #include "adapters/config/catalog_json.hpp"
 #include "adapters/crypto.hpp"
+#include "adapters/metrics/prometheus_metrics.hpp"
 #include "adapters/openssl_secret_hasher.hpp"
 #include "adapters/http/api.hpp"
 #include "adapters/http/server.hpp"
@@ -283,10 +284,12 @@ int Serve(const ServeOptions& o) {
 
     SystemClock clock;
     OpenSslSecretHasher hasher;
+    PrometheusMetrics metrics;
+    (*store)->SetCommitObserver([&metrics](double seconds, bool ok) { metrics.StoreCommit(seconds, ok); });
     StripeEventDecoder decoder;
     StripeWebhookVerifier verifier(*secrets, o.webhook_tolerance_seconds);
     BillingService billing(**store, *catalog, clock, BillingConfig{o.grace_period_days * 86400});
-    WebhookProcessor processor(**store, decoder, billing, clock);
+    WebhookProcessor processor(**store, decoder, billing, clock, metrics);
     ApiKeyService keys(**store, clock, hasher, o.admin_key);
     IdempotencyService idempotency(**store, clock);
     // Acknowledging deliveries comes first: the worker defers while the receiver has commits queued.
@@ -300,7 +303,7 @@ int Serve(const ServeOptions& o) {
             last_prune_s = clock.Now().unix_seconds();
             (void)idempotency.Prune();
         });
-    WebhookReceiver receiver(**store, verifier, decoder, clock, [&worker] { worker.Notify(); });
+    WebhookReceiver receiver(**store, verifier, decoder, clock, [&worker] { worker.Notify(); }, metrics);
     receiver_ptr = &receiver;
     // The sandbox is a stand-in for Stripe that anyone reaching its port can drive with any sk_test_ key: it runs
     // only when asked for.
@@ -322,6 +325,9 @@ int Serve(const ServeOptions& o) {
     stripe::ClientConfig client_config;
     client_config.api_base = api_base;
     client_config.secret_key = secret_key;
+    client_config.on_call = [&metrics](const std::string& method, std::string_view outcome) {
+        metrics.StripeCall(method, outcome);
+    };
     stripe::Client client(client_config);
     stripe::HttpStripeApi http_stripe_api(client);
     stripe::UnconfiguredStripeApi unconfigured_stripe_api;
@@ -335,10 +341,18 @@ int Serve(const ServeOptions& o) {
                                                        return endpoint_monitor ? endpoint_monitor->State()
                                                                                : std::string("unknown");
                                                    }},
-                                kVersion});
+                                kVersion, metrics, [&metrics] { return metrics.Render(); }});
     http::Server server(o.host, o.port, o.http_threads,
                         [&api](http::Request req, const http::Responder& respond) { api.Handle(std::move(req), respond); },
                         http::ServerOptions{o.http_idle_timeout_ms});
+    metrics.AddGauge("tally_http_connections_open", "Open HTTP connections",
+                     [&server] { return static_cast<double>(server.stats().connections_open.load()); });
+    metrics.AddGauge("tally_http_accept_errors", "Failed accepts since start (out of file descriptors, ...)",
+                     [&server] { return static_cast<double>(server.stats().accept_errors.load()); });
+    metrics.AddGauge("tally_http_malformed_requests", "Requests refused before routing since start (400/413/414/431)",
+                     [&server] { return static_cast<double>(server.stats().malformed_requests.load()); });
+    metrics.AddGauge("tally_webhook_commit_backlog", "Webhook deliveries waiting for their durable commit",
+                     [&receiver] { return static_cast<double>(receiver.backlog()); });
     worker.Start();
     if (std::string err = server.Start(); !err.empty()) {
         Log("error", err);

@@ -270,11 +270,17 @@ test('running out of file descriptors does not stop the listener: /health answer
         s.on('error', () => resolve(s));
       }));
     }
-    await new Promise((r) => setTimeout(r, 300));
+    await new Promise((r) => setTimeout(r, 500));
     for (const s of sockets) s.destroy();
     await until(async () => {
       try { return (await fetch(`http://127.0.0.1:${port}/health`)).status === 200; } catch { return false; }
     }, '/health after the descriptors are freed');
+    // The listener backed off instead of retrying accept in a loop (which would count errors by the hundred
+    // thousand per second).
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    const errors = Number(text.match(/^tally_http_accept_errors (\S+)$/m)[1]);
+    assert.ok(errors >= 1, `accept failed at least once: ${errors}`);
+    assert.ok(errors < 1000, `accept errors are paced: ${errors}`);
   } finally {
     child.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
@@ -348,5 +354,43 @@ test('serve runs outside the repository on its built-in catalog', async () => {
     assert.deepEqual(plans, ['free', 'starter', 'pro', 'scale']);
   } finally {
     await t.stop();
+  }
+});
+
+test('GET /metrics exports webhooks, processing, commits, HTTP requests by route and Stripe calls', async () => {
+  const m = await startTally();
+  try {
+    const T = Math.floor(Date.now() / 1000);
+    const event = makeEvent('evt_metrics_1', 'customer.created', T, customerObject('cus_metrics', 'm@example.com', 'user_m'));
+    assert.equal((await m.deliver(event)).status, 200);
+    assert.equal((await m.deliver(event)).json.duplicate, true);
+    assert.equal((await m.deliver(event, { secret: 'whsec_wrong' })).status, 400);
+    await m.settle();
+    await m.get('/v1/customers/cust_nope');
+    const c = (await m.post('/v1/customers', { external_id: 'user_metrics' })).json;
+    assert.equal((await m.post('/v1/checkout_sessions', { customer: c.id, plan: 'pro' })).status, 200);
+    const r = await m.get('/metrics', { key: null });
+    assert.equal(r.status, 200);
+    assert.match(r.headers.get('content-type'), /text\/plain/);
+    const value = (series) => {
+      const line = r.text.split('\n').find((l) => l.startsWith(series + ' '));
+      return line === undefined ? undefined : Number(line.slice(series.length + 1));
+    };
+    // The sandbox sends its own events too (the catalog push, Tally's customer): at least ours are counted.
+    assert.ok(value('tally_webhooks_received_total{outcome="recorded",reason=""}') >= 1, r.text);
+    assert.ok(value('tally_webhooks_received_total{outcome="duplicate",reason=""}') >= 1);
+    assert.equal(value('tally_webhooks_received_total{outcome="rejected",reason="signature"}'), 1);
+    assert.ok(value('tally_webhooks_processed_total{outcome="applied"}') >= 1);
+    assert.ok(value('tally_webhook_processing_lag_seconds_count') >= 1);
+    assert.ok(value('tally_store_commit_seconds_count') >= 3);
+    assert.equal(value('tally_http_requests_total{method="GET",route="/v1/customers/{id}",status="404"}'), 1, r.text);
+    assert.equal(value('tally_http_requests_total{method="POST",route="/webhooks/stripe",status="400"}'), 1);
+    assert.ok(value('tally_http_request_seconds_count{route="/v1/checkout_sessions"}') >= 1);
+    assert.ok(value('tally_stripe_api_calls_total{method="POST",outcome="ok"}') >= 3, 'endpoint, clock, catalog, customer, session');
+    assert.ok(value('tally_http_connections_open') >= 1);
+    // Ids never become label values.
+    assert.ok(!r.text.includes('cust_nope') && !r.text.includes(c.id));
+  } finally {
+    await m.stop();
   }
 });

@@ -2,7 +2,9 @@
 
 #include <boost/json.hpp>
 
+#include <atomic>
 #include <charconv>
+#include <chrono>
 
 #include "adapters/config/json_util.hpp"
 #include "adapters/crypto.hpp"
@@ -149,15 +151,47 @@ Response Api::Health() {
                                               {"time", d_.clock.Now().unix_seconds()}});
 }
 
+std::string RouteTemplate(const Request& req) {
+    static const char* const kFixed[] = {"/health", "/metrics", "/webhooks/stripe", "/billing/return", "/v1/plans"};
+    for (const char* fixed : kFixed) {
+        if (req.path == fixed) return fixed;
+    }
+    static const char* const kResources[] = {"customers", "checkout_sessions", "billing_portal_sessions", "api_keys",
+                                             "audit", "webhook_events"};
+    const auto& seg = req.segments;
+    if (seg.size() < 2 || seg.size() > 4 || seg[0] != "v1") return "other";
+    bool known = false;
+    for (const char* r : kResources) known = known || seg[1] == r;
+    if (!known) return "other";
+    std::string out = "/v1/" + seg[1];
+    if (seg.size() >= 3) out += "/{id}";
+    if (seg.size() == 4) {
+        static const char* const kActions[] = {"entitlements", "role_override", "retry"};
+        bool action = false;
+        for (const char* a : kActions) action = action || seg[3] == a;
+        out += action ? "/" + seg[3] : "/{other}";
+    }
+    return out;
+}
+
 void Api::Handle(Request req, const Responder& respond) {
+    // Every answer is counted once, whichever thread gives it (webhooks answer from the commit thread).
+    const auto start = std::chrono::steady_clock::now();
+    auto once = std::make_shared<std::atomic<bool>>(false);
+    Responder counted = [this, respond, start, once, route = RouteTemplate(req), method = req.method](Response r) {
+        if (once->exchange(true)) return;
+        d_.metrics.HttpRequest(route, method, r.status,
+                               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+        respond(std::move(r));
+    };
     // The one exception boundary of request handling: whatever a handler throws (a bug, bad_alloc), the client
     // gets a 500 with an id that is also in the log, and the connection lives on.
     try {
-        HandleUnguarded(std::move(req), respond);
+        HandleUnguarded(std::move(req), counted);
     } catch (const std::exception& e) {
-        respond(InternalErrorResponse(e.what()));
+        counted(InternalErrorResponse(e.what()));
     } catch (...) {
-        respond(InternalErrorResponse("unknown exception"));
+        counted(InternalErrorResponse("unknown exception"));
     }
 }
 
@@ -170,6 +204,9 @@ void Api::HandleUnguarded(Request req, const Responder& respond) {
         return HandleWebhook(std::move(req), respond);
     }
     if (req.path == "/health" && (req.method == "GET" || req.method == "HEAD")) return respond(Health());
+    if (req.path == "/metrics" && (req.method == "GET" || req.method == "HEAD") && d_.render_metrics) {
+        return respond(Response{200, d_.render_metrics(), "text/plain; version=0.0.4; charset=utf-8", {}});
+    }
     if (req.path == "/v1/plans" && (req.method == "GET" || req.method == "HEAD")) {
         bj::array data;
         for (const auto& plan : d_.catalog.plans()) data.push_back(PlanJson(plan));

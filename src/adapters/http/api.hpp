@@ -39,7 +39,13 @@ struct ApiDeps {
     const Clock& clock;
     StripeHealth stripe;
     std::string version;
+    Metrics& metrics = NullMetrics::Instance();
+    std::function<std::string()> render_metrics;  // GET /metrics body (Prometheus text); empty: 404
 };
+
+/// The route template of |req| for metrics labels: "/v1/customers/{id}/entitlements", never a raw id, and "other"
+/// for paths Tally does not serve (bounded label values).
+std::string RouteTemplate(const Request& req);
 
 /// Routes requests to use cases and renders results. Thread-safe. No exception escapes Handle: a bug becomes a
 /// 500 `api_error` whose id is also in the log.

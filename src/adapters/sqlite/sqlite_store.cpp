@@ -695,7 +695,12 @@ Status SqliteStore::Read(const std::function<Status(StoreTx&)>& fn) {
 
 Status SqliteStore::Write(const std::function<Status(StoreTx&)>& fn) {
     std::lock_guard lock(write_mu_);
-    return Run(*writer_, "BEGIN IMMEDIATE", fn);
+    const auto start = std::chrono::steady_clock::now();
+    Status s = Run(*writer_, "BEGIN IMMEDIATE", fn);
+    if (commit_observer_) {
+        commit_observer_(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), s.ok());
+    }
+    return s;
 }
 
 Result<std::vector<bool>> SqliteStore::AppendInbox(const std::vector<InboxEvent>& events) {
@@ -726,6 +731,9 @@ Result<std::vector<bool>> SqliteStore::AppendInbox(const std::vector<InboxEvent>
         }
         return {};
     }));
+    if (commit_observer_) {
+        commit_observer_(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), true);
+    }
     if (const int64_t ms = ElapsedMs(start); ms > kSlowOperationMs) {
         LogSlow("inbox commit of " + std::to_string(events.size()) + " events (" + std::to_string(lock_wait_ms) +
                     " ms waiting for the write lock)",

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <thread>
 #include <mutex>
@@ -74,6 +75,9 @@ public:
     Result<std::vector<bool>> AppendInbox(const std::vector<InboxEvent>& events) override;
     Status Ping() override;
     ~SqliteStore() override;
+    /// Told of every write transaction's duration (seconds, BEGIN to durable COMMIT) and outcome. Set before the
+    /// store is shared between threads.
+    void SetCommitObserver(std::function<void(double seconds, bool ok)> observer) { commit_observer_ = std::move(observer); }
     /// How many times the checkpointer has restarted the WAL since open (tests wait on it instead of sleeping).
     int64_t wal_restart_count() const { return wal_restarts_.load(); }
 
@@ -103,6 +107,7 @@ private:
     std::atomic<int64_t> last_commit_ms_{0};  // steady clock, ms: when the writer last committed
     std::atomic<int> wal_frames_{0};          // frames in the WAL after the writer's last commit (wal hook)
     std::atomic<int64_t> wal_restarts_{0};
+    std::function<void(double, bool)> commit_observer_;
     std::thread checkpoint_thread_;
 };
 

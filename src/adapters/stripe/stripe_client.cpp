@@ -168,7 +168,11 @@ Result<Response> Client::Send(const std::string& method, const std::string& path
             }
             boost::system::error_code ec;
             r.body = bj::parse(response_body, ec);
-            if (ec) return Unavailable("stripe answered " + std::to_string(status) + " with malformed JSON");
+            if (ec) {
+                Observe(method, "server_error");
+                return Unavailable("stripe answered " + std::to_string(status) + " with malformed JSON");
+            }
+            Observe(method, "ok");
             return r;
         }
         if (ShouldRetry(outcome, retries, config_.retries_max)) {
@@ -176,11 +180,17 @@ Result<Response> Client::Send(const std::string& method, const std::string& path
             continue;
         }
         if (rc != CURLE_OK) {
+            Observe(method, "network_error");
             return Unavailable("stripe request " + method + " " + path + " failed after " + std::to_string(retries + 1) +
                                " attempt(s): " + curl_easy_strerror(rc));
         }
+        Observe(method, status >= 500 ? "server_error" : "client_error");
         return ToError(ParseError(static_cast<int>(status), response_body));
     }
+}
+
+void Client::Observe(const std::string& method, std::string_view outcome) const {
+    if (config_.on_call) config_.on_call(method, outcome);
 }
 
 Result<Response> Client::Get(const std::string& path, const bj::object& query) {

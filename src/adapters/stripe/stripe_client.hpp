@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "adapters/stripe/retry_policy.hpp"
 #include "domain/result.hpp"
@@ -26,6 +27,9 @@ struct ClientConfig {
     int64_t connect_timeout_ms = 30000;
     /// Sleeps between retries; tests replace it to run instantly.
     std::function<void(std::chrono::milliseconds)> sleep;
+    /// Told of every finished call (after its retries): the HTTP method and ok | client_error | server_error |
+    /// network_error. For metrics; may be empty.
+    std::function<void(const std::string& method, std::string_view outcome)> on_call;
 };
 
 /// A Stripe API answer (2xx), with the headers callers may need.
@@ -79,6 +83,7 @@ public:
 private:
     Result<Response> Send(const std::string& method, const std::string& path, const std::string& body,
                           const std::string& idempotency_key);
+    void Observe(const std::string& method, std::string_view outcome) const;
     ClientConfig config_;
 };
 

@@ -1,0 +1,103 @@
+#include "adapters/metrics/prometheus_metrics.hpp"
+
+#include <prometheus/text_serializer.h>
+
+namespace tally {
+namespace {
+
+namespace pm = prometheus;
+
+// Latency buckets in seconds: from a 100 us commit to a 10 s Stripe round trip.
+const pm::Histogram::BucketBoundaries& LatencyBuckets() {
+    static const pm::Histogram::BucketBoundaries kBuckets{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                                          0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5,
+                                                          5,      10};
+    return kBuckets;
+}
+// Processing lag in whole seconds (received_at and processed_at are second-resolution).
+const pm::Histogram::BucketBoundaries& LagBuckets() {
+    static const pm::Histogram::BucketBoundaries kBuckets{0, 1, 2, 5, 10, 30, 60, 300, 900, 3600};
+    return kBuckets;
+}
+
+std::string StatusClass(int status) { return std::to_string(status); }
+
+}  // namespace
+
+PrometheusMetrics::PrometheusMetrics()
+    : registry_(std::make_shared<pm::Registry>()),
+      webhooks_received_(pm::BuildCounter()
+                             .Name("tally_webhooks_received_total")
+                             .Help("Stripe webhook deliveries answered, by outcome (recorded, duplicate, rejected) "
+                                   "and rejection reason")
+                             .Register(*registry_)),
+      webhooks_processed_(pm::BuildCounter()
+                              .Name("tally_webhooks_processed_total")
+                              .Help("Recorded events processed in a committed transaction, by outcome")
+                              .Register(*registry_)),
+      webhook_lag_(pm::BuildHistogram()
+                       .Name("tally_webhook_processing_lag_seconds")
+                       .Help("From an event's receipt to its processing, in seconds (second resolution)")
+                       .Register(*registry_)),
+      commit_seconds_(pm::BuildHistogram()
+                          .Name("tally_store_commit_seconds")
+                          .Help("Write transactions from BEGIN to durable COMMIT")
+                          .Register(*registry_)),
+      commit_failures_(pm::BuildCounter()
+                           .Name("tally_store_commit_failures_total")
+                           .Help("Write transactions that failed (rolled back)")
+                           .Register(*registry_)),
+      http_requests_(pm::BuildCounter()
+                         .Name("tally_http_requests_total")
+                         .Help("HTTP requests answered, by route template, method and status")
+                         .Register(*registry_)),
+      http_seconds_(pm::BuildHistogram()
+                        .Name("tally_http_request_seconds")
+                        .Help("HTTP request latency inside Tally (handler and store), by route template")
+                        .Register(*registry_)),
+      stripe_calls_(pm::BuildCounter()
+                        .Name("tally_stripe_api_calls_total")
+                        .Help("Calls to Stripe's API (after retries), by method and outcome")
+                        .Register(*registry_)),
+      webhook_lag_all_(webhook_lag_.Add({}, LagBuckets())),
+      commit_all_(commit_seconds_.Add({}, LatencyBuckets())) {}
+
+void PrometheusMetrics::WebhookReceived(std::string_view outcome, std::string_view reason) {
+    webhooks_received_.Add({{"outcome", std::string(outcome)}, {"reason", std::string(reason)}}).Increment();
+}
+
+void PrometheusMetrics::WebhookProcessed(std::string_view outcome, int64_t lag_seconds) {
+    webhooks_processed_.Add({{"outcome", std::string(outcome)}}).Increment();
+    webhook_lag_all_.Observe(static_cast<double>(lag_seconds < 0 ? 0 : lag_seconds));
+}
+
+void PrometheusMetrics::StoreCommit(double seconds, bool ok) {
+    commit_all_.Observe(seconds);
+    if (!ok) commit_failures_.Add({}).Increment();
+}
+
+void PrometheusMetrics::HttpRequest(std::string_view route, std::string_view method, int status, double seconds) {
+    http_requests_.Add({{"route", std::string(route)}, {"method", std::string(method)}, {"status", StatusClass(status)}})
+        .Increment();
+    http_seconds_.Add({{"route", std::string(route)}}, LatencyBuckets()).Observe(seconds);
+}
+
+void PrometheusMetrics::StripeCall(std::string_view method, std::string_view outcome) {
+    stripe_calls_.Add({{"method", std::string(method)}, {"outcome", std::string(outcome)}}).Increment();
+}
+
+void PrometheusMetrics::AddGauge(const std::string& name, const std::string& help, std::function<double()> read) {
+    auto& family = pm::BuildGauge().Name(name).Help(help).Register(*registry_);
+    std::lock_guard lock(gauges_mu_);
+    gauges_.emplace_back(&family.Add({}), std::move(read));
+}
+
+std::string PrometheusMetrics::Render() {
+    {
+        std::lock_guard lock(gauges_mu_);
+        for (auto& [gauge, read] : gauges_) gauge->Set(read());
+    }
+    return pm::TextSerializer().Serialize(registry_->Collect());
+}
+
+}  // namespace tally
