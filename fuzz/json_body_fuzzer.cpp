@@ -1,7 +1,8 @@
 // Fuzzes the v1 API's JSON body binding: tally::http::BindJsonBody, then the json_util readers on its result the
 // way the handlers in src/adapters/http/api.cpp read them.
 //
-// Input: byte 0 picks the endpoint (its allowed parameters and readers), the rest is the request body. Properties:
+// Input: byte 0 picks the endpoint (its allowed parameters and readers; 250..255 also pad the body past
+// kApiBodyBytesMax), the rest is the request body. Properties:
 // a bound body holds only allowed parameters; every error renders as a 4xx (bad input never produces a 5xx) whose
 // body is valid JSON.
 #include <boost/json.hpp>
@@ -129,7 +130,8 @@ void CreateApiKey(const std::string& text) {  // POST /v1/api_keys
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (size == 0) return 0;
-    const std::string body(reinterpret_cast<const char*>(data) + 1, size - 1);
+    std::string body(reinterpret_cast<const char*>(data) + 1, size - 1);
+    if (data[0] >= 250) body.resize(tally::http::kApiBodyBytesMax + 1, ' ');  // over the limit: 413
     switch (data[0] % 5) {
         case 0: CreateCustomer(body); break;
         case 1: SetRoleOverride(body); break;

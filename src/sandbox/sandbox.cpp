@@ -161,6 +161,7 @@ http::Response Sandbox::Handle(const http::Request& req) {
         return stripe::DecodeForm(q == std::string::npos ? std::string_view() : std::string_view(req.target).substr(q + 1));
     }();
     if (!params.ok()) return Invalid(params.error().param, params.error().message);
+    if (auto bad = CheckTypedParams(*params)) return *bad;
     params->erase("expand");  // accepted; objects are returned unexpanded (ids), as without expand
 
     std::lock_guard lock(mu_);
@@ -194,6 +195,88 @@ http::Response Sandbox::Handle(const http::Request& req) {
         idempotency_[idem] = IdempotentResult{request_hash, r};
     }
     return r;
+}
+
+namespace {
+
+// Parameter names Stripe types as booleans, integers and enums, wherever they appear (top level or nested, as in
+// items[0][quantity] or subscription_data[trial_period_days]).
+constexpr std::string_view kBooleanParams[] = {"active", "allow_promotion_codes", "cancel_at_period_end", "confirm",
+                                               "invoice_now", "off_session", "pending", "prorate",
+                                               "transfer_lookup_key"};
+constexpr std::string_view kIntegerParams[] = {"amount", "unit_amount", "quantity", "limit", "trial_period_days",
+                                               "proration_date", "frozen_time", "interval_count", "exp_month",
+                                               "exp_year", "resumes_at", "expires_at"};
+struct EnumParam {
+    std::string_view name;
+    std::vector<std::string_view> values;
+};
+const std::vector<EnumParam>& EnumParams() {
+    static const std::vector<EnumParam> kEnums = {
+        {"proration_behavior", {"create_prorations", "none", "always_invoice"}},
+        {"payment_behavior", {"allow_incomplete", "default_incomplete", "error_if_incomplete", "pending_if_incomplete"}},
+        {"collection_method", {"charge_automatically", "send_invoice"}},
+        {"mode", {"payment", "setup", "subscription"}},
+        {"interval", {"day", "week", "month", "year"}},
+        {"capture_method", {"automatic", "automatic_async", "manual"}},
+        {"missing_payment_method", {"cancel", "create_invoice", "pause"}},
+    };
+    return kEnums;
+}
+
+bool Contains(const std::string_view* begin, const std::string_view* end, std::string_view key) {
+    return std::find(begin, end, key) != end;
+}
+
+std::optional<http::Response> CheckTyped(bj::value& v, std::string_view key, const std::string& path) {
+    if (v.is_object()) {
+        for (auto& kv : v.get_object()) {
+            if (auto bad = CheckTyped(kv.value(), kv.key(), path + "[" + std::string(kv.key()) + "]")) return bad;
+        }
+        return std::nullopt;
+    }
+    if (v.is_array()) {
+        auto& a = v.get_array();
+        for (size_t i = 0; i < a.size(); ++i) {
+            if (auto bad = CheckTyped(a[i], key, path + "[" + std::to_string(i) + "]")) return bad;
+        }
+        return std::nullopt;
+    }
+    if (!v.is_string()) return std::nullopt;
+    std::string text(v.get_string());
+    if (Contains(std::begin(kBooleanParams), std::end(kBooleanParams), key)) {
+        std::string lower = text;
+        for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        if (lower != "true" && lower != "false") return Invalid(path, "Invalid boolean: " + text);
+        v = bj::string(lower);
+        return std::nullopt;
+    }
+    if (Contains(std::begin(kIntegerParams), std::end(kIntegerParams), key)) {
+        if (!Int(text)) return Invalid(path, "Invalid integer: " + text);
+        return std::nullopt;
+    }
+    if (key == "trial_end" && text != "now" && !Int(text)) {
+        return Invalid(path, "Invalid trial_end: must be an integer Unix timestamp or 'now'");
+    }
+    for (const auto& e : EnumParams()) {
+        if (e.name != key) continue;
+        if (std::find(e.values.begin(), e.values.end(), text) != e.values.end()) return std::nullopt;
+        std::string list;
+        for (size_t i = 0; i < e.values.size(); ++i) {
+            list += (i == 0 ? "" : i + 1 == e.values.size() ? ", or " : ", ") + std::string(e.values[i]);
+        }
+        return Invalid(path, "Invalid " + std::string(key) + ": must be one of " + list);
+    }
+    return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<http::Response> detail::CheckTypedParams(bj::object& params) {
+    for (auto& kv : params) {
+        if (auto bad = CheckTyped(kv.value(), kv.key(), std::string(kv.key()))) return bad;
+    }
+    return std::nullopt;
 }
 
 http::Response Sandbox::Route(const http::Request& req, const bj::object& params) {

@@ -95,6 +95,13 @@ inline std::optional<int64_t> Int(const std::string& s) {
     return v;
 }
 
+/// Stripe's parameter types, checked for every request before it is routed: a boolean is "true" or "false" in any
+/// case (the Python SDK sends "True"), an integer is decimal digits with an optional sign, an enum one of its
+/// values. Anything else is a 400 parameter_invalid naming the parameter in Stripe's bracket form
+/// ("items[0][quantity]"), never a silent false or 0. Booleans are rewritten to lowercase, so handlers compare
+/// with "true". Returns the error response, or nullopt when every typed parameter is well-formed.
+std::optional<http::Response> CheckTypedParams(bj::object& params);
+
 /// Applies Stripe's metadata update rules: keys merge, an empty value deletes the key.
 inline std::optional<http::Response> MergeMetadata(bj::object& object, const bj::object& params) {
     const auto* md = params.if_contains("metadata");
