@@ -64,6 +64,10 @@ int Run(int argc, char** argv) {
                           "How often /health's check that Tally's webhook endpoint is registered in Stripe runs")
         ->envname("TALLY_STRIPE_CHECK_INTERVAL_MS")->check(CLI::Range(int64_t{100}, int64_t{86400000}))
         ->capture_default_str();
+    serve_cmd->add_flag("--sqlite-wal-coalescing", serve.sqlite_wal_coalescing,
+                        "Experimental: coalesce SQLite's WAL writes in a VFS shim (about +6% peak webhook throughput; "
+                        "relies on SQLite behaviour that is not a documented contract)")
+        ->envname("TALLY_SQLITE_WAL_COALESCING");
     serve_cmd->add_option("--http-idle-timeout-ms", serve.http_idle_timeout_ms,
                           "A keep-alive connection with no request this long is closed")
         ->envname("TALLY_HTTP_IDLE_TIMEOUT_MS")->check(CLI::Range(int64_t{100}, int64_t{3600000}))

@@ -269,10 +269,13 @@ int Serve(const ServeOptions& o) {
         Log("error", "invalid catalog: " + catalog.error().message);
         return 2;
     }
-    auto store = sqlite::SqliteStore::Open(o.db);
+    auto store = sqlite::SqliteStore::Open(o.db, sqlite::StoreOptions{.wal_write_coalescing = o.sqlite_wal_coalescing});
     if (!store.ok()) {
         Log("error", store.error().message);
         return 1;
+    }
+    if (o.sqlite_wal_coalescing) {
+        Log("warn", "experimental: SQLite WAL write coalescing is on (it relies on undocumented SQLite behaviour)");
     }
     const std::string secret_file = o.webhook_secret_file.empty() ? o.db + ".whsec" : o.webhook_secret_file;
     auto secrets = ResolveSecrets(o.webhook_secrets, secret_file, true);

@@ -30,6 +30,7 @@ struct ServeOptions {
     bool stripe_sandbox = false;    // run the built-in Stripe sandbox and talk to it (never in production)
     int64_t stripe_check_interval_ms = 30000;  // how often the webhook endpoint's registration is checked
     int64_t http_idle_timeout_ms = 60000;
+    bool sqlite_wal_coalescing = false;  // experimental: the WAL write-coalescing VFS shim
     std::string stripe_api_base;    // empty -> https://api.stripe.com (or the sandbox)
     std::string sandbox_host = "127.0.0.1";
     uint16_t sandbox_port = 12111;

@@ -441,7 +441,7 @@ int Simulate(const SimulateOptions& o) {
         return 2;
     }
     // A generated database can be regenerated: commits skip fsync (the summary comes after a final checkpoint).
-    auto store = sqlite::SqliteStore::Open(o.db, /*durable=*/false);
+    auto store = sqlite::SqliteStore::Open(o.db, sqlite::StoreOptions{.durable = false});
     if (!store.ok()) {
         Log("error", store.error().message);
         return 1;

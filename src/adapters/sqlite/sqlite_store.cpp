@@ -470,11 +470,14 @@ int CheckpointBusyHandler(void*, int count) {
 }
 }  // namespace
 
-Result<std::unique_ptr<Connection>> Connection::Open(const std::string& path, bool durable) {
+Result<std::unique_ptr<Connection>> Connection::Open(const std::string& path, const StoreOptions& options) {
     sqlite3* db = nullptr;
-    // The shim writes a commit's WAL frames in a few large writes instead of two per page (wal_write_vfs.hpp).
+    const bool durable = options.durable;
+    // The opt-in shim writes a commit's WAL frames in a few large writes instead of two per page
+    // (wal_write_vfs.hpp); it wraps whatever the default VFS is when it first registers.
+    const char* vfs = options.wal_write_coalescing ? RegisterWalWriteVfs() : options.vfs;
     const int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                                   RegisterWalWriteVfs());
+                                   vfs);
     if (rc != SQLITE_OK) {
         std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
         sqlite3_close(db);
@@ -539,20 +542,23 @@ tally::Error Connection::LastError() {
     return Unavailable(msg);
 }
 
-Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, bool durable) {
-    TALLY_ASSIGN_OR_RETURN(auto writer, Connection::Open(path, durable));
+Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, const StoreOptions& options) {
+    TALLY_ASSIGN_OR_RETURN(auto writer, Connection::Open(path, options));
     TALLY_TRY(Migrate(writer->raw()));
     // Checkpoints run on their own connection and thread (CheckpointLoop), never inside a commit.
     TALLY_TRY(writer->Exec("PRAGMA wal_autocheckpoint=0"));
-    TALLY_ASSIGN_OR_RETURN(auto reader, Connection::Open(path));
-    TALLY_ASSIGN_OR_RETURN(auto checkpointer, Connection::Open(path));
+    TALLY_ASSIGN_OR_RETURN(auto reader, Connection::Open(path, options));
+    // The checkpointer's synchronous setting decides whether checkpoints fsync the database file.
+    TALLY_ASSIGN_OR_RETURN(auto checkpointer, Connection::Open(path, options));
     sqlite3_busy_handler(checkpointer->raw(), CheckpointBusyHandler, nullptr);
-    return std::unique_ptr<SqliteStore>(new SqliteStore(std::move(writer), std::move(reader), std::move(checkpointer)));
+    return std::unique_ptr<SqliteStore>(
+        new SqliteStore(std::move(writer), std::move(reader), std::move(checkpointer), options.durable));
 }
 
 SqliteStore::SqliteStore(std::unique_ptr<Connection> writer, std::unique_ptr<Connection> reader,
-                         std::unique_ptr<Connection> checkpointer)
-    : writer_(std::move(writer)), reader_(std::move(reader)), checkpointer_(std::move(checkpointer)) {
+                         std::unique_ptr<Connection> checkpointer, bool durable)
+    : writer_(std::move(writer)), reader_(std::move(reader)), checkpointer_(std::move(checkpointer)),
+      durable_(durable) {
     // Told the WAL's size after every commit; replaces SQLite's own auto-checkpoint hook (disabled anyway).
     sqlite3_wal_hook(
         writer_->raw(),
@@ -602,7 +608,8 @@ void SqliteStore::CheckpointLoop() {
             // wrote are still dirty, and the RESTART would fsync them all with commits blocked (~500 ms for 1 GiB).
             // Write them back here, a slice at a time, so commit fsyncs never queue behind all of them at once.
             // (A round that caught up fsync'd the database itself, and with it every earlier round's pages.)
-            if (checkpointed_frames < log_frames || residual > 0) SyncDatabaseFile(*checkpointer_);
+            // Not for a store without durability: nothing there is ever fsync'd.
+            if (durable_ && (checkpointed_frames < log_frames || residual > 0)) SyncDatabaseFile(*checkpointer_);
             const int64_t copy_ms = ElapsedMs(start);
             int64_t blocked_ms = 0;
             if (log_frames >= 0 && residual <= kWalRestartResidualFramesMax) {

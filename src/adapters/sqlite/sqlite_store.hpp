@@ -40,11 +40,24 @@ constexpr int kCheckpointReadLockWaitMs = 20;      // how long the RESTART waits
 constexpr int64_t kCheckpointWritebackSliceBytes = int64_t{4} * 1024 * 1024;  // database writeback per wait
 constexpr int64_t kSlowOperationMs = 100;  // commits and checkpoints slower than this are logged
 
+/// How a store opens its database.
+struct StoreOptions {
+    /// synchronous=FULL (every COMMIT fsync'd before it returns) and checkpoints that fsync the database. false:
+    /// synchronous=OFF and no fsync anywhere, for a database the caller can regenerate (`tally simulate`) only.
+    bool durable = true;
+    /// Experimental, off by default: the WAL write-coalescing VFS shim (wal_write_vfs.hpp), about +6% peak webhook
+    /// throughput. It relies on SQLite calling xShmBarrier before it publishes WAL frames, which SQLite does but does
+    /// not document as a contract; Tally's durability must not rest on it, so it is opt-in.
+    bool wal_write_coalescing = false;
+    /// The VFS to open the database with; nullptr for SQLite's default (tests inject faults through this).
+    const char* vfs = nullptr;
+};
+
 /// One SQLite connection with a cache of prepared statements. Not thread-safe: guarded by its owner.
 class Connection {
 public:
-    /// |durable|: synchronous=FULL (every COMMIT fsync'd); false: synchronous=OFF, for bulk generation only.
-    static Result<std::unique_ptr<Connection>> Open(const std::string& path, bool durable = true);
+    /// Opens |path| as |options| say (durability, VFS).
+    static Result<std::unique_ptr<Connection>> Open(const std::string& path, const StoreOptions& options = {});
     ~Connection();
     Connection(const Connection&) = delete;
     Connection& operator=(const Connection&) = delete;
@@ -66,9 +79,9 @@ private:
 class SqliteStore final : public Store {
 public:
     /// Opens (creating if needed) and migrates |path|. kUnavailable if the file cannot be opened.
-    /// |durable| false skips fsync on commit (`tally simulate` fills a new database it can regenerate):
-    /// never for a database that acknowledges anything to anyone.
-    static Result<std::unique_ptr<SqliteStore>> Open(const std::string& path, bool durable = true);
+    /// |options|.durable false skips every fsync (`tally simulate` fills a new database it can regenerate): never
+    /// for a database that acknowledges anything to anyone.
+    static Result<std::unique_ptr<SqliteStore>> Open(const std::string& path, const StoreOptions& options = {});
 
     Status Read(const std::function<Status(StoreTx&)>& fn) override;
     Status Write(const std::function<Status(StoreTx&)>& fn) override;
@@ -83,7 +96,7 @@ public:
 
 private:
     SqliteStore(std::unique_ptr<Connection> writer, std::unique_ptr<Connection> reader,
-                std::unique_ptr<Connection> checkpointer);
+                std::unique_ptr<Connection> checkpointer, bool durable);
     /// Copies committed WAL frames into the database file off the commit path (PASSIVE: never blocks writers
     /// or readers), so no commit pays for a checkpoint.
     void CheckpointLoop();
@@ -107,6 +120,7 @@ private:
     std::atomic<int64_t> last_commit_ms_{0};  // steady clock, ms: when the writer last committed
     std::atomic<int> wal_frames_{0};          // frames in the WAL after the writer's last commit (wal hook)
     std::atomic<int64_t> wal_restarts_{0};
+    const bool durable_;
     std::function<void(double, bool)> commit_observer_;
     std::thread checkpoint_thread_;
 };
