@@ -7,13 +7,13 @@
 //   are lowercase, and its segments are the target path's non-empty '/'-separated raw segments, each decoded on
 //   its own: as many, none empty, and a '/' in one only where its raw segment spelled it %2F.
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 #include <string_view>
 #include <variant>
 #include <vector>
 
 #include "adapters/http/server.hpp"
+#include "known_bugs.hpp"
 
 namespace {
 
@@ -58,12 +58,9 @@ void CheckRequest(const tally::http::Request& req) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-    // Known bug (regressions/http_request/empty_request): ParseRequest("") calls Beast's put_eof before any byte,
-    // against its precondition: BOOST_ASSERT(got_some()) aborts here, and without assertions an empty Request comes
-    // back. libFuzzer runs the empty input first, so fuzzing steps around it; the regression replay
-    // (TALLY_FUZZ_STRICT=1) does not. Remove this once ParseRequest refuses an empty input.
-    static const bool strict = std::getenv("TALLY_FUZZ_STRICT") != nullptr;
-    if (size == 0 && !strict) return 0;
+    // Known bug (known_bugs.hpp): ParseRequest("") breaks Beast's precondition (BOOST_ASSERT(got_some()); without
+    // assertions an empty Request comes back). libFuzzer runs the empty input first, so fuzzing steps around it.
+    if (size == 0 && !tally_fuzz::Strict()) return 0;
     const std::string_view bytes(reinterpret_cast<const char*>(data), size);
     const auto parsed = tally::http::ParseRequest(bytes);
     if (const auto* refusal = std::get_if<tally::http::Refusal>(&parsed)) {

@@ -30,6 +30,7 @@ mkdir -p "$build/logs"
 
 # Configure once (Ninja re-runs CMake itself when fuzz/CMakeLists.txt changes), build; quiet when up to date.
 log=$build/logs/build.log
+: >"$log"
 if [ ! -f "$build/build.ninja" ]; then
   "${niced[@]}" cmake -S fuzz -B "$build" -G Ninja -DCMAKE_CXX_COMPILER="$cxx" >"$log" 2>&1 || {
     cat "$log" >&2
