@@ -31,6 +31,15 @@ Result<std::optional<IdempotentOutcome>> IdempotencyService::Existing(const Idem
 
 Result<IdempotentOutcome> IdempotencyService::RunInStore(const IdempotencyRequest& request,
                                                          const std::function<Result<StoredResponse>(StoreTx&)>& fn) {
+    return RunInStoreRedacted(request, [&](StoreTx& tx) -> Result<std::pair<StoredResponse, StoredResponse>> {
+        TALLY_ASSIGN_OR_RETURN(StoredResponse response, fn(tx));
+        return std::make_pair(response, response);
+    });
+}
+
+Result<IdempotentOutcome> IdempotencyService::RunInStoreRedacted(
+    const IdempotencyRequest& request,
+    const std::function<Result<std::pair<StoredResponse, StoredResponse>>(StoreTx&)>& fn) {
     IdempotentOutcome out;
     const Timestamp now = clock_.Now();
     TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
@@ -45,10 +54,11 @@ Result<IdempotentOutcome> IdempotencyService::RunInStore(const IdempotencyReques
                 }
             }
         }
-        TALLY_ASSIGN_OR_RETURN(out.response, fn(tx));
+        TALLY_ASSIGN_OR_RETURN(auto responses, fn(tx));
+        out.response = std::move(responses.first);
         if (request.key.empty()) return {};
         const IdempotencyRecord record{request.api_key_id, request.key, request.request_hash, IdempotencyState::kDone,
-                                       out.response.status, out.response.body, now, std::nullopt};
+                                       responses.second.status, responses.second.body, now, std::nullopt};
         return existing ? tx.UpdateIdempotency(record) : tx.InsertIdempotency(record);
     }));
     return out;
@@ -61,6 +71,7 @@ Result<IdempotentOutcome> IdempotencyService::RunWithExternalEffects(const Idemp
         return IdempotentOutcome{std::move(response), false};
     }
     const Timestamp now = clock_.Now();
+    const Timestamp claimed_until = now.PlusSeconds(kIdempotencyLockSeconds);
     std::optional<IdempotentOutcome> decided;
     TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
         TALLY_ASSIGN_OR_RETURN(auto existing, tx.GetIdempotency(request.api_key_id, request.key));
@@ -69,7 +80,7 @@ Result<IdempotentOutcome> IdempotencyService::RunWithExternalEffects(const Idemp
         }
         if (decided) return {};
         const IdempotencyRecord claim{request.api_key_id, request.key, request.request_hash,
-                                      IdempotencyState::kInFlight, 0, "", now, now.PlusSeconds(kIdempotencyLockSeconds)};
+                                      IdempotencyState::kInFlight, 0, "", now, claimed_until};
         return existing ? tx.UpdateIdempotency(claim) : tx.InsertIdempotency(claim);
     }));
     if (decided) return std::move(*decided);
@@ -77,12 +88,20 @@ Result<IdempotentOutcome> IdempotencyService::RunWithExternalEffects(const Idemp
     if (!response.ok()) {
         // Nothing to replay: free the key so the client's retry runs (the store may be down; then the claim
         // lapses by itself).
-        (void)store_.Write([&](StoreTx& tx) { return tx.DeleteIdempotency(request.api_key_id, request.key); });
+        (void)store_.Write([&](StoreTx& tx) {
+            return tx.ReleaseIdempotencyClaim(request.api_key_id, request.key, claimed_until);
+        });
         return response.error();
     }
+    // Fenced on this request's own claim: if it lapsed and a retry took the key over, that retry's record stands.
     TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
-        return tx.UpdateIdempotency({request.api_key_id, request.key, request.request_hash, IdempotencyState::kDone,
-                                     response->status, response->body, now, std::nullopt});
+        TALLY_ASSIGN_OR_RETURN(bool finished,
+                               tx.FinishIdempotencyClaim({request.api_key_id, request.key, request.request_hash,
+                                                          IdempotencyState::kDone, response->status, response->body,
+                                                          now, std::nullopt},
+                                                         claimed_until));
+        (void)finished;
+        return {};
     }));
     return IdempotentOutcome{std::move(*response), false};
 }

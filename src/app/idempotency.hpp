@@ -12,9 +12,12 @@ namespace tally {
 
 constexpr size_t kIdempotencyKeyBytesMax = 255;           // Stripe's limit
 constexpr int64_t kIdempotencyRetentionSeconds = 86400;   // Stripe prunes keys after 24 hours; so does Tally
-// A request holding a key for work outside the store (a Stripe call) keeps it at most this long; after that a
-// retry may take it over (the holder crashed). Longer than the Stripe client's worst case with its retries.
-constexpr int64_t kIdempotencyLockSeconds = 120;
+// A request holding a key for work outside the store (Stripe calls) keeps it at most this long; after that a retry
+// may take it over (the holder crashed). It must outlast the slowest live holder: a checkout makes up to three
+// Stripe calls, each up to 3 attempts of the client's 80 s timeout plus backoff (~12 min). A holder whose claim was
+// taken over anyway finds out when it finishes (its write is fenced on its own claim) and does not overwrite the
+// newer one; the effect itself is deduplicated by Stripe through the derived idempotency key.
+constexpr int64_t kIdempotencyLockSeconds = 900;
 
 /// A response as the API rendered it; replayed byte for byte to a request that repeats the key.
 struct StoredResponse {
@@ -50,8 +53,14 @@ public:
     /// write lock and the later one replays.
     Result<IdempotentOutcome> RunInStore(const IdempotencyRequest& request,
                                          const std::function<Result<StoredResponse>(StoreTx&)>& fn);
+    /// RunInStore whose |fn| returns the response to send and the (redacted) one to store for replays.
+    Result<IdempotentOutcome> RunInStoreRedacted(
+        const IdempotencyRequest& request,
+        const std::function<Result<std::pair<StoredResponse, StoredResponse>>(StoreTx&)>& fn);
     /// For mutations with effects outside the store (Stripe calls): claims the key in its own transaction, runs
-    /// |fn| outside any transaction, then stores its response. A twin arriving meanwhile gets kIdempotencyKeyInUse.
+    /// |fn| outside any transaction, then stores its response (|stored_body|, when given, is stored instead of the
+    /// response body: a replay then gets that, e.g. without a secret shown once). A twin arriving meanwhile gets
+    /// kIdempotencyKeyInUse.
     /// |fn| must itself be safe to repeat after a crash (Stripe calls carry idempotency keys derived from
     /// |request|), because a lapsed claim (kIdempotencyLockSeconds) lets a retry run it again.
     Result<IdempotentOutcome> RunWithExternalEffects(const IdempotencyRequest& request,

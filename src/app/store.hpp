@@ -186,7 +186,12 @@ public:
     virtual Status InsertIdempotency(const IdempotencyRecord& record) = 0;
     /// Replaces the record of (record.api_key_id, record.key).
     virtual Status UpdateIdempotency(const IdempotencyRecord& record) = 0;
-    virtual Status DeleteIdempotency(const std::string& api_key_id, const std::string& key) = 0;
+    /// Completes the in-flight claim of (done.api_key_id, done.key) that expires at |claimed_until| with |done|;
+    /// false (and nothing written) if that claim is no longer there (it lapsed and another request took it over).
+    virtual Result<bool> FinishIdempotencyClaim(const IdempotencyRecord& done, Timestamp claimed_until) = 0;
+    /// Deletes that in-flight claim if it is still the one that expires at |claimed_until|.
+    virtual Status ReleaseIdempotencyClaim(const std::string& api_key_id, const std::string& key,
+                                           Timestamp claimed_until) = 0;
     /// Deletes records created before |before|; returns how many.
     virtual Result<int> PruneIdempotency(Timestamp before) = 0;
 };

@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <boost/json.hpp>
+#include <atomic>
+#include <functional>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -337,12 +339,14 @@ int Serve(const ServeOptions& o) {
     StripeApi& stripe_api = stripe_mode == "not_configured" ? static_cast<StripeApi&>(unconfigured_stripe_api)
                                                             : static_cast<StripeApi&>(http_stripe_api);
     CheckoutService checkout(**store, billing, stripe_api, clock, CheckoutConfig{});
+    // Owned here; /health reads it through the atomic, since I/O threads already run when it is set.
     std::unique_ptr<stripe::WebhookEndpointMonitor> endpoint_monitor;
+    std::atomic<stripe::WebhookEndpointMonitor*> endpoint_monitor_view{nullptr};
     http::Api api(http::ApiDeps{**store, billing, processor, receiver, checkout, keys, idempotency, *catalog, clock,
                                 http::StripeHealth{stripe_mode,
-                                                   [&endpoint_monitor] {
-                                                       return endpoint_monitor ? endpoint_monitor->State()
-                                                                               : std::string("unknown");
+                                                   [&endpoint_monitor_view] {
+                                                       auto* monitor = endpoint_monitor_view.load();
+                                                       return monitor ? monitor->State() : std::string("unknown");
                                                    }},
                                 kVersion, metrics, [&metrics] { return metrics.Render(); }});
     http::Server server(o.host, o.port, o.http_threads,
@@ -361,6 +365,28 @@ int Serve(const ServeOptions& o) {
         Log("error", err);
         return 1;
     }
+    // From here every exit, early ones included, stops in dependency order: no request in flight, then no
+    // sandbox event, then the commits drained (their callbacks answer through the server), then the worker.
+    bool stopped = false;
+    const auto stop_all = [&](int drain_ms) {
+        if (stopped) return;
+        stopped = true;
+        server.Stop(drain_ms);
+        endpoint_monitor_view = nullptr;
+        endpoint_monitor.reset();
+        if (stripe_sandbox) stripe_sandbox->server->Stop(1000);
+        receiver.Stop();
+        worker.Stop();
+    };
+    struct StopGuard {
+        const std::function<void()> stop;
+        ~StopGuard() {
+            try {
+                stop();
+            } catch (...) {  // NOLINT(bugprone-empty-catch): the process is exiting
+            }
+        }
+    } stop_guard{[&] { stop_all(0); }};
     const std::string public_url =
         !o.public_url.empty() ? o.public_url
                               : "http://" + (o.host == "0.0.0.0" ? std::string("127.0.0.1") : o.host) + ":" +
@@ -381,6 +407,7 @@ int Serve(const ServeOptions& o) {
         const std::string endpoint_id(endpoint->body.at("id").as_string());
         endpoint_monitor = std::make_unique<stripe::WebhookEndpointMonitor>(client, endpoint_id, "",
                                                                             o.stripe_check_interval_ms);
+        endpoint_monitor_view = endpoint_monitor.get();
         // Customers Tally creates in the sandbox share one test clock, so their time can be advanced.
         auto test_clock = client.Post("/v1/test_helpers/test_clocks",
                                       {{"frozen_time", std::to_string(clock.Now().unix_seconds())}, {"name", "tally"}});
@@ -405,6 +432,7 @@ int Serve(const ServeOptions& o) {
     } else {
         endpoint_monitor = std::make_unique<stripe::WebhookEndpointMonitor>(client, "", public_url + "/webhooks/stripe",
                                                                             o.stripe_check_interval_ms);
+        endpoint_monitor_view = endpoint_monitor.get();
         Log("info", "using Stripe (" + stripe_mode + " mode) at " + api_base + " with key " + client.RedactedKey());
     }
     Log("info", "tally " + std::string(kVersion) + " listening on http://" + o.host + ":" + std::to_string(server.port()) +
@@ -415,11 +443,7 @@ int Serve(const ServeOptions& o) {
     int sig = 0;
     sigwait(&signals, &sig);
     Log("info", std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") + ", draining");
-    server.Stop(o.drain_ms);  // answers what is in flight (their commits are still running)
-    endpoint_monitor.reset();
-    if (stripe_sandbox) stripe_sandbox->server->Stop(1000);
-    receiver.Stop();
-    worker.Stop();
+    stop_all(o.drain_ms);  // answers what is in flight (their commits are still running)
     Log("info", "stopped cleanly");
     return 0;
 }

@@ -229,6 +229,7 @@ bool Contains(const std::string_view* begin, const std::string_view* end, std::s
 }
 
 std::optional<http::Response> CheckTyped(bj::value& v, std::string_view key, const std::string& path) {
+    if (key == "metadata") return std::nullopt;  // free-form strings, whatever their keys are called
     if (v.is_object()) {
         for (auto& kv : v.get_object()) {
             if (auto bad = CheckTyped(kv.value(), kv.key(), path + "[" + std::string(kv.key()) + "]")) return bad;

@@ -216,6 +216,11 @@ http::Response Sandbox::CreateWebhookEndpoint(const bj::object& params) {
     const auto* events = params.if_contains("enabled_events");
     if (events == nullptr) return Missing("enabled_events");
     if (!events->is_array() || events->get_array().empty()) return Invalid("enabled_events", "Invalid array");
+    for (size_t i = 0; i < events->get_array().size(); ++i) {
+        if (!events->get_array()[i].is_string()) {
+            return Invalid("enabled_events[" + std::to_string(i) + "]", "Invalid string: an event type or *");
+        }
+    }
     bj::object we = Template("webhook_endpoint");
     we["id"] = NewId("we");
     we["url"] = url;

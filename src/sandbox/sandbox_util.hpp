@@ -9,6 +9,7 @@
 #include <string>
 
 #include "adapters/http/server.hpp"
+#include "domain/text.hpp"
 
 namespace tally::sandbox::detail {
 
@@ -28,9 +29,10 @@ inline void SetNull(bj::object& o, std::initializer_list<const char*> keys) {
 /// Stripe's error shape: {"error":{"type","code","message","param"}}.
 inline http::Response StripeError(int status, const std::string& type, const std::string& code, const std::string& message,
                            const std::string& param = {}) {
-    bj::object err{{"type", type}, {"message", message}};
+    // Messages quote what the client sent; JSON text must stay UTF-8.
+    bj::object err{{"type", type}, {"message", SanitizeUtf8(message)}};
     if (!code.empty()) err["code"] = code;
-    if (!param.empty()) err["param"] = param;
+    if (!param.empty()) err["param"] = SanitizeUtf8(param);
     return Json(status, bj::object{{"error", std::move(err)}});
 }
 

@@ -394,3 +394,39 @@ test('GET /metrics exports webhooks, processing, commits, HTTP requests by route
     await m.stop();
   }
 });
+
+test('review fixes: no secret in replays, bounded metric labels, a bad sandbox call cannot kill Tally', async () => {
+  const t = await startTally();
+  try {
+    const headers = { 'idempotency-key': 'key-create-once' };
+    const first = await t.request('POST', '/v1/api_keys', { body: { scope: 'read_only', name: 'replayed' }, headers });
+    assert.equal(first.status, 201);
+    assert.match(first.json.secret, /^tk_/);
+    const replay = await t.request('POST', '/v1/api_keys', { body: { scope: 'read_only', name: 'replayed' }, headers });
+    assert.equal(replay.headers.get('idempotent-replayed'), 'true');
+    assert.equal(replay.json.id, first.json.id);
+    assert.equal(replay.json.secret, undefined, 'the secret is shown once, never stored for replays');
+    const dump = execFileSync('sqlite3', [t.db, 'SELECT response_body FROM idempotency_keys'], { encoding: 'utf8' });
+    assert.ok(!dump.includes(first.json.secret));
+
+    const port = Number(new URL(t.base).port);
+    for (let i = 0; i < 3; i++) await rawExchange(port, `M${i} /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+    const metrics = (await t.get('/metrics', { key: null })).text;
+    assert.ok(!/method="M\d"/.test(metrics), 'request methods never become label values');
+
+    // The sandbox refuses what it could not use later (an event type that is no string), and metadata is free-form.
+    const sb = `http://127.0.0.1:${t.sandboxPort}`;
+    const auth = { authorization: 'Bearer sk_test_x', 'content-type': 'application/x-www-form-urlencoded' };
+    const bad = await fetch(`${sb}/v1/webhook_endpoints`, { method: 'POST', headers: auth, body: 'url=http://127.0.0.1:1/x&enabled_events[0][a]=b' });
+    assert.equal(bad.status, 400);
+    const made = await fetch(`${sb}/v1/customers`, { method: 'POST', headers: auth, body: 'email=x@example.com&metadata[active]=yes&metadata[amount]=lots' });
+    assert.equal(made.status, 200, await made.clone().text());
+    assert.deepEqual((await made.json()).metadata, { active: 'yes', amount: 'lots' });
+    const notUtf8 = await fetch(`${sb}/v1/customers/cus_%FF`, { headers: auth });
+    assert.equal(notUtf8.status, 404);
+    JSON.parse(await notUtf8.text());
+    assert.equal((await t.get('/health', { key: null })).status, 200);
+  } finally {
+    await t.stop();
+  }
+});

@@ -146,8 +146,12 @@ TEST(SqliteStoreTest, IdempotencyKeysAndApiKeys) {
     auto twin = store->Write([&](StoreTx& tx) { return tx.InsertIdempotency(claim); });
     ASSERT_FALSE(twin.ok());
     EXPECT_EQ(twin.error().code, ErrorCode::kConflict);
+    // Finishing is fenced on the claim: a stale holder (another locked_until) writes nothing.
     ASSERT_TRUE(store->Write([&](StoreTx& tx) -> Status {
-        return tx.UpdateIdempotency({"key_1", "k1", "h1", IdempotencyState::kDone, 201, R"({"id":1})", Timestamp(1), {}});
+        const IdempotencyRecord done{"key_1", "k1", "h1", IdempotencyState::kDone, 201, R"({"id":1})", Timestamp(1), {}};
+        EXPECT_FALSE(tx.FinishIdempotencyClaim(done, Timestamp(999)).value());
+        EXPECT_TRUE(tx.FinishIdempotencyClaim(done, Timestamp(121)).value());
+        return {};
     }).ok());
     ASSERT_TRUE(store->Write([&](StoreTx& tx) {
         return tx.UpdateApiKey({"key_1", "", "", Timestamp(0), "", Timestamp(50), Timestamp(60)});

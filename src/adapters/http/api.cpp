@@ -178,7 +178,13 @@ void Api::Handle(Request req, const Responder& respond) {
     // Every answer is counted once, whichever thread gives it (webhooks answer from the commit thread).
     const auto start = std::chrono::steady_clock::now();
     auto once = std::make_shared<std::atomic<bool>>(false);
-    Responder counted = [this, respond, start, once, route = RouteTemplate(req), method = req.method](Response r) {
+    // Label values come from fixed sets: any other method is "other" (a client may send any token as a method).
+    static const char* const kMethods[] = {"GET", "HEAD", "POST", "DELETE", "PUT", "PATCH", "OPTIONS"};
+    std::string method = "other";
+    for (const char* known : kMethods) {
+        if (req.method == known) method = known;
+    }
+    Responder counted = [this, respond, start, once, route = RouteTemplate(req), method](Response r) {
         if (once->exchange(true)) return;
         d_.metrics.HttpRequest(route, method, r.status,
                                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
@@ -344,7 +350,7 @@ Response Api::Dispatch(const Request& req, const Principal& principal, const Ide
         return Stored(d_.idempotency.RunWithExternalEffects(idem, [&]() -> Result<StoredResponse> {
             // Stripe deduplicates the session by a key derived from the caller's (scoped to its API key), so a
             // retry after a crash mid-call gets the same session.
-            const std::string stripe_key = idem.key.empty() ? "" : idem.api_key_id + ":" + idem.key;
+            const std::string stripe_key = idem.key.empty() ? "" : Sha256Hex(idem.api_key_id + ":" + idem.key);
             TALLY_ASSIGN_OR_RETURN(auto session, d_.checkout.StartCheckout(CustomerId(*customer), PlanId(*plan), chosen,
                                                                            *success_url, *cancel_url, *trial, stripe_key));
             return Render(200, bj::object{{"object", "checkout_session"}, {"id", session.id}, {"url", session.url},
@@ -382,10 +388,13 @@ Response Api::Dispatch(const Request& req, const Principal& principal, const Ide
             if (!scope.ok()) return fail(scope.error());
             auto name = json::RequiredString(*body, "name", "");
             if (!name.ok()) return fail(name.error());
-            return Stored(d_.idempotency.RunInStore(idem, [&](StoreTx& tx) -> Result<StoredResponse> {
-                TALLY_ASSIGN_OR_RETURN(auto created, d_.keys.Create(tx, *scope, *name, "admin:" + actor));
-                return Render(201, ApiKeyJson(created.record, created.secret));
-            }));
+            // The secret is shown once and never stored: a replay gets the key without it.
+            return Stored(d_.idempotency.RunInStoreRedacted(
+                idem, [&](StoreTx& tx) -> Result<std::pair<StoredResponse, StoredResponse>> {
+                    TALLY_ASSIGN_OR_RETURN(auto created, d_.keys.Create(tx, *scope, *name, "admin:" + actor));
+                    return std::make_pair(Render(201, ApiKeyJson(created.record, created.secret)),
+                                          Render(201, ApiKeyJson(created.record)));
+                }));
         }
         if (seg.size() == 3 && m == "DELETE") {
             // Revoking twice is harmless, so a replay may simply run again.

@@ -210,11 +210,20 @@ private:
         busy_ = true;
         auto self = shared_from_this();
         auto responded = std::make_shared<std::atomic<bool>>(false);
-        handler_(std::move(req), [self, version, responded](Response r) {
+        Responder respond = [self, version, responded](Response r) {
             if (responded->exchange(true)) return;
             net::post(self->stream_.get_executor(),
                       [self, version, r = std::move(r)]() mutable { self->Write(std::move(r), version); });
-        });
+        };
+        // No handler's exception may reach the I/O thread's run loop (it would end the process): answer 500.
+        try {
+            handler_(std::move(req), respond);
+        } catch (...) {
+            respond(Response{500,
+                             R"({"error":{"type":"api_error","code":"internal_error","message":"An internal error occurred.","param":null}})",
+                             "application/json",
+                             {}});
+        }
     }
 
     void Write(Response r, unsigned version) {

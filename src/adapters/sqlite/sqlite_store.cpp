@@ -418,8 +418,17 @@ public:
                   r.api_key_id, r.key, r.request_hash, r.state == IdempotencyState::kDone ? "done" : "in_flight",
                   r.status, r.response_body, r.created_at, r.locked_until);
     }
-    Status DeleteIdempotency(const std::string& api_key_id, const std::string& key) override {
-        return Do("DELETE FROM idempotency_keys WHERE api_key_id=?1 AND key=?2", api_key_id, key);
+    Result<bool> FinishIdempotencyClaim(const IdempotencyRecord& r, Timestamp claimed_until) override {
+        TALLY_TRY(Do("UPDATE idempotency_keys SET request_hash=?3, state=?4, status=?5, response_body=?6, created_at=?7, "
+                     "locked_until=NULL WHERE api_key_id=?1 AND key=?2 AND state='in_flight' AND locked_until=?8",
+                     r.api_key_id, r.key, r.request_hash, r.state == IdempotencyState::kDone ? "done" : "in_flight",
+                     r.status, r.response_body, r.created_at, claimed_until));
+        return sqlite3_changes(c_.raw()) == 1;
+    }
+    Status ReleaseIdempotencyClaim(const std::string& api_key_id, const std::string& key,
+                                   Timestamp claimed_until) override {
+        return Do("DELETE FROM idempotency_keys WHERE api_key_id=?1 AND key=?2 AND state='in_flight' AND locked_until=?3",
+                  api_key_id, key, claimed_until);
     }
     Result<int> PruneIdempotency(Timestamp before) override {
         TALLY_TRY(Do("DELETE FROM idempotency_keys WHERE created_at < ?1", before));
