@@ -98,3 +98,24 @@ TEST(HmacSha256Hex, MatchesRfc4231AndResetsTheKeyOnEveryCall) {
         EXPECT_EQ(tally::HmacSha256Hex("", ""), empty);
     }
 }
+
+namespace tally {
+namespace {
+
+// fuzz/regressions/webhook_signature: a validly signed header with t far in the past overflowed now - t.
+TEST(WebhookSignatureTest, ExtremeSignedTimestampsAreRefusedWithoutOverflow) {
+    const std::string payload = R"({"id":"evt_t"})";
+    StripeWebhookVerifier verifier({"whsec_x"}, 300);
+    for (const int64_t t : {INT64_MIN, INT64_MIN + 1, int64_t{-1}}) {
+        const Status s = verifier.Verify(payload, StripeWebhookVerifier::SignHeader("whsec_x", payload, t),
+                                         Timestamp(1700000000));
+        ASSERT_FALSE(s.ok()) << t;
+        EXPECT_EQ(s.error().message, "Timestamp outside the tolerance zone");
+    }
+    // A future timestamp is accepted, as stripe-node accepts it (only the age is checked).
+    EXPECT_TRUE(verifier.Verify(payload, StripeWebhookVerifier::SignHeader("whsec_x", payload, INT64_MAX),
+                                Timestamp(1700000000)).ok());
+}
+
+}  // namespace
+}  // namespace tally
