@@ -13,7 +13,6 @@
 #include <vector>
 
 #include "adapters/http/server.hpp"
-#include "known_bugs.hpp"
 
 namespace {
 
@@ -58,9 +57,6 @@ void CheckRequest(const tally::http::Request& req) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-    // Known bug (known_bugs.hpp): ParseRequest("") breaks Beast's precondition (BOOST_ASSERT(got_some()); without
-    // assertions an empty Request comes back). libFuzzer runs the empty input first, so fuzzing steps around it.
-    if (size == 0 && !tally_fuzz::Strict()) return 0;
     const std::string_view bytes(reinterpret_cast<const char*>(data), size);
     const auto parsed = tally::http::ParseRequest(bytes);
     if (const auto* refusal = std::get_if<tally::http::Refusal>(&parsed)) {
