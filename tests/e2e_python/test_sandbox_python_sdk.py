@@ -10,6 +10,7 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 import threading
 import time
 import unittest
@@ -39,12 +40,14 @@ class Receiver(http.server.BaseHTTPRequestHandler):
 class SandboxWithPythonSdk(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.proc = subprocess.Popen([BIN, "sandbox", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True)
+        # The log goes to a file: an unread pipe fills up and blocks the sandbox (and its exit) on a write.
+        cls.log = tempfile.TemporaryFile(mode="w+")
+        cls.proc = subprocess.Popen([BIN, "sandbox", "--port", "0"], stdout=subprocess.PIPE, stderr=cls.log, text=True)
         line = cls.proc.stdout.readline()
         match = re.search(r"listening on http://[^:]+:(\d+)", line)
         if not match:
-            raise RuntimeError("sandbox did not start: " + line + cls.proc.stderr.read())
+            cls.log.seek(0)
+            raise RuntimeError("sandbox did not start: " + line + cls.log.read())
         cls.port = int(match.group(1))
         stripe.api_key = "sk_test_python"
         stripe.api_base = "http://127.0.0.1:%d" % cls.port
@@ -54,9 +57,16 @@ class SandboxWithPythonSdk(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        cls.receiver.shutdown()
         cls.proc.terminate()
-        cls.proc.wait(timeout=10)
+        try:
+            cls.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            cls.proc.kill()
+            cls.proc.wait()
+            raise
+        finally:
+            cls.receiver.shutdown()
+            cls.log.close()
 
     def paying_customer(self, email):
         return stripe.Customer.create(email=email, payment_method="pm_card_visa",
