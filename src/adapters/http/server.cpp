@@ -52,13 +52,7 @@ std::string PercentDecode(std::string_view s, bool plus_is_space) {
 /// last "a/b", not four.
 void ParsePath(std::string_view raw_path, Request& req) {
     req.path = PercentDecode(raw_path, false);
-    size_t pos = 0;
-    while (pos < raw_path.size()) {
-        size_t next = raw_path.find('/', pos);
-        if (next == std::string_view::npos) next = raw_path.size();
-        if (next > pos) req.segments.push_back(PercentDecode(raw_path.substr(pos, next - pos), false));
-        pos = next + 1;
-    }
+    for (const std::string& raw : PathSegments(std::string(raw_path))) req.segments.push_back(PercentDecode(raw, false));
 }
 
 void ParseQuery(std::string_view query, Request& req) {
