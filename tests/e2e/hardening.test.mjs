@@ -252,6 +252,37 @@ test('idle connections are fully closed after the idle timeout', async () => {
   }
 });
 
+test('the idle timeout is the longest pause between reads: a slow upload that never pauses that long is not cut', async () => {
+  const idle = await startTally({ TALLY_HTTP_IDLE_TIMEOUT_MS: '300', TALLY_STRIPE_SANDBOX: undefined });
+  try {
+    const port = Number(new URL(idle.base).port);
+    const body = JSON.stringify({ external_id: 'slow_upload_user' });
+    // 1.2 s in all, four times the timeout, in pieces 100 ms apart.
+    const answer = await new Promise((resolve, reject) => {
+      const s = net.connect(port, '127.0.0.1');
+      let data = '';
+      s.on('data', (d) => { data += d.toString('latin1'); if (data.includes('\r\n\r\n') && data.endsWith('}')) { s.destroy(); resolve(data); } });
+      s.on('error', reject);
+      s.on('close', () => resolve(data));
+      const head = `POST /v1/customers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${ADMIN_KEY}\r\n` +
+        `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n`;
+      const pieces = [head.slice(0, 20), head.slice(20), ...body.match(/.{1,4}/g)];
+      let i = 0;
+      const next = () => { if (i < pieces.length) { s.write(pieces[i++]); setTimeout(next, 1200 / pieces.length); } };
+      s.on('connect', next);
+    });
+    assert.equal(statusOf(answer), 201, answer);
+    assert.equal(bodyOf(answer).external_id, 'slow_upload_user');
+    // A request that stops half way for longer than the timeout is closed without an answer, and creates nothing.
+    const stalled = await rawExchange(port, `POST /v1/customers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${ADMIN_KEY}\r\n` +
+      'Content-Type: application/json\r\nContent-Length: 40\r\n\r\n{"external_id":"stalled"', 3000);
+    assert.equal(stalled, '');
+    assert.equal((await idle.get('/v1/customers?external_id=stalled')).json.data.length, 0);
+  } finally {
+    await idle.stop();
+  }
+});
+
 test('running out of file descriptors does not stop the listener: /health answers once they are free', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'tally-fds-'));
   const { spawn } = await import('node:child_process');

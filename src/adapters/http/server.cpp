@@ -30,9 +30,6 @@ std::string ErrorJson(const char* code, const std::string& message, const char* 
     return out;
 }
 
-// One connection. Lives on one single-threaded io_context, so its members need no locks. The idle timeout is
-// one timer per connection checked against a last-activity time, not a timer re-armed on every read: under
-// load, per-operation timers cost a syscall each.
 std::string PercentDecode(std::string_view s, bool plus_is_space) {
     std::string out;
     out.reserve(s.size());
@@ -128,6 +125,9 @@ std::optional<Refusal> BuildRequest(bhttp::request<bhttp::string_body>& msg, Req
     return std::nullopt;
 }
 
+// One connection. Lives on one single-threaded io_context, so its members need no locks. The idle timeout is
+// one timer per connection checked against a last-activity time, not a timer re-armed on every read: under
+// load, per-operation timers cost a syscall each.
 class Session : public std::enable_shared_from_this<Session> {
 public:
     Session(tcp::socket socket, const Handler& handler, std::atomic<int64_t>& in_flight, std::atomic<bool>& stopping,
@@ -169,8 +169,20 @@ private:
         parser_.emplace();
         parser_->body_limit(kRequestBodyBytesMax);
         parser_->header_limit(kRequestHeaderBytesMax);
-        bhttp::async_read(stream_, buffer_, *parser_,
-                          [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
+        ReadSome();
+    }
+
+    /// Reads a request piece by piece, and every piece counts as activity: the idle timeout is the longest pause
+    /// between two reads (as nginx's client_body_timeout), so an upload slower than the timeout as a whole but
+    /// never silent that long is not cut.
+    void ReadSome() {
+        bhttp::async_read_some(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
+            if (!ec && !self->parser_->is_done()) {
+                self->Touch();
+                return self->ReadSome();
+            }
+            self->OnRead(ec);
+        });
     }
 
     /// Answers a request that cannot be parsed or is refused before routing, then closes.
