@@ -13,6 +13,10 @@ public:
                              std::chrono::system_clock::now().time_since_epoch())
                              .count());
     }
+    int64_t NowMs() const override {
+        return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count();
+    }
 };
 
 }  // namespace tally

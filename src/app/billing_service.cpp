@@ -4,6 +4,7 @@
 #include <mutex>
 #include <random>
 
+#include "app/event_outbox.hpp"
 #include "domain/text.hpp"
 
 namespace tally {
@@ -26,8 +27,16 @@ std::string NewId(const std::string& prefix) {
     return out;
 }
 
-BillingService::BillingService(Store& store, const Catalog& catalog, const Clock& clock, BillingConfig config)
-    : store_(store), catalog_(catalog), clock_(clock), config_(config) {}
+BillingService::BillingService(Store& store, const Catalog& catalog, const Clock& clock, BillingConfig config,
+                               EventOutbox* outbox)
+    : store_(store), catalog_(catalog), clock_(clock), config_(config), outbox_(outbox) {}
+
+Status BillingService::EmitCustomerEvent(StoreTx& tx, std::string_view type, const CustomerRecord& customer,
+                                         Timestamp now, const ApiObjectRenderer::Attributes& previous) {
+    if (!outbox_) return {};
+    TALLY_ASSIGN_OR_RETURN(CustomerView view, BuildView(tx, customer, now));
+    return outbox_->Emit(tx, type, customer.id.str(), customer.id.str(), outbox_->renderer().Customer(view), previous);
+}
 
 std::optional<Timestamp> BillingService::PastDueSince(const std::vector<PaymentAttempt>& attempts) {
     std::optional<Timestamp> last_success;
@@ -75,6 +84,8 @@ Status BillingService::Reconcile(StoreTx& tx, CustomerRecord& customer, const st
     TALLY_ASSIGN_OR_RETURN(CustomerView view, BuildView(tx, customer, now));
     const AccessDecision& d = view.decision;
     bool changed = false;
+    const std::string old_role = customer.role;
+    const std::string old_plan = customer.plan_id;
     if (d.role != customer.role) {
         std::string detail = "source=" + d.role_source;
         if (!d.subscription_id.empty()) detail += " subscription=" + d.subscription_id;
@@ -92,8 +103,37 @@ Status BillingService::Reconcile(StoreTx& tx, CustomerRecord& customer, const st
         customer.role_check_at = d.next_change_at;
         changed = true;
     }
+    const std::optional<Timestamp> old_grace = customer.grace_ends_at;
+    if (customer.grace_ends_at != d.grace_ends_at) {
+        customer.grace_ends_at = d.grace_ends_at;
+        changed = true;
+    }
     // Most events leave role and plan as they were: then the customer row is not rewritten.
-    return changed ? tx.UpdateCustomer(customer) : Status{};
+    if (!changed) return {};
+    TALLY_TRY(tx.UpdateCustomer(customer));
+    if (!outbox_) return {};
+    // The events carry the objects as the API now returns them; previous_attributes holds what they replace.
+    view.customer = customer;
+    const ApiObjectRenderer& render = outbox_->renderer();
+    const std::string id = customer.id.str();
+    if (old_role != customer.role) {
+        TALLY_TRY(outbox_->Emit(tx, "customer.role_changed", id, id, render.Customer(view), {{"role", old_role}}));
+    }
+    if (old_plan != customer.plan_id) {
+        TALLY_TRY(outbox_->Emit(tx, "customer.entitlements_updated", id, id, render.Entitlements(view),
+                                {{"plan", old_plan}}));
+    }
+    if (old_grace != customer.grace_ends_at) {
+        ApiObjectRenderer::Attributes before;
+        if (old_grace) {
+            before.emplace_back("grace_period_ends_at", old_grace->unix_seconds());
+        } else {
+            before.emplace_back("grace_period_ends_at", nullptr);
+        }
+        TALLY_TRY(outbox_->Emit(tx, customer.grace_ends_at ? "customer.grace_period_started" : "customer.grace_period_ended",
+                                id, id, render.Customer(view), before));
+    }
+    return {};
 }
 
 namespace {
@@ -142,6 +182,9 @@ Result<std::pair<CustomerView, bool>> BillingService::CreateCustomer(StoreTx& tx
     TALLY_TRY(tx.InsertCustomer(c));
     TALLY_TRY(tx.AppendAudit({0, c.id, now, "customer_created", "", c.role, "api", "external_id=" + external_id}));
     TALLY_ASSIGN_OR_RETURN(auto view, BuildView(tx, c, now));
+    if (outbox_) {
+        TALLY_TRY(outbox_->Emit(tx, "customer.created", c.id.str(), c.id.str(), outbox_->renderer().Customer(view)));
+    }
     return std::make_pair(std::move(view), true);
 }
 
@@ -305,7 +348,8 @@ Status BillingService::LinkStripeCustomer(StoreTx& tx, CustomerRecord& customer,
     }
     customer.stripe_customer_id = id;
     TALLY_TRY(tx.UpdateCustomer(customer));
-    return tx.AppendAudit({0, customer.id, now, "stripe_customer_linked", "", id.str(), cause, ""});
+    TALLY_TRY(tx.AppendAudit({0, customer.id, now, "stripe_customer_linked", "", id.str(), cause, ""}));
+    return EmitCustomerEvent(tx, "customer.updated", customer, now, {{"stripe_customer_id", nullptr}});
 }
 
 }  // namespace tally

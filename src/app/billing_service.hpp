@@ -4,6 +4,9 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
 #include <vector>
 
 #include "app/ports.hpp"
@@ -33,13 +36,17 @@ struct CustomerView {
     std::optional<SubscriptionRecord> primary;  // the subscription granting the plan, else the newest one
 };
 
+class EventOutbox;
+
 /// A fresh random id with |prefix|, e.g. "cust_3f9a...". Thread-safe.
 std::string NewId(const std::string& prefix);
 
 /// Use cases around customers and their roles. Thread-safe (state lives in the Store).
 class BillingService {
 public:
-    BillingService(Store& store, const Catalog& catalog, const Clock& clock, BillingConfig config);
+    /// |outbox| (optional) receives customer.* events in the transaction of each change.
+    BillingService(Store& store, const Catalog& catalog, const Clock& clock, BillingConfig config,
+                   EventOutbox* outbox = nullptr);
 
     /// Creates a customer, or returns the existing one with this external_id (created=false).
     /// kInvalidArgument naming the field for an empty or oversized external_id, email or name.
@@ -73,8 +80,9 @@ public:
     Result<int> SweepRoles();
 
     /// Recomputes the customer's role and plan inside |tx| and persists them when they (or the next check
-    /// time) moved, with a role_changed or plan_changed audit entry carrying |cause|. Writes nothing else of
-    /// |customer|: callers that changed other fields persist them themselves.
+    /// time) moved, with a role_changed or plan_changed audit entry carrying |cause|, and the matching events
+    /// (customer.role_changed, customer.entitlements_updated, customer.grace_period_started/ended). Writes nothing
+    /// else of |customer|: callers that changed other fields persist them themselves.
     Status Reconcile(StoreTx& tx, CustomerRecord& customer, const std::string& cause, Timestamp now);
     /// Attaches a Stripe customer id to the app's customer inside |tx|, folding in a placeholder made from
     /// earlier events; a customer already linked elsewhere is left as is with a link_conflict audit entry.
@@ -85,7 +93,13 @@ public:
     /// When the current dunning run began: the first failed payment after the last successful one.
     static std::optional<Timestamp> PastDueSince(const std::vector<PaymentAttempt>& attempts);
 
+    /// Emits |type| about |customer| with its API object (customer JSON) inside |tx|, if there is an outbox.
+    Status EmitCustomerEvent(StoreTx& tx, std::string_view type, const CustomerRecord& customer, Timestamp now,
+                             const std::vector<std::pair<std::string, std::variant<std::nullptr_t, bool, int64_t,
+                                                                                   std::string>>>& previous = {});
+
     const Catalog& catalog() const { return catalog_; }
+    EventOutbox* outbox() const { return outbox_; }
     const BillingConfig& config() const { return config_; }
 
 private:
@@ -97,6 +111,7 @@ private:
     const Catalog& catalog_;
     const Clock& clock_;
     const BillingConfig config_;
+    EventOutbox* outbox_;
 };
 
 }  // namespace tally

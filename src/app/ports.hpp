@@ -1,5 +1,6 @@
 #pragma once
 // Ports the use cases need that are not the store: time, Stripe event decoding, signature checks.
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -18,6 +19,8 @@ class Clock {
 public:
     virtual ~Clock() = default;
     virtual Timestamp Now() const = 0;
+    /// Unix milliseconds, for schedules finer than a second (event deliveries); defaults to Now() in ms.
+    virtual int64_t NowMs() const { return Now().unix_seconds() * 1000; }
 };
 
 /// Hashing and randomness for secrets Tally issues (API keys). Implemented over OpenSSL. Thread-safe.
@@ -30,6 +33,8 @@ public:
     virtual std::string RandomHex(size_t bytes) const = 0;
     /// Compares two secrets' digests in time independent of where they differ.
     virtual bool Equal(std::string_view a, std::string_view b) const = 0;
+    /// Lowercase hex HMAC-SHA256 of |message| keyed with the bytes of |key| (how Stripe signs webhooks).
+    virtual std::string HmacSha256Hex(std::string_view key, std::string_view message) const = 0;
 };
 
 /// What Tally counts about itself for /metrics. Implementations are thread-safe and cheap enough for every

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "app/ports.hpp"
+#include "app/store/events.hpp"
 #include "domain/event_order.hpp"
 #include "domain/ids.hpp"
 #include "domain/result.hpp"
@@ -30,6 +31,7 @@ struct CustomerRecord {
     std::optional<EventStamp> stripe_stamp;  // newest customer.* event applied
     std::optional<RoleOverride> role_override;
     std::optional<Timestamp> role_check_at;  // when time alone may next change the role (grace, override expiry)
+    std::optional<Timestamp> grace_ends_at;  // last persisted grace period end (customer.grace_period_* events)
 };
 
 /// A subscription as stored: Stripe's snapshot plus what Tally derives from it.
@@ -194,6 +196,9 @@ public:
                                            Timestamp claimed_until) = 0;
     /// Deletes records created before |before|; returns how many.
     virtual Result<int> PruneIdempotency(Timestamp before) = 0;
+
+    /// Tally's own events, the app's endpoints and deliveries (app/store/events.hpp), in this transaction.
+    virtual EventStoreTx& events() = 0;
 };
 
 /// Transactional access to the store. Thread-safe: Write transactions are serialised, Read ones may run

@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include "app/event_outbox.hpp"
 #include "app/thread_hooks.hpp"
 
 namespace tally {
@@ -208,6 +209,7 @@ Result<CustomerRecord> WebhookProcessor::EnsureCustomer(StoreTx& tx, const Strip
     c.created_at = now;
     TALLY_TRY(tx.InsertCustomer(c));
     TALLY_TRY(tx.AppendAudit({0, c.id, now, "customer_created", "", c.role, cause, "stripe_customer=" + id.str()}));
+    TALLY_TRY(billing_.EmitCustomerEvent(tx, "customer.created", c, now));
     return c;
 }
 
@@ -234,6 +236,13 @@ Result<std::string> WebhookProcessor::ApplyCustomer(StoreTx& tx, const DecodedEv
         TALLY_ASSIGN_OR_RETURN(bool newer, IsNewer(tx, event, deleted, *customer.stripe_stamp));
         if (!newer) return std::string("stale");
     }
+    // What the app sees change (customer.updated's previous_attributes, keys as in the API's customer object).
+    ApiObjectRenderer::Attributes previous;
+    const auto text = [](const std::string& v) { return v.empty() ? ApiObjectRenderer::Value(nullptr) : ApiObjectRenderer::Value(v); };
+    if (customer.email != data.email) previous.emplace_back("email", text(customer.email));
+    if (customer.name != data.name) previous.emplace_back("name", text(customer.name));
+    if (customer.stripe_deleted != deleted) previous.emplace_back("deleted_in_stripe", customer.stripe_deleted);
+    const std::string external_before = customer.external_id;
     customer.email = data.email;
     customer.name = data.name;
     customer.stripe_deleted = deleted;
@@ -242,9 +251,69 @@ Result<std::string> WebhookProcessor::ApplyCustomer(StoreTx& tx, const DecodedEv
         TALLY_ASSIGN_OR_RETURN(auto taken, tx.FindCustomerByExternalId(data.external_id));
         if (!taken) customer.external_id = data.external_id;
     }
+    if (customer.external_id != external_before) previous.emplace_back("external_id", text(external_before));
     TALLY_TRY(tx.UpdateCustomer(customer));
+    if (!previous.empty()) TALLY_TRY(billing_.EmitCustomerEvent(tx, "customer.updated", customer, now, previous));
     TALLY_TRY(billing_.Reconcile(tx, customer, cause, now));
     return std::string("applied");
+}
+
+namespace {
+/// The subscription fields the app sees change, with their values before (keys as in the API's subscription).
+ApiObjectRenderer::Attributes SubscriptionChanges(const SubscriptionRecord& before, const SubscriptionRecord& after) {
+    using V = ApiObjectRenderer::Value;
+    ApiObjectRenderer::Attributes out;
+    const auto text = [](const std::string& v) { return v.empty() ? V(nullptr) : V(v); };
+    const auto time = [](const std::optional<Timestamp>& t) { return t ? V(t->unix_seconds()) : V(nullptr); };
+    if (before.status != after.status) out.emplace_back("status", std::string(SubscriptionStatusName(before.status)));
+    if (before.plan_id != after.plan_id) out.emplace_back("plan", text(before.plan_id));
+    if (before.price_id != after.price_id) out.emplace_back("price", text(before.price_id));
+    if (before.price_lookup_key != after.price_lookup_key) out.emplace_back("lookup_key", text(before.price_lookup_key));
+    if (before.interval.unit != after.interval.unit) {
+        out.emplace_back("interval", std::string(IntervalUnitName(before.interval.unit)));
+    }
+    if (before.interval.count != after.interval.count) out.emplace_back("interval_count", before.interval.count);
+    if (before.unit_amount_minor != after.unit_amount_minor) out.emplace_back("unit_amount", before.unit_amount_minor);
+    if (before.currency != after.currency) out.emplace_back("currency", text(before.currency));
+    if (before.quantity != after.quantity) out.emplace_back("quantity", before.quantity);
+    if (before.current_period_start != after.current_period_start) {
+        out.emplace_back("current_period_start", before.current_period_start.unix_seconds());
+    }
+    if (before.current_period_end != after.current_period_end) {
+        out.emplace_back("current_period_end", before.current_period_end.unix_seconds());
+    }
+    if (before.cancel_at_period_end != after.cancel_at_period_end) {
+        out.emplace_back("cancel_at_period_end", before.cancel_at_period_end);
+    }
+    if (before.trial_end != after.trial_end) out.emplace_back("trial_end", time(before.trial_end));
+    if (before.canceled_at != after.canceled_at) out.emplace_back("canceled_at", time(before.canceled_at));
+    return out;
+}
+}  // namespace
+
+Status WebhookProcessor::EmitSubscriptionEvents(StoreTx& tx, const DecodedEvent& event,
+                                                const std::optional<SubscriptionRecord>& before,
+                                                const SubscriptionRecord& after, const CustomerRecord& customer) {
+    EventOutbox* outbox = billing_.outbox();
+    if (!outbox) return {};
+    const std::string object = outbox->renderer().Subscription(after, customer.id.str());
+    const std::string id = after.id.str();
+    const std::string owner = customer.id.str();
+    if (!before) {
+        TALLY_TRY(outbox->Emit(tx, "subscription.created", id, owner, object));
+        if (after.status == SubscriptionStatus::kCanceled) TALLY_TRY(outbox->Emit(tx, "subscription.canceled", id, owner, object));
+    } else {
+        auto changes = SubscriptionChanges(*before, after);
+        if (after.status == SubscriptionStatus::kCanceled && before->status != SubscriptionStatus::kCanceled) {
+            TALLY_TRY(outbox->Emit(tx, "subscription.canceled", id, owner, object, changes));
+        } else if (!changes.empty()) {
+            TALLY_TRY(outbox->Emit(tx, "subscription.updated", id, owner, object, changes));
+        }
+    }
+    if (event.type == "customer.subscription.trial_will_end") {
+        TALLY_TRY(outbox->Emit(tx, "subscription.trial_will_end", id, owner, object));
+    }
+    return {};
 }
 
 Result<std::string> WebhookProcessor::ApplySubscription(StoreTx& tx, const DecodedEvent& event,
@@ -262,6 +331,7 @@ Result<std::string> WebhookProcessor::ApplySubscription(StoreTx& tx, const Decod
                                  EventStamp{event.created.unix_seconds(), EventTypeRank(event.type), event.id.str(),
                                             terminal}};
     TALLY_TRY(tx.UpsertSubscription(sub));
+    TALLY_TRY(EmitSubscriptionEvents(tx, event, stored, sub, customer));
     if (!match.plan) {
         TALLY_TRY(tx.AppendAudit({0, customer.id, now, "unknown_price", "", data.price_id, cause,
                                   "lookup_key='" + data.price_lookup_key + "' matches no plan; grants nothing"}));
@@ -284,11 +354,16 @@ Result<std::string> WebhookProcessor::ApplyInvoice(StoreTx& tx, const DecodedEve
     if (stored) {
         TALLY_ASSIGN_OR_RETURN(newer, IsNewer(tx, event, terminal, stored->stamp));
     }
-    if (newer) {
-        TALLY_TRY(tx.UpsertInvoice({data.id, data.customer, data.subscription_id, data.status, data.amount_due_minor,
-                                    data.amount_paid_minor, data.currency,
-                                    EventStamp{event.created.unix_seconds(), EventTypeRank(event.type),
-                                               event.id.str(), terminal}}));
+    const InvoiceRecord invoice{data.id, data.customer, data.subscription_id, data.status, data.amount_due_minor,
+                                data.amount_paid_minor, data.currency,
+                                EventStamp{event.created.unix_seconds(), EventTypeRank(event.type), event.id.str(),
+                                           terminal}};
+    if (newer) TALLY_TRY(tx.UpsertInvoice(invoice));
+    // Each Stripe event is applied once (the inbox deduplicates), so each payment outcome is told once.
+    if (EventOutbox* outbox = billing_.outbox();
+        outbox && (event.type == "invoice.paid" || event.type == "invoice.payment_failed")) {
+        TALLY_TRY(outbox->Emit(tx, event.type, data.id, customer.id.str(),
+                               outbox->renderer().Invoice(invoice, customer.id.str())));
     }
     // Payment outcomes are facts, not snapshots: each is kept whatever order it arrives in.
     const bool failed = event.type == "invoice.payment_failed";

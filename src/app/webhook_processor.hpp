@@ -62,6 +62,9 @@ private:
     Result<std::string> ApplyInvoice(StoreTx& tx, const DecodedEvent& event, const StripeInvoiceData& data, Timestamp now);
     Result<std::string> ApplyCheckout(StoreTx& tx, const DecodedEvent& event, const StripeCheckoutData& data, Timestamp now);
     Result<std::string> ApplyPayment(StoreTx& tx, const DecodedEvent& event, const StripePaymentData& data);
+    /// subscription.created/updated/canceled/trial_will_end for a subscription snapshot moving |before| -> |after|.
+    Status EmitSubscriptionEvents(StoreTx& tx, const DecodedEvent& event, const std::optional<SubscriptionRecord>& before,
+                                  const SubscriptionRecord& after, const CustomerRecord& customer);
     /// Whether |event| (about an object whose stored snapshot came from |stored|) carries newer state.
     Result<bool> IsNewer(StoreTx& tx, const DecodedEvent& event, bool terminal, const EventStamp& stored);
 

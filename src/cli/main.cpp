@@ -60,6 +60,14 @@ int Run(int argc, char** argv) {
                         "Run the built-in Stripe sandbox and use it instead of Stripe (development only: anyone who "
                         "reaches its port can drive it)")
         ->envname("TALLY_STRIPE_SANDBOX");
+    serve_cmd->add_option("--event-retry-base-ms", serve.event_retry_base_ms,
+                          "Delay before the first retry of a failed event delivery to the app (doubles up to 1 h; "
+                          "deliveries are retried for 3 days)")
+        ->envname("TALLY_EVENT_RETRY_BASE_MS")->check(CLI::Range(int64_t{10}, int64_t{3600000}))
+        ->capture_default_str();
+    serve_cmd->add_option("--event-retention-days", serve.event_retention_days,
+                          "Events older than this are pruned with their delivery log")
+        ->envname("TALLY_EVENT_RETENTION_DAYS")->check(CLI::Range(1, 3650))->capture_default_str();
     serve_cmd->add_option("--stripe-check-interval-ms", serve.stripe_check_interval_ms,
                           "How often /health's check that Tally's webhook endpoint is registered in Stripe runs")
         ->envname("TALLY_STRIPE_CHECK_INTERVAL_MS")->check(CLI::Range(int64_t{100}, int64_t{86400000}))

@@ -19,6 +19,11 @@
 #include "adapters/metrics/prometheus_metrics.hpp"
 #include "adapters/openssl_secret_hasher.hpp"
 #include "adapters/http/api.hpp"
+#include "adapters/http/json_views.hpp"
+#include "adapters/outbound/curl_webhook_sender.hpp"
+#include "app/event_dispatcher.hpp"
+#include "app/event_outbox.hpp"
+#include "app/webhook_endpoints.hpp"
 #include "adapters/http/server.hpp"
 #include "adapters/system_thread.hpp"
 #include "app/api_keys.hpp"
@@ -293,7 +298,18 @@ int Serve(const ServeOptions& o) {
     (*store)->SetCommitObserver([&metrics](double seconds, bool ok) { metrics.StoreCommit(seconds, ok); });
     StripeEventDecoder decoder;
     StripeWebhookVerifier verifier(*secrets, o.webhook_tolerance_seconds);
-    BillingService billing(**store, *catalog, clock, BillingConfig{o.grace_period_days * 86400});
+    // Events to the app: written by the use cases inside their transactions, delivered by the dispatcher (which
+    // outlives nothing it uses: the sender is destroyed after it).
+    http::JsonObjectRenderer renderer;
+    EventOutbox outbox(renderer, clock);
+    CurlWebhookSender sender;
+    DispatcherConfig dispatcher_config;
+    dispatcher_config.retry.base_ms = o.event_retry_base_ms;
+    dispatcher_config.event_retention_ms = int64_t{o.event_retention_days} * 86'400'000;
+    EventDispatcher dispatcher(**store, sender, hasher, clock, dispatcher_config);
+    outbox.SetListener([&dispatcher] { dispatcher.Notify(); });
+    WebhookEndpointService endpoints(**store, hasher, clock, [&dispatcher] { dispatcher.Notify(); });
+    BillingService billing(**store, *catalog, clock, BillingConfig{o.grace_period_days * 86400}, &outbox);
     WebhookProcessor processor(**store, decoder, billing, clock, metrics);
     ApiKeyService keys(**store, clock, hasher, o.admin_key);
     IdempotencyService idempotency(**store, clock);
@@ -342,7 +358,7 @@ int Serve(const ServeOptions& o) {
     // Owned here; /health reads it through the atomic, since I/O threads already run when it is set.
     std::unique_ptr<stripe::WebhookEndpointMonitor> endpoint_monitor;
     std::atomic<stripe::WebhookEndpointMonitor*> endpoint_monitor_view{nullptr};
-    http::Api api(http::ApiDeps{**store, billing, processor, receiver, checkout, keys, idempotency, *catalog, clock,
+    http::Api api(http::ApiDeps{**store, billing, processor, receiver, checkout, keys, idempotency, endpoints, *catalog, clock,
                                 http::StripeHealth{stripe_mode,
                                                    [&endpoint_monitor_view] {
                                                        auto* monitor = endpoint_monitor_view.load();
@@ -361,6 +377,7 @@ int Serve(const ServeOptions& o) {
     metrics.AddGauge("tally_webhook_commit_backlog", "Webhook deliveries waiting for their durable commit",
                      [&receiver] { return static_cast<double>(receiver.backlog()); });
     worker.Start();
+    dispatcher.Start();
     if (std::string err = server.Start(); !err.empty()) {
         Log("error", err);
         return 1;
@@ -377,6 +394,8 @@ int Serve(const ServeOptions& o) {
         if (stripe_sandbox) stripe_sandbox->server->Stop(1000);
         receiver.Stop();
         worker.Stop();
+        dispatcher.Stop();
+        sender.Stop();
     };
     struct StopGuard {
         const std::function<void()> stop;

@@ -36,6 +36,8 @@ const char* ErrorReasonName(ErrorReason reason) {
         case ErrorReason::kApiKeyRevoked: return "api_key_revoked";
         case ErrorReason::kInsufficientScope: return "insufficient_scope";
         case ErrorReason::kStoreUnavailable: return "service_unavailable";
+        case ErrorReason::kUrlInvalid: return "url_invalid";
+        case ErrorReason::kResourceLimitExceeded: return "resource_limit_exceeded";
     }
     return "";
 }

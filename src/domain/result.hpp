@@ -44,6 +44,8 @@ enum class ErrorReason {
     kApiKeyRevoked,
     kInsufficientScope,            // the API key's scope does not allow the call
     kStoreUnavailable,
+    kUrlInvalid,                   // a URL that is not http(s)://host[:port]/path (Stripe's url_invalid)
+    kResourceLimitExceeded,        // creating one more would pass a named maximum (endpoints, say)
 };
 
 /// The API code of |reason| ("parameter_missing", ...); "" for kNone.

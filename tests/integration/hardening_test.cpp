@@ -102,7 +102,8 @@ struct ApiHarness {
     CheckoutService checkout{store, billing, stripe_api, clock, CheckoutConfig{}};
     ApiKeyService keys{store, clock, hasher, "tk_env_admin_key_of_at_least_32_characters"};
     IdempotencyService idempotency{store, clock};
-    http::Api api{http::ApiDeps{store, billing, processor, receiver, checkout, keys, idempotency, catalog, clock,
+    WebhookEndpointService endpoints{store, hasher, clock};
+    http::Api api{http::ApiDeps{store, billing, processor, receiver, checkout, keys, idempotency, endpoints, catalog, clock,
                                 http::StripeHealth{"not_configured", {}}, "test"}};
 
     http::Response Call(const std::string& method, const std::string& path, const std::string& body = {}) {

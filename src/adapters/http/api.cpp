@@ -2,6 +2,7 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <charconv>
 #include <chrono>
@@ -157,7 +158,7 @@ std::string RouteTemplate(const Request& req) {
         if (req.path == fixed) return fixed;
     }
     static const char* const kResources[] = {"customers", "checkout_sessions", "billing_portal_sessions", "api_keys",
-                                             "audit", "webhook_events"};
+                                             "audit", "webhook_events", "webhook_endpoints", "events"};
     const auto& seg = req.segments;
     if (seg.size() < 2 || seg.size() > 4 || seg[0] != "v1") return "other";
     bool known = false;
@@ -166,7 +167,8 @@ std::string RouteTemplate(const Request& req) {
     std::string out = "/v1/" + seg[1];
     if (seg.size() >= 3) out += "/{id}";
     if (seg.size() == 4) {
-        static const char* const kActions[] = {"entitlements", "role_override", "retry"};
+        static const char* const kActions[] = {"entitlements", "role_override", "retry", "roll_secret", "deliveries",
+                                               "redeliver"};
         bool action = false;
         for (const char* a : kActions) action = action || seg[3] == a;
         out += action ? "/" + seg[3] : "/{other}";
@@ -457,6 +459,204 @@ Response Api::Dispatch(const Request& req, const Principal& principal, const Ide
                 if (!after) return Internal("event " + event.id.str() + " vanished");
                 return Render(200, InboxJson(*after));
             }));
+        }
+    }
+    if (seg.size() >= 2 && (seg[1] == "webhook_endpoints" || seg[1] == "events")) {
+        return DispatchEvents(req, principal, idem);
+    }
+    return RouteNotFound(req);
+}
+
+namespace {
+/// enabled_events as a list of strings; kInvalidArgument naming `enabled_events[i]` for a non-string.
+Result<std::vector<std::string>> StringList(const bj::object& body, const char* key) {
+    const bj::value* v = body.if_contains(key);
+    if (v == nullptr || v->is_null()) return MissingArgument(std::string(key) + " is required", key);
+    if (!v->is_array()) return InvalidArgument(std::string(key) + " must be an array of strings", key);
+    std::vector<std::string> out;
+    for (size_t i = 0; i < v->get_array().size(); ++i) {
+        const bj::value& item = v->get_array()[i];
+        if (!item.is_string()) {
+            return InvalidArgument(std::string(key) + " must be an array of strings",
+                                   std::string(key) + "[" + std::to_string(i) + "]");
+        }
+        out.emplace_back(item.get_string());
+    }
+    return out;
+}
+
+Response EventsList(const EventPage& page, const std::string& url) {
+    std::string body = R"({"object":"list","data":[)";
+    for (size_t i = 0; i < page.events.size(); ++i) body += (i ? "," : "") + page.events[i].payload;
+    body += std::string(R"(],"has_more":)") + (page.has_more ? "true" : "false") + R"(,"url":")" + url + R"("})";
+    return Response{200, std::move(body), "application/json", {}};
+}
+}  // namespace
+
+Response Api::DispatchEvents(const Request& req, const Principal& principal, const IdempotencyRequest& idem) {
+    const auto& seg = req.segments;
+    const std::string& m = req.method;
+    const bool get = m == "GET" || m == "HEAD";
+    const std::string& actor = principal.key_id;
+    auto fail = [](const Error& e) { return ErrorResponse(e); };
+    auto& svc = d_.endpoints;
+
+    if (seg[1] == "webhook_endpoints") {
+        if (seg.size() == 2 && get) {
+            auto list = svc.List();
+            if (!list.ok()) return fail(list.error());
+            bj::array data;
+            for (const auto& e : *list) data.push_back(WebhookEndpointJson(e, false));
+            return List(data, "/v1/webhook_endpoints");
+        }
+        if (seg.size() == 2 && m == "POST") {
+            auto body = BindJsonBody(req, {"url", "enabled_events", "description"});
+            if (!body.ok()) return fail(body.error());
+            auto url = json::RequiredString(*body, "url", "");
+            if (!url.ok()) return fail(url.error());
+            auto events = StringList(*body, "enabled_events");
+            if (!events.ok()) return fail(events.error());
+            auto description = json::OptionalString(*body, "description", "");
+            if (!description.ok()) return fail(description.error());
+            // The secret is shown once: a replay of the creation gets the endpoint without it.
+            return Stored(d_.idempotency.RunInStoreRedacted(
+                idem, [&](StoreTx& tx) -> Result<std::pair<StoredResponse, StoredResponse>> {
+                    TALLY_ASSIGN_OR_RETURN(auto e, svc.Create(tx, {*url, *events, *description}, actor));
+                    return std::make_pair(Render(201, WebhookEndpointJson(e, true)), Render(201, WebhookEndpointJson(e, false)));
+                }));
+        }
+        if (seg.size() == 3 && get) {
+            auto e = svc.Get(seg[2]);
+            if (!e.ok()) return fail(e.error());
+            return Json(200, WebhookEndpointJson(*e, false));
+        }
+        if (seg.size() == 3 && m == "POST") {
+            auto body = BindJsonBody(req, {"url", "enabled_events", "description", "disabled"});
+            if (!body.ok()) return fail(body.error());
+            EndpointUpdate update;
+            if (body->contains("url")) {
+                auto url = json::RequiredString(*body, "url", "");
+                if (!url.ok()) return fail(url.error());
+                update.url = *url;
+            }
+            if (body->contains("enabled_events")) {
+                auto events = StringList(*body, "enabled_events");
+                if (!events.ok()) return fail(events.error());
+                update.enabled_events = *events;
+            }
+            if (body->contains("description")) {
+                auto description = json::OptionalString(*body, "description", "");
+                if (!description.ok()) return fail(description.error());
+                update.description = *description;
+            }
+            if (body->contains("disabled")) {
+                if (!body->at("disabled").is_bool()) return fail(InvalidArgument("disabled must be a boolean", "disabled"));
+                update.disabled = body->at("disabled").get_bool();
+            }
+            Response r = Stored(d_.idempotency.RunInStore(idem, [&](StoreTx& tx) -> Result<StoredResponse> {
+                TALLY_ASSIGN_OR_RETURN(auto e, svc.Update(tx, seg[2], update, actor));
+                return Render(200, WebhookEndpointJson(e, false));
+            }));
+            if (r.status == 200) svc.NotifyNewDeliveries();  // enabled again: what waited may go now
+            return r;
+        }
+        if (seg.size() == 3 && m == "DELETE") {
+            return Stored(d_.idempotency.RunInStore(idem, [&](StoreTx& tx) -> Result<StoredResponse> {
+                TALLY_ASSIGN_OR_RETURN(auto e, svc.Delete(tx, seg[2], actor));
+                bj::value v = WebhookEndpointJson(e, false);
+                v.as_object()["deleted"] = true;
+                return Render(200, v);
+            }));
+        }
+        if (seg.size() == 4 && seg[3] == "roll_secret" && m == "POST") {
+            if (!req.body.empty()) {
+                auto body = BindJsonBody(req, {});
+                if (!body.ok()) return fail(body.error());
+            }
+            return Stored(d_.idempotency.RunInStoreRedacted(
+                idem, [&](StoreTx& tx) -> Result<std::pair<StoredResponse, StoredResponse>> {
+                    TALLY_ASSIGN_OR_RETURN(auto e, svc.RollSecret(tx, seg[2], actor));
+                    return std::make_pair(Render(200, WebhookEndpointJson(e, true)), Render(200, WebhookEndpointJson(e, false)));
+                }));
+        }
+        if (seg.size() == 4 && seg[3] == "deliveries" && get) {
+            auto limit = PageSize(req);
+            if (!limit.ok()) return fail(limit.error());
+            std::optional<int64_t> after;
+            if (auto it = req.query.find("starting_after"); it != req.query.end() && !it->second.empty()) {
+                const std::string& v = it->second;
+                int64_t n = 0;
+                const char* begin = v.data() + (v.starts_with("wda_") ? 4 : 0);
+                const auto [p, ec] = std::from_chars(begin, v.data() + v.size(), n);
+                if (ec != std::errc() || p != v.data() + v.size()) {
+                    return fail(InvalidArgument("starting_after must be a delivery attempt id (wda_...)", "starting_after"));
+                }
+                after = n;
+            }
+            auto attempts = svc.ListAttempts(seg[2], after, std::min(*limit, kEventPageSizeMax));
+            if (!attempts.ok()) return fail(attempts.error());
+            bj::array data;
+            for (const auto& a : *attempts) data.push_back(DeliveryAttemptJson(a));
+            return List(data, "/v1/webhook_endpoints/" + seg[2] + "/deliveries");
+        }
+    }
+    if (seg[1] == "events") {
+        if (seg.size() == 2 && get) {
+            AppEventFilter filter;
+            filter.limit = 10;  // Stripe's default page size for events
+            static const char* const kAllowed[] = {"type", "customer", "created[gte]", "created[lte]", "limit",
+                                                   "starting_after"};
+            for (const auto& [k, v] : req.query) {
+                bool known = false;
+                for (const char* a : kAllowed) known = known || k == a;
+                if (!known) {
+                    return fail(WithReason(InvalidArgument("Received unknown parameter: " + k, k), ErrorReason::kParameterUnknown));
+                }
+            }
+            const auto int_param = [&](const char* name) -> Result<std::optional<int64_t>> {
+                auto it = req.query.find(name);
+                if (it == req.query.end()) return std::optional<int64_t>();
+                int64_t n = 0;
+                const auto& v = it->second;
+                const auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+                if (v.empty() || ec != std::errc() || p != v.data() + v.size()) {
+                    return InvalidArgument(std::string(name) + " must be an integer", name);
+                }
+                return std::optional<int64_t>(n);
+            };
+            auto limit = int_param("limit");
+            if (!limit.ok()) return fail(limit.error());
+            if (*limit) filter.limit = static_cast<int>(std::clamp<int64_t>(**limit, -1, kEventPageSizeMax + 1));
+            auto gte = int_param("created[gte]");
+            if (!gte.ok()) return fail(gte.error());
+            if (*gte) filter.created_gte_ms = **gte * 1000;
+            auto lte = int_param("created[lte]");
+            if (!lte.ok()) return fail(lte.error());
+            if (*lte) filter.created_lte_ms = **lte * 1000 + 999;
+            if (auto it = req.query.find("type"); it != req.query.end()) filter.type = it->second;
+            if (auto it = req.query.find("customer"); it != req.query.end()) filter.customer_id = it->second;
+            const auto after = req.query.find("starting_after");
+            auto page = svc.ListEvents(filter, after == req.query.end() ? "" : after->second);
+            if (!page.ok()) return fail(page.error());
+            return EventsList(*page, "/v1/events");
+        }
+        if (seg.size() == 3 && get) {
+            auto event = svc.GetEvent(seg[2]);
+            if (!event.ok()) return fail(event.error());
+            return Response{200, event->payload, "application/json", {}};
+        }
+        if (seg.size() == 4 && seg[3] == "redeliver" && m == "POST") {
+            auto body = BindJsonBody(req, {"endpoint"});
+            if (!body.ok()) return fail(body.error());
+            auto endpoint = json::RequiredString(*body, "endpoint", "");
+            if (!endpoint.ok()) return fail(endpoint.error());
+            Response r = Stored(d_.idempotency.RunInStore(idem, [&](StoreTx& tx) -> Result<StoredResponse> {
+                TALLY_ASSIGN_OR_RETURN(auto d, svc.Redeliver(tx, seg[2], *endpoint, actor));
+                return Render(200, bj::object{{"object", "event_delivery"}, {"id", d.id}, {"event", d.event_id},
+                                              {"endpoint", d.endpoint_id}, {"status", "pending"}});
+            }));
+            if (r.status == 200) svc.NotifyNewDeliveries();
+            return r;
         }
     }
     return RouteNotFound(req);

@@ -12,6 +12,7 @@
 #include "app/checkout_service.hpp"
 #include "app/idempotency.hpp"
 #include "app/webhook_processor.hpp"
+#include "app/webhook_endpoints.hpp"
 #include "app/webhook_receiver.hpp"
 
 namespace tally::http {
@@ -35,6 +36,7 @@ struct ApiDeps {
     CheckoutService& checkout;
     ApiKeyService& keys;
     IdempotencyService& idempotency;
+    WebhookEndpointService& endpoints;
     const Catalog& catalog;
     const Clock& clock;
     StripeHealth stripe;
@@ -59,6 +61,8 @@ private:
     Response Dispatch(const Request& req, const Principal& principal, const IdempotencyRequest& idem);
     void HandleWebhook(Request req, const Responder& respond);
     Response Health();
+    /// /v1/webhook_endpoints[...] and /v1/events[...].
+    Response DispatchEvents(const Request& req, const Principal& principal, const IdempotencyRequest& idem);
 
     ApiDeps d_;
 };

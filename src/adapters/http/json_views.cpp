@@ -11,6 +11,119 @@ bj::value OptTs(const std::optional<Timestamp>& t) { return t ? bj::value(t->uni
 bj::value OptStr(const std::string& s) { return s.empty() ? bj::value(nullptr) : bj::value(s); }
 }  // namespace
 
+namespace {
+void SubscriptionFields(bj::object& so, const SubscriptionRecord& s) {
+    so["id"] = s.id.str();
+    so["status"] = SubscriptionStatusName(s.status);
+    so["plan"] = OptStr(s.plan_id);
+    so["price"] = OptStr(s.price_id);
+    so["lookup_key"] = OptStr(s.price_lookup_key);
+    so["interval"] = IntervalUnitName(s.interval.unit);
+    so["interval_count"] = s.interval.count;
+    so["unit_amount"] = s.unit_amount_minor;
+    so["currency"] = OptStr(s.currency);
+    so["current_period_start"] = s.current_period_start.unix_seconds();
+    so["current_period_end"] = s.current_period_end.unix_seconds();
+    so["cancel_at_period_end"] = s.cancel_at_period_end;
+    so["trial_end"] = OptTs(s.trial_end);
+    so["canceled_at"] = OptTs(s.canceled_at);
+}
+}  // namespace
+
+bj::value SubscriptionJson(const SubscriptionRecord& s, const std::string& customer_id) {
+    bj::object o;
+    o["id"] = s.id.str();
+    o["object"] = "subscription";
+    o["customer"] = OptStr(customer_id);
+    o["stripe_customer_id"] = s.customer.str();
+    SubscriptionFields(o, s);
+    o["quantity"] = s.quantity;
+    o["created"] = s.created.unix_seconds();
+    return o;
+}
+
+bj::value InvoiceJson(const InvoiceRecord& i, const std::string& customer_id) {
+    return bj::object{{"id", i.id},
+                      {"object", "invoice"},
+                      {"customer", OptStr(customer_id)},
+                      {"stripe_customer_id", i.stripe_customer_id.str()},
+                      {"subscription", OptStr(i.subscription_id)},
+                      {"status", OptStr(i.status)},
+                      {"amount_due", i.amount_due_minor},
+                      {"amount_paid", i.amount_paid_minor},
+                      {"currency", OptStr(i.currency)}};
+}
+
+bj::value WebhookEndpointJson(const WebhookEndpointRecord& e, bool with_secret) {
+    bj::array events;
+    for (const auto& t : e.enabled_events) events.push_back(bj::value(t));
+    bj::object o{{"id", e.id},
+                 {"object", "webhook_endpoint"},
+                 {"url", e.url},
+                 {"description", OptStr(e.description)},
+                 {"enabled_events", std::move(events)},
+                 {"status", e.disabled ? "disabled" : "enabled"},
+                 {"disabled_reason", OptStr(e.disabled_reason)},
+                 {"created", e.created_ms / 1000}};
+    if (with_secret) o["secret"] = e.secret;
+    return o;
+}
+
+bj::value DeliveryAttemptJson(const DeliveryAttemptRecord& a) {
+    return bj::object{{"id", "wda_" + std::to_string(a.id)},
+                      {"object", "webhook_delivery_attempt"},
+                      {"delivery", a.delivery_id},
+                      {"endpoint", a.endpoint_id},
+                      {"event", a.event_id},
+                      {"created", a.at_ms / 1000},
+                      {"created_ms", a.at_ms},
+                      {"status_code", a.status_code == 0 ? bj::value(nullptr) : bj::value(a.status_code)},
+                      {"latency_ms", a.latency_ms},
+                      {"error", OptStr(a.error)}};
+}
+
+std::string JsonObjectRenderer::Customer(const CustomerView& view) const { return bj::serialize(CustomerJson(view)); }
+std::string JsonObjectRenderer::Entitlements(const CustomerView& view) const {
+    return bj::serialize(EntitlementsJson(view));
+}
+std::string JsonObjectRenderer::Subscription(const SubscriptionRecord& s, const std::string& customer_id) const {
+    return bj::serialize(SubscriptionJson(s, customer_id));
+}
+std::string JsonObjectRenderer::Invoice(const InvoiceRecord& i, const std::string& customer_id) const {
+    return bj::serialize(InvoiceJson(i, customer_id));
+}
+std::string JsonObjectRenderer::Envelope(const AppEventRecord& e, std::string_view object_json,
+                                         const Attributes& previous) const {
+    bj::object data;
+    boost::system::error_code ec;
+    data["object"] = bj::parse(object_json, ec);
+    if (ec) data["object"] = nullptr;
+    if (!previous.empty()) {
+        bj::object prev;
+        for (const auto& [name, value] : previous) {
+            std::visit([&, key = name](const auto& v) {
+                using T = std::decay_t<decltype(v)>;
+                if constexpr (std::is_same_v<T, std::nullptr_t>) {
+                    prev[key] = nullptr;
+                } else {
+                    prev[key] = v;
+                }
+            }, value);
+        }
+        data["previous_attributes"] = std::move(prev);
+    }
+    bj::object o{{"id", e.id},
+                 {"object", "event"},
+                 {"api_version", "tally.v1"},
+                 {"created", e.created_ms / 1000},
+                 {"type", e.type},
+                 {"livemode", false},
+                 {"customer", OptStr(e.customer_id)},
+                 {"sequence", e.object_sequence},
+                 {"data", std::move(data)}};
+    return bj::serialize(o);
+}
+
 bj::value CustomerJson(const CustomerView& v) {
     const CustomerRecord& c = v.customer;
     bj::object o;
@@ -27,22 +140,8 @@ bj::value CustomerJson(const CustomerView& v) {
     o["created"] = c.created_at.unix_seconds();
     o["deleted_in_stripe"] = c.stripe_deleted;
     if (v.primary) {
-        const SubscriptionRecord& s = *v.primary;
         bj::object so;
-        so["id"] = s.id.str();
-        so["status"] = SubscriptionStatusName(s.status);
-        so["plan"] = OptStr(s.plan_id);
-        so["price"] = OptStr(s.price_id);
-        so["lookup_key"] = OptStr(s.price_lookup_key);
-        so["interval"] = IntervalUnitName(s.interval.unit);
-        so["interval_count"] = s.interval.count;
-        so["unit_amount"] = s.unit_amount_minor;
-        so["currency"] = OptStr(s.currency);
-        so["current_period_start"] = s.current_period_start.unix_seconds();
-        so["current_period_end"] = s.current_period_end.unix_seconds();
-        so["cancel_at_period_end"] = s.cancel_at_period_end;
-        so["trial_end"] = OptTs(s.trial_end);
-        so["canceled_at"] = OptTs(s.canceled_at);
+        SubscriptionFields(so, *v.primary);
         o["subscription"] = std::move(so);
     } else {
         o["subscription"] = nullptr;

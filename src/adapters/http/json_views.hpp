@@ -3,6 +3,8 @@
 #include <boost/json/value.hpp>
 
 #include "app/billing_service.hpp"
+#include "app/event_outbox.hpp"
+#include "app/webhook_endpoints.hpp"
 #include "app/store.hpp"
 
 namespace tally::http {
@@ -15,6 +17,25 @@ boost::json::value InboxJson(const InboxEvent& event);
 /// {"id","object":"api_key","name","scope","created","last_used_at","revoked_at"}, plus "secret" when given (only
 /// in the response that creates the key). The digest is never rendered.
 boost::json::value ApiKeyJson(const ApiKeyRecord& key, const std::string& secret = {});
+/// {"id","object":"subscription","customer",...}: the subscription object of the API and of subscription.* events.
+boost::json::value SubscriptionJson(const SubscriptionRecord& s, const std::string& customer_id);
+boost::json::value InvoiceJson(const InvoiceRecord& invoice, const std::string& customer_id);
+/// {"id","object":"webhook_endpoint","url","description","enabled_events","status","disabled_reason","created"},
+/// plus "secret" when |with_secret| (only in the responses that create the endpoint or roll its secret).
+boost::json::value WebhookEndpointJson(const WebhookEndpointRecord& endpoint, bool with_secret);
+boost::json::value DeliveryAttemptJson(const DeliveryAttemptRecord& attempt);
+
+/// The ApiObjectRenderer port over these views: events carry exactly the API's objects. Thread-safe, stateless.
+class JsonObjectRenderer final : public ApiObjectRenderer {
+public:
+    std::string Customer(const CustomerView& view) const override;
+    std::string Entitlements(const CustomerView& view) const override;
+    std::string Subscription(const SubscriptionRecord& subscription, const std::string& customer_id) const override;
+    std::string Invoice(const InvoiceRecord& invoice, const std::string& customer_id) const override;
+    std::string Envelope(const AppEventRecord& event, std::string_view object_json,
+                         const Attributes& previous) const override;
+};
+
 /// {"error":{"type","code","message","param"}}; |type| and |code| follow Stripe's vocabulary.
 std::string ErrorBody(const std::string& type, const std::string& code, const std::string& message,
                       const std::string& param);

@@ -155,6 +155,72 @@ CREATE TABLE idempotency_keys (
 );
 CREATE INDEX idempotency_keys_created_at ON idempotency_keys(created_at);
 )sql"},
+    {3, R"sql(
+-- The last grace period end Tally told the app about (customer.grace_period_started/ended).
+ALTER TABLE customers ADD COLUMN grace_ends_at INTEGER;
+-- Tally's own events (the outbox), written in the transaction of the change they describe.
+CREATE TABLE app_events (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  id TEXT NOT NULL UNIQUE,
+  type TEXT NOT NULL,
+  created_ms INTEGER NOT NULL,
+  object_id TEXT NOT NULL,
+  object_sequence INTEGER NOT NULL,
+  customer_id TEXT NOT NULL DEFAULT '',
+  payload TEXT NOT NULL
+);
+CREATE INDEX app_events_created ON app_events(created_ms);
+CREATE INDEX app_events_customer ON app_events(customer_id, seq) WHERE customer_id <> '';
+CREATE INDEX app_events_type ON app_events(type, seq);
+-- Per-object sequence numbers outlive pruned events, so they never restart.
+CREATE TABLE app_event_objects (
+  object_id TEXT PRIMARY KEY,
+  last_sequence INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE webhook_endpoints (
+  id TEXT PRIMARY KEY,
+  url TEXT NOT NULL,
+  description TEXT NOT NULL DEFAULT '',
+  enabled_events TEXT NOT NULL,     -- event types joined with ','
+  disabled INTEGER NOT NULL DEFAULT 0,
+  disabled_reason TEXT NOT NULL DEFAULT '',
+  secret TEXT NOT NULL,
+  previous_secret TEXT NOT NULL DEFAULT '',
+  previous_secret_expires_ms INTEGER,
+  failing_since_ms INTEGER,
+  created_ms INTEGER NOT NULL
+);
+CREATE TABLE event_deliveries (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  event_seq INTEGER NOT NULL,
+  event_id TEXT NOT NULL,
+  endpoint_id TEXT NOT NULL,
+  object_id TEXT NOT NULL,
+  state TEXT NOT NULL,              -- pending | delivered | failed
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt_ms INTEGER NOT NULL,
+  lease_until_ms INTEGER,
+  event_created_ms INTEGER NOT NULL,
+  delivered_ms INTEGER,
+  last_status INTEGER NOT NULL DEFAULT 0,
+  last_error TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX event_deliveries_due ON event_deliveries(endpoint_id, next_attempt_ms) WHERE state = 'pending';
+CREATE INDEX event_deliveries_object ON event_deliveries(endpoint_id, object_id, event_seq) WHERE state = 'pending';
+CREATE INDEX event_deliveries_event ON event_deliveries(event_seq);
+CREATE TABLE delivery_attempts (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  delivery_id INTEGER NOT NULL,
+  endpoint_id TEXT NOT NULL,
+  event_id TEXT NOT NULL,
+  at_ms INTEGER NOT NULL,
+  status_code INTEGER NOT NULL,
+  latency_ms INTEGER NOT NULL,
+  error TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX delivery_attempts_endpoint ON delivery_attempts(endpoint_id, id);
+CREATE INDEX delivery_attempts_delivery ON delivery_attempts(delivery_id);
+)sql"},
 };
 
 Status Exec(sqlite3* db, const char* sql) {

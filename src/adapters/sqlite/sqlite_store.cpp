@@ -56,7 +56,7 @@ EventStamp Stamp(sqlite3_stmt* s, int col) {
 constexpr const char* kCustomerCols =
     "id, external_id, email, name, stripe_customer_id, role, plan_id, created_at, stripe_deleted, stamp_created, "
     "stamp_rank, stamp_event_id, stamp_terminal, override_role, override_reason, override_expires_at, "
-    "override_created_at, role_check_at";
+    "override_created_at, role_check_at, grace_ends_at";
 
 CustomerRecord ReadCustomer(sqlite3_stmt* s) {
     CustomerRecord c;
@@ -72,6 +72,7 @@ CustomerRecord ReadCustomer(sqlite3_stmt* s) {
     if (!IsNull(s, 9)) c.stripe_stamp = Stamp(s, 9);
     if (!IsNull(s, 13)) c.role_override = RoleOverride{Text(s, 13), Text(s, 14), OptTs(s, 15), Timestamp(Int(s, 16))};
     c.role_check_at = OptTs(s, 17);
+    c.grace_ends_at = OptTs(s, 18);
     return c;
 }
 
@@ -144,10 +145,10 @@ private:
     sqlite3_stmt* s_;
 };
 
-/// StoreTx over one connection inside an open transaction.
-class SqliteTx final : public StoreTx {
+/// Statement helpers over one connection inside an open transaction, shared by the aggregates' implementations.
+class SqliteStatements {
 public:
-    explicit SqliteTx(Connection& c) : c_(c) {}
+    explicit SqliteStatements(Connection& c) : c_(c) {}
 
     // Runs |sql| with |args| expecting no rows.
     template <typename... Args>
@@ -183,10 +184,214 @@ public:
             out.push_back(read(s));
         }
     }
+    int Changes() { return sqlite3_changes(c_.raw()); }
+    int64_t LastRowId() { return sqlite3_last_insert_rowid(c_.raw()); }
+
+protected:
+    Connection& c_;
+};
+
+std::string JoinComma(const std::vector<std::string>& items) {
+    std::string out;
+    for (const auto& item : items) out += (out.empty() ? "" : ",") + item;
+    return out;
+}
+std::vector<std::string> SplitComma(const std::string& text) {
+    std::vector<std::string> out;
+    size_t start = 0;
+    while (start <= text.size() && !text.empty()) {
+        const size_t comma = text.find(',', start);
+        out.push_back(text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+    }
+    return out;
+}
+std::optional<int64_t> OptInt(sqlite3_stmt* s, int col) {
+    return IsNull(s, col) ? std::nullopt : std::optional<int64_t>(Int(s, col));
+}
+
+constexpr const char* kAppEventCols =
+    "seq, id, type, created_ms, object_id, object_sequence, customer_id, payload";
+AppEventRecord ReadAppEvent(sqlite3_stmt* s) {
+    return AppEventRecord{Int(s, 0), Text(s, 1), Text(s, 2), Int(s, 3), Text(s, 4), Int(s, 5), Text(s, 6), Text(s, 7)};
+}
+constexpr const char* kEndpointCols =
+    "id, url, description, enabled_events, disabled, disabled_reason, secret, previous_secret, "
+    "previous_secret_expires_ms, failing_since_ms, created_ms";
+WebhookEndpointRecord ReadEndpoint(sqlite3_stmt* s) {
+    return WebhookEndpointRecord{Text(s, 0),   Text(s, 1),  Text(s, 2),  SplitComma(Text(s, 3)),
+                                 Int(s, 4) != 0, Text(s, 5), Text(s, 6),  Text(s, 7),
+                                 OptInt(s, 8), OptInt(s, 9), Int(s, 10)};
+}
+constexpr const char* kDeliveryCols =
+    "id, event_seq, event_id, endpoint_id, object_id, state, attempts, next_attempt_ms, lease_until_ms, "
+    "event_created_ms, delivered_ms, last_status, last_error";
+DeliveryState ParseDeliveryState(const std::string& text) {
+    if (text == "delivered") return DeliveryState::kDelivered;
+    if (text == "failed") return DeliveryState::kFailed;
+    return DeliveryState::kPending;
+}
+DeliveryRecord ReadDelivery(sqlite3_stmt* s) {
+    return DeliveryRecord{Int(s, 0),    Int(s, 1),    Text(s, 2), Text(s, 3),   Text(s, 4),
+                          ParseDeliveryState(Text(s, 5)), static_cast<int>(Int(s, 6)), Int(s, 7), OptInt(s, 8),
+                          Int(s, 9),    OptInt(s, 10), static_cast<int>(Int(s, 11)), Text(s, 12)};
+}
+
+/// The events aggregate (app/store/events.hpp) over one connection inside an open transaction.
+class SqliteEventTx final : public EventStoreTx, private SqliteStatements {
+public:
+    explicit SqliteEventTx(Connection& c) : SqliteStatements(c) {}
+
+    Result<int64_t> NextObjectSequence(const std::string& object_id) override {
+        TALLY_TRY(Do("INSERT INTO app_event_objects(object_id, last_sequence) VALUES (?1, 1) "
+                     "ON CONFLICT(object_id) DO UPDATE SET last_sequence = last_sequence + 1",
+                     object_id));
+        TALLY_ASSIGN_OR_RETURN(auto seq, One<int64_t>("SELECT last_sequence FROM app_event_objects WHERE object_id=?1",
+                                                      [](sqlite3_stmt* s) { return Int(s, 0); }, object_id));
+        if (!seq) return Internal("no sequence for " + object_id);
+        return *seq;
+    }
+    Result<int64_t> InsertEvent(const AppEventRecord& e) override {
+        TALLY_TRY(Do("INSERT INTO app_events(id, type, created_ms, object_id, object_sequence, customer_id, payload) "
+                     "VALUES (?1,?2,?3,?4,?5,?6,?7)",
+                     e.id, e.type, e.created_ms, e.object_id, e.object_sequence, e.customer_id, e.payload));
+        return LastRowId();
+    }
+    Result<std::optional<AppEventRecord>> GetEvent(const std::string& id) override {
+        static const std::string sql = std::string("SELECT ") + kAppEventCols + " FROM app_events WHERE id=?1";
+        return One<AppEventRecord>(sql.c_str(), ReadAppEvent, id);
+    }
+    Result<std::optional<AppEventRecord>> GetEventBySeq(int64_t seq) override {
+        static const std::string sql = std::string("SELECT ") + kAppEventCols + " FROM app_events WHERE seq=?1";
+        return One<AppEventRecord>(sql.c_str(), ReadAppEvent, seq);
+    }
+    Result<std::vector<AppEventRecord>> ListEvents(const AppEventFilter& f) override {
+        static const std::string sql = std::string("SELECT ") + kAppEventCols +
+                                       " FROM app_events WHERE (?1 = '' OR type = ?1) AND (?2 = '' OR customer_id = ?2)"
+                                       " AND (?3 IS NULL OR created_ms >= ?3) AND (?4 IS NULL OR created_ms <= ?4)"
+                                       " AND (?5 IS NULL OR seq < ?5) ORDER BY seq DESC LIMIT ?6";
+        return Many<AppEventRecord>(sql.c_str(), ReadAppEvent, f.type, f.customer_id, f.created_gte_ms,
+                                    f.created_lte_ms, f.before_seq, f.limit);
+    }
+    Result<int> PruneEvents(int64_t before_ms, int limit) override {
+        TALLY_TRY(Do("CREATE TEMP TABLE IF NOT EXISTS pruned_events(seq INTEGER PRIMARY KEY, id TEXT)"));
+        TALLY_TRY(Do("DELETE FROM temp.pruned_events"));
+        TALLY_TRY(Do("INSERT INTO temp.pruned_events SELECT seq, id FROM app_events WHERE created_ms < ?1 "
+                     "ORDER BY created_ms LIMIT ?2",
+                     before_ms, limit));
+        TALLY_TRY(Do("DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT d.id FROM event_deliveries d "
+                     "JOIN temp.pruned_events p ON d.event_seq = p.seq)"));
+        TALLY_TRY(Do("DELETE FROM event_deliveries WHERE event_seq IN (SELECT seq FROM temp.pruned_events)"));
+        TALLY_TRY(Do("DELETE FROM app_events WHERE seq IN (SELECT seq FROM temp.pruned_events)"));
+        const int n = Changes();
+        TALLY_TRY(Do("DELETE FROM temp.pruned_events"));
+        return n;
+    }
+
+    Status InsertEndpoint(const WebhookEndpointRecord& e) override {
+        return Do("INSERT INTO webhook_endpoints(id, url, description, enabled_events, disabled, disabled_reason, secret, "
+                  "previous_secret, previous_secret_expires_ms, failing_since_ms, created_ms) "
+                  "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
+                  e.id, e.url, e.description, JoinComma(e.enabled_events), e.disabled, e.disabled_reason, e.secret,
+                  e.previous_secret, e.previous_secret_expires_ms, e.failing_since_ms, e.created_ms);
+    }
+    Status UpdateEndpoint(const WebhookEndpointRecord& e) override {
+        return Do("UPDATE webhook_endpoints SET url=?2, description=?3, enabled_events=?4, disabled=?5, "
+                  "disabled_reason=?6, secret=?7, previous_secret=?8, previous_secret_expires_ms=?9, "
+                  "failing_since_ms=?10 WHERE id=?1",
+                  e.id, e.url, e.description, JoinComma(e.enabled_events), e.disabled, e.disabled_reason, e.secret,
+                  e.previous_secret, e.previous_secret_expires_ms, e.failing_since_ms);
+    }
+    Status DeleteEndpoint(const std::string& id) override {
+        TALLY_TRY(Do("DELETE FROM event_deliveries WHERE endpoint_id=?1 AND state='pending'", id));
+        return Do("DELETE FROM webhook_endpoints WHERE id=?1", id);
+    }
+    Result<std::optional<WebhookEndpointRecord>> GetEndpoint(const std::string& id) override {
+        static const std::string sql = std::string("SELECT ") + kEndpointCols + " FROM webhook_endpoints WHERE id=?1";
+        return One<WebhookEndpointRecord>(sql.c_str(), ReadEndpoint, id);
+    }
+    Result<std::vector<WebhookEndpointRecord>> ListEndpoints() override {
+        static const std::string sql =
+            std::string("SELECT ") + kEndpointCols + " FROM webhook_endpoints ORDER BY created_ms, id";
+        return Many<WebhookEndpointRecord>(sql.c_str(), ReadEndpoint);
+    }
+
+    Result<int64_t> InsertDelivery(const DeliveryRecord& d) override {
+        TALLY_TRY(Do("INSERT INTO event_deliveries(event_seq, event_id, endpoint_id, object_id, state, attempts, "
+                     "next_attempt_ms, event_created_ms) VALUES (?1,?2,?3,?4,'pending',0,?5,?6)",
+                     d.event_seq, d.event_id, d.endpoint_id, d.object_id, d.next_attempt_ms, d.event_created_ms));
+        return LastRowId();
+    }
+    Result<std::vector<DeliveryRecord>> ClaimDueDeliveries(const std::string& endpoint_id, int64_t now_ms,
+                                                           int64_t lease_until_ms, int limit) override {
+        // The head of each (endpoint, object) line only: a later event about an object waits for the earlier one.
+        static const std::string sql =
+            std::string("SELECT ") + kDeliveryCols +
+            " FROM event_deliveries d WHERE d.endpoint_id = ?1 AND d.state = 'pending' AND d.next_attempt_ms <= ?2"
+            " AND (d.lease_until_ms IS NULL OR d.lease_until_ms <= ?2)"
+            " AND NOT EXISTS (SELECT 1 FROM event_deliveries p WHERE p.endpoint_id = d.endpoint_id"
+            " AND p.object_id = d.object_id AND p.state = 'pending' AND p.event_seq < d.event_seq)"
+            " ORDER BY d.next_attempt_ms, d.id LIMIT ?3";
+        TALLY_ASSIGN_OR_RETURN(auto due, Many<DeliveryRecord>(sql.c_str(), ReadDelivery, endpoint_id, now_ms, limit));
+        for (auto& d : due) {
+            TALLY_TRY(Do("UPDATE event_deliveries SET lease_until_ms=?2 WHERE id=?1", d.id, lease_until_ms));
+            d.lease_until_ms = lease_until_ms;
+        }
+        return due;
+    }
+    Result<std::optional<DeliveryRecord>> GetDelivery(int64_t id) override {
+        static const std::string sql = std::string("SELECT ") + kDeliveryCols + " FROM event_deliveries WHERE id=?1";
+        return One<DeliveryRecord>(sql.c_str(), ReadDelivery, id);
+    }
+    Status UpdateDelivery(const DeliveryRecord& d) override {
+        return Do("UPDATE event_deliveries SET state=?2, attempts=?3, next_attempt_ms=?4, lease_until_ms=?5, "
+                  "delivered_ms=?6, last_status=?7, last_error=?8 WHERE id=?1",
+                  d.id, DeliveryStateName(d.state), d.attempts, d.next_attempt_ms, d.lease_until_ms, d.delivered_ms,
+                  d.last_status, d.last_error);
+    }
+    Result<std::optional<int64_t>> NextDeliveryDueMs() override {
+        TALLY_ASSIGN_OR_RETURN(auto due, One<std::optional<int64_t>>(
+                                             "SELECT MIN(MAX(d.next_attempt_ms, COALESCE(d.lease_until_ms, 0))) "
+                                             "FROM event_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id "
+                                             "WHERE d.state = 'pending' AND e.disabled = 0",
+                                             [](sqlite3_stmt* s) { return OptInt(s, 0); }));
+        return due ? *due : std::nullopt;
+    }
+    Status InsertDeliveryAttempt(const DeliveryAttemptRecord& a) override {
+        return Do("INSERT INTO delivery_attempts(delivery_id, endpoint_id, event_id, at_ms, status_code, latency_ms, "
+                  "error) VALUES (?1,?2,?3,?4,?5,?6,?7)",
+                  a.delivery_id, a.endpoint_id, a.event_id, a.at_ms, a.status_code, a.latency_ms, a.error);
+    }
+    Result<std::vector<DeliveryAttemptRecord>> ListDeliveryAttempts(const std::string& endpoint_id,
+                                                                    std::optional<int64_t> before_id,
+                                                                    int limit) override {
+        return Many<DeliveryAttemptRecord>(
+            "SELECT id, delivery_id, endpoint_id, event_id, at_ms, status_code, latency_ms, error FROM delivery_attempts "
+            "WHERE endpoint_id=?1 AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3",
+            [](sqlite3_stmt* s) {
+                return DeliveryAttemptRecord{Int(s, 0), Int(s, 1), Text(s, 2), Text(s, 3), Int(s, 4),
+                                             static_cast<int>(Int(s, 5)), Int(s, 6), Text(s, 7)};
+            },
+            endpoint_id, before_id, limit);
+    }
+    Result<std::vector<DeliveryRecord>> ListDeliveriesOfEvent(const std::string& event_id) override {
+        static const std::string sql =
+            std::string("SELECT ") + kDeliveryCols + " FROM event_deliveries WHERE event_id=?1 ORDER BY id";
+        return Many<DeliveryRecord>(sql.c_str(), ReadDelivery, event_id);
+    }
+};
+
+/// StoreTx over one connection inside an open transaction.
+class SqliteTx final : public StoreTx, private SqliteStatements {
+public:
+    explicit SqliteTx(Connection& c) : SqliteStatements(c), events_(c) {}
+
+    EventStoreTx& events() override { return events_; }
 
     Status InsertCustomer(const CustomerRecord& c) override {
         static const std::string sql = std::string("INSERT INTO customers(") + kCustomerCols +
-                                       ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)";
+                                       ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)";
         return WriteCustomer(sql.c_str(), c);
     }
     Status UpdateCustomer(const CustomerRecord& c) override {
@@ -194,7 +399,7 @@ public:
             "UPDATE customers SET external_id=?2, email=?3, name=?4, stripe_customer_id=?5, role=?6, plan_id=?7, "
             "created_at=?8, stripe_deleted=?9, stamp_created=?10, stamp_rank=?11, stamp_event_id=?12, "
             "stamp_terminal=?13, override_role=?14, override_reason=?15, override_expires_at=?16, "
-            "override_created_at=?17, role_check_at=?18 WHERE id=?1";
+            "override_created_at=?17, role_check_at=?18, grace_ends_at=?19 WHERE id=?1";
         return WriteCustomer(sql.c_str(), c);
     }
     Status WriteCustomer(const char* sql, const CustomerRecord& c) {
@@ -208,7 +413,7 @@ public:
                   ov ? std::optional<std::string>(ov->role) : std::nullopt,
                   ov ? std::optional<std::string>(ov->reason) : std::nullopt,
                   ov ? ov->expires_at : std::nullopt, ov ? std::optional<Timestamp>(ov->created_at) : std::nullopt,
-                  c.role_check_at);
+                  c.role_check_at, c.grace_ends_at);
     }
     Result<std::optional<CustomerRecord>> GetCustomer(const CustomerId& id) override {
         static const std::string sql = std::string("SELECT ") + kCustomerCols + " FROM customers WHERE id=?1";
@@ -436,7 +641,7 @@ public:
     }
 
 private:
-    Connection& c_;
+    SqliteEventTx events_;
 };
 
 }  // namespace

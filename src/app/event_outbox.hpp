@@ -1,0 +1,66 @@
+#pragma once
+// The transactional outbox of Tally's own events: an event and its pending deliveries are written in the same
+// store transaction as the change they describe, so a change that rolls back emits nothing and a committed one
+// is never lost (the dispatcher, event_dispatcher.hpp, delivers them later, also after a crash).
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "app/billing_service.hpp"
+#include "app/store.hpp"
+
+namespace tally {
+
+constexpr size_t kAppEventPayloadBytesMax = size_t{256} * 1024;  // an event's envelope; larger is a bug (kInternal)
+
+/// Renders Tally's API objects and event envelopes as JSON text. A port: the HTTP adapter's views implement it,
+/// so the object in an event is byte for byte what the API returns for it. Thread-safe.
+class ApiObjectRenderer {
+public:
+    /// A previous_attributes value.
+    using Value = std::variant<std::nullptr_t, bool, int64_t, std::string>;
+    using Attributes = std::vector<std::pair<std::string, Value>>;
+
+    virtual ~ApiObjectRenderer() = default;
+    /// GET /v1/customers/{id}.
+    virtual std::string Customer(const CustomerView& view) const = 0;
+    /// GET /v1/customers/{id}/entitlements.
+    virtual std::string Entitlements(const CustomerView& view) const = 0;
+    /// {"id","object":"subscription","customer",...}: |customer_id| is Tally's customer.
+    virtual std::string Subscription(const SubscriptionRecord& subscription, const std::string& customer_id) const = 0;
+    /// {"id","object":"invoice","customer",...}.
+    virtual std::string Invoice(const InvoiceRecord& invoice, const std::string& customer_id) const = 0;
+    /// Stripe's event envelope around |object_json|: {"id","object":"event","api_version","created","type",
+    /// "livemode":false,"customer","sequence","data":{"object":...,"previous_attributes":{...}}}; previous_attributes
+    /// is left out when |previous| is empty.
+    virtual std::string Envelope(const AppEventRecord& event, std::string_view object_json,
+                                 const Attributes& previous) const = 0;
+};
+
+/// Writes events into the caller's transaction. Thread-safe (no state but the listener, set before use).
+class EventOutbox {
+public:
+    EventOutbox(const ApiObjectRenderer& renderer, const Clock& clock);
+
+    /// Records an event of |type| (one of AppEventTypes()) about |object_id| inside |tx|, with the next per-object
+    /// sequence number, and a pending delivery to every enabled endpoint whose enabled_events want it.
+    /// kInternal for an unknown type or an envelope over kAppEventPayloadBytesMax (both bugs).
+    Status Emit(StoreTx& tx, std::string_view type, const std::string& object_id, const std::string& customer_id,
+                const std::string& object_json, const ApiObjectRenderer::Attributes& previous = {});
+    /// Called after Emit wrote deliveries (from inside the transaction: the dispatcher's own transaction runs after
+    /// this one ends, since the store serialises writes).
+    void SetListener(std::function<void()> on_deliveries);
+
+    const ApiObjectRenderer& renderer() const { return renderer_; }
+
+private:
+    const ApiObjectRenderer& renderer_;
+    const Clock& clock_;
+    std::function<void()> on_deliveries_;
+};
+
+}  // namespace tally
