@@ -32,7 +32,9 @@ TEST(AppEvents, EnabledEventsValidation) {
     for (const auto& c : cases) {
         const Status s = ValidateEnabledEvents(c.events);
         EXPECT_EQ(s.ok(), c.ok) << c.param;
-        if (!c.ok) EXPECT_EQ(s.error().param, c.param);
+        if (!c.ok) {
+            EXPECT_EQ(s.error().param, c.param);
+        }
     }
 }
 

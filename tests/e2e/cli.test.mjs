@@ -37,7 +37,7 @@ test('migrate creates the schema once and is idempotent', () => {
     const db = join(dir, 'tally.db');
     const first = run(['migrate', '--db', db]);
     assert.equal(first.status, 0, first.stderr);
-    assert.match(first.stdout, /2 migration\(s\) applied/);
+    assert.match(first.stdout, /3 migration\(s\) applied/);
     const second = run(['migrate', '--db', db]);
     assert.equal(second.status, 0);
     assert.match(second.stdout, /0 migration\(s\) applied/);
