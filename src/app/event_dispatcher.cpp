@@ -68,8 +68,6 @@ int EventDispatcher::RandomPermille() {
     return static_cast<int>(std::uniform_int_distribution<int>(0, 999)(rng));
 }
 
-Result<int> EventDispatcher::RunOnce() { return Round(); }
-
 void EventDispatcher::Run() {
     int64_t wait_ms = 0;
     for (;;) {

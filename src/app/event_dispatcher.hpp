@@ -80,9 +80,6 @@ public:
     void Notify();
     /// Stops claiming, waits for the deliveries in flight (each bounded by kDeliveryTimeoutMs) and records them.
     void Stop();
-    /// Runs one round on the caller's thread (tests): records finished deliveries, then claims and sends due ones.
-    /// Returns how many were sent.
-    Result<int> RunOnce();
 
 private:
     void Run();

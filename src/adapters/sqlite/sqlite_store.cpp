@@ -375,11 +375,6 @@ public:
             },
             endpoint_id, before_id, limit);
     }
-    Result<std::vector<DeliveryRecord>> ListDeliveriesOfEvent(const std::string& event_id) override {
-        static const std::string sql =
-            std::string("SELECT ") + kDeliveryCols + " FROM event_deliveries WHERE event_id=?1 ORDER BY id";
-        return Many<DeliveryRecord>(sql.c_str(), ReadDelivery, event_id);
-    }
 };
 
 /// StoreTx over one connection inside an open transaction.

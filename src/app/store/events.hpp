@@ -123,8 +123,6 @@ public:
     virtual Result<std::vector<DeliveryAttemptRecord>> ListDeliveryAttempts(const std::string& endpoint_id,
                                                                             std::optional<int64_t> before_id,
                                                                             int limit) = 0;
-    /// Deliveries of event |event_id| (one per endpoint it went to, plus redeliveries).
-    virtual Result<std::vector<DeliveryRecord>> ListDeliveriesOfEvent(const std::string& event_id) = 0;
 };
 
 }  // namespace tally
