@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <iterator>
 #include <random>
 
 #include "app/thread_hooks.hpp"
@@ -36,14 +37,16 @@ std::vector<std::string> SigningSecrets(const WebhookEndpointRecord& endpoint, i
 }
 
 EventDispatcher::EventDispatcher(Store& store, WebhookSender& sender, const SecretHasher& hasher, const Clock& clock,
-                                 DispatcherConfig config)
-    : store_(store), sender_(sender), hasher_(hasher), clock_(clock), config_(config) {}
+                                 DispatcherConfig config, std::function<size_t()> ingest_backlog)
+    : store_(store), sender_(sender), hasher_(hasher), clock_(clock), config_(config),
+      ingest_backlog_(std::move(ingest_backlog)) {}
 
 EventDispatcher::~EventDispatcher() { Stop(); }
 
 void EventDispatcher::Start() {
     thread_ = std::thread([this] {
         NameCurrentThread("tally-events");
+        LowerCurrentThreadPriority(kDispatcherNiceIncrement);
         Run();
     });
 }
@@ -80,27 +83,27 @@ void EventDispatcher::Run() {
             pending_ = false;
         }
         wait_ms = kDispatcherPollMs;
+        if (ingest_backlog_) {
+            const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kDeliveryDeferMsMax);
+            while (ingest_backlog_() >= kDeliveryDeferBacklogMin && std::chrono::steady_clock::now() < deadline) {
+                std::unique_lock lock(mu_);
+                if (cv_.wait_for(lock, std::chrono::milliseconds(1), [this] { return stopping_; })) break;
+            }
+        }
         // No exception may end the dispatcher: a throwing round rolled back, and its deliveries are tried again.
+        // A retry due sooner than the poll wakes the loop then; what is due now but waits behind an earlier
+        // delivery of its object (or a full endpoint) is picked up when that one finishes (which notifies), and a
+        // lapsed lease of a crashed node's claim within kDispatcherPollMs.
         try {
-            (void)Round();
+            auto next_due = Round();
+            const int64_t now = clock_.NowMs();
+            if (next_due.ok() && *next_due && **next_due > now) wait_ms = std::min<int64_t>(wait_ms, **next_due - now);
         } catch (...) {  // NOLINT(bugprone-empty-catch): leases lapse and the next round claims the work again
         }
-        std::optional<int64_t> next_due;
-        try {
-            (void)store_.Read([&](StoreTx& tx) -> Status {
-                TALLY_ASSIGN_OR_RETURN(next_due, tx.events().NextDeliveryDueMs());
-                return {};
-            });
-        } catch (...) {  // NOLINT(bugprone-empty-catch): polls again after kDispatcherPollMs
-        }
-        // A retry due sooner than the poll wakes the loop then; what is due now but waits behind an earlier
-        // delivery of its object (or a full endpoint) is picked up when that one finishes (which notifies).
-        const int64_t now = clock_.NowMs();
-        if (next_due && *next_due > now) wait_ms = std::min<int64_t>(wait_ms, *next_due - now);
     }
 }
 
-Result<int> EventDispatcher::Round() {
+Result<std::optional<int64_t>> EventDispatcher::Round() {
     const int64_t now = clock_.NowMs();
     std::vector<DeliveryOutcome> finished;
     std::map<std::string, int> busy;
@@ -108,29 +111,46 @@ Result<int> EventDispatcher::Round() {
     bool stopping = false;
     {
         std::lock_guard lock(mu_);
-        finished.swap(finished_);
+        if (finished_.size() <= static_cast<size_t>(kDeliveryRoundMax)) {
+            finished.swap(finished_);
+        } else {  // the rest wait for the next round, which starts at once (finished_ is not empty)
+            const auto cut = finished_.begin() + kDeliveryRoundMax;
+            finished.assign(std::make_move_iterator(finished_.begin()), std::make_move_iterator(cut));
+            finished_.erase(finished_.begin(), cut);
+        }
         busy = in_flight_per_endpoint_;
         total_busy = static_cast<int>(in_flight_.size());
         stopping = stopping_;
     }
     std::vector<std::pair<std::string, OutgoingDelivery>> claimed;  // endpoint id, request
-    Status s = store_.Write([&](StoreTx& tx) -> Status {
+    std::optional<int64_t> next_due;
+    // Nothing here needs to survive a crash: a lost claim lapses, a lost outcome means one more delivery (at least
+    // once), so the round does not wait for a sync before it sends: one fsync less between a commit and its event.
+    Status s = store_.WriteAsyncCommit([&](StoreTx& tx) -> Status {
         claimed.clear();
-        for (const auto& outcome : finished) TALLY_TRY(Record(tx, outcome, now));
-        if (stopping) return {};
+        next_due.reset();
         EventStoreTx& events = tx.events();
-        TALLY_ASSIGN_OR_RETURN(auto endpoints, events.ListEndpoints());
+        std::map<std::string, WebhookEndpointRecord> by_id;
+        {
+            TALLY_ASSIGN_OR_RETURN(auto all, events.ListEndpoints());
+            for (auto& endpoint : all) by_id.emplace(endpoint.id, std::move(endpoint));
+        }
+        for (const auto& outcome : finished) TALLY_TRY(Record(tx, by_id, outcome, now));
+        if (stopping) return {};
         std::map<std::string, int> finishing;  // outcomes just recorded free their endpoint's slots
         for (const auto& outcome : finished) {
             std::lock_guard lock(mu_);
             if (auto it = in_flight_.find(outcome.delivery_id); it != in_flight_.end()) ++finishing[it->second];
         }
-        for (const auto& endpoint : endpoints) {
+        for (const auto& [id, endpoint] : by_id) {
             if (endpoint.disabled) continue;
+            TALLY_ASSIGN_OR_RETURN(auto due_later, events.NextDeliveryDueMs(endpoint.id, now));
+            if (due_later && (!next_due || *due_later < *next_due)) next_due = due_later;
             const int used = busy[endpoint.id] - finishing[endpoint.id];
-            const int room = std::min(kEndpointDeliveriesInFlightMax - used,
-                                      kDeliveriesInFlightMax - (total_busy - static_cast<int>(finished.size())) -
-                                          static_cast<int>(claimed.size()));
+            const int room = std::min({kEndpointDeliveriesInFlightMax - used,
+                                       kDeliveriesInFlightMax - (total_busy - static_cast<int>(finished.size())) -
+                                           static_cast<int>(claimed.size()),
+                                       kDeliveryRoundMax - static_cast<int>(claimed.size())});
             if (room <= 0) continue;
             TALLY_ASSIGN_OR_RETURN(auto due, events.ClaimDueDeliveries(endpoint.id, now, now + kDeliveryLeaseMs, room));
             const auto secrets = SigningSecrets(endpoint, now);
@@ -185,14 +205,16 @@ Result<int> EventDispatcher::Round() {
             cv_.notify_one();
         });
     }
-    return static_cast<int>(claimed.size());
+    return next_due;
 }
 
-Status EventDispatcher::Record(StoreTx& tx, const DeliveryOutcome& outcome, int64_t now_ms) {
+Status EventDispatcher::Record(StoreTx& tx, std::map<std::string, WebhookEndpointRecord>& endpoints,
+                               const DeliveryOutcome& outcome, int64_t now_ms) {
     EventStoreTx& events = tx.events();
     TALLY_ASSIGN_OR_RETURN(auto delivery, events.GetDelivery(outcome.delivery_id));
     if (!delivery || delivery->state != DeliveryState::kPending) return {};  // its endpoint was deleted meanwhile
-    TALLY_ASSIGN_OR_RETURN(auto endpoint, events.GetEndpoint(delivery->endpoint_id));
+    const auto found = endpoints.find(delivery->endpoint_id);
+    WebhookEndpointRecord* endpoint = found == endpoints.end() ? nullptr : &found->second;
     const bool ok = outcome.status >= 200 && outcome.status < 300;
     std::string error = outcome.error;
     if (!ok && error.empty()) error = "the endpoint answered HTTP " + std::to_string(outcome.status);

@@ -208,6 +208,11 @@ public:
     virtual ~Store() = default;
     virtual Status Read(const std::function<Status(StoreTx&)>& fn) = 0;
     virtual Status Write(const std::function<Status(StoreTx&)>& fn) = 0;
+    /// A Write whose commit does not wait for durability (PostgreSQL's and SQLite's "asynchronous commit"): only
+    /// for work that is redone if a crash loses it, such as delivery claims and the outcomes of at-least-once
+    /// deliveries. Never corrupts: after a crash the store holds a prefix of the committed transactions, and a
+    /// later Write's durable commit makes every earlier one durable too.
+    virtual Status WriteAsyncCommit(const std::function<Status(StoreTx&)>& fn) { return Write(fn); }
     /// Inserts a batch of received events in one durable transaction (group commit). For each event,
     /// true if it was new, false if its id was already recorded (a duplicate delivery).
     virtual Result<std::vector<bool>> AppendInbox(const std::vector<InboxEvent>& events) = 0;

@@ -306,7 +306,9 @@ int Serve(const ServeOptions& o) {
     DispatcherConfig dispatcher_config;
     dispatcher_config.retry.base_ms = o.event_retry_base_ms;
     dispatcher_config.event_retention_ms = int64_t{o.event_retention_days} * 86'400'000;
-    EventDispatcher dispatcher(**store, sender, hasher, clock, dispatcher_config);
+    WebhookReceiver* receiver_ptr = nullptr;  // set below; the dispatcher and the worker defer to its commits
+    EventDispatcher dispatcher(**store, sender, hasher, clock, dispatcher_config,
+                               [&receiver_ptr] { return receiver_ptr ? receiver_ptr->backlog() : 0; });
     outbox.SetListener([&dispatcher] { dispatcher.Notify(); });
     WebhookEndpointService endpoints(**store, hasher, clock, [&dispatcher] { dispatcher.Notify(); });
     BillingService billing(**store, *catalog, clock, BillingConfig{o.grace_period_days * 86400}, &outbox);
@@ -314,7 +316,6 @@ int Serve(const ServeOptions& o) {
     ApiKeyService keys(**store, clock, hasher, o.admin_key);
     IdempotencyService idempotency(**store, clock);
     // Acknowledging deliveries comes first: the worker defers while the receiver has commits queued.
-    WebhookReceiver* receiver_ptr = nullptr;
     int64_t last_prune_s = 0;
     WebhookWorker worker(
         processor, billing, o.poll_interval_ms, [&receiver_ptr] { return receiver_ptr ? receiver_ptr->backlog() : 0; },

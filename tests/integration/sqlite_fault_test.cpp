@@ -1,6 +1,7 @@
 // Write faults under the store: a VFS that fails the Nth write to the WAL. A failed commit reaches the client as
 // 503 (kUnavailable), and every event acknowledged before or after it is in the database when it is reopened,
-// with and without the experimental WAL write-coalescing shim.
+// with and without the experimental WAL write-coalescing shim. The same VFS counts WAL fsyncs, to check that only
+// WriteAsyncCommit skips them.
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
@@ -53,7 +54,11 @@ int XWrite(sqlite3_file* f, const void* p, int n, sqlite3_int64 o) {
     return Real(f)->pMethods->xWrite(Real(f), p, n, o);
 }
 int XTruncate(sqlite3_file* f, sqlite3_int64 size) { return Real(f)->pMethods->xTruncate(Real(f), size); }
-int XSync(sqlite3_file* f, int flags) { return Real(f)->pMethods->xSync(Real(f), flags); }
+std::atomic<int> g_wal_syncs{0};  // every fsync of a WAL file
+int XSync(sqlite3_file* f, int flags) {
+    if (reinterpret_cast<FaultFile*>(f)->wal) ++g_wal_syncs;
+    return Real(f)->pMethods->xSync(Real(f), flags);
+}
 int XFileSize(sqlite3_file* f, sqlite3_int64* size) { return Real(f)->pMethods->xFileSize(Real(f), size); }
 int XLock(sqlite3_file* f, int l) { return Real(f)->pMethods->xLock(Real(f), l); }
 int XUnlock(sqlite3_file* f, int l) { return Real(f)->pMethods->xUnlock(Real(f), l); }
@@ -174,6 +179,57 @@ TEST_P(SqliteFaultTest, AFailedWalWriteIsA503AndNothingAcknowledgedIsLost) {
 // (shim on?, which WAL write after arming fails, do all later writes fail until disarmed?)
 INSTANTIATE_TEST_SUITE_P(NthWrite, SqliteFaultTest,
                          ::testing::Combine(::testing::Bool(), ::testing::Values(1, 2, 3, 5), ::testing::Bool()));
+
+Status PutEndpoint(StoreTx& tx, const std::string& id) {
+    WebhookEndpointRecord e;
+    e.id = id;
+    e.url = "https://app.example/hook";
+    e.enabled_events = {"*"};
+    e.secret = "whsec_x";
+    e.created_ms = 1;
+    return tx.events().InsertEndpoint(e);
+}
+
+TEST(SqliteSyncTest, AnAsynchronousCommitSkipsTheWalSyncAndEveryOtherWriteStillSyncs) {
+    ASSERT_NE(RegisterFaultVfs(), nullptr);
+    TempDb db;
+    {
+        sqlite::StoreOptions options;
+        options.vfs = "tally-fault";
+        auto store = sqlite::SqliteStore::Open(db.path(), options).value();
+        g_wal_syncs = 0;
+        ASSERT_TRUE(store->Write([](StoreTx& tx) { return PutEndpoint(tx, "we_durable_1"); }).ok());
+        EXPECT_GE(g_wal_syncs.load(), 1) << "a Write's COMMIT is fsync'd (synchronous=FULL)";
+        g_wal_syncs = 0;
+        ASSERT_TRUE(store->WriteAsyncCommit([](StoreTx& tx) { return PutEndpoint(tx, "we_async"); }).ok());
+        EXPECT_EQ(g_wal_syncs.load(), 0) << "an asynchronous commit does not wait for the disk";
+        bool visible = false;
+        ASSERT_TRUE(store->Read([&](StoreTx& tx) -> Status {
+            TALLY_ASSIGN_OR_RETURN(auto e, tx.events().GetEndpoint("we_async"));
+            visible = e.has_value();
+            return {};
+        }).ok());
+        EXPECT_TRUE(visible) << "committed, and visible to readers at once";
+        // A failed asynchronous transaction rolls back and also leaves FULL behind it.
+        EXPECT_FALSE(store->WriteAsyncCommit([](StoreTx& tx) -> Status {
+            TALLY_TRY(PutEndpoint(tx, "we_rolled_back"));
+            return Internal("the use case failed");
+        }).ok());
+        g_wal_syncs = 0;
+        ASSERT_TRUE(store->Write([](StoreTx& tx) { return PutEndpoint(tx, "we_durable_2"); }).ok());
+        EXPECT_GE(g_wal_syncs.load(), 1) << "synchronous=FULL is back for the next Write";
+    }
+    auto reopened = sqlite::SqliteStore::Open(db.path()).value();
+    ASSERT_TRUE(reopened->Read([&](StoreTx& tx) -> Status {
+        for (const char* id : {"we_durable_1", "we_async", "we_durable_2"}) {
+            TALLY_ASSIGN_OR_RETURN(auto e, tx.events().GetEndpoint(id));
+            EXPECT_TRUE(e.has_value()) << id;
+        }
+        TALLY_ASSIGN_OR_RETURN(auto gone, tx.events().GetEndpoint("we_rolled_back"));
+        EXPECT_FALSE(gone.has_value());
+        return {};
+    }).ok());
+}
 
 }  // namespace
 }  // namespace tally

@@ -318,20 +318,24 @@ public:
     }
 
     Result<int64_t> InsertDelivery(const DeliveryRecord& d) override {
+        // The line's previous delivery (by id: the order deliveries were made in, which is event order but for
+        // redeliveries, which go after what is already queued).
         TALLY_TRY(Do("INSERT INTO event_deliveries(event_seq, event_id, endpoint_id, object_id, state, attempts, "
-                     "next_attempt_ms, event_created_ms) VALUES (?1,?2,?3,?4,'pending',0,?5,?6)",
+                     "next_attempt_ms, event_created_ms, prev_delivery_id) VALUES (?1,?2,?3,?4,'pending',0,?5,?6,"
+                     "(SELECT MAX(id) FROM event_deliveries WHERE endpoint_id=?3 AND object_id=?4))",
                      d.event_seq, d.event_id, d.endpoint_id, d.object_id, d.next_attempt_ms, d.event_created_ms));
         return LastRowId();
     }
     Result<std::vector<DeliveryRecord>> ClaimDueDeliveries(const std::string& endpoint_id, int64_t now_ms,
                                                            int64_t lease_until_ms, int limit) override {
-        // The head of each (endpoint, object) line only: a later event about an object waits for the earlier one.
+        // The head of each (endpoint, object) line only: a delivery waits while the one before it is pending. (The
+        // one before can only have left `pending` after its own predecessor did, so one look back is enough.)
         static const std::string sql =
             std::string("SELECT ") + kDeliveryCols +
             " FROM event_deliveries d WHERE d.endpoint_id = ?1 AND d.state = 'pending' AND d.next_attempt_ms <= ?2"
             " AND (d.lease_until_ms IS NULL OR d.lease_until_ms <= ?2)"
-            " AND NOT EXISTS (SELECT 1 FROM event_deliveries p WHERE p.endpoint_id = d.endpoint_id"
-            " AND p.object_id = d.object_id AND p.state = 'pending' AND p.event_seq < d.event_seq)"
+            " AND (d.prev_delivery_id IS NULL OR NOT EXISTS (SELECT 1 FROM event_deliveries p"
+            " WHERE p.id = d.prev_delivery_id AND p.state = 'pending'))"
             " ORDER BY d.next_attempt_ms, d.id LIMIT ?3";
         TALLY_ASSIGN_OR_RETURN(auto due, Many<DeliveryRecord>(sql.c_str(), ReadDelivery, endpoint_id, now_ms, limit));
         for (auto& d : due) {
@@ -350,12 +354,11 @@ public:
                   d.id, DeliveryStateName(d.state), d.attempts, d.next_attempt_ms, d.lease_until_ms, d.delivered_ms,
                   d.last_status, d.last_error);
     }
-    Result<std::optional<int64_t>> NextDeliveryDueMs() override {
+    Result<std::optional<int64_t>> NextDeliveryDueMs(const std::string& endpoint_id, int64_t after_ms) override {
         TALLY_ASSIGN_OR_RETURN(auto due, One<std::optional<int64_t>>(
-                                             "SELECT MIN(MAX(d.next_attempt_ms, COALESCE(d.lease_until_ms, 0))) "
-                                             "FROM event_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id "
-                                             "WHERE d.state = 'pending' AND e.disabled = 0",
-                                             [](sqlite3_stmt* s) { return OptInt(s, 0); }));
+                                             "SELECT MIN(next_attempt_ms) FROM event_deliveries WHERE endpoint_id=?1 "
+                                             "AND state = 'pending' AND next_attempt_ms > ?2",
+                                             [](sqlite3_stmt* s) { return OptInt(s, 0); }, endpoint_id, after_ms));
         return due ? *due : std::nullopt;
     }
     Status InsertDeliveryAttempt(const DeliveryAttemptRecord& a) override {
@@ -913,6 +916,24 @@ Status SqliteStore::Write(const std::function<Status(StoreTx&)>& fn) {
     std::lock_guard lock(write_mu_);
     const auto start = std::chrono::steady_clock::now();
     Status s = Run(*writer_, "BEGIN IMMEDIATE", fn);
+    if (commit_observer_) {
+        commit_observer_(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), s.ok());
+    }
+    return s;
+}
+
+Status SqliteStore::WriteAsyncCommit(const std::function<Status(StoreTx&)>& fn) {
+    if (!durable_) return Write(fn);
+    std::lock_guard lock(write_mu_);
+    const auto start = std::chrono::steady_clock::now();
+    TALLY_TRY(writer_->Exec("PRAGMA synchronous=NORMAL"));
+    Status s = Run(*writer_, "BEGIN IMMEDIATE", fn);
+    // Every other write must stay durable: a process that cannot restore FULL stops rather than acknowledge
+    // writes it has not synced (setting a pragma fails only when SQLite is out of memory).
+    if (Status restored = writer_->Exec("PRAGMA synchronous=FULL"); !restored.ok()) {
+        spdlog::critical("could not restore synchronous=FULL after an asynchronous commit: {}", restored.error().message);
+        std::abort();
+    }
     if (commit_observer_) {
         commit_observer_(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), s.ok());
     }

@@ -85,6 +85,11 @@ public:
 
     Status Read(const std::function<Status(StoreTx&)>& fn) override;
     Status Write(const std::function<Status(StoreTx&)>& fn) override;
+    /// Commits with synchronous=NORMAL: in WAL mode the WAL is not synced at COMMIT, and "a transaction committed
+    /// in WAL mode with synchronous=NORMAL might roll back following a power loss or system crash" while the
+    /// database stays consistent (https://www.sqlite.org/pragma.html#pragma_synchronous). The next FULL commit's
+    /// sync covers its frames too.
+    Status WriteAsyncCommit(const std::function<Status(StoreTx&)>& fn) override;
     Result<std::vector<bool>> AppendInbox(const std::vector<InboxEvent>& events) override;
     Status Ping() override;
     ~SqliteStore() override;

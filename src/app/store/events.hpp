@@ -116,8 +116,9 @@ public:
     virtual Result<std::optional<DeliveryRecord>> GetDelivery(int64_t id) = 0;
     /// Replaces state, attempts, next attempt, lease, delivered time and last status/error of |delivery.id|.
     virtual Status UpdateDelivery(const DeliveryRecord& delivery) = 0;
-    /// The earliest time a pending delivery to an enabled endpoint is due, if any.
-    virtual Result<std::optional<int64_t>> NextDeliveryDueMs() = 0;
+    /// The earliest time after |after_ms| at which a pending delivery to |endpoint_id| is due, if any (an index
+    /// lookup: what is due already, or leased, is not looked at).
+    virtual Result<std::optional<int64_t>> NextDeliveryDueMs(const std::string& endpoint_id, int64_t after_ms) = 0;
     virtual Status InsertDeliveryAttempt(const DeliveryAttemptRecord& attempt) = 0;
     /// Attempts to |endpoint_id|, newest first, before attempt id |before_id| when set, at most |limit|.
     virtual Result<std::vector<DeliveryAttemptRecord>> ListDeliveryAttempts(const std::string& endpoint_id,
