@@ -68,6 +68,10 @@ int Run(int argc, char** argv) {
     serve_cmd->add_option("--event-retention-days", serve.event_retention_days,
                           "Events older than this are pruned with their delivery log")
         ->envname("TALLY_EVENT_RETENTION_DAYS")->check(CLI::Range(1, 3650))->capture_default_str();
+    serve_cmd->add_flag("--event-delivery,!--no-event-delivery", serve.event_delivery,
+                        "Deliver events to the app's endpoints from this process (off: events are still recorded, "
+                        "and a node with delivery on, or this one restarted, sends them)")
+        ->envname("TALLY_EVENT_DELIVERY")->capture_default_str();
     serve_cmd->add_option("--stripe-check-interval-ms", serve.stripe_check_interval_ms,
                           "How often /health's check that Tally's webhook endpoint is registered in Stripe runs")
         ->envname("TALLY_STRIPE_CHECK_INTERVAL_MS")->check(CLI::Range(int64_t{100}, int64_t{86400000}))

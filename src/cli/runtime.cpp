@@ -378,7 +378,11 @@ int Serve(const ServeOptions& o) {
     metrics.AddGauge("tally_webhook_commit_backlog", "Webhook deliveries waiting for their durable commit",
                      [&receiver] { return static_cast<double>(receiver.backlog()); });
     worker.Start();
-    dispatcher.Start();
+    if (o.event_delivery) {
+        dispatcher.Start();
+    } else {
+        Log("info", "event delivery is off in this process (--no-event-delivery): events are recorded, not sent");
+    }
     if (std::string err = server.Start(); !err.empty()) {
         Log("error", err);
         return 1;

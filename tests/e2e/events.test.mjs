@@ -193,6 +193,32 @@ test('SIGKILL after a burst: every committed change is delivered after the resta
   }
 });
 
+test('a process with event delivery off records events and sends none; one with delivery on sends them', async () => {
+  const off = await startTally({ TALLY_STRIPE_SANDBOX: undefined, TALLY_EVENT_DELIVERY: 'off' });
+  const rx = await startReceiver();
+  let on;
+  try {
+    assert.equal((await off.post('/v1/webhook_endpoints', { url: rx.url, enabled_events: ['customer.created'] })).status, 201);
+    const made = await off.post('/v1/customers', { external_id: 'user_no_delivery' });
+    assert.equal(made.status, 201);
+    const listed = await off.get(`/v1/events?customer=${made.json.id}&type=customer.created`);
+    assert.equal(listed.json.data.length, 1, 'the event is recorded with the change');
+    // The dispatcher would have sent it within milliseconds; this process has none running.
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(rx.received.length, 0);
+    // A clean stop that keeps the database for the next process (stop() would remove the directory).
+    const exited = new Promise((r) => off.child.on('exit', r));
+    off.child.kill('SIGTERM');
+    await exited;
+    on = await startTally({ TALLY_STRIPE_SANDBOX: undefined, TALLY_DB: off.db }, { dir: off.dir });
+    const got = await until(() => rx.ok().find((r) => r.event.customer === made.json.id), 'the recorded event');
+    assert.equal(got.event.id, listed.json.data[0].id);
+  } finally {
+    if (on) await on.stop(); else await off.stop();
+    await rx.close();
+  }
+});
+
 test('bad input to the endpoints and events API is refused with the param named, and creates nothing', async () => {
   const before = (await tally.get('/v1/webhook_endpoints')).json.data.length;
   const cases = [
