@@ -37,9 +37,9 @@ std::vector<std::string> SigningSecrets(const WebhookEndpointRecord& endpoint, i
 }
 
 EventDispatcher::EventDispatcher(Store& store, WebhookSender& sender, const SecretHasher& hasher, const Clock& clock,
-                                 DispatcherConfig config, std::function<size_t()> ingest_backlog)
+                                 DispatcherConfig config, std::function<size_t()> ingest_backlog, Metrics& metrics)
     : store_(store), sender_(sender), hasher_(hasher), clock_(clock), config_(config),
-      ingest_backlog_(std::move(ingest_backlog)) {}
+      ingest_backlog_(std::move(ingest_backlog)), metrics_(metrics) {}
 
 EventDispatcher::~EventDispatcher() { Stop(); }
 
@@ -64,6 +64,11 @@ void EventDispatcher::Stop() {
         cv_.notify_one();
     }
     if (thread_.joinable()) thread_.join();
+}
+
+size_t EventDispatcher::in_flight() {
+    std::lock_guard lock(mu_);
+    return in_flight_.size();
 }
 
 int EventDispatcher::RandomPermille() {
@@ -124,18 +129,20 @@ Result<std::optional<int64_t>> EventDispatcher::Round() {
     }
     std::vector<std::pair<std::string, OutgoingDelivery>> claimed;  // endpoint id, request
     std::optional<int64_t> next_due;
+    std::vector<Attempt> attempts;
     // Nothing here needs to survive a crash: a lost claim lapses, a lost outcome means one more delivery (at least
     // once), so the round does not wait for a sync before it sends: one fsync less between a commit and its event.
     Status s = store_.WriteAsyncCommit([&](StoreTx& tx) -> Status {
         claimed.clear();
         next_due.reset();
+        attempts.clear();
         EventStoreTx& events = tx.events();
         std::map<std::string, WebhookEndpointRecord> by_id;
         {
             TALLY_ASSIGN_OR_RETURN(auto all, events.ListEndpoints());
             for (auto& endpoint : all) by_id.emplace(endpoint.id, std::move(endpoint));
         }
-        for (const auto& outcome : finished) TALLY_TRY(Record(tx, by_id, outcome, now));
+        for (const auto& outcome : finished) TALLY_TRY(Record(tx, by_id, outcome, now, attempts));
         if (stopping) return {};
         std::map<std::string, int> finishing;  // outcomes just recorded free their endpoint's slots
         for (const auto& outcome : finished) {
@@ -185,6 +192,7 @@ Result<std::optional<int64_t>> EventDispatcher::Round() {
         return s.error();
     }
     if (now >= next_prune_ms_) next_prune_ms_ = now + 60'000;
+    for (const auto& a : attempts) metrics_.EventDeliveryAttempt(a.outcome, a.attempt_seconds, a.age_seconds);
     {
         std::lock_guard lock(mu_);
         for (const auto& outcome : finished) {
@@ -209,7 +217,7 @@ Result<std::optional<int64_t>> EventDispatcher::Round() {
 }
 
 Status EventDispatcher::Record(StoreTx& tx, std::map<std::string, WebhookEndpointRecord>& endpoints,
-                               const DeliveryOutcome& outcome, int64_t now_ms) {
+                               const DeliveryOutcome& outcome, int64_t now_ms, std::vector<Attempt>& attempts) {
     EventStoreTx& events = tx.events();
     TALLY_ASSIGN_OR_RETURN(auto delivery, events.GetDelivery(outcome.delivery_id));
     if (!delivery || delivery->state != DeliveryState::kPending) return {};  // its endpoint was deleted meanwhile
@@ -226,7 +234,10 @@ Status EventDispatcher::Record(StoreTx& tx, std::map<std::string, WebhookEndpoin
     delivery->lease_until_ms.reset();
     delivery->last_status = outcome.status;
     delivery->last_error = ok ? "" : error;
+    const double attempt_seconds = static_cast<double>(outcome.latency_ms) / 1000.0;
+    const double age_seconds = static_cast<double>(now_ms - delivery->event_created_ms) / 1000.0;
     if (ok) {
+        attempts.push_back({"delivered", attempt_seconds, age_seconds});
         delivery->state = DeliveryState::kDelivered;
         delivery->delivered_ms = now_ms;
         if (endpoint && endpoint->failing_since_ms) {
@@ -242,6 +253,7 @@ Status EventDispatcher::Record(StoreTx& tx, std::map<std::string, WebhookEndpoin
     } else {
         delivery->state = DeliveryState::kFailed;
     }
+    attempts.push_back({next ? "retrying" : "failed", attempt_seconds, age_seconds});
     TALLY_TRY(events.UpdateDelivery(*delivery));
     if (!endpoint) return {};
     if (!endpoint->failing_since_ms) {

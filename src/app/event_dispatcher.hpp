@@ -83,19 +83,27 @@ class EventDispatcher {
 public:
     /// |ingest_backlog| (optional) reports webhook deliveries waiting for their commit; rounds defer to them.
     EventDispatcher(Store& store, WebhookSender& sender, const SecretHasher& hasher, const Clock& clock,
-                    DispatcherConfig config, std::function<size_t()> ingest_backlog = {});
+                    DispatcherConfig config, std::function<size_t()> ingest_backlog = {},
+                    Metrics& metrics = NullMetrics::Instance());
     ~EventDispatcher();
     void Start();
     void Notify();
     /// Stops claiming, waits for the deliveries in flight (each bounded by kDeliveryTimeoutMs) and records them.
     void Stop();
+    /// Deliveries sent and not yet recorded.
+    size_t in_flight();
 
 private:
+    struct Attempt {  // a recorded outcome, reported to Metrics once its transaction commits
+        const char* outcome;
+        double attempt_seconds;
+        double age_seconds;
+    };
     void Run();
     /// Records finished deliveries, claims and sends due ones; returns when the next retry is due (if any).
     Result<std::optional<int64_t>> Round();
     Status Record(StoreTx& tx, std::map<std::string, WebhookEndpointRecord>& endpoints, const DeliveryOutcome& outcome,
-                  int64_t now_ms);
+                  int64_t now_ms, std::vector<Attempt>& attempts);
     int RandomPermille();
 
     Store& store_;
@@ -104,6 +112,7 @@ private:
     const Clock& clock_;
     const DispatcherConfig config_;
     const std::function<size_t()> ingest_backlog_;
+    Metrics& metrics_;
 
     std::mutex mu_;
     std::condition_variable cv_;

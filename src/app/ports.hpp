@@ -54,6 +54,10 @@ public:
     virtual void HttpRequest(std::string_view route, std::string_view method, int status, double seconds) = 0;
     /// A call to Stripe's API finished: |outcome| ok | client_error | server_error | network_error.
     virtual void StripeCall(std::string_view method, std::string_view outcome) = 0;
+    /// An attempt to deliver one of Tally's events to an app endpoint was recorded: |outcome| delivered | retrying
+    /// | failed (no retry left); |attempt_seconds| the HTTP round trip; |age_seconds| from the event's commit to
+    /// now (what a receiver waited for it).
+    virtual void EventDeliveryAttempt(std::string_view outcome, double attempt_seconds, double age_seconds) = 0;
 };
 
 /// Metrics that go nowhere (tests, tools).
@@ -64,6 +68,7 @@ public:
     void StoreCommit(double, bool) override {}
     void HttpRequest(std::string_view, std::string_view, int, double) override {}
     void StripeCall(std::string_view, std::string_view) override {}
+    void EventDeliveryAttempt(std::string_view, double, double) override {}
     static NullMetrics& Instance() {
         static NullMetrics metrics;
         return metrics;

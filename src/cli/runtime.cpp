@@ -308,7 +308,7 @@ int Serve(const ServeOptions& o) {
     dispatcher_config.event_retention_ms = int64_t{o.event_retention_days} * 86'400'000;
     WebhookReceiver* receiver_ptr = nullptr;  // set below; the dispatcher and the worker defer to its commits
     EventDispatcher dispatcher(**store, sender, hasher, clock, dispatcher_config,
-                               [&receiver_ptr] { return receiver_ptr ? receiver_ptr->backlog() : 0; });
+                               [&receiver_ptr] { return receiver_ptr ? receiver_ptr->backlog() : 0; }, metrics);
     outbox.SetListener([&dispatcher] { dispatcher.Notify(); });
     WebhookEndpointService endpoints(**store, hasher, clock, [&dispatcher] { dispatcher.Notify(); });
     BillingService billing(**store, *catalog, clock, BillingConfig{o.grace_period_days * 86400}, &outbox);
@@ -377,6 +377,18 @@ int Serve(const ServeOptions& o) {
                      [&server] { return static_cast<double>(server.stats().malformed_requests.load()); });
     metrics.AddGauge("tally_webhook_commit_backlog", "Webhook deliveries waiting for their durable commit",
                      [&receiver] { return static_cast<double>(receiver.backlog()); });
+    metrics.AddGauge("tally_event_deliveries_in_flight", "Event deliveries to the app's endpoints sent, not yet answered",
+                     [&dispatcher] { return static_cast<double>(dispatcher.in_flight()); });
+    // Read at scrape time (a count over the pending deliveries' index); -1 if the store cannot answer.
+    metrics.AddGauge("tally_event_deliveries_pending",
+                     "Event deliveries not yet delivered or given up on (queued, retrying, in flight)", [&store] {
+                         int64_t pending = -1;
+                         (void)(*store)->Read([&](StoreTx& tx) -> Status {
+                             TALLY_ASSIGN_OR_RETURN(pending, tx.events().CountPendingDeliveries());
+                             return {};
+                         });
+                         return static_cast<double>(pending);
+                     });
     worker.Start();
     if (o.event_delivery) {
         dispatcher.Start();

@@ -219,6 +219,33 @@ test('a process with event delivery off records events and sends none; one with 
   }
 });
 
+test('/metrics counts delivery attempts by outcome and shows what is pending', async () => {
+  const own = await startTally({ TALLY_STRIPE_SANDBOX: undefined, TALLY_EVENT_RETRY_BASE_MS: '50' });
+  const rx = await startReceiver((event, attempt) => (attempt === 1 ? 500 : 200));
+  try {
+    await own.post('/v1/webhook_endpoints', { url: rx.url, enabled_events: ['customer.created'] });
+    const made = (await own.post('/v1/customers', { external_id: 'user_metrics_ev' })).json;
+    await until(() => rx.ok().some((r) => r.event.customer === made.id), 'the event after its retry');
+    const value = (text, series) => {
+      const line = text.split('\n').find((l) => l.startsWith(series + ' '));
+      return line === undefined ? undefined : Number(line.slice(series.length + 1));
+    };
+    // The outcome is recorded (and counted) in the round after the answer.
+    const text = await until(async () => {
+      const t = (await own.get('/metrics', { key: null })).text;
+      return value(t, 'tally_event_delivery_attempts_total{outcome="delivered"}') === 1 ? t : undefined;
+    }, 'the delivered attempt counted');
+    assert.equal(value(text, 'tally_event_delivery_attempts_total{outcome="retrying"}'), 1, text);
+    assert.equal(value(text, 'tally_event_delivery_attempt_seconds_count'), 2);
+    assert.equal(value(text, 'tally_event_delivered_age_seconds_count'), 1);
+    assert.equal(value(text, 'tally_event_deliveries_pending'), 0);
+    assert.equal(value(text, 'tally_event_deliveries_in_flight'), 0);
+  } finally {
+    await own.stop();
+    await rx.close();
+  }
+});
+
 test('bad input to the endpoints and events API is refused with the param named, and creates nothing', async () => {
   const before = (await tally.get('/v1/webhook_endpoints')).json.data.length;
   const cases = [

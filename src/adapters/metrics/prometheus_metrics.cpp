@@ -20,6 +20,13 @@ const pm::Histogram::BucketBoundaries& LagBuckets() {
     return kBuckets;
 }
 
+// From an event's commit to its delivery: milliseconds when the receiver is up, up to Stripe's 3-day retry window.
+const pm::Histogram::BucketBoundaries& DeliveryAgeBuckets() {
+    static const pm::Histogram::BucketBoundaries kBuckets{0.005, 0.01, 0.025, 0.05, 0.1,  0.25,  0.5,   1,
+                                                          5,     30,   60,    300,  3600, 21600, 86400, 259200};
+    return kBuckets;
+}
+
 std::string StatusClass(int status) { return std::to_string(status); }
 
 }  // namespace
@@ -59,8 +66,23 @@ PrometheusMetrics::PrometheusMetrics()
                         .Name("tally_stripe_api_calls_total")
                         .Help("Calls to Stripe's API (after retries), by method and outcome")
                         .Register(*registry_)),
+      event_attempts_(pm::BuildCounter()
+                          .Name("tally_event_delivery_attempts_total")
+                          .Help("Attempts to deliver Tally's events to the app's endpoints, by outcome (delivered, "
+                                "retrying, failed: no retry left)")
+                          .Register(*registry_)),
+      event_attempt_seconds_(pm::BuildHistogram()
+                                 .Name("tally_event_delivery_attempt_seconds")
+                                 .Help("HTTP round trip of one event delivery attempt to an app endpoint")
+                                 .Register(*registry_)),
+      event_delivered_age_(pm::BuildHistogram()
+                               .Name("tally_event_delivered_age_seconds")
+                               .Help("From an event's commit to its successful delivery (retries included)")
+                               .Register(*registry_)),
       webhook_lag_all_(webhook_lag_.Add({}, LagBuckets())),
-      commit_all_(commit_seconds_.Add({}, LatencyBuckets())) {}
+      commit_all_(commit_seconds_.Add({}, LatencyBuckets())),
+      event_attempt_all_(event_attempt_seconds_.Add({}, LatencyBuckets())),
+      event_delivered_age_all_(event_delivered_age_.Add({}, DeliveryAgeBuckets())) {}
 
 void PrometheusMetrics::WebhookReceived(std::string_view outcome, std::string_view reason) {
     webhooks_received_.Add({{"outcome", std::string(outcome)}, {"reason", std::string(reason)}}).Increment();
@@ -84,6 +106,12 @@ void PrometheusMetrics::HttpRequest(std::string_view route, std::string_view met
 
 void PrometheusMetrics::StripeCall(std::string_view method, std::string_view outcome) {
     stripe_calls_.Add({{"method", std::string(method)}, {"outcome", std::string(outcome)}}).Increment();
+}
+
+void PrometheusMetrics::EventDeliveryAttempt(std::string_view outcome, double attempt_seconds, double age_seconds) {
+    event_attempts_.Add({{"outcome", std::string(outcome)}}).Increment();
+    event_attempt_all_.Observe(attempt_seconds);
+    if (outcome == "delivered") event_delivered_age_all_.Observe(age_seconds < 0 ? 0 : age_seconds);
 }
 
 void PrometheusMetrics::AddGauge(const std::string& name, const std::string& help, std::function<double()> read) {

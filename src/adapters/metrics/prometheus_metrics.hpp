@@ -26,6 +26,7 @@ public:
     void StoreCommit(double seconds, bool ok) override;
     void HttpRequest(std::string_view route, std::string_view method, int status, double seconds) override;
     void StripeCall(std::string_view method, std::string_view outcome) override;
+    void EventDeliveryAttempt(std::string_view outcome, double attempt_seconds, double age_seconds) override;
 
     /// Sets a gauge read at scrape time (open connections, ...); |read| runs on the scraping thread.
     void AddGauge(const std::string& name, const std::string& help, std::function<double()> read);
@@ -42,8 +43,13 @@ private:
     prometheus::Family<prometheus::Counter>& http_requests_;
     prometheus::Family<prometheus::Histogram>& http_seconds_;
     prometheus::Family<prometheus::Counter>& stripe_calls_;
+    prometheus::Family<prometheus::Counter>& event_attempts_;
+    prometheus::Family<prometheus::Histogram>& event_attempt_seconds_;
+    prometheus::Family<prometheus::Histogram>& event_delivered_age_;
     prometheus::Histogram& webhook_lag_all_;
     prometheus::Histogram& commit_all_;
+    prometheus::Histogram& event_attempt_all_;
+    prometheus::Histogram& event_delivered_age_all_;
     std::mutex gauges_mu_;
     std::vector<std::pair<prometheus::Gauge*, std::function<double()>>> gauges_;
 };

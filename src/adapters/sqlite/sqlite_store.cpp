@@ -361,6 +361,11 @@ public:
                                              [](sqlite3_stmt* s) { return OptInt(s, 0); }, endpoint_id, after_ms));
         return due ? *due : std::nullopt;
     }
+    Result<int64_t> CountPendingDeliveries() override {
+        TALLY_ASSIGN_OR_RETURN(auto n, One<int64_t>("SELECT COUNT(*) FROM event_deliveries WHERE state = 'pending'",
+                                                    [](sqlite3_stmt* s) { return Int(s, 0); }));
+        return n.value_or(0);
+    }
     Status InsertDeliveryAttempt(const DeliveryAttemptRecord& a) override {
         return Do("INSERT INTO delivery_attempts(delivery_id, endpoint_id, event_id, at_ms, status_code, latency_ms, "
                   "error) VALUES (?1,?2,?3,?4,?5,?6,?7)",

@@ -119,6 +119,8 @@ public:
     /// The earliest time after |after_ms| at which a pending delivery to |endpoint_id| is due, if any (an index
     /// lookup: what is due already, or leased, is not looked at).
     virtual Result<std::optional<int64_t>> NextDeliveryDueMs(const std::string& endpoint_id, int64_t after_ms) = 0;
+    /// How many deliveries are pending (queued, retrying or in flight), to every endpoint.
+    virtual Result<int64_t> CountPendingDeliveries() = 0;
     virtual Status InsertDeliveryAttempt(const DeliveryAttemptRecord& attempt) = 0;
     /// Attempts to |endpoint_id|, newest first, before attempt id |before_id| when set, at most |limit|.
     virtual Result<std::vector<DeliveryAttemptRecord>> ListDeliveryAttempts(const std::string& endpoint_id,
