@@ -39,12 +39,12 @@ Result<CreatedApiKey> ApiKeyService::Create(StoreTx& tx, ApiKeyScope scope, cons
     const Timestamp now = clock_.Now();
     out.record = ApiKeyRecord{"key_" + hasher_.RandomHex(8), hasher_.Sha256Hex(out.secret), ApiKeyScopeName(scope), now,
                               name, std::nullopt, std::nullopt};
-    TALLY_ASSIGN_OR_RETURN(auto keys, tx.ListApiKeys());
+    TALLY_ASSIGN_OR_RETURN(auto keys, tx.keys().ListApiKeys());
     if (keys.size() >= static_cast<size_t>(kApiKeyCountMax)) {
         return Conflict("at most " + std::to_string(kApiKeyCountMax) + " API keys can exist", "name");
     }
-    TALLY_TRY(tx.InsertApiKey(out.record));
-    TALLY_TRY(tx.AppendAudit({0, CustomerId(""), now, "api_key_created", "", out.record.id, actor,
+    TALLY_TRY(tx.keys().InsertApiKey(out.record));
+    TALLY_TRY(tx.audit().Append({0, CustomerId(""), now, "api_key_created", "", out.record.id, actor,
                               "scope=" + out.record.scope + " name=" + name}));
     return out;
 }
@@ -52,7 +52,7 @@ Result<CreatedApiKey> ApiKeyService::Create(StoreTx& tx, ApiKeyScope scope, cons
 Result<std::vector<ApiKeyRecord>> ApiKeyService::List() {
     std::vector<ApiKeyRecord> keys;
     TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
-        TALLY_ASSIGN_OR_RETURN(keys, tx.ListApiKeys());
+        TALLY_ASSIGN_OR_RETURN(keys, tx.keys().ListApiKeys());
         return {};
     }));
     return keys;
@@ -62,12 +62,12 @@ Result<ApiKeyRecord> ApiKeyService::Revoke(const std::string& id, const std::str
     std::optional<ApiKeyRecord> key;
     const Timestamp now = clock_.Now();
     TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
-        TALLY_ASSIGN_OR_RETURN(key, tx.GetApiKey(id));
+        TALLY_ASSIGN_OR_RETURN(key, tx.keys().GetApiKey(id));
         if (!key) return NotFound("no such API key: '" + id + "'", "id");
         if (key->revoked_at) return {};
         key->revoked_at = now;
-        TALLY_TRY(tx.UpdateApiKey(*key));
-        return tx.AppendAudit({0, CustomerId(""), now, "api_key_revoked", key->id, "", actor,
+        TALLY_TRY(tx.keys().UpdateApiKey(*key));
+        return tx.audit().Append({0, CustomerId(""), now, "api_key_revoked", key->id, "", actor,
                                "scope=" + key->scope + " name=" + key->name});
     }));
     // Committed: from here no thread of this process accepts the key (Authenticate misses the cache and reads
@@ -93,7 +93,7 @@ Result<Principal> ApiKeyService::Authenticate(std::string_view secret) {
     }
     std::optional<ApiKeyRecord> key;
     TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
-        TALLY_ASSIGN_OR_RETURN(key, tx.FindApiKeyByHash(hash));
+        TALLY_ASSIGN_OR_RETURN(key, tx.keys().FindApiKeyByHash(hash));
         return {};
     }));
     if (!key || key->revoked_at) {
@@ -108,7 +108,7 @@ Result<Principal> ApiKeyService::Authenticate(std::string_view secret) {
     if (!key->last_used_at || now.unix_seconds() - key->last_used_at->unix_seconds() >= kApiKeyLastUsedResolutionSeconds) {
         // Best effort: a failed write costs a less precise last_used_at, never the request.
         key->last_used_at = now;
-        (void)store_.Write([&](StoreTx& tx) { return tx.UpdateApiKey(ApiKeyRecord{key->id, "", "", now, "", now, {}}); });
+        (void)store_.Write([&](StoreTx& tx) { return tx.keys().UpdateApiKey(ApiKeyRecord{key->id, "", "", now, "", now, {}}); });
     }
     std::unique_lock lock(mu_);
     // A revocation that committed while this thread read the key wins.

@@ -54,14 +54,14 @@ std::optional<Timestamp> BillingService::PastDueSince(const std::vector<PaymentA
 Result<CustomerView> BillingService::BuildView(StoreTx& tx, CustomerRecord customer, Timestamp now) {
     CustomerView view;
     if (customer.stripe_customer_id) {
-        TALLY_ASSIGN_OR_RETURN(view.subscriptions, tx.ListSubscriptionsByStripeCustomer(*customer.stripe_customer_id));
+        TALLY_ASSIGN_OR_RETURN(view.subscriptions, tx.billing().ListSubscriptionsByStripeCustomer(*customer.stripe_customer_id));
     }
     std::vector<SubscriptionAccessInput> inputs;
     inputs.reserve(view.subscriptions.size());
     for (const auto& sub : view.subscriptions) {
         SubscriptionAccessInput in{sub.id.str(), sub.status, catalog_.FindPlan(PlanId(sub.plan_id)), std::nullopt};
         if (sub.status == SubscriptionStatus::kPastDue) {
-            TALLY_ASSIGN_OR_RETURN(auto attempts, tx.ListPaymentAttempts(sub.id.str()));
+            TALLY_ASSIGN_OR_RETURN(auto attempts, tx.billing().ListPaymentAttempts(sub.id.str()));
             in.past_due_since = PastDueSince(attempts);
             // No recorded failure (its invoice event not seen yet): the grace starts when we learned of past_due.
             if (!in.past_due_since) in.past_due_since = Timestamp(sub.stamp.created);
@@ -89,12 +89,12 @@ Status BillingService::Reconcile(StoreTx& tx, CustomerRecord& customer, const st
     if (d.role != customer.role) {
         std::string detail = "source=" + d.role_source;
         if (!d.subscription_id.empty()) detail += " subscription=" + d.subscription_id;
-        TALLY_TRY(tx.AppendAudit({0, customer.id, now, "role_changed", customer.role, d.role, cause, detail}));
+        TALLY_TRY(tx.audit().Append({0, customer.id, now, "role_changed", customer.role, d.role, cause, detail}));
         customer.role = d.role;
         changed = true;
     }
     if (d.plan->id.str() != customer.plan_id) {
-        TALLY_TRY(tx.AppendAudit({0, customer.id, now, "plan_changed", customer.plan_id, d.plan->id.str(), cause,
+        TALLY_TRY(tx.audit().Append({0, customer.id, now, "plan_changed", customer.plan_id, d.plan->id.str(), cause,
                                   d.subscription_id.empty() ? "" : "subscription=" + d.subscription_id}));
         customer.plan_id = d.plan->id.str();
         changed = true;
@@ -110,7 +110,7 @@ Status BillingService::Reconcile(StoreTx& tx, CustomerRecord& customer, const st
     }
     // Most events leave role and plan as they were: then the customer row is not rewritten.
     if (!changed) return {};
-    TALLY_TRY(tx.UpdateCustomer(customer));
+    TALLY_TRY(tx.customers().Update(customer));
     if (!outbox_) return {};
     // The events carry the objects as the API now returns them; previous_attributes holds what they replace.
     view.customer = customer;
@@ -166,7 +166,7 @@ Result<std::pair<CustomerView, bool>> BillingService::CreateCustomer(StoreTx& tx
     TALLY_TRY(CheckText(name, kNameBytesMax, "name", false));
     if (!email.empty() && email.find('@') == std::string::npos) return InvalidArgument("email is not an address", "email");
     const Timestamp now = clock_.Now();
-    TALLY_ASSIGN_OR_RETURN(auto existing, tx.FindCustomerByExternalId(external_id));
+    TALLY_ASSIGN_OR_RETURN(auto existing, tx.customers().FindByExternalId(external_id));
     if (existing) {
         TALLY_ASSIGN_OR_RETURN(auto view, BuildView(tx, *existing, now));
         return std::make_pair(std::move(view), false);
@@ -179,8 +179,8 @@ Result<std::pair<CustomerView, bool>> BillingService::CreateCustomer(StoreTx& tx
     c.role = catalog_.default_role();
     c.plan_id = catalog_.default_plan().id.str();
     c.created_at = now;
-    TALLY_TRY(tx.InsertCustomer(c));
-    TALLY_TRY(tx.AppendAudit({0, c.id, now, "customer_created", "", c.role, "api", "external_id=" + external_id}));
+    TALLY_TRY(tx.customers().Insert(c));
+    TALLY_TRY(tx.audit().Append({0, c.id, now, "customer_created", "", c.role, "api", "external_id=" + external_id}));
     TALLY_ASSIGN_OR_RETURN(auto view, BuildView(tx, c, now));
     if (outbox_) {
         TALLY_TRY(outbox_->Emit(tx, "customer.created", c.id.str(), c.id.str(), outbox_->renderer().Customer(view)));
@@ -191,7 +191,7 @@ Result<std::pair<CustomerView, bool>> BillingService::CreateCustomer(StoreTx& tx
 Result<CustomerView> BillingService::GetCustomer(const CustomerId& id) {
     std::optional<CustomerView> out;
     TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
-        TALLY_ASSIGN_OR_RETURN(auto record, tx.GetCustomer(id));
+        TALLY_ASSIGN_OR_RETURN(auto record, tx.customers().Get(id));
         if (!record) return NotFound("no such customer: '" + id.str() + "'", "id");
         TALLY_ASSIGN_OR_RETURN(out, BuildView(tx, *record, clock_.Now()));
         return {};
@@ -214,11 +214,11 @@ Result<std::vector<CustomerView>> BillingService::FindOne(
 }
 
 Result<std::vector<CustomerView>> BillingService::FindByExternalId(const std::string& external_id) {
-    return FindOne([&](StoreTx& tx) { return tx.FindCustomerByExternalId(external_id); });
+    return FindOne([&](StoreTx& tx) { return tx.customers().FindByExternalId(external_id); });
 }
 
 Result<std::vector<CustomerView>> BillingService::FindByStripeCustomerId(const StripeCustomerId& id) {
-    return FindOne([&](StoreTx& tx) { return tx.FindCustomerByStripeId(id); });
+    return FindOne([&](StoreTx& tx) { return tx.customers().FindByStripeId(id); });
 }
 
 Result<CustomerView> BillingService::SetRoleOverride(const CustomerId& id, const std::string& role,
@@ -240,13 +240,13 @@ Result<CustomerView> BillingService::SetRoleOverride(StoreTx& tx, const Customer
     const Timestamp now = clock_.Now();
     if (expires_at) TALLY_TRY(CheckTimestampRange(*expires_at, "expires_at"));
     if (expires_at && *expires_at <= now) return InvalidArgument("expires_at must be in the future", "expires_at");
-    TALLY_ASSIGN_OR_RETURN(auto record, tx.GetCustomer(id));
+    TALLY_ASSIGN_OR_RETURN(auto record, tx.customers().Get(id));
     if (!record) return NotFound("no such customer: '" + id.str() + "'", "id");
     record->role_override = RoleOverride{role, reason, expires_at, now};
-    TALLY_TRY(tx.UpdateCustomer(*record));
+    TALLY_TRY(tx.customers().Update(*record));
     std::string detail = "reason=" + reason;
     if (expires_at) detail += " expires_at=" + FormatRfc3339(*expires_at);
-    TALLY_TRY(tx.AppendAudit({0, record->id, now, "role_override_set", record->role, role, "admin:" + actor, detail}));
+    TALLY_TRY(tx.audit().Append({0, record->id, now, "role_override_set", record->role, role, "admin:" + actor, detail}));
     TALLY_TRY(Reconcile(tx, *record, "admin:" + actor, now));
     return BuildView(tx, *record, now);
 }
@@ -262,13 +262,13 @@ Result<CustomerView> BillingService::ClearRoleOverride(const CustomerId& id, con
 
 Result<CustomerView> BillingService::ClearRoleOverride(StoreTx& tx, const CustomerId& id, const std::string& actor) {
     const Timestamp now = clock_.Now();
-    TALLY_ASSIGN_OR_RETURN(auto record, tx.GetCustomer(id));
+    TALLY_ASSIGN_OR_RETURN(auto record, tx.customers().Get(id));
     if (!record) return NotFound("no such customer: '" + id.str() + "'", "id");
     if (!record->role_override) return NotFound("customer has no role override", "id");
     const std::string old_role = record->role_override->role;
     record->role_override.reset();
-    TALLY_TRY(tx.UpdateCustomer(*record));
-    TALLY_TRY(tx.AppendAudit({0, record->id, now, "role_override_cleared", old_role, "", "admin:" + actor, ""}));
+    TALLY_TRY(tx.customers().Update(*record));
+    TALLY_TRY(tx.audit().Append({0, record->id, now, "role_override_cleared", old_role, "", "admin:" + actor, ""}));
     TALLY_TRY(Reconcile(tx, *record, "admin:" + actor, now));
     return BuildView(tx, *record, now);
 }
@@ -280,10 +280,10 @@ Result<std::vector<AuditEntry>> BillingService::ListAudit(const CustomerId& cust
     std::vector<AuditEntry> out;
     TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
         if (!customer_id.empty()) {
-            TALLY_ASSIGN_OR_RETURN(auto record, tx.GetCustomer(customer_id));
+            TALLY_ASSIGN_OR_RETURN(auto record, tx.customers().Get(customer_id));
             if (!record) return NotFound("no such customer: '" + customer_id.str() + "'", "customer");
         }
-        TALLY_ASSIGN_OR_RETURN(out, tx.ListAudit(customer_id, limit));
+        TALLY_ASSIGN_OR_RETURN(out, tx.audit().List(customer_id, limit));
         return {};
     }));
     return out;
@@ -295,24 +295,24 @@ Result<int> BillingService::SweepRoles() {
     // acknowledgements also need) is taken only when some customer is due.
     bool any_due = false;
     TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
-        TALLY_ASSIGN_OR_RETURN(auto ids, tx.ListCustomersDueForRoleCheck(now, 1));
+        TALLY_ASSIGN_OR_RETURN(auto ids, tx.customers().ListDueForRoleCheck(now, 1));
         any_due = !ids.empty();
         return {};
     }));
     if (!any_due) return 0;
     int count = 0;
     TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
-        TALLY_ASSIGN_OR_RETURN(auto ids, tx.ListCustomersDueForRoleCheck(now, kRoleSweepBatchMax));
+        TALLY_ASSIGN_OR_RETURN(auto ids, tx.customers().ListDueForRoleCheck(now, kRoleSweepBatchMax));
         for (const auto& id : ids) {
-            TALLY_ASSIGN_OR_RETURN(auto record, tx.GetCustomer(id));
+            TALLY_ASSIGN_OR_RETURN(auto record, tx.customers().Get(id));
             if (!record) continue;
             std::string cause = "time:grace_period_expired";
             if (record->role_override && !record->role_override->ActiveAt(now)) {
                 cause = "time:role_override_expired";
-                TALLY_TRY(tx.AppendAudit({0, record->id, now, "role_override_expired", record->role_override->role,
+                TALLY_TRY(tx.audit().Append({0, record->id, now, "role_override_expired", record->role_override->role,
                                           "", cause, ""}));
                 record->role_override.reset();
-                TALLY_TRY(tx.UpdateCustomer(*record));
+                TALLY_TRY(tx.customers().Update(*record));
             }
             TALLY_TRY(Reconcile(tx, *record, cause, now));
             ++count;
@@ -326,13 +326,13 @@ Status BillingService::LinkStripeCustomer(StoreTx& tx, CustomerRecord& customer,
                                             Timestamp now, const std::string& cause) {
     if (customer.stripe_customer_id == id) return {};
     if (customer.stripe_customer_id) {
-        return tx.AppendAudit({0, customer.id, now, "link_conflict", customer.stripe_customer_id->str(), id.str(),
+        return tx.audit().Append({0, customer.id, now, "link_conflict", customer.stripe_customer_id->str(), id.str(),
                                cause, "customer is already linked to another Stripe customer; not relinked"});
     }
-    TALLY_ASSIGN_OR_RETURN(auto placeholder, tx.FindCustomerByStripeId(id));
+    TALLY_ASSIGN_OR_RETURN(auto placeholder, tx.customers().FindByStripeId(id));
     if (placeholder) {
         if (!placeholder->external_id.empty()) {
-            return tx.AppendAudit({0, customer.id, now, "link_conflict", "", id.str(), cause,
+            return tx.audit().Append({0, customer.id, now, "link_conflict", "", id.str(), cause,
                                    "Stripe customer is linked to " + placeholder->id.str()});
         }
         // Fold the placeholder (made from events that came before the link) into the app's customer.
@@ -342,13 +342,13 @@ Status BillingService::LinkStripeCustomer(StoreTx& tx, CustomerRecord& customer,
         customer.stripe_deleted = placeholder->stripe_deleted;
         placeholder->stripe_customer_id.reset();
         placeholder->role_check_at.reset();
-        TALLY_TRY(tx.UpdateCustomer(*placeholder));
-        TALLY_TRY(tx.AppendAudit({0, placeholder->id, now, "customer_merged", placeholder->id.str(),
+        TALLY_TRY(tx.customers().Update(*placeholder));
+        TALLY_TRY(tx.audit().Append({0, placeholder->id, now, "customer_merged", placeholder->id.str(),
                                   customer.id.str(), cause, "placeholder folded into the linked customer"}));
     }
     customer.stripe_customer_id = id;
-    TALLY_TRY(tx.UpdateCustomer(customer));
-    TALLY_TRY(tx.AppendAudit({0, customer.id, now, "stripe_customer_linked", "", id.str(), cause, ""}));
+    TALLY_TRY(tx.customers().Update(customer));
+    TALLY_TRY(tx.audit().Append({0, customer.id, now, "stripe_customer_linked", "", id.str(), cause, ""}));
     return EmitCustomerEvent(tx, "customer.updated", customer, now, {{"stripe_customer_id", nullptr}});
 }
 

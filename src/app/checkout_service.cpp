@@ -21,7 +21,7 @@ Status CheckUrl(const std::string& url, const char* param) {
 Result<StripeCustomerId> CheckoutService::EnsureStripeCustomer(const CustomerId& id) {
     std::optional<CustomerRecord> customer;
     TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
-        TALLY_ASSIGN_OR_RETURN(customer, tx.GetCustomer(id));
+        TALLY_ASSIGN_OR_RETURN(customer, tx.customers().Get(id));
         return {};
     }));
     if (!customer) return NotFound("no such customer: " + id.str(), "customer");
@@ -32,7 +32,7 @@ Result<StripeCustomerId> CheckoutService::EnsureStripeCustomer(const CustomerId&
                                                                             "tally_customer_" + id.str()));
     StripeCustomerId linked = created;
     TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
-        TALLY_ASSIGN_OR_RETURN(auto current, tx.GetCustomer(id));
+        TALLY_ASSIGN_OR_RETURN(auto current, tx.customers().Get(id));
         if (!current) return NotFound("no such customer: " + id.str(), "customer");
         if (current->stripe_customer_id) {
             linked = *current->stripe_customer_id;
@@ -93,7 +93,7 @@ Result<HostedSession> CheckoutService::StartPortal(const CustomerId& id, const s
     TALLY_TRY(CheckUrl(url, "return_url"));
     std::optional<CustomerRecord> customer;
     TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
-        TALLY_ASSIGN_OR_RETURN(customer, tx.GetCustomer(id));
+        TALLY_ASSIGN_OR_RETURN(customer, tx.customers().Get(id));
         return {};
     }));
     if (!customer) return NotFound("no such customer: " + id.str(), "customer");

@@ -265,7 +265,7 @@ Status EventDispatcher::Record(StoreTx& tx, std::map<std::string, WebhookEndpoin
         endpoint->disabled_reason = "every delivery failed for " + std::to_string(config_.retry.window_ms / 3'600'000) +
                                     " hours; last error: " + error;
         TALLY_TRY(events.UpdateEndpoint(*endpoint));
-        TALLY_TRY(tx.AppendAudit({0, CustomerId(""), Timestamp(now_ms / 1000), "webhook_endpoint_disabled", "enabled",
+        TALLY_TRY(tx.audit().Append({0, CustomerId(""), Timestamp(now_ms / 1000), "webhook_endpoint_disabled", "enabled",
                                   "disabled", "time:delivery_failures", endpoint->id + " " + endpoint->url + ": " +
                                                                             endpoint->disabled_reason}));
     }

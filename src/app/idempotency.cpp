@@ -45,7 +45,7 @@ Result<IdempotentOutcome> IdempotencyService::RunInStoreRedacted(
     TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
         std::optional<IdempotencyRecord> existing;
         if (!request.key.empty()) {
-            TALLY_ASSIGN_OR_RETURN(existing, tx.GetIdempotency(request.api_key_id, request.key));
+            TALLY_ASSIGN_OR_RETURN(existing, tx.keys().GetIdempotency(request.api_key_id, request.key));
             if (existing) {
                 TALLY_ASSIGN_OR_RETURN(auto decided, Existing(request, *existing, now));
                 if (decided) {
@@ -59,7 +59,7 @@ Result<IdempotentOutcome> IdempotencyService::RunInStoreRedacted(
         if (request.key.empty()) return {};
         const IdempotencyRecord record{request.api_key_id, request.key, request.request_hash, IdempotencyState::kDone,
                                        responses.second.status, responses.second.body, now, std::nullopt};
-        return existing ? tx.UpdateIdempotency(record) : tx.InsertIdempotency(record);
+        return existing ? tx.keys().UpdateIdempotency(record) : tx.keys().InsertIdempotency(record);
     }));
     return out;
 }
@@ -74,14 +74,14 @@ Result<IdempotentOutcome> IdempotencyService::RunWithExternalEffects(const Idemp
     const Timestamp claimed_until = now.PlusSeconds(kIdempotencyLockSeconds);
     std::optional<IdempotentOutcome> decided;
     TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
-        TALLY_ASSIGN_OR_RETURN(auto existing, tx.GetIdempotency(request.api_key_id, request.key));
+        TALLY_ASSIGN_OR_RETURN(auto existing, tx.keys().GetIdempotency(request.api_key_id, request.key));
         if (existing) {
             TALLY_ASSIGN_OR_RETURN(decided, Existing(request, *existing, now));
         }
         if (decided) return {};
         const IdempotencyRecord claim{request.api_key_id, request.key, request.request_hash,
                                       IdempotencyState::kInFlight, 0, "", now, claimed_until};
-        return existing ? tx.UpdateIdempotency(claim) : tx.InsertIdempotency(claim);
+        return existing ? tx.keys().UpdateIdempotency(claim) : tx.keys().InsertIdempotency(claim);
     }));
     if (decided) return std::move(*decided);
     auto response = fn();
@@ -89,14 +89,14 @@ Result<IdempotentOutcome> IdempotencyService::RunWithExternalEffects(const Idemp
         // Nothing to replay: free the key so the client's retry runs (the store may be down; then the claim
         // lapses by itself).
         (void)store_.Write([&](StoreTx& tx) {
-            return tx.ReleaseIdempotencyClaim(request.api_key_id, request.key, claimed_until);
+            return tx.keys().ReleaseIdempotencyClaim(request.api_key_id, request.key, claimed_until);
         });
         return response.error();
     }
     // Fenced on this request's own claim: if it lapsed and a retry took the key over, that retry's record stands.
     TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
         TALLY_ASSIGN_OR_RETURN(bool finished,
-                               tx.FinishIdempotencyClaim({request.api_key_id, request.key, request.request_hash,
+                               tx.keys().FinishIdempotencyClaim({request.api_key_id, request.key, request.request_hash,
                                                           IdempotencyState::kDone, response->status, response->body,
                                                           now, std::nullopt},
                                                          claimed_until));
@@ -109,7 +109,7 @@ Result<IdempotentOutcome> IdempotencyService::RunWithExternalEffects(const Idemp
 Result<int> IdempotencyService::Prune() {
     int pruned = 0;
     TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
-        TALLY_ASSIGN_OR_RETURN(pruned, tx.PruneIdempotency(clock_.Now().PlusSeconds(-kIdempotencyRetentionSeconds)));
+        TALLY_ASSIGN_OR_RETURN(pruned, tx.keys().PruneIdempotency(clock_.Now().PlusSeconds(-kIdempotencyRetentionSeconds)));
         return {};
     }));
     return pruned;

@@ -54,7 +54,7 @@ Result<WebhookEndpointRecord> WebhookEndpointService::Create(StoreTx& tx, const 
     e.secret = "whsec_" + hasher_.RandomHex(kWebhookSecretRandomBytes);
     e.created_ms = now;
     TALLY_TRY(tx.events().InsertEndpoint(e));
-    TALLY_TRY(tx.AppendAudit(EndpointAudit("webhook_endpoint_created", e, actor, now)));
+    TALLY_TRY(tx.audit().Append(EndpointAudit("webhook_endpoint_created", e, actor, now)));
     return e;
 }
 
@@ -77,7 +77,7 @@ Result<WebhookEndpointRecord> WebhookEndpointService::Update(StoreTx& tx, const 
         e->disabled = *update.disabled;
     }
     TALLY_TRY(tx.events().UpdateEndpoint(*e));
-    TALLY_TRY(tx.AppendAudit(EndpointAudit("webhook_endpoint_updated", *e, actor, clock_.NowMs(),
+    TALLY_TRY(tx.audit().Append(EndpointAudit("webhook_endpoint_updated", *e, actor, clock_.NowMs(),
                                            e->disabled ? "(disabled)" : "(enabled)")));
     return std::move(*e);
 }
@@ -87,7 +87,7 @@ Result<WebhookEndpointRecord> WebhookEndpointService::Delete(StoreTx& tx, const 
     TALLY_ASSIGN_OR_RETURN(auto e, tx.events().GetEndpoint(id));
     if (!e) return EndpointMissing(id);
     TALLY_TRY(tx.events().DeleteEndpoint(id));
-    TALLY_TRY(tx.AppendAudit(EndpointAudit("webhook_endpoint_deleted", *e, actor, clock_.NowMs())));
+    TALLY_TRY(tx.audit().Append(EndpointAudit("webhook_endpoint_deleted", *e, actor, clock_.NowMs())));
     return std::move(*e);
 }
 
@@ -100,7 +100,7 @@ Result<WebhookEndpointRecord> WebhookEndpointService::RollSecret(StoreTx& tx, co
     e->previous_secret_expires_ms = now + kSecretRollOverlapMs;
     e->secret = "whsec_" + hasher_.RandomHex(kWebhookSecretRandomBytes);
     TALLY_TRY(tx.events().UpdateEndpoint(*e));
-    TALLY_TRY(tx.AppendAudit(EndpointAudit("webhook_endpoint_secret_rolled", *e, actor, now)));
+    TALLY_TRY(tx.audit().Append(EndpointAudit("webhook_endpoint_secret_rolled", *e, actor, now)));
     return std::move(*e);
 }
 
@@ -192,7 +192,7 @@ Result<DeliveryRecord> WebhookEndpointService::Redeliver(StoreTx& tx, const std:
     // A redelivery gets a fresh retry window: the app asked for it now.
     d.event_created_ms = now;
     TALLY_ASSIGN_OR_RETURN(d.id, tx.events().InsertDelivery(d));
-    TALLY_TRY(tx.AppendAudit(EndpointAudit("event_redelivery_requested", *endpoint, actor, now, "event=" + event->id)));
+    TALLY_TRY(tx.audit().Append(EndpointAudit("event_redelivery_requested", *endpoint, actor, now, "event=" + event->id)));
     return d;
 }
 

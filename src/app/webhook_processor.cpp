@@ -36,7 +36,7 @@ WebhookProcessor::WebhookProcessor(Store& store, const EventDecoder& decoder, Bi
 Result<std::string> WebhookProcessor::ProcessInTx(StoreTx& tx, const StripeEventId& id,
                                                   const Result<DecodedEvent>* decoded, Timestamp now,
                                                   std::vector<std::pair<std::string, int64_t>>& seen) {
-    TALLY_ASSIGN_OR_RETURN(auto inbox, tx.GetInboxEvent(id));
+    TALLY_ASSIGN_OR_RETURN(auto inbox, tx.inbox().Get(id));
     if (!inbox) return NotFound("no such event: '" + id.str() + "'", "id");
     if (inbox->status == InboxStatus::kProcessed) return std::string("already_processed");
     TALLY_TRY(tx.Savepoint());
@@ -45,7 +45,7 @@ Result<std::string> WebhookProcessor::ProcessInTx(StoreTx& tx, const StripeEvent
     std::string payload;
     if (decoded == nullptr) {
         // Not decoded before the transaction (it was missing or processed then): read and decode it now.
-        TALLY_ASSIGN_OR_RETURN(auto stored, tx.GetInboxPayload(id));
+        TALLY_ASSIGN_OR_RETURN(auto stored, tx.inbox().GetPayload(id));
         payload = stored.value_or("");
         decoded = &local.emplace(decoder_.Decode(payload));
     }
@@ -62,7 +62,7 @@ Result<std::string> WebhookProcessor::ProcessInTx(StoreTx& tx, const StripeEvent
         inbox->last_error.clear();
         inbox->next_attempt_at.reset();
         inbox->processed_at = now;
-        TALLY_TRY(tx.UpdateInboxState(*inbox));
+        TALLY_TRY(tx.inbox().UpdateState(*inbox));
         seen.emplace_back(*outcome, now.unix_seconds() - inbox->received_at.unix_seconds());
         return outcome;
     }
@@ -79,7 +79,7 @@ Result<std::string> WebhookProcessor::ProcessInTx(StoreTx& tx, const StripeEvent
     } else {
         inbox->next_attempt_at = now.PlusSeconds(WebhookRetryDelaySeconds(inbox->attempts));
     }
-    TALLY_TRY(tx.UpdateInboxState(*inbox));
+    TALLY_TRY(tx.inbox().UpdateState(*inbox));
     seen.emplace_back("failed", now.unix_seconds() - inbox->received_at.unix_seconds());
     return outcome;
 }
@@ -92,9 +92,9 @@ Result<std::vector<Result<std::string>>> WebhookProcessor::ProcessBatch(const st
     std::vector<std::optional<Result<DecodedEvent>>> decoded(ids.size());
     TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
         for (size_t i = 0; i < ids.size(); ++i) {
-            TALLY_ASSIGN_OR_RETURN(auto inbox, tx.GetInboxEvent(ids[i]));
+            TALLY_ASSIGN_OR_RETURN(auto inbox, tx.inbox().Get(ids[i]));
             if (!inbox || inbox->status == InboxStatus::kProcessed) continue;
-            TALLY_ASSIGN_OR_RETURN(auto payload, tx.GetInboxPayload(ids[i]));
+            TALLY_ASSIGN_OR_RETURN(auto payload, tx.inbox().GetPayload(ids[i]));
             payloads[i] = payload.value_or("");
             decoded[i].emplace(decoder_.Decode(payloads[i]));
         }
@@ -142,7 +142,7 @@ Result<std::string> WebhookProcessor::ProcessOne(const StripeEventId& id) {
 Result<int> WebhookProcessor::ProcessDue() {
     std::vector<StripeEventId> ids;
     TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
-        TALLY_ASSIGN_OR_RETURN(ids, tx.ListDueInbox(clock_.Now(), kWebhookProcessBatchMax));
+        TALLY_ASSIGN_OR_RETURN(ids, tx.inbox().ListDue(clock_.Now(), kWebhookProcessBatchMax));
         return {};
     }));
     if (ids.empty()) return 0;
@@ -153,13 +153,13 @@ Result<int> WebhookProcessor::ProcessDue() {
 Result<InboxEvent> WebhookProcessor::Retry(const StripeEventId& id) {
     std::optional<InboxEvent> out;
     TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
-        TALLY_ASSIGN_OR_RETURN(out, tx.GetInboxEvent(id));
+        TALLY_ASSIGN_OR_RETURN(out, tx.inbox().Get(id));
         if (!out) return NotFound("no such event: '" + id.str() + "'", "id");
         if (out->status == InboxStatus::kProcessed) {
             return Conflict("event '" + id.str() + "' is already processed", "id");
         }
         out->next_attempt_at = clock_.Now();
-        return tx.UpdateInboxState(*out);
+        return tx.inbox().UpdateState(*out);
     }));
     return std::move(*out);
 }
@@ -171,7 +171,7 @@ Result<bool> WebhookProcessor::IsNewer(StoreTx& tx, const DecodedEvent& event, b
     bool received_later = false;
     if (incoming.created == stored.created && incoming.event_id != stored.event_id) {
         // Same second: look for chain evidence between this event and the stored snapshot's own event.
-        TALLY_ASSIGN_OR_RETURN(auto stored_payload, tx.GetInboxPayload(StripeEventId(stored.event_id)));
+        TALLY_ASSIGN_OR_RETURN(auto stored_payload, tx.inbox().GetPayload(StripeEventId(stored.event_id)));
         if (stored_payload) {
             if (auto evidence = decoder_.ChainEvidence(event.payload, *stored_payload); evidence.ok()) {
                 incoming_follows = evidence->first;
@@ -180,8 +180,8 @@ Result<bool> WebhookProcessor::IsNewer(StoreTx& tx, const DecodedEvent& event, b
         }
         if (incoming_follows && stored_follows) {
             // Mirror images (a change and its reversal): only the arrival order is left to go by.
-            TALLY_ASSIGN_OR_RETURN(auto mine, tx.GetInboxSequence(event.id));
-            TALLY_ASSIGN_OR_RETURN(auto theirs, tx.GetInboxSequence(StripeEventId(stored.event_id)));
+            TALLY_ASSIGN_OR_RETURN(auto mine, tx.inbox().GetSequence(event.id));
+            TALLY_ASSIGN_OR_RETURN(auto theirs, tx.inbox().GetSequence(StripeEventId(stored.event_id)));
             received_later = mine && theirs && *mine > *theirs;
         }
     }
@@ -199,7 +199,7 @@ Result<std::string> WebhookProcessor::Apply(StoreTx& tx, const DecodedEvent& eve
 
 Result<CustomerRecord> WebhookProcessor::EnsureCustomer(StoreTx& tx, const StripeCustomerId& id, Timestamp now,
                                                         const std::string& cause) {
-    TALLY_ASSIGN_OR_RETURN(auto existing, tx.FindCustomerByStripeId(id));
+    TALLY_ASSIGN_OR_RETURN(auto existing, tx.customers().FindByStripeId(id));
     if (existing) return std::move(*existing);
     CustomerRecord c;
     c.id = CustomerId(NewId("cust_"));
@@ -207,8 +207,8 @@ Result<CustomerRecord> WebhookProcessor::EnsureCustomer(StoreTx& tx, const Strip
     c.role = billing_.catalog().default_role();
     c.plan_id = billing_.catalog().default_plan().id.str();
     c.created_at = now;
-    TALLY_TRY(tx.InsertCustomer(c));
-    TALLY_TRY(tx.AppendAudit({0, c.id, now, "customer_created", "", c.role, cause, "stripe_customer=" + id.str()}));
+    TALLY_TRY(tx.customers().Insert(c));
+    TALLY_TRY(tx.audit().Append({0, c.id, now, "customer_created", "", c.role, cause, "stripe_customer=" + id.str()}));
     TALLY_TRY(billing_.EmitCustomerEvent(tx, "customer.created", c, now));
     return c;
 }
@@ -217,12 +217,12 @@ Result<std::string> WebhookProcessor::ApplyCustomer(StoreTx& tx, const DecodedEv
                                                     const StripeCustomerData& data, Timestamp now) {
     const std::string cause = "event:" + event.id.str();
     const bool deleted = data.deleted || event.type == "customer.deleted";
-    TALLY_ASSIGN_OR_RETURN(auto existing, tx.FindCustomerByStripeId(data.id));
+    TALLY_ASSIGN_OR_RETURN(auto existing, tx.customers().FindByStripeId(data.id));
     CustomerRecord customer;
     if (existing) {
         customer = std::move(*existing);
     } else if (!data.external_id.empty()) {
-        TALLY_ASSIGN_OR_RETURN(auto by_external, tx.FindCustomerByExternalId(data.external_id));
+        TALLY_ASSIGN_OR_RETURN(auto by_external, tx.customers().FindByExternalId(data.external_id));
         if (by_external && !by_external->stripe_customer_id) {
             customer = std::move(*by_external);
             TALLY_TRY(billing_.LinkStripeCustomer(tx, customer, data.id, now, cause));
@@ -248,11 +248,11 @@ Result<std::string> WebhookProcessor::ApplyCustomer(StoreTx& tx, const DecodedEv
     customer.stripe_deleted = deleted;
     customer.stripe_stamp = EventStamp{event.created.unix_seconds(), EventTypeRank(event.type), event.id.str(), deleted};
     if (customer.external_id.empty() && !data.external_id.empty()) {
-        TALLY_ASSIGN_OR_RETURN(auto taken, tx.FindCustomerByExternalId(data.external_id));
+        TALLY_ASSIGN_OR_RETURN(auto taken, tx.customers().FindByExternalId(data.external_id));
         if (!taken) customer.external_id = data.external_id;
     }
     if (customer.external_id != external_before) previous.emplace_back("external_id", text(external_before));
-    TALLY_TRY(tx.UpdateCustomer(customer));
+    TALLY_TRY(tx.customers().Update(customer));
     if (!previous.empty()) TALLY_TRY(billing_.EmitCustomerEvent(tx, "customer.updated", customer, now, previous));
     TALLY_TRY(billing_.Reconcile(tx, customer, cause, now));
     return std::string("applied");
@@ -320,7 +320,7 @@ Result<std::string> WebhookProcessor::ApplySubscription(StoreTx& tx, const Decod
                                                         const StripeSubscriptionData& data, Timestamp now) {
     const std::string cause = "event:" + event.id.str();
     const bool terminal = IsTerminal(data.status);
-    TALLY_ASSIGN_OR_RETURN(auto stored, tx.GetSubscription(data.id));
+    TALLY_ASSIGN_OR_RETURN(auto stored, tx.billing().GetSubscription(data.id));
     TALLY_ASSIGN_OR_RETURN(CustomerRecord customer, EnsureCustomer(tx, data.customer, now, cause));
     if (stored) {
         TALLY_ASSIGN_OR_RETURN(bool newer, IsNewer(tx, event, terminal, stored->stamp));
@@ -330,14 +330,14 @@ Result<std::string> WebhookProcessor::ApplySubscription(StoreTx& tx, const Decod
     const SubscriptionRecord sub{data, match.plan ? match.plan->id.str() : "",
                                  EventStamp{event.created.unix_seconds(), EventTypeRank(event.type), event.id.str(),
                                             terminal}};
-    TALLY_TRY(tx.UpsertSubscription(sub));
+    TALLY_TRY(tx.billing().UpsertSubscription(sub));
     TALLY_TRY(EmitSubscriptionEvents(tx, event, stored, sub, customer));
     if (!match.plan) {
-        TALLY_TRY(tx.AppendAudit({0, customer.id, now, "unknown_price", "", data.price_id, cause,
+        TALLY_TRY(tx.audit().Append({0, customer.id, now, "unknown_price", "", data.price_id, cause,
                                   "lookup_key='" + data.price_lookup_key + "' matches no plan; grants nothing"}));
     }
     if (event.type == "customer.subscription.trial_will_end" && data.trial_end) {
-        TALLY_TRY(tx.AppendAudit({0, customer.id, now, "trial_will_end", "", FormatRfc3339(*data.trial_end), cause,
+        TALLY_TRY(tx.audit().Append({0, customer.id, now, "trial_will_end", "", FormatRfc3339(*data.trial_end), cause,
                                   "subscription=" + data.id.str()}));
     }
     TALLY_TRY(billing_.Reconcile(tx, customer, cause, now));
@@ -348,7 +348,7 @@ Result<std::string> WebhookProcessor::ApplyInvoice(StoreTx& tx, const DecodedEve
                                                    Timestamp now) {
     const std::string cause = "event:" + event.id.str();
     TALLY_ASSIGN_OR_RETURN(CustomerRecord customer, EnsureCustomer(tx, data.customer, now, cause));
-    TALLY_ASSIGN_OR_RETURN(auto stored, tx.GetInvoice(data.id));
+    TALLY_ASSIGN_OR_RETURN(auto stored, tx.billing().GetInvoice(data.id));
     const bool terminal = data.status == "paid" || data.status == "void";
     bool newer = true;
     if (stored) {
@@ -358,7 +358,7 @@ Result<std::string> WebhookProcessor::ApplyInvoice(StoreTx& tx, const DecodedEve
                                 data.amount_paid_minor, data.currency,
                                 EventStamp{event.created.unix_seconds(), EventTypeRank(event.type), event.id.str(),
                                            terminal}};
-    if (newer) TALLY_TRY(tx.UpsertInvoice(invoice));
+    if (newer) TALLY_TRY(tx.billing().UpsertInvoice(invoice));
     // Each Stripe event is applied once (the inbox deduplicates), so each payment outcome is told once.
     if (EventOutbox* outbox = billing_.outbox();
         outbox && (event.type == "invoice.paid" || event.type == "invoice.payment_failed")) {
@@ -369,24 +369,24 @@ Result<std::string> WebhookProcessor::ApplyInvoice(StoreTx& tx, const DecodedEve
     const bool failed = event.type == "invoice.payment_failed";
     const bool succeeded = event.type == "invoice.paid" || event.type == "invoice.payment_succeeded";
     if ((failed || succeeded) && !data.subscription_id.empty()) {
-        TALLY_TRY(tx.InsertPaymentAttempt({event.id.str(), data.id, data.subscription_id, event.created, succeeded}));
+        TALLY_TRY(tx.billing().InsertPaymentAttempt({event.id.str(), data.id, data.subscription_id, event.created, succeeded}));
     }
     if (failed) {
         TALLY_ASSIGN_OR_RETURN(CustomerView view, billing_.BuildView(tx, customer, now));
         std::string detail = "invoice=" + data.id + " amount_due=" + std::to_string(data.amount_due_minor) + " " +
                              data.currency + " attempt_count=" + std::to_string(data.attempt_count);
         if (view.decision.role != billing_.catalog().default_role()) {
-            TALLY_ASSIGN_OR_RETURN(auto attempts, tx.ListPaymentAttempts(data.subscription_id));
+            TALLY_ASSIGN_OR_RETURN(auto attempts, tx.billing().ListPaymentAttempts(data.subscription_id));
             const auto since = BillingService::PastDueSince(attempts).value_or(event.created);
             detail += "; role '" + view.decision.role + "' drops to '" + billing_.catalog().default_role() + "' at " +
                       FormatRfc3339(since.PlusSeconds(billing_.config().grace_period_seconds)) +
                       " unless a payment succeeds";
         }
-        TALLY_TRY(tx.AppendAudit({0, customer.id, now, "downgrade_warning", view.decision.role,
+        TALLY_TRY(tx.audit().Append({0, customer.id, now, "downgrade_warning", view.decision.role,
                                   billing_.catalog().default_role(), cause, detail}));
     }
     if (event.type == "invoice.payment_action_required") {
-        TALLY_TRY(tx.AppendAudit({0, customer.id, now, "payment_action_required", "", data.id, cause,
+        TALLY_TRY(tx.audit().Append({0, customer.id, now, "payment_action_required", "", data.id, cause,
                                   "the customer must authenticate the payment"}));
     }
     TALLY_TRY(billing_.Reconcile(tx, customer, cause, now));
@@ -401,9 +401,9 @@ Result<std::string> WebhookProcessor::ApplyCheckout(StoreTx& tx, const DecodedEv
     std::optional<CustomerRecord> customer;
     for (const std::string& ref : {data.client_reference_id, data.external_id}) {
         if (ref.empty() || customer) continue;
-        TALLY_ASSIGN_OR_RETURN(customer, tx.GetCustomer(CustomerId(ref)));
+        TALLY_ASSIGN_OR_RETURN(customer, tx.customers().Get(CustomerId(ref)));
         if (!customer) {
-            TALLY_ASSIGN_OR_RETURN(customer, tx.FindCustomerByExternalId(ref));
+            TALLY_ASSIGN_OR_RETURN(customer, tx.customers().FindByExternalId(ref));
         }
     }
     if (!customer) {
@@ -412,7 +412,7 @@ Result<std::string> WebhookProcessor::ApplyCheckout(StoreTx& tx, const DecodedEv
     } else {
         TALLY_TRY(billing_.LinkStripeCustomer(tx, *customer, data.customer, now, cause));
     }
-    TALLY_TRY(tx.AppendAudit({0, customer->id, now, "checkout_completed", "", data.id, cause,
+    TALLY_TRY(tx.audit().Append({0, customer->id, now, "checkout_completed", "", data.id, cause,
                               "mode=" + data.mode + " payment_status=" + data.payment_status +
                                   (data.subscription_id.empty() ? "" : " subscription=" + data.subscription_id)}));
     TALLY_TRY(billing_.Reconcile(tx, *customer, cause, now));
@@ -420,7 +420,7 @@ Result<std::string> WebhookProcessor::ApplyCheckout(StoreTx& tx, const DecodedEv
 }
 
 Result<std::string> WebhookProcessor::ApplyPayment(StoreTx& tx, const DecodedEvent& event, const StripePaymentData& data) {
-    TALLY_ASSIGN_OR_RETURN(auto stored, tx.GetPayment(data.id));
+    TALLY_ASSIGN_OR_RETURN(auto stored, tx.billing().GetPayment(data.id));
     const bool terminal = data.status == "succeeded" || data.status == "canceled";
     if (stored) {
         TALLY_ASSIGN_OR_RETURN(bool newer, IsNewer(tx, event, terminal, stored->stamp));
@@ -428,7 +428,7 @@ Result<std::string> WebhookProcessor::ApplyPayment(StoreTx& tx, const DecodedEve
         if (!newer) {
             if (data.amount_refunded_minor > stored->amount_refunded_minor) {
                 stored->amount_refunded_minor = data.amount_refunded_minor;
-                TALLY_TRY(tx.UpsertPayment(*stored));
+                TALLY_TRY(tx.billing().UpsertPayment(*stored));
                 return std::string("applied");
             }
             return std::string("stale");
@@ -438,7 +438,7 @@ Result<std::string> WebhookProcessor::ApplyPayment(StoreTx& tx, const DecodedEve
                     data.status,
                     EventStamp{event.created.unix_seconds(), EventTypeRank(event.type), event.id.str(), terminal}};
     if (stored && stored->amount_refunded_minor > p.amount_refunded_minor) p.amount_refunded_minor = stored->amount_refunded_minor;
-    TALLY_TRY(tx.UpsertPayment(p));
+    TALLY_TRY(tx.billing().UpsertPayment(p));
     return std::string("applied");
 }
 

@@ -55,15 +55,15 @@ TEST(HardeningTest, AnExceptionInAWriteRollsItBackAndTheStoreGoesOn) {
     c.role = "member";
     c.plan_id = "free";
     EXPECT_THROW((void)store->Write([&](StoreTx& tx) -> Status {
-        TALLY_TRY(tx.InsertCustomer(c));
+        TALLY_TRY(tx.customers().Insert(c));
         throw std::runtime_error("bug after the insert");
     }), std::runtime_error);
     // Rolled back: the row is gone and the connection is not left inside a transaction.
     ASSERT_TRUE(store->Read([&](StoreTx& tx) -> Status {
-        EXPECT_FALSE(tx.GetCustomer(c.id)->has_value());
+        EXPECT_FALSE(tx.customers().Get(c.id)->has_value());
         return {};
     }).ok());
-    ASSERT_TRUE(store->Write([&](StoreTx& tx) { return tx.InsertCustomer(c); }).ok());
+    ASSERT_TRUE(store->Write([&](StoreTx& tx) { return tx.customers().Insert(c); }).ok());
 }
 
 TEST(HardeningTest, AThrowingGroupCommitSinkFailsItsBatchAndTheCommitterGoesOn) {
@@ -167,7 +167,7 @@ TEST(HardeningTest, IdempotencyClaimsBlockTwinsUntilDoneAndLapseAfterACrash) {
 
     // A claim whose holder crashed (left in flight) blocks until it lapses, then a retry takes it over.
     ASSERT_TRUE(store->Write([&](StoreTx& tx) {
-        return tx.InsertIdempotency({"key_a", "k2", "hash", IdempotencyState::kInFlight, 0, "", clock.Now(),
+        return tx.keys().InsertIdempotency({"key_a", "k2", "hash", IdempotencyState::kInFlight, 0, "", clock.Now(),
                                      clock.Now().PlusSeconds(kIdempotencyLockSeconds)});
     }).ok());
     const IdempotencyRequest crashed{"key_a", "k2", "hash"};
@@ -200,13 +200,13 @@ TEST(HardeningTest, IdempotencyClaimsBlockTwinsUntilDoneAndLapseAfterACrash) {
         c.id = CustomerId("cust_k4");
         c.role = "member";
         c.plan_id = "free";
-        TALLY_TRY(tx.InsertCustomer(c));
+        TALLY_TRY(tx.customers().Insert(c));
         return InvalidArgument("refused after the insert");
     });
     EXPECT_FALSE(store_failed.ok());
     ASSERT_TRUE(store->Read([&](StoreTx& tx) -> Status {
-        EXPECT_FALSE(tx.GetCustomer(CustomerId("cust_k4"))->has_value());
-        EXPECT_FALSE(tx.GetIdempotency("key_a", "k4")->has_value());
+        EXPECT_FALSE(tx.customers().Get(CustomerId("cust_k4"))->has_value());
+        EXPECT_FALSE(tx.keys().GetIdempotency("key_a", "k4")->has_value());
         return {};
     }).ok());
 

@@ -167,9 +167,9 @@ TEST_P(SqliteFaultTest, AFailedWalWriteIsA503AndNothingAcknowledgedIsLost) {
     auto reopened = sqlite::SqliteStore::Open(db.path()).value();
     ASSERT_TRUE(reopened->Read([&](StoreTx& tx) -> Status {
         for (const auto& id : out.acknowledged) {
-            TALLY_ASSIGN_OR_RETURN(auto e, tx.GetInboxEvent(StripeEventId(id)));
+            TALLY_ASSIGN_OR_RETURN(auto e, tx.inbox().Get(StripeEventId(id)));
             EXPECT_TRUE(e.has_value()) << id << " was acknowledged and is lost";
-            TALLY_ASSIGN_OR_RETURN(auto payload, tx.GetInboxPayload(StripeEventId(id)));
+            TALLY_ASSIGN_OR_RETURN(auto payload, tx.inbox().GetPayload(StripeEventId(id)));
             EXPECT_TRUE(payload.has_value() && payload->find(id) != std::string::npos) << id;
         }
         return {};

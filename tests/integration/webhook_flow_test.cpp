@@ -350,7 +350,7 @@ TEST(WebhookFlowTest, FailuresAreRetriedWithBackoffThenLeftFailed) {
     auto get = [&] {
         std::optional<InboxEvent> e;
         EXPECT_TRUE(h.store->Read([&](StoreTx& tx) -> Status {
-            TALLY_ASSIGN_OR_RETURN(e, tx.GetInboxEvent(StripeEventId("evt_bad")));
+            TALLY_ASSIGN_OR_RETURN(e, tx.inbox().Get(StripeEventId("evt_bad")));
             return {};
         }).ok());
         return *e;
@@ -391,7 +391,7 @@ TEST(WebhookFlowTest, RefundsOnlyGrow) {
     charge["amount_refunded"] = 1000;
     h.DeliverAndProcess(EventJson("evt_r1", "charge.refunded", kT0, charge));
     ASSERT_TRUE(h.store->Read([&](StoreTx& tx) -> Status {
-        EXPECT_EQ((*tx.GetPayment("ch_1"))->amount_refunded_minor, 2000);
+        EXPECT_EQ((*tx.billing().GetPayment("ch_1"))->amount_refunded_minor, 2000);
         return {};
     }).ok());
 }

@@ -428,7 +428,7 @@ Response Api::Dispatch(const Request& req, const Principal& principal, const Ide
             }
             std::vector<InboxEvent> events;
             Status s = d_.store.Read([&](StoreTx& tx) -> Status {
-                TALLY_ASSIGN_OR_RETURN(events, tx.ListInbox(status, *limit));
+                TALLY_ASSIGN_OR_RETURN(events, tx.inbox().List(status, *limit));
                 return {};
             });
             if (!s.ok()) return fail(s.error());
@@ -439,7 +439,7 @@ Response Api::Dispatch(const Request& req, const Principal& principal, const Ide
         if (seg.size() == 3 && get) {
             std::optional<InboxEvent> event;
             Status s = d_.store.Read([&](StoreTx& tx) -> Status {
-                TALLY_ASSIGN_OR_RETURN(event, tx.GetInboxEvent(StripeEventId(seg[2])));
+                TALLY_ASSIGN_OR_RETURN(event, tx.inbox().Get(StripeEventId(seg[2])));
                 return {};
             });
             if (!s.ok()) return fail(s.error());
@@ -453,7 +453,7 @@ Response Api::Dispatch(const Request& req, const Principal& principal, const Ide
                 (void)d_.processor.ProcessOne(event.id);  // the outcome is recorded on the event
                 std::optional<InboxEvent> after;
                 TALLY_TRY(d_.store.Read([&](StoreTx& tx) -> Status {
-                    TALLY_ASSIGN_OR_RETURN(after, tx.GetInboxEvent(event.id));
+                    TALLY_ASSIGN_OR_RETURN(after, tx.inbox().Get(event.id));
                     return {};
                 }));
                 if (!after) return Internal("event " + event.id.str() + " vanished");

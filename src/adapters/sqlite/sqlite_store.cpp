@@ -385,19 +385,17 @@ public:
     }
 };
 
-/// StoreTx over one connection inside an open transaction.
-class SqliteTx final : public StoreTx, private SqliteStatements {
+/// The aggregates over one connection inside an open transaction.
+class SqliteCustomerTx final : public CustomerStoreTx, private SqliteStatements {
 public:
-    explicit SqliteTx(Connection& c) : SqliteStatements(c), events_(c) {}
+    explicit SqliteCustomerTx(Connection& c) : SqliteStatements(c) {}
 
-    EventStoreTx& events() override { return events_; }
-
-    Status InsertCustomer(const CustomerRecord& c) override {
+    Status Insert(const CustomerRecord& c) override {
         static const std::string sql = std::string("INSERT INTO customers(") + kCustomerCols +
                                        ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)";
         return WriteCustomer(sql.c_str(), c);
     }
-    Status UpdateCustomer(const CustomerRecord& c) override {
+    Status Update(const CustomerRecord& c) override {
         static const std::string sql =
             "UPDATE customers SET external_id=?2, email=?3, name=?4, stripe_customer_id=?5, role=?6, plan_id=?7, "
             "created_at=?8, stripe_deleted=?9, stamp_created=?10, stamp_rank=?11, stamp_event_id=?12, "
@@ -418,26 +416,31 @@ public:
                   ov ? ov->expires_at : std::nullopt, ov ? std::optional<Timestamp>(ov->created_at) : std::nullopt,
                   c.role_check_at, c.grace_ends_at);
     }
-    Result<std::optional<CustomerRecord>> GetCustomer(const CustomerId& id) override {
+    Result<std::optional<CustomerRecord>> Get(const CustomerId& id) override {
         static const std::string sql = std::string("SELECT ") + kCustomerCols + " FROM customers WHERE id=?1";
         return One<CustomerRecord>(sql.c_str(), ReadCustomer, id);
     }
-    Result<std::optional<CustomerRecord>> FindCustomerByExternalId(const std::string& external_id) override {
+    Result<std::optional<CustomerRecord>> FindByExternalId(const std::string& external_id) override {
         if (external_id.empty()) return std::optional<CustomerRecord>();
         static const std::string sql = std::string("SELECT ") + kCustomerCols + " FROM customers WHERE external_id=?1";
         return One<CustomerRecord>(sql.c_str(), ReadCustomer, external_id);
     }
-    Result<std::optional<CustomerRecord>> FindCustomerByStripeId(const StripeCustomerId& id) override {
+    Result<std::optional<CustomerRecord>> FindByStripeId(const StripeCustomerId& id) override {
         static const std::string sql =
             std::string("SELECT ") + kCustomerCols + " FROM customers WHERE stripe_customer_id=?1";
         return One<CustomerRecord>(sql.c_str(), ReadCustomer, id);
     }
-    Result<std::vector<CustomerId>> ListCustomersDueForRoleCheck(Timestamp now, int limit) override {
+    Result<std::vector<CustomerId>> ListDueForRoleCheck(Timestamp now, int limit) override {
         return Many<CustomerId>(
             "SELECT id FROM customers WHERE role_check_at IS NOT NULL AND role_check_at <= ?1 "
             "ORDER BY role_check_at LIMIT ?2",
             [](sqlite3_stmt* s) { return CustomerId(Text(s, 0)); }, now, limit);
     }
+};
+
+class SqliteBillingTx final : public BillingStoreTx, private SqliteStatements {
+public:
+    explicit SqliteBillingTx(Connection& c) : SqliteStatements(c) {}
 
     Result<std::optional<SubscriptionRecord>> GetSubscription(const StripeSubscriptionId& id) override {
         static const std::string sql = std::string("SELECT ") + kSubscriptionCols + " FROM subscriptions WHERE id=?1";
@@ -512,13 +515,18 @@ public:
                   r.id, r.object, r.stripe_customer_id, r.amount_minor, r.amount_refunded_minor, r.currency, r.status,
                   r.stamp.created, r.stamp.type_rank, r.stamp.event_id, r.stamp.terminal);
     }
+};
 
-    Status AppendAudit(const AuditEntry& e) override {
+class SqliteAuditTx final : public AuditStoreTx, private SqliteStatements {
+public:
+    explicit SqliteAuditTx(Connection& c) : SqliteStatements(c) {}
+
+    Status Append(const AuditEntry& e) override {
         return Do("INSERT INTO audit_log(customer_id, at, kind, before, after, cause, detail) "
                   "VALUES (?1,?2,?3,?4,?5,?6,?7)",
                   e.customer_id, e.at, e.kind, e.before, e.after, e.cause, e.detail);
     }
-    Result<std::vector<AuditEntry>> ListAudit(const CustomerId& customer_id, int limit) override {
+    Result<std::vector<AuditEntry>> List(const CustomerId& customer_id, int limit) override {
         auto read = [](sqlite3_stmt* s) {
             return AuditEntry{Int(s, 0), CustomerId(Text(s, 1)), Timestamp(Int(s, 2)), Text(s, 3), Text(s, 4),
                               Text(s, 5), Text(s, 6), Text(s, 7)};
@@ -533,16 +541,21 @@ public:
             "ORDER BY id DESC LIMIT ?2",
             read, customer_id, limit);
     }
+};
 
-    Result<std::optional<InboxEvent>> GetInboxEvent(const StripeEventId& id) override {
+class SqliteInboxTx final : public InboxStoreTx, private SqliteStatements {
+public:
+    explicit SqliteInboxTx(Connection& c) : SqliteStatements(c) {}
+
+    Result<std::optional<InboxEvent>> Get(const StripeEventId& id) override {
         static const std::string sql = std::string("SELECT ") + kInboxCols + " FROM webhook_events WHERE id=?1";
         return One<InboxEvent>(sql.c_str(), ReadInbox, id);
     }
-    Result<std::optional<int64_t>> GetInboxSequence(const StripeEventId& id) override {
+    Result<std::optional<int64_t>> GetSequence(const StripeEventId& id) override {
         return One<int64_t>("SELECT rowid FROM webhook_events WHERE id=?1",
                             [](sqlite3_stmt* s) { return static_cast<int64_t>(sqlite3_column_int64(s, 0)); }, id);
     }
-    Result<std::optional<std::string>> GetInboxPayload(const StripeEventId& id) override {
+    Result<std::optional<std::string>> GetPayload(const StripeEventId& id) override {
         return One<std::string>(
             "SELECT p.payload FROM webhook_events e JOIN webhook_payloads p ON p.event_rowid = e.rowid WHERE e.id=?1",
             [](sqlite3_stmt* s) {
@@ -551,7 +564,7 @@ public:
             },
             id);
     }
-    Result<std::vector<InboxEvent>> ListInbox(std::optional<InboxStatus> status, int limit) override {
+    Result<std::vector<InboxEvent>> List(std::optional<InboxStatus> status, int limit) override {
         if (status) {
             static const std::string sql = std::string("SELECT ") + kInboxCols +
                                            " FROM webhook_events WHERE status=?1 ORDER BY received_at DESC, rowid DESC LIMIT ?2";
@@ -561,19 +574,24 @@ public:
             std::string("SELECT ") + kInboxCols + " FROM webhook_events ORDER BY rowid DESC LIMIT ?1";
         return Many<InboxEvent>(sql.c_str(), ReadInbox, limit);
     }
-    Result<std::vector<StripeEventId>> ListDueInbox(Timestamp now, int limit) override {
+    Result<std::vector<StripeEventId>> ListDue(Timestamp now, int limit) override {
         return Many<StripeEventId>(
             // Walks the due index and stops at the limit; the ordering rule makes apply order irrelevant.
             "SELECT id FROM webhook_events WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= ?1 "
             "ORDER BY next_attempt_at LIMIT ?2",
             [](sqlite3_stmt* s) { return StripeEventId(Text(s, 0)); }, now, limit);
     }
-    Status UpdateInboxState(const InboxEvent& e) override {
+    Status UpdateState(const InboxEvent& e) override {
         return Do("UPDATE webhook_events SET status=?2, attempts=?3, last_error=?4, outcome=?5, next_attempt_at=?6, "
                   "processed_at=?7 WHERE id=?1",
                   e.id, InboxStatusName(e.status), e.attempts, e.last_error, e.outcome, e.next_attempt_at,
                   e.processed_at);
     }
+};
+
+class SqliteKeyTx final : public KeyStoreTx, private SqliteStatements {
+public:
+    explicit SqliteKeyTx(Connection& c) : SqliteStatements(c) {}
 
     Status InsertApiKey(const ApiKeyRecord& k) override {
         return Do("INSERT INTO api_keys(id, hash, scope, created_at, name, last_used_at, revoked_at) "
@@ -597,10 +615,6 @@ public:
                   "WHERE id=?1",
                   k.id, k.revoked_at, k.last_used_at);
     }
-
-    Status Savepoint() override { return Do("SAVEPOINT item"); }
-    Status RollbackToSavepoint() override { return Do("ROLLBACK TO item"); }
-    Status ReleaseSavepoint() override { return Do("RELEASE item"); }
 
     Result<std::optional<IdempotencyRecord>> GetIdempotency(const std::string& api_key_id,
                                                             const std::string& key) override {
@@ -642,8 +656,31 @@ public:
         TALLY_TRY(Do("DELETE FROM idempotency_keys WHERE created_at < ?1", before));
         return sqlite3_changes(c_.raw());
     }
+};
+
+/// StoreTx over one connection inside an open transaction.
+class SqliteTx final : public StoreTx, private SqliteStatements {
+public:
+    explicit SqliteTx(Connection& c)
+        : SqliteStatements(c), customers_(c), billing_(c), audit_(c), inbox_(c), keys_(c), events_(c) {}
+
+    CustomerStoreTx& customers() override { return customers_; }
+    BillingStoreTx& billing() override { return billing_; }
+    InboxStoreTx& inbox() override { return inbox_; }
+    AuditStoreTx& audit() override { return audit_; }
+    KeyStoreTx& keys() override { return keys_; }
+    EventStoreTx& events() override { return events_; }
+
+    Status Savepoint() override { return Do("SAVEPOINT item"); }
+    Status RollbackToSavepoint() override { return Do("ROLLBACK TO item"); }
+    Status ReleaseSavepoint() override { return Do("RELEASE item"); }
 
 private:
+    SqliteCustomerTx customers_;
+    SqliteBillingTx billing_;
+    SqliteAuditTx audit_;
+    SqliteInboxTx inbox_;
+    SqliteKeyTx keys_;
     SqliteEventTx events_;
 };
 

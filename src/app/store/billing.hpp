@@ -1,0 +1,75 @@
+#pragma once
+// The billing aggregate of the Store port: Stripe's subscriptions, invoices, payment attempts and payments as Tally
+// last applied them. Reached from a transaction as StoreTx::billing().
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "app/ports.hpp"
+#include "domain/event_order.hpp"
+#include "domain/ids.hpp"
+#include "domain/result.hpp"
+#include "domain/subscription.hpp"
+#include "domain/time.hpp"
+
+namespace tally {
+
+/// A subscription as stored: Stripe's snapshot plus what Tally derives from it.
+struct SubscriptionRecord : StripeSubscriptionData {
+    std::string plan_id;  // empty when the price matches no catalog plan
+    EventStamp stamp;     // the event whose snapshot this is
+};
+
+struct InvoiceRecord {
+    std::string id;
+    StripeCustomerId stripe_customer_id;
+    std::string subscription_id;
+    std::string status;
+    int64_t amount_due_minor = 0;
+    int64_t amount_paid_minor = 0;
+    std::string currency;
+    EventStamp stamp;
+};
+
+/// One invoice payment outcome (invoice.payment_failed / invoice.paid), kept to find the current dunning run.
+struct PaymentAttempt {
+    std::string event_id;
+    std::string invoice_id;
+    std::string subscription_id;
+    Timestamp at;
+    bool succeeded = false;
+};
+
+struct PaymentRecord {
+    std::string id;
+    std::string object;
+    StripeCustomerId stripe_customer_id;
+    int64_t amount_minor = 0;
+    int64_t amount_refunded_minor = 0;
+    std::string currency;
+    std::string status;
+    EventStamp stamp;
+};
+
+/// Reads and writes of subscriptions, invoices and payments inside one transaction. Not thread-safe.
+class BillingStoreTx {
+public:
+    virtual ~BillingStoreTx() = default;
+    virtual Result<std::optional<SubscriptionRecord>> GetSubscription(const StripeSubscriptionId& id) = 0;
+    /// Inserts, or replaces every field of the subscription with that id.
+    virtual Status UpsertSubscription(const SubscriptionRecord& subscription) = 0;
+    /// Oldest created first.
+    virtual Result<std::vector<SubscriptionRecord>> ListSubscriptionsByStripeCustomer(const StripeCustomerId& id) = 0;
+
+    virtual Result<std::optional<InvoiceRecord>> GetInvoice(const std::string& id) = 0;
+    virtual Status UpsertInvoice(const InvoiceRecord& invoice) = 0;
+    /// Records |attempt| once: a second one with the same event_id is ignored.
+    virtual Status InsertPaymentAttempt(const PaymentAttempt& attempt) = 0;
+    /// Oldest first.
+    virtual Result<std::vector<PaymentAttempt>> ListPaymentAttempts(const std::string& subscription_id) = 0;
+    virtual Result<std::optional<PaymentRecord>> GetPayment(const std::string& id) = 0;
+    virtual Status UpsertPayment(const PaymentRecord& payment) = 0;
+};
+
+}  // namespace tally
