@@ -59,6 +59,9 @@ public:
     virtual Result<std::vector<bool>> AppendInbox(const std::vector<InboxEvent>& events) = 0;
     /// Cheap liveness probe of the database; kUnavailable when it cannot be read.
     virtual Status Ping() = 0;
+    /// Told of every write transaction's duration (seconds, BEGIN to durable COMMIT) and outcome. Set before the
+    /// store is shared between threads.
+    virtual void SetCommitObserver(std::function<void(double seconds, bool ok)> observer) = 0;
 };
 
 }  // namespace tally

@@ -40,6 +40,9 @@ public:
         return inner_.AppendInbox(events);
     }
     Status Ping() override { return inner_.Ping(); }
+    void SetCommitObserver(std::function<void(double, bool)> observer) override {
+        inner_.SetCommitObserver(std::move(observer));
+    }
     std::atomic<bool> armed{false};
 
 private:

@@ -14,16 +14,6 @@ namespace {
 
 using testing::TempDb;
 
-CustomerRecord Customer(const std::string& id, const std::string& external_id) {
-    CustomerRecord c;
-    c.id = CustomerId(id);
-    c.external_id = external_id;
-    c.role = "member";
-    c.plan_id = "free";
-    c.created_at = Timestamp(100);
-    return c;
-}
-
 InboxEvent Inbox(const std::string& id) {
     InboxEvent e;
     e.id = StripeEventId(id);
@@ -46,145 +36,10 @@ TEST(SqliteStoreTest, MigrationsAreIdempotentAndRefuseNewerSchemas) {
     EXPECT_EQ(newer.error().code, ErrorCode::kConflict);
 }
 
-TEST(SqliteStoreTest, CustomersRoundTripAndExternalIdIsUnique) {
-    TempDb db;
-    auto store = sqlite::SqliteStore::Open(db.path()).value();
-    CustomerRecord c = Customer("cust_1", "user_1");
-    c.stripe_customer_id = StripeCustomerId("cus_1");
-    c.role_override = RoleOverride{"professional", "partner", Timestamp(500), Timestamp(100)};
-    c.stripe_stamp = EventStamp{10, 1, "evt_1", false};
-    c.role_check_at = Timestamp(500);
-    ASSERT_TRUE(store->Write([&](StoreTx& tx) { return tx.customers().Insert(c); }).ok());
-    Status dup = store->Write([&](StoreTx& tx) { return tx.customers().Insert(Customer("cust_2", "user_1")); });
-    ASSERT_FALSE(dup.ok());
-    EXPECT_EQ(dup.error().code, ErrorCode::kConflict);
-    // Empty external ids do not collide.
-    ASSERT_TRUE(store->Write([&](StoreTx& tx) { return tx.customers().Insert(Customer("cust_3", "")); }).ok());
-    ASSERT_TRUE(store->Write([&](StoreTx& tx) { return tx.customers().Insert(Customer("cust_4", "")); }).ok());
-    ASSERT_TRUE(store->Read([&](StoreTx& tx) -> Status {
-        auto by_stripe = tx.customers().FindByStripeId(StripeCustomerId("cus_1"));
-        EXPECT_TRUE(by_stripe.ok() && by_stripe->has_value());
-        const CustomerRecord& got = **by_stripe;
-        EXPECT_EQ(got.external_id, "user_1");
-        EXPECT_EQ(got.role_override->reason, "partner");
-        EXPECT_EQ(got.role_override->expires_at->unix_seconds(), 500);
-        EXPECT_EQ(got.stripe_stamp->event_id, "evt_1");
-        auto due = tx.customers().ListDueForRoleCheck(Timestamp(499), 10);
-        EXPECT_TRUE(due->empty());
-        due = tx.customers().ListDueForRoleCheck(Timestamp(500), 10);
-        EXPECT_EQ(due->size(), 1u);
-        return {};
-    }).ok());
-}
 
-TEST(SqliteStoreTest, FailedWriteRollsBackEverything) {
-    TempDb db;
-    auto store = sqlite::SqliteStore::Open(db.path()).value();
-    Status s = store->Write([&](StoreTx& tx) -> Status {
-        TALLY_TRY(tx.customers().Insert(Customer("cust_1", "user_1")));
-        return InvalidArgument("boom");
-    });
-    ASSERT_FALSE(s.ok());
-    ASSERT_TRUE(store->Read([&](StoreTx& tx) -> Status {
-        EXPECT_FALSE(tx.customers().Get(CustomerId("cust_1"))->has_value());
-        return {};
-    }).ok());
-}
 
-TEST(SqliteStoreTest, AuditLogIsAppendOnly) {
-    TempDb db;
-    auto store = sqlite::SqliteStore::Open(db.path()).value();
-    ASSERT_TRUE(store->Write([&](StoreTx& tx) {
-        return tx.audit().Append({0, CustomerId("cust_1"), Timestamp(1), "role_changed", "member", "professional", "event:evt_1", ""});
-    }).ok());
-    auto conn = sqlite::Connection::Open(db.path()).value();
-    EXPECT_FALSE(conn->Exec("UPDATE audit_log SET after='member'").ok());
-    EXPECT_FALSE(conn->Exec("DELETE FROM audit_log").ok());
-    ASSERT_TRUE(store->Read([&](StoreTx& tx) -> Status {
-        auto entries = tx.audit().List(CustomerId("cust_1"), 10);
-        EXPECT_EQ(entries->size(), 1u);
-        EXPECT_EQ(entries->front().after, "professional");
-        return {};
-    }).ok());
-}
 
-TEST(SqliteStoreTest, InboxDeduplicatesWithinAndAcrossBatchesAndSurvivesReopen) {
-    TempDb db;
-    {
-        auto store = sqlite::SqliteStore::Open(db.path()).value();
-        auto first = store->AppendInbox({Inbox("evt_a"), Inbox("evt_b"), Inbox("evt_a")});
-        ASSERT_TRUE(first.ok());
-        EXPECT_EQ(*first, (std::vector<bool>{true, true, false}));
-        auto second = store->AppendInbox({Inbox("evt_b"), Inbox("evt_c")});
-        EXPECT_EQ(*second, (std::vector<bool>{false, true}));
-    }
-    auto store = sqlite::SqliteStore::Open(db.path()).value();
-    ASSERT_TRUE(store->Read([&](StoreTx& tx) -> Status {
-        auto due = tx.inbox().ListDue(Timestamp(20), 100);
-        EXPECT_EQ(due->size(), 3u);
-        auto pending = tx.inbox().List(InboxStatus::kPending, 100);
-        EXPECT_EQ(pending->size(), 3u);
-        auto a = tx.inbox().Get(StripeEventId("evt_a"));
-        EXPECT_EQ(*tx.inbox().GetPayload(StripeEventId("evt_a")).value(), R"({"id":"evt_a"})");
-        EXPECT_FALSE(tx.inbox().GetPayload(StripeEventId("evt_zz")).value().has_value());
-        EXPECT_EQ((*a)->next_attempt_at->unix_seconds(), 20);
-        return {};
-    }).ok());
-}
 
-TEST(SqliteStoreTest, IdempotencyKeysAndApiKeys) {
-    TempDb db;
-    auto store = sqlite::SqliteStore::Open(db.path()).value();
-    const IdempotencyRecord claim{"key_1", "k1", "h1", IdempotencyState::kInFlight, 0, "", Timestamp(1), Timestamp(121)};
-    ASSERT_TRUE(store->Write([&](StoreTx& tx) -> Status {
-        TALLY_TRY(tx.keys().InsertIdempotency(claim));
-        // The same Idempotency-Key under another API key is another record.
-        TALLY_TRY(tx.keys().InsertIdempotency({"key_2", "k1", "h9", IdempotencyState::kDone, 200, "{}", Timestamp(1), {}}));
-        return tx.keys().InsertApiKey({"key_1", "abc", "admin", Timestamp(1), "ci", std::nullopt, std::nullopt});
-    }).ok());
-    // (API key, Idempotency-Key) is unique: a second claim is a conflict, and nothing of it is written.
-    auto twin = store->Write([&](StoreTx& tx) { return tx.keys().InsertIdempotency(claim); });
-    ASSERT_FALSE(twin.ok());
-    EXPECT_EQ(twin.error().code, ErrorCode::kConflict);
-    // Finishing is fenced on the claim: a stale holder (another locked_until) writes nothing.
-    ASSERT_TRUE(store->Write([&](StoreTx& tx) -> Status {
-        const IdempotencyRecord done{"key_1", "k1", "h1", IdempotencyState::kDone, 201, R"({"id":1})", Timestamp(1), {}};
-        EXPECT_FALSE(tx.keys().FinishIdempotencyClaim(done, Timestamp(999)).value());
-        EXPECT_TRUE(tx.keys().FinishIdempotencyClaim(done, Timestamp(121)).value());
-        return {};
-    }).ok());
-    ASSERT_TRUE(store->Write([&](StoreTx& tx) {
-        return tx.keys().UpdateApiKey({"key_1", "", "", Timestamp(0), "", Timestamp(50), Timestamp(60)});
-    }).ok());
-    ASSERT_TRUE(store->Read([&](StoreTx& tx) -> Status {
-        auto done = tx.keys().GetIdempotency("key_1", "k1").value();
-        EXPECT_EQ(done->state, IdempotencyState::kDone);
-        EXPECT_EQ(done->status, 201);
-        EXPECT_EQ(done->response_body, R"({"id":1})");
-        EXPECT_FALSE(done->locked_until.has_value());
-        EXPECT_EQ((*tx.keys().GetIdempotency("key_2", "k1"))->request_hash, "h9");
-        EXPECT_FALSE(tx.keys().GetIdempotency("key_3", "k1")->has_value());
-        auto key = tx.keys().FindApiKeyByHash("abc").value();
-        EXPECT_EQ(key->id, "key_1");
-        EXPECT_EQ(key->name, "ci");
-        EXPECT_EQ(key->last_used_at->unix_seconds(), 50);
-        EXPECT_EQ(key->revoked_at->unix_seconds(), 60);
-        EXPECT_FALSE(tx.keys().FindApiKeyByHash("nope")->has_value());
-        EXPECT_EQ(tx.keys().ListApiKeys()->size(), 1u);
-        return {};
-    }).ok());
-    // Revocation is set once: a later update does not move it.
-    ASSERT_TRUE(store->Write([&](StoreTx& tx) {
-        return tx.keys().UpdateApiKey({"key_1", "", "", Timestamp(0), "", std::nullopt, Timestamp(99)});
-    }).ok());
-    ASSERT_TRUE(store->Write([&](StoreTx& tx) -> Status {
-        EXPECT_EQ((*tx.keys().GetApiKey("key_1"))->revoked_at->unix_seconds(), 60);
-        EXPECT_EQ(tx.keys().PruneIdempotency(Timestamp(2)).value(), 2);
-        EXPECT_FALSE(tx.keys().GetIdempotency("key_1", "k1")->has_value());
-        return {};
-    }).ok());
-    EXPECT_TRUE(store->Ping().ok());
-}
 
 }  // namespace
 }  // namespace tally

@@ -93,9 +93,9 @@ public:
     Result<std::vector<bool>> AppendInbox(const std::vector<InboxEvent>& events) override;
     Status Ping() override;
     ~SqliteStore() override;
-    /// Told of every write transaction's duration (seconds, BEGIN to durable COMMIT) and outcome. Set before the
-    /// store is shared between threads.
-    void SetCommitObserver(std::function<void(double seconds, bool ok)> observer) { commit_observer_ = std::move(observer); }
+    void SetCommitObserver(std::function<void(double seconds, bool ok)> observer) override {
+        commit_observer_ = std::move(observer);
+    }
     /// How many times the checkpointer has restarted the WAL since open (tests wait on it instead of sleeping).
     int64_t wal_restart_count() const { return wal_restarts_.load(); }
 

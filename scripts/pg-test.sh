@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL 15 cluster for the tests: on a free loopback port, in a temporary directory, trusted
+# loopback auth, removed by `stop`. initdb refuses to run as root, so as root the cluster runs as `postgres`.
+# Usage: scripts/pg-test.sh start <state-dir>   writes <state-dir>/url (postgresql://postgres@127.0.0.1:PORT/postgres)
+#        scripts/pg-test.sh stop <state-dir>    stops the server and removes its data
+# fsync is off in this cluster: the tests kill Tally and PostgreSQL processes, never the machine, and a killed
+# server still recovers everything it committed from its WAL in the page cache. Sessions keep synchronous_commit=on.
+set -euo pipefail
+cmd=${1:?start|stop}
+state=${2:?state directory}
+bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+[ -x "$bin/initdb" ] || { echo "PostgreSQL server binaries not found (Debian package postgresql)" >&2; exit 1; }
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+free_port() {
+  python3 - <<'PY'
+import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()
+PY
+}
+
+case "$cmd" in
+start)
+  "$0" stop "$state" 2>/dev/null || true
+  mkdir -p "$state"
+  data=$(mktemp -d /tmp/tally-pg.XXXXXX)
+  [ "$(id -u)" -eq 0 ] && chown postgres: "$data"
+  echo "$data" > "$state/data_dir"
+  as_pg "$bin/initdb" -D "$data/db" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$state/initdb.log" 2>&1 ||
+    { cat "$state/initdb.log" >&2; exit 1; }
+  for attempt in 1 2 3 4 5; do
+    port=$(free_port)
+    if as_pg "$bin/pg_ctl" -D "$data/db" -l "$data/server.log" -w -t 60 start \
+        -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$data -c fsync=off \
+            -c max_connections=300 -c shared_buffers=128MB" >/dev/null; then
+      echo "postgresql://postgres@127.0.0.1:$port/postgres" > "$state/url"
+      echo "PostgreSQL test server at $(cat "$state/url") (data in $data)"
+      exit 0
+    fi
+  done
+  cat "$data/server.log" >&2
+  exit 1
+  ;;
+stop)
+  [ -f "$state/data_dir" ] || exit 0
+  data=$(cat "$state/data_dir")
+  if [ -d "$data/db" ]; then as_pg "$bin/pg_ctl" -D "$data/db" -m immediate -w stop >/dev/null 2>&1 || true; fi
+  rm -rf "$data" "$state/url" "$state/data_dir"
+  ;;
+*) echo "usage: $0 start|stop <state-dir>" >&2; exit 2 ;;
+esac

@@ -1,0 +1,804 @@
+#include "adapters/postgres/postgres_store.hpp"
+
+#include <chrono>
+#include <random>
+#include <thread>
+
+#include "adapters/postgres/migrations.hpp"
+#include "adapters/postgres/pg_connection.hpp"
+
+namespace tally::postgres {
+namespace {
+
+// ---- parameters: Params(a, b, c) makes $1, $2, $3 in order.
+/// Raw bytes for a BYTEA parameter (sent in binary, so no escaping).
+struct Bytes {
+    const std::string& data;
+};
+Param P(int64_t v) { return {std::to_string(v)}; }
+Param P(int v) { return {std::to_string(v)}; }
+Param P(bool v) { return {std::string(v ? "t" : "f")}; }
+Param P(Timestamp v) { return {std::to_string(v.unix_seconds())}; }
+Param P(const std::string& v) { return {v}; }
+Param P(const char* v) { return {std::string(v)}; }
+Param P(const Bytes& v) { return {v.data, true}; }
+template <typename Tag>
+Param P(const Id<Tag>& v) { return {v.str()}; }
+template <typename T>
+Param P(const std::optional<T>& v) { return v ? P(*v) : Param{}; }
+
+template <typename... Args>
+std::vector<Param> Params(const Args&... args) {
+    std::vector<Param> out;
+    out.reserve(sizeof...(args));
+    (out.push_back(P(args)), ...);
+    return out;
+}
+
+/// One row of a result, read by column.
+struct Row {
+    const Rows& rows;
+    int i;
+    std::string Text(int c) const { return rows.Text(i, c); }
+    int64_t Int(int c) const { return rows.Int(i, c); }
+    bool Bool(int c) const { return rows.Bool(i, c); }
+    bool IsNull(int c) const { return rows.IsNull(i, c); }
+    std::optional<int64_t> OptInt(int c) const { return IsNull(c) ? std::nullopt : std::optional<int64_t>(Int(c)); }
+    std::optional<Timestamp> OptTs(int c) const {
+        return IsNull(c) ? std::nullopt : std::optional<Timestamp>(Timestamp(Int(c)));
+    }
+    EventStamp Stamp(int c) const { return EventStamp{Int(c), static_cast<int>(Int(c + 1)), Text(c + 2), Bool(c + 3)}; }
+};
+
+/// Statement helpers over one connection inside an open transaction, shared by the aggregates.
+class PgStatements {
+public:
+    explicit PgStatements(PgConnection& c) : c_(c) {}
+
+    template <typename... Args>
+    Status Do(const char* sql, const Args&... args) {
+        TALLY_ASSIGN_OR_RETURN(auto rows, c_.Run(sql, Params(args...)));
+        (void)rows;
+        return {};
+    }
+    /// Rows the statement changed.
+    template <typename... Args>
+    Result<int64_t> Count(const char* sql, const Args&... args) {
+        TALLY_ASSIGN_OR_RETURN(auto rows, c_.Run(sql, Params(args...)));
+        return rows.Affected();
+    }
+    template <typename T, typename Reader, typename... Args>
+    Result<std::optional<T>> One(const char* sql, Reader read, const Args&... args) {
+        TALLY_ASSIGN_OR_RETURN(auto rows, c_.Run(sql, Params(args...)));
+        if (rows.size() == 0) return std::optional<T>();
+        return std::optional<T>(read(Row{rows, 0}));
+    }
+    template <typename T, typename Reader, typename... Args>
+    Result<std::vector<T>> Many(const char* sql, Reader read, const Args&... args) {
+        TALLY_ASSIGN_OR_RETURN(auto rows, c_.Run(sql, Params(args...)));
+        std::vector<T> out;
+        out.reserve(static_cast<size_t>(rows.size()));
+        for (int i = 0; i < rows.size(); ++i) out.push_back(read(Row{rows, i}));
+        return out;
+    }
+    template <typename... Args>
+    Result<int64_t> Value(const char* sql, const Args&... args) {
+        TALLY_ASSIGN_OR_RETURN(auto rows, c_.Run(sql, Params(args...)));
+        if (rows.size() == 0 || rows.IsNull(0, 0)) return Internal(std::string("no value from: ") + sql);
+        return rows.Int(0, 0);
+    }
+
+protected:
+    PgConnection& c_;
+};
+
+std::string JoinComma(const std::vector<std::string>& items) {
+    std::string out;
+    for (const auto& item : items) out += (out.empty() ? "" : ",") + item;
+    return out;
+}
+std::vector<std::string> SplitComma(const std::string& text) {
+    std::vector<std::string> out;
+    size_t start = 0;
+    while (start <= text.size() && !text.empty()) {
+        const size_t comma = text.find(',', start);
+        out.push_back(text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+    }
+    return out;
+}
+
+// ---- customers
+#define TALLY_CUSTOMER_COLS                                                                                            \
+    "id, external_id, email, name, stripe_customer_id, role, plan_id, created_at, stripe_deleted, stamp_created, "    \
+    "stamp_rank, stamp_event_id, stamp_terminal, override_role, override_reason, override_expires_at, "             \
+    "override_created_at, role_check_at, grace_ends_at"
+
+CustomerRecord ReadCustomer(const Row& r) {
+    CustomerRecord c;
+    c.id = CustomerId(r.Text(0));
+    c.external_id = r.Text(1);
+    c.email = r.Text(2);
+    c.name = r.Text(3);
+    if (!r.IsNull(4)) c.stripe_customer_id = StripeCustomerId(r.Text(4));
+    c.role = r.Text(5);
+    c.plan_id = r.Text(6);
+    c.created_at = Timestamp(r.Int(7));
+    c.stripe_deleted = r.Bool(8);
+    if (!r.IsNull(9)) c.stripe_stamp = r.Stamp(9);
+    if (!r.IsNull(13)) c.role_override = RoleOverride{r.Text(13), r.Text(14), r.OptTs(15), Timestamp(r.Int(16))};
+    c.role_check_at = r.OptTs(17);
+    c.grace_ends_at = r.OptTs(18);
+    return c;
+}
+
+class PgCustomerTx final : public CustomerStoreTx, private PgStatements {
+public:
+    explicit PgCustomerTx(PgConnection& c) : PgStatements(c) {}
+
+    Status Insert(const CustomerRecord& c) override {
+        // ON CONFLICT DO NOTHING: a taken id, external_id or Stripe id is reported without failing the transaction
+        // (a failed statement would abort it in PostgreSQL, unlike SQLite).
+        TALLY_ASSIGN_OR_RETURN(auto n, Write("INSERT INTO customers(" TALLY_CUSTOMER_COLS ") VALUES ($1,$2,$3,$4,$5,$6,"
+                                             "$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19) ON CONFLICT DO NOTHING",
+                                             c));
+        if (n != 1) return Conflict("customer " + c.id.str() + " or its external_id or Stripe id already exists");
+        return {};
+    }
+    Status Update(const CustomerRecord& c) override {
+        TALLY_ASSIGN_OR_RETURN(auto n, Write("UPDATE customers SET external_id=$2, email=$3, name=$4, "
+                                             "stripe_customer_id=$5, role=$6, plan_id=$7, created_at=$8, "
+                                             "stripe_deleted=$9, stamp_created=$10, stamp_rank=$11, stamp_event_id=$12, "
+                                             "stamp_terminal=$13, override_role=$14, override_reason=$15, "
+                                             "override_expires_at=$16, override_created_at=$17, role_check_at=$18, "
+                                             "grace_ends_at=$19 WHERE id=$1",
+                                             c));
+        (void)n;
+        return {};
+    }
+    Result<std::optional<CustomerRecord>> Get(const CustomerId& id) override {
+        return One<CustomerRecord>("SELECT " TALLY_CUSTOMER_COLS " FROM customers WHERE id=$1", ReadCustomer, id);
+    }
+    Result<std::optional<CustomerRecord>> FindByExternalId(const std::string& external_id) override {
+        if (external_id.empty()) return std::optional<CustomerRecord>();
+        return One<CustomerRecord>("SELECT " TALLY_CUSTOMER_COLS " FROM customers WHERE external_id=$1", ReadCustomer,
+                                   external_id);
+    }
+    Result<std::optional<CustomerRecord>> FindByStripeId(const StripeCustomerId& id) override {
+        return One<CustomerRecord>("SELECT " TALLY_CUSTOMER_COLS " FROM customers WHERE stripe_customer_id=$1",
+                                   ReadCustomer, id);
+    }
+    Result<std::vector<CustomerId>> ListDueForRoleCheck(Timestamp now, int limit) override {
+        return Many<CustomerId>(
+            "SELECT id FROM customers WHERE role_check_at IS NOT NULL AND role_check_at <= $1 "
+            "ORDER BY role_check_at LIMIT $2",
+            [](const Row& r) { return CustomerId(r.Text(0)); }, now, limit);
+    }
+
+private:
+    Result<int64_t> Write(const char* sql, const CustomerRecord& c) {
+        const auto& st = c.stripe_stamp;
+        const auto& ov = c.role_override;
+        return Count(sql, c.id, c.external_id, c.email, c.name, c.stripe_customer_id, c.role, c.plan_id, c.created_at,
+                     c.stripe_deleted, st ? std::optional<int64_t>(st->created) : std::nullopt,
+                     st ? std::optional<int64_t>(st->type_rank) : std::nullopt,
+                     st ? std::optional<std::string>(st->event_id) : std::nullopt,
+                     st ? std::optional<bool>(st->terminal) : std::nullopt,
+                     ov ? std::optional<std::string>(ov->role) : std::nullopt,
+                     ov ? std::optional<std::string>(ov->reason) : std::nullopt, ov ? ov->expires_at : std::nullopt,
+                     ov ? std::optional<Timestamp>(ov->created_at) : std::nullopt, c.role_check_at, c.grace_ends_at);
+    }
+};
+
+// ---- billing
+#define TALLY_SUBSCRIPTION_COLS                                                                                        \
+    "id, stripe_customer_id, status, price_id, price_lookup_key, plan_id, interval_unit, interval_count, "           \
+    "unit_amount, currency, quantity, current_period_start, current_period_end, cancel_at_period_end, trial_end, "   \
+    "canceled_at, created, stamp_created, stamp_rank, stamp_event_id, stamp_terminal"
+
+SubscriptionRecord ReadSubscription(const Row& s) {
+    SubscriptionRecord r;
+    r.id = StripeSubscriptionId(s.Text(0));
+    r.customer = StripeCustomerId(s.Text(1));
+    // Row readers never throw: a value this build does not know reads as the most restrictive one.
+    auto status = ParseSubscriptionStatus(s.Text(2));
+    r.status = status.ok() ? *status : SubscriptionStatus::kIncompleteExpired;
+    r.price_id = s.Text(3);
+    r.price_lookup_key = s.Text(4);
+    r.plan_id = s.Text(5);
+    auto unit = ParseIntervalUnit(s.Text(6));
+    r.interval = BillingInterval{unit.ok() ? *unit : BillingInterval::Unit::kMonth, s.Int(7)};
+    r.unit_amount_minor = s.Int(8);
+    r.currency = s.Text(9);
+    r.quantity = s.Int(10);
+    r.current_period_start = Timestamp(s.Int(11));
+    r.current_period_end = Timestamp(s.Int(12));
+    r.cancel_at_period_end = s.Bool(13);
+    r.trial_end = s.OptTs(14);
+    r.canceled_at = s.OptTs(15);
+    r.created = Timestamp(s.Int(16));
+    r.stamp = s.Stamp(17);
+    return r;
+}
+
+class PgBillingTx final : public BillingStoreTx, private PgStatements {
+public:
+    explicit PgBillingTx(PgConnection& c) : PgStatements(c) {}
+
+    Result<std::optional<SubscriptionRecord>> GetSubscription(const StripeSubscriptionId& id) override {
+        return One<SubscriptionRecord>("SELECT " TALLY_SUBSCRIPTION_COLS " FROM subscriptions WHERE id=$1",
+                                       ReadSubscription, id);
+    }
+    Status UpsertSubscription(const SubscriptionRecord& r) override {
+        return Do("INSERT INTO subscriptions(" TALLY_SUBSCRIPTION_COLS ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,"
+                  "$12,$13,$14,$15,$16,$17,$18,$19,$20,$21) ON CONFLICT(id) DO UPDATE SET stripe_customer_id=$2, "
+                  "status=$3, price_id=$4, price_lookup_key=$5, plan_id=$6, interval_unit=$7, interval_count=$8, "
+                  "unit_amount=$9, currency=$10, quantity=$11, current_period_start=$12, current_period_end=$13, "
+                  "cancel_at_period_end=$14, trial_end=$15, canceled_at=$16, created=$17, stamp_created=$18, "
+                  "stamp_rank=$19, stamp_event_id=$20, stamp_terminal=$21",
+                  r.id, r.customer, SubscriptionStatusName(r.status), r.price_id, r.price_lookup_key, r.plan_id,
+                  IntervalUnitName(r.interval.unit), r.interval.count, r.unit_amount_minor, r.currency, r.quantity,
+                  r.current_period_start, r.current_period_end, r.cancel_at_period_end, r.trial_end, r.canceled_at,
+                  r.created, r.stamp.created, r.stamp.type_rank, r.stamp.event_id, r.stamp.terminal);
+    }
+    Result<std::vector<SubscriptionRecord>> ListSubscriptionsByStripeCustomer(const StripeCustomerId& id) override {
+        return Many<SubscriptionRecord>(
+            "SELECT " TALLY_SUBSCRIPTION_COLS " FROM subscriptions WHERE stripe_customer_id=$1 ORDER BY created, id",
+            ReadSubscription, id);
+    }
+
+    Result<std::optional<InvoiceRecord>> GetInvoice(const std::string& id) override {
+        return One<InvoiceRecord>(
+            "SELECT id, stripe_customer_id, subscription_id, status, amount_due, amount_paid, currency, stamp_created, "
+            "stamp_rank, stamp_event_id, stamp_terminal FROM invoices WHERE id=$1",
+            [](const Row& s) {
+                return InvoiceRecord{s.Text(0), StripeCustomerId(s.Text(1)), s.Text(2), s.Text(3), s.Int(4),
+                                     s.Int(5), s.Text(6), s.Stamp(7)};
+            },
+            id);
+    }
+    Status UpsertInvoice(const InvoiceRecord& r) override {
+        return Do("INSERT INTO invoices(id, stripe_customer_id, subscription_id, status, amount_due, amount_paid, "
+                  "currency, stamp_created, stamp_rank, stamp_event_id, stamp_terminal) "
+                  "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) ON CONFLICT(id) DO UPDATE SET stripe_customer_id=$2, "
+                  "subscription_id=$3, status=$4, amount_due=$5, amount_paid=$6, currency=$7, stamp_created=$8, "
+                  "stamp_rank=$9, stamp_event_id=$10, stamp_terminal=$11",
+                  r.id, r.stripe_customer_id, r.subscription_id, r.status, r.amount_due_minor, r.amount_paid_minor,
+                  r.currency, r.stamp.created, r.stamp.type_rank, r.stamp.event_id, r.stamp.terminal);
+    }
+    Status InsertPaymentAttempt(const PaymentAttempt& a) override {
+        return Do("INSERT INTO payment_attempts(event_id, invoice_id, subscription_id, at, succeeded) "
+                  "VALUES ($1,$2,$3,$4,$5) ON CONFLICT DO NOTHING",
+                  a.event_id, a.invoice_id, a.subscription_id, a.at, a.succeeded);
+    }
+    Result<std::vector<PaymentAttempt>> ListPaymentAttempts(const std::string& subscription_id) override {
+        return Many<PaymentAttempt>(
+            "SELECT event_id, invoice_id, subscription_id, at, succeeded FROM payment_attempts "
+            "WHERE subscription_id=$1 ORDER BY at, event_id",
+            [](const Row& s) {
+                return PaymentAttempt{s.Text(0), s.Text(1), s.Text(2), Timestamp(s.Int(3)), s.Bool(4)};
+            },
+            subscription_id);
+    }
+    Result<std::optional<PaymentRecord>> GetPayment(const std::string& id) override {
+        return One<PaymentRecord>(
+            "SELECT id, object, stripe_customer_id, amount, amount_refunded, currency, status, stamp_created, "
+            "stamp_rank, stamp_event_id, stamp_terminal FROM payments WHERE id=$1",
+            [](const Row& s) {
+                return PaymentRecord{s.Text(0), s.Text(1), StripeCustomerId(s.Text(2)), s.Int(3), s.Int(4),
+                                     s.Text(5), s.Text(6), s.Stamp(7)};
+            },
+            id);
+    }
+    Status UpsertPayment(const PaymentRecord& r) override {
+        return Do("INSERT INTO payments(id, object, stripe_customer_id, amount, amount_refunded, currency, status, "
+                  "stamp_created, stamp_rank, stamp_event_id, stamp_terminal) "
+                  "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) ON CONFLICT(id) DO UPDATE SET object=$2, "
+                  "stripe_customer_id=$3, amount=$4, amount_refunded=$5, currency=$6, status=$7, stamp_created=$8, "
+                  "stamp_rank=$9, stamp_event_id=$10, stamp_terminal=$11",
+                  r.id, r.object, r.stripe_customer_id, r.amount_minor, r.amount_refunded_minor, r.currency, r.status,
+                  r.stamp.created, r.stamp.type_rank, r.stamp.event_id, r.stamp.terminal);
+    }
+};
+
+// ---- audit
+class PgAuditTx final : public AuditStoreTx, private PgStatements {
+public:
+    explicit PgAuditTx(PgConnection& c) : PgStatements(c) {}
+
+    Status Append(const AuditEntry& e) override {
+        return Do("INSERT INTO audit_log(customer_id, at, kind, before, after, cause, detail) "
+                  "VALUES ($1,$2,$3,$4,$5,$6,$7)",
+                  e.customer_id, e.at, e.kind, e.before, e.after, e.cause, e.detail);
+    }
+    Result<std::vector<AuditEntry>> List(const CustomerId& customer_id, int limit) override {
+        auto read = [](const Row& s) {
+            return AuditEntry{s.Int(0), CustomerId(s.Text(1)), Timestamp(s.Int(2)), s.Text(3), s.Text(4),
+                              s.Text(5), s.Text(6), s.Text(7)};
+        };
+        if (customer_id.empty()) {
+            return Many<AuditEntry>("SELECT id, customer_id, at, kind, before, after, cause, detail FROM audit_log "
+                                    "ORDER BY id DESC LIMIT $1",
+                                    read, limit);
+        }
+        return Many<AuditEntry>("SELECT id, customer_id, at, kind, before, after, cause, detail FROM audit_log "
+                                "WHERE customer_id=$1 ORDER BY id DESC LIMIT $2",
+                                read, customer_id, limit);
+    }
+};
+
+// ---- inbox
+#define TALLY_INBOX_COLS \
+    "id, type, created, status, attempts, last_error, outcome, received_at, next_attempt_at, processed_at"
+
+InboxEvent ReadInbox(const Row& s) {
+    InboxEvent e;
+    e.id = StripeEventId(s.Text(0));
+    e.type = s.Text(1);
+    e.created = Timestamp(s.Int(2));
+    auto status = ParseInboxStatus(s.Text(3));
+    e.status = status.ok() ? *status : InboxStatus::kFailed;
+    e.attempts = static_cast<int>(s.Int(4));
+    e.last_error = s.Text(5);
+    e.outcome = s.Text(6);
+    e.received_at = Timestamp(s.Int(7));
+    e.next_attempt_at = s.OptTs(8);
+    e.processed_at = s.OptTs(9);
+    return e;
+}
+
+class PgInboxTx final : public InboxStoreTx, private PgStatements {
+public:
+    explicit PgInboxTx(PgConnection& c) : PgStatements(c) {}
+
+    Result<std::optional<InboxEvent>> Get(const StripeEventId& id) override {
+        return One<InboxEvent>("SELECT " TALLY_INBOX_COLS " FROM webhook_events WHERE id=$1", ReadInbox, id);
+    }
+    Result<std::optional<std::string>> GetPayload(const StripeEventId& id) override {
+        // In binary: a BYTEA's raw bytes, as received.
+        TALLY_ASSIGN_OR_RETURN(auto rows, c_.Run("SELECT payload FROM webhook_events WHERE id=$1", Params(id), true));
+        if (rows.size() == 0) return std::optional<std::string>();
+        return std::optional<std::string>(rows.Text(0, 0));
+    }
+    Result<std::optional<int64_t>> GetSequence(const StripeEventId& id) override {
+        return One<int64_t>("SELECT seq FROM webhook_events WHERE id=$1", [](const Row& r) { return r.Int(0); }, id);
+    }
+    Result<std::vector<InboxEvent>> List(std::optional<InboxStatus> status, int limit) override {
+        if (status) {
+            return Many<InboxEvent>("SELECT " TALLY_INBOX_COLS " FROM webhook_events WHERE status=$1 "
+                                    "ORDER BY received_at DESC, seq DESC LIMIT $2",
+                                    ReadInbox, InboxStatusName(*status), limit);
+        }
+        return Many<InboxEvent>("SELECT " TALLY_INBOX_COLS " FROM webhook_events ORDER BY seq DESC LIMIT $1", ReadInbox,
+                                limit);
+    }
+    Result<std::vector<StripeEventId>> ListDue(Timestamp now, int limit) override {
+        return Many<StripeEventId>(
+            "SELECT id FROM webhook_events WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= $1 "
+            "ORDER BY next_attempt_at LIMIT $2",
+            [](const Row& r) { return StripeEventId(r.Text(0)); }, now, limit);
+    }
+    Status UpdateState(const InboxEvent& e) override {
+        return Do("UPDATE webhook_events SET status=$2, attempts=$3, last_error=$4, outcome=$5, next_attempt_at=$6, "
+                  "processed_at=$7 WHERE id=$1",
+                  e.id, InboxStatusName(e.status), e.attempts, e.last_error, e.outcome, e.next_attempt_at,
+                  e.processed_at);
+    }
+};
+
+// ---- keys
+#define TALLY_API_KEY_COLS "id, hash, scope, created_at, name, last_used_at, revoked_at"
+
+ApiKeyRecord ReadApiKey(const Row& s) {
+    return ApiKeyRecord{s.Text(0), s.Text(1), s.Text(2), Timestamp(s.Int(3)), s.Text(4), s.OptTs(5), s.OptTs(6)};
+}
+const char* IdempotencyStateName(IdempotencyState state) {
+    return state == IdempotencyState::kDone ? "done" : "in_flight";
+}
+
+class PgKeyTx final : public KeyStoreTx, private PgStatements {
+public:
+    explicit PgKeyTx(PgConnection& c) : PgStatements(c) {}
+
+    Status InsertApiKey(const ApiKeyRecord& k) override {
+        TALLY_ASSIGN_OR_RETURN(auto n, Count("INSERT INTO api_keys(" TALLY_API_KEY_COLS ") VALUES ($1,$2,$3,$4,$5,$6,$7) "
+                                             "ON CONFLICT DO NOTHING",
+                                             k.id, k.hash_hex, k.scope, k.created_at, k.name, k.last_used_at,
+                                             k.revoked_at));
+        if (n != 1) return Conflict("API key " + k.id + " already exists");
+        return {};
+    }
+    Result<std::optional<ApiKeyRecord>> FindApiKeyByHash(const std::string& hash_hex) override {
+        return One<ApiKeyRecord>("SELECT " TALLY_API_KEY_COLS " FROM api_keys WHERE hash=$1", ReadApiKey, hash_hex);
+    }
+    Result<std::optional<ApiKeyRecord>> GetApiKey(const std::string& id) override {
+        return One<ApiKeyRecord>("SELECT " TALLY_API_KEY_COLS " FROM api_keys WHERE id=$1", ReadApiKey, id);
+    }
+    Result<std::vector<ApiKeyRecord>> ListApiKeys() override {
+        return Many<ApiKeyRecord>("SELECT " TALLY_API_KEY_COLS " FROM api_keys ORDER BY created_at, id", ReadApiKey);
+    }
+    Status UpdateApiKey(const ApiKeyRecord& k) override {
+        return Do("UPDATE api_keys SET revoked_at=COALESCE(revoked_at, $2), last_used_at=COALESCE($3, last_used_at) "
+                  "WHERE id=$1",
+                  k.id, k.revoked_at, k.last_used_at);
+    }
+
+    Result<std::optional<IdempotencyRecord>> GetIdempotency(const std::string& api_key_id,
+                                                            const std::string& key) override {
+        return One<IdempotencyRecord>(
+            "SELECT api_key_id, key, request_hash, state, status, response_body, created_at, locked_until "
+            "FROM idempotency_keys WHERE api_key_id=$1 AND key=$2",
+            [](const Row& s) {
+                return IdempotencyRecord{s.Text(0), s.Text(1), s.Text(2),
+                                         s.Text(3) == "done" ? IdempotencyState::kDone : IdempotencyState::kInFlight,
+                                         static_cast<int>(s.Int(4)), s.Text(5), Timestamp(s.Int(6)), s.OptTs(7)};
+            },
+            api_key_id, key);
+    }
+    Status InsertIdempotency(const IdempotencyRecord& r) override {
+        TALLY_ASSIGN_OR_RETURN(auto n, Count("INSERT INTO idempotency_keys(api_key_id, key, request_hash, state, status, "
+                                             "response_body, created_at, locked_until) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) "
+                                             "ON CONFLICT DO NOTHING",
+                                             r.api_key_id, r.key, r.request_hash, IdempotencyStateName(r.state),
+                                             r.status, r.response_body, r.created_at, r.locked_until));
+        if (n != 1) return Conflict("idempotency key already recorded", "Idempotency-Key");
+        return {};
+    }
+    Status UpdateIdempotency(const IdempotencyRecord& r) override {
+        return Do("UPDATE idempotency_keys SET request_hash=$3, state=$4, status=$5, response_body=$6, created_at=$7, "
+                  "locked_until=$8 WHERE api_key_id=$1 AND key=$2",
+                  r.api_key_id, r.key, r.request_hash, IdempotencyStateName(r.state), r.status, r.response_body,
+                  r.created_at, r.locked_until);
+    }
+    Result<bool> FinishIdempotencyClaim(const IdempotencyRecord& r, Timestamp claimed_until) override {
+        TALLY_ASSIGN_OR_RETURN(auto n, Count("UPDATE idempotency_keys SET request_hash=$3, state=$4, status=$5, "
+                                             "response_body=$6, created_at=$7, locked_until=NULL WHERE api_key_id=$1 "
+                                             "AND key=$2 AND state='in_flight' AND locked_until=$8",
+                                             r.api_key_id, r.key, r.request_hash, IdempotencyStateName(r.state),
+                                             r.status, r.response_body, r.created_at, claimed_until));
+        return n == 1;
+    }
+    Status ReleaseIdempotencyClaim(const std::string& api_key_id, const std::string& key,
+                                   Timestamp claimed_until) override {
+        return Do("DELETE FROM idempotency_keys WHERE api_key_id=$1 AND key=$2 AND state='in_flight' AND locked_until=$3",
+                  api_key_id, key, claimed_until);
+    }
+    Result<int> PruneIdempotency(Timestamp before) override {
+        TALLY_ASSIGN_OR_RETURN(auto n, Count("DELETE FROM idempotency_keys WHERE created_at < $1", before));
+        return static_cast<int>(n);
+    }
+};
+
+// ---- events
+#define TALLY_APP_EVENT_COLS "seq, id, type, created_ms, object_id, object_sequence, customer_id, payload"
+AppEventRecord ReadAppEvent(const Row& s) {
+    return AppEventRecord{s.Int(0), s.Text(1), s.Text(2), s.Int(3), s.Text(4), s.Int(5), s.Text(6), s.Text(7)};
+}
+#define TALLY_ENDPOINT_COLS                                                                                            \
+    "id, url, description, enabled_events, disabled, disabled_reason, secret, previous_secret, "                     \
+    "previous_secret_expires_ms, failing_since_ms, created_ms"
+WebhookEndpointRecord ReadEndpoint(const Row& s) {
+    return WebhookEndpointRecord{s.Text(0), s.Text(1),   s.Text(2),   SplitComma(s.Text(3)), s.Bool(4),  s.Text(5),
+                                 s.Text(6), s.Text(7),   s.OptInt(8), s.OptInt(9),           s.Int(10)};
+}
+#define TALLY_DELIVERY_COLS                                                                                            \
+    "id, event_seq, event_id, endpoint_id, object_id, state, attempts, next_attempt_ms, lease_until_ms, "            \
+    "event_created_ms, delivered_ms, last_status, last_error"
+DeliveryState ParseDeliveryState(const std::string& text) {
+    if (text == "delivered") return DeliveryState::kDelivered;
+    if (text == "failed") return DeliveryState::kFailed;
+    return DeliveryState::kPending;
+}
+DeliveryRecord ReadDelivery(const Row& s) {
+    return DeliveryRecord{s.Int(0),    s.Int(1),     s.Text(2), s.Text(3),
+                          s.Text(4),   ParseDeliveryState(s.Text(5)), static_cast<int>(s.Int(6)), s.Int(7),
+                          s.OptInt(8), s.Int(9),     s.OptInt(10), static_cast<int>(s.Int(11)), s.Text(12)};
+}
+
+class PgEventTx final : public EventStoreTx, private PgStatements {
+public:
+    explicit PgEventTx(PgConnection& c) : PgStatements(c) {}
+
+    Result<int64_t> NextObjectSequence(const std::string& object_id) override {
+        return Value("INSERT INTO app_event_objects(object_id, last_sequence) VALUES ($1, 1) ON CONFLICT(object_id) "
+                     "DO UPDATE SET last_sequence = app_event_objects.last_sequence + 1 RETURNING last_sequence",
+                     object_id);
+    }
+    Result<int64_t> InsertEvent(const AppEventRecord& e) override {
+        return Value("INSERT INTO app_events(id, type, created_ms, object_id, object_sequence, customer_id, payload) "
+                     "VALUES ($1,$2,$3,$4,$5,$6,$7) RETURNING seq",
+                     e.id, e.type, e.created_ms, e.object_id, e.object_sequence, e.customer_id, e.payload);
+    }
+    Result<std::optional<AppEventRecord>> GetEvent(const std::string& id) override {
+        return One<AppEventRecord>("SELECT " TALLY_APP_EVENT_COLS " FROM app_events WHERE id=$1", ReadAppEvent, id);
+    }
+    Result<std::optional<AppEventRecord>> GetEventBySeq(int64_t seq) override {
+        return One<AppEventRecord>("SELECT " TALLY_APP_EVENT_COLS " FROM app_events WHERE seq=$1", ReadAppEvent, seq);
+    }
+    Result<std::vector<AppEventRecord>> ListEvents(const AppEventFilter& f) override {
+        return Many<AppEventRecord>("SELECT " TALLY_APP_EVENT_COLS " FROM app_events WHERE ($1 = '' OR type = $1) "
+                                    "AND ($2 = '' OR customer_id = $2) AND ($3::bigint IS NULL OR created_ms >= $3) "
+                                    "AND ($4::bigint IS NULL OR created_ms <= $4) AND ($5::bigint IS NULL OR seq < $5) "
+                                    "ORDER BY seq DESC LIMIT $6",
+                                    ReadAppEvent, f.type, f.customer_id, f.created_gte_ms, f.created_lte_ms,
+                                    f.before_seq, f.limit);
+    }
+    Result<int> PruneEvents(int64_t before_ms, int limit) override {
+        // One statement: every sub-statement sees the same snapshot, so the three deletes agree on the events.
+        TALLY_ASSIGN_OR_RETURN(
+            auto n, Value("WITH p AS (SELECT seq FROM app_events WHERE created_ms < $1 ORDER BY created_ms LIMIT $2), "
+                          "d AS (DELETE FROM event_deliveries WHERE event_seq IN (SELECT seq FROM p) RETURNING id), "
+                          "a AS (DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT id FROM d)), "
+                          "e AS (DELETE FROM app_events WHERE seq IN (SELECT seq FROM p) RETURNING 1) "
+                          "SELECT COUNT(*) FROM e",
+                          before_ms, limit));
+        return static_cast<int>(n);
+    }
+
+    Status InsertEndpoint(const WebhookEndpointRecord& e) override {
+        return Do("INSERT INTO webhook_endpoints(" TALLY_ENDPOINT_COLS ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+                  e.id, e.url, e.description, JoinComma(e.enabled_events), e.disabled, e.disabled_reason, e.secret,
+                  e.previous_secret, e.previous_secret_expires_ms, e.failing_since_ms, e.created_ms);
+    }
+    Status UpdateEndpoint(const WebhookEndpointRecord& e) override {
+        return Do("UPDATE webhook_endpoints SET url=$2, description=$3, enabled_events=$4, disabled=$5, "
+                  "disabled_reason=$6, secret=$7, previous_secret=$8, previous_secret_expires_ms=$9, "
+                  "failing_since_ms=$10 WHERE id=$1",
+                  e.id, e.url, e.description, JoinComma(e.enabled_events), e.disabled, e.disabled_reason, e.secret,
+                  e.previous_secret, e.previous_secret_expires_ms, e.failing_since_ms);
+    }
+    Status DeleteEndpoint(const std::string& id) override {
+        TALLY_TRY(Do("DELETE FROM event_deliveries WHERE endpoint_id=$1 AND state='pending'", id));
+        return Do("DELETE FROM webhook_endpoints WHERE id=$1", id);
+    }
+    Result<std::optional<WebhookEndpointRecord>> GetEndpoint(const std::string& id) override {
+        return One<WebhookEndpointRecord>("SELECT " TALLY_ENDPOINT_COLS " FROM webhook_endpoints WHERE id=$1",
+                                          ReadEndpoint, id);
+    }
+    Result<std::vector<WebhookEndpointRecord>> ListEndpoints() override {
+        return Many<WebhookEndpointRecord>(
+            "SELECT " TALLY_ENDPOINT_COLS " FROM webhook_endpoints ORDER BY created_ms, id", ReadEndpoint);
+    }
+
+    Result<int64_t> InsertDelivery(const DeliveryRecord& d) override {
+        return Value("INSERT INTO event_deliveries(event_seq, event_id, endpoint_id, object_id, state, attempts, "
+                     "next_attempt_ms, event_created_ms, prev_delivery_id) VALUES ($1,$2,$3,$4,'pending',0,$5,$6,"
+                     "(SELECT MAX(id) FROM event_deliveries WHERE endpoint_id=$3 AND object_id=$4)) RETURNING id",
+                     d.event_seq, d.event_id, d.endpoint_id, d.object_id, d.next_attempt_ms, d.event_created_ms);
+    }
+    Result<std::vector<DeliveryRecord>> ClaimDueDeliveries(const std::string& endpoint_id, int64_t now_ms,
+                                                           int64_t lease_until_ms, int limit) override {
+        // The head of each (endpoint, object) line, as on SQLite; rows another node is claiming right now are
+        // skipped rather than waited for.
+        return Many<DeliveryRecord>(
+            "WITH due AS (SELECT d.id FROM event_deliveries d WHERE d.endpoint_id = $1 AND d.state = 'pending' "
+            "AND d.next_attempt_ms <= $2 AND (d.lease_until_ms IS NULL OR d.lease_until_ms <= $2) "
+            "AND (d.prev_delivery_id IS NULL OR NOT EXISTS (SELECT 1 FROM event_deliveries p "
+            "WHERE p.id = d.prev_delivery_id AND p.state = 'pending')) "
+            "ORDER BY d.next_attempt_ms, d.id LIMIT $4 FOR UPDATE OF d SKIP LOCKED) "
+            "UPDATE event_deliveries e SET lease_until_ms = $3 FROM due WHERE e.id = due.id RETURNING "
+            "e.id, e.event_seq, e.event_id, e.endpoint_id, e.object_id, e.state, e.attempts, e.next_attempt_ms, "
+            "e.lease_until_ms, e.event_created_ms, e.delivered_ms, e.last_status, e.last_error",
+            ReadDelivery, endpoint_id, now_ms, lease_until_ms, limit);
+    }
+    Result<std::optional<DeliveryRecord>> GetDelivery(int64_t id) override {
+        return One<DeliveryRecord>("SELECT " TALLY_DELIVERY_COLS " FROM event_deliveries WHERE id=$1", ReadDelivery, id);
+    }
+    Status UpdateDelivery(const DeliveryRecord& d) override {
+        return Do("UPDATE event_deliveries SET state=$2, attempts=$3, next_attempt_ms=$4, lease_until_ms=$5, "
+                  "delivered_ms=$6, last_status=$7, last_error=$8 WHERE id=$1",
+                  d.id, DeliveryStateName(d.state), d.attempts, d.next_attempt_ms, d.lease_until_ms, d.delivered_ms,
+                  d.last_status, d.last_error);
+    }
+    Result<std::optional<int64_t>> NextDeliveryDueMs(const std::string& endpoint_id, int64_t after_ms) override {
+        TALLY_ASSIGN_OR_RETURN(auto due, One<std::optional<int64_t>>(
+                                             "SELECT MIN(next_attempt_ms) FROM event_deliveries WHERE endpoint_id=$1 "
+                                             "AND state = 'pending' AND next_attempt_ms > $2",
+                                             [](const Row& r) { return r.OptInt(0); }, endpoint_id, after_ms));
+        return due ? *due : std::nullopt;
+    }
+    Result<int64_t> CountPendingDeliveries() override {
+        return Value("SELECT COUNT(*) FROM event_deliveries WHERE state = 'pending'");
+    }
+    Status InsertDeliveryAttempt(const DeliveryAttemptRecord& a) override {
+        return Do("INSERT INTO delivery_attempts(delivery_id, endpoint_id, event_id, at_ms, status_code, latency_ms, "
+                  "error) VALUES ($1,$2,$3,$4,$5,$6,$7)",
+                  a.delivery_id, a.endpoint_id, a.event_id, a.at_ms, a.status_code, a.latency_ms, a.error);
+    }
+    Result<std::vector<DeliveryAttemptRecord>> ListDeliveryAttempts(const std::string& endpoint_id,
+                                                                    std::optional<int64_t> before_id,
+                                                                    int limit) override {
+        return Many<DeliveryAttemptRecord>(
+            "SELECT id, delivery_id, endpoint_id, event_id, at_ms, status_code, latency_ms, error FROM delivery_attempts "
+            "WHERE endpoint_id=$1 AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+            [](const Row& s) {
+                return DeliveryAttemptRecord{s.Int(0), s.Int(1), s.Text(2), s.Text(3), s.Int(4),
+                                             static_cast<int>(s.Int(5)), s.Int(6), s.Text(7)};
+            },
+            endpoint_id, before_id, limit);
+    }
+};
+
+/// StoreTx over one connection inside an open transaction.
+class PgTx final : public StoreTx, private PgStatements {
+public:
+    explicit PgTx(PgConnection& c)
+        : PgStatements(c), customers_(c), billing_(c), audit_(c), inbox_(c), keys_(c), events_(c) {}
+
+    CustomerStoreTx& customers() override { return customers_; }
+    BillingStoreTx& billing() override { return billing_; }
+    InboxStoreTx& inbox() override { return inbox_; }
+    AuditStoreTx& audit() override { return audit_; }
+    KeyStoreTx& keys() override { return keys_; }
+    EventStoreTx& events() override { return events_; }
+
+    Status Savepoint() override { return c_.Exec("SAVEPOINT item"); }
+    Status RollbackToSavepoint() override { return c_.Exec("ROLLBACK TO SAVEPOINT item"); }
+    Status ReleaseSavepoint() override { return c_.Exec("RELEASE SAVEPOINT item"); }
+
+    /// Records a received event unless its id is already there; true if it was new.
+    Result<bool> InsertInboxEvent(const InboxEvent& e) {
+        TALLY_ASSIGN_OR_RETURN(auto n, Count("INSERT INTO webhook_events(id, type, created, status, attempts, "
+                                             "received_at, next_attempt_at, payload) VALUES ($1,$2,$3,'pending',0,$4,$4,"
+                                             "$5) ON CONFLICT (id) DO NOTHING",
+                                             e.id, e.type, e.created, e.received_at, Bytes{e.payload}));
+        return n == 1;
+    }
+
+private:
+    PgCustomerTx customers_;
+    PgBillingTx billing_;
+    PgAuditTx audit_;
+    PgInboxTx inbox_;
+    PgKeyTx keys_;
+    PgEventTx events_;
+};
+
+void PauseBeforeRetry(int attempt) {
+    thread_local std::mt19937 rng{std::random_device{}()};
+    const int ceiling = kRetryPauseUsMax << std::min(attempt, 8);
+    std::this_thread::sleep_for(std::chrono::microseconds(std::uniform_int_distribution<int>(0, ceiling)(rng)));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<PostgresStore>> PostgresStore::Open(const std::string& url, const PostgresOptions& options) {
+    if (!IsPostgresUrl(url)) return InvalidArgument("not a PostgreSQL URL (postgresql://...): " + RedactUrl(url), "db");
+    if (options.pool_connections < 1 || options.pool_connections > kPoolConnectionsMax) {
+        return InvalidArgument("pool size must be between 1 and " + std::to_string(kPoolConnectionsMax), "db");
+    }
+    TALLY_ASSIGN_OR_RETURN(auto first, PgConnection::Open(url));
+    TALLY_TRY(Migrate(*first));
+    return std::unique_ptr<PostgresStore>(new PostgresStore(url, options, std::move(first)));
+}
+
+PostgresStore::PostgresStore(std::string url, const PostgresOptions& options, std::unique_ptr<PgConnection> first)
+    : url_(std::move(url)), options_(options) {
+    idle_.push_back(std::move(first));
+    open_ = 1;
+}
+
+PostgresStore::~PostgresStore() = default;
+
+int64_t PostgresStore::conflict_retries() const {
+    std::lock_guard lock(const_cast<std::mutex&>(mu_));
+    return conflict_retries_;
+}
+
+Result<std::unique_ptr<PgConnection>> PostgresStore::Acquire() {
+    {
+        std::unique_lock lock(mu_);
+        const bool got = cv_.wait_for(lock, std::chrono::milliseconds(kPoolWaitMs),
+                                      [this] { return !idle_.empty() || open_ < options_.pool_connections; });
+        if (!got) return Unavailable("no database connection free within " + std::to_string(kPoolWaitMs) + " ms");
+        if (!idle_.empty()) {
+            auto conn = std::move(idle_.back());
+            idle_.pop_back();
+            if (!conn->broken()) return conn;
+            --open_;  // lost while idle (a server restart, a failover): replace it below
+        }
+        ++open_;
+    }
+    auto conn = PgConnection::Open(url_);
+    if (!conn.ok()) {
+        std::lock_guard lock(mu_);
+        --open_;
+        cv_.notify_one();
+        return conn.error();
+    }
+    return std::move(*conn);
+}
+
+void PostgresStore::Release(std::unique_ptr<PgConnection> conn) {
+    std::lock_guard lock(mu_);
+    if (conn->broken()) {
+        --open_;
+    } else {
+        idle_.push_back(std::move(conn));
+    }
+    cv_.notify_one();
+}
+
+Status PostgresStore::Run(Mode mode, const std::function<Status(StoreTx&)>& fn) {
+    const char* begin = mode == Mode::kRead    ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+                        : mode == Mode::kInbox ? "BEGIN ISOLATION LEVEL READ COMMITTED"
+                                               : "BEGIN ISOLATION LEVEL SERIALIZABLE";
+    const auto start = std::chrono::steady_clock::now();
+    Status result;
+    for (int attempt = 0;; ++attempt) {
+        auto acquired = Acquire();
+        if (!acquired.ok()) {
+            result = acquired.error();
+            break;
+        }
+        std::unique_ptr<PgConnection> conn = std::move(*acquired);
+        struct Return {
+            PostgresStore& store;
+            std::unique_ptr<PgConnection>& conn;
+            ~Return() { store.Release(std::move(conn)); }
+        } give_back{*this, conn};
+        conn->clear_retryable();
+        Status s = conn->Exec(begin);
+        if (s.ok() && mode == Mode::kWriteAsync) s = conn->Exec("SET LOCAL synchronous_commit = off");
+        if (s.ok()) {
+            PgTx tx(*conn);
+            try {
+                s = fn(tx);
+            } catch (...) {
+                (void)conn->Exec("ROLLBACK");
+                throw;
+            }
+            // A statement that failed inside |fn| but whose error |fn| handled still aborted the transaction;
+            // PostgreSQL would turn the COMMIT into a ROLLBACK without an error.
+            if (s.ok() && conn->in_failed_transaction()) {
+                s = Internal("the transaction failed on an earlier statement whose error was not returned");
+            }
+            if (s.ok()) s = conn->Exec("COMMIT");
+        }
+        if (s.ok()) {
+            result = s;
+            break;
+        }
+        const bool retry = conn->retryable() && attempt < kSerializationRetriesMax;
+        if (!conn->broken()) (void)conn->Exec("ROLLBACK");
+        if (!retry) {
+            result = s;
+            break;
+        }
+        {
+            std::lock_guard lock(mu_);
+            ++conflict_retries_;
+        }
+        PauseBeforeRetry(attempt);
+    }
+    if (mode != Mode::kRead && commit_observer_) {
+        commit_observer_(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), result.ok());
+    }
+    return result;
+}
+
+Status PostgresStore::Read(const std::function<Status(StoreTx&)>& fn) { return Run(Mode::kRead, fn); }
+Status PostgresStore::Write(const std::function<Status(StoreTx&)>& fn) { return Run(Mode::kWrite, fn); }
+Status PostgresStore::WriteAsyncCommit(const std::function<Status(StoreTx&)>& fn) {
+    return Run(Mode::kWriteAsync, fn);
+}
+
+Result<std::vector<bool>> PostgresStore::AppendInbox(const std::vector<InboxEvent>& events) {
+    std::vector<bool> inserted(events.size(), false);
+    TALLY_TRY(Run(Mode::kInbox, [&](StoreTx& tx) -> Status {
+        auto& pg = static_cast<PgTx&>(tx);
+        for (size_t i = 0; i < events.size(); ++i) {
+            TALLY_ASSIGN_OR_RETURN(bool added, pg.InsertInboxEvent(events[i]));
+            inserted[i] = added;
+        }
+        return {};
+    }));
+    return inserted;
+}
+
+Status PostgresStore::Ping() {
+    return Read([](StoreTx&) { return Status(); });
+}
+
+}  // namespace tally::postgres
