@@ -17,6 +17,7 @@
 #include "app/event_dispatcher.hpp"
 #include "app/event_outbox.hpp"
 #include "app/webhook_processor.hpp"
+#include "test_store.hpp"
 #include "test_support.hpp"
 
 namespace tally {
@@ -63,10 +64,11 @@ private:
 };
 
 struct Harness {
-    TempDb db;
+    explicit Harness(testing::StoreKind kind) : db(kind) {}
+    testing::TestStore db;
     ManualClock clock{kT0};
     Catalog catalog = LoadCatalogFile(std::string(TALLY_SOURCE_DIR) + "/config/pricing.json").value();
-    std::unique_ptr<sqlite::SqliteStore> store = sqlite::SqliteStore::Open(db.path()).value();
+    std::unique_ptr<Store> store = db.Open();
     http::JsonObjectRenderer renderer;
     EventOutbox outbox{renderer, clock};
     StripeEventDecoder decoder;
@@ -143,8 +145,11 @@ bool InOrder(const std::vector<std::string>& types, const std::vector<std::strin
     return true;
 }
 
-TEST(EventFlowTest, ATrialDunningGraceAndCancellationEmitEachTypeInOrder) {
-    Harness h;
+class EventFlowTest : public ::testing::TestWithParam<testing::StoreKind> {};
+INSTANTIATE_TEST_SUITE_P(Stores, EventFlowTest, testing::kBothStores, testing::StoreKindName);
+
+TEST_P(EventFlowTest, ATrialDunningGraceAndCancellationEmitEachTypeInOrder) {
+    Harness h(GetParam());
     h.AddEndpoint("we_1");
     auto trialing = SubscriptionObject("sub_1", "cus_1", "trialing", "pro_monthly", kT0);
     trialing["trial_end"] = kT0 + 14 * kDay;
@@ -193,8 +198,8 @@ TEST(EventFlowTest, ATrialDunningGraceAndCancellationEmitEachTypeInOrder) {
     EXPECT_TRUE(envelope.at("data").at("previous_attributes").at("grace_period_ends_at").is_null());
 }
 
-TEST(EventFlowTest, GraceRunningOutEmitsGraceEndedAndTheRoleChange) {
-    Harness h;
+TEST_P(EventFlowTest, GraceRunningOutEmitsGraceEndedAndTheRoleChange) {
+    Harness h(GetParam());
     h.DeliverAndProcess(EventJson("evt_1", "customer.subscription.created", kT0,
                                   SubscriptionObject("sub_1", "cus_1", "active", "pro_monthly", kT0)));
     const int64_t fail_at = kT0 + 30 * kDay;
@@ -230,8 +235,8 @@ bool Eventually(EventDispatcher& dispatcher, Pred done) {
     return done();
 }
 
-TEST(EventFlowTest, AnEndpointFailingForThreeDaysHasItsDeliveryGivenUpAndIsDisabledWithAnAuditEntry) {
-    Harness h;
+TEST_P(EventFlowTest, AnEndpointFailingForThreeDaysHasItsDeliveryGivenUpAndIsDisabledWithAnAuditEntry) {
+    Harness h(GetParam());
     h.AddEndpoint("we_down");
     FakeSender sender(503);
     OpenSslSecretHasher hasher;
@@ -287,8 +292,8 @@ TEST(EventFlowTest, AnEndpointFailingForThreeDaysHasItsDeliveryGivenUpAndIsDisab
     dispatcher.Stop();
 }
 
-TEST(EventFlowTest, EventsArePrunedWithTheirDeliveriesAfterTheRetention) {
-    Harness h;
+TEST_P(EventFlowTest, EventsArePrunedWithTheirDeliveriesAfterTheRetention) {
+    Harness h(GetParam());
     h.AddEndpoint("we_up");
     FakeSender sender(200);
     OpenSslSecretHasher hasher;

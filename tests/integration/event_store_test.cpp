@@ -9,6 +9,7 @@
 
 #include "adapters/sqlite/migrations.hpp"
 #include "adapters/sqlite/sqlite_store.hpp"
+#include "test_store.hpp"
 #include "test_support.hpp"
 
 namespace tally {
@@ -33,13 +34,17 @@ std::vector<int64_t> Ids(const std::vector<DeliveryRecord>& deliveries) {
     return ids;
 }
 
-class EventStoreTest : public ::testing::Test {
+class EventStoreTest : public ::testing::TestWithParam<testing::StoreKind> {
 protected:
-    void SetUp() override { store_ = sqlite::SqliteStore::Open(db_.path()).value(); }
+    void SetUp() override {
+        store_ = db_.Open();
+        ASSERT_TRUE(store_);
+    }
 
     std::vector<int64_t> Insert(const std::vector<DeliveryRecord>& deliveries) {
         std::vector<int64_t> ids;
         EXPECT_TRUE(store_->Write([&](StoreTx& tx) -> Status {
+            ids.clear();
             for (const auto& d : deliveries) {
                 TALLY_ASSIGN_OR_RETURN(auto id, tx.events().InsertDelivery(d));
                 ids.push_back(id);
@@ -84,11 +89,12 @@ protected:
         return due;
     }
 
-    TempDb db_;
-    std::unique_ptr<sqlite::SqliteStore> store_;
+    testing::TestStore db_{GetParam()};
+    std::unique_ptr<Store> store_;
 };
+INSTANTIATE_TEST_SUITE_P(Stores, EventStoreTest, testing::kBothStores, testing::StoreKindName);
 
-TEST_F(EventStoreTest, OnlyTheHeadOfEachEndpointObjectLineIsClaimed) {
+TEST_P(EventStoreTest, OnlyTheHeadOfEachEndpointObjectLineIsClaimed) {
     const auto ids = Insert({Delivery(1, "we_1", "cust_a", 100), Delivery(2, "we_1", "cust_a", 100),
                              Delivery(3, "we_1", "cust_b", 100), Delivery(4, "we_2", "cust_a", 100),
                              Delivery(5, "we_1", "cust_a", 100)});
@@ -107,7 +113,7 @@ TEST_F(EventStoreTest, OnlyTheHeadOfEachEndpointObjectLineIsClaimed) {
     EXPECT_EQ(Claim("we_1", 5000), (std::vector<int64_t>{ids[4]}));
 }
 
-TEST_F(EventStoreTest, ARedeliveryOfAnOlderEventGoesAfterWhatIsQueued) {
+TEST_P(EventStoreTest, ARedeliveryOfAnOlderEventGoesAfterWhatIsQueued) {
     const auto first = Insert({Delivery(1, "we_1", "cust_a", 100), Delivery(2, "we_1", "cust_a", 100)});
     Finish(first[0], DeliveryState::kDelivered);
     // The app asks for event 1 again while event 2 is still pending: it is sent after event 2, not before.
@@ -117,14 +123,14 @@ TEST_F(EventStoreTest, ARedeliveryOfAnOlderEventGoesAfterWhatIsQueued) {
     EXPECT_EQ(Claim("we_1", 200), (std::vector<int64_t>{again[0]}));
 }
 
-TEST_F(EventStoreTest, ClaimsAreEarliestDueFirstAndBoundedByTheLimit) {
+TEST_P(EventStoreTest, ClaimsAreEarliestDueFirstAndBoundedByTheLimit) {
     const auto ids = Insert({Delivery(1, "we_1", "cust_a", 300), Delivery(2, "we_1", "cust_b", 100),
                              Delivery(3, "we_1", "cust_c", 200), Delivery(4, "we_1", "cust_d", 900)});
     EXPECT_EQ(Claim("we_1", 500, 2), (std::vector<int64_t>{ids[1], ids[2]}));
     EXPECT_EQ(Claim("we_1", 500, 2), (std::vector<int64_t>{ids[0]})) << "cust_d is not due until 900";
 }
 
-TEST_F(EventStoreTest, NextDueIsTheEarliestPendingDeliveryDueLater) {
+TEST_P(EventStoreTest, NextDueIsTheEarliestPendingDeliveryDueLater) {
     EXPECT_EQ(NextDue("we_1", 0), std::nullopt);
     const auto ids = Insert({Delivery(1, "we_1", "cust_a", 100), Delivery(2, "we_1", "cust_b", 700),
                              Delivery(3, "we_1", "cust_c", 400), Delivery(4, "we_2", "cust_a", 50)});

@@ -17,6 +17,7 @@
 #include "app/api_keys.hpp"
 #include "app/group_commit.hpp"
 #include "app/idempotency.hpp"
+#include "test_store.hpp"
 #include "test_support.hpp"
 
 namespace tally {
@@ -49,9 +50,12 @@ private:
     Store& inner_;
 };
 
-TEST(HardeningTest, AnExceptionInAWriteRollsItBackAndTheStoreGoesOn) {
-    TempDb db;
-    auto store = sqlite::SqliteStore::Open(db.path()).value();
+class StoreHardeningTest : public ::testing::TestWithParam<testing::StoreKind> {};
+INSTANTIATE_TEST_SUITE_P(Stores, StoreHardeningTest, testing::kBothStores, testing::StoreKindName);
+
+TEST_P(StoreHardeningTest, AnExceptionInAWriteRollsItBackAndTheStoreGoesOn) {
+    testing::TestStore db(GetParam());
+    auto store = db.Open();
     CustomerRecord c;
     c.id = CustomerId("cust_throw");
     c.external_id = "u_throw";
@@ -139,10 +143,10 @@ TEST(HardeningTest, AnExceptionInAHandlerIsA500WithAnErrorIdAndTheNextRequestWor
     EXPECT_EQ(h.Call("POST", "/v1/customers", R"({"external_id":"u1"})").status, 201);
 }
 
-TEST(HardeningTest, IdempotencyClaimsBlockTwinsUntilDoneAndLapseAfterACrash) {
-    TempDb db;
+TEST_P(StoreHardeningTest, IdempotencyClaimsBlockTwinsUntilDoneAndLapseAfterACrash) {
+    testing::TestStore db(GetParam());
     ManualClock clock{kT0};
-    auto store = sqlite::SqliteStore::Open(db.path()).value();
+    auto store = db.Open();
     IdempotencyService idem(*store, clock);
     const IdempotencyRequest req{"key_a", "k1", "hash1"};
     int runs = 0;
@@ -218,10 +222,10 @@ TEST(HardeningTest, IdempotencyClaimsBlockTwinsUntilDoneAndLapseAfterACrash) {
     EXPECT_GE(idem.Prune().value(), 3);
 }
 
-TEST(HardeningTest, ARevokedKeyIsRefusedAtOnceAndACliRevocationWithinTheRecheckBound) {
-    TempDb db;
+TEST_P(StoreHardeningTest, ARevokedKeyIsRefusedAtOnceAndACliRevocationWithinTheRecheckBound) {
+    testing::TestStore db(GetParam());
     ManualClock clock{kT0};
-    auto store = sqlite::SqliteStore::Open(db.path()).value();
+    auto store = db.Open();
     OpenSslSecretHasher hasher;
     ApiKeyService keys(*store, clock, hasher, "");
     auto made = keys.Create(ApiKeyScope::kReadOnly, "dashboard", "test").value();

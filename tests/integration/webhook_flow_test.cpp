@@ -10,6 +10,7 @@
 #include "adapters/stripe/event_decoder.hpp"
 #include "app/billing_service.hpp"
 #include "app/webhook_processor.hpp"
+#include "test_store.hpp"
 #include "test_support.hpp"
 
 namespace tally {
@@ -25,10 +26,11 @@ constexpr int64_t kT0 = 1'700'000'000;
 constexpr int64_t kDay = 86400;
 
 struct Harness {
-    TempDb db;
+    explicit Harness(testing::StoreKind kind) : db(kind) {}
+    testing::TestStore db;
     ManualClock clock{kT0};
     Catalog catalog = LoadCatalogFile(std::string(TALLY_SOURCE_DIR) + "/config/pricing.json").value();
-    std::unique_ptr<sqlite::SqliteStore> store = sqlite::SqliteStore::Open(db.path()).value();
+    std::unique_ptr<Store> store = db.Open();
     StripeEventDecoder decoder;
     BillingService billing{*store, catalog, clock, BillingConfig{7 * kDay}};
     WebhookProcessor processor{*store, decoder, billing, clock};
@@ -55,8 +57,11 @@ struct Harness {
     std::vector<AuditEntry> Audit(const CustomerId& id) { return billing.ListAudit(id, 500).value(); }
 };
 
-TEST(WebhookFlowTest, ActiveSubscriptionGrantsThePlansRoleWithAnAuditedCause) {
-    Harness h;
+class WebhookFlowTest : public ::testing::TestWithParam<testing::StoreKind> {};
+INSTANTIATE_TEST_SUITE_P(Stores, WebhookFlowTest, testing::kBothStores, testing::StoreKindName);
+
+TEST_P(WebhookFlowTest, ActiveSubscriptionGrantsThePlansRoleWithAnAuditedCause) {
+    Harness h(GetParam());
     h.DeliverAndProcess(EventJson("evt_1", "customer.subscription.created", kT0,
                                   SubscriptionObject("sub_1", "cus_1", "active", "pro_monthly", kT0)));
     const auto view = h.ByStripe("cus_1");
@@ -72,8 +77,8 @@ TEST(WebhookFlowTest, ActiveSubscriptionGrantsThePlansRoleWithAnAuditedCause) {
     EXPECT_EQ(it->cause, "event:evt_1");
 }
 
-TEST(WebhookFlowTest, UnknownPriceGrantsNothingAndIsAudited) {
-    Harness h;
+TEST_P(WebhookFlowTest, UnknownPriceGrantsNothingAndIsAudited) {
+    Harness h(GetParam());
     h.DeliverAndProcess(EventJson("evt_1", "customer.subscription.created", kT0,
                                   SubscriptionObject("sub_1", "cus_1", "active", "mystery_plan", kT0)));
     const auto view = h.ByStripe("cus_1");
@@ -124,8 +129,8 @@ Snapshot Final(Harness& h) {
             v.customer.email, v.customer.external_id, v.primary->cancel_at_period_end};
 }
 
-TEST(WebhookFlowTest, ShuffledDuplicatedDeliveryEqualsInOrderDelivery) {
-    Harness in_order;
+TEST_P(WebhookFlowTest, ShuffledDuplicatedDeliveryEqualsInOrderDelivery) {
+    Harness in_order(GetParam());
     in_order.clock.Set(kT0 + 32 * kDay);
     for (const auto& e : Lifecycle()) in_order.DeliverAndProcess(e);
     const Snapshot want = Final(in_order);
@@ -133,7 +138,7 @@ TEST(WebhookFlowTest, ShuffledDuplicatedDeliveryEqualsInOrderDelivery) {
 
     std::mt19937 rng(42);
     for (int round = 0; round < 25; ++round) {
-        Harness h;
+        Harness h(GetParam());
         h.clock.Set(kT0 + 32 * kDay);
         auto events = Lifecycle();
         const size_t n = events.size();
@@ -153,13 +158,13 @@ TEST(WebhookFlowTest, ShuffledDuplicatedDeliveryEqualsInOrderDelivery) {
     }
 }
 
-TEST(WebhookFlowTest, ProcessRecordedAppliesPayloadsInHandLikeProcessBatch) {
-    Harness in_order;
+TEST_P(WebhookFlowTest, ProcessRecordedAppliesPayloadsInHandLikeProcessBatch) {
+    Harness in_order(GetParam());
     in_order.clock.Set(kT0 + 32 * kDay);
     for (const auto& e : Lifecycle()) in_order.DeliverAndProcess(e);
 
     // The simulation's path: record a batch, then apply it from the payloads already in memory.
-    Harness h;
+    Harness h(GetParam());
     h.clock.Set(kT0 + 32 * kDay);
     std::vector<InboxEvent> batch;
     for (const auto& payload : Lifecycle()) {
@@ -186,7 +191,7 @@ TEST(WebhookFlowTest, ProcessRecordedAppliesPayloadsInHandLikeProcessBatch) {
     EXPECT_EQ(Final(h), Final(in_order));
 }
 
-TEST(WebhookFlowTest, MirrorImageUpdatesInOneSecondFollowArrivalOrder) {
+TEST_P(WebhookFlowTest, MirrorImageUpdatesInOneSecondFollowArrivalOrder) {
     // Cancel at period end, then renew, in the same second: each event's previous_attributes match the other's
     // object. The ids are chosen so that the id tiebreak alone would pick the wrong one.
     namespace bj = boost::json;
@@ -199,26 +204,26 @@ TEST(WebhookFlowTest, MirrorImageUpdatesInOneSecondFollowArrivalOrder) {
                                  SubscriptionObject("sub_1", "cus_1", "active", "pro_monthly", kT0, false),
                                  bj::object{{"cancel_at_period_end", true}});
     {
-        Harness h;
+        Harness h(GetParam());
         for (const auto& e : {created, cancel, renew}) h.DeliverAndProcess(e);
         EXPECT_FALSE(h.ByStripe("cus_1").primary->cancel_at_period_end) << "renew arrived last";
     }
     {
-        Harness h;
+        Harness h(GetParam());
         for (const auto& e : {created, renew, cancel}) h.DeliverAndProcess(e);
         EXPECT_TRUE(h.ByStripe("cus_1").primary->cancel_at_period_end) << "cancel arrived last";
     }
     {
         // Recorded in order but applied in one batch: the inbox order still decides.
-        Harness h;
+        Harness h(GetParam());
         for (const auto& e : {created, cancel, renew}) h.Deliver(e);
         ASSERT_TRUE(h.processor.ProcessDue().ok());
         EXPECT_FALSE(h.ByStripe("cus_1").primary->cancel_at_period_end);
     }
 }
 
-TEST(WebhookFlowTest, PastDueKeepsRoleThroughGraceThenDropsWithWarning) {
-    Harness h;
+TEST_P(WebhookFlowTest, PastDueKeepsRoleThroughGraceThenDropsWithWarning) {
+    Harness h(GetParam());
     h.DeliverAndProcess(EventJson("evt_1", "customer.subscription.created", kT0,
                                   SubscriptionObject("sub_1", "cus_1", "active", "pro_monthly", kT0)));
     const int64_t fail_at = kT0 + 30 * kDay;
@@ -252,7 +257,7 @@ TEST(WebhookFlowTest, PastDueKeepsRoleThroughGraceThenDropsWithWarning) {
     EXPECT_EQ(audit[1].before, "professional");
 }
 
-TEST(WebhookFlowTest, PaymentAfterFailureEndsTheDunningRun) {
+TEST(WebhookFlowRulesTest, PaymentAfterFailureEndsTheDunningRun) {
     const auto since = BillingService::PastDueSince;
     EXPECT_FALSE(since({}).has_value());
     EXPECT_EQ(since({{"e1", "in", "sub", Timestamp(10), false}, {"e2", "in", "sub", Timestamp(20), false}})->unix_seconds(), 10);
@@ -261,9 +266,9 @@ TEST(WebhookFlowTest, PaymentAfterFailureEndsTheDunningRun) {
                      {"e3", "in2", "sub", Timestamp(40), false}})->unix_seconds(), 40);
 }
 
-TEST(WebhookFlowTest, TerminalStatusesDropTheRole) {
+TEST_P(WebhookFlowTest, TerminalStatusesDropTheRole) {
     for (const char* status : {"canceled", "unpaid", "incomplete_expired"}) {
-        Harness h;
+        Harness h(GetParam());
         h.DeliverAndProcess(EventJson("evt_1", "customer.subscription.created", kT0,
                                       SubscriptionObject("sub_1", "cus_1", "active", "pro_monthly", kT0)));
         h.DeliverAndProcess(EventJson("evt_2", "customer.subscription.updated", kT0 + 5,
@@ -272,8 +277,8 @@ TEST(WebhookFlowTest, TerminalStatusesDropTheRole) {
     }
 }
 
-TEST(WebhookFlowTest, HighestRoleWinsAcrossSubscriptions) {
-    Harness h;
+TEST_P(WebhookFlowTest, HighestRoleWinsAcrossSubscriptions) {
+    Harness h(GetParam());
     h.DeliverAndProcess(EventJson("evt_1", "customer.subscription.created", kT0,
                                   SubscriptionObject("sub_1", "cus_1", "canceled", "scale_monthly", kT0)));
     h.DeliverAndProcess(EventJson("evt_2", "customer.subscription.created", kT0,
@@ -284,8 +289,8 @@ TEST(WebhookFlowTest, HighestRoleWinsAcrossSubscriptions) {
     EXPECT_EQ(view.primary->id.str(), "sub_2");
 }
 
-TEST(WebhookFlowTest, OverrideBeatsAutomationUntilItExpires) {
-    Harness h;
+TEST_P(WebhookFlowTest, OverrideBeatsAutomationUntilItExpires) {
+    Harness h(GetParam());
     h.DeliverAndProcess(EventJson("evt_1", "customer.subscription.created", kT0,
                                   SubscriptionObject("sub_1", "cus_1", "active", "pro_monthly", kT0)));
     const CustomerId id = h.ByStripe("cus_1").customer.id;
@@ -310,8 +315,8 @@ TEST(WebhookFlowTest, OverrideBeatsAutomationUntilItExpires) {
     ASSERT_TRUE(h.billing.ClearRoleOverride(id, "key_1").error().code == ErrorCode::kNotFound);
 }
 
-TEST(WebhookFlowTest, CheckoutLinksTheAppsCustomerAndFoldsInThePlaceholder) {
-    Harness h;
+TEST_P(WebhookFlowTest, CheckoutLinksTheAppsCustomerAndFoldsInThePlaceholder) {
+    Harness h(GetParam());
     auto created = h.billing.CreateCustomer("user_7", "u7@example.com", "U7");
     ASSERT_TRUE(created.ok());
     const CustomerId app_id = created->first.customer.id;
@@ -329,8 +334,8 @@ TEST(WebhookFlowTest, CheckoutLinksTheAppsCustomerAndFoldsInThePlaceholder) {
     EXPECT_EQ(h.ByStripe("cus_7").customer.id, app_id);
 }
 
-TEST(WebhookFlowTest, CustomerCreatedLinksByMetadataExternalId) {
-    Harness h;
+TEST_P(WebhookFlowTest, CustomerCreatedLinksByMetadataExternalId) {
+    Harness h(GetParam());
     const CustomerId app_id = h.billing.CreateCustomer("user_9", "", "").value().first.customer.id;
     h.DeliverAndProcess(EventJson("evt_1", "customer.created", kT0,
                                   {{"id", "cus_9"}, {"object", "customer"}, {"email", "nine@example.com"},
@@ -340,8 +345,8 @@ TEST(WebhookFlowTest, CustomerCreatedLinksByMetadataExternalId) {
     EXPECT_EQ(view.customer.email, "nine@example.com");
 }
 
-TEST(WebhookFlowTest, FailuresAreRetriedWithBackoffThenLeftFailed) {
-    Harness h;
+TEST_P(WebhookFlowTest, FailuresAreRetriedWithBackoffThenLeftFailed) {
+    Harness h(GetParam());
     auto bad = SubscriptionObject("sub_1", "cus_1", "active", "pro_monthly", kT0);
     bad["status"] = "sleeping";
     h.Deliver(EventJson("evt_bad", "customer.subscription.updated", kT0, bad));
@@ -374,8 +379,8 @@ TEST(WebhookFlowTest, FailuresAreRetriedWithBackoffThenLeftFailed) {
     EXPECT_EQ(h.processor.Retry(StripeEventId("evt_nope")).error().code, ErrorCode::kNotFound);
 }
 
-TEST(WebhookFlowTest, ProcessingTwiceChangesNothing) {
-    Harness h;
+TEST_P(WebhookFlowTest, ProcessingTwiceChangesNothing) {
+    Harness h(GetParam());
     h.DeliverAndProcess(EventJson("evt_1", "customer.subscription.created", kT0,
                                   SubscriptionObject("sub_1", "cus_1", "active", "pro_monthly", kT0)));
     const auto before = h.Audit(h.ByStripe("cus_1").customer.id).size();
@@ -383,8 +388,8 @@ TEST(WebhookFlowTest, ProcessingTwiceChangesNothing) {
     EXPECT_EQ(h.Audit(h.ByStripe("cus_1").customer.id).size(), before);
 }
 
-TEST(WebhookFlowTest, RefundsOnlyGrow) {
-    Harness h;
+TEST_P(WebhookFlowTest, RefundsOnlyGrow) {
+    Harness h(GetParam());
     boost::json::object charge{{"id", "ch_1"}, {"object", "charge"}, {"customer", "cus_1"}, {"amount", 5000},
                                {"amount_refunded", 2000}, {"currency", "usd"}, {"status", "succeeded"}};
     h.DeliverAndProcess(EventJson("evt_r2", "charge.refunded", kT0 + 10, charge));
