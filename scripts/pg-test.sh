@@ -3,6 +3,7 @@
 # loopback auth, removed by `stop`. initdb refuses to run as root, so as root the cluster runs as `postgres`.
 # Usage: scripts/pg-test.sh start <state-dir>   writes <state-dir>/url (postgresql://postgres@127.0.0.1:PORT/postgres)
 #        scripts/pg-test.sh stop <state-dir>    stops the server and removes its data
+#        scripts/pg-test.sh pause|resume <state-dir>   stops the server (fast shutdown) / starts it again on its port
 # fsync is off in this cluster: the tests kill Tally and PostgreSQL processes, never the machine, and a killed
 # server still recovers everything it committed from its WAL in the page cache. Sessions keep synchronous_commit=on.
 set -euo pipefail
@@ -11,6 +12,10 @@ state=${2:?state directory}
 bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 [ -x "$bin/initdb" ] || { echo "PostgreSQL server binaries not found (Debian package postgresql)" >&2; exit 1; }
 as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+server_options() {  # <port> <data-dir>
+  echo "-c listen_addresses=127.0.0.1 -c port=$1 -c unix_socket_directories=$2 -c fsync=off -c max_connections=300 -c shared_buffers=128MB"
+}
 
 free_port() {
   python3 - <<'PY'
@@ -31,9 +36,9 @@ start)
   for attempt in 1 2 3 4 5; do
     port=$(free_port)
     if as_pg "$bin/pg_ctl" -D "$data/db" -l "$data/server.log" -w -t 60 start \
-        -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$data -c fsync=off \
-            -c max_connections=300 -c shared_buffers=128MB" >/dev/null; then
+        -o "$(server_options "$port" "$data")" >/dev/null; then
       echo "postgresql://postgres@127.0.0.1:$port/postgres" > "$state/url"
+      echo "$port" > "$state/port"
       echo "PostgreSQL test server at $(cat "$state/url") (data in $data)"
       exit 0
     fi
@@ -41,11 +46,21 @@ start)
   cat "$data/server.log" >&2
   exit 1
   ;;
+pause)
+  data=$(cat "$state/data_dir")
+  as_pg "$bin/pg_ctl" -D "$data/db" -m fast -w stop >/dev/null
+  ;;
+resume)
+  data=$(cat "$state/data_dir")
+  port=$(cat "$state/port")
+  as_pg "$bin/pg_ctl" -D "$data/db" -l "$data/server.log" -w -t 60 start \
+    -o "$(server_options "$port" "$data")" >/dev/null
+  ;;
 stop)
   [ -f "$state/data_dir" ] || exit 0
   data=$(cat "$state/data_dir")
   if [ -d "$data/db" ]; then as_pg "$bin/pg_ctl" -D "$data/db" -m immediate -w stop >/dev/null 2>&1 || true; fi
-  rm -rf "$data" "$state/url" "$state/data_dir"
+  rm -rf "$data" "$state/url" "$state/data_dir" "$state/port"
   ;;
-*) echo "usage: $0 start|stop <state-dir>" >&2; exit 2 ;;
+*) echo "usage: $0 start|stop|pause|resume <state-dir>" >&2; exit 2 ;;
 esac

@@ -33,7 +33,9 @@ int Run(int argc, char** argv) {
     auto* serve_cmd = app.add_subcommand("serve", "Run the HTTP API and the Stripe webhook endpoint");
     serve_cmd->add_option("--host", serve.host, "Listen address")->envname("TALLY_HOST")->capture_default_str();
     serve_cmd->add_option("--port", serve.port, "Listen port")->envname("TALLY_PORT")->capture_default_str();
-    serve_cmd->add_option("--db", serve.db, "SQLite database file")->envname("TALLY_DB")->capture_default_str();
+    serve_cmd->add_option("--db", serve.db, "SQLite database file, or a postgresql:// URL")->envname("TALLY_DB")->capture_default_str();
+    serve_cmd->add_option("--db-pool", serve.db_pool_connections, "PostgreSQL: connections this process opens at most")
+        ->envname("TALLY_DB_POOL")->check(CLI::Range(1, 64))->capture_default_str();
     serve_cmd->add_option("--catalog", serve.catalog, "Plan catalog JSON (default: the built-in copy of config/pricing.json)")->envname("TALLY_CATALOG");
     serve_cmd->add_option("--http-threads", serve.http_threads, "HTTP I/O threads")
         ->envname("TALLY_HTTP_THREADS")->check(CLI::Range(1, 64))->capture_default_str();
@@ -56,6 +58,10 @@ int Run(int argc, char** argv) {
         ->envname("STRIPE_SECRET_KEY");
     serve_cmd->add_option("--stripe-api-base", serve.stripe_api_base, "Stripe API base URL (default https://api.stripe.com)")
         ->envname("STRIPE_API_BASE");
+    serve_cmd->add_option("--stripe-test-clock", serve.stripe_test_clock,
+                          "Test mode only: create Tally's Stripe customers on this test clock (clock_...), so their "
+                          "time can be advanced")
+        ->envname("STRIPE_TEST_CLOCK");
     serve_cmd->add_flag("--stripe-sandbox", serve.stripe_sandbox,
                         "Run the built-in Stripe sandbox and use it instead of Stripe (development only: anyone who "
                         "reaches its port can drive it)")
@@ -112,21 +118,21 @@ int Run(int argc, char** argv) {
 
     std::string db = "./tally.db";
     auto* migrate_cmd = app.add_subcommand("migrate", "Create or upgrade the database schema");
-    migrate_cmd->add_option("--db", db, "SQLite database file")->envname("TALLY_DB")->capture_default_str();
+    migrate_cmd->add_option("--db", db, "SQLite database file, or a postgresql:// URL")->envname("TALLY_DB")->capture_default_str();
 
     tally::cli::KeysOptions keys;
     auto* keys_cmd = app.add_subcommand("keys", "Manage API keys");
     keys_cmd->require_subcommand(1);
     auto* keys_create = keys_cmd->add_subcommand("create", "Create an API key and print its secret once");
-    keys_create->add_option("--db", keys.db, "SQLite database file")->envname("TALLY_DB")->capture_default_str();
+    keys_create->add_option("--db", keys.db, "SQLite database file, or a postgresql:// URL")->envname("TALLY_DB")->capture_default_str();
     keys_create->add_option("--scope", keys.scope, "admin (everything) or read_only (GET requests only)")
         ->check(CLI::IsMember({"admin", "read_only"}))->capture_default_str();
     keys_create->add_option("--name", keys.name, "What the key is for, e.g. \"billing dashboard\"")->required();
     auto* keys_list = keys_cmd->add_subcommand("list", "List API keys (ids, scopes, names, last use; never secrets)");
-    keys_list->add_option("--db", keys.db, "SQLite database file")->envname("TALLY_DB")->capture_default_str();
+    keys_list->add_option("--db", keys.db, "SQLite database file, or a postgresql:// URL")->envname("TALLY_DB")->capture_default_str();
     auto* keys_revoke = keys_cmd->add_subcommand("revoke", "Revoke an API key for good");
     keys_revoke->add_option("id", keys.id, "The key's id (key_...)")->required();
-    keys_revoke->add_option("--db", keys.db, "SQLite database file")->envname("TALLY_DB")->capture_default_str();
+    keys_revoke->add_option("--db", keys.db, "SQLite database file, or a postgresql:// URL")->envname("TALLY_DB")->capture_default_str();
 
     std::string catalog_file;  // empty: the built-in default catalog
     std::string push_key;

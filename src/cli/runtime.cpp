@@ -29,6 +29,9 @@
 #include "app/api_keys.hpp"
 #include "app/idempotency.hpp"
 #include "sandbox/sandbox.hpp"
+#include "adapters/postgres/migrations.hpp"
+#include "adapters/postgres/pg_connection.hpp"
+#include "adapters/postgres/postgres_store.hpp"
 #include "adapters/sqlite/migrations.hpp"
 #include "adapters/sqlite/sqlite_store.hpp"
 #include "adapters/stripe/event_decoder.hpp"
@@ -65,6 +68,33 @@ std::vector<std::string> SplitSecrets(const std::string& csv) {
     }
     return out;
 }
+
+/// Exit status when the database cannot be reached or opened (sysexits' EX_UNAVAILABLE); 2 is a bad argument.
+constexpr int kExitDatabaseUnavailable = 69;
+
+int ExitCodeFor(const Error& e) {
+    if (e.code == ErrorCode::kInvalidArgument) return 2;
+    if (e.code == ErrorCode::kUnavailable) return kExitDatabaseUnavailable;
+    return 1;
+}
+
+/// The store |db| names: PostgreSQL for a postgresql:// (or postgres://) URL, else a SQLite file at that path.
+Result<std::unique_ptr<Store>> OpenStore(const std::string& db, const sqlite::StoreOptions& sqlite_options = {},
+                                         int pool_connections = postgres::kPoolConnectionsDefault) {
+    if (postgres::IsPostgresUrl(db)) {
+        TALLY_ASSIGN_OR_RETURN(auto store, postgres::PostgresStore::Open(db, {pool_connections}));
+        return std::unique_ptr<Store>(std::move(store));
+    }
+    if (db.find("://") != std::string::npos) {
+        return InvalidArgument("--db must be a SQLite file path or a postgresql:// URL, not " + postgres::RedactUrl(db),
+                               "db");
+    }
+    TALLY_ASSIGN_OR_RETURN(auto store, sqlite::SqliteStore::Open(db, sqlite_options));
+    return std::unique_ptr<Store>(std::move(store));
+}
+
+/// How logs name the database: a SQLite path as given, a PostgreSQL URL without its password.
+std::string DatabaseName(const std::string& db) { return postgres::RedactUrl(db); }
 
 /// The webhook secrets: STRIPE_WEBHOOK_SECRET if given, else the secret file, created on first use.
 Result<std::vector<std::string>> ResolveSecrets(const std::string& csv, const std::string& file, bool create) {
@@ -150,6 +180,21 @@ void Log(const char* level, const std::string& message) {
 }
 
 int Migrate(const std::string& db) {
+    if (postgres::IsPostgresUrl(db)) {
+        auto conn = postgres::PgConnection::Open(db);
+        if (!conn.ok()) {
+            Log("error", conn.error().message);
+            return ExitCodeFor(conn.error());
+        }
+        auto applied = postgres::Migrate(**conn);
+        if (!applied.ok()) {
+            Log("error", applied.error().message);
+            return ExitCodeFor(applied.error());
+        }
+        std::cout << "database " << DatabaseName(db) << " at schema version " << postgres::LatestSchemaVersion() << " ("
+                  << *applied << " migration(s) applied)\n";
+        return 0;
+    }
     auto conn = sqlite::Connection::Open(db);
     if (!conn.ok()) {
         Log("error", conn.error().message);
@@ -166,10 +211,10 @@ int Migrate(const std::string& db) {
 }
 
 int Keys(const KeysOptions& o) {
-    auto store = sqlite::SqliteStore::Open(o.db);
+    auto store = OpenStore(o.db);
     if (!store.ok()) {
         Log("error", store.error().message);
-        return 1;
+        return ExitCodeFor(store.error());
     }
     SystemClock clock;
     OpenSslSecretHasher hasher;
@@ -216,6 +261,11 @@ int Keys(const KeysOptions& o) {
 
 int Sign(const std::string& payload, const std::string& secret, const std::string& db, const std::string& secret_file) {
     std::string key = secret;
+    if (key.empty() && secret_file.empty() && postgres::IsPostgresUrl(db)) {
+        std::cerr << "with a PostgreSQL database there is no <db>.whsec file: pass --secret (the STRIPE_WEBHOOK_SECRET "
+                     "the nodes verify with)\n";
+        return 2;
+    }
     if (key.empty()) {
         auto secrets = ResolveSecrets("", secret_file.empty() ? db + ".whsec" : secret_file, false);
         if (!secrets.ok()) {
@@ -271,17 +321,38 @@ int Serve(const ServeOptions& o) {
         Log("error", "STRIPE_SECRET_KEY must be a Stripe secret or restricted key (sk_live_, sk_test_, rk_live_, rk_test_)");
         return 2;
     }
+    if (!o.stripe_test_clock.empty() && stripe_mode != "test") {
+        Log("error", "STRIPE_TEST_CLOCK needs a test-mode STRIPE_SECRET_KEY (sk_test_/rk_test_): test clocks exist only "
+                     "in test mode (the built-in sandbox makes its own)");
+        return 2;
+    }
     auto catalog = LoadCatalog(o.catalog);
     if (!catalog.ok()) {
         Log("error", "invalid catalog: " + catalog.error().message);
         return 2;
     }
-    auto store = sqlite::SqliteStore::Open(o.db, sqlite::StoreOptions{.wal_write_coalescing = o.sqlite_wal_coalescing});
+    const bool postgres_mode = postgres::IsPostgresUrl(o.db);
+    if (postgres_mode && o.stripe_sandbox) {
+        // Each node would run a sandbox of its own, with customers and subscriptions the other nodes never see.
+        Log("error", "--stripe-sandbox runs a sandbox inside this process, so it is for a single SQLite node; with "
+                     "PostgreSQL run one `tally sandbox` and point every node at it (STRIPE_API_BASE=http://<host>:12111 "
+                     "STRIPE_SECRET_KEY=sk_test_... STRIPE_WEBHOOK_SECRET=<the secret of the endpoint you register "
+                     "with it>)");
+        return 2;
+    }
+    if (postgres_mode && o.webhook_secrets.empty() && o.webhook_secret_file.empty()) {
+        // Nodes keep no local state: every one must verify with the same secret, given to each of them.
+        Log("error", "with PostgreSQL set STRIPE_WEBHOOK_SECRET (or --webhook-secret-file) on every node: there is no "
+                     "<db>.whsec file to generate one into");
+        return 2;
+    }
+    auto store = OpenStore(o.db, sqlite::StoreOptions{.wal_write_coalescing = o.sqlite_wal_coalescing},
+                           o.db_pool_connections);
     if (!store.ok()) {
         Log("error", store.error().message);
-        return 1;
+        return ExitCodeFor(store.error());
     }
-    if (o.sqlite_wal_coalescing) {
+    if (o.sqlite_wal_coalescing && !postgres_mode) {
         Log("warn", "experimental: SQLite WAL write coalescing is on (it relies on undocumented SQLite behaviour)");
     }
     const std::string secret_file = o.webhook_secret_file.empty() ? o.db + ".whsec" : o.webhook_secret_file;
@@ -466,13 +537,14 @@ int Serve(const ServeOptions& o) {
         Log("warn", "Stripe is not configured (no STRIPE_SECRET_KEY, no --stripe-sandbox): webhooks are received and "
                     "applied; endpoints that call Stripe answer 503 stripe_not_configured");
     } else {
+        if (!o.stripe_test_clock.empty()) http_stripe_api.SetTestClock(o.stripe_test_clock);
         endpoint_monitor = std::make_unique<stripe::WebhookEndpointMonitor>(client, "", public_url + "/webhooks/stripe",
                                                                             o.stripe_check_interval_ms);
         endpoint_monitor_view = endpoint_monitor.get();
         Log("info", "using Stripe (" + stripe_mode + " mode) at " + api_base + " with key " + client.RedactedKey());
     }
     Log("info", "tally " + std::string(kVersion) + " listening on http://" + o.host + ":" + std::to_string(server.port()) +
-                    " (db " + o.db + ", catalog " + (o.catalog.empty() ? std::string("built-in") : o.catalog) + ", " +
+                    " (db " + DatabaseName(o.db) + ", catalog " + (o.catalog.empty() ? std::string("built-in") : o.catalog) + ", " +
                     std::to_string(catalog->plans().size()) + " plans, stripe " + stripe_mode + ")");
     std::cout << "tally listening on http://" << o.host << ":" << server.port() << std::endl;
 

@@ -17,7 +17,8 @@ struct SandboxOptions {
 struct ServeOptions {
     std::string host = "127.0.0.1";
     uint16_t port = 8080;
-    std::string db = "./tally.db";
+    std::string db = "./tally.db";  // a SQLite file, or a postgresql:// URL
+    int db_pool_connections = 8;    // PostgreSQL: connections this process opens at most
     std::string catalog;  // empty: the built-in default catalog (config/pricing.json at build time)
     int http_threads = 2;
     int64_t grace_period_days = 7;
@@ -32,6 +33,7 @@ struct ServeOptions {
     int64_t http_idle_timeout_ms = 60000;
     bool sqlite_wal_coalescing = false;  // experimental: the WAL write-coalescing VFS shim
     std::string stripe_api_base;    // empty -> https://api.stripe.com (or the sandbox)
+    std::string stripe_test_clock;  // test mode: customers Tally creates in Stripe live on this test clock
     std::string sandbox_host = "127.0.0.1";
     uint16_t sandbox_port = 12111;
     SandboxOptions sandbox;

@@ -1,8 +1,12 @@
-// Starts the real tally binary on a free port with a fresh SQLite file, and talks to it over HTTP.
-import { spawn } from 'node:child_process';
+// Starts the real tally binary on a free port with a fresh database, and talks to it over HTTP.
+// TALLY_E2E_STORE=postgres runs the suite on PostgreSQL (ctest's e2e_postgres): each server gets a schema of its own
+// in the test server (TALLY_TEST_PG_URL_FILE), and, since a PostgreSQL node runs no sandbox of its own, a standalone
+// `tally sandbox` with this server's webhook endpoint registered in it, as a team would set up real Stripe.
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import Stripe from 'stripe';
 
 export const BIN = process.env.TALLY_BIN ?? new URL('../../build/debug/tally', import.meta.url).pathname;
@@ -14,12 +18,78 @@ export const OLD_SECRET = 'whsec_e2e_rotated_out_secret';
 // The official SDK; only its webhook helpers are used here (no network).
 export const stripe = new Stripe('sk_test_unused', { apiVersion: '2025-03-31.basil' });
 
+/** Which store the servers of this run use: 'sqlite' (a file) or 'postgres'. */
+export const STORE = process.env.TALLY_E2E_STORE === 'postgres' ? 'postgres' : 'sqlite';
+const PG_URL = STORE === 'postgres' ? readFileSync(process.env.TALLY_TEST_PG_URL_FILE, 'utf8').trim() : undefined;
+/** For tests of something only SQLite has (its file, `tally simulate`): the reason to skip them on PostgreSQL. */
+export const SQLITE_ONLY = STORE === 'postgres' ? 'SQLite only' : false;
+
+/** Runs |sql| with psql against |url| and returns its rows, unaligned ('|' between columns). */
+export function psql(url, sql) {
+  return execFileSync('psql', [url, '-v', 'ON_ERROR_STOP=1', '-X', '-q', '-At', '-c', sql],
+                      { encoding: 'utf8', env: { ...process.env, PGOPTIONS: '-c client_min_messages=warning' } });
+}
+
+/** The rows of |sql| in the database |db| of either store, one line each, columns separated by '|'. */
+export function dbQuery(db, sql) {
+  if (db.startsWith('postgresql://')) return psql(db, sql);
+  return execFileSync('sqlite3', [db, sql], { encoding: 'utf8' });
+}
+
+/** A fresh PostgreSQL database (a schema of the test server) named after |dir|, the same one for a restart. */
+function postgresDbFor(dir) {
+  const schema = `e2e_${basename(dir).replace(/[^A-Za-z0-9]/g, '_').toLowerCase()}`;
+  psql(PG_URL, `CREATE SCHEMA IF NOT EXISTS ${schema}`);
+  return `${PG_URL}?options=-csearch_path%3D${schema}`;
+}
+
+export async function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => { const { port } = srv.address(); srv.close(() => resolve(port)); });
+  });
+}
+
+// PostgreSQL runs: the standalone sandbox, port and Stripe settings of each server directory, kept across restarts.
+const attached = new Map();
+
+/** What `serve --stripe-sandbox` does for itself, done from outside for a PostgreSQL node: a standalone sandbox,
+ *  this node's webhook endpoint registered in it (its secret is the node's STRIPE_WEBHOOK_SECRET), a test clock,
+ *  and the catalog pushed. */
+async function attachSandbox(dir, env) {
+  let a = attached.get(dir);
+  if (!a) {
+    const args = [];
+    for (const [name, flag] of [['TALLY_SANDBOX_DUNNING_RETRY_DAYS', '--dunning-retry-days'],
+                                ['TALLY_SANDBOX_DUNNING_END_STATE', '--dunning-end-state'],
+                                ['TALLY_SANDBOX_PUBLIC_URL', '--public-url']]) {
+      if (env[name] !== undefined) args.push(flag, env[name]);
+    }
+    const sb = await startSandbox('sk_test_tally_sandbox', args);
+    const port = await freePort();
+    const endpoint = await sb.stripe.webhookEndpoints.create({ url: `http://127.0.0.1:${port}/webhooks/stripe`, enabled_events: ['*'] });
+    const clock = await sb.stripe.testHelpers.testClocks.create({ frozen_time: Math.floor(Date.now() / 1000), name: 'tally' });
+    const base = `http://127.0.0.1:${sb.port}`;
+    execFileSync(BIN, ['catalog', 'push', '--catalog', env.TALLY_CATALOG],
+                 { env: { ...process.env, STRIPE_SECRET_KEY: 'sk_test_tally_sandbox', STRIPE_API_BASE: base }, stdio: 'ignore' });
+    a = { sb, port, secret: endpoint.secret, clock: clock.id, base };
+    attached.set(dir, a);
+  }
+  return a;
+}
+
+function detachSandbox(dir) {
+  const a = attached.get(dir);
+  if (a) { a.sb.child.kill('SIGTERM'); attached.delete(dir); }
+}
+
 export function fixtures() {
   return JSON.parse(readFileSync(join(SOURCE_DIR, 'tests/fixtures/fixtures3.json'), 'utf8')).resources;
 }
 
 export async function startTally(extraEnv = {}, { dir = mkdtempSync(join(tmpdir(), 'tally-e2e-')) } = {}) {
-  const db = join(dir, 'tally.db');
+  const db = STORE === 'postgres' ? postgresDbFor(dir) : join(dir, 'tally.db');
   const env = {
     ...process.env,
     TALLY_PORT: '0',
@@ -36,6 +106,18 @@ export async function startTally(extraEnv = {}, { dir = mkdtempSync(join(tmpdir(
     ...extraEnv,
   };
   for (const [k, v] of Object.entries(env)) if (v === undefined) delete env[k];
+  let attachedSandbox;
+  if (STORE === 'postgres' && env.TALLY_STRIPE_SANDBOX === '1' && env.TALLY_DB.startsWith('postgresql://')) {
+    attachedSandbox = await attachSandbox(dir, env);
+    delete env.TALLY_STRIPE_SANDBOX;
+    Object.assign(env, {
+      TALLY_PORT: String(attachedSandbox.port),
+      STRIPE_API_BASE: attachedSandbox.base,
+      STRIPE_SECRET_KEY: 'sk_test_tally_sandbox',
+      STRIPE_TEST_CLOCK: attachedSandbox.clock,
+      STRIPE_WEBHOOK_SECRET: `${env.STRIPE_WEBHOOK_SECRET},${attachedSandbox.secret}`,
+    });
+  }
   // Started in its temporary directory, not the repository: nothing may depend on the working directory.
   const child = spawn(BIN, ['serve'], { env, cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
@@ -51,9 +133,9 @@ export async function startTally(extraEnv = {}, { dir = mkdtempSync(join(tmpdir(
       if (m) {
         clearTimeout(timer);
         const sb = out.match(/stripe sandbox listening on http:\/\/[^:]+:(\d+)/);
-        sandboxPort = sb ? Number(sb[1]) : undefined;
+        sandboxPort = sb ? Number(sb[1]) : attachedSandbox?.sb.port;
         const tc = out.match(/stripe sandbox test clock (clock_\w+)/);
-        testClock = tc ? tc[1] : undefined;
+        testClock = tc ? tc[1] : attachedSandbox?.clock;
         resolve(Number(m[1]));
       }
     });
@@ -61,7 +143,7 @@ export async function startTally(extraEnv = {}, { dir = mkdtempSync(join(tmpdir(
   });
   const base = `http://127.0.0.1:${port}`;
   const server = {
-    base, db, dir, child, sandboxPort, testClock,
+    base, db: env.TALLY_DB, dir, child, sandboxPort, testClock,
     stderr: () => stderr,
     async request(method, path, { body, headers = {}, key = ADMIN_KEY, raw } = {}) {
       const h = { ...headers };
@@ -105,11 +187,22 @@ export async function startTally(extraEnv = {}, { dir = mkdtempSync(join(tmpdir(
         const exited = new Promise((res) => child.on('exit', (code, signal) => res({ code, signal })));
         child.kill('SIGTERM');
         const r = await exited;
-        rmSync(dir, { recursive: true, force: true });
+        this.cleanup();
         return r;
       }
-      rmSync(dir, { recursive: true, force: true });
+      this.cleanup();
       return { code: child.exitCode };
+    },
+    /** Removes what the server kept: its directory, and on PostgreSQL its schema and its sandbox. */
+    cleanup() {
+      rmSync(dir, { recursive: true, force: true });
+      if (STORE === 'postgres') {
+        detachSandbox(dir);
+        if (this.db.startsWith('postgresql://')) {
+          const schema = decodeURIComponent(this.db.split('search_path%3D')[1] ?? '');
+          if (schema) psql(PG_URL, `DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+        }
+      }
     },
   };
   return server;

@@ -79,7 +79,8 @@ test('standalone sandbox: subscribe, schedule cancellation, cancel; Tally follow
   const { child, stripe } = await startSandbox();
   const tallyPort = await freePort();
   const endpoint = await stripe.webhookEndpoints.create({ url: `http://127.0.0.1:${tallyPort}/webhooks/stripe`, enabled_events: ['*'] });
-  const tally = await startTally({ TALLY_PORT: String(tallyPort), STRIPE_WEBHOOK_SECRET: endpoint.secret });
+  // Tally only receives this sandbox's webhooks: it needs no Stripe of its own.
+  const tally = await startTally({ TALLY_PORT: String(tallyPort), STRIPE_WEBHOOK_SECRET: endpoint.secret, TALLY_STRIPE_SANDBOX: undefined });
   try {
     await lifecycle(stripe, tally);
   } finally {

@@ -215,6 +215,29 @@ TEST_P(StoreTest, AHandledConflictLeavesTheTransactionUsable) {
     }).ok());
 }
 
+// A lookup by text no row can hold (not UTF-8, or with a NUL byte) finds nothing on either store; PostgreSQL, which
+// cannot store such text, refuses to write it with kInvalidArgument and the transaction goes on.
+TEST_P(StoreTest, TextThatIsNotUtf8FindsNothing) {
+    TestStore db(GetParam());
+    auto store = db.Open();
+    ASSERT_TRUE(store);
+    ASSERT_TRUE(store->Write([&](StoreTx& tx) -> Status {
+        EXPECT_FALSE(tx.customers().Get(CustomerId("cust_\xff\xfe"))->has_value());
+        EXPECT_FALSE(tx.customers().FindByExternalId(std::string("user\0x", 6))->has_value());
+        EXPECT_FALSE(tx.inbox().GetPayload(StripeEventId("evt_\xc0\x80")).value().has_value());
+        EXPECT_TRUE(tx.audit().List(CustomerId("cust_\xed\xa0\x80"), 10)->empty());
+        if (db.kind() == StoreKind::kPostgres) {
+            Status refused = tx.customers().Insert(Customer("cust_\xff", "u"));
+            EXPECT_EQ(refused.error().code, ErrorCode::kInvalidArgument);
+        }
+        return tx.customers().Insert(Customer("cust_ok", "ok"));
+    }).ok());
+    ASSERT_TRUE(store->Read([&](StoreTx& tx) -> Status {
+        EXPECT_TRUE(tx.customers().Get(CustomerId("cust_ok"))->has_value());
+        return {};
+    }).ok());
+}
+
 // Writes behave as if each ran alone: read-modify-write from several threads loses no update (SQLite runs them
 // one at a time; PostgreSQL runs them at SERIALIZABLE and reruns the ones that lose a conflict).
 TEST_P(StoreTest, ConcurrentReadModifyWritesLoseNoUpdate) {

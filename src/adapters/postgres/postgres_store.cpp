@@ -1,5 +1,8 @@
 #include "adapters/postgres/postgres_store.hpp"
 
+#include <spdlog/spdlog.h>
+
+#include <atomic>
 #include <chrono>
 #include <random>
 #include <thread>
@@ -35,6 +38,51 @@ std::vector<Param> Params(const Args&... args) {
     return out;
 }
 
+/// True if |s| is text PostgreSQL can hold: valid UTF-8 (the database encoding) without NUL bytes. SQLite stores
+/// any bytes; PostgreSQL refuses such a parameter, and libpq's text parameters end at the first NUL.
+bool StorableText(const std::string& s) {
+    size_t i = 0;
+    while (i < s.size()) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        if (c == 0) return false;
+        if (c < 0x80) {
+            ++i;
+            continue;
+        }
+        int len = 0;
+        uint32_t cp = 0;
+        if ((c & 0xE0) == 0xC0) {
+            len = 2;
+            cp = c & 0x1F;
+        } else if ((c & 0xF0) == 0xE0) {
+            len = 3;
+            cp = c & 0x0F;
+        } else if ((c & 0xF8) == 0xF0) {
+            len = 4;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (i + static_cast<size_t>(len) > s.size()) return false;
+        for (int k = 1; k < len; ++k) {
+            const auto cc = static_cast<unsigned char>(s[i + static_cast<size_t>(k)]);
+            if ((cc & 0xC0) != 0x80) return false;
+            cp = (cp << 6) | (cc & 0x3F);
+        }
+        const bool overlong = (len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000);
+        if (overlong || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+        i += static_cast<size_t>(len);
+    }
+    return true;
+}
+
+bool AllStorable(const std::vector<Param>& params) {
+    for (const auto& p : params) {
+        if (p.value && !p.binary && !StorableText(*p.value)) return false;
+    }
+    return true;
+}
+
 /// One row of a result, read by column.
 struct Row {
     const Rows& rows;
@@ -55,27 +103,33 @@ class PgStatements {
 public:
     explicit PgStatements(PgConnection& c) : c_(c) {}
 
+    // Writes refuse text PostgreSQL cannot hold (kInvalidArgument, nothing sent, the transaction still usable);
+    // lookups by such text find nothing, since no stored value can equal it.
     template <typename... Args>
     Status Do(const char* sql, const Args&... args) {
-        TALLY_ASSIGN_OR_RETURN(auto rows, c_.Run(sql, Params(args...)));
+        TALLY_ASSIGN_OR_RETURN(auto rows, Write(sql, Params(args...)));
         (void)rows;
         return {};
     }
     /// Rows the statement changed.
     template <typename... Args>
     Result<int64_t> Count(const char* sql, const Args&... args) {
-        TALLY_ASSIGN_OR_RETURN(auto rows, c_.Run(sql, Params(args...)));
+        TALLY_ASSIGN_OR_RETURN(auto rows, Write(sql, Params(args...)));
         return rows.Affected();
     }
     template <typename T, typename Reader, typename... Args>
     Result<std::optional<T>> One(const char* sql, Reader read, const Args&... args) {
-        TALLY_ASSIGN_OR_RETURN(auto rows, c_.Run(sql, Params(args...)));
+        auto params = Params(args...);
+        if (!AllStorable(params)) return std::optional<T>();
+        TALLY_ASSIGN_OR_RETURN(auto rows, c_.Run(sql, params));
         if (rows.size() == 0) return std::optional<T>();
         return std::optional<T>(read(Row{rows, 0}));
     }
     template <typename T, typename Reader, typename... Args>
     Result<std::vector<T>> Many(const char* sql, Reader read, const Args&... args) {
-        TALLY_ASSIGN_OR_RETURN(auto rows, c_.Run(sql, Params(args...)));
+        auto params = Params(args...);
+        if (!AllStorable(params)) return std::vector<T>();
+        TALLY_ASSIGN_OR_RETURN(auto rows, c_.Run(sql, params));
         std::vector<T> out;
         out.reserve(static_cast<size_t>(rows.size()));
         for (int i = 0; i < rows.size(); ++i) out.push_back(read(Row{rows, i}));
@@ -83,12 +137,17 @@ public:
     }
     template <typename... Args>
     Result<int64_t> Value(const char* sql, const Args&... args) {
-        TALLY_ASSIGN_OR_RETURN(auto rows, c_.Run(sql, Params(args...)));
+        TALLY_ASSIGN_OR_RETURN(auto rows, Write(sql, Params(args...)));
         if (rows.size() == 0 || rows.IsNull(0, 0)) return Internal(std::string("no value from: ") + sql);
         return rows.Int(0, 0);
     }
 
 protected:
+    Result<Rows> Write(const char* sql, const std::vector<Param>& params) {
+        if (!AllStorable(params)) return InvalidArgument("text that is not UTF-8, or holds a NUL byte, cannot be stored");
+        return c_.Run(sql, params);
+    }
+
     PgConnection& c_;
 };
 
@@ -357,6 +416,7 @@ public:
     }
     Result<std::optional<std::string>> GetPayload(const StripeEventId& id) override {
         // In binary: a BYTEA's raw bytes, as received.
+        if (!StorableText(id.str())) return std::optional<std::string>();
         TALLY_ASSIGN_OR_RETURN(auto rows, c_.Run("SELECT payload FROM webhook_events WHERE id=$1", Params(id), true));
         if (rows.size() == 0) return std::optional<std::string>();
         return std::optional<std::string>(rows.Text(0, 0));
@@ -655,6 +715,26 @@ private:
     PgEventTx events_;
 };
 
+/// |text| as the inside of a JSON string (libpq's messages hold quotes, newlines and tabs).
+std::string JsonEscaped(const std::string& text) {
+    std::string out;
+    for (const char ch : text) {
+        const auto c = static_cast<unsigned char>(ch);
+        if (c == '"' || c == '\\') {
+            out += '\\';
+            out += ch;
+        } else if (c < 0x20) {
+            static const char* kHex = "0123456789abcdef";
+            out += "\\u00";
+            out += kHex[c >> 4];
+            out += kHex[c & 15];
+        } else {
+            out += ch;
+        }
+    }
+    return out;
+}
+
 void PauseBeforeRetry(int attempt) {
     thread_local std::mt19937 rng{std::random_device{}()};
     const int ceiling = kRetryPauseUsMax << std::min(attempt, 8);
@@ -702,10 +782,28 @@ Result<std::unique_ptr<PgConnection>> PostgresStore::Acquire() {
     }
     auto conn = PgConnection::Open(url_);
     if (!conn.ok()) {
-        std::lock_guard lock(mu_);
-        --open_;
-        cv_.notify_one();
-        return conn.error();
+        {
+            std::lock_guard lock(mu_);
+            --open_;
+            cv_.notify_one();
+        }
+        // The reason (host, port, libpq's words) goes to the log, at most once a second; callers, and through them
+        // HTTP clients such as Stripe, only learn that the database is unavailable.
+        static std::atomic<int64_t> last_logged_ms{0};
+        const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count();
+        if (int64_t last = last_logged_ms.load(); now_ms - last >= 1000 &&
+                                                   last_logged_ms.compare_exchange_strong(last, now_ms)) {
+            auto logger = spdlog::get("tally");
+            const std::string msg = "\"msg\":\"" + JsonEscaped(conn.error().message) + "\"";
+            if (logger) {
+                logger->error(msg);
+            } else {
+                spdlog::error(msg);
+            }
+        }
+        return Unavailable("the database is unavailable (cannot connect)");
     }
     return std::move(*conn);
 }
