@@ -302,7 +302,8 @@ Result<int> BillingService::SweepRoles() {
     if (!any_due) return 0;
     int count = 0;
     TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
-        TALLY_ASSIGN_OR_RETURN(auto ids, tx.customers().ListDueForRoleCheck(now, kRoleSweepBatchMax));
+        // Another node sweeping at the same moment takes other customers (or none) instead of the same ones.
+        TALLY_ASSIGN_OR_RETURN(auto ids, tx.customers().ClaimDueForRoleCheck(now, kRoleSweepBatchMax));
         for (const auto& id : ids) {
             TALLY_ASSIGN_OR_RETURN(auto record, tx.customers().Get(id));
             if (!record) continue;

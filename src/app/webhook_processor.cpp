@@ -122,7 +122,14 @@ Result<std::vector<Result<std::string>>> WebhookProcessor::ApplyDecoded(
     TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
         results.clear();
         seen.clear();
+        // With several nodes, each worker may pick the same due events: those another node is applying now are
+        // left to it (it records their outcome) instead of applied twice.
+        TALLY_ASSIGN_OR_RETURN(const auto mine, tx.inbox().LockForProcessing(ids));
         for (size_t i = 0; i < ids.size(); ++i) {
+            if (!mine[i]) {
+                results.emplace_back(std::string("processing_elsewhere"));
+                continue;
+            }
             Result<std::string> r = ProcessInTx(tx, ids[i], decoded[i] ? &*decoded[i] : nullptr, now, seen);
             // A store failure (not an event's own failure) aborts the whole transaction.
             if (!r.ok() && r.error().code == ErrorCode::kUnavailable) return r.error();

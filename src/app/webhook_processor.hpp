@@ -31,7 +31,8 @@ public:
                      Metrics& metrics = NullMetrics::Instance());
 
     /// Processes one event if it is not processed yet. Returns the outcome ("applied", "stale", "ignored",
-    /// "already_processed"); on failure records the error and the next attempt, and returns the error.
+    /// "already_processed", or "processing_elsewhere" when another node holds the event right now and records its
+    /// outcome); on failure records the error and the next attempt, and returns the error.
     Result<std::string> ProcessOne(const StripeEventId& id);
     /// Processes |ids| in one transaction (one fsync), each inside its own savepoint so that a failing event
     /// is rolled back alone and marked failed with its backoff. Returns one outcome or error per id;

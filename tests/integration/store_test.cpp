@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 
 #include "adapters/postgres/migrations.hpp"
@@ -288,6 +290,57 @@ TEST_P(StoreTest, AReadSeesOneSnapshot) {
         EXPECT_EQ((*tx.customers().Get(CustomerId("cust_s")))->email, "");
         return {};
     }).ok());
+}
+
+// Two nodes' workers on one database: what one transaction holds, the other skips instead of applying it twice.
+TEST(PostgresStoreTest, EventsAndCustomersHeldByOneTransactionAreSkippedByAnother) {
+    TestStore db(StoreKind::kPostgres);
+    auto store = db.Open();
+    ASSERT_TRUE(store);
+    ASSERT_TRUE(store->AppendInbox({Inbox("evt_1"), Inbox("evt_2"), Inbox("evt_3")}).ok());
+    ASSERT_TRUE(store->Write([&](StoreTx& tx) -> Status {
+        for (const char* id : {"cust_a", "cust_b"}) {
+            CustomerRecord c = Customer(id, id);
+            c.role_check_at = Timestamp(50);
+            TALLY_TRY(tx.customers().Insert(c));
+        }
+        return {};
+    }).ok());
+    std::mutex mu;
+    std::condition_variable cv;
+    bool holding = false;
+    bool release = false;
+    std::thread first([&] {
+        EXPECT_TRUE(store->Write([&](StoreTx& tx) -> Status {
+            auto mine = tx.inbox().LockForProcessing({StripeEventId("evt_1"), StripeEventId("evt_2")});
+            EXPECT_EQ(*mine, (std::vector<bool>{true, true}));
+            auto due = tx.customers().ClaimDueForRoleCheck(Timestamp(100), 1);
+            EXPECT_EQ(due->size(), 1u);
+            std::unique_lock lock(mu);
+            holding = true;
+            cv.notify_all();
+            cv.wait(lock, [&] { return release; });
+            return {};
+        }).ok());
+    });
+    {
+        std::unique_lock lock(mu);
+        cv.wait(lock, [&] { return holding; });
+    }
+    ASSERT_TRUE(store->Write([&](StoreTx& tx) -> Status {
+        auto mine = tx.inbox().LockForProcessing(
+            {StripeEventId("evt_1"), StripeEventId("evt_2"), StripeEventId("evt_3"), StripeEventId("evt_none")});
+        EXPECT_EQ(*mine, (std::vector<bool>{false, false, true, false}));
+        auto due = tx.customers().ClaimDueForRoleCheck(Timestamp(100), 10);
+        EXPECT_EQ(due->size(), 1u) << "the customer the other sweep holds is skipped";
+        return {};
+    }).ok());
+    {
+        std::lock_guard lock(mu);
+        release = true;
+        cv.notify_all();
+    }
+    first.join();
 }
 
 TEST(PostgresStoreTest, MigrationsAreIdempotentConcurrentAndRefuseNewerSchemas) {

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <random>
 #include <thread>
+#include <unordered_set>
 
 #include "adapters/postgres/migrations.hpp"
 #include "adapters/postgres/pg_connection.hpp"
@@ -151,6 +152,22 @@ protected:
     PgConnection& c_;
 };
 
+/// A PostgreSQL array literal of |items| ({"a","b"}), for a text[] parameter.
+template <typename T>
+std::string TextArray(const std::vector<T>& items) {
+    std::string out = "{";
+    for (const auto& item : items) {
+        if (out.size() > 1) out += ',';
+        out += '"';
+        for (const char c : item.str()) {
+            if (c == '"' || c == '\\') out += '\\';
+            out += c;
+        }
+        out += '"';
+    }
+    return out + "}";
+}
+
 std::string JoinComma(const std::vector<std::string>& items) {
     std::string out;
     for (const auto& item : items) out += (out.empty() ? "" : ",") + item;
@@ -232,6 +249,12 @@ public:
         return Many<CustomerId>(
             "SELECT id FROM customers WHERE role_check_at IS NOT NULL AND role_check_at <= $1 "
             "ORDER BY role_check_at LIMIT $2",
+            [](const Row& r) { return CustomerId(r.Text(0)); }, now, limit);
+    }
+    Result<std::vector<CustomerId>> ClaimDueForRoleCheck(Timestamp now, int limit) override {
+        return Many<CustomerId>(
+            "SELECT id FROM customers WHERE role_check_at IS NOT NULL AND role_check_at <= $1 "
+            "ORDER BY role_check_at LIMIT $2 FOR UPDATE SKIP LOCKED",
             [](const Row& r) { return CustomerId(r.Text(0)); }, now, limit);
     }
 
@@ -438,6 +461,17 @@ public:
             "SELECT id FROM webhook_events WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= $1 "
             "ORDER BY next_attempt_at LIMIT $2",
             [](const Row& r) { return StripeEventId(r.Text(0)); }, now, limit);
+    }
+    Result<std::vector<bool>> LockForProcessing(const std::vector<StripeEventId>& ids) override {
+        std::vector<bool> mine(ids.size(), false);
+        if (ids.empty()) return mine;
+        TALLY_ASSIGN_OR_RETURN(auto locked,
+                               Many<std::string>("SELECT id FROM webhook_events WHERE id = ANY($1::text[]) "
+                                                 "FOR UPDATE SKIP LOCKED",
+                                                 [](const Row& r) { return r.Text(0); }, TextArray(ids)));
+        const std::unordered_set<std::string> got(locked.begin(), locked.end());
+        for (size_t i = 0; i < ids.size(); ++i) mine[i] = got.count(ids[i].str()) > 0;
+        return mine;
     }
     Status UpdateState(const InboxEvent& e) override {
         return Do("UPDATE webhook_events SET status=$2, attempts=$3, last_error=$4, outcome=$5, next_attempt_at=$6, "

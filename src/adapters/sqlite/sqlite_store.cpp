@@ -436,6 +436,9 @@ public:
             "ORDER BY role_check_at LIMIT ?2",
             [](sqlite3_stmt* s) { return CustomerId(Text(s, 0)); }, now, limit);
     }
+    Result<std::vector<CustomerId>> ClaimDueForRoleCheck(Timestamp now, int limit) override {
+        return ListDueForRoleCheck(now, limit);  // one writer at a time
+    }
 };
 
 class SqliteBillingTx final : public BillingStoreTx, private SqliteStatements {
@@ -580,6 +583,9 @@ public:
             "SELECT id FROM webhook_events WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= ?1 "
             "ORDER BY next_attempt_at LIMIT ?2",
             [](sqlite3_stmt* s) { return StripeEventId(Text(s, 0)); }, now, limit);
+    }
+    Result<std::vector<bool>> LockForProcessing(const std::vector<StripeEventId>& ids) override {
+        return std::vector<bool>(ids.size(), true);  // one writer at a time: the whole database is this transaction's
     }
     Status UpdateState(const InboxEvent& e) override {
         return Do("UPDATE webhook_events SET status=?2, attempts=?3, last_error=?4, outcome=?5, next_attempt_at=?6, "

@@ -43,6 +43,9 @@ public:
     virtual Result<std::optional<CustomerRecord>> FindByStripeId(const StripeCustomerId& id) = 0;
     /// Customers whose role_check_at <= now, oldest first, at most |limit|.
     virtual Result<std::vector<CustomerId>> ListDueForRoleCheck(Timestamp now, int limit) = 0;
+    /// As ListDueForRoleCheck, locked for this transaction: customers another transaction holds (another node's
+    /// sweep) are skipped, not waited for. Write transactions only.
+    virtual Result<std::vector<CustomerId>> ClaimDueForRoleCheck(Timestamp now, int limit) = 0;
 };
 
 }  // namespace tally

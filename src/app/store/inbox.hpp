@@ -47,6 +47,11 @@ public:
     virtual Result<std::vector<InboxEvent>> List(std::optional<InboxStatus> status, int limit) = 0;
     /// Ids of events due for (re)processing at |now|, earliest due first, at most |limit|.
     virtual Result<std::vector<StripeEventId>> ListDue(Timestamp now, int limit) = 0;
+    /// Locks the events of |ids| that no other transaction holds, for processing them in this one; for each id,
+    /// whether it is this transaction's to process. With several nodes on one database, an event another node is
+    /// processing right now is skipped rather than waited for (PostgreSQL: FOR UPDATE SKIP LOCKED); a single
+    /// writer (SQLite) holds them all. Write transactions only.
+    virtual Result<std::vector<bool>> LockForProcessing(const std::vector<StripeEventId>& ids) = 0;
     /// Replaces status, attempts, last_error, outcome, next_attempt_at and processed_at of |event.id|.
     virtual Status UpdateState(const InboxEvent& event) = 0;
 };
