@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Tally needs to build and test. Idempotent; quiet when all are present.
-# Usage: scripts/install-deps.sh [build|test]   (test adds PostgreSQL, Chromium, wrk and the npm test tools)
+# Usage: scripts/install-deps.sh [build|test]   (test adds PostgreSQL, HAProxy, Chromium and the npm test tools)
 set -euo pipefail
 mode=${1:-build}
 pkgs=(g++ cmake ninja-build pkg-config libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
       libcurl4-openssl-dev libssl-dev libsqlite3-dev libpq-dev libspdlog-dev libcli11-dev
       libgtest-dev libgmock-dev libbenchmark-dev clang-tidy python3 prometheus-cpp-dev)
-if [ "$mode" = test ]; then pkgs+=(nodejs sqlite3 curl chromium python3-stripe clang-14 libclang-rt-14-dev postgresql); fi
+if [ "$mode" = test ]; then pkgs+=(nodejs sqlite3 curl chromium python3-stripe clang-14 libclang-rt-14-dev postgresql haproxy); fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
