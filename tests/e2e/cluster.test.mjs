@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Stripe from 'stripe';
 import { SECRET, STORE, freePort, psql, startTally, stripe } from './harness.mjs';
 import { finalState, lifecycle, shuffle } from './storm.mjs';
 
@@ -121,5 +122,42 @@ test('three nodes behind HAProxy, one killed mid-storm: every event recorded and
       if (n === victim) n.cleanup();
       else await n.stop();
     }
+  }
+});
+
+test('atomic across three nodes: an Idempotency-Key runs once, a customer gets exactly one Stripe customer', { skip }, async () => {
+  const first = await startTally();  // with the standalone sandbox the harness wires for PostgreSQL
+  const stripeEnv = { TALLY_STRIPE_SANDBOX: undefined, TALLY_DB: first.db, STRIPE_SECRET_KEY: 'sk_test_tally_sandbox',
+                      STRIPE_API_BASE: `http://127.0.0.1:${first.sandboxPort}`, STRIPE_TEST_CLOCK: first.testClock };
+  const nodes = [first];
+  for (let i = 1; i < 3; i++) nodes.push(await startTally(stripeEnv, { dir: mkdtempSync(join(tmpdir(), `tally-atomic${i}-`)) }));
+  try {
+    // The same creation with the same key, sent to every node at once, ten times over.
+    for (let k = 0; k < 10; k++) {
+      const body = { external_id: `user_idem_${k}`, email: `idem${k}@example.com` };
+      const headers = { 'idempotency-key': `create-${k}` };
+      const answers = await Promise.all(nodes.flatMap((n) => [n, n].map((m) => m.request('POST', '/v1/customers', { body, headers }))));
+      const ok = answers.filter((r) => r.status === 200 || r.status === 201);
+      for (const r of answers.filter((a) => !ok.includes(a))) {
+        assert.equal(r.status, 409, r.text);  // a twin while the first runs: Stripe's idempotency "in use"
+        assert.equal(r.json.error.type, 'idempotency_error');
+      }
+      assert.ok(ok.length >= 1);
+      assert.equal(new Set(ok.map((r) => r.json.id)).size, 1, `key ${k}: one customer, replayed to every caller`);
+      assert.equal(psql(first.db, `SELECT COUNT(*) FROM customers WHERE external_id = 'user_idem_${k}'`).trim(), '1');
+    }
+    // Checkout for one customer from every node at once: one Stripe customer, linked once.
+    const customer = (await first.post('/v1/customers', { external_id: 'user_one_stripe', email: 'one@example.com' })).json;
+    const sessions = await Promise.all(nodes.flatMap((n) => [1, 2, 3].map(() =>
+      n.post('/v1/checkout_sessions', { customer: customer.id, plan: 'pro', interval: 'month' }))));
+    for (const s of sessions) assert.equal(s.status, 200, s.text);
+    const sandbox = new Stripe('sk_test_tally_sandbox', { host: '127.0.0.1', port: first.sandboxPort, protocol: 'http' });
+    const inStripe = (await sandbox.customers.list({ email: 'one@example.com', limit: 100 })).data;
+    assert.equal(inStripe.length, 1, 'exactly one Stripe customer');
+    assert.equal(new Set(sessions.map((s) => s.json.id)).size, sessions.length, 'each request its own session');
+    for (const n of nodes) assert.equal((await n.get(`/v1/customers/${customer.id}`)).json.stripe_customer_id, inStripe[0].id);
+  } finally {
+    for (const n of nodes.slice(1)) await n.stop();
+    await first.stop();
   }
 });
