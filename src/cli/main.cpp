@@ -134,6 +134,15 @@ int Run(int argc, char** argv) {
     keys_revoke->add_option("id", keys.id, "The key's id (key_...)")->required();
     keys_revoke->add_option("--db", keys.db, "SQLite database file, or a postgresql:// URL")->envname("TALLY_DB")->capture_default_str();
 
+    std::string copy_from;
+    std::string copy_to;
+    auto* db_cmd = app.add_subcommand("db", "Move a database between stores");
+    db_cmd->require_subcommand(1);
+    auto* copy_cmd = db_cmd->add_subcommand(
+        "copy", "Copy a SQLite database into an empty PostgreSQL one, then verify every table (counts and contents)");
+    copy_cmd->add_option("--from", copy_from, "The SQLite database file (stop the server writing to it first)")->required();
+    copy_cmd->add_option("--to", copy_to, "postgresql:// URL of an empty database (migrated by the copy)")->required();
+
     std::string catalog_file;  // empty: the built-in default catalog
     std::string push_key;
     std::string push_base;
@@ -184,6 +193,7 @@ int Run(int argc, char** argv) {
     if (*sandbox_cmd) return tally::cli::RunSandbox(sandbox_host, sandbox_port, sandbox_options);
     if (*serve_cmd) return tally::cli::Serve(serve);
     if (*migrate_cmd) return tally::cli::Migrate(db);
+    if (*copy_cmd) return tally::cli::CopyDatabase(copy_from, copy_to);
     if (*sim_cmd) return tally::cli::Simulate(sim);
     if (*push_cmd) return tally::cli::PushCatalogCommand(catalog_file, push_key, push_base);
     if (*keys_create || *keys_list || *keys_revoke) {

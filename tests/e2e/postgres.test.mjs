@@ -133,3 +133,49 @@ test('the database going away: 503 service_unavailable, then reconnection, and n
     rmSync(state, { recursive: true, force: true });
   }
 });
+
+test('db copy: a SQLite server\'s database moved to PostgreSQL answers the same', { skip }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tally-copy-'));
+  const file = join(dir, 'old.db');
+  const lite = await startTally({ TALLY_STRIPE_SANDBOX: undefined, TALLY_DB: file }, { dir });
+  const t = Math.floor(Date.now() / 1000);
+  const created = (await lite.post('/v1/customers', { external_id: 'user_moved', email: 'moved@example.com' })).json;
+  assert.equal((await lite.deliver(makeEvent('evt_mv_1', 'customer.created', t,
+    customerObject('cus_moved', 'moved@example.com', 'user_moved')))).status, 200);
+  assert.equal((await lite.deliver(makeEvent('evt_mv_2', 'customer.subscription.created', t + 1,
+    subscription('sub_moved', 'cus_moved', 'active', 'pro_monthly', t)))).status, 200);
+  await lite.settle();
+  const before = (await lite.get(`/v1/customers/${created.id}`)).json;
+  const auditBefore = (await lite.get(`/v1/audit?customer=${created.id}`)).json;
+  assert.equal(before.role, 'professional');
+  // Stop the SQLite server first (its directory is kept for the copy).
+  lite.child.kill('SIGTERM');
+  await new Promise((r) => lite.child.on('exit', r));
+
+  // A PostgreSQL database of its own: the URL of a server's schema, which stop() drops; made again, empty, for the
+  // copy (which migrates it).
+  const target = await startTally({ TALLY_STRIPE_SANDBOX: undefined }, { dir: mkdtempSync(join(tmpdir(), 'tally-copy-pg-')) });
+  const url = target.db;
+  await target.stop();
+  psql(url.split('?')[0], `CREATE SCHEMA IF NOT EXISTS ${decodeURIComponent(url.split('search_path%3D')[1])}`);
+  const copy = run(['db', 'copy', '--from', file, '--to', url]);
+  assert.equal(copy.status, 0, copy.stderr);
+  assert.match(copy.stdout, /customers\t1 rows/);
+  assert.match(copy.stdout, /verified/);
+  const again = run(['db', 'copy', '--from', file, '--to', url]);
+  assert.equal(again.status, 1);
+  assert.match(again.stderr, /not empty/);
+
+  const moved = await startTally({ TALLY_STRIPE_SANDBOX: undefined, TALLY_DB: url }, { dir: mkdtempSync(join(tmpdir(), 'tally-copy-pg2-')) });
+  try {
+    assert.deepEqual((await moved.get(`/v1/customers/${created.id}`)).json, before);
+    assert.deepEqual((await moved.get(`/v1/audit?customer=${created.id}`)).json, auditBefore);
+    assert.equal((await moved.get('/v1/webhook_events/evt_mv_2')).json.status, 'processed');
+    const dup = await moved.deliver(makeEvent('evt_mv_2', 'customer.subscription.created', t + 1,
+      subscription('sub_moved', 'cus_moved', 'active', 'pro_monthly', t)));
+    assert.equal(dup.json.duplicate, true, 'the inbox came along: a redelivery is a duplicate');
+  } finally {
+    await moved.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
