@@ -10,6 +10,7 @@
 #        scripts/pg-test.sh kill-primary|promote <state-dir>   SIGKILL-like stop of the primary / promote the standby
 # fsync is off in this cluster: the tests kill Tally and PostgreSQL processes, never the machine, and a killed
 # server still recovers everything it committed from its WAL in the page cache. Sessions keep synchronous_commit=on.
+# TALLY_PG_FSYNC=on keeps fsync (the benchmarks measure durable commits).
 set -euo pipefail
 cmd=${1:?start|stop}
 state=${2:?state directory}
@@ -18,7 +19,7 @@ bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
 server_options() {  # <port> <data-dir>
-  echo "-c listen_addresses=127.0.0.1 -c port=$1 -c unix_socket_directories=$2 -c fsync=off -c max_connections=300 -c shared_buffers=128MB"
+  echo "-c listen_addresses=127.0.0.1 -c port=$1 -c unix_socket_directories=$2 -c fsync=${TALLY_PG_FSYNC:-off} -c max_connections=300 -c shared_buffers=128MB ${TALLY_PG_OPTIONS:-}"
 }
 
 free_port() {

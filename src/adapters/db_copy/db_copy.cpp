@@ -203,7 +203,7 @@ Result<TableCopy> CopyTable(sqlite3* src, PgConnection& dst, const Table& t) {
             }
             switch (t.columns[i].kind) {
                 case Kind::kInt: p.value = std::to_string(sqlite3_column_int64(stmt.get(), col)); break;
-                case Kind::kBool: p.value = sqlite3_column_int64(stmt.get(), col) != 0 ? "1" : "0"; break;
+                case Kind::kBool: p.value = std::string(1, sqlite3_column_int64(stmt.get(), col) != 0 ? '1' : '0'); break;
                 case Kind::kText: {
                     const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(stmt.get(), col));
                     p.value = std::string(text, static_cast<size_t>(sqlite3_column_bytes(stmt.get(), col)));

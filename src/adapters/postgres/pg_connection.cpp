@@ -118,7 +118,9 @@ Result<std::string> PgConnection::QueryValue(const std::string& sql) {
 Result<Rows> PgConnection::Run(const char* sql, const std::vector<Param>& params, bool binary_result) {
     auto it = prepared_.find(sql);
     if (it == prepared_.end()) {
-        std::string name = "t" + std::to_string(prepared_.size());
+        // Appended, not "t" + to_string(): GCC 12 at -O3 warns of an overlapping memcpy in the latter (-Wrestrict).
+        std::string name(1, 't');
+        name += std::to_string(prepared_.size());
         PGresult* r = PQprepare(conn_, name.c_str(), sql, static_cast<int>(params.size()), nullptr);
         if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) return Fail(r);
         PQclear(r);
