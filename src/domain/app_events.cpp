@@ -6,13 +6,16 @@
 namespace tally {
 
 namespace {
-constexpr std::array<std::string_view, 12> kTypes = {
+constexpr std::array<std::string_view, 15> kTypes = {
     "customer.created",
     "customer.updated",
     "customer.role_changed",
     "customer.entitlements_updated",
     "customer.grace_period_started",
     "customer.grace_period_ended",
+    "customer.member_added",
+    "customer.member_updated",
+    "customer.member_removed",
     "subscription.created",
     "subscription.updated",
     "subscription.canceled",

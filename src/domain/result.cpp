@@ -38,6 +38,12 @@ const char* ErrorReasonName(ErrorReason reason) {
         case ErrorReason::kStoreUnavailable: return "service_unavailable";
         case ErrorReason::kUrlInvalid: return "url_invalid";
         case ErrorReason::kResourceLimitExceeded: return "resource_limit_exceeded";
+        case ErrorReason::kResourceAlreadyExists: return "resource_already_exists";
+        case ErrorReason::kLastOwner: return "last_owner";
+        case ErrorReason::kCustomerNotOrganization: return "customer_not_organization";
+        case ErrorReason::kUserNotMember: return "user_not_member";
+        case ErrorReason::kCustomerSessionExpired: return "customer_session_expired";
+        case ErrorReason::kCustomerSessionRevoked: return "customer_session_revoked";
     }
     return "";
 }

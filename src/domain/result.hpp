@@ -46,6 +46,12 @@ enum class ErrorReason {
     kStoreUnavailable,
     kUrlInvalid,                   // a URL that is not http(s)://host[:port]/path (Stripe's url_invalid)
     kResourceLimitExceeded,        // creating one more would pass a named maximum (endpoints, say)
+    kResourceAlreadyExists,        // creating what already exists (a member added twice)
+    kLastOwner,                    // the change would leave an organization without an owner
+    kCustomerNotOrganization,      // an organization-only call on an individual customer
+    kUserNotMember,                // the app user does not belong to the customer
+    kCustomerSessionExpired,
+    kCustomerSessionRevoked,
 };
 
 /// The API code of |reason| ("parameter_missing", ...); "" for kNone.

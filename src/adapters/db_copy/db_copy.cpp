@@ -33,14 +33,21 @@ constexpr Kind T = Kind::kText;
 constexpr Kind I = Kind::kInt;
 constexpr Kind B = Kind::kBool;
 
-// Every table of SQLite schema version 4 but schema_migrations (each store keeps its own).
+// Every table of SQLite schema version 5 but schema_migrations (each store keeps its own).
 const std::vector<Table>& Tables() {
     static const std::vector<Table> tables = {
         {"customers", "id",
          {{"id", T}, {"external_id", T}, {"email", T}, {"name", T}, {"stripe_customer_id", T}, {"role", T},
           {"plan_id", T}, {"created_at", I}, {"stripe_deleted", B}, {"stamp_created", I}, {"stamp_rank", I},
           {"stamp_event_id", T}, {"stamp_terminal", B}, {"override_role", T}, {"override_reason", T},
-          {"override_expires_at", I}, {"override_created_at", I}, {"role_check_at", I}, {"grace_ends_at", I}}},
+          {"override_expires_at", I}, {"override_created_at", I}, {"role_check_at", I}, {"grace_ends_at", I},
+          {"type", T}, {"auth_provider", T}, {"company", T}, {"email_verified", B}, {"metadata", T},
+          {"stripe_sync_pending", B}}},
+        {"customer_members", "customer_id, user_id",
+         {{"customer_id", T}, {"user_id", T}, {"email", T}, {"role", T}, {"created_at", I}, {"updated_at", I}}},
+        {"customer_sessions", "id",
+         {{"id", T}, {"hash", T}, {"customer_id", T}, {"user_id", T}, {"created_at", I}, {"expires_at", I},
+          {"revoked_at", I}}},
         {"subscriptions", "id",
          {{"id", T}, {"stripe_customer_id", T}, {"status", T}, {"price_id", T}, {"price_lookup_key", T},
           {"plan_id", T}, {"interval_unit", T}, {"interval_count", I}, {"unit_amount", I}, {"currency", T},

@@ -213,6 +213,37 @@ CREATE TABLE delivery_attempts (
 CREATE INDEX delivery_attempts_endpoint ON delivery_attempts(endpoint_id, id);
 CREATE INDEX delivery_attempts_delivery ON delivery_attempts(delivery_id);
 )sql"},
+    {2, R"sql(
+-- SQLite's version 5: the customer's profile, organizations and their members, customer sessions.
+ALTER TABLE customers ADD COLUMN type TEXT NOT NULL DEFAULT 'individual';
+ALTER TABLE customers ADD COLUMN auth_provider TEXT NOT NULL DEFAULT '';
+ALTER TABLE customers ADD COLUMN company TEXT NOT NULL DEFAULT '';
+ALTER TABLE customers ADD COLUMN email_verified BOOLEAN NOT NULL DEFAULT false;
+ALTER TABLE customers ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE customers ADD COLUMN stripe_sync_pending BOOLEAN NOT NULL DEFAULT false;
+CREATE INDEX customers_created ON customers(created_at, id);
+CREATE INDEX customers_stripe_sync_pending ON customers(id) WHERE stripe_sync_pending;
+CREATE TABLE customer_members (
+  customer_id TEXT NOT NULL,
+  user_id TEXT NOT NULL,
+  email TEXT NOT NULL DEFAULT '',
+  role TEXT NOT NULL,
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL,
+  PRIMARY KEY (customer_id, user_id)
+);
+CREATE INDEX customer_members_user ON customer_members(user_id);
+CREATE TABLE customer_sessions (
+  id TEXT PRIMARY KEY,
+  hash TEXT NOT NULL UNIQUE,
+  customer_id TEXT NOT NULL,
+  user_id TEXT NOT NULL,
+  created_at BIGINT NOT NULL,
+  expires_at BIGINT NOT NULL,
+  revoked_at BIGINT
+);
+CREATE INDEX customer_sessions_expires_at ON customer_sessions(expires_at);
+)sql"},
 };
 
 }  // namespace

@@ -226,7 +226,8 @@ std::vector<std::string> SplitComma(const std::string& text) {
 #define TALLY_CUSTOMER_COLS                                                                                            \
     "id, external_id, email, name, stripe_customer_id, role, plan_id, created_at, stripe_deleted, stamp_created, "    \
     "stamp_rank, stamp_event_id, stamp_terminal, override_role, override_reason, override_expires_at, "             \
-    "override_created_at, role_check_at, grace_ends_at"
+    "override_created_at, role_check_at, grace_ends_at, type, auth_provider, company, email_verified, metadata, "     \
+    "stripe_sync_pending"
 
 CustomerRecord ReadCustomer(const Row& r) {
     CustomerRecord c;
@@ -243,7 +244,22 @@ CustomerRecord ReadCustomer(const Row& r) {
     if (!r.IsNull(13)) c.role_override = RoleOverride{r.Text(13), r.Text(14), r.OptTs(15), Timestamp(r.Int(16))};
     c.role_check_at = r.OptTs(17);
     c.grace_ends_at = r.OptTs(18);
+    // Row readers never fail: a type this build does not know reads as an individual.
+    c.type = r.Text(19) == "organization" ? CustomerType::kOrganization : CustomerType::kIndividual;
+    c.auth_provider = r.Text(20);
+    c.company = r.Text(21);
+    c.email_verified = r.Bool(22);
+    c.metadata = MetadataFromJson(r.Text(23));
+    c.stripe_sync_pending = r.Bool(24);
     return c;
+}
+
+#define TALLY_MEMBER_COLS "customer_id, user_id, email, role, created_at, updated_at"
+MemberRecord ReadMember(const Row& r) {
+    auto role = ParseMemberRole(r.Text(3));
+    // An unknown role reads as the one that may do least.
+    return MemberRecord{CustomerId(r.Text(0)), r.Text(1), r.Text(2), role.ok() ? *role : MemberRole::kMember,
+                        Timestamp(r.Int(4)), Timestamp(r.Int(5))};
 }
 
 class PgCustomerTx final : public CustomerStoreTx, private PgStatements {
@@ -254,7 +270,8 @@ public:
         // ON CONFLICT DO NOTHING: a taken id, external_id or Stripe id is reported without failing the transaction
         // (a failed statement would abort it in PostgreSQL, unlike SQLite).
         TALLY_ASSIGN_OR_RETURN(auto n, Write("INSERT INTO customers(" TALLY_CUSTOMER_COLS ") VALUES ($1,$2,$3,$4,$5,$6,"
-                                             "$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19) ON CONFLICT DO NOTHING",
+                                             "$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,"
+                                             "$25) ON CONFLICT DO NOTHING",
                                              c));
         if (n != 1) return Conflict("customer " + c.id.str() + " or its external_id or Stripe id already exists");
         return {};
@@ -265,7 +282,8 @@ public:
                                              "stripe_deleted=$9, stamp_created=$10, stamp_rank=$11, stamp_event_id=$12, "
                                              "stamp_terminal=$13, override_role=$14, override_reason=$15, "
                                              "override_expires_at=$16, override_created_at=$17, role_check_at=$18, "
-                                             "grace_ends_at=$19 WHERE id=$1",
+                                             "grace_ends_at=$19, type=$20, auth_provider=$21, company=$22, "
+                                             "email_verified=$23, metadata=$24, stripe_sync_pending=$25 WHERE id=$1",
                                              c));
         (void)n;
         return {};
@@ -294,6 +312,54 @@ public:
             "ORDER BY role_check_at LIMIT $2 FOR UPDATE SKIP LOCKED",
             [](const Row& r) { return CustomerId(r.Text(0)); }, now, limit);
     }
+    Result<std::vector<CustomerRecord>> List(const CustomerFilter& f) override {
+        // One statement for every combination of filters: an absent filter is a NULL parameter. The metadata filter
+        // is a JSON object the customer's metadata must contain (jsonb @>: every key with its value).
+        std::optional<std::string> metadata;
+        if (!f.metadata.empty()) metadata = MetadataToJson(Metadata(f.metadata.begin(), f.metadata.end()));
+        return Many<CustomerRecord>(
+            "SELECT " TALLY_CUSTOMER_COLS " FROM customers WHERE ($1::text IS NULL OR type=$1) AND "
+            "($2::text IS NULL OR auth_provider=$2) AND ($3::text IS NULL OR company=$3) AND "
+            "($4::boolean IS NULL OR email_verified=$4) AND ($5::jsonb IS NULL OR metadata::jsonb @> $5::jsonb) AND "
+            "($6::text IS NULL OR (created_at, id) < (SELECT created_at, id FROM customers WHERE id=$6)) "
+            "ORDER BY created_at DESC, id DESC LIMIT $7",
+            ReadCustomer, f.type ? std::optional<std::string>(CustomerTypeName(*f.type)) : std::nullopt,
+            f.auth_provider, f.company, f.email_verified, metadata, f.starting_after, f.limit);
+    }
+    Result<std::vector<CustomerId>> ListStripeSyncPending(int limit) override {
+        return Many<CustomerId>("SELECT id FROM customers WHERE stripe_sync_pending ORDER BY id LIMIT $1",
+                                [](const Row& r) { return CustomerId(r.Text(0)); }, limit);
+    }
+
+    Status InsertMember(const MemberRecord& m) override {
+        TALLY_ASSIGN_OR_RETURN(auto n, Count("INSERT INTO customer_members(" TALLY_MEMBER_COLS ") VALUES "
+                                             "($1,$2,$3,$4,$5,$6) ON CONFLICT DO NOTHING",
+                                             m.customer_id, m.user_id, m.email, MemberRoleName(m.role), m.created_at,
+                                             m.updated_at));
+        if (n != 1) return Conflict("user " + m.user_id + " is already a member of " + m.customer_id.str());
+        return {};
+    }
+    Status UpdateMember(const MemberRecord& m) override {
+        return Do("UPDATE customer_members SET email=$3, role=$4, updated_at=$5 WHERE customer_id=$1 AND user_id=$2",
+                  m.customer_id, m.user_id, m.email, MemberRoleName(m.role), m.updated_at);
+    }
+    Status DeleteMember(const CustomerId& customer_id, const std::string& user_id) override {
+        return Do("DELETE FROM customer_members WHERE customer_id=$1 AND user_id=$2", customer_id, user_id);
+    }
+    Result<std::optional<MemberRecord>> GetMember(const CustomerId& customer_id, const std::string& user_id) override {
+        return One<MemberRecord>("SELECT " TALLY_MEMBER_COLS " FROM customer_members WHERE customer_id=$1 AND user_id=$2",
+                                 ReadMember, customer_id, user_id);
+    }
+    Result<std::vector<MemberRecord>> ListMembers(const CustomerId& customer_id) override {
+        return Many<MemberRecord>("SELECT " TALLY_MEMBER_COLS " FROM customer_members WHERE customer_id=$1 "
+                                  "ORDER BY created_at, user_id",
+                                  ReadMember, customer_id);
+    }
+    Result<std::vector<MemberRecord>> ListMembershipsOfUser(const std::string& user_id) override {
+        return Many<MemberRecord>("SELECT " TALLY_MEMBER_COLS " FROM customer_members WHERE user_id=$1 "
+                                  "ORDER BY created_at, customer_id",
+                                  ReadMember, user_id);
+    }
 
 private:
     Result<int64_t> Write(const char* sql, const CustomerRecord& c) {
@@ -306,7 +372,9 @@ private:
                      st ? std::optional<bool>(st->terminal) : std::nullopt,
                      ov ? std::optional<std::string>(ov->role) : std::nullopt,
                      ov ? std::optional<std::string>(ov->reason) : std::nullopt, ov ? ov->expires_at : std::nullopt,
-                     ov ? std::optional<Timestamp>(ov->created_at) : std::nullopt, c.role_check_at, c.grace_ends_at);
+                     ov ? std::optional<Timestamp>(ov->created_at) : std::nullopt, c.role_check_at, c.grace_ends_at,
+                     CustomerTypeName(c.type), c.auth_provider, c.company, c.email_verified, MetadataToJson(c.metadata),
+                     c.stripe_sync_pending);
     }
 };
 
@@ -524,6 +592,11 @@ public:
 ApiKeyRecord ReadApiKey(const Row& s) {
     return ApiKeyRecord{s.Text(0), s.Text(1), s.Text(2), Timestamp(s.Int(3)), s.Text(4), s.OptTs(5), s.OptTs(6)};
 }
+#define TALLY_SESSION_COLS "id, hash, customer_id, user_id, created_at, expires_at, revoked_at"
+CustomerSessionRecord ReadSession(const Row& s) {
+    return CustomerSessionRecord{s.Text(0), s.Text(1), s.Text(2), s.Text(3), Timestamp(s.Int(4)), Timestamp(s.Int(5)),
+                                 s.OptTs(6)};
+}
 const char* IdempotencyStateName(IdempotencyState state) {
     return state == IdempotencyState::kDone ? "done" : "in_flight";
 }
@@ -553,6 +626,30 @@ public:
         return Do("UPDATE api_keys SET revoked_at=COALESCE(revoked_at, $2), last_used_at=COALESCE($3, last_used_at) "
                   "WHERE id=$1",
                   k.id, k.revoked_at, k.last_used_at);
+    }
+
+    Status InsertCustomerSession(const CustomerSessionRecord& r) override {
+        TALLY_ASSIGN_OR_RETURN(auto n, Count("INSERT INTO customer_sessions(" TALLY_SESSION_COLS ") VALUES "
+                                             "($1,$2,$3,$4,$5,$6,$7) ON CONFLICT DO NOTHING",
+                                             r.id, r.hash_hex, r.customer_id, r.user_id, r.created_at, r.expires_at,
+                                             r.revoked_at));
+        if (n != 1) return Conflict("customer session " + r.id + " already exists");
+        return {};
+    }
+    Result<std::optional<CustomerSessionRecord>> FindCustomerSessionByHash(const std::string& hash_hex) override {
+        return One<CustomerSessionRecord>("SELECT " TALLY_SESSION_COLS " FROM customer_sessions WHERE hash=$1",
+                                          ReadSession, hash_hex);
+    }
+    Result<std::optional<CustomerSessionRecord>> GetCustomerSession(const std::string& id) override {
+        return One<CustomerSessionRecord>("SELECT " TALLY_SESSION_COLS " FROM customer_sessions WHERE id=$1",
+                                          ReadSession, id);
+    }
+    Status RevokeCustomerSession(const std::string& id, Timestamp at) override {
+        return Do("UPDATE customer_sessions SET revoked_at=COALESCE(revoked_at, $2) WHERE id=$1", id, at);
+    }
+    Result<int> PruneCustomerSessions(Timestamp before) override {
+        TALLY_ASSIGN_OR_RETURN(auto n, Count("DELETE FROM customer_sessions WHERE expires_at < $1", before));
+        return static_cast<int>(n);
     }
 
     Result<std::optional<IdempotencyRecord>> GetIdempotency(const std::string& api_key_id,

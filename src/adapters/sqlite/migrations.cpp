@@ -233,6 +233,38 @@ UPDATE event_deliveries SET prev_delivery_id = (
     AND p.id < event_deliveries.id);
 DROP INDEX event_deliveries_object;
 )sql"},
+    {5, R"sql(
+-- The customer's profile (auth provider, company, verified email, Stripe-style metadata as JSON text), organizations
+-- and their members, and customer sessions (browser tokens, stored hashed).
+ALTER TABLE customers ADD COLUMN type TEXT NOT NULL DEFAULT 'individual';
+ALTER TABLE customers ADD COLUMN auth_provider TEXT NOT NULL DEFAULT '';
+ALTER TABLE customers ADD COLUMN company TEXT NOT NULL DEFAULT '';
+ALTER TABLE customers ADD COLUMN email_verified INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE customers ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE customers ADD COLUMN stripe_sync_pending INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX customers_created ON customers(created_at, id);
+CREATE INDEX customers_stripe_sync_pending ON customers(id) WHERE stripe_sync_pending <> 0;
+CREATE TABLE customer_members (
+  customer_id TEXT NOT NULL,
+  user_id TEXT NOT NULL,
+  email TEXT NOT NULL DEFAULT '',
+  role TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  PRIMARY KEY (customer_id, user_id)
+);
+CREATE INDEX customer_members_user ON customer_members(user_id);
+CREATE TABLE customer_sessions (
+  id TEXT PRIMARY KEY,
+  hash TEXT NOT NULL UNIQUE,
+  customer_id TEXT NOT NULL,
+  user_id TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  revoked_at INTEGER
+);
+CREATE INDEX customer_sessions_expires_at ON customer_sessions(expires_at);
+)sql"},
 };
 
 Status Exec(sqlite3* db, const char* sql) {

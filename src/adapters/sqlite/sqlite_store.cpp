@@ -56,7 +56,8 @@ EventStamp Stamp(sqlite3_stmt* s, int col) {
 constexpr const char* kCustomerCols =
     "id, external_id, email, name, stripe_customer_id, role, plan_id, created_at, stripe_deleted, stamp_created, "
     "stamp_rank, stamp_event_id, stamp_terminal, override_role, override_reason, override_expires_at, "
-    "override_created_at, role_check_at, grace_ends_at";
+    "override_created_at, role_check_at, grace_ends_at, type, auth_provider, company, email_verified, metadata, "
+    "stripe_sync_pending";
 
 CustomerRecord ReadCustomer(sqlite3_stmt* s) {
     CustomerRecord c;
@@ -73,7 +74,28 @@ CustomerRecord ReadCustomer(sqlite3_stmt* s) {
     if (!IsNull(s, 13)) c.role_override = RoleOverride{Text(s, 13), Text(s, 14), OptTs(s, 15), Timestamp(Int(s, 16))};
     c.role_check_at = OptTs(s, 17);
     c.grace_ends_at = OptTs(s, 18);
+    // Row readers never fail: a type this build does not know reads as an individual.
+    c.type = Text(s, 19) == "organization" ? CustomerType::kOrganization : CustomerType::kIndividual;
+    c.auth_provider = Text(s, 20);
+    c.company = Text(s, 21);
+    c.email_verified = Int(s, 22) != 0;
+    c.metadata = MetadataFromJson(Text(s, 23));
+    c.stripe_sync_pending = Int(s, 24) != 0;
     return c;
+}
+
+constexpr const char* kMemberCols = "customer_id, user_id, email, role, created_at, updated_at";
+MemberRecord ReadMember(sqlite3_stmt* s) {
+    auto role = ParseMemberRole(Text(s, 3));
+    // An unknown role reads as the one that may do least.
+    return MemberRecord{CustomerId(Text(s, 0)), Text(s, 1), Text(s, 2), role.ok() ? *role : MemberRole::kMember,
+                        Timestamp(Int(s, 4)), Timestamp(Int(s, 5))};
+}
+
+constexpr const char* kSessionCols = "id, hash, customer_id, user_id, created_at, expires_at, revoked_at";
+CustomerSessionRecord ReadSession(sqlite3_stmt* s) {
+    return CustomerSessionRecord{Text(s, 0), Text(s, 1), Text(s, 2), Text(s, 3), Timestamp(Int(s, 4)),
+                                 Timestamp(Int(s, 5)), OptTs(s, 6)};
 }
 
 constexpr const char* kSubscriptionCols =
@@ -392,7 +414,8 @@ public:
 
     Status Insert(const CustomerRecord& c) override {
         static const std::string sql = std::string("INSERT INTO customers(") + kCustomerCols +
-                                       ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)";
+                                       ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,"
+                                       "?20,?21,?22,?23,?24,?25)";
         return WriteCustomer(sql.c_str(), c);
     }
     Status Update(const CustomerRecord& c) override {
@@ -400,7 +423,8 @@ public:
             "UPDATE customers SET external_id=?2, email=?3, name=?4, stripe_customer_id=?5, role=?6, plan_id=?7, "
             "created_at=?8, stripe_deleted=?9, stamp_created=?10, stamp_rank=?11, stamp_event_id=?12, "
             "stamp_terminal=?13, override_role=?14, override_reason=?15, override_expires_at=?16, "
-            "override_created_at=?17, role_check_at=?18, grace_ends_at=?19 WHERE id=?1";
+            "override_created_at=?17, role_check_at=?18, grace_ends_at=?19, type=?20, auth_provider=?21, company=?22, "
+            "email_verified=?23, metadata=?24, stripe_sync_pending=?25 WHERE id=?1";
         return WriteCustomer(sql.c_str(), c);
     }
     Status WriteCustomer(const char* sql, const CustomerRecord& c) {
@@ -414,7 +438,8 @@ public:
                   ov ? std::optional<std::string>(ov->role) : std::nullopt,
                   ov ? std::optional<std::string>(ov->reason) : std::nullopt,
                   ov ? ov->expires_at : std::nullopt, ov ? std::optional<Timestamp>(ov->created_at) : std::nullopt,
-                  c.role_check_at, c.grace_ends_at);
+                  c.role_check_at, c.grace_ends_at, CustomerTypeName(c.type), c.auth_provider, c.company,
+                  c.email_verified, MetadataToJson(c.metadata), c.stripe_sync_pending);
     }
     Result<std::optional<CustomerRecord>> Get(const CustomerId& id) override {
         static const std::string sql = std::string("SELECT ") + kCustomerCols + " FROM customers WHERE id=?1";
@@ -438,6 +463,56 @@ public:
     }
     Result<std::vector<CustomerId>> ClaimDueForRoleCheck(Timestamp now, int limit) override {
         return ListDueForRoleCheck(now, limit);  // one writer at a time
+    }
+    Result<std::vector<CustomerRecord>> List(const CustomerFilter& f) override {
+        // One statement for every combination of filters: an absent filter is a NULL parameter. The metadata filter
+        // is a JSON object whose every key must hold its value.
+        static const std::string sql =
+            std::string("SELECT ") + kCustomerCols +
+            " FROM customers WHERE (?1 IS NULL OR type=?1) AND (?2 IS NULL OR auth_provider=?2) AND "
+            "(?3 IS NULL OR company=?3) AND (?4 IS NULL OR email_verified=?4) AND NOT EXISTS (SELECT 1 FROM "
+            "json_each(?5) f WHERE NOT EXISTS (SELECT 1 FROM json_each(customers.metadata) m WHERE m.key=f.key AND "
+            "m.type='text' AND m.value=f.value)) AND (?6 IS NULL OR (created_at, id) < (SELECT created_at, id FROM "
+            "customers WHERE id=?6)) ORDER BY created_at DESC, id DESC LIMIT ?7";
+        std::optional<std::string> metadata;
+        if (!f.metadata.empty()) metadata = MetadataToJson(Metadata(f.metadata.begin(), f.metadata.end()));
+        return Many<CustomerRecord>(sql.c_str(), ReadCustomer,
+                                    f.type ? std::optional<std::string>(CustomerTypeName(*f.type)) : std::nullopt,
+                                    f.auth_provider, f.company, f.email_verified, metadata, f.starting_after, f.limit);
+    }
+    Result<std::vector<CustomerId>> ListStripeSyncPending(int limit) override {
+        return Many<CustomerId>("SELECT id FROM customers WHERE stripe_sync_pending <> 0 ORDER BY id LIMIT ?1",
+                                [](sqlite3_stmt* s) { return CustomerId(Text(s, 0)); }, limit);
+    }
+
+    Status InsertMember(const MemberRecord& m) override {
+        TALLY_TRY(Do("INSERT INTO customer_members(customer_id, user_id, email, role, created_at, updated_at) "
+                     "VALUES (?1,?2,?3,?4,?5,?6) ON CONFLICT DO NOTHING",
+                     m.customer_id, m.user_id, m.email, MemberRoleName(m.role), m.created_at, m.updated_at));
+        if (Changes() != 1) return Conflict("user " + m.user_id + " is already a member of " + m.customer_id.str());
+        return {};
+    }
+    Status UpdateMember(const MemberRecord& m) override {
+        return Do("UPDATE customer_members SET email=?3, role=?4, updated_at=?5 WHERE customer_id=?1 AND user_id=?2",
+                  m.customer_id, m.user_id, m.email, MemberRoleName(m.role), m.updated_at);
+    }
+    Status DeleteMember(const CustomerId& customer_id, const std::string& user_id) override {
+        return Do("DELETE FROM customer_members WHERE customer_id=?1 AND user_id=?2", customer_id, user_id);
+    }
+    Result<std::optional<MemberRecord>> GetMember(const CustomerId& customer_id, const std::string& user_id) override {
+        static const std::string sql =
+            std::string("SELECT ") + kMemberCols + " FROM customer_members WHERE customer_id=?1 AND user_id=?2";
+        return One<MemberRecord>(sql.c_str(), ReadMember, customer_id, user_id);
+    }
+    Result<std::vector<MemberRecord>> ListMembers(const CustomerId& customer_id) override {
+        static const std::string sql = std::string("SELECT ") + kMemberCols +
+                                       " FROM customer_members WHERE customer_id=?1 ORDER BY created_at, user_id";
+        return Many<MemberRecord>(sql.c_str(), ReadMember, customer_id);
+    }
+    Result<std::vector<MemberRecord>> ListMembershipsOfUser(const std::string& user_id) override {
+        static const std::string sql = std::string("SELECT ") + kMemberCols +
+                                       " FROM customer_members WHERE user_id=?1 ORDER BY created_at, customer_id";
+        return Many<MemberRecord>(sql.c_str(), ReadMember, user_id);
     }
 };
 
@@ -620,6 +695,27 @@ public:
         return Do("UPDATE api_keys SET revoked_at=COALESCE(revoked_at, ?2), last_used_at=COALESCE(?3, last_used_at) "
                   "WHERE id=?1",
                   k.id, k.revoked_at, k.last_used_at);
+    }
+
+    Status InsertCustomerSession(const CustomerSessionRecord& r) override {
+        return Do("INSERT INTO customer_sessions(id, hash, customer_id, user_id, created_at, expires_at, revoked_at) "
+                  "VALUES (?1,?2,?3,?4,?5,?6,?7)",
+                  r.id, r.hash_hex, r.customer_id, r.user_id, r.created_at, r.expires_at, r.revoked_at);
+    }
+    Result<std::optional<CustomerSessionRecord>> FindCustomerSessionByHash(const std::string& hash_hex) override {
+        static const std::string sql = std::string("SELECT ") + kSessionCols + " FROM customer_sessions WHERE hash=?1";
+        return One<CustomerSessionRecord>(sql.c_str(), ReadSession, hash_hex);
+    }
+    Result<std::optional<CustomerSessionRecord>> GetCustomerSession(const std::string& id) override {
+        static const std::string sql = std::string("SELECT ") + kSessionCols + " FROM customer_sessions WHERE id=?1";
+        return One<CustomerSessionRecord>(sql.c_str(), ReadSession, id);
+    }
+    Status RevokeCustomerSession(const std::string& id, Timestamp at) override {
+        return Do("UPDATE customer_sessions SET revoked_at=COALESCE(revoked_at, ?2) WHERE id=?1", id, at);
+    }
+    Result<int> PruneCustomerSessions(Timestamp before) override {
+        TALLY_TRY(Do("DELETE FROM customer_sessions WHERE expires_at < ?1", before));
+        return Changes();
     }
 
     Result<std::optional<IdempotencyRecord>> GetIdempotency(const std::string& api_key_id,

@@ -1,5 +1,6 @@
 #pragma once
-// The keys aggregate of the Store port: API keys (hashed) and the Idempotency-Keys each one has used.
+// The keys aggregate of the Store port: API keys and customer sessions (both hashed) and the Idempotency-Keys each
+// one has used.
 // Reached from a transaction as StoreTx::keys().
 #include <optional>
 #include <string>
@@ -18,6 +19,17 @@ struct ApiKeyRecord {
     std::string name;
     std::optional<Timestamp> last_used_at;  // coarse: refreshed at most every kApiKeyLastUsedResolutionSeconds
     std::optional<Timestamp> revoked_at;    // set once; a revoked key authenticates nothing
+};
+
+/// A customer session: a short-lived token for a browser page, acting for one app user inside one customer.
+struct CustomerSessionRecord {
+    std::string id;        // csn_..., public
+    std::string hash_hex;  // SHA-256 of the token
+    std::string customer_id;
+    std::string user_id;
+    Timestamp created_at;
+    Timestamp expires_at;
+    std::optional<Timestamp> revoked_at;
 };
 
 enum class IdempotencyState { kInFlight, kDone };
@@ -46,6 +58,15 @@ public:
     virtual Result<std::vector<ApiKeyRecord>> ListApiKeys() = 0;
     /// Sets revoked_at (if unset) and last_used_at (if given) of key |id|.
     virtual Status UpdateApiKey(const ApiKeyRecord& key) = 0;
+
+    /// kConflict if the id or the hash is already recorded.
+    virtual Status InsertCustomerSession(const CustomerSessionRecord& session) = 0;
+    virtual Result<std::optional<CustomerSessionRecord>> FindCustomerSessionByHash(const std::string& hash_hex) = 0;
+    virtual Result<std::optional<CustomerSessionRecord>> GetCustomerSession(const std::string& id) = 0;
+    /// Sets revoked_at of session |id| if unset.
+    virtual Status RevokeCustomerSession(const std::string& id, Timestamp at) = 0;
+    /// Deletes sessions that expired before |before|; returns how many.
+    virtual Result<int> PruneCustomerSessions(Timestamp before) = 0;
 
     virtual Result<std::optional<IdempotencyRecord>> GetIdempotency(const std::string& api_key_id,
                                                                     const std::string& key) = 0;

@@ -1,0 +1,53 @@
+#pragma once
+// The customer's identity profile (seeds 000/001): sign-in provider, company, whether the email is verified, and
+// Stripe-style metadata. Pure rules, table-tested in profile_test.cpp.
+#include <map>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "domain/result.hpp"
+
+namespace tally {
+
+using Metadata = std::map<std::string, std::string>;
+
+// Stripe's metadata limits (docs.stripe.com/metadata: "up to 50 keys, with key names up to 40 characters long and
+// values up to 500 characters long"; keys cannot contain square brackets). The 50 keys are the Stripe customer's
+// total: Tally keeps kMetadataReservedKeys of them for its own fields, so an app may set the rest.
+constexpr size_t kStripeMetadataKeysMax = 50;
+constexpr size_t kMetadataKeyCharsMax = 40;
+constexpr size_t kMetadataValueCharsMax = 500;
+constexpr size_t kAuthProviderCharsMax = 40;
+constexpr size_t kCompanyBytesMax = 255;
+
+/// The keys Tally itself writes on the Stripe customer's metadata; an app's metadata may not use them.
+std::span<const std::string_view> MetadataReservedKeys();
+/// How many keys an app's metadata may hold: Stripe's 50 minus the reserved ones.
+size_t MetadataKeysMax();
+
+/// One metadata change as Stripe takes it: a key set to a value, or removed (value "" in Stripe's API).
+struct MetadataUpdate {
+    bool clear_all = false;  // `"metadata": ""`: remove every key first
+    std::vector<std::pair<std::string, std::string>> set;  // value "" removes the key
+};
+
+/// |current| after |update|, checked against Stripe's limits: kInvalidArgument with param "metadata" for too many
+/// keys, "metadata[<key>]" for a key that is empty, too long, holds '[' or ']', is reserved, or whose value is too
+/// long. Lengths count Unicode code points, as Stripe's characters.
+Result<Metadata> ApplyMetadata(const Metadata& current, const MetadataUpdate& update);
+
+/// |metadata| as JSON object text ({"k":"v"}, keys sorted, control characters, '"' and '\\' escaped), the form both
+/// stores keep it in, so SQL can filter by a key (SQLite's json_each, PostgreSQL's jsonb).
+std::string MetadataToJson(const Metadata& metadata);
+/// The inverse of MetadataToJson (any flat JSON object of strings); text that is not one reads as empty, since row
+/// readers never fail.
+Metadata MetadataFromJson(std::string_view text);
+
+/// Checks an auth provider name: 1..kAuthProviderCharsMax of [a-z0-9_] ("google", "github", "okta", "azure_ad",
+/// "linkedin", "airtable", "password", or an app's own). kInvalidArgument (param "auth_provider") otherwise.
+Status ValidateAuthProvider(std::string_view provider);
+
+}  // namespace tally
