@@ -5,6 +5,7 @@
 #include <random>
 
 #include "app/event_outbox.hpp"
+#include "app/member_service.hpp"
 #include "domain/text.hpp"
 
 namespace tally {
@@ -118,6 +119,8 @@ Status BillingService::Reconcile(StoreTx& tx, CustomerRecord& customer, const st
     const std::string id = customer.id.str();
     if (old_role != customer.role) {
         TALLY_TRY(outbox_->Emit(tx, "customer.role_changed", id, id, render.Customer(view), {{"role", old_role}}));
+        // An organization's role is its members' too: each one whose effective role moved is told (seed 002).
+        TALLY_TRY(EmitMemberRoleChanges(tx, catalog_, *outbox_, customer, old_role));
     }
     if (old_plan != customer.plan_id) {
         TALLY_TRY(outbox_->Emit(tx, "customer.entitlements_updated", id, id, render.Entitlements(view),
@@ -161,10 +164,41 @@ Result<std::pair<CustomerView, bool>> BillingService::CreateCustomer(const std::
 Result<std::pair<CustomerView, bool>> BillingService::CreateCustomer(StoreTx& tx, const std::string& external_id,
                                                                      const std::string& email,
                                                                      const std::string& name) {
+    CustomerInput input;
+    input.email = email;
+    input.name = name;
+    return CreateCustomer(tx, external_id, input);
+}
+
+namespace {
+/// The profile fields of |input| checked; |metadata| receives the metadata after the update (from |current|).
+Status CheckInput(const CustomerInput& input, const Metadata& current, Metadata& metadata) {
+    if (input.email) {
+        TALLY_TRY(CheckText(*input.email, kEmailBytesMax, "email", false));
+        if (!input.email->empty() && input.email->find('@') == std::string::npos) {
+            return InvalidArgument("email is not an address", "email");
+        }
+    }
+    if (input.name) TALLY_TRY(CheckText(*input.name, kNameBytesMax, "name", false));
+    if (input.company) TALLY_TRY(CheckText(*input.company, kCompanyBytesMax, "company", false));
+    if (input.auth_provider && !input.auth_provider->empty()) TALLY_TRY(ValidateAuthProvider(*input.auth_provider));
+    metadata = current;
+    if (input.metadata) {
+        TALLY_ASSIGN_OR_RETURN(metadata, ApplyMetadata(current, *input.metadata));
+    }
+    return {};
+}
+
+ApiObjectRenderer::Value TextOrNull(const std::string& s) {
+    return s.empty() ? ApiObjectRenderer::Value(nullptr) : ApiObjectRenderer::Value(s);
+}
+}  // namespace
+
+Result<std::pair<CustomerView, bool>> BillingService::CreateCustomer(StoreTx& tx, const std::string& external_id,
+                                                                     const CustomerInput& input) {
     TALLY_TRY(CheckText(external_id, kExternalIdBytesMax, "external_id", true));
-    TALLY_TRY(CheckText(email, kEmailBytesMax, "email", false));
-    TALLY_TRY(CheckText(name, kNameBytesMax, "name", false));
-    if (!email.empty() && email.find('@') == std::string::npos) return InvalidArgument("email is not an address", "email");
+    Metadata metadata;
+    TALLY_TRY(CheckInput(input, {}, metadata));
     const Timestamp now = clock_.Now();
     TALLY_ASSIGN_OR_RETURN(auto existing, tx.customers().FindByExternalId(external_id));
     if (existing) {
@@ -174,18 +208,89 @@ Result<std::pair<CustomerView, bool>> BillingService::CreateCustomer(StoreTx& tx
     CustomerRecord c;
     c.id = CustomerId(NewId("cust_"));
     c.external_id = external_id;
-    c.email = email;
-    c.name = name;
+    c.email = input.email.value_or("");
+    c.name = input.name.value_or("");
+    c.type = input.type.value_or(CustomerType::kIndividual);
+    c.auth_provider = input.auth_provider.value_or("");
+    c.company = input.company.value_or("");
+    c.email_verified = input.email_verified.value_or(false);
+    c.metadata = std::move(metadata);
     c.role = catalog_.default_role();
     c.plan_id = catalog_.default_plan().id.str();
     c.created_at = now;
     TALLY_TRY(tx.customers().Insert(c));
-    TALLY_TRY(tx.audit().Append({0, c.id, now, "customer_created", "", c.role, "api", "external_id=" + external_id}));
+    TALLY_TRY(tx.audit().Append({0, c.id, now, "customer_created", "", c.role, "api",
+                                 "external_id=" + external_id + " type=" + CustomerTypeName(c.type)}));
     TALLY_ASSIGN_OR_RETURN(auto view, BuildView(tx, c, now));
     if (outbox_) {
         TALLY_TRY(outbox_->Emit(tx, "customer.created", c.id.str(), c.id.str(), outbox_->renderer().Customer(view)));
     }
     return std::make_pair(std::move(view), true);
+}
+
+Result<CustomerView> BillingService::UpdateCustomer(StoreTx& tx, const CustomerId& id, const CustomerInput& input,
+                                                    const std::string& actor) {
+    if (input.type) return InvalidArgument("a customer's type cannot change", "type");
+    TALLY_ASSIGN_OR_RETURN(auto record, tx.customers().Get(id));
+    if (!record) return NotFound("no such customer: '" + id.str() + "'", "id");
+    Metadata metadata;
+    TALLY_TRY(CheckInput(input, record->metadata, metadata));
+    CustomerRecord c = *record;
+    ApiObjectRenderer::Attributes previous;
+    std::string changed;
+    const auto text = [&](const std::optional<std::string>& to, std::string& field, const char* name) {
+        if (!to || *to == field) return;
+        previous.emplace_back(name, TextOrNull(field));
+        changed += changed.empty() ? name : std::string(",") + name;
+        field = *to;
+    };
+    text(input.email, c.email, "email");
+    text(input.name, c.name, "name");
+    text(input.auth_provider, c.auth_provider, "auth_provider");
+    text(input.company, c.company, "company");
+    if (input.email_verified && *input.email_verified != c.email_verified) {
+        previous.emplace_back("email_verified", c.email_verified);
+        changed += changed.empty() ? "email_verified" : ",email_verified";
+        c.email_verified = *input.email_verified;
+    }
+    if (metadata != c.metadata) {
+        previous.emplace_back("metadata", c.metadata);
+        changed += changed.empty() ? "metadata" : ",metadata";
+        c.metadata = std::move(metadata);
+    }
+    const Timestamp now = clock_.Now();
+    if (!previous.empty()) {
+        TALLY_TRY(tx.customers().Update(c));
+        TALLY_TRY(tx.audit().Append({0, c.id, now, "customer_updated", "", "", actor, "fields=" + changed}));
+        TALLY_TRY(EmitCustomerEvent(tx, "customer.updated", c, now, previous));
+    }
+    return BuildView(tx, std::move(c), now);
+}
+
+Result<CustomerPage> BillingService::ListCustomers(CustomerFilter filter) {
+    if (filter.limit < 1 || filter.limit > kCustomerPageSizeMax) {
+        return InvalidArgument("limit must be an integer between 1 and " + std::to_string(kCustomerPageSizeMax),
+                               "limit");
+    }
+    CustomerPage page;
+    const int limit = filter.limit;
+    filter.limit = limit + 1;  // one more tells whether another page follows
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        if (filter.starting_after) {
+            TALLY_ASSIGN_OR_RETURN(auto cursor, tx.customers().Get(*filter.starting_after));
+            if (!cursor) return NotFound("no such customer: '" + filter.starting_after->str() + "'", "starting_after");
+        }
+        TALLY_ASSIGN_OR_RETURN(auto rows, tx.customers().List(filter));
+        page.has_more = rows.size() > static_cast<size_t>(limit);
+        if (page.has_more) rows.resize(static_cast<size_t>(limit));
+        const Timestamp now = clock_.Now();
+        for (auto& r : rows) {
+            TALLY_ASSIGN_OR_RETURN(auto view, BuildView(tx, std::move(r), now));
+            page.data.push_back(std::move(view));
+        }
+        return {};
+    }));
+    return page;
 }
 
 Result<CustomerView> BillingService::GetCustomer(const CustomerId& id) {

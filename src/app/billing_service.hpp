@@ -12,6 +12,8 @@
 #include "app/ports.hpp"
 #include "app/store.hpp"
 #include "domain/catalog.hpp"
+#include "domain/membership.hpp"
+#include "domain/profile.hpp"
 #include "domain/role.hpp"
 
 namespace tally {
@@ -36,6 +38,26 @@ struct CustomerView {
     std::optional<SubscriptionRecord> primary;  // the subscription granting the plan, else the newest one
 };
 
+/// A customer's fields as the API sets them. nullopt leaves a field as it is (update) or at its default (create:
+/// individual, no provider, no company, email not verified, no metadata).
+struct CustomerInput {
+    std::optional<std::string> email;
+    std::optional<std::string> name;
+    std::optional<CustomerType> type;  // create only: a customer never changes type
+    std::optional<std::string> auth_provider;  // "" clears it on update
+    std::optional<std::string> company;
+    std::optional<bool> email_verified;
+    std::optional<MetadataUpdate> metadata;  // merged as Stripe's: a key set to "" is removed
+};
+
+/// One page of a customer list.
+struct CustomerPage {
+    std::vector<CustomerView> data;
+    bool has_more = false;
+};
+
+constexpr int kCustomerPageSizeMax = 500;
+
 class EventOutbox;
 
 /// A fresh random id with |prefix|, e.g. "cust_3f9a...". Thread-safe.
@@ -55,6 +77,18 @@ public:
     /// CreateCustomer inside the caller's write transaction |tx| (with an idempotency record, say).
     Result<std::pair<CustomerView, bool>> CreateCustomer(StoreTx& tx, const std::string& external_id,
                                                          const std::string& email, const std::string& name);
+    /// CreateCustomer with a profile (|input|): kInvalidArgument naming the field for a bad auth_provider, company or
+    /// metadata (Stripe's limits, domain/profile.hpp). An existing external_id returns that customer unchanged.
+    Result<std::pair<CustomerView, bool>> CreateCustomer(StoreTx& tx, const std::string& external_id,
+                                                         const CustomerInput& input);
+    /// Sets the fields |input| gives (POST /v1/customers/{id}), with a customer_updated audit entry and a
+    /// customer.updated event whose previous_attributes hold what changed. kNotFound (param "id"); kInvalidArgument
+    /// as CreateCustomer, or for |input.type| (param "type": a customer's type is fixed). Nothing changed: no entry.
+    Result<CustomerView> UpdateCustomer(StoreTx& tx, const CustomerId& id, const CustomerInput& input,
+                                        const std::string& actor);
+    /// Customers matching |filter|, newest first; |filter.limit| in 1..kCustomerPageSizeMax. kNotFound (param
+    /// "starting_after") when the cursor names no customer.
+    Result<CustomerPage> ListCustomers(CustomerFilter filter);
     /// kNotFound if there is no such customer.
     Result<CustomerView> GetCustomer(const CustomerId& id);
     Result<std::vector<CustomerView>> FindByExternalId(const std::string& external_id);
@@ -96,7 +130,7 @@ public:
     /// Emits |type| about |customer| with its API object (customer JSON) inside |tx|, if there is an outbox.
     Status EmitCustomerEvent(StoreTx& tx, std::string_view type, const CustomerRecord& customer, Timestamp now,
                              const std::vector<std::pair<std::string, std::variant<std::nullptr_t, bool, int64_t,
-                                                                                   std::string>>>& previous = {});
+                                                                                   std::string, Metadata>>>& previous = {});
 
     const Catalog& catalog() const { return catalog_; }
     EventOutbox* outbox() const { return outbox_; }

@@ -12,6 +12,7 @@
 
 #include "app/billing_service.hpp"
 #include "app/store.hpp"
+#include "app/user_view.hpp"
 
 namespace tally {
 
@@ -22,7 +23,7 @@ constexpr size_t kAppEventPayloadBytesMax = size_t{256} * 1024;  // an event's e
 class ApiObjectRenderer {
 public:
     /// A previous_attributes value.
-    using Value = std::variant<std::nullptr_t, bool, int64_t, std::string>;
+    using Value = std::variant<std::nullptr_t, bool, int64_t, std::string, Metadata>;  // Metadata: an object
     using Attributes = std::vector<std::pair<std::string, Value>>;
 
     virtual ~ApiObjectRenderer() = default;
@@ -34,6 +35,10 @@ public:
     virtual std::string Subscription(const SubscriptionRecord& subscription, const std::string& customer_id) const = 0;
     /// {"id","object":"invoice","customer",...}.
     virtual std::string Invoice(const InvoiceRecord& invoice, const std::string& customer_id) const = 0;
+    /// GET /v1/customers/{id}/members/{user}: {"object":"member","customer","user","email","role","created","updated"}.
+    virtual std::string Member(const MemberRecord& member) const = 0;
+    /// GET /v1/users/{user}: {"object":"user","id","effective_role","memberships":[...]}.
+    virtual std::string User(const UserView& user) const = 0;
     /// Stripe's event envelope around |object_json|: {"id","object":"event","api_version","created","type",
     /// "livemode":false,"customer","sequence","data":{"object":...,"previous_attributes":{...}}}; previous_attributes
     /// is left out when |previous| is empty.

@@ -18,6 +18,7 @@
 #include "adapters/crypto.hpp"
 #include "adapters/metrics/prometheus_metrics.hpp"
 #include "adapters/openssl_secret_hasher.hpp"
+#include "app/member_service.hpp"
 #include "adapters/http/api.hpp"
 #include "adapters/http/json_views.hpp"
 #include "adapters/outbound/curl_webhook_sender.hpp"
@@ -407,15 +408,17 @@ int Serve(const ServeOptions& o) {
     WebhookProcessor processor(**store, decoder, billing, clock, metrics);
     ApiKeyService keys(**store, clock, hasher, o.admin_key);
     IdempotencyService idempotency(**store, clock);
+    MemberService members(**store, billing, clock, hasher);
     // Acknowledging deliveries comes first: the worker defers while the receiver has commits queued.
     int64_t last_prune_s = 0;
     WebhookWorker worker(
         processor, billing, o.poll_interval_ms, [&receiver_ptr] { return receiver_ptr ? receiver_ptr->backlog() : 0; },
-        [&idempotency, &clock, &last_prune_s] {
+        [&idempotency, &members, &clock, &last_prune_s] {
             // Stripe keeps idempotency keys 24 hours; prune in the worker's quiet moments, at most every 10 minutes.
             if (clock.Now().unix_seconds() - last_prune_s < kIdempotencyPruneIntervalSeconds) return;
             last_prune_s = clock.Now().unix_seconds();
             (void)idempotency.Prune();
+            (void)members.PruneExpiredSessions();
         });
     WebhookReceiver receiver(**store, verifier, decoder, clock, [&worker] { worker.Notify(); }, metrics);
     receiver_ptr = &receiver;
@@ -457,7 +460,7 @@ int Serve(const ServeOptions& o) {
                                                        auto* monitor = endpoint_monitor_view.load();
                                                        return monitor ? monitor->State() : std::string("unknown");
                                                    }},
-                                kVersion, metrics, [&metrics] { return metrics.Render(); }});
+                                kVersion, metrics, [&metrics] { return metrics.Render(); }, &members});
     http::Server server(o.host, o.port, o.http_threads,
                         [&api](http::Request req, const http::Responder& respond) { api.Handle(std::move(req), respond); },
                         http::ServerOptions{o.http_idle_timeout_ms});

@@ -84,7 +84,12 @@ test('customers: bad input gets a 4xx JSON error and creates nothing', async () 
     assertError(await server.request('POST', '/v1/customers', opts), 400, code, param);
   }
   assert.deepEqual((await server.get('/v1/customers?external_id=user_bad')).json.data, []);
-  assertError(await server.get('/v1/customers'), 400, 'parameter_missing', 'external_id');
+  // Without a lookup key the customers list is a page of every customer, newest first.
+  const everyone = await server.get('/v1/customers');
+  assert.equal(everyone.status, 200, everyone.text);
+  assert.equal(everyone.json.object, 'list');
+  assert.ok(Array.isArray(everyone.json.data));
+  assertError(await server.get('/v1/customers?external_id=x&type=organization'), 400, 'parameter_invalid', 'external_id');
   assertError(await server.get('/v1/customers/cust_does_not_exist'), 404, 'resource_missing', 'id');
   assertError(await server.get('/v1/customers/cust_does_not_exist/entitlements'), 404, 'resource_missing');
   assertError(await server.get('/v1/nothing/here'), 404, 'route_not_found');

@@ -21,8 +21,8 @@ namespace bj = boost::json;
 
 Response Json(int status, const bj::value& v) { return Response{status, bj::serialize(v), "application/json", {}}; }
 
-Response List(const bj::array& data, const std::string& url) {
-    return Json(200, bj::object{{"object", "list"}, {"data", data}, {"has_more", false}, {"url", url}});
+Response List(const bj::array& data, const std::string& url, bool has_more = false) {
+    return Json(200, bj::object{{"object", "list"}, {"data", data}, {"has_more", has_more}, {"url", url}});
 }
 
 Response ApiError(int status, const std::string& type, const std::string& code, const std::string& message,
@@ -158,8 +158,12 @@ std::string RouteTemplate(const Request& req) {
         if (req.path == fixed) return fixed;
     }
     static const char* const kResources[] = {"customers", "checkout_sessions", "billing_portal_sessions", "api_keys",
-                                             "audit", "webhook_events", "webhook_endpoints", "events"};
+                                             "audit", "webhook_events", "webhook_endpoints", "events",
+                                             "customer_sessions", "users"};
     const auto& seg = req.segments;
+    if (seg.size() == 5 && seg[0] == "v1" && seg[1] == "customers" && seg[3] == "members") {
+        return "/v1/customers/{id}/members/{user}";
+    }
     if (seg.size() < 2 || seg.size() > 4 || seg[0] != "v1") return "other";
     bool known = false;
     for (const char* r : kResources) known = known || seg[1] == r;
@@ -168,7 +172,7 @@ std::string RouteTemplate(const Request& req) {
     if (seg.size() >= 3) out += "/{id}";
     if (seg.size() == 4) {
         static const char* const kActions[] = {"entitlements", "role_override", "retry", "roll_secret", "deliveries",
-                                               "redeliver"};
+                                               "redeliver", "members"};
         bool action = false;
         for (const char* a : kActions) action = action || seg[3] == a;
         out += action ? "/" + seg[3] : "/{other}";
@@ -235,26 +239,278 @@ void Api::HandleUnguarded(Request req, const Responder& respond) {
     if (req.segments.empty() || req.segments[0] != "v1") return respond(RouteNotFound(req));
     auto token = BearerToken(req);
     if (!token.ok()) return respond(ErrorResponse(token.error()));
+    const bool read = req.method == "GET" || req.method == "HEAD";
+    // Idempotency-Key on mutations (Stripe's contract): decided in app/, inside the transaction of the change.
+    // Keys are scoped to the caller: an API key, or a customer session.
+    const auto idempotency = [&](const std::string& caller) -> Result<IdempotencyRequest> {
+        IdempotencyRequest idem{caller, "", ""};
+        if (read) return idem;
+        idem.key = req.Header("idempotency-key");
+        if (idem.key.size() > kIdempotencyKeyBytesMax) {
+            return InvalidArgument("Idempotency-Key must be at most " + std::to_string(kIdempotencyKeyBytesMax) +
+                                       " characters",
+                                   "Idempotency-Key");
+        }
+        if (!idem.key.empty()) idem.request_hash = Sha256Hex(req.method + " " + req.path + "\n" + req.body);
+        return idem;
+    };
+    if (d_.members && token->starts_with(kCustomerSessionTokenPrefix)) {
+        auto grant = d_.members->Authenticate(*token);
+        // An unknown tcs_ token may still be an operator's TALLY_ADMIN_KEY: only known sessions stop here.
+        if (grant.ok() || grant.error().reason != ErrorReason::kNone) {
+            if (!grant.ok()) return respond(ErrorResponse(grant.error()));
+            // The user's role is read on every request: removing them from the customer ends their sessions' rights.
+            auto role = d_.members->RoleOf(grant->customer, grant->user);
+            if (!role.ok()) return respond(ErrorResponse(role.error()));
+            if (!*role) {
+                return respond(ErrorResponse(Error{ErrorCode::kUnauthenticated,
+                                                   "The user of this customer session no longer belongs to its "
+                                                   "customer.",
+                                                   "", ErrorReason::kCustomerSessionRevoked}));
+            }
+            auto idem = idempotency(grant->session_id);
+            if (!idem.ok()) return respond(ErrorResponse(idem.error()));
+            return respond(DispatchSession(req, *grant, **role, *idem));
+        }
+    }
     auto principal = d_.keys.Authenticate(*token);
     if (!principal.ok()) return respond(ErrorResponse(principal.error()));
-    const bool read = req.method == "GET" || req.method == "HEAD";
     if (!read && principal->scope != ApiKeyScope::kAdmin) {
         return respond(ErrorResponse(Error{ErrorCode::kPermissionDenied,
                                            "This API key is read_only: it may only make GET requests.", "",
                                            ErrorReason::kNone}));
     }
-    // Idempotency-Key on mutations (Stripe's contract): decided in app/, inside the transaction of the change.
-    IdempotencyRequest idem{principal->key_id, "", ""};
-    if (!read) {
-        idem.key = req.Header("idempotency-key");
-        if (idem.key.size() > kIdempotencyKeyBytesMax) {
-            return respond(ErrorResponse(InvalidArgument(
-                "Idempotency-Key must be at most " + std::to_string(kIdempotencyKeyBytesMax) + " characters",
-                "Idempotency-Key")));
-        }
-        if (!idem.key.empty()) idem.request_hash = Sha256Hex(req.method + " " + req.path + "\n" + req.body);
+    auto idem = idempotency(principal->key_id);
+    if (!idem.ok()) return respond(ErrorResponse(idem.error()));
+    respond(Dispatch(req, *principal, *idem));
+}
+
+namespace {
+
+/// A string field of |body| when present and not null; kInvalidArgument naming it when it is not a string.
+Result<std::optional<std::string>> MaybeString(const bj::object& body, const char* key) {
+    const bj::value* v = body.if_contains(key);
+    if (v == nullptr || v->is_null()) return std::optional<std::string>();
+    if (!v->is_string()) return InvalidArgument(std::string(key) + " must be a string", key);
+    return std::optional<std::string>(std::string(v->get_string()));
+}
+
+/// Stripe's metadata parameter: an object of strings (a value "" removes its key), or "" to remove every key.
+Result<std::optional<MetadataUpdate>> MaybeMetadata(const bj::object& body) {
+    const bj::value* v = body.if_contains("metadata");
+    if (v == nullptr || v->is_null()) return std::optional<MetadataUpdate>();
+    MetadataUpdate update;
+    if (v->is_string() && v->get_string().empty()) {
+        update.clear_all = true;
+        return std::optional<MetadataUpdate>(std::move(update));
     }
-    respond(Dispatch(req, *principal, idem));
+    if (!v->is_object()) {
+        return InvalidArgument("metadata must be an object of string values, or \"\" to remove every key", "metadata");
+    }
+    for (const auto& kv : v->get_object()) {
+        const std::string key(kv.key());
+        if (!kv.value().is_string()) {
+            std::string param = "metadata[";
+            param += key;
+            param += "]";
+            return InvalidArgument("metadata values must be strings", param);
+        }
+        update.set.emplace_back(key, std::string(kv.value().get_string()));
+    }
+    return std::optional<MetadataUpdate>(std::move(update));
+}
+
+/// The customer fields of a create (|create|: type allowed) or update body, each checked for its JSON type.
+Result<CustomerInput> ParseCustomerInput(const bj::object& body, bool create) {
+    CustomerInput in;
+    TALLY_ASSIGN_OR_RETURN(in.email, MaybeString(body, "email"));
+    TALLY_ASSIGN_OR_RETURN(in.name, MaybeString(body, "name"));
+    TALLY_ASSIGN_OR_RETURN(in.auth_provider, MaybeString(body, "auth_provider"));
+    TALLY_ASSIGN_OR_RETURN(in.company, MaybeString(body, "company"));
+    if (create) {
+        TALLY_ASSIGN_OR_RETURN(auto type, MaybeString(body, "type"));
+        if (type) {
+            TALLY_ASSIGN_OR_RETURN(in.type, ParseCustomerType(*type));
+        }
+    }
+    if (const bj::value* v = body.if_contains("email_verified"); v != nullptr && !v->is_null()) {
+        if (!v->is_bool()) return InvalidArgument("email_verified must be a boolean", "email_verified");
+        in.email_verified = v->get_bool();
+    }
+    TALLY_ASSIGN_OR_RETURN(in.metadata, MaybeMetadata(body));
+    return in;
+}
+
+Error NoSuchCustomer(const std::string& id, const std::string& param) {
+    return NotFound("no such customer: '" + id + "'", param);
+}
+
+}  // namespace
+
+Response Api::ListCustomers(const Request& req) {
+    auto fail = [](const Error& e) { return ErrorResponse(e); };
+    static const char* const kAllowed[] = {"external_id", "stripe_customer_id", "type", "auth_provider", "company",
+                                           "email_verified", "limit", "starting_after"};
+    CustomerFilter filter;
+    for (const auto& [k, v] : req.query) {
+        bool known = false;
+        for (const char* a : kAllowed) known = known || k == a;
+        if (k.size() > 10 && k.starts_with("metadata[") && k.ends_with("]")) {
+            filter.metadata.emplace_back(k.substr(9, k.size() - 10), v);
+            known = true;
+        }
+        if (!known) {
+            return fail(WithReason(InvalidArgument("Received unknown parameter: " + k, k), ErrorReason::kParameterUnknown));
+        }
+    }
+    const auto ext = req.query.find("external_id");
+    const auto sid = req.query.find("stripe_customer_id");
+    if (ext != req.query.end() || sid != req.query.end()) {
+        // A lookup by a unique key: zero or one customer, not combinable with the list's filters.
+        if (req.query.size() > 1) {
+            return fail(InvalidArgument("external_id and stripe_customer_id look one customer up and take no other "
+                                        "parameter",
+                                        ext != req.query.end() ? "external_id" : "stripe_customer_id"));
+        }
+        Result<std::vector<CustomerView>> found =
+            ext != req.query.end() ? d_.billing.FindByExternalId(ext->second)
+                                   : d_.billing.FindByStripeCustomerId(StripeCustomerId(sid->second));
+        if (!found.ok()) return fail(found.error());
+        bj::array data;
+        for (const auto& v : *found) data.push_back(CustomerJson(v));
+        return List(data, "/v1/customers");
+    }
+    auto limit = PageSize(req);
+    if (!limit.ok()) return fail(limit.error());
+    filter.limit = *limit;
+    if (auto it = req.query.find("type"); it != req.query.end()) {
+        auto type = ParseCustomerType(it->second);
+        if (!type.ok()) return fail(type.error());
+        filter.type = *type;
+    }
+    if (auto it = req.query.find("auth_provider"); it != req.query.end()) filter.auth_provider = it->second;
+    if (auto it = req.query.find("company"); it != req.query.end()) filter.company = it->second;
+    if (auto it = req.query.find("email_verified"); it != req.query.end()) {
+        if (it->second != "true" && it->second != "false") {
+            return fail(InvalidArgument("email_verified must be true or false", "email_verified"));
+        }
+        filter.email_verified = it->second == "true";
+    }
+    if (auto it = req.query.find("starting_after"); it != req.query.end() && !it->second.empty()) {
+        filter.starting_after = CustomerId(it->second);
+    }
+    auto page = d_.billing.ListCustomers(std::move(filter));
+    if (!page.ok()) return fail(page.error());
+    bj::array data;
+    for (const auto& v : page->data) data.push_back(CustomerJson(v));
+    return List(data, "/v1/customers", page->has_more);
+}
+
+Response Api::Members(const Request& req, const IdempotencyRequest& idem, const std::string& actor,
+                      std::optional<MemberRole> actor_role) {
+    const auto& seg = req.segments;  // v1 customers {id} members [{user}]
+    const std::string& m = req.method;
+    const bool get = m == "GET" || m == "HEAD";
+    auto fail = [](const Error& e) { return ErrorResponse(e); };
+    if (!d_.members || seg.size() > 5) return RouteNotFound(req);
+    MemberService& svc = *d_.members;
+    const CustomerId customer(seg[2]);
+    if (seg.size() == 4 && get) {
+        auto list = svc.List(customer);
+        if (!list.ok()) return fail(list.error());
+        bj::array data;
+        for (const auto& member : *list) data.push_back(MemberJson(member));
+        return List(data, "/v1/customers/" + seg[2] + "/members");
+    }
+    if (seg.size() == 4 && m == "POST") {
+        auto body = BindJsonBody(req, {"user", "email", "role"});
+        if (!body.ok()) return fail(body.error());
+        auto user = json::RequiredString(*body, "user", "");
+        if (!user.ok()) return fail(user.error());
+        auto email = json::OptionalString(*body, "email", "");
+        if (!email.ok()) return fail(email.error());
+        auto role_text = json::RequiredString(*body, "role", "");
+        if (!role_text.ok()) return fail(role_text.error());
+        auto role = ParseMemberRole(*role_text);
+        if (!role.ok()) return fail(role.error());
+        return Stored(d_.idempotency.RunInStore(idem, [&](StoreTx& tx) -> Result<StoredResponse> {
+            TALLY_ASSIGN_OR_RETURN(auto added, svc.Add(tx, customer, *user, *email, *role, actor_role, actor));
+            return Render(201, MemberJson(added));
+        }));
+    }
+    if (seg.size() != 5) return RouteNotFound(req);
+    const std::string& user = seg[4];
+    if (get) {
+        auto member = svc.Get(customer, user);
+        if (!member.ok()) return fail(member.error());
+        return Json(200, MemberJson(*member));
+    }
+    if (m == "POST") {
+        auto body = BindJsonBody(req, {"email", "role"});
+        if (!body.ok()) return fail(body.error());
+        auto email = MaybeString(*body, "email");
+        if (!email.ok()) return fail(email.error());
+        auto role_text = MaybeString(*body, "role");
+        if (!role_text.ok()) return fail(role_text.error());
+        std::optional<MemberRole> role;
+        if (*role_text) {
+            auto parsed = ParseMemberRole(**role_text);
+            if (!parsed.ok()) return fail(parsed.error());
+            role = *parsed;
+        }
+        return Stored(d_.idempotency.RunInStore(idem, [&](StoreTx& tx) -> Result<StoredResponse> {
+            TALLY_ASSIGN_OR_RETURN(auto updated, svc.Update(tx, customer, user, role, *email, actor_role, actor));
+            return Render(200, MemberJson(updated));
+        }));
+    }
+    if (m == "DELETE") {
+        return Stored(d_.idempotency.RunInStore(idem, [&](StoreTx& tx) -> Result<StoredResponse> {
+            TALLY_ASSIGN_OR_RETURN(auto removed, svc.Remove(tx, customer, user, actor_role, actor));
+            bj::value v = MemberJson(removed);
+            v.as_object()["deleted"] = true;
+            return Render(200, v);
+        }));
+    }
+    return RouteNotFound(req);
+}
+
+Response Api::DispatchSession(const Request& req, const SessionGrant& grant, MemberRole role,
+                              const IdempotencyRequest& idem) {
+    const auto& seg = req.segments;
+    const std::string& m = req.method;
+    const bool get = m == "GET" || m == "HEAD";
+    auto fail = [](const Error& e) { return ErrorResponse(e); };
+    const std::string actor = "customer_session:" + grant.session_id + " user=" + grant.user;
+    // Another customer reads exactly as one that does not exist; routes a session may not use, as routes that do
+    // not exist: a token never learns what it cannot touch.
+    if (seg.size() >= 3 && seg[1] == "customers") {
+        if (seg[2] != grant.customer.str()) return fail(NoSuchCustomer(seg[2], "id"));
+        if (seg.size() == 3 && get) {
+            auto view = d_.billing.GetCustomer(grant.customer);
+            if (!view.ok()) return fail(view.error());
+            return Json(200, CustomerJson(*view));
+        }
+        if (seg.size() == 4 && seg[3] == "entitlements" && get) {
+            auto view = d_.billing.GetCustomer(grant.customer);
+            if (!view.ok()) return fail(view.error());
+            return Json(200, EntitlementsJson(*view));
+        }
+        if (seg.size() >= 4 && seg[3] == "members") return Members(req, idem, actor, role);
+        return RouteNotFound(req);
+    }
+    if (seg.size() == 2 && (seg[1] == "checkout_sessions" || seg[1] == "billing_portal_sessions") && m == "POST") {
+        return HostedSession(req, idem, [&](const std::string& customer) -> Status {
+            if (customer != grant.customer.str()) return NoSuchCustomer(customer, "customer");
+            if (!MayManageBilling(role)) {
+                return Error{ErrorCode::kPermissionDenied,
+                             std::string("a customer session of a ") + MemberRoleName(role) +
+                                 " may not change or pay for the subscription: owners and admins may",
+                             "", ErrorReason::kNone};
+            }
+            return {};
+        });
+    }
+    return RouteNotFound(req);
 }
 
 Response Api::Dispatch(const Request& req, const Principal& principal, const IdempotencyRequest& idem) {
@@ -266,35 +522,30 @@ Response Api::Dispatch(const Request& req, const Principal& principal, const Ide
 
     if (seg.size() >= 2 && seg[1] == "customers") {
         if (seg.size() == 2 && m == "POST") {
-            auto body = BindJsonBody(req, {"external_id", "email", "name"});
+            auto body = BindJsonBody(req, {"external_id", "email", "name", "type", "auth_provider", "company",
+                                           "email_verified", "metadata"});
             if (!body.ok()) return fail(body.error());
             auto external_id = json::RequiredString(*body, "external_id", "");
             if (!external_id.ok()) return fail(external_id.error());
-            auto email = json::OptionalString(*body, "email", "");
-            if (!email.ok()) return fail(email.error());
-            auto name = json::OptionalString(*body, "name", "");
-            if (!name.ok()) return fail(name.error());
+            auto input = ParseCustomerInput(*body, true);
+            if (!input.ok()) return fail(input.error());
             return Stored(d_.idempotency.RunInStore(idem, [&](StoreTx& tx) -> Result<StoredResponse> {
-                TALLY_ASSIGN_OR_RETURN(auto created, d_.billing.CreateCustomer(tx, *external_id, *email, *name));
+                TALLY_ASSIGN_OR_RETURN(auto created, d_.billing.CreateCustomer(tx, *external_id, *input));
                 return Render(created.second ? 201 : 200, CustomerJson(created.first));
             }));
         }
-        if (seg.size() == 2 && get) {
-            const auto ext = req.query.find("external_id");
-            const auto sid = req.query.find("stripe_customer_id");
-            Result<std::vector<CustomerView>> found = std::vector<CustomerView>{};
-            if (ext != req.query.end() && !ext->second.empty()) {
-                found = d_.billing.FindByExternalId(ext->second);
-            } else if (sid != req.query.end() && !sid->second.empty()) {
-                found = d_.billing.FindByStripeCustomerId(StripeCustomerId(sid->second));
-            } else {
-                return fail(MissingArgument("external_id or stripe_customer_id is required", "external_id"));
-            }
-            if (!found.ok()) return fail(found.error());
-            bj::array data;
-            for (const auto& v : *found) data.push_back(CustomerJson(v));
-            return List(data, "/v1/customers");
+        if (seg.size() == 2 && get) return ListCustomers(req);
+        if (seg.size() == 3 && m == "POST") {
+            auto body = BindJsonBody(req, {"email", "name", "auth_provider", "company", "email_verified", "metadata"});
+            if (!body.ok()) return fail(body.error());
+            auto input = ParseCustomerInput(*body, false);
+            if (!input.ok()) return fail(input.error());
+            return Stored(d_.idempotency.RunInStore(idem, [&](StoreTx& tx) -> Result<StoredResponse> {
+                TALLY_ASSIGN_OR_RETURN(auto view, d_.billing.UpdateCustomer(tx, CustomerId(seg[2]), *input, actor));
+                return Render(200, CustomerJson(view));
+            }));
         }
+        if (seg.size() >= 4 && seg[3] == "members") return Members(req, idem, actor, std::nullopt);
         if (seg.size() == 3 && get) {
             auto view = d_.billing.GetCustomer(CustomerId(seg[2]));
             if (!view.ok()) return fail(view.error());
@@ -329,49 +580,40 @@ Response Api::Dispatch(const Request& req, const Principal& principal, const Ide
             }));
         }
     }
-    if (seg.size() == 2 && seg[1] == "checkout_sessions" && m == "POST") {
-        auto body = BindJsonBody(req, {"customer", "plan", "interval", "success_url", "cancel_url", "trial_period_days"});
-        if (!body.ok()) return fail(body.error());
-        auto customer = json::RequiredString(*body, "customer", "");
-        if (!customer.ok()) return fail(customer.error());
-        if (customer->empty()) return fail(MissingArgument("customer is required", "customer"));
-        auto plan = json::RequiredString(*body, "plan", "");
-        if (!plan.ok()) return fail(plan.error());
-        auto interval = json::OptionalString(*body, "interval", "");
-        if (!interval.ok()) return fail(interval.error());
-        auto success_url = json::OptionalString(*body, "success_url", "");
-        if (!success_url.ok()) return fail(success_url.error());
-        auto cancel_url = json::OptionalString(*body, "cancel_url", "");
-        if (!cancel_url.ok()) return fail(cancel_url.error());
-        auto trial = json::OptionalInt(*body, "trial_period_days", "");
-        if (!trial.ok()) return fail(trial.error());
-        // An interval left out means monthly; an empty string is a mistake and is refused, not defaulted.
-        const bool has_interval = body->contains("interval") && !body->at("interval").is_null();
-        if (has_interval && interval->empty()) return fail(InvalidArgument("interval must be month or year", "interval"));
-        const std::string chosen = has_interval ? *interval : "month";
-        return Stored(d_.idempotency.RunWithExternalEffects(idem, [&]() -> Result<StoredResponse> {
-            // Stripe deduplicates the session by a key derived from the caller's (scoped to its API key), so a
-            // retry after a crash mid-call gets the same session.
-            const std::string stripe_key = idem.key.empty() ? "" : Sha256Hex(idem.api_key_id + ":" + idem.key);
-            TALLY_ASSIGN_OR_RETURN(auto session, d_.checkout.StartCheckout(CustomerId(*customer), PlanId(*plan), chosen,
-                                                                           *success_url, *cancel_url, *trial, stripe_key));
-            return Render(200, bj::object{{"object", "checkout_session"}, {"id", session.id}, {"url", session.url},
-                                          {"customer", *customer}, {"plan", *plan}, {"interval", chosen}});
-        }));
+    if (seg.size() == 2 && (seg[1] == "checkout_sessions" || seg[1] == "billing_portal_sessions") && m == "POST") {
+        return HostedSession(req, idem, {});
     }
-    if (seg.size() == 2 && seg[1] == "billing_portal_sessions" && m == "POST") {
-        auto body = BindJsonBody(req, {"customer", "return_url"});
-        if (!body.ok()) return fail(body.error());
-        auto customer = json::RequiredString(*body, "customer", "");
-        if (!customer.ok()) return fail(customer.error());
-        if (customer->empty()) return fail(MissingArgument("customer is required", "customer"));
-        auto return_url = json::OptionalString(*body, "return_url", "");
-        if (!return_url.ok()) return fail(return_url.error());
-        return Stored(d_.idempotency.RunWithExternalEffects(idem, [&]() -> Result<StoredResponse> {
-            TALLY_ASSIGN_OR_RETURN(auto session, d_.checkout.StartPortal(CustomerId(*customer), *return_url));
-            return Render(200, bj::object{{"object", "billing_portal_session"}, {"id", session.id},
-                                          {"url", session.url}, {"customer", *customer}});
-        }));
+    if (seg.size() >= 2 && seg[1] == "customer_sessions" && d_.members) {
+        if (seg.size() == 2 && m == "POST") {
+            auto body = BindJsonBody(req, {"customer", "user", "expires_in"});
+            if (!body.ok()) return fail(body.error());
+            auto customer = json::RequiredString(*body, "customer", "");
+            if (!customer.ok()) return fail(customer.error());
+            if (customer->empty()) return fail(MissingArgument("customer is required", "customer"));
+            auto user = json::RequiredString(*body, "user", "");
+            if (!user.ok()) return fail(user.error());
+            auto expires_in = json::OptionalInt(*body, "expires_in", "");
+            if (!expires_in.ok()) return fail(expires_in.error());
+            // The token is shown once and never stored: a replay gets the session without it.
+            return Stored(d_.idempotency.RunInStoreRedacted(
+                idem, [&](StoreTx& tx) -> Result<std::pair<StoredResponse, StoredResponse>> {
+                    TALLY_ASSIGN_OR_RETURN(auto created, d_.members->CreateSession(tx, CustomerId(*customer), *user,
+                                                                                   *expires_in, actor));
+                    return std::make_pair(Render(201, CustomerSessionJson(created.record, created.token)),
+                                          Render(201, CustomerSessionJson(created.record)));
+                }));
+        }
+        if (seg.size() == 3 && m == "DELETE") {
+            return Stored(d_.idempotency.RunInStore(idem, [&](StoreTx& tx) -> Result<StoredResponse> {
+                TALLY_ASSIGN_OR_RETURN(auto session, d_.members->RevokeSession(tx, seg[2], actor));
+                return Render(200, CustomerSessionJson(session));
+            }));
+        }
+    }
+    if (seg.size() == 3 && seg[1] == "users" && get && d_.members) {
+        auto user = d_.members->GetUser(seg[2]);
+        if (!user.ok()) return fail(user.error());
+        return Json(200, UserJson(*user));
     }
     if (seg.size() >= 2 && seg[1] == "api_keys") {
         if (seg.size() == 2 && get) {
@@ -465,6 +707,62 @@ Response Api::Dispatch(const Request& req, const Principal& principal, const Ide
         return DispatchEvents(req, principal, idem);
     }
     return RouteNotFound(req);
+}
+
+Response Api::HostedSession(const Request& req, const IdempotencyRequest& idem,
+                           const std::function<Status(const std::string& customer)>& authorize) {
+    const auto& seg = req.segments;
+    auto fail = [](const Error& e) { return ErrorResponse(e); };
+    if (seg[1] == "checkout_sessions") {
+        auto body = BindJsonBody(req, {"customer", "plan", "interval", "success_url", "cancel_url", "trial_period_days"});
+        if (!body.ok()) return fail(body.error());
+        auto customer = json::RequiredString(*body, "customer", "");
+        if (!customer.ok()) return fail(customer.error());
+        if (customer->empty()) return fail(MissingArgument("customer is required", "customer"));
+        if (authorize) {
+            if (Status allowed = authorize(*customer); !allowed.ok()) return fail(allowed.error());
+        }
+        auto plan = json::RequiredString(*body, "plan", "");
+        if (!plan.ok()) return fail(plan.error());
+        auto interval = json::OptionalString(*body, "interval", "");
+        if (!interval.ok()) return fail(interval.error());
+        auto success_url = json::OptionalString(*body, "success_url", "");
+        if (!success_url.ok()) return fail(success_url.error());
+        auto cancel_url = json::OptionalString(*body, "cancel_url", "");
+        if (!cancel_url.ok()) return fail(cancel_url.error());
+        auto trial = json::OptionalInt(*body, "trial_period_days", "");
+        if (!trial.ok()) return fail(trial.error());
+        // An interval left out means monthly; an empty string is a mistake and is refused, not defaulted.
+        const bool has_interval = body->contains("interval") && !body->at("interval").is_null();
+        if (has_interval && interval->empty()) return fail(InvalidArgument("interval must be month or year", "interval"));
+        const std::string chosen = has_interval ? *interval : "month";
+        return Stored(d_.idempotency.RunWithExternalEffects(idem, [&]() -> Result<StoredResponse> {
+            // Stripe deduplicates the session by a key derived from the caller's (scoped to its API key), so a
+            // retry after a crash mid-call gets the same session.
+            const std::string stripe_key = idem.key.empty() ? "" : Sha256Hex(idem.api_key_id + ":" + idem.key);
+            TALLY_ASSIGN_OR_RETURN(auto session, d_.checkout.StartCheckout(CustomerId(*customer), PlanId(*plan), chosen,
+                                                                           *success_url, *cancel_url, *trial, stripe_key));
+            return Render(200, bj::object{{"object", "checkout_session"}, {"id", session.id}, {"url", session.url},
+                                          {"customer", *customer}, {"plan", *plan}, {"interval", chosen}});
+        }));
+    }
+    {
+        auto body = BindJsonBody(req, {"customer", "return_url"});
+        if (!body.ok()) return fail(body.error());
+        auto customer = json::RequiredString(*body, "customer", "");
+        if (!customer.ok()) return fail(customer.error());
+        if (customer->empty()) return fail(MissingArgument("customer is required", "customer"));
+        if (authorize) {
+            if (Status allowed = authorize(*customer); !allowed.ok()) return fail(allowed.error());
+        }
+        auto return_url = json::OptionalString(*body, "return_url", "");
+        if (!return_url.ok()) return fail(return_url.error());
+        return Stored(d_.idempotency.RunWithExternalEffects(idem, [&]() -> Result<StoredResponse> {
+            TALLY_ASSIGN_OR_RETURN(auto session, d_.checkout.StartPortal(CustomerId(*customer), *return_url));
+            return Render(200, bj::object{{"object", "billing_portal_session"}, {"id", session.id},
+                                          {"url", session.url}, {"customer", *customer}});
+        }));
+    }
 }
 
 namespace {

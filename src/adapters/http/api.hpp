@@ -11,6 +11,7 @@
 #include "app/billing_service.hpp"
 #include "app/checkout_service.hpp"
 #include "app/idempotency.hpp"
+#include "app/member_service.hpp"
 #include "app/webhook_processor.hpp"
 #include "app/webhook_endpoints.hpp"
 #include "app/webhook_receiver.hpp"
@@ -43,6 +44,7 @@ struct ApiDeps {
     std::string version;
     Metrics& metrics = NullMetrics::Instance();
     std::function<std::string()> render_metrics;  // GET /metrics body (Prometheus text); empty: 404
+    MemberService* members = nullptr;  // organizations' members and customer sessions; null: those routes are 404
 };
 
 /// The route template of |req| for metrics labels: "/v1/customers/{id}/entitlements", never a raw id, and "other"
@@ -63,6 +65,17 @@ private:
     Response Health();
     /// /v1/webhook_endpoints[...] and /v1/events[...].
     Response DispatchEvents(const Request& req, const Principal& principal, const IdempotencyRequest& idem);
+    /// A request made with a customer session token: only its customer's routes, everything else as missing.
+    Response DispatchSession(const Request& req, const SessionGrant& grant, MemberRole role,
+                             const IdempotencyRequest& idem);
+    /// GET /v1/customers: a lookup by external_id or stripe_customer_id, or a filtered page.
+    Response ListCustomers(const Request& req);
+    /// /v1/customers/{id}/members[/{user}]; |actor_role| is the session user's role (nullopt: an API key).
+    Response Members(const Request& req, const IdempotencyRequest& idem, const std::string& actor,
+                     std::optional<MemberRole> actor_role);
+    /// POST /v1/checkout_sessions and /v1/billing_portal_sessions; |authorize| (may be empty) vets the customer.
+    Response HostedSession(const Request& req, const IdempotencyRequest& idem,
+                           const std::function<Status(const std::string& customer)>& authorize);
 
     ApiDeps d_;
 };

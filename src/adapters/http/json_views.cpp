@@ -92,6 +92,8 @@ std::string JsonObjectRenderer::Subscription(const SubscriptionRecord& s, const 
 std::string JsonObjectRenderer::Invoice(const InvoiceRecord& i, const std::string& customer_id) const {
     return bj::serialize(InvoiceJson(i, customer_id));
 }
+std::string JsonObjectRenderer::Member(const MemberRecord& m) const { return bj::serialize(MemberJson(m)); }
+std::string JsonObjectRenderer::User(const UserView& u) const { return bj::serialize(UserJson(u)); }
 std::string JsonObjectRenderer::Envelope(const AppEventRecord& e, std::string_view object_json,
                                          const Attributes& previous) const {
     bj::object data;
@@ -105,6 +107,10 @@ std::string JsonObjectRenderer::Envelope(const AppEventRecord& e, std::string_vi
                 using T = std::decay_t<decltype(v)>;
                 if constexpr (std::is_same_v<T, std::nullptr_t>) {
                     prev[key] = nullptr;
+                } else if constexpr (std::is_same_v<T, Metadata>) {
+                    bj::object m;
+                    for (const auto& [k, val] : v) m[k] = val;
+                    prev[key] = std::move(m);
                 } else {
                     prev[key] = v;
                 }
@@ -155,6 +161,13 @@ bj::value CustomerJson(const CustomerView& v) {
         o["role_override"] = nullptr;
     }
     o["subscription_count"] = static_cast<int64_t>(v.subscriptions.size());
+    o["type"] = CustomerTypeName(c.type);
+    o["auth_provider"] = OptStr(c.auth_provider);
+    o["company"] = OptStr(c.company);
+    o["email_verified"] = c.email_verified;
+    bj::object metadata;
+    for (const auto& [k, val] : c.metadata) metadata[k] = val;
+    o["metadata"] = std::move(metadata);
     return o;
 }
 
@@ -224,6 +237,43 @@ bj::value ApiKeyJson(const ApiKeyRecord& key, const std::string& secret) {
                  {"last_used_at", OptTs(key.last_used_at)},
                  {"revoked_at", OptTs(key.revoked_at)}};
     if (!secret.empty()) o["secret"] = secret;
+    return o;
+}
+
+bj::value MemberJson(const MemberRecord& m) {
+    return bj::object{{"object", "member"},
+                      {"customer", m.customer_id.str()},
+                      {"user", m.user_id},
+                      {"email", OptStr(m.email)},
+                      {"role", MemberRoleName(m.role)},
+                      {"created", m.created_at.unix_seconds()},
+                      {"updated", m.updated_at.unix_seconds()}};
+}
+
+bj::value UserJson(const UserView& u) {
+    bj::array memberships;
+    for (const auto& m : u.memberships) {
+        memberships.push_back(bj::object{{"customer", m.customer.id.str()},
+                                         {"type", CustomerTypeName(m.customer.type)},
+                                         {"role", MemberRoleName(m.role)},
+                                         {"customer_role", m.customer.role},
+                                         {"plan", m.customer.plan_id}});
+    }
+    return bj::object{{"id", u.user_id},
+                      {"object", "user"},
+                      {"effective_role", u.effective_role},
+                      {"memberships", std::move(memberships)}};
+}
+
+bj::value CustomerSessionJson(const CustomerSessionRecord& s, const std::string& token) {
+    bj::object o{{"id", s.id},
+                 {"object", "customer_session"},
+                 {"customer", s.customer_id},
+                 {"user", s.user_id},
+                 {"created", s.created_at.unix_seconds()},
+                 {"expires_at", s.expires_at.unix_seconds()},
+                 {"revoked_at", OptTs(s.revoked_at)}};
+    if (!token.empty()) o["token"] = token;
     return o;
 }
 

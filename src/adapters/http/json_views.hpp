@@ -3,6 +3,7 @@
 #include <boost/json/value.hpp>
 
 #include "app/billing_service.hpp"
+#include "app/user_view.hpp"
 #include "app/event_outbox.hpp"
 #include "app/webhook_endpoints.hpp"
 #include "app/store.hpp"
@@ -24,6 +25,13 @@ boost::json::value InvoiceJson(const InvoiceRecord& invoice, const std::string& 
 /// plus "secret" when |with_secret| (only in the responses that create the endpoint or roll its secret).
 boost::json::value WebhookEndpointJson(const WebhookEndpointRecord& endpoint, bool with_secret);
 boost::json::value DeliveryAttemptJson(const DeliveryAttemptRecord& attempt);
+/// {"object":"member","customer","user","email","role","created","updated"}.
+boost::json::value MemberJson(const MemberRecord& member);
+/// {"id","object":"user","effective_role","memberships":[{"customer","type","role","customer_role","plan"}]}.
+boost::json::value UserJson(const UserView& user);
+/// {"id","object":"customer_session","customer","user","created","expires_at","revoked_at"}, plus "token" when given
+/// (only in the response that creates the session). The token's digest is never rendered.
+boost::json::value CustomerSessionJson(const CustomerSessionRecord& session, const std::string& token = {});
 
 /// The ApiObjectRenderer port over these views: events carry exactly the API's objects. Thread-safe, stateless.
 class JsonObjectRenderer final : public ApiObjectRenderer {
@@ -32,6 +40,8 @@ public:
     std::string Entitlements(const CustomerView& view) const override;
     std::string Subscription(const SubscriptionRecord& subscription, const std::string& customer_id) const override;
     std::string Invoice(const InvoiceRecord& invoice, const std::string& customer_id) const override;
+    std::string Member(const MemberRecord& member) const override;
+    std::string User(const UserView& user) const override;
     std::string Envelope(const AppEventRecord& event, std::string_view object_json,
                          const Attributes& previous) const override;
 };
