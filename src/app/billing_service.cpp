@@ -260,6 +260,8 @@ Result<CustomerView> BillingService::UpdateCustomer(StoreTx& tx, const CustomerI
     }
     const Timestamp now = clock_.Now();
     if (!previous.empty()) {
+        // Stripe's copy follows after the commit (StripeCustomerSync), so an unreachable Stripe fails nothing here.
+        if (c.stripe_customer_id) c.stripe_sync_pending = true;
         TALLY_TRY(tx.customers().Update(c));
         TALLY_TRY(tx.audit().Append({0, c.id, now, "customer_updated", "", "", actor, "fields=" + changed}));
         TALLY_TRY(EmitCustomerEvent(tx, "customer.updated", c, now, previous));
@@ -453,6 +455,11 @@ Status BillingService::LinkStripeCustomer(StoreTx& tx, CustomerRecord& customer,
                                   customer.id.str(), cause, "placeholder folded into the linked customer"}));
     }
     customer.stripe_customer_id = id;
+    // A profile set before the Stripe customer existed is pushed to it now (StripeCustomerSync).
+    if (!customer.metadata.empty() || !customer.auth_provider.empty() || !customer.company.empty() ||
+        customer.email_verified) {
+        customer.stripe_sync_pending = true;
+    }
     TALLY_TRY(tx.customers().Update(customer));
     TALLY_TRY(tx.audit().Append({0, customer.id, now, "stripe_customer_linked", "", id.str(), cause, ""}));
     return EmitCustomerEvent(tx, "customer.updated", customer, now, {{"stripe_customer_id", nullptr}});

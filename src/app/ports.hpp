@@ -8,6 +8,7 @@
 
 #include "domain/event_order.hpp"
 #include "domain/ids.hpp"
+#include "domain/profile.hpp"
 #include "domain/result.hpp"
 #include "domain/subscription.hpp"
 #include "domain/time.hpp"
@@ -211,6 +212,13 @@ struct StripePriceSpec {
     int64_t interval_count = 1;
 };
 
+/// What Tally keeps on a Stripe customer: its email, name and metadata (StripeCustomerMetadata).
+struct StripeCustomerProfile {
+    std::string email;  // "" clears it
+    std::string name;
+    Metadata metadata;
+};
+
 /// The Stripe operations Tally starts itself (the rest arrives as webhooks). Implemented over HTTP by
 /// adapters/stripe, against api.stripe.com or the sandbox alike. Thread-safe. Errors: kUnavailable when Stripe
 /// cannot be reached, otherwise the category of Stripe's error (kInvalidArgument, kNotFound, ...).
@@ -230,6 +238,9 @@ public:
     /// Creates the product and price of |spec| unless a price with its lookup key exists; returns the price id
     /// and whether it was created.
     virtual Result<std::pair<std::string, bool>> EnsurePrice(const StripePriceSpec& spec) = 0;
+    /// Makes Stripe customer |id|'s email, name and metadata equal |profile|: metadata keys Stripe holds beyond it
+    /// are removed (MetadataPatch). Safe to repeat. kNotFound for a customer Stripe does not know.
+    virtual Status UpdateCustomerProfile(const StripeCustomerId& id, const StripeCustomerProfile& profile) = 0;
 };
 
 }  // namespace tally

@@ -19,6 +19,7 @@
 #include "adapters/metrics/prometheus_metrics.hpp"
 #include "adapters/openssl_secret_hasher.hpp"
 #include "app/member_service.hpp"
+#include "app/stripe_customer_sync.hpp"
 #include "adapters/http/api.hpp"
 #include "adapters/http/json_views.hpp"
 #include "adapters/outbound/curl_webhook_sender.hpp"
@@ -409,11 +410,14 @@ int Serve(const ServeOptions& o) {
     ApiKeyService keys(**store, clock, hasher, o.admin_key);
     IdempotencyService idempotency(**store, clock);
     MemberService members(**store, billing, clock, hasher);
+    std::atomic<StripeCustomerSync*> customer_sync{nullptr};  // set once the Stripe client exists
     // Acknowledging deliveries comes first: the worker defers while the receiver has commits queued.
     int64_t last_prune_s = 0;
     WebhookWorker worker(
         processor, billing, o.poll_interval_ms, [&receiver_ptr] { return receiver_ptr ? receiver_ptr->backlog() : 0; },
-        [&idempotency, &members, &clock, &last_prune_s] {
+        [&idempotency, &members, &customer_sync, &clock, &last_prune_s] {
+            // Profiles waiting for Stripe: a cheap read when none is (its own backoff when Stripe fails).
+            if (auto* sync = customer_sync.load()) (void)sync->SyncPending();
             // Stripe keeps idempotency keys 24 hours; prune in the worker's quiet moments, at most every 10 minutes.
             if (clock.Now().unix_seconds() - last_prune_s < kIdempotencyPruneIntervalSeconds) return;
             last_prune_s = clock.Now().unix_seconds();
@@ -451,6 +455,8 @@ int Serve(const ServeOptions& o) {
     StripeApi& stripe_api = stripe_mode == "not_configured" ? static_cast<StripeApi&>(unconfigured_stripe_api)
                                                             : static_cast<StripeApi&>(http_stripe_api);
     CheckoutService checkout(**store, billing, stripe_api, clock, CheckoutConfig{});
+    StripeCustomerSync stripe_customer_sync(**store, stripe_api, clock);
+    customer_sync = &stripe_customer_sync;
     // Owned here; /health reads it through the atomic, since I/O threads already run when it is set.
     std::unique_ptr<stripe::WebhookEndpointMonitor> endpoint_monitor;
     std::atomic<stripe::WebhookEndpointMonitor*> endpoint_monitor_view{nullptr};

@@ -166,6 +166,29 @@ Metadata MetadataFromJson(std::string_view text) {
 
 std::span<const std::string_view> MetadataReservedKeys() { return kReserved; }
 
+Metadata StripeCustomerMetadata(const Metadata& metadata, const StripeProfileFields& f) {
+    Metadata out = metadata;
+    for (const auto reserved : kReserved) out.erase(std::string(reserved));  // never the app's to set
+    if (!f.external_id.empty()) out["external_id"] = f.external_id;
+    out["tally_customer_id"] = f.customer_id;
+    if (!f.auth_provider.empty()) out["tally_auth_provider"] = f.auth_provider;
+    if (!f.company.empty()) out["tally_company"] = f.company.substr(0, kMetadataValueCharsMax);
+    if (f.email_verified) out["tally_email_verified"] = "true";
+    return out;
+}
+
+std::vector<std::pair<std::string, std::string>> MetadataPatch(const Metadata& current, const Metadata& desired) {
+    std::vector<std::pair<std::string, std::string>> out;
+    for (const auto& [k, v] : desired) {
+        auto it = current.find(k);
+        if (it == current.end() || it->second != v) out.emplace_back(k, v);
+    }
+    for (const auto& [k, v] : current) {
+        if (!desired.contains(k)) out.emplace_back(k, "");
+    }
+    return out;
+}
+
 size_t MetadataKeysMax() { return kStripeMetadataKeysMax - kReserved.size(); }
 
 Result<Metadata> ApplyMetadata(const Metadata& current, const MetadataUpdate& update) {

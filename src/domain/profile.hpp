@@ -1,6 +1,7 @@
 #pragma once
 // The customer's identity profile (seeds 000/001): sign-in provider, company, whether the email is verified, and
-// Stripe-style metadata. Pure rules, table-tested in profile_test.cpp.
+// Stripe-style metadata, and what of it Tally keeps on the Stripe customer. Pure rules, table-tested in
+// membership_test.cpp (metadata limits) and profile_test.cpp (the Stripe customer's metadata).
 #include <map>
 #include <span>
 #include <string>
@@ -45,6 +46,25 @@ std::string MetadataToJson(const Metadata& metadata);
 /// The inverse of MetadataToJson (any flat JSON object of strings); text that is not one reads as empty, since row
 /// readers never fail.
 Metadata MetadataFromJson(std::string_view text);
+
+/// The profile fields Tally writes on the Stripe customer besides the app's metadata.
+struct StripeProfileFields {
+    std::string customer_id;    // Tally's cust_...
+    std::string external_id;
+    std::string auth_provider;  // "" when unknown
+    std::string company;
+    bool email_verified = false;
+};
+
+/// The metadata the Stripe customer should hold: the app's |metadata| plus Tally's reserved keys (external_id,
+/// tally_customer_id, and tally_auth_provider / tally_company / tally_email_verified when set), so a team reading
+/// the Stripe dashboard sees who the customer is. Stripe's 50-key limit holds by construction (MetadataKeysMax).
+Metadata StripeCustomerMetadata(const Metadata& metadata, const StripeProfileFields& fields);
+
+/// The parameters that turn Stripe's |current| metadata into |desired|: each key whose value differs set to its
+/// new value, each key only |current| has set to "" (Stripe's way to remove a key: docs.stripe.com/metadata,
+/// "unset a key by setting its value to an empty string"). Empty when they are equal.
+std::vector<std::pair<std::string, std::string>> MetadataPatch(const Metadata& current, const Metadata& desired);
 
 /// Checks an auth provider name: 1..kAuthProviderCharsMax of [a-z0-9_] ("google", "github", "okta", "azure_ad",
 /// "linkedin", "airtable", "password", or an app's own). kInvalidArgument (param "auth_provider") otherwise.

@@ -14,6 +14,7 @@
 #include "app/billing_service.hpp"
 #include "app/event_outbox.hpp"
 #include "app/member_service.hpp"
+#include "app/stripe_customer_sync.hpp"
 #include "test_store.hpp"
 #include "test_support.hpp"
 
@@ -332,6 +333,72 @@ TEST_P(OrganizationsTest, SessionsAuthenticateUntilTheyExpireOrAreRevoked) {
     }).ok());
     EXPECT_EQ(*pruned, 1);  // the first one; the revoked one expires later
     EXPECT_TRUE(h.members.Authenticate(live->token).ok());
+}
+
+/// A Stripe that is down until told otherwise, and records the profiles it was given.
+class FlakyStripe final : public StripeApi {
+public:
+    std::atomic<bool> down{true};
+    std::vector<std::pair<std::string, StripeCustomerProfile>> pushed;
+    int calls = 0;
+    Result<StripeCustomerId> CreateCustomer(const std::string&, const std::string&, const std::string&,
+                                            const std::string&) override {
+        return Unavailable("down");
+    }
+    Result<std::string> FindPriceId(const std::string&) override { return Unavailable("down"); }
+    Result<HostedSession> CreateCheckoutSession(const CheckoutSessionRequest&) override { return Unavailable("down"); }
+    Result<HostedSession> CreatePortalSession(const StripeCustomerId&, const std::string&) override {
+        return Unavailable("down");
+    }
+    Result<std::pair<std::string, bool>> EnsurePrice(const StripePriceSpec&) override { return Unavailable("down"); }
+    Status UpdateCustomerProfile(const StripeCustomerId& id, const StripeCustomerProfile& profile) override {
+        ++calls;
+        if (down) return Unavailable("Stripe cannot be reached");
+        pushed.emplace_back(id.str(), profile);
+        return {};
+    }
+};
+
+TEST_P(OrganizationsTest, ProfileWaitsForStripeAndIsPushedWhenItIsBack) {
+    Harness h(GetParam());
+    FlakyStripe stripe;
+    StripeCustomerSync sync(*h.store, stripe, h.clock);
+    CustomerInput in;
+    in.company = "Acme";
+    const CustomerView c = h.Create("user_sync", in);
+    // Linked to a Stripe customer: the profile set before is due for Stripe.
+    ASSERT_TRUE(h.store->Write([&](StoreTx& tx) -> Status {
+        auto record = *tx.customers().Get(c.customer.id).value();
+        return h.billing.LinkStripeCustomer(tx, record, StripeCustomerId("cus_sync"), h.clock.Now(), "test");
+    }).ok());
+    EXPECT_TRUE(h.billing.GetCustomer(c.customer.id)->customer.stripe_sync_pending);
+
+    // Stripe is down: the update commits anyway, stays pending, and the next rounds wait out a backoff.
+    CustomerInput up;
+    up.metadata = MetadataUpdate{false, {{"seats", "5"}}};
+    ASSERT_TRUE(h.store->Write([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto v, h.billing.UpdateCustomer(tx, c.customer.id, up, "test"));
+        (void)v;
+        return {};
+    }).ok());
+    EXPECT_FALSE(sync.SyncPending().ok());
+    EXPECT_EQ(stripe.calls, 1);
+    EXPECT_EQ(*sync.SyncPending(), 0);  // inside the backoff: Stripe is not called
+    EXPECT_EQ(stripe.calls, 1);
+    EXPECT_TRUE(h.billing.GetCustomer(c.customer.id)->customer.stripe_sync_pending);
+
+    // Back: the next round after the backoff pushes the latest profile once and clears the flag.
+    stripe.down = false;
+    h.clock.Advance(kStripeSyncBackoffMsMin / 1000);
+    EXPECT_EQ(*sync.SyncPending(), 1);
+    ASSERT_EQ(stripe.pushed.size(), 1u);
+    EXPECT_EQ(stripe.pushed[0].first, "cus_sync");
+    EXPECT_EQ(stripe.pushed[0].second.metadata,
+              (Metadata{{"seats", "5"}, {"external_id", "user_sync"}, {"tally_customer_id", c.customer.id.str()},
+                        {"tally_company", "Acme"}}));
+    EXPECT_FALSE(h.billing.GetCustomer(c.customer.id)->customer.stripe_sync_pending);
+    EXPECT_EQ(*sync.SyncPending(), 0);
+    EXPECT_EQ(stripe.pushed.size(), 1u);
 }
 
 }  // namespace

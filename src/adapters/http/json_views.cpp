@@ -168,6 +168,8 @@ bj::value CustomerJson(const CustomerView& v) {
     bj::object metadata;
     for (const auto& [k, val] : c.metadata) metadata[k] = val;
     o["metadata"] = std::move(metadata);
+    // Whether Stripe's copy of the profile is current: null without a Stripe customer.
+    o["stripe_sync"] = !c.stripe_customer_id ? bj::value(nullptr) : bj::value(c.stripe_sync_pending ? "pending" : "synced");
     return o;
 }
 

@@ -35,6 +35,37 @@ Result<StripeCustomerId> HttpStripeApi::CreateCustomer(const std::string& email,
     return StripeCustomerId(id);
 }
 
+Status HttpStripeApi::UpdateCustomerProfile(const StripeCustomerId& id, const StripeCustomerProfile& profile) {
+    // Stripe merges metadata on update: read what it holds, then send the difference ("" removes a key).
+    const std::string path = "/v1/customers/" + id.str();
+    TALLY_ASSIGN_OR_RETURN(Response current, client_.Get(path));
+    Metadata stripe_metadata;
+    std::string email;
+    std::string name;
+    if (const auto* o = current.body.if_object()) {
+        if (const auto* m = o->if_contains("metadata"); m != nullptr && m->is_object()) {
+            for (const auto& kv : m->get_object()) {
+                if (kv.value().is_string()) stripe_metadata[std::string(kv.key())] = std::string(kv.value().get_string());
+            }
+        }
+        email = StringField(current.body, "email");
+        name = StringField(current.body, "name");
+    }
+    const auto patch = MetadataPatch(stripe_metadata, profile.metadata);
+    if (patch.empty() && email == profile.email && name == profile.name) return {};
+    bj::object params;
+    if (email != profile.email) params["email"] = profile.email;
+    if (name != profile.name) params["name"] = profile.name;
+    if (!patch.empty()) {
+        bj::object metadata;
+        for (const auto& [k, v] : patch) metadata[k] = v;
+        params["metadata"] = std::move(metadata);
+    }
+    TALLY_ASSIGN_OR_RETURN(Response r, client_.Post(path, params, ""));
+    (void)r;
+    return {};
+}
+
 Result<std::string> HttpStripeApi::FindPriceId(const std::string& lookup_key) {
     {
         std::lock_guard lock(mu_);

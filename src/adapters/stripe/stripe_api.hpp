@@ -29,6 +29,7 @@ public:
     Result<HostedSession> CreateCheckoutSession(const CheckoutSessionRequest& request) override;
     Result<HostedSession> CreatePortalSession(const StripeCustomerId& customer, const std::string& return_url) override;
     Result<std::pair<std::string, bool>> EnsurePrice(const StripePriceSpec& spec) override;
+    Status UpdateCustomerProfile(const StripeCustomerId& id, const StripeCustomerProfile& profile) override;
 
 private:
     Client& client_;
@@ -52,6 +53,9 @@ public:
         return NotConfigured();
     }
     Result<std::pair<std::string, bool>> EnsurePrice(const StripePriceSpec&) override { return NotConfigured(); }
+    Status UpdateCustomerProfile(const StripeCustomerId&, const StripeCustomerProfile&) override {
+        return NotConfigured();
+    }
     static Error NotConfigured() {
         return Error{ErrorCode::kUnavailable,
                      "Stripe is not configured: set STRIPE_SECRET_KEY, or start with --stripe-sandbox for the offline "
