@@ -116,6 +116,9 @@ struct StripeInvoiceData {
     std::string billing_reason;
     int64_t attempt_count = 0;
     std::optional<Timestamp> next_payment_attempt;
+    Timestamp created;
+    std::string hosted_invoice_url;
+    std::string number;
 };
 
 /// A completed Checkout Session.
@@ -138,6 +141,8 @@ struct StripePaymentData {
     int64_t amount_refunded_minor = 0;
     std::string currency;
     std::string status;
+    Timestamp created;
+    std::string failure_message;  // payment_intent: last_payment_error.message; charge: failure_message
 };
 
 /// A verified Stripe event, decoded into the fields Tally acts on.

@@ -361,10 +361,15 @@ Result<std::string> WebhookProcessor::ApplyInvoice(StoreTx& tx, const DecodedEve
     if (stored) {
         TALLY_ASSIGN_OR_RETURN(newer, IsNewer(tx, event, terminal, stored->stamp));
     }
-    const InvoiceRecord invoice{data.id, data.customer, data.subscription_id, data.status, data.amount_due_minor,
-                                data.amount_paid_minor, data.currency,
-                                EventStamp{event.created.unix_seconds(), EventTypeRank(event.type), event.id.str(),
-                                           terminal}};
+    InvoiceRecord invoice{data.id, data.customer, data.subscription_id, data.status, data.amount_due_minor,
+                          data.amount_paid_minor, data.currency,
+                          EventStamp{event.created.unix_seconds(), EventTypeRank(event.type), event.id.str(),
+                                     terminal}};
+    invoice.created = data.created;
+    invoice.attempt_count = data.attempt_count;
+    invoice.next_payment_attempt = data.next_payment_attempt;
+    invoice.hosted_invoice_url = data.hosted_invoice_url;
+    invoice.number = data.number;
     if (newer) TALLY_TRY(tx.billing().UpsertInvoice(invoice));
     // Each Stripe event is applied once (the inbox deduplicates), so each payment outcome is told once.
     if (EventOutbox* outbox = billing_.outbox();
@@ -444,6 +449,8 @@ Result<std::string> WebhookProcessor::ApplyPayment(StoreTx& tx, const DecodedEve
     PaymentRecord p{data.id, data.object, data.customer, data.amount_minor, data.amount_refunded_minor, data.currency,
                     data.status,
                     EventStamp{event.created.unix_seconds(), EventTypeRank(event.type), event.id.str(), terminal}};
+    p.created = data.created;
+    p.failure_message = data.failure_message;
     if (stored && stored->amount_refunded_minor > p.amount_refunded_minor) p.amount_refunded_minor = stored->amount_refunded_minor;
     TALLY_TRY(tx.billing().UpsertPayment(p));
     return std::string("applied");

@@ -18,6 +18,7 @@
 #include "adapters/crypto.hpp"
 #include "adapters/metrics/prometheus_metrics.hpp"
 #include "adapters/openssl_secret_hasher.hpp"
+#include "app/billing_history.hpp"
 #include "app/member_service.hpp"
 #include "app/stripe_customer_sync.hpp"
 #include "adapters/http/api.hpp"
@@ -410,6 +411,7 @@ int Serve(const ServeOptions& o) {
     ApiKeyService keys(**store, clock, hasher, o.admin_key);
     IdempotencyService idempotency(**store, clock);
     MemberService members(**store, billing, clock, hasher);
+    BillingHistoryService history(**store);
     std::atomic<StripeCustomerSync*> customer_sync{nullptr};  // set once the Stripe client exists
     // Acknowledging deliveries comes first: the worker defers while the receiver has commits queued.
     int64_t last_prune_s = 0;
@@ -466,7 +468,7 @@ int Serve(const ServeOptions& o) {
                                                        auto* monitor = endpoint_monitor_view.load();
                                                        return monitor ? monitor->State() : std::string("unknown");
                                                    }},
-                                kVersion, metrics, [&metrics] { return metrics.Render(); }, &members});
+                                kVersion, metrics, [&metrics] { return metrics.Render(); }, &members, &history});
     http::Server server(o.host, o.port, o.http_threads,
                         [&api](http::Request req, const http::Responder& respond) { api.Handle(std::move(req), respond); },
                         http::ServerOptions{o.http_idle_timeout_ms});

@@ -33,7 +33,7 @@ constexpr Kind T = Kind::kText;
 constexpr Kind I = Kind::kInt;
 constexpr Kind B = Kind::kBool;
 
-// Every table of SQLite schema version 5 but schema_migrations (each store keeps its own).
+// Every table of SQLite schema version 6 but schema_migrations (each store keeps its own).
 const std::vector<Table>& Tables() {
     static const std::vector<Table> tables = {
         {"customers", "id",
@@ -57,12 +57,14 @@ const std::vector<Table>& Tables() {
         {"invoices", "id",
          {{"id", T}, {"stripe_customer_id", T}, {"subscription_id", T}, {"status", T}, {"amount_due", I},
           {"amount_paid", I}, {"currency", T}, {"stamp_created", I}, {"stamp_rank", I}, {"stamp_event_id", T},
-          {"stamp_terminal", B}}},
+          {"stamp_terminal", B}, {"created", I}, {"attempt_count", I}, {"next_payment_attempt", I},
+          {"hosted_invoice_url", T}, {"number", T}}},
         {"payment_attempts", "event_id",
          {{"event_id", T}, {"invoice_id", T}, {"subscription_id", T}, {"at", I}, {"succeeded", B}}},
         {"payments", "id",
          {{"id", T}, {"object", T}, {"stripe_customer_id", T}, {"amount", I}, {"amount_refunded", I}, {"currency", T},
-          {"status", T}, {"stamp_created", I}, {"stamp_rank", I}, {"stamp_event_id", T}, {"stamp_terminal", B}}},
+          {"status", T}, {"stamp_created", I}, {"stamp_rank", I}, {"stamp_event_id", T}, {"stamp_terminal", B},
+          {"created", I}, {"failure_message", T}}},
         {"audit_log", "id",
          {{"id", I}, {"customer_id", T}, {"at", I}, {"kind", T}, {"before", T}, {"after", T}, {"cause", T},
           {"detail", T}}},

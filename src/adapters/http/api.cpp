@@ -159,7 +159,7 @@ std::string RouteTemplate(const Request& req) {
     }
     static const char* const kResources[] = {"customers", "checkout_sessions", "billing_portal_sessions", "api_keys",
                                              "audit", "webhook_events", "webhook_endpoints", "events",
-                                             "customer_sessions", "users"};
+                                             "customer_sessions", "users", "invoices", "payments"};
     const auto& seg = req.segments;
     if (seg.size() == 5 && seg[0] == "v1" && seg[1] == "customers" && seg[3] == "members") {
         return "/v1/customers/{id}/members/{user}";
@@ -172,7 +172,7 @@ std::string RouteTemplate(const Request& req) {
     if (seg.size() >= 3) out += "/{id}";
     if (seg.size() == 4) {
         static const char* const kActions[] = {"entitlements", "role_override", "retry", "roll_secret", "deliveries",
-                                               "redeliver", "members"};
+                                               "redeliver", "members", "invoices", "payments"};
         bool action = false;
         for (const char* a : kActions) action = action || seg[3] == a;
         out += action ? "/" + seg[3] : "/{other}";
@@ -474,6 +474,79 @@ Response Api::Members(const Request& req, const IdempotencyRequest& idem, const 
     return RouteNotFound(req);
 }
 
+Response Api::History(const Request& req, bool invoices, const std::string& customer) {
+    auto fail = [](const Error& e) { return ErrorResponse(e); };
+    if (!d_.history) return RouteNotFound(req);
+    static const char* const kAllowed[] = {"status", "customer", "created[gte]", "limit", "starting_after", "format"};
+    for (const auto& [k, v] : req.query) {
+        bool known = false;
+        for (const char* a : kAllowed) known = known || (k == a && (k != "customer" || customer.empty()));
+        if (!known) {
+            return fail(WithReason(InvalidArgument("Received unknown parameter: " + k, k), ErrorReason::kParameterUnknown));
+        }
+    }
+    BillingHistoryQuery q;
+    auto limit = PageSize(req);
+    if (!limit.ok()) return fail(limit.error());
+    q.limit = *limit;
+    if (!customer.empty()) q.customer = CustomerId(customer);
+    if (auto it = req.query.find("customer"); it != req.query.end() && !it->second.empty()) {
+        q.customer = CustomerId(it->second);
+    }
+    if (auto it = req.query.find("status"); it != req.query.end()) q.status = it->second;
+    if (auto it = req.query.find("created[gte]"); it != req.query.end()) {
+        int64_t n = 0;
+        const auto& v = it->second;
+        const auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+        if (v.empty() || ec != std::errc() || p != v.data() + v.size()) {
+            return fail(InvalidArgument("created[gte] must be a Unix timestamp in seconds", "created[gte]"));
+        }
+        q.created_gte = Timestamp(n);
+    }
+    if (auto it = req.query.find("starting_after"); it != req.query.end()) q.starting_after = it->second;
+    bool csv = false;
+    if (auto it = req.query.find("format"); it != req.query.end()) {
+        if (it->second != "json" && it->second != "csv") return fail(InvalidArgument("format must be json or csv", "format"));
+        csv = it->second == "csv";
+    }
+    // A path's customer reads as missing, like every unknown customer; a query's is a parameter.
+    const auto not_found_param = [&](Error e) {
+        if (!customer.empty() && e.code == ErrorCode::kNotFound && e.param == "customer") e.param = "id";
+        return fail(e);
+    };
+    const std::string url = customer.empty() ? std::string(invoices ? "/v1/invoices" : "/v1/payments")
+                                             : "/v1/customers/" + customer + (invoices ? "/invoices" : "/payments");
+    const auto csv_response = [&](std::string body, bool has_more, const std::string& last) {
+        Response r{200, std::move(body), "text/csv; charset=utf-8", {}};
+        r.headers.emplace_back("Content-Disposition",
+                               std::string("attachment; filename=\"") + (invoices ? "invoices" : "payments") + ".csv\"");
+        // One page per request, as the JSON list: the next page starts after the last row.
+        r.headers.emplace_back("Tally-Has-More", has_more ? "true" : "false");
+        if (has_more) r.headers.emplace_back("Tally-Next-Starting-After", last);
+        return r;
+    };
+    if (invoices) {
+        auto page = d_.history->ListInvoices(q);
+        if (!page.ok()) return not_found_param(page.error());
+        if (csv) {
+            return csv_response(InvoicesCsv(page->data), page->has_more,
+                                page->data.empty() ? "" : page->data.back().record.id);
+        }
+        bj::array data;
+        for (const auto& row : page->data) data.push_back(InvoiceJson(row.record, row.customer_id));
+        return List(data, url, page->has_more);
+    }
+    auto page = d_.history->ListPayments(q);
+    if (!page.ok()) return not_found_param(page.error());
+    if (csv) {
+        return csv_response(PaymentsCsv(page->data), page->has_more,
+                            page->data.empty() ? "" : page->data.back().record.id);
+    }
+    bj::array data;
+    for (const auto& row : page->data) data.push_back(PaymentJson(row.record, row.customer_id));
+    return List(data, url, page->has_more);
+}
+
 Response Api::DispatchSession(const Request& req, const SessionGrant& grant, MemberRole role,
                               const IdempotencyRequest& idem) {
     const auto& seg = req.segments;
@@ -496,6 +569,9 @@ Response Api::DispatchSession(const Request& req, const SessionGrant& grant, Mem
             return Json(200, EntitlementsJson(*view));
         }
         if (seg.size() >= 4 && seg[3] == "members") return Members(req, idem, actor, role);
+        if (seg.size() == 4 && (seg[3] == "invoices" || seg[3] == "payments") && get) {
+            return History(req, seg[3] == "invoices", seg[2]);
+        }
         return RouteNotFound(req);
     }
     if (seg.size() == 2 && (seg[1] == "checkout_sessions" || seg[1] == "billing_portal_sessions") && m == "POST") {
@@ -546,6 +622,9 @@ Response Api::Dispatch(const Request& req, const Principal& principal, const Ide
             }));
         }
         if (seg.size() >= 4 && seg[3] == "members") return Members(req, idem, actor, std::nullopt);
+        if (seg.size() == 4 && (seg[3] == "invoices" || seg[3] == "payments") && get) {
+            return History(req, seg[3] == "invoices", seg[2]);
+        }
         if (seg.size() == 3 && get) {
             auto view = d_.billing.GetCustomer(CustomerId(seg[2]));
             if (!view.ok()) return fail(view.error());
@@ -609,6 +688,9 @@ Response Api::Dispatch(const Request& req, const Principal& principal, const Ide
                 return Render(200, CustomerSessionJson(session));
             }));
         }
+    }
+    if (seg.size() == 2 && (seg[1] == "invoices" || seg[1] == "payments") && get) {
+        return History(req, seg[1] == "invoices", "");
     }
     if (seg.size() == 3 && seg[1] == "users" && get && d_.members) {
         auto user = d_.members->GetUser(seg[2]);

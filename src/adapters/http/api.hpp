@@ -8,6 +8,7 @@
 
 #include "adapters/http/server.hpp"
 #include "app/api_keys.hpp"
+#include "app/billing_history.hpp"
 #include "app/billing_service.hpp"
 #include "app/checkout_service.hpp"
 #include "app/idempotency.hpp"
@@ -45,6 +46,7 @@ struct ApiDeps {
     Metrics& metrics = NullMetrics::Instance();
     std::function<std::string()> render_metrics;  // GET /metrics body (Prometheus text); empty: 404
     MemberService* members = nullptr;  // organizations' members and customer sessions; null: those routes are 404
+    BillingHistoryService* history = nullptr;  // invoices and payments lists; null: those routes are 404
 };
 
 /// The route template of |req| for metrics labels: "/v1/customers/{id}/entitlements", never a raw id, and "other"
@@ -73,6 +75,8 @@ private:
     /// /v1/customers/{id}/members[/{user}]; |actor_role| is the session user's role (nullopt: an API key).
     Response Members(const Request& req, const IdempotencyRequest& idem, const std::string& actor,
                      std::optional<MemberRole> actor_role);
+    /// GET /v1/invoices, /v1/payments and /v1/customers/{id}/invoices|payments (|customer| from the path, or "").
+    Response History(const Request& req, bool invoices, const std::string& customer);
     /// POST /v1/checkout_sessions and /v1/billing_portal_sessions; |authorize| (may be empty) vets the customer.
     Response HostedSession(const Request& req, const IdempotencyRequest& idem,
                            const std::function<Status(const std::string& customer)>& authorize);

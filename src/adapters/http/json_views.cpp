@@ -1,5 +1,6 @@
 #include "adapters/http/json_views.hpp"
 
+#include "domain/csv.hpp"
 #include "domain/text.hpp"
 
 #include <boost/json.hpp>
@@ -48,10 +49,55 @@ bj::value InvoiceJson(const InvoiceRecord& i, const std::string& customer_id) {
                       {"customer", OptStr(customer_id)},
                       {"stripe_customer_id", i.stripe_customer_id.str()},
                       {"subscription", OptStr(i.subscription_id)},
+                      {"number", OptStr(i.number)},
                       {"status", OptStr(i.status)},
                       {"amount_due", i.amount_due_minor},
                       {"amount_paid", i.amount_paid_minor},
-                      {"currency", OptStr(i.currency)}};
+                      {"currency", OptStr(i.currency)},
+                      {"attempt_count", i.attempt_count},
+                      {"next_payment_attempt", OptTs(i.next_payment_attempt)},
+                      {"hosted_invoice_url", OptStr(i.hosted_invoice_url)},
+                      {"created", i.created.unix_seconds()}};
+}
+
+bj::value PaymentJson(const PaymentRecord& p, const std::string& customer_id) {
+    return bj::object{{"id", p.id},
+                      {"object", "payment"},
+                      {"type", p.object},
+                      {"customer", OptStr(customer_id)},
+                      {"stripe_customer_id", OptStr(p.stripe_customer_id.str())},
+                      {"amount", p.amount_minor},
+                      {"amount_refunded", p.amount_refunded_minor},
+                      {"currency", OptStr(p.currency)},
+                      {"status", OptStr(p.status)},
+                      {"failure_message", OptStr(p.failure_message)},
+                      {"created", p.created.unix_seconds()}};
+}
+
+std::string InvoicesCsv(const std::vector<HistoryRow<InvoiceRecord>>& rows) {
+    std::string out = CsvRecord({"id", "customer", "stripe_customer_id", "subscription", "number", "status",
+                                 "amount_due", "amount_paid", "currency", "attempt_count", "next_payment_attempt",
+                                 "hosted_invoice_url", "created"});
+    for (const auto& [i, customer] : rows) {
+        out += CsvRecord({CsvText(i.id), CsvText(customer), CsvText(i.stripe_customer_id.str()),
+                          CsvText(i.subscription_id), CsvText(i.number), CsvText(i.status),
+                          std::to_string(i.amount_due_minor), std::to_string(i.amount_paid_minor), CsvText(i.currency),
+                          std::to_string(i.attempt_count),
+                          i.next_payment_attempt ? std::to_string(i.next_payment_attempt->unix_seconds()) : "",
+                          CsvText(i.hosted_invoice_url), std::to_string(i.created.unix_seconds())});
+    }
+    return out;
+}
+
+std::string PaymentsCsv(const std::vector<HistoryRow<PaymentRecord>>& rows) {
+    std::string out = CsvRecord({"id", "type", "customer", "stripe_customer_id", "amount", "amount_refunded",
+                                 "currency", "status", "failure_message", "created"});
+    for (const auto& [p, customer] : rows) {
+        out += CsvRecord({CsvText(p.id), CsvText(p.object), CsvText(customer), CsvText(p.stripe_customer_id.str()),
+                          std::to_string(p.amount_minor), std::to_string(p.amount_refunded_minor), CsvText(p.currency),
+                          CsvText(p.status), CsvText(p.failure_message), std::to_string(p.created.unix_seconds())});
+    }
+    return out;
 }
 
 bj::value WebhookEndpointJson(const WebhookEndpointRecord& e, bool with_secret) {

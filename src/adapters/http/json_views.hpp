@@ -2,6 +2,7 @@
 // JSON shapes of the v1 API. Times are Unix seconds and money integer minor units, as in Stripe's API.
 #include <boost/json/value.hpp>
 
+#include "app/billing_history.hpp"
 #include "app/billing_service.hpp"
 #include "app/user_view.hpp"
 #include "app/event_outbox.hpp"
@@ -21,6 +22,12 @@ boost::json::value ApiKeyJson(const ApiKeyRecord& key, const std::string& secret
 /// {"id","object":"subscription","customer",...}: the subscription object of the API and of subscription.* events.
 boost::json::value SubscriptionJson(const SubscriptionRecord& s, const std::string& customer_id);
 boost::json::value InvoiceJson(const InvoiceRecord& invoice, const std::string& customer_id);
+/// {"id","object":"payment","type":"payment_intent"|"charge","customer","stripe_customer_id","amount",
+/// "amount_refunded","currency","status","failure_message","created"}.
+boost::json::value PaymentJson(const PaymentRecord& payment, const std::string& customer_id);
+/// The rows as CSV (a header record, then one per row; text fields disarmed against spreadsheet formulas).
+std::string InvoicesCsv(const std::vector<HistoryRow<InvoiceRecord>>& rows);
+std::string PaymentsCsv(const std::vector<HistoryRow<PaymentRecord>>& rows);
 /// {"id","object":"webhook_endpoint","url","description","enabled_events","status","disabled_reason","created"},
 /// plus "secret" when |with_secret| (only in the responses that create the endpoint or roll its secret).
 boost::json::value WebhookEndpointJson(const WebhookEndpointRecord& endpoint, bool with_secret);

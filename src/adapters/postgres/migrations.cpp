@@ -244,6 +244,19 @@ CREATE TABLE customer_sessions (
 );
 CREATE INDEX customer_sessions_expires_at ON customer_sessions(expires_at);
 )sql"},
+    {3, R"sql(
+-- SQLite's version 6: billing history (what invoice and payment lists and CSV exports need).
+ALTER TABLE invoices ADD COLUMN created BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE invoices ADD COLUMN attempt_count BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE invoices ADD COLUMN next_payment_attempt BIGINT;
+ALTER TABLE invoices ADD COLUMN hosted_invoice_url TEXT NOT NULL DEFAULT '';
+ALTER TABLE invoices ADD COLUMN number TEXT NOT NULL DEFAULT '';
+CREATE INDEX invoices_created ON invoices(created, id);
+CREATE INDEX invoices_customer_created ON invoices(stripe_customer_id, created, id);
+ALTER TABLE payments ADD COLUMN created BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE payments ADD COLUMN failure_message TEXT NOT NULL DEFAULT '';
+CREATE INDEX payments_created ON payments(created, id);
+)sql"},
 };
 
 }  // namespace

@@ -384,6 +384,32 @@ private:
     "unit_amount, currency, quantity, current_period_start, current_period_end, cancel_at_period_end, trial_end, "   \
     "canceled_at, created, stamp_created, stamp_rank, stamp_event_id, stamp_terminal"
 
+#define TALLY_INVOICE_COLS                                                                                             \
+    "id, stripe_customer_id, subscription_id, status, amount_due, amount_paid, currency, stamp_created, stamp_rank, " \
+    "stamp_event_id, stamp_terminal, created, attempt_count, next_payment_attempt, hosted_invoice_url, number"
+#define TALLY_PAYMENT_COLS                                                                                             \
+    "id, object, stripe_customer_id, amount, amount_refunded, currency, status, stamp_created, stamp_rank, "         \
+    "stamp_event_id, stamp_terminal, created, failure_message"
+
+InvoiceRecord ReadInvoice(const Row& s) {
+    InvoiceRecord r{s.Text(0), StripeCustomerId(s.Text(1)), s.Text(2), s.Text(3), s.Int(4), s.Int(5), s.Text(6),
+                    s.Stamp(7)};
+    r.created = Timestamp(s.Int(11));
+    r.attempt_count = s.Int(12);
+    r.next_payment_attempt = s.OptTs(13);
+    r.hosted_invoice_url = s.Text(14);
+    r.number = s.Text(15);
+    return r;
+}
+
+PaymentRecord ReadPayment(const Row& s) {
+    PaymentRecord r{s.Text(0), s.Text(1), StripeCustomerId(s.Text(2)), s.Int(3), s.Int(4), s.Text(5), s.Text(6),
+                    s.Stamp(7)};
+    r.created = Timestamp(s.Int(11));
+    r.failure_message = s.Text(12);
+    return r;
+}
+
 SubscriptionRecord ReadSubscription(const Row& s) {
     SubscriptionRecord r;
     r.id = StripeSubscriptionId(s.Text(0));
@@ -436,23 +462,24 @@ public:
     }
 
     Result<std::optional<InvoiceRecord>> GetInvoice(const std::string& id) override {
-        return One<InvoiceRecord>(
-            "SELECT id, stripe_customer_id, subscription_id, status, amount_due, amount_paid, currency, stamp_created, "
-            "stamp_rank, stamp_event_id, stamp_terminal FROM invoices WHERE id=$1",
-            [](const Row& s) {
-                return InvoiceRecord{s.Text(0), StripeCustomerId(s.Text(1)), s.Text(2), s.Text(3), s.Int(4),
-                                     s.Int(5), s.Text(6), s.Stamp(7)};
-            },
-            id);
+        return One<InvoiceRecord>("SELECT " TALLY_INVOICE_COLS " FROM invoices WHERE id=$1", ReadInvoice, id);
     }
     Status UpsertInvoice(const InvoiceRecord& r) override {
-        return Do("INSERT INTO invoices(id, stripe_customer_id, subscription_id, status, amount_due, amount_paid, "
-                  "currency, stamp_created, stamp_rank, stamp_event_id, stamp_terminal) "
-                  "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) ON CONFLICT(id) DO UPDATE SET stripe_customer_id=$2, "
-                  "subscription_id=$3, status=$4, amount_due=$5, amount_paid=$6, currency=$7, stamp_created=$8, "
-                  "stamp_rank=$9, stamp_event_id=$10, stamp_terminal=$11",
+        return Do("INSERT INTO invoices(" TALLY_INVOICE_COLS ") "
+                  "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16) ON CONFLICT(id) DO UPDATE SET "
+                  "stripe_customer_id=$2, subscription_id=$3, status=$4, amount_due=$5, amount_paid=$6, currency=$7, "
+                  "stamp_created=$8, stamp_rank=$9, stamp_event_id=$10, stamp_terminal=$11, created=$12, "
+                  "attempt_count=$13, next_payment_attempt=$14, hosted_invoice_url=$15, number=$16",
                   r.id, r.stripe_customer_id, r.subscription_id, r.status, r.amount_due_minor, r.amount_paid_minor,
-                  r.currency, r.stamp.created, r.stamp.type_rank, r.stamp.event_id, r.stamp.terminal);
+                  r.currency, r.stamp.created, r.stamp.type_rank, r.stamp.event_id, r.stamp.terminal, r.created,
+                  r.attempt_count, r.next_payment_attempt, r.hosted_invoice_url, r.number);
+    }
+    Result<std::vector<InvoiceRecord>> ListInvoices(const BillingListFilter& f) override {
+        return Many<InvoiceRecord>(
+            "SELECT " TALLY_INVOICE_COLS " FROM invoices WHERE ($1::text IS NULL OR stripe_customer_id=$1) AND "
+            "($2::text IS NULL OR status=$2) AND ($3::bigint IS NULL OR created>=$3) AND ($4::text IS NULL OR "
+            "(created, id) < (SELECT created, id FROM invoices WHERE id=$4)) ORDER BY created DESC, id DESC LIMIT $5",
+            ReadInvoice, f.stripe_customer_id, f.status, f.created_gte, f.starting_after, f.limit);
     }
     Status InsertPaymentAttempt(const PaymentAttempt& a) override {
         return Do("INSERT INTO payment_attempts(event_id, invoice_id, subscription_id, at, succeeded) "
@@ -469,23 +496,23 @@ public:
             subscription_id);
     }
     Result<std::optional<PaymentRecord>> GetPayment(const std::string& id) override {
-        return One<PaymentRecord>(
-            "SELECT id, object, stripe_customer_id, amount, amount_refunded, currency, status, stamp_created, "
-            "stamp_rank, stamp_event_id, stamp_terminal FROM payments WHERE id=$1",
-            [](const Row& s) {
-                return PaymentRecord{s.Text(0), s.Text(1), StripeCustomerId(s.Text(2)), s.Int(3), s.Int(4),
-                                     s.Text(5), s.Text(6), s.Stamp(7)};
-            },
-            id);
+        return One<PaymentRecord>("SELECT " TALLY_PAYMENT_COLS " FROM payments WHERE id=$1", ReadPayment, id);
     }
     Status UpsertPayment(const PaymentRecord& r) override {
-        return Do("INSERT INTO payments(id, object, stripe_customer_id, amount, amount_refunded, currency, status, "
-                  "stamp_created, stamp_rank, stamp_event_id, stamp_terminal) "
-                  "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) ON CONFLICT(id) DO UPDATE SET object=$2, "
+        return Do("INSERT INTO payments(" TALLY_PAYMENT_COLS ") "
+                  "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) ON CONFLICT(id) DO UPDATE SET object=$2, "
                   "stripe_customer_id=$3, amount=$4, amount_refunded=$5, currency=$6, status=$7, stamp_created=$8, "
-                  "stamp_rank=$9, stamp_event_id=$10, stamp_terminal=$11",
+                  "stamp_rank=$9, stamp_event_id=$10, stamp_terminal=$11, created=$12, failure_message=$13",
                   r.id, r.object, r.stripe_customer_id, r.amount_minor, r.amount_refunded_minor, r.currency, r.status,
-                  r.stamp.created, r.stamp.type_rank, r.stamp.event_id, r.stamp.terminal);
+                  r.stamp.created, r.stamp.type_rank, r.stamp.event_id, r.stamp.terminal, r.created,
+                  r.failure_message);
+    }
+    Result<std::vector<PaymentRecord>> ListPayments(const BillingListFilter& f) override {
+        return Many<PaymentRecord>(
+            "SELECT " TALLY_PAYMENT_COLS " FROM payments WHERE ($1::text IS NULL OR stripe_customer_id=$1) AND "
+            "($2::text IS NULL OR status=$2) AND ($3::bigint IS NULL OR created>=$3) AND ($4::text IS NULL OR "
+            "(created, id) < (SELECT created, id FROM payments WHERE id=$4)) ORDER BY created DESC, id DESC LIMIT $5",
+            ReadPayment, f.stripe_customer_id, f.status, f.created_gte, f.starting_after, f.limit);
     }
 };
 

@@ -265,6 +265,19 @@ CREATE TABLE customer_sessions (
 );
 CREATE INDEX customer_sessions_expires_at ON customer_sessions(expires_at);
 )sql"},
+    {6, R"sql(
+-- Billing history (seeds 000/001): what an invoice and a payment need for lists and CSV exports.
+ALTER TABLE invoices ADD COLUMN created INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE invoices ADD COLUMN attempt_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE invoices ADD COLUMN next_payment_attempt INTEGER;
+ALTER TABLE invoices ADD COLUMN hosted_invoice_url TEXT NOT NULL DEFAULT '';
+ALTER TABLE invoices ADD COLUMN number TEXT NOT NULL DEFAULT '';
+CREATE INDEX invoices_created ON invoices(created, id);
+CREATE INDEX invoices_customer_created ON invoices(stripe_customer_id, created, id);
+ALTER TABLE payments ADD COLUMN created INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE payments ADD COLUMN failure_message TEXT NOT NULL DEFAULT '';
+CREATE INDEX payments_created ON payments(created, id);
+)sql"},
 };
 
 Status Exec(sqlite3* db, const char* sql) {

@@ -49,8 +49,34 @@ bool IsNull(sqlite3_stmt* s, int col) { return sqlite3_column_type(s, col) == SQ
 std::optional<Timestamp> OptTs(sqlite3_stmt* s, int col) {
     return IsNull(s, col) ? std::nullopt : std::optional<Timestamp>(Timestamp(Int(s, col)));
 }
+
+constexpr const char* kInvoiceCols =
+    "id, stripe_customer_id, subscription_id, status, amount_due, amount_paid, currency, stamp_created, stamp_rank, "
+    "stamp_event_id, stamp_terminal, created, attempt_count, next_payment_attempt, hosted_invoice_url, number";
+constexpr const char* kPaymentCols =
+    "id, object, stripe_customer_id, amount, amount_refunded, currency, status, stamp_created, stamp_rank, "
+    "stamp_event_id, stamp_terminal, created, failure_message";
 EventStamp Stamp(sqlite3_stmt* s, int col) {
     return EventStamp{Int(s, col), static_cast<int>(Int(s, col + 1)), Text(s, col + 2), Int(s, col + 3) != 0};
+}
+
+InvoiceRecord ReadInvoice(sqlite3_stmt* s) {
+    InvoiceRecord r{Text(s, 0), StripeCustomerId(Text(s, 1)), Text(s, 2), Text(s, 3), Int(s, 4), Int(s, 5), Text(s, 6),
+                    Stamp(s, 7)};
+    r.created = Timestamp(Int(s, 11));
+    r.attempt_count = Int(s, 12);
+    r.next_payment_attempt = OptTs(s, 13);
+    r.hosted_invoice_url = Text(s, 14);
+    r.number = Text(s, 15);
+    return r;
+}
+
+PaymentRecord ReadPayment(sqlite3_stmt* s) {
+    PaymentRecord r{Text(s, 0), Text(s, 1), StripeCustomerId(Text(s, 2)), Int(s, 3), Int(s, 4), Text(s, 5),
+                    Text(s, 6), Stamp(s, 7)};
+    r.created = Timestamp(Int(s, 11));
+    r.failure_message = Text(s, 12);
+    return r;
 }
 
 constexpr const char* kCustomerCols =
@@ -546,21 +572,25 @@ public:
     }
 
     Result<std::optional<InvoiceRecord>> GetInvoice(const std::string& id) override {
-        return One<InvoiceRecord>(
-            "SELECT id, stripe_customer_id, subscription_id, status, amount_due, amount_paid, currency, stamp_created, "
-            "stamp_rank, stamp_event_id, stamp_terminal FROM invoices WHERE id=?1",
-            [](sqlite3_stmt* s) {
-                return InvoiceRecord{Text(s, 0), StripeCustomerId(Text(s, 1)), Text(s, 2), Text(s, 3), Int(s, 4),
-                                     Int(s, 5), Text(s, 6), Stamp(s, 7)};
-            },
-            id);
+        static const std::string sql = std::string("SELECT ") + kInvoiceCols + " FROM invoices WHERE id=?1";
+        return One<InvoiceRecord>(sql.c_str(), ReadInvoice, id);
     }
     Status UpsertInvoice(const InvoiceRecord& r) override {
-        return Do("INSERT OR REPLACE INTO invoices(id, stripe_customer_id, subscription_id, status, amount_due, "
-                  "amount_paid, currency, stamp_created, stamp_rank, stamp_event_id, stamp_terminal) "
-                  "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
-                  r.id, r.stripe_customer_id, r.subscription_id, r.status, r.amount_due_minor, r.amount_paid_minor,
-                  r.currency, r.stamp.created, r.stamp.type_rank, r.stamp.event_id, r.stamp.terminal);
+        static const std::string sql = std::string("INSERT OR REPLACE INTO invoices(") + kInvoiceCols +
+                                       ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)";
+        return Do(sql.c_str(), r.id, r.stripe_customer_id, r.subscription_id, r.status, r.amount_due_minor,
+                  r.amount_paid_minor, r.currency, r.stamp.created, r.stamp.type_rank, r.stamp.event_id,
+                  r.stamp.terminal, r.created, r.attempt_count, r.next_payment_attempt, r.hosted_invoice_url, r.number);
+    }
+    Result<std::vector<InvoiceRecord>> ListInvoices(const BillingListFilter& f) override {
+        // One statement for every combination of filters: an absent filter is a NULL parameter.
+        static const std::string sql =
+            std::string("SELECT ") + kInvoiceCols +
+            " FROM invoices WHERE (?1 IS NULL OR stripe_customer_id=?1) AND (?2 IS NULL OR status=?2) AND "
+            "(?3 IS NULL OR created>=?3) AND (?4 IS NULL OR (created, id) < (SELECT created, id FROM invoices WHERE "
+            "id=?4)) ORDER BY created DESC, id DESC LIMIT ?5";
+        return Many<InvoiceRecord>(sql.c_str(), ReadInvoice, f.stripe_customer_id, f.status, f.created_gte,
+                                   f.starting_after, f.limit);
     }
     Status InsertPaymentAttempt(const PaymentAttempt& a) override {
         return Do("INSERT OR IGNORE INTO payment_attempts(event_id, invoice_id, subscription_id, at, succeeded) "
@@ -577,21 +607,24 @@ public:
             subscription_id);
     }
     Result<std::optional<PaymentRecord>> GetPayment(const std::string& id) override {
-        return One<PaymentRecord>(
-            "SELECT id, object, stripe_customer_id, amount, amount_refunded, currency, status, stamp_created, "
-            "stamp_rank, stamp_event_id, stamp_terminal FROM payments WHERE id=?1",
-            [](sqlite3_stmt* s) {
-                return PaymentRecord{Text(s, 0), Text(s, 1), StripeCustomerId(Text(s, 2)), Int(s, 3), Int(s, 4),
-                                     Text(s, 5), Text(s, 6), Stamp(s, 7)};
-            },
-            id);
+        static const std::string sql = std::string("SELECT ") + kPaymentCols + " FROM payments WHERE id=?1";
+        return One<PaymentRecord>(sql.c_str(), ReadPayment, id);
     }
     Status UpsertPayment(const PaymentRecord& r) override {
-        return Do("INSERT OR REPLACE INTO payments(id, object, stripe_customer_id, amount, amount_refunded, currency, "
-                  "status, stamp_created, stamp_rank, stamp_event_id, stamp_terminal) "
-                  "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
-                  r.id, r.object, r.stripe_customer_id, r.amount_minor, r.amount_refunded_minor, r.currency, r.status,
-                  r.stamp.created, r.stamp.type_rank, r.stamp.event_id, r.stamp.terminal);
+        static const std::string sql = std::string("INSERT OR REPLACE INTO payments(") + kPaymentCols +
+                                       ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)";
+        return Do(sql.c_str(), r.id, r.object, r.stripe_customer_id, r.amount_minor, r.amount_refunded_minor,
+                  r.currency, r.status, r.stamp.created, r.stamp.type_rank, r.stamp.event_id, r.stamp.terminal,
+                  r.created, r.failure_message);
+    }
+    Result<std::vector<PaymentRecord>> ListPayments(const BillingListFilter& f) override {
+        static const std::string sql =
+            std::string("SELECT ") + kPaymentCols +
+            " FROM payments WHERE (?1 IS NULL OR stripe_customer_id=?1) AND (?2 IS NULL OR status=?2) AND "
+            "(?3 IS NULL OR created>=?3) AND (?4 IS NULL OR (created, id) < (SELECT created, id FROM payments WHERE "
+            "id=?4)) ORDER BY created DESC, id DESC LIMIT ?5";
+        return Many<PaymentRecord>(sql.c_str(), ReadPayment, f.stripe_customer_id, f.status, f.created_gte,
+                                   f.starting_after, f.limit);
     }
 };
 

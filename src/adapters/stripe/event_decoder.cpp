@@ -286,6 +286,10 @@ Result<StripeInvoiceData> DecodeInvoice(const bj::object& o) {
     i.attempt_count = attempts.value_or(0);
     TALLY_ASSIGN_OR_RETURN(auto next, OptionalInt(o, "next_payment_attempt", kObj));
     i.next_payment_attempt = OptTs(next);
+    TALLY_ASSIGN_OR_RETURN(auto created, OptionalInt(o, "created", kObj));
+    i.created = Timestamp(created.value_or(0));
+    TALLY_ASSIGN_OR_RETURN(i.hosted_invoice_url, OptionalString(o, "hosted_invoice_url", kObj));
+    TALLY_ASSIGN_OR_RETURN(i.number, OptionalString(o, "number", kObj));
     return i;
 }
 
@@ -316,6 +320,14 @@ Result<StripePaymentData> DecodePayment(const bj::object& o, const std::string& 
     p.amount_refunded_minor = refunded.value_or(0);
     TALLY_ASSIGN_OR_RETURN(p.currency, OptionalString(o, "currency", kObj));
     TALLY_ASSIGN_OR_RETURN(p.status, OptionalString(o, "status", kObj));
+    TALLY_ASSIGN_OR_RETURN(auto created, OptionalInt(o, "created", kObj));
+    p.created = Timestamp(created.value_or(0));
+    if (const auto* err = o.if_contains("last_payment_error"); err != nullptr && err->is_object()) {
+        TALLY_ASSIGN_OR_RETURN(p.failure_message,
+                               OptionalString(err->get_object(), "message", "data.object.last_payment_error"));
+    } else {
+        TALLY_ASSIGN_OR_RETURN(p.failure_message, OptionalString(o, "failure_message", kObj));
+    }
     return p;
 }
 

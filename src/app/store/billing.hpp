@@ -30,6 +30,20 @@ struct InvoiceRecord {
     int64_t amount_paid_minor = 0;
     std::string currency;
     EventStamp stamp;
+    Timestamp created;                                 // Stripe's invoice.created
+    int64_t attempt_count = 0;                         // payment attempts so far (Stripe's attempt_count)
+    std::optional<Timestamp> next_payment_attempt;     // when Stripe retries next (Smart Retries); none when done
+    std::string hosted_invoice_url;                    // Stripe's hosted page for the invoice, "" when none
+    std::string number;                                // Stripe's invoice number, "" while a draft
+};
+
+/// Which invoices or payments a list returns: every given field must match; newest first (created, then id).
+struct BillingListFilter {
+    std::optional<StripeCustomerId> stripe_customer_id;
+    std::optional<std::string> status;
+    std::optional<Timestamp> created_gte;
+    std::optional<std::string> starting_after;  // the last id of the previous page (it must exist)
+    int limit = 100;
 };
 
 /// One invoice payment outcome (invoice.payment_failed / invoice.paid), kept to find the current dunning run.
@@ -50,6 +64,8 @@ struct PaymentRecord {
     std::string currency;
     std::string status;
     EventStamp stamp;
+    Timestamp created;            // Stripe's created
+    std::string failure_message;  // why the last attempt failed (last_payment_error.message / failure_message)
 };
 
 /// Reads and writes of subscriptions, invoices and payments inside one transaction. Not thread-safe.
@@ -70,6 +86,10 @@ public:
     virtual Result<std::vector<PaymentAttempt>> ListPaymentAttempts(const std::string& subscription_id) = 0;
     virtual Result<std::optional<PaymentRecord>> GetPayment(const std::string& id) = 0;
     virtual Status UpsertPayment(const PaymentRecord& payment) = 0;
+    /// At most |filter.limit| invoices matching |filter|, newest first.
+    virtual Result<std::vector<InvoiceRecord>> ListInvoices(const BillingListFilter& filter) = 0;
+    /// At most |filter.limit| payments matching |filter|, newest first.
+    virtual Result<std::vector<PaymentRecord>> ListPayments(const BillingListFilter& filter) = 0;
 };
 
 }  // namespace tally
