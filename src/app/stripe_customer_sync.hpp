@@ -12,7 +12,7 @@ namespace tally {
 
 constexpr int kStripeSyncBatchMax = 50;                 // customers pushed per round
 constexpr int64_t kStripeSyncBackoffMsMin = 1000;       // after a failed round, wait this long, doubling...
-constexpr int64_t kStripeSyncBackoffMsMax = 5 * 60'000;  // ...up to this
+constexpr int64_t kStripeSyncBackoffMsMax = int64_t{5} * 60'000;  // ...up to this
 
 /// The Stripe metadata of |customer| (StripeCustomerMetadata over its profile).
 StripeCustomerProfile StripeProfileOf(const CustomerRecord& customer);
