@@ -18,6 +18,19 @@ Status CheckUrl(const std::string& url, const char* param) {
 
 }  // namespace
 
+Result<const CatalogPrice*> PaidPrice(const Catalog& catalog, const PlanId& plan_id, const std::string& interval) {
+    const Plan* plan = catalog.FindPlan(plan_id);
+    if (plan == nullptr) return InvalidArgument("no such plan: " + plan_id.str(), "plan");
+    if (interval != "month" && interval != "year") return InvalidArgument("interval must be month or year", "interval");
+    auto unit = ParseIntervalUnit(interval);
+    for (const auto& p : plan->prices) {
+        if (p.interval.unit == *unit && p.interval.count == 1 && !p.lookup_key.empty() && p.unit_amount.amount_minor() > 0) {
+            return &p;
+        }
+    }
+    return InvalidArgument("plan " + plan_id.str() + " has no paid " + interval + "ly price", "plan");
+}
+
 Result<StripeCustomerId> CheckoutService::EnsureStripeCustomer(const CustomerId& id) {
     std::optional<CustomerRecord> customer;
     TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
@@ -48,19 +61,7 @@ Result<HostedSession> CheckoutService::StartCheckout(const CustomerId& customer,
                                                      const std::string& cancel_url, std::optional<int64_t> trial_period_days,
                                                      const std::string& idempotency_key) {
     if (IsBlank(customer.str())) return InvalidArgument("customer must not be blank", "customer");
-    const Plan* plan = billing_.catalog().FindPlan(plan_id);
-    if (plan == nullptr) return InvalidArgument("no such plan: " + plan_id.str(), "plan");
-    if (interval != "month" && interval != "year") return InvalidArgument("interval must be month or year", "interval");
-    auto unit = ParseIntervalUnit(interval);
-    const CatalogPrice* price = nullptr;
-    for (const auto& p : plan->prices) {
-        if (p.interval.unit == *unit && p.interval.count == 1 && !p.lookup_key.empty() && p.unit_amount.amount_minor() > 0) {
-            price = &p;
-        }
-    }
-    if (price == nullptr) {
-        return InvalidArgument("plan " + plan_id.str() + " has no paid " + interval + "ly price to check out", "plan");
-    }
+    TALLY_ASSIGN_OR_RETURN(const CatalogPrice* price, PaidPrice(billing_.catalog(), plan_id, interval));
     CheckoutConfig defaults;
     {
         std::lock_guard lock(mu_);

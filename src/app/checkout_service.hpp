@@ -32,6 +32,10 @@ struct PushedPrice {
 /// "tally_<plan>") and prices; returns one entry per paid price. Stripe's errors as StripeApi returns them.
 Result<std::vector<PushedPrice>> PushCatalog(const Catalog& catalog, StripeApi& stripe);
 
+/// |plan|'s paid price for |interval| ("month" | "year"): kInvalidArgument naming "plan" for an unknown or free
+/// plan or one without such a price, "interval" for another interval.
+Result<const CatalogPrice*> PaidPrice(const Catalog& catalog, const PlanId& plan, const std::string& interval);
+
 /// Use cases that start a Stripe-hosted flow. The outcome (a subscription, a changed plan) arrives later as
 /// webhooks; nothing here changes a role. Thread-safe.
 class CheckoutService {
@@ -58,9 +62,12 @@ public:
     Result<HostedSession> StartPortal(const CustomerId& customer, const std::string& return_url);
     /// PushCatalog for this service's catalog.
     Result<std::vector<PushedPrice>> PushCatalog() { return tally::PushCatalog(billing_.catalog(), stripe_); }
+    /// The customer's Stripe customer, created and linked on first use. Concurrent first calls create one Stripe
+    /// customer (the idempotency key "tally_customer_<id>"), and the first link wins. kNotFound (param
+    /// "customer") for an unknown customer; Stripe's errors.
+    Result<StripeCustomerId> EnsureStripeCustomer(const CustomerId& id);
 
 private:
-    Result<StripeCustomerId> EnsureStripeCustomer(const CustomerId& id);
 
     Store& store_;
     BillingService& billing_;

@@ -5,6 +5,7 @@
 #include <string>
 #include <string_view>
 #include <variant>
+#include <vector>
 
 #include "domain/event_order.hpp"
 #include "domain/ids.hpp"
@@ -83,6 +84,11 @@ struct StripeCustomerData {
     std::string name;
     std::string external_id;  // metadata.external_id: the app's user id
     bool deleted = false;
+    /// customer.updated: whether data.previous_attributes names email / name, i.e. whether this change in Stripe
+    /// touched them. Other events (created, deleted, or an update without previous_attributes) carry the whole
+    /// profile: both true.
+    bool email_changed = true;
+    bool name_changed = true;
 };
 
 /// A Stripe subscription (first item's price decides the plan), as carried by customer.subscription.* events.
@@ -102,6 +108,7 @@ struct StripeSubscriptionData {
     std::optional<Timestamp> trial_end;
     std::optional<Timestamp> canceled_at;
     Timestamp created;
+    std::string pause_collection;  // pause_collection.behavior ("keep_as_draft", ...); "" while Stripe collects
 };
 
 /// A Stripe invoice, as carried by invoice.* events.
@@ -224,6 +231,47 @@ struct StripeCustomerProfile {
     Metadata metadata;
 };
 
+/// A subscription Tally asks Stripe to create (POST /v1/subscriptions, one item).
+struct StripeSubscriptionCreate {
+    StripeCustomerId customer;
+    std::string price_id;
+    std::optional<int64_t> trial_period_days;  // nullopt: no trial
+    std::string default_payment_method;        // pm_...; "" uses the customer's default
+    /// Stripe's trial_settings.end_behavior.missing_payment_method: "cancel" | "pause" | "create_invoice".
+    std::string trial_missing_payment_method = "cancel";
+    Metadata metadata;            // e.g. tally_customer_id
+    std::string idempotency_key;  // derived from the caller's: a retry never creates a second subscription
+};
+
+/// A change Tally asks Stripe to make to a subscription (POST /v1/subscriptions/{id}); unset fields stay.
+struct StripeSubscriptionUpdate {
+    std::optional<bool> cancel_at_period_end;
+    std::string price_id;                     // "" keeps the price; else the single item moves to it
+    std::optional<int64_t> proration_date;    // Unix seconds inside the current period: prorate as of then
+    std::string proration_behavior;           // "create_prorations" | "always_invoice" | "none"; "" Stripe's default
+    /// Stripe's pause_collection: nullopt leaves it, "" clears it (collection resumes), else its behavior
+    /// ("keep_as_draft" | "mark_uncollectible" | "void").
+    std::optional<std::string> pause_collection;
+    std::string idempotency_key;
+};
+
+/// One line of a previewed invoice.
+struct StripeInvoiceLine {
+    std::string description;
+    int64_t amount_minor = 0;  // negative for a credit (unused time)
+    bool proration = false;
+    Timestamp period_start;
+    Timestamp period_end;
+};
+
+/// Stripe's preview of the invoice a change would produce (POST /v1/invoices/create_preview).
+struct StripeInvoicePreview {
+    std::string currency;
+    int64_t total_minor = 0;
+    int64_t amount_due_minor = 0;  // after the customer's credit balance
+    std::vector<StripeInvoiceLine> lines;
+};
+
 /// The Stripe operations Tally starts itself (the rest arrives as webhooks). Implemented over HTTP by
 /// adapters/stripe, against api.stripe.com or the sandbox alike. Thread-safe. Errors: kUnavailable when Stripe
 /// cannot be reached, otherwise the category of Stripe's error (kInvalidArgument, kNotFound, ...).
@@ -246,6 +294,25 @@ public:
     /// Makes Stripe customer |id|'s email, name and metadata equal |profile|: metadata keys Stripe holds beyond it
     /// are removed (MetadataPatch). Safe to repeat. kNotFound for a customer Stripe does not know.
     virtual Status UpdateCustomerProfile(const StripeCustomerId& id, const StripeCustomerProfile& profile) = 0;
+    /// What time it is for subscription |id|: its test clock's frozen time when it is on one (test mode), else
+    /// |wall_now|.
+    virtual Result<Timestamp> SubscriptionNow(const StripeSubscriptionId& id, Timestamp wall_now) = 0;
+    /// The customer's default payment method (invoice_settings.default_payment_method), "" when it has none.
+    virtual Result<std::string> DefaultPaymentMethod(const StripeCustomerId& id) = 0;
+    /// Creates a subscription and returns it as Stripe answered. A card that fails the first payment is a
+    /// kPaymentRequired (reason kCardDeclined) and creates nothing (payment_behavior=error_if_incomplete).
+    virtual Result<StripeSubscriptionData> CreateSubscription(const StripeSubscriptionCreate& request) = 0;
+    /// Applies |update| and returns the subscription as Stripe answered.
+    virtual Result<StripeSubscriptionData> UpdateSubscription(const StripeSubscriptionId& id,
+                                                              const StripeSubscriptionUpdate& update) = 0;
+    /// Cancels at once (DELETE /v1/subscriptions/{id}); |prorate| credits the unused time.
+    virtual Result<StripeSubscriptionData> CancelSubscription(const StripeSubscriptionId& id, bool prorate,
+                                                              const std::string& idempotency_key) = 0;
+    /// The invoice moving subscription |id| to |price_id| as of |proration_date| would produce, with
+    /// |proration_behavior| (as in StripeSubscriptionUpdate). Changes nothing.
+    virtual Result<StripeInvoicePreview> PreviewSubscriptionChange(const StripeSubscriptionId& id,
+                                                                   const std::string& price_id, int64_t proration_date,
+                                                                   const std::string& proration_behavior) = 0;
 };
 
 }  // namespace tally

@@ -246,12 +246,19 @@ Result<std::string> WebhookProcessor::ApplyCustomer(StoreTx& tx, const DecodedEv
     // What the app sees change (customer.updated's previous_attributes, keys as in the API's customer object).
     ApiObjectRenderer::Attributes previous;
     const auto text = [](const std::string& v) { return v.empty() ? ApiObjectRenderer::Value(nullptr) : ApiObjectRenderer::Value(v); };
-    if (customer.email != data.email) previous.emplace_back("email", text(customer.email));
-    if (customer.name != data.name) previous.emplace_back("name", text(customer.name));
+    // Email and name come from Stripe only when this event changed them there, and never over an edit Tally has
+    // not pushed yet (stripe_sync pending: Tally's value is the newer one and is on its way to Stripe). An echo of
+    // an earlier push (a customer.updated that changed only metadata) thus cannot undo a later profile edit.
+    const bool take_email = data.email_changed && !customer.stripe_sync_pending;
+    const bool take_name = data.name_changed && !customer.stripe_sync_pending;
+    const std::string email = take_email ? data.email : customer.email;
+    const std::string name = take_name ? data.name : customer.name;
+    if (customer.email != email) previous.emplace_back("email", text(customer.email));
+    if (customer.name != name) previous.emplace_back("name", text(customer.name));
     if (customer.stripe_deleted != deleted) previous.emplace_back("deleted_in_stripe", customer.stripe_deleted);
     const std::string external_before = customer.external_id;
-    customer.email = data.email;
-    customer.name = data.name;
+    customer.email = email;
+    customer.name = name;
     customer.stripe_deleted = deleted;
     customer.stripe_stamp = EventStamp{event.created.unix_seconds(), EventTypeRank(event.type), event.id.str(), deleted};
     if (customer.external_id.empty() && !data.external_id.empty()) {
@@ -294,11 +301,17 @@ ApiObjectRenderer::Attributes SubscriptionChanges(const SubscriptionRecord& befo
     }
     if (before.trial_end != after.trial_end) out.emplace_back("trial_end", time(before.trial_end));
     if (before.canceled_at != after.canceled_at) out.emplace_back("canceled_at", time(before.canceled_at));
+    if (before.pause_collection != after.pause_collection) {
+        // An object, as the API renders it ({"behavior": ...}), or null.
+        out.emplace_back("pause_collection", before.pause_collection.empty()
+                                                 ? V(nullptr)
+                                                 : V(Metadata{{"behavior", before.pause_collection}}));
+    }
     return out;
 }
 }  // namespace
 
-Status WebhookProcessor::EmitSubscriptionEvents(StoreTx& tx, const DecodedEvent& event,
+Status WebhookProcessor::EmitSubscriptionEvents(StoreTx& tx, std::string_view event_type,
                                                 const std::optional<SubscriptionRecord>& before,
                                                 const SubscriptionRecord& after, const CustomerRecord& customer) {
     EventOutbox* outbox = billing_.outbox();
@@ -317,10 +330,26 @@ Status WebhookProcessor::EmitSubscriptionEvents(StoreTx& tx, const DecodedEvent&
             TALLY_TRY(outbox->Emit(tx, "subscription.updated", id, owner, object, changes));
         }
     }
-    if (event.type == "customer.subscription.trial_will_end") {
+    if (event_type == "customer.subscription.trial_will_end") {
         TALLY_TRY(outbox->Emit(tx, "subscription.trial_will_end", id, owner, object));
     }
     return {};
+}
+
+Status WebhookProcessor::StoreSubscription(StoreTx& tx, std::string_view event_type,
+                                           const std::optional<SubscriptionRecord>& stored, const SubscriptionRecord& sub,
+                                           CustomerRecord& customer, const std::string& cause, Timestamp now) {
+    TALLY_TRY(tx.billing().UpsertSubscription(sub));
+    TALLY_TRY(EmitSubscriptionEvents(tx, event_type, stored, sub, customer));
+    if (sub.plan_id.empty()) {
+        TALLY_TRY(tx.audit().Append({0, customer.id, now, "unknown_price", "", sub.price_id, cause,
+                                  "lookup_key='" + sub.price_lookup_key + "' matches no plan; grants nothing"}));
+    }
+    if (event_type == "customer.subscription.trial_will_end" && sub.trial_end) {
+        TALLY_TRY(tx.audit().Append({0, customer.id, now, "trial_will_end", "", FormatRfc3339(*sub.trial_end), cause,
+                                  "subscription=" + sub.id.str()}));
+    }
+    return billing_.Reconcile(tx, customer, cause, now);
 }
 
 Result<std::string> WebhookProcessor::ApplySubscription(StoreTx& tx, const DecodedEvent& event,
@@ -337,18 +366,51 @@ Result<std::string> WebhookProcessor::ApplySubscription(StoreTx& tx, const Decod
     const SubscriptionRecord sub{data, match.plan ? match.plan->id.str() : "",
                                  EventStamp{event.created.unix_seconds(), EventTypeRank(event.type), event.id.str(),
                                             terminal}};
-    TALLY_TRY(tx.billing().UpsertSubscription(sub));
-    TALLY_TRY(EmitSubscriptionEvents(tx, event, stored, sub, customer));
-    if (!match.plan) {
-        TALLY_TRY(tx.audit().Append({0, customer.id, now, "unknown_price", "", data.price_id, cause,
-                                  "lookup_key='" + data.price_lookup_key + "' matches no plan; grants nothing"}));
-    }
-    if (event.type == "customer.subscription.trial_will_end" && data.trial_end) {
-        TALLY_TRY(tx.audit().Append({0, customer.id, now, "trial_will_end", "", FormatRfc3339(*data.trial_end), cause,
-                                  "subscription=" + data.id.str()}));
-    }
-    TALLY_TRY(billing_.Reconcile(tx, customer, cause, now));
+    TALLY_TRY(StoreSubscription(tx, event.type, stored, sub, customer, cause, now));
     return std::string("applied");
+}
+
+namespace {
+bool SameStamp(const EventStamp& a, const EventStamp& b) {
+    return a.created == b.created && a.type_rank == b.type_rank && a.event_id == b.event_id && a.terminal == b.terminal;
+}
+}  // namespace
+
+Result<AppliedSubscription> WebhookProcessor::ApplySubscriptionResponse(StoreTx& tx, const StripeSubscriptionData& data,
+                                                                        const std::optional<EventStamp>& read_before,
+                                                                        const std::string& request_id,
+                                                                        const std::string& cause, Timestamp now) {
+    TALLY_ASSIGN_OR_RETURN(auto stored, tx.billing().GetSubscription(data.id));
+    TALLY_ASSIGN_OR_RETURN(CustomerRecord customer, EnsureCustomer(tx, data.customer, now, cause));
+    const PriceMatch match = billing_.catalog().MatchPrice(data.price_lookup_key, data.price_id);
+    const bool terminal = IsTerminal(data.status);
+    // The answer's stamp lives in the events' time domain, never in Tally's clock: a creation is as old as the
+    // subscription (so the same second's customer.subscription.created, an earlier state, is stale against it);
+    // a change is as old as the snapshot it changed. Any later event, and the change's own (its id "evt_..." sorts
+    // after "api_..."), supersedes it: the webhook that follows brings the same state and emits nothing.
+    const EventStamp stamp = stored ? EventStamp{stored->stamp.created, stored->stamp.type_rank, "api_" + request_id, terminal}
+                                    : EventStamp{data.created.unix_seconds(), EventTypeRank("customer.subscription.updated"),
+                                                 "api_" + request_id, terminal};
+    AppliedSubscription out{SubscriptionRecord{data, match.plan ? match.plan->id.str() : "", stamp}, customer, false};
+    bool store = false;
+    if (!stored) {
+        store = true;
+    } else if (!read_before) {
+        // A creation whose own events got here first: the answer wins only where it would win as an event (over
+        // the same second's customer.subscription.created, not over a later update).
+        const EventStamp created{data.created.unix_seconds(), EventTypeRank("customer.subscription.updated"),
+                                 "api_" + request_id, terminal};
+        out.subscription.stamp = created;
+        store = Supersedes(created, stored->stamp, false, false, false);
+    } else {
+        // Compare-and-set: a webhook applied since the caller read |read_before| may carry a newer state than this
+        // answer; then the answer is only returned, and the events decide what is stored.
+        store = SameStamp(stored->stamp, *read_before) && !stored->stamp.terminal;
+    }
+    if (!store) return out;
+    TALLY_TRY(StoreSubscription(tx, "", stored, out.subscription, out.customer, cause, now));
+    out.stored = true;
+    return out;
 }
 
 Result<std::string> WebhookProcessor::ApplyInvoice(StoreTx& tx, const DecodedEvent& event, const StripeInvoiceData& data,

@@ -5,7 +5,9 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -22,6 +24,13 @@ constexpr int kWebhookProcessBatchMax = 16;  // events applied per transaction (
 
 /// Backoff before attempt |attempts|+1: 2^(attempts-1) s, capped at kWebhookRetryDelaySecondsMax.
 int64_t WebhookRetryDelaySeconds(int attempts);
+
+/// A subscription as Stripe's API answered it, after ApplySubscriptionResponse.
+struct AppliedSubscription {
+    SubscriptionRecord subscription;  // the answer, with its plan
+    CustomerRecord customer;          // the Tally customer it belongs to
+    bool stored = false;              // false: a webhook got there first and the events decide what is stored
+};
 
 /// Turns inbox events into state. Thread-compatible: ProcessOne/ProcessDue may be called from several
 /// threads because every event is applied in its own store transaction, re-checked inside it.
@@ -45,6 +54,14 @@ public:
     Result<int> ProcessDue();
     /// Makes an event due now again, whatever its state; kNotFound for an unknown id.
     Result<InboxEvent> Retry(const StripeEventId& id);
+    /// Applies a subscription Tally got back from a Stripe API call (not an event) inside |tx|, under the same
+    /// ordering rules as events, so the app sees the change at once and the webhook that follows changes nothing.
+    /// |read_before| is the stored stamp read before the call (nullopt: none was stored): when a webhook has been
+    /// applied since, the answer is returned unstored. |request_id| makes the stamp's id ("api_<request_id>").
+    Result<AppliedSubscription> ApplySubscriptionResponse(StoreTx& tx, const StripeSubscriptionData& data,
+                                                          const std::optional<EventStamp>& read_before,
+                                                          const std::string& request_id, const std::string& cause,
+                                                          Timestamp now);
 
 private:
     /// Applies |decoded| (one per id; empty when the event was missing or already processed) in one write
@@ -64,8 +81,13 @@ private:
     Result<std::string> ApplyCheckout(StoreTx& tx, const DecodedEvent& event, const StripeCheckoutData& data, Timestamp now);
     Result<std::string> ApplyPayment(StoreTx& tx, const DecodedEvent& event, const StripePaymentData& data);
     /// subscription.created/updated/canceled/trial_will_end for a subscription snapshot moving |before| -> |after|.
-    Status EmitSubscriptionEvents(StoreTx& tx, const DecodedEvent& event, const std::optional<SubscriptionRecord>& before,
+    /// |event_type|: the Stripe event's type, "" for an API answer.
+    Status EmitSubscriptionEvents(StoreTx& tx, std::string_view event_type, const std::optional<SubscriptionRecord>& before,
                                   const SubscriptionRecord& after, const CustomerRecord& customer);
+    /// Stores |sub| (replacing |stored|), emits the app's events and audit entries, and reconciles the role.
+    Status StoreSubscription(StoreTx& tx, std::string_view event_type, const std::optional<SubscriptionRecord>& stored,
+                             const SubscriptionRecord& sub, CustomerRecord& customer, const std::string& cause,
+                             Timestamp now);
     /// Whether |event| (about an object whose stored snapshot came from |stored|) carries newer state.
     Result<bool> IsNewer(StoreTx& tx, const DecodedEvent& event, bool terminal, const EventStamp& stored);
 

@@ -44,6 +44,7 @@
 #include "adapters/stripe/webhook_signature.hpp"
 #include "adapters/system_clock.hpp"
 #include "app/checkout_service.hpp"
+#include "app/subscription_service.hpp"
 #include "app/webhook_processor.hpp"
 #include "app/webhook_receiver.hpp"
 
@@ -457,6 +458,8 @@ int Serve(const ServeOptions& o) {
     StripeApi& stripe_api = stripe_mode == "not_configured" ? static_cast<StripeApi&>(unconfigured_stripe_api)
                                                             : static_cast<StripeApi&>(http_stripe_api);
     CheckoutService checkout(**store, billing, stripe_api, clock, CheckoutConfig{});
+    SubscriptionService subscriptions(**store, billing, checkout, processor, stripe_api, clock,
+                                      SubscriptionConfig{o.trial_missing_payment_method});
     StripeCustomerSync stripe_customer_sync(**store, stripe_api, clock);
     customer_sync = &stripe_customer_sync;
     // Owned here; /health reads it through the atomic, since I/O threads already run when it is set.
@@ -468,7 +471,8 @@ int Serve(const ServeOptions& o) {
                                                        auto* monitor = endpoint_monitor_view.load();
                                                        return monitor ? monitor->State() : std::string("unknown");
                                                    }},
-                                kVersion, metrics, [&metrics] { return metrics.Render(); }, &members, &history});
+                                kVersion, metrics, [&metrics] { return metrics.Render(); }, &members, &history,
+                                &subscriptions});
     http::Server server(o.host, o.port, o.http_threads,
                         [&api](http::Request req, const http::Responder& respond) { api.Handle(std::move(req), respond); },
                         http::ServerOptions{o.http_idle_timeout_ms});

@@ -22,6 +22,8 @@ struct ServeOptions {
     std::string catalog;  // empty: the built-in default catalog (config/pricing.json at build time)
     int http_threads = 2;
     int64_t grace_period_days = 7;
+    // Stripe's trial_settings.end_behavior.missing_payment_method for trials Tally starts: cancel|pause|create_invoice
+    std::string trial_missing_payment_method = "cancel";
     int64_t webhook_tolerance_seconds = 300;
     std::string webhook_secrets;      // comma-separated; empty -> the secret file
     std::string webhook_secret_file;  // empty -> <db>.whsec

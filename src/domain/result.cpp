@@ -11,6 +11,7 @@ const char* ErrorCodeName(ErrorCode code) {
         case ErrorCode::kConflict: return "conflict";
         case ErrorCode::kPayloadTooLarge: return "payload_too_large";
         case ErrorCode::kInsufficientCredits: return "insufficient_credits";
+        case ErrorCode::kPaymentRequired: return "payment_required";
         case ErrorCode::kUnavailable: return "unavailable";
         case ErrorCode::kInternal: return "internal";
     }
@@ -44,6 +45,9 @@ const char* ErrorReasonName(ErrorReason reason) {
         case ErrorReason::kUserNotMember: return "user_not_member";
         case ErrorReason::kCustomerSessionExpired: return "customer_session_expired";
         case ErrorReason::kCustomerSessionRevoked: return "customer_session_revoked";
+        case ErrorReason::kPaymentMethodRequired: return "payment_method_required";
+        case ErrorReason::kCardDeclined: return "card_declined";
+        case ErrorReason::kSubscriptionNotChangeable: return "subscription_not_changeable";
     }
     return "";
 }

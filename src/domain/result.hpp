@@ -18,6 +18,7 @@ enum class ErrorCode {
     kConflict,          // 409: e.g. an idempotency key replayed with other parameters
     kPayloadTooLarge,   // 413
     kInsufficientCredits,
+    kPaymentRequired,   // 402: a payment method is missing, or the card was declined
     kUnavailable,       // 503: a dependency (database, Stripe) failed; retryable
     kInternal,          // 500: a bug
 };
@@ -52,6 +53,9 @@ enum class ErrorReason {
     kUserNotMember,                // the app user does not belong to the customer
     kCustomerSessionExpired,
     kCustomerSessionRevoked,
+    kPaymentMethodRequired,        // a charge is due and the customer has no payment method on file
+    kCardDeclined,                 // Stripe's card_error: the card was declined or needs authentication
+    kSubscriptionNotChangeable,    // the subscription's status does not allow the change (canceled, ...)
 };
 
 /// The API code of |reason| ("parameter_missing", ...); "" for kNone.

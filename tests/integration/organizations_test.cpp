@@ -357,6 +357,21 @@ public:
         pushed.emplace_back(id.str(), profile);
         return {};
     }
+    Result<Timestamp> SubscriptionNow(const StripeSubscriptionId&, Timestamp) override { return Unavailable("down"); }
+    Result<std::string> DefaultPaymentMethod(const StripeCustomerId&) override { return Unavailable("down"); }
+    Result<StripeSubscriptionData> CreateSubscription(const StripeSubscriptionCreate&) override {
+        return Unavailable("down");
+    }
+    Result<StripeSubscriptionData> UpdateSubscription(const StripeSubscriptionId&, const StripeSubscriptionUpdate&) override {
+        return Unavailable("down");
+    }
+    Result<StripeSubscriptionData> CancelSubscription(const StripeSubscriptionId&, bool, const std::string&) override {
+        return Unavailable("down");
+    }
+    Result<StripeInvoicePreview> PreviewSubscriptionChange(const StripeSubscriptionId&, const std::string&, int64_t,
+                                                           const std::string&) override {
+        return Unavailable("down");
+    }
 };
 
 TEST_P(OrganizationsTest, ProfileWaitsForStripeAndIsPushedWhenItIsBack) {

@@ -125,7 +125,7 @@ TEST(StripeClientTest, ErrorsAreMappedAndNotRetried) {
         {400, R"({"error":{"type":"invalid_request_error","code":"parameter_missing","message":"Missing required param: customer.","param":"customer"}})",
          ErrorCode::kInvalidArgument, "customer", "invalid_request_error/parameter_missing"},
         {402, R"({"error":{"type":"card_error","code":"card_declined","decline_code":"generic_decline","message":"Your card was declined."}})",
-         ErrorCode::kPermissionDenied, "", "card_error/card_declined (generic_decline)"},
+         ErrorCode::kPaymentRequired, "", "card_error/card_declined (generic_decline)"},
         {404, R"({"error":{"type":"invalid_request_error","code":"resource_missing","message":"No such customer: 'cus_x'","param":"id"}})",
          ErrorCode::kNotFound, "id", "resource_missing"},
         {400, R"({"error":{"type":"idempotency_error","message":"Keys for idempotent requests can only be used with the same parameters they were first used with."}})",

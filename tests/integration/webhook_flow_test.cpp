@@ -87,6 +87,24 @@ TEST_P(WebhookFlowTest, UnknownPriceGrantsNothingAndIsAudited) {
     EXPECT_TRUE(std::any_of(audit.begin(), audit.end(), [](const AuditEntry& e) { return e.kind == "unknown_price"; }));
 }
 
+// A customer.updated takes email and name only when its previous_attributes name them: the echo of a change to
+// metadata alone (Tally's own profile push) must not carry Stripe's older name over a newer one.
+TEST_P(WebhookFlowTest, CustomerUpdatedTakesOnlyTheFieldsItChanged) {
+    Harness h(GetParam());
+    boost::json::object customer{{"id", "cus_1"}, {"object", "customer"}, {"email", "ada@example.com"},
+                                 {"name", "Ada"}, {"metadata", boost::json::object{}}};
+    h.DeliverAndProcess(EventJson("evt_c1", "customer.created", kT0, customer));
+    customer["name"] = "Ada Old";
+    customer["email"] = "ada@old.example.com";
+    customer["metadata"] = boost::json::object{{"tier", "gold"}};
+    h.DeliverAndProcess(EventJson("evt_c2", "customer.updated", kT0 + 10, customer, {{"metadata", "changed"}}));
+    EXPECT_EQ(h.ByStripe("cus_1").customer.name, "Ada");
+    EXPECT_EQ(h.ByStripe("cus_1").customer.email, "ada@example.com");
+    h.DeliverAndProcess(EventJson("evt_c3", "customer.updated", kT0 + 20, customer, {{"name", "Ada"}}));
+    EXPECT_EQ(h.ByStripe("cus_1").customer.name, "Ada Old");
+    EXPECT_EQ(h.ByStripe("cus_1").customer.email, "ada@example.com");
+}
+
 // The final state must not depend on delivery order or duplicates.
 std::vector<std::string> Lifecycle() {
     std::vector<std::string> events;
@@ -399,6 +417,115 @@ TEST_P(WebhookFlowTest, RefundsOnlyGrow) {
         EXPECT_EQ((*tx.billing().GetPayment("ch_1"))->amount_refunded_minor, 2000);
         return {};
     }).ok());
+}
+
+// Answers of Stripe API calls Tally made itself (subscriptions through Tally's API) go through the same ordering
+// rules: applied at once, and the webhooks that follow are stale or bring the same state.
+namespace {
+StripeSubscriptionData Answer(boost::json::object o, int64_t created) {
+    o["created"] = created;
+    return DecodeStripeSubscription(o).value();
+}
+std::optional<SubscriptionRecord> Stored(Harness& h, const std::string& id) {
+    std::optional<SubscriptionRecord> out;
+    EXPECT_TRUE(h.store->Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(out, tx.billing().GetSubscription(StripeSubscriptionId(id)));
+        return {};
+    }).ok());
+    return out;
+}
+Result<AppliedSubscription> ApplyAnswer(Harness& h, const StripeSubscriptionData& data,
+                                        const std::optional<EventStamp>& read_before) {
+    std::optional<AppliedSubscription> out;
+    TALLY_TRY(h.store->Write([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(out, h.processor.ApplySubscriptionResponse(tx, data, read_before, "req_1", "api:test",
+                                                                          h.clock.Now()));
+        return {};
+    }));
+    return std::move(*out);
+}
+}  // namespace
+
+TEST_P(WebhookFlowTest, ACreationAnswerAppliesAtOnceAndItsWebhooksChangeNothing) {
+    Harness h(GetParam());
+    auto object = SubscriptionObject("sub_api", "cus_api", "active", "pro_monthly", kT0);
+    auto applied = ApplyAnswer(h, Answer(object, kT0), std::nullopt);
+    ASSERT_TRUE(applied.ok()) << applied.error().message;
+    EXPECT_TRUE(applied->stored);
+    EXPECT_EQ(applied->subscription.plan_id, "pro");
+    EXPECT_EQ(h.ByStripe("cus_api").decision.role, "professional");
+    // The same second's creation event carries an earlier state (incomplete): stale against the answer.
+    auto incomplete = SubscriptionObject("sub_api", "cus_api", "incomplete", "pro_monthly", kT0);
+    incomplete["created"] = kT0;
+    h.DeliverAndProcess(EventJson("evt_c", "customer.subscription.created", kT0, incomplete));
+    EXPECT_EQ(Stored(h, "sub_api")->status, SubscriptionStatus::kActive);
+    // The update that made it active supersedes the answer with the same state.
+    object["created"] = kT0;
+    h.DeliverAndProcess(EventJson("evt_u", "customer.subscription.updated", kT0, object,
+                                  boost::json::object{{"status", "incomplete"}}));
+    const auto after = Stored(h, "sub_api");
+    EXPECT_EQ(after->status, SubscriptionStatus::kActive);
+    EXPECT_EQ(after->stamp.event_id, "evt_u");
+}
+
+TEST_P(WebhookFlowTest, ACreationAnswerLosingTheRaceToItsWebhooksOnlyReplacesAnEarlierState) {
+    Harness h(GetParam());
+    auto incomplete = SubscriptionObject("sub_race", "cus_race", "incomplete", "pro_monthly", kT0);
+    incomplete["created"] = kT0;
+    h.DeliverAndProcess(EventJson("evt_c", "customer.subscription.created", kT0, incomplete));
+    auto active = SubscriptionObject("sub_race", "cus_race", "active", "pro_monthly", kT0);
+    auto applied = ApplyAnswer(h, Answer(active, kT0), std::nullopt);
+    ASSERT_TRUE(applied.ok());
+    EXPECT_TRUE(applied->stored);
+    EXPECT_EQ(Stored(h, "sub_race")->status, SubscriptionStatus::kActive);
+    // A later event got there first: the answer is returned, not stored.
+    auto canceled = SubscriptionObject("sub_race", "cus_race", "canceled", "pro_monthly", kT0);
+    h.DeliverAndProcess(EventJson("evt_d", "customer.subscription.deleted", kT0 + 5, canceled));
+    auto late = ApplyAnswer(h, Answer(active, kT0), std::nullopt);
+    ASSERT_TRUE(late.ok());
+    EXPECT_FALSE(late->stored);
+    EXPECT_EQ(late->subscription.status, SubscriptionStatus::kActive);
+    EXPECT_EQ(Stored(h, "sub_race")->status, SubscriptionStatus::kCanceled);
+}
+
+TEST_P(WebhookFlowTest, AChangeAnswerIsStoredOnlyIfNoWebhookLandedSinceItWasRead) {
+    Harness h(GetParam());
+    h.DeliverAndProcess(EventJson("evt_1", "customer.subscription.created", kT0,
+                                  SubscriptionObject("sub_cas", "cus_cas", "active", "starter_monthly", kT0)));
+    const EventStamp read = Stored(h, "sub_cas")->stamp;
+    auto upgraded = SubscriptionObject("sub_cas", "cus_cas", "active", "pro_monthly", kT0);
+    auto applied = ApplyAnswer(h, Answer(upgraded, kT0), read);
+    ASSERT_TRUE(applied.ok());
+    EXPECT_TRUE(applied->stored);
+    EXPECT_EQ(Stored(h, "sub_cas")->plan_id, "pro");
+    EXPECT_EQ(Stored(h, "sub_cas")->stamp.event_id, "api_req_1");
+    // The change's own webhook, a second later, brings the same state and takes over the stamp.
+    upgraded["created"] = kT0;
+    h.DeliverAndProcess(EventJson("evt_2", "customer.subscription.updated", kT0 + 1, upgraded));
+    EXPECT_EQ(Stored(h, "sub_cas")->stamp.event_id, "evt_2");
+    EXPECT_EQ(Stored(h, "sub_cas")->plan_id, "pro");
+    // An answer based on a stamp that has moved on since is not stored (the events decide).
+    auto stale = ApplyAnswer(h, Answer(SubscriptionObject("sub_cas", "cus_cas", "active", "scale_monthly", kT0), kT0),
+                             read);
+    ASSERT_TRUE(stale.ok());
+    EXPECT_FALSE(stale->stored);
+    EXPECT_EQ(Stored(h, "sub_cas")->plan_id, "pro");
+}
+
+TEST_P(WebhookFlowTest, AnImmediateCancelAnswerInTheSameSecondBeatsOlderEvents) {
+    Harness h(GetParam());
+    auto trial = SubscriptionObject("sub_t", "cus_t", "trialing", "pro_monthly", kT0);
+    ASSERT_TRUE(ApplyAnswer(h, Answer(trial, kT0), std::nullopt).ok());
+    const EventStamp read = Stored(h, "sub_t")->stamp;
+    auto canceled = SubscriptionObject("sub_t", "cus_t", "canceled", "pro_monthly", kT0);
+    ASSERT_TRUE(ApplyAnswer(h, Answer(canceled, kT0), read)->stored);
+    trial["created"] = kT0;
+    h.DeliverAndProcess(EventJson("evt_tc", "customer.subscription.created", kT0, trial));
+    EXPECT_EQ(Stored(h, "sub_t")->status, SubscriptionStatus::kCanceled);
+    EXPECT_EQ(h.ByStripe("cus_t").decision.role, "member");
+    canceled["created"] = kT0;
+    h.DeliverAndProcess(EventJson("evt_td", "customer.subscription.deleted", kT0, canceled));
+    EXPECT_EQ(Stored(h, "sub_t")->stamp.event_id, "evt_td");
 }
 
 }  // namespace

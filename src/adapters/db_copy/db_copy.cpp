@@ -53,7 +53,7 @@ const std::vector<Table>& Tables() {
           {"plan_id", T}, {"interval_unit", T}, {"interval_count", I}, {"unit_amount", I}, {"currency", T},
           {"quantity", I}, {"current_period_start", I}, {"current_period_end", I}, {"cancel_at_period_end", B},
           {"trial_end", I}, {"canceled_at", I}, {"created", I}, {"stamp_created", I}, {"stamp_rank", I},
-          {"stamp_event_id", T}, {"stamp_terminal", B}}},
+          {"stamp_event_id", T}, {"stamp_terminal", B}, {"pause_collection", T}}},
         {"invoices", "id",
          {{"id", T}, {"stripe_customer_id", T}, {"subscription_id", T}, {"status", T}, {"amount_due", I},
           {"amount_paid", I}, {"currency", T}, {"stamp_created", I}, {"stamp_rank", I}, {"stamp_event_id", T},

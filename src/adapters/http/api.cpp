@@ -103,6 +103,9 @@ Response ErrorResponse(const Error& e) {
             return ApiError(413, "invalid_request_error", code("payload_too_large"), e.message, e.param);
         case ErrorCode::kInsufficientCredits:
             return ApiError(402, "invalid_request_error", code("insufficient_credits"), e.message, e.param);
+        case ErrorCode::kPaymentRequired:
+            return ApiError(402, e.reason == ErrorReason::kCardDeclined ? "card_error" : "invalid_request_error",
+                            code("payment_required"), e.message, e.param);
         case ErrorCode::kUnavailable: return ApiError(503, "api_error", code("service_unavailable"), e.message);
         case ErrorCode::kInternal: return ApiError(500, "api_error", code("internal_error"), e.message);
     }
@@ -159,7 +162,8 @@ std::string RouteTemplate(const Request& req) {
     }
     static const char* const kResources[] = {"customers", "checkout_sessions", "billing_portal_sessions", "api_keys",
                                              "audit", "webhook_events", "webhook_endpoints", "events",
-                                             "customer_sessions", "users", "invoices", "payments"};
+                                             "customer_sessions", "users", "invoices", "payments",
+                                             "subscriptions"};
     const auto& seg = req.segments;
     if (seg.size() == 5 && seg[0] == "v1" && seg[1] == "customers" && seg[3] == "members") {
         return "/v1/customers/{id}/members/{user}";
@@ -172,7 +176,8 @@ std::string RouteTemplate(const Request& req) {
     if (seg.size() >= 3) out += "/{id}";
     if (seg.size() == 4) {
         static const char* const kActions[] = {"entitlements", "role_override", "retry", "roll_secret", "deliveries",
-                                               "redeliver", "members", "invoices", "payments"};
+                                               "redeliver", "members", "invoices", "payments", "subscriptions",
+                                               "preview_change", "change", "cancel", "resume", "pause", "unpause"};
         bool action = false;
         for (const char* a : kActions) action = action || seg[3] == a;
         out += action ? "/" + seg[3] : "/{other}";
@@ -572,8 +577,10 @@ Response Api::DispatchSession(const Request& req, const SessionGrant& grant, Mem
         if (seg.size() == 4 && (seg[3] == "invoices" || seg[3] == "payments") && get) {
             return History(req, seg[3] == "invoices", seg[2]);
         }
+        if (seg.size() == 4 && seg[3] == "subscriptions") return Subscriptions(req, idem, SessionScope{grant.customer, role});
         return RouteNotFound(req);
     }
+    if (seg.size() >= 2 && seg[1] == "subscriptions") return Subscriptions(req, idem, SessionScope{grant.customer, role});
     if (seg.size() == 2 && (seg[1] == "checkout_sessions" || seg[1] == "billing_portal_sessions") && m == "POST") {
         return HostedSession(req, idem, [&](const std::string& customer) -> Status {
             if (customer != grant.customer.str()) return NoSuchCustomer(customer, "customer");
@@ -625,6 +632,7 @@ Response Api::Dispatch(const Request& req, const Principal& principal, const Ide
         if (seg.size() == 4 && (seg[3] == "invoices" || seg[3] == "payments") && get) {
             return History(req, seg[3] == "invoices", seg[2]);
         }
+        if (seg.size() == 4 && seg[3] == "subscriptions") return Subscriptions(req, idem, std::nullopt);
         if (seg.size() == 3 && get) {
             auto view = d_.billing.GetCustomer(CustomerId(seg[2]));
             if (!view.ok()) return fail(view.error());
@@ -692,6 +700,7 @@ Response Api::Dispatch(const Request& req, const Principal& principal, const Ide
     if (seg.size() == 2 && (seg[1] == "invoices" || seg[1] == "payments") && get) {
         return History(req, seg[1] == "invoices", "");
     }
+    if (seg.size() >= 2 && seg[1] == "subscriptions") return Subscriptions(req, idem, std::nullopt);
     if (seg.size() == 3 && seg[1] == "users" && get && d_.members) {
         auto user = d_.members->GetUser(seg[2]);
         if (!user.ok()) return fail(user.error());
@@ -787,6 +796,206 @@ Response Api::Dispatch(const Request& req, const Principal& principal, const Ide
     }
     if (seg.size() >= 2 && (seg[1] == "webhook_endpoints" || seg[1] == "events")) {
         return DispatchEvents(req, principal, idem);
+    }
+    return RouteNotFound(req);
+}
+
+namespace {
+bj::value PreviewJson(const ChangePreview& p) {
+    bj::array lines;
+    for (const auto& l : p.lines) {
+        lines.push_back(bj::object{{"description", l.description},
+                                   {"amount", l.amount_minor},
+                                   {"proration", l.proration},
+                                   {"period_start", l.period_start.unix_seconds()},
+                                   {"period_end", l.period_end.unix_seconds()}});
+    }
+    return bj::object{{"object", "subscription_change_preview"},
+                      {"subscription", SubscriptionJson(p.subscription.subscription, p.subscription.customer_id)},
+                      {"plan", p.plan},
+                      {"interval", p.interval},
+                      {"proration_date", p.proration_date},
+                      {"currency", p.currency},
+                      {"lines", std::move(lines)},
+                      {"amount_due", p.amount_due_minor},
+                      {"next_invoice_total", p.next_invoice_total_minor},
+                      {"next_invoice_at", p.next_invoice_at.unix_seconds()}};
+}
+
+/// BindJsonBody where the whole body may be left out (an action with only optional parameters).
+Result<bj::object> OptionalJsonBody(const Request& req, std::initializer_list<const char*> allowed) {
+    if (req.body.empty()) return bj::object();
+    return BindJsonBody(req, allowed);
+}
+
+/// A plan change's {plan, interval, proration_date?}; |at| also read when |with_at| (only "now" is supported).
+struct ChangeBody {
+    std::string plan;
+    std::string interval;
+    std::optional<int64_t> proration_date;
+};
+Result<ChangeBody> ParseChange(const Request& req, bool with_at) {
+    TALLY_ASSIGN_OR_RETURN(bj::object body, with_at ? BindJsonBody(req, {"plan", "interval", "proration_date", "at"})
+                                                    : BindJsonBody(req, {"plan", "interval", "proration_date"}));
+    ChangeBody out;
+    TALLY_ASSIGN_OR_RETURN(out.plan, json::RequiredString(body, "plan", ""));
+    TALLY_ASSIGN_OR_RETURN(std::string interval, json::OptionalString(body, "interval", ""));
+    const bool has_interval = body.contains("interval") && !body.at("interval").is_null();
+    if (has_interval && interval.empty()) return InvalidArgument("interval must be month or year", "interval");
+    out.interval = has_interval ? interval : "month";
+    TALLY_ASSIGN_OR_RETURN(out.proration_date, json::OptionalInt(body, "proration_date", ""));
+    if (with_at) {
+        TALLY_ASSIGN_OR_RETURN(std::string at, json::OptionalString(body, "at", ""));
+        if (!at.empty() && at != "now") {
+            return InvalidArgument("at must be now: changes at the period end (subscription schedules) are not "
+                                   "supported yet",
+                                   "at");
+        }
+    }
+    return out;
+}
+}  // namespace
+
+Response Api::Subscriptions(const Request& req, const IdempotencyRequest& idem, const std::optional<SessionScope>& scope) {
+    const auto& seg = req.segments;  // v1 subscriptions [{id} [action]] | v1 customers {id} subscriptions
+    const std::string& m = req.method;
+    const bool get = m == "GET" || m == "HEAD";
+    auto fail = [](const Error& e) { return ErrorResponse(e); };
+    if (!d_.subscriptions) return RouteNotFound(req);
+    SubscriptionService& svc = *d_.subscriptions;
+    const auto render = [](const SubscriptionView& v) { return SubscriptionJson(v.subscription, v.customer_id); };
+    // A session's writes need a role that may manage billing; reads are open to every member.
+    const auto may_write = [&]() -> Status {
+        if (!scope || MayManageBilling(scope->role)) return {};
+        return Error{ErrorCode::kPermissionDenied,
+                     std::string("a customer session of a ") + MemberRoleName(scope->role) +
+                         " may not change or pay for the subscription: owners and admins may",
+                     "", ErrorReason::kNone};
+    };
+    // The Stripe idempotency key is derived from the caller's (scoped to its API key or session).
+    const std::string stripe_key = idem.key.empty() ? "" : Sha256Hex(idem.api_key_id + ":" + idem.key);
+
+    if (seg[1] == "customers") {
+        if (!get) return RouteNotFound(req);
+        if (!req.query.empty()) {
+            const std::string& k = req.query.begin()->first;
+            return fail(WithReason(InvalidArgument("Received unknown parameter: " + k, k), ErrorReason::kParameterUnknown));
+        }
+        auto list = svc.ListForCustomer(CustomerId(seg[2]));
+        if (!list.ok()) return fail(list.error());
+        bj::array data;
+        for (const auto& v : *list) data.push_back(render(v));
+        return List(data, "/v1/customers/" + seg[2] + "/subscriptions");
+    }
+    if (seg.size() == 2 && get) {
+        if (scope) return RouteNotFound(req);  // the admin list: a session lists its customer's instead
+        static const char* const kAllowed[] = {"status", "plan", "limit", "starting_after"};
+        for (const auto& [k, v] : req.query) {
+            bool known = false;
+            for (const char* a : kAllowed) known = known || k == a;
+            if (!known) {
+                return fail(WithReason(InvalidArgument("Received unknown parameter: " + k, k), ErrorReason::kParameterUnknown));
+            }
+        }
+        SubscriptionListFilter filter;
+        auto limit = PageSize(req);
+        if (!limit.ok()) return fail(limit.error());
+        filter.limit = std::min(*limit, kSubscriptionPageSizeMax);
+        if (auto it = req.query.find("status"); it != req.query.end()) filter.status = it->second;
+        if (auto it = req.query.find("plan"); it != req.query.end()) filter.plan_id = it->second;
+        if (auto it = req.query.find("starting_after"); it != req.query.end()) filter.starting_after = it->second;
+        auto page = svc.List(std::move(filter));
+        if (!page.ok()) return fail(page.error());
+        bj::array data;
+        for (const auto& v : page->data) data.push_back(render(v));
+        return List(data, "/v1/subscriptions", page->has_more);
+    }
+    if (seg.size() == 2 && m == "POST") {
+        auto body = BindJsonBody(req, {"customer", "plan", "interval", "trial_period_days", "payment_method"});
+        if (!body.ok()) return fail(body.error());
+        SubscriptionCreateInput input;
+        auto customer = json::RequiredString(*body, "customer", "");
+        if (!customer.ok()) return fail(customer.error());
+        if (customer->empty()) return fail(MissingArgument("customer is required", "customer"));
+        if (scope && *customer != scope->customer.str()) return fail(NoSuchCustomer(*customer, "customer"));
+        if (Status allowed = may_write(); !allowed.ok()) return fail(allowed.error());
+        input.customer = CustomerId(*customer);
+        auto plan = json::RequiredString(*body, "plan", "");
+        if (!plan.ok()) return fail(plan.error());
+        input.plan = PlanId(*plan);
+        auto interval = json::OptionalString(*body, "interval", "");
+        if (!interval.ok()) return fail(interval.error());
+        const bool has_interval = body->contains("interval") && !body->at("interval").is_null();
+        if (has_interval && interval->empty()) return fail(InvalidArgument("interval must be month or year", "interval"));
+        input.interval = has_interval ? *interval : "month";
+        auto trial = json::OptionalInt(*body, "trial_period_days", "");
+        if (!trial.ok()) return fail(trial.error());
+        input.trial_period_days = *trial;
+        auto pm = json::OptionalString(*body, "payment_method", "");
+        if (!pm.ok()) return fail(pm.error());
+        input.payment_method = *pm;
+        return Stored(d_.idempotency.RunWithExternalEffects(idem, [&]() -> Result<StoredResponse> {
+            TALLY_ASSIGN_OR_RETURN(auto created, svc.Create(input, stripe_key));
+            return Render(201, render(created));
+        }));
+    }
+    if (seg.size() < 3 || seg.size() > 4) return RouteNotFound(req);
+    const StripeSubscriptionId id(seg[2]);
+    // A session sees only its customer's subscriptions: another's reads as missing.
+    if (scope) {
+        auto view = svc.Get(id);
+        if (!view.ok()) return fail(view.error());
+        if (view->customer_id != scope->customer.str()) return fail(NotFound("no such subscription: '" + seg[2] + "'", "id"));
+    }
+    if (seg.size() == 3) {
+        if (!get) return RouteNotFound(req);
+        auto view = svc.Get(id);
+        if (!view.ok()) return fail(view.error());
+        return Json(200, render(*view));
+    }
+    const std::string& action = seg[3];
+    if (m != "POST") return RouteNotFound(req);
+    if (action == "preview_change") {
+        auto change = ParseChange(req, false);
+        if (!change.ok()) return fail(change.error());
+        auto preview = svc.PreviewChange(id, PlanId(change->plan), change->interval, change->proration_date);
+        if (!preview.ok()) return fail(preview.error());
+        return Json(200, PreviewJson(*preview));
+    }
+    const auto mutate = [&](const std::function<Result<SubscriptionView>()>& fn) {
+        if (Status allowed = may_write(); !allowed.ok()) return fail(allowed.error());
+        return Stored(d_.idempotency.RunWithExternalEffects(idem, [&]() -> Result<StoredResponse> {
+            TALLY_ASSIGN_OR_RETURN(auto view, fn());
+            return Render(200, render(view));
+        }));
+    };
+    if (action == "change") {
+        auto change = ParseChange(req, true);
+        if (!change.ok()) return fail(change.error());
+        return mutate([&] { return svc.Change(id, PlanId(change->plan), change->interval, change->proration_date, stripe_key); });
+    }
+    if (action == "cancel") {
+        auto body = OptionalJsonBody(req, {"at_period_end", "prorate"});
+        if (!body.ok()) return fail(body.error());
+        auto at_period_end = json::OptionalBool(*body, "at_period_end", "", true);
+        if (!at_period_end.ok()) return fail(at_period_end.error());
+        auto prorate = json::OptionalBool(*body, "prorate", "", false);
+        if (!prorate.ok()) return fail(prorate.error());
+        return mutate([&] { return svc.Cancel(id, *at_period_end, *prorate, stripe_key); });
+    }
+    if (action == "resume" || action == "unpause") {
+        auto body = OptionalJsonBody(req, {});
+        if (!body.ok()) return fail(body.error());
+        if (action == "resume") return mutate([&] { return svc.Resume(id, stripe_key); });
+        return mutate([&] { return svc.SetPauseCollection(id, "", stripe_key); });
+    }
+    if (action == "pause") {
+        auto body = OptionalJsonBody(req, {"behavior"});
+        if (!body.ok()) return fail(body.error());
+        auto behavior = json::OptionalString(*body, "behavior", "");
+        if (!behavior.ok()) return fail(behavior.error());
+        const std::string chosen = behavior->empty() ? "void" : *behavior;
+        return mutate([&] { return svc.SetPauseCollection(id, chosen, stripe_key); });
     }
     return RouteNotFound(req);
 }

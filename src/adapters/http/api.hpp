@@ -12,6 +12,7 @@
 #include "app/billing_service.hpp"
 #include "app/checkout_service.hpp"
 #include "app/idempotency.hpp"
+#include "app/subscription_service.hpp"
 #include "app/member_service.hpp"
 #include "app/webhook_processor.hpp"
 #include "app/webhook_endpoints.hpp"
@@ -47,6 +48,7 @@ struct ApiDeps {
     std::function<std::string()> render_metrics;  // GET /metrics body (Prometheus text); empty: 404
     MemberService* members = nullptr;  // organizations' members and customer sessions; null: those routes are 404
     BillingHistoryService* history = nullptr;  // invoices and payments lists; null: those routes are 404
+    SubscriptionService* subscriptions = nullptr;  // subscriptions through Tally; null: those routes are 404
 };
 
 /// The route template of |req| for metrics labels: "/v1/customers/{id}/entitlements", never a raw id, and "other"
@@ -77,6 +79,13 @@ private:
                      std::optional<MemberRole> actor_role);
     /// GET /v1/invoices, /v1/payments and /v1/customers/{id}/invoices|payments (|customer| from the path, or "").
     Response History(const Request& req, bool invoices, const std::string& customer);
+    /// /v1/subscriptions[...] and GET /v1/customers/{id}/subscriptions. |scope| set for a customer session: only
+    /// that customer's subscriptions exist, and changes need a role that may manage billing (else 403).
+    struct SessionScope {
+        CustomerId customer;
+        MemberRole role;
+    };
+    Response Subscriptions(const Request& req, const IdempotencyRequest& idem, const std::optional<SessionScope>& scope);
     /// POST /v1/checkout_sessions and /v1/billing_portal_sessions; |authorize| (may be empty) vets the customer.
     Response HostedSession(const Request& req, const IdempotencyRequest& idem,
                            const std::function<Status(const std::string& customer)>& authorize);

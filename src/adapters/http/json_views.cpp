@@ -28,6 +28,8 @@ void SubscriptionFields(bj::object& so, const SubscriptionRecord& s) {
     so["cancel_at_period_end"] = s.cancel_at_period_end;
     so["trial_end"] = OptTs(s.trial_end);
     so["canceled_at"] = OptTs(s.canceled_at);
+    so["pause_collection"] =
+        s.pause_collection.empty() ? bj::value(nullptr) : bj::value(bj::object{{"behavior", s.pause_collection}});
 }
 }  // namespace
 

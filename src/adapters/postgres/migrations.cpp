@@ -257,6 +257,11 @@ ALTER TABLE payments ADD COLUMN created BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE payments ADD COLUMN failure_message TEXT NOT NULL DEFAULT '';
 CREATE INDEX payments_created ON payments(created, id);
 )sql"},
+    {4, R"sql(
+-- SQLite's version 7: subscriptions through Tally's API (a paused collection, the admin list).
+ALTER TABLE subscriptions ADD COLUMN pause_collection TEXT NOT NULL DEFAULT '';
+CREATE INDEX subscriptions_created ON subscriptions(created, id);
+)sql"},
 };
 
 }  // namespace

@@ -382,7 +382,7 @@ private:
 #define TALLY_SUBSCRIPTION_COLS                                                                                        \
     "id, stripe_customer_id, status, price_id, price_lookup_key, plan_id, interval_unit, interval_count, "           \
     "unit_amount, currency, quantity, current_period_start, current_period_end, cancel_at_period_end, trial_end, "   \
-    "canceled_at, created, stamp_created, stamp_rank, stamp_event_id, stamp_terminal"
+    "canceled_at, created, stamp_created, stamp_rank, stamp_event_id, stamp_terminal, pause_collection"
 
 #define TALLY_INVOICE_COLS                                                                                             \
     "id, stripe_customer_id, subscription_id, status, amount_due, amount_paid, currency, stamp_created, stamp_rank, " \
@@ -432,6 +432,7 @@ SubscriptionRecord ReadSubscription(const Row& s) {
     r.canceled_at = s.OptTs(15);
     r.created = Timestamp(s.Int(16));
     r.stamp = s.Stamp(17);
+    r.pause_collection = s.Text(21);
     return r;
 }
 
@@ -445,20 +446,28 @@ public:
     }
     Status UpsertSubscription(const SubscriptionRecord& r) override {
         return Do("INSERT INTO subscriptions(" TALLY_SUBSCRIPTION_COLS ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,"
-                  "$12,$13,$14,$15,$16,$17,$18,$19,$20,$21) ON CONFLICT(id) DO UPDATE SET stripe_customer_id=$2, "
+                  "$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22) ON CONFLICT(id) DO UPDATE SET stripe_customer_id=$2, "
                   "status=$3, price_id=$4, price_lookup_key=$5, plan_id=$6, interval_unit=$7, interval_count=$8, "
                   "unit_amount=$9, currency=$10, quantity=$11, current_period_start=$12, current_period_end=$13, "
                   "cancel_at_period_end=$14, trial_end=$15, canceled_at=$16, created=$17, stamp_created=$18, "
-                  "stamp_rank=$19, stamp_event_id=$20, stamp_terminal=$21",
+                  "stamp_rank=$19, stamp_event_id=$20, stamp_terminal=$21, pause_collection=$22",
                   r.id, r.customer, SubscriptionStatusName(r.status), r.price_id, r.price_lookup_key, r.plan_id,
                   IntervalUnitName(r.interval.unit), r.interval.count, r.unit_amount_minor, r.currency, r.quantity,
                   r.current_period_start, r.current_period_end, r.cancel_at_period_end, r.trial_end, r.canceled_at,
-                  r.created, r.stamp.created, r.stamp.type_rank, r.stamp.event_id, r.stamp.terminal);
+                  r.created, r.stamp.created, r.stamp.type_rank, r.stamp.event_id, r.stamp.terminal,
+                  r.pause_collection);
     }
     Result<std::vector<SubscriptionRecord>> ListSubscriptionsByStripeCustomer(const StripeCustomerId& id) override {
         return Many<SubscriptionRecord>(
             "SELECT " TALLY_SUBSCRIPTION_COLS " FROM subscriptions WHERE stripe_customer_id=$1 ORDER BY created, id",
             ReadSubscription, id);
+    }
+    Result<std::vector<SubscriptionRecord>> ListSubscriptions(const SubscriptionListFilter& f) override {
+        return Many<SubscriptionRecord>(
+            "SELECT " TALLY_SUBSCRIPTION_COLS " FROM subscriptions WHERE ($1::text IS NULL OR status=$1) AND "
+            "($2::text IS NULL OR plan_id=$2) AND ($3::text IS NULL OR (created, id) < (SELECT created, id FROM "
+            "subscriptions WHERE id=$3)) ORDER BY created DESC, id DESC LIMIT $4",
+            ReadSubscription, f.status, f.plan_id, f.starting_after, f.limit);
     }
 
     Result<std::optional<InvoiceRecord>> GetInvoice(const std::string& id) override {

@@ -278,6 +278,11 @@ ALTER TABLE payments ADD COLUMN created INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE payments ADD COLUMN failure_message TEXT NOT NULL DEFAULT '';
 CREATE INDEX payments_created ON payments(created, id);
 )sql"},
+    {7, R"sql(
+-- Subscriptions through Tally's API: a paused collection, and the admin list (newest first).
+ALTER TABLE subscriptions ADD COLUMN pause_collection TEXT NOT NULL DEFAULT '';
+CREATE INDEX subscriptions_created ON subscriptions(created, id);
+)sql"},
 };
 
 Status Exec(sqlite3* db, const char* sql) {

@@ -127,7 +127,7 @@ CustomerSessionRecord ReadSession(sqlite3_stmt* s) {
 constexpr const char* kSubscriptionCols =
     "id, stripe_customer_id, status, price_id, price_lookup_key, plan_id, interval_unit, interval_count, unit_amount, "
     "currency, quantity, current_period_start, current_period_end, cancel_at_period_end, trial_end, canceled_at, "
-    "created, stamp_created, stamp_rank, stamp_event_id, stamp_terminal";
+    "created, stamp_created, stamp_rank, stamp_event_id, stamp_terminal, pause_collection";
 
 SubscriptionRecord ReadSubscription(sqlite3_stmt* s) {
     SubscriptionRecord r;
@@ -152,6 +152,7 @@ SubscriptionRecord ReadSubscription(sqlite3_stmt* s) {
     r.canceled_at = OptTs(s, 15);
     r.created = Timestamp(Int(s, 16));
     r.stamp = Stamp(s, 17);
+    r.pause_collection = Text(s, 21);
     return r;
 }
 
@@ -554,21 +555,30 @@ public:
         // An upsert updates the row in place (INSERT OR REPLACE would delete and re-insert it).
         static const std::string sql =
             std::string("INSERT INTO subscriptions(") + kSubscriptionCols +
-            ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21) "
+            ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22) "
             "ON CONFLICT(id) DO UPDATE SET stripe_customer_id=?2, status=?3, price_id=?4, price_lookup_key=?5, "
             "plan_id=?6, interval_unit=?7, interval_count=?8, unit_amount=?9, currency=?10, quantity=?11, "
             "current_period_start=?12, current_period_end=?13, cancel_at_period_end=?14, trial_end=?15, "
-            "canceled_at=?16, created=?17, stamp_created=?18, stamp_rank=?19, stamp_event_id=?20, stamp_terminal=?21";
+            "canceled_at=?16, created=?17, stamp_created=?18, stamp_rank=?19, stamp_event_id=?20, stamp_terminal=?21, "
+            "pause_collection=?22";
         return Do(sql.c_str(), r.id, r.customer, SubscriptionStatusName(r.status), r.price_id,
                   r.price_lookup_key, r.plan_id, IntervalUnitName(r.interval.unit), r.interval.count,
                   r.unit_amount_minor, r.currency, r.quantity, r.current_period_start, r.current_period_end,
                   r.cancel_at_period_end, r.trial_end, r.canceled_at, r.created, r.stamp.created, r.stamp.type_rank,
-                  r.stamp.event_id, r.stamp.terminal);
+                  r.stamp.event_id, r.stamp.terminal, r.pause_collection);
     }
     Result<std::vector<SubscriptionRecord>> ListSubscriptionsByStripeCustomer(const StripeCustomerId& id) override {
         static const std::string sql = std::string("SELECT ") + kSubscriptionCols +
                                        " FROM subscriptions WHERE stripe_customer_id=?1 ORDER BY created, id";
         return Many<SubscriptionRecord>(sql.c_str(), ReadSubscription, id);
+    }
+    Result<std::vector<SubscriptionRecord>> ListSubscriptions(const SubscriptionListFilter& f) override {
+        static const std::string sql =
+            std::string("SELECT ") + kSubscriptionCols +
+            " FROM subscriptions WHERE (?1 IS NULL OR status=?1) AND (?2 IS NULL OR plan_id=?2) AND (?3 IS NULL OR "
+            "(created, id) < (SELECT created, id FROM subscriptions WHERE id=?3)) ORDER BY created DESC, id DESC "
+            "LIMIT ?4";
+        return Many<SubscriptionRecord>(sql.c_str(), ReadSubscription, f.status, f.plan_id, f.starting_after, f.limit);
     }
 
     Result<std::optional<InvoiceRecord>> GetInvoice(const std::string& id) override {

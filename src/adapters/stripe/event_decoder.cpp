@@ -255,6 +255,10 @@ Result<StripeSubscriptionData> DecodeSubscription(const bj::object& o) {
     }
     s.current_period_start = Timestamp(period_start.value_or(0));
     s.current_period_end = Timestamp(period_end.value_or(0));
+    if (const auto* pause = o.if_contains("pause_collection"); pause && pause->is_object()) {
+        TALLY_ASSIGN_OR_RETURN(s.pause_collection,
+                               OptionalString(pause->get_object(), "behavior", "data.object.pause_collection"));
+    }
     return s;
 }
 
@@ -388,7 +392,13 @@ Result<DecodedEvent> StripeEventDecoder::Decode(std::string_view payload) const 
     if (t.starts_with("customer.subscription.")) {
         TALLY_ASSIGN_OR_RETURN(event.object, DecodeSubscription(o));
     } else if (t.starts_with("customer.")) {
-        TALLY_ASSIGN_OR_RETURN(event.object, DecodeCustomer(o));
+        TALLY_ASSIGN_OR_RETURN(StripeCustomerData c, DecodeCustomer(o));
+        const auto* previous = data->get_object().if_contains("previous_attributes");
+        if (t == "customer.updated" && previous != nullptr && previous->is_object()) {
+            c.email_changed = previous->get_object().contains("email");
+            c.name_changed = previous->get_object().contains("name");
+        }
+        event.object = std::move(c);
     } else if (t.starts_with("invoice.")) {
         TALLY_ASSIGN_OR_RETURN(event.object, DecodeInvoice(o));
     } else if (t.starts_with("checkout.session.")) {
@@ -429,6 +439,10 @@ Result<std::pair<bool, bool>> StripeEventDecoder::ChainEvidence(std::string_view
     const auto pa = parts(root_a);
     const auto pb = parts(root_b);
     return std::make_pair(follows(pa.second, pb.first), follows(pb.second, pa.first));
+}
+
+Result<StripeSubscriptionData> DecodeStripeSubscription(const boost::json::object& subscription) {
+    return DecodeSubscription(subscription);
 }
 
 }  // namespace tally

@@ -1,4 +1,6 @@
 #pragma once
+#include <boost/json/object.hpp>
+
 #include "app/ports.hpp"
 
 namespace tally {
@@ -12,5 +14,9 @@ public:
     Result<DecodedEvent> Decode(std::string_view payload) const override;
     Result<std::pair<bool, bool>> ChainEvidence(std::string_view a, std::string_view b) const override;
 };
+
+/// A bare Stripe subscription object (an API response, not an event) decoded as events' data.object is;
+/// kInvalidArgument naming the field (paths read "data.object.<field>").
+Result<StripeSubscriptionData> DecodeStripeSubscription(const boost::json::object& subscription);
 
 }  // namespace tally

@@ -1,5 +1,7 @@
 #include "adapters/stripe/stripe_api.hpp"
 
+#include "adapters/stripe/event_decoder.hpp"
+
 namespace tally::stripe {
 namespace bj = boost::json;
 
@@ -17,7 +19,160 @@ Result<HostedSession> Session(const Result<Response>& r) {
     return s;
 }
 
+/// A subscription in Stripe's answer, decoded as webhooks' are.
+Result<StripeSubscriptionData> SubscriptionOf(const Response& r) {
+    if (!r.body.is_object()) return Unavailable("Stripe answered with no subscription object");
+    auto decoded = DecodeStripeSubscription(r.body.get_object());
+    if (!decoded.ok()) return Unavailable("Stripe answered with a subscription Tally cannot read: " + decoded.error().message);
+    return decoded;
+}
+
+int64_t IntField(const bj::object& o, const char* key) {
+    const auto* v = o.if_contains(key);
+    return v && v->is_int64() ? v->get_int64() : 0;
+}
+
 }  // namespace
+
+Result<Timestamp> HttpStripeApi::SubscriptionNow(const StripeSubscriptionId& id, Timestamp wall_now) {
+    TALLY_ASSIGN_OR_RETURN(Response r, client_.Get("/v1/subscriptions/" + id.str()));
+    const std::string clock = StringField(r.body, "test_clock");
+    if (clock.empty()) return wall_now;
+    TALLY_ASSIGN_OR_RETURN(Response c, client_.Get("/v1/test_helpers/test_clocks/" + clock));
+    const auto* o = c.body.if_object();
+    const int64_t frozen = o ? IntField(*o, "frozen_time") : 0;
+    if (frozen <= 0) return Unavailable("Stripe answered test clock " + clock + " without a frozen_time");
+    return Timestamp(frozen);
+}
+
+Result<std::string> HttpStripeApi::DefaultPaymentMethod(const StripeCustomerId& id) {
+    TALLY_ASSIGN_OR_RETURN(Response r, client_.Get("/v1/customers/" + id.str()));
+    const auto* o = r.body.if_object();
+    const auto* settings = o ? o->if_contains("invoice_settings") : nullptr;
+    if (settings == nullptr || !settings->is_object()) return std::string();
+    // default_payment_method is an id, or an object when expanded.
+    const auto* pm = settings->get_object().if_contains("default_payment_method");
+    if (pm && pm->is_object()) return StringField(*pm, "id");
+    return pm && pm->is_string() ? std::string(pm->get_string()) : std::string();
+}
+
+Result<StripeSubscriptionData> HttpStripeApi::CreateSubscription(const StripeSubscriptionCreate& request) {
+    bj::object metadata;
+    for (const auto& [k, v] : request.metadata) metadata[k] = v;
+    bj::object params{{"customer", request.customer.str()},
+                      {"items", bj::array{bj::object{{"price", request.price_id}}}},
+                      {"metadata", std::move(metadata)},
+                      // A first payment that fails creates nothing (Stripe answers 402), instead of an incomplete
+                      // subscription the customer would have to finish elsewhere.
+                      {"payment_behavior", "error_if_incomplete"}};
+    if (request.trial_period_days) {
+        params["trial_period_days"] = std::to_string(*request.trial_period_days);
+        params["trial_settings"] =
+            bj::object{{"end_behavior", bj::object{{"missing_payment_method", request.trial_missing_payment_method}}}};
+    }
+    if (!request.default_payment_method.empty()) params["default_payment_method"] = request.default_payment_method;
+    TALLY_ASSIGN_OR_RETURN(Response r, client_.Post("/v1/subscriptions", params, request.idempotency_key));
+    return SubscriptionOf(r);
+}
+
+Result<std::string> HttpStripeApi::SubscriptionItemId(const StripeSubscriptionId& id) {
+    TALLY_ASSIGN_OR_RETURN(Response r, client_.Get("/v1/subscriptions/" + id.str()));
+    const auto* o = r.body.if_object();
+    const auto* items = o ? o->if_contains("items") : nullptr;
+    const auto* data = items && items->is_object() ? items->get_object().if_contains("data") : nullptr;
+    if (data == nullptr || !data->is_array() || data->get_array().size() != 1) {
+        return InvalidArgument("subscription " + id.str() + " does not have exactly one item: Tally changes single-price "
+                               "subscriptions only", "subscription");
+    }
+    std::string item = StringField(data->get_array()[0], "id");
+    if (item.empty()) return Unavailable("Stripe answered with a subscription item without an id");
+    return item;
+}
+
+Result<StripeSubscriptionData> HttpStripeApi::UpdateSubscription(const StripeSubscriptionId& id,
+                                                                 const StripeSubscriptionUpdate& update) {
+    bj::object params;
+    if (update.cancel_at_period_end) params["cancel_at_period_end"] = *update.cancel_at_period_end ? "true" : "false";
+    if (!update.price_id.empty()) {
+        TALLY_ASSIGN_OR_RETURN(std::string item, SubscriptionItemId(id));
+        params["items"] = bj::array{bj::object{{"id", item}, {"price", update.price_id}}};
+        // The change is paid now or not at all: a declined card leaves the subscription on its old price.
+        params["payment_behavior"] = "error_if_incomplete";
+    }
+    if (update.proration_date) params["proration_date"] = std::to_string(*update.proration_date);
+    if (!update.proration_behavior.empty()) params["proration_behavior"] = update.proration_behavior;
+    if (update.pause_collection) {
+        if (update.pause_collection->empty()) {
+            params["pause_collection"] = "";  // Stripe's way to clear it
+        } else {
+            params["pause_collection"] = bj::object{{"behavior", *update.pause_collection}};
+        }
+    }
+    TALLY_ASSIGN_OR_RETURN(Response r, client_.Post("/v1/subscriptions/" + id.str(), params, update.idempotency_key));
+    return SubscriptionOf(r);
+}
+
+Result<StripeSubscriptionData> HttpStripeApi::CancelSubscription(const StripeSubscriptionId& id, bool prorate,
+                                                                 const std::string& idempotency_key) {
+    (void)idempotency_key;  // a DELETE is idempotent by itself: a repeat finds the subscription canceled
+    const std::string path = "/v1/subscriptions/" + id.str();
+    auto r = client_.Delete(path, prorate ? bj::object{{"prorate", "true"}} : bj::object{});
+    if (!r.ok()) {
+        if (r.error().code != ErrorCode::kInvalidArgument) return r.error();
+        // Already canceled (a retry after the first DELETE landed): the subscription as it is now.
+        TALLY_ASSIGN_OR_RETURN(Response current, client_.Get(path));
+        TALLY_ASSIGN_OR_RETURN(auto s, SubscriptionOf(current));
+        if (s.status != SubscriptionStatus::kCanceled) return r.error();
+        return s;
+    }
+    return SubscriptionOf(*r);
+}
+
+Result<StripeInvoicePreview> HttpStripeApi::PreviewSubscriptionChange(const StripeSubscriptionId& id,
+                                                                      const std::string& price_id,
+                                                                      int64_t proration_date,
+                                                                      const std::string& proration_behavior) {
+    TALLY_ASSIGN_OR_RETURN(std::string item, SubscriptionItemId(id));
+    bj::object details{{"items", bj::array{bj::object{{"id", item}, {"price", price_id}}}},
+                       {"proration_date", std::to_string(proration_date)}};
+    if (!proration_behavior.empty()) details["proration_behavior"] = proration_behavior;
+    TALLY_ASSIGN_OR_RETURN(Response r, client_.Post("/v1/invoices/create_preview",
+                                                    bj::object{{"subscription", id.str()},
+                                                               {"subscription_details", std::move(details)}}));
+    const auto* o = r.body.if_object();
+    if (o == nullptr) return Unavailable("Stripe answered create_preview with no invoice");
+    StripeInvoicePreview out;
+    out.currency = StringField(r.body, "currency");
+    out.total_minor = IntField(*o, "total");
+    out.amount_due_minor = IntField(*o, "amount_due");
+    const auto* lines = o->if_contains("lines");
+    const auto* data = lines && lines->is_object() ? lines->get_object().if_contains("data") : nullptr;
+    if (data && data->is_array()) {
+        for (const auto& v : data->get_array()) {
+            if (!v.is_object()) continue;
+            const bj::object& l = v.get_object();
+            StripeInvoiceLine line;
+            line.description = StringField(v, "description");
+            line.amount_minor = IntField(l, "amount");
+            // Older API versions flag `proration` on the line; current ones under parent.*_details.proration.
+            if (const auto* p = l.if_contains("proration"); p && p->is_bool()) line.proration = p->get_bool();
+            if (const auto* parent = l.if_contains("parent"); parent && parent->is_object()) {
+                for (const auto& kv : parent->get_object()) {
+                    if (!kv.value().is_object()) continue;
+                    if (const auto* p = kv.value().get_object().if_contains("proration"); p && p->is_bool()) {
+                        line.proration = line.proration || p->get_bool();
+                    }
+                }
+            }
+            if (const auto* period = l.if_contains("period"); period && period->is_object()) {
+                line.period_start = Timestamp(IntField(period->get_object(), "start"));
+                line.period_end = Timestamp(IntField(period->get_object(), "end"));
+            }
+            out.lines.push_back(std::move(line));
+        }
+    }
+    return out;
+}
 
 Result<StripeCustomerId> HttpStripeApi::CreateCustomer(const std::string& email, const std::string& name,
                                                        const std::string& external_id,

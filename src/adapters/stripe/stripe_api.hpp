@@ -30,8 +30,21 @@ public:
     Result<HostedSession> CreatePortalSession(const StripeCustomerId& customer, const std::string& return_url) override;
     Result<std::pair<std::string, bool>> EnsurePrice(const StripePriceSpec& spec) override;
     Status UpdateCustomerProfile(const StripeCustomerId& id, const StripeCustomerProfile& profile) override;
+    Result<Timestamp> SubscriptionNow(const StripeSubscriptionId& id, Timestamp wall_now) override;
+    Result<std::string> DefaultPaymentMethod(const StripeCustomerId& id) override;
+    Result<StripeSubscriptionData> CreateSubscription(const StripeSubscriptionCreate& request) override;
+    Result<StripeSubscriptionData> UpdateSubscription(const StripeSubscriptionId& id,
+                                                      const StripeSubscriptionUpdate& update) override;
+    Result<StripeSubscriptionData> CancelSubscription(const StripeSubscriptionId& id, bool prorate,
+                                                      const std::string& idempotency_key) override;
+    Result<StripeInvoicePreview> PreviewSubscriptionChange(const StripeSubscriptionId& id, const std::string& price_id,
+                                                           int64_t proration_date,
+                                                           const std::string& proration_behavior) override;
 
 private:
+    /// The id of subscription |id|'s single item (Stripe needs it to change the item's price).
+    Result<std::string> SubscriptionItemId(const StripeSubscriptionId& id);
+
     Client& client_;
     std::mutex mu_;
     std::unordered_map<std::string, std::string> price_ids_;  // lookup_key -> price id
@@ -54,6 +67,22 @@ public:
     }
     Result<std::pair<std::string, bool>> EnsurePrice(const StripePriceSpec&) override { return NotConfigured(); }
     Status UpdateCustomerProfile(const StripeCustomerId&, const StripeCustomerProfile&) override {
+        return NotConfigured();
+    }
+    Result<Timestamp> SubscriptionNow(const StripeSubscriptionId&, Timestamp) override { return NotConfigured(); }
+    Result<std::string> DefaultPaymentMethod(const StripeCustomerId&) override { return NotConfigured(); }
+    Result<StripeSubscriptionData> CreateSubscription(const StripeSubscriptionCreate&) override {
+        return NotConfigured();
+    }
+    Result<StripeSubscriptionData> UpdateSubscription(const StripeSubscriptionId&,
+                                                      const StripeSubscriptionUpdate&) override {
+        return NotConfigured();
+    }
+    Result<StripeSubscriptionData> CancelSubscription(const StripeSubscriptionId&, bool, const std::string&) override {
+        return NotConfigured();
+    }
+    Result<StripeInvoicePreview> PreviewSubscriptionChange(const StripeSubscriptionId&, const std::string&, int64_t,
+                                                           const std::string&) override {
         return NotConfigured();
     }
     static Error NotConfigured() {

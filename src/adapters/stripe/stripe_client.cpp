@@ -86,7 +86,10 @@ Error ToError(const ApiError& e) {
         code = ErrorCode::kInvalidArgument;
     } else if (e.http_status == 401) {
         code = ErrorCode::kUnauthenticated;
-    } else if (e.http_status == 402 || e.http_status == 403) {
+    } else if (e.http_status == 402) {
+        return Error{ErrorCode::kPaymentRequired, std::move(message), e.param,
+                     e.type == "card_error" ? ErrorReason::kCardDeclined : ErrorReason::kNone};
+    } else if (e.http_status == 403) {
         code = ErrorCode::kPermissionDenied;
     } else if (e.http_status == 404) {
         code = ErrorCode::kNotFound;
@@ -203,7 +206,10 @@ Result<Response> Client::Post(const std::string& path, const bj::object& params,
     return Send("POST", path, EncodeForm(params), idempotency_key);
 }
 
-Result<Response> Client::Delete(const std::string& path) { return Send("DELETE", path, "", ""); }
+Result<Response> Client::Delete(const std::string& path, const bj::object& query) {
+    const std::string q = EncodeForm(query);
+    return Send("DELETE", q.empty() ? path : path + "?" + q, "", "");
+}
 
 Status Client::ListAll(const std::string& path, bj::object query,
                        const std::function<bool(const bj::object&)>& each) {

@@ -51,7 +51,7 @@ struct ApiError {
 };
 
 /// Maps a Stripe error to Tally's Error: 400 -> kInvalidArgument, 401 -> kUnauthenticated, 402 (card) ->
-/// kPermissionDenied, 403 -> kPermissionDenied, 404 -> kNotFound, 409 (and idempotency_error) -> kConflict,
+/// kPaymentRequired (reason kCardDeclined for a card_error), 403 -> kPermissionDenied, 404 -> kNotFound, 409 (and idempotency_error) -> kConflict,
 /// 429 and 5xx -> kUnavailable. The message reads "stripe <status> <type>/<code>[ (decline_code)]: <message>".
 Error ToError(const ApiError& e);
 
@@ -70,8 +70,8 @@ public:
     /// kUnavailable for connection failures and timeouts after the retries.
     Result<Response> Post(const std::string& path, const boost::json::object& params,
                           std::string idempotency_key = {});
-    /// DELETE |path|.
-    Result<Response> Delete(const std::string& path);
+    /// DELETE |path| with |query| encoded like a form body (Stripe reads DELETE parameters from the query).
+    Result<Response> Delete(const std::string& path, const boost::json::object& query = {});
     /// Follows `has_more` with `starting_after` (limit 100) and calls |each| for every object of the list at
     /// |path|; stops early when |each| returns false. kInvalidArgument if the answer is not a list.
     Status ListAll(const std::string& path, boost::json::object query,

@@ -46,6 +46,14 @@ struct BillingListFilter {
     int limit = 100;
 };
 
+/// Which subscriptions a list returns: every given field must match; newest first (created, then id).
+struct SubscriptionListFilter {
+    std::optional<std::string> status;            // Stripe's spelling ("active", "trialing", ...)
+    std::optional<std::string> plan_id;
+    std::optional<std::string> starting_after;    // the last id of the previous page (it must exist)
+    int limit = 100;
+};
+
 /// One invoice payment outcome (invoice.payment_failed / invoice.paid), kept to find the current dunning run.
 struct PaymentAttempt {
     std::string event_id;
@@ -77,6 +85,8 @@ public:
     virtual Status UpsertSubscription(const SubscriptionRecord& subscription) = 0;
     /// Oldest created first.
     virtual Result<std::vector<SubscriptionRecord>> ListSubscriptionsByStripeCustomer(const StripeCustomerId& id) = 0;
+    /// At most |filter.limit| subscriptions matching |filter|, newest first.
+    virtual Result<std::vector<SubscriptionRecord>> ListSubscriptions(const SubscriptionListFilter& filter) = 0;
 
     virtual Result<std::optional<InvoiceRecord>> GetInvoice(const std::string& id) = 0;
     virtual Status UpsertInvoice(const InvoiceRecord& invoice) = 0;

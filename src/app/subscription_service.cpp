@@ -1,0 +1,276 @@
+#include "app/subscription_service.hpp"
+
+#include <algorithm>
+
+#include "domain/text.hpp"
+
+namespace tally {
+
+bool IsTrialEndBehavior(const std::string& behavior) {
+    return behavior == "cancel" || behavior == "pause" || behavior == "create_invoice";
+}
+
+namespace {
+
+bool IsLive(SubscriptionStatus s) { return !IsTerminal(s); }
+
+Error NotChangeable(const SubscriptionRecord& s, const std::string& what) {
+    return Error{ErrorCode::kConflict,
+                 "subscription " + s.id.str() + " is " + SubscriptionStatusName(s.status) + ": it cannot " + what, "id",
+                 ErrorReason::kSubscriptionNotChangeable};
+}
+
+Error NoSuchSubscription(const std::string& id) { return NotFound("no such subscription: '" + id + "'", "id"); }
+
+/// Stripe's derived key for one operation, "" without a caller key (then the client generates one per call).
+std::string KeyFor(const std::string& op, const std::string& stripe_key) {
+    return stripe_key.empty() ? std::string() : "tally_" + op + "_" + stripe_key;
+}
+
+}  // namespace
+
+Result<std::pair<std::string, const CatalogPrice*>> SubscriptionService::StripePrice(const PlanId& plan,
+                                                                                      const std::string& interval) {
+    TALLY_ASSIGN_OR_RETURN(const CatalogPrice* price, PaidPrice(billing_.catalog(), plan, interval));
+    TALLY_ASSIGN_OR_RETURN(std::string price_id, stripe_.FindPriceId(price->lookup_key));
+    return std::make_pair(std::move(price_id), price);
+}
+
+Result<SubscriptionView> SubscriptionService::Load(const StripeSubscriptionId& id) {
+    if (IsBlank(id.str())) return NoSuchSubscription(id.str());
+    std::optional<SubscriptionView> out;
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto s, tx.billing().GetSubscription(id));
+        if (!s) return {};
+        TALLY_ASSIGN_OR_RETURN(auto c, tx.customers().FindByStripeId(s->customer));
+        out = SubscriptionView{std::move(*s), c ? c->id.str() : std::string()};
+        return {};
+    }));
+    if (!out) return NoSuchSubscription(id.str());
+    return std::move(*out);
+}
+
+Result<SubscriptionView> SubscriptionService::Get(const StripeSubscriptionId& id) { return Load(id); }
+
+Result<std::vector<SubscriptionView>> SubscriptionService::ListForCustomer(const CustomerId& customer) {
+    std::optional<std::vector<SubscriptionView>> out;
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto c, tx.customers().Get(customer));
+        if (!c) return {};
+        out.emplace();
+        if (!c->stripe_customer_id) return {};
+        TALLY_ASSIGN_OR_RETURN(auto subs, tx.billing().ListSubscriptionsByStripeCustomer(*c->stripe_customer_id));
+        for (auto& s : subs) out->push_back(SubscriptionView{std::move(s), c->id.str()});
+        return {};
+    }));
+    if (!out) return NotFound("no such customer: '" + customer.str() + "'", "id");
+    return std::move(*out);
+}
+
+Result<SubscriptionPage> SubscriptionService::List(SubscriptionListFilter filter) {
+    if (filter.status && !ParseSubscriptionStatus(*filter.status).ok()) {
+        return InvalidArgument("status must be one of Stripe's subscription statuses (active, trialing, past_due, "
+                               "canceled, unpaid, paused, incomplete, incomplete_expired)",
+                               "status");
+    }
+    filter.limit = std::clamp(filter.limit, 1, kSubscriptionPageSizeMax);
+    const int wanted = filter.limit;
+    filter.limit = wanted + 1;  // one more tells whether there is a next page
+    SubscriptionPage page;
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        if (filter.starting_after) {
+            TALLY_ASSIGN_OR_RETURN(auto after, tx.billing().GetSubscription(StripeSubscriptionId(*filter.starting_after)));
+            if (!after) return NotFound("no such subscription: '" + *filter.starting_after + "'", "starting_after");
+        }
+        TALLY_ASSIGN_OR_RETURN(auto rows, tx.billing().ListSubscriptions(filter));
+        page.has_more = static_cast<int>(rows.size()) > wanted;
+        if (page.has_more) rows.resize(static_cast<size_t>(wanted));
+        for (auto& s : rows) {
+            TALLY_ASSIGN_OR_RETURN(auto c, tx.customers().FindByStripeId(s.customer));
+            page.data.push_back(SubscriptionView{std::move(s), c ? c->id.str() : std::string()});
+        }
+        return {};
+    }));
+    return page;
+}
+
+Result<SubscriptionView> SubscriptionService::Apply(const StripeSubscriptionData& data,
+                                                    const std::optional<EventStamp>& read_before,
+                                                    const std::string& cause) {
+    std::optional<AppliedSubscription> applied;
+    const std::string request_id = NewId("");
+    TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(applied, processor_.ApplySubscriptionResponse(tx, data, read_before, request_id, cause,
+                                                                             clock_.Now()));
+        return {};
+    }));
+    return SubscriptionView{std::move(applied->subscription), applied->customer.id.str()};
+}
+
+Result<SubscriptionView> SubscriptionService::Create(const SubscriptionCreateInput& input, const std::string& stripe_key) {
+    if (IsBlank(input.customer.str())) return MissingArgument("customer is required", "customer");
+    if (input.trial_period_days && (*input.trial_period_days < 1 || *input.trial_period_days > kTrialPeriodDaysMax)) {
+        return InvalidArgument("trial_period_days must be between 1 and " + std::to_string(kTrialPeriodDaysMax) +
+                                   " (leave it out for no trial)",
+                               "trial_period_days");
+    }
+    if (!input.payment_method.empty() && input.payment_method.rfind("pm_", 0) != 0) {
+        return InvalidArgument("payment_method must be a Stripe payment method id (pm_...)", "payment_method");
+    }
+    {
+        // kNotFound before anything reaches Stripe, naming the request's parameter.
+        auto customer = billing_.GetCustomer(input.customer);
+        if (!customer) {
+            Error e = customer.error();
+            if (e.code == ErrorCode::kNotFound) e.param = "customer";
+            return e;
+        }
+    }
+    // Validate the plan before creating a Stripe customer for it.
+    TALLY_TRY(PaidPrice(billing_.catalog(), input.plan, input.interval));
+    TALLY_ASSIGN_OR_RETURN(StripeCustomerId stripe_customer, checkout_.EnsureStripeCustomer(input.customer));
+    if (!input.trial_period_days && input.payment_method.empty()) {
+        TALLY_ASSIGN_OR_RETURN(std::string pm, stripe_.DefaultPaymentMethod(stripe_customer));
+        if (pm.empty()) {
+            return Error{ErrorCode::kPaymentRequired,
+                         "customer " + input.customer.str() + " has no payment method: start a trial "
+                         "(trial_period_days), pass payment_method, or send the customer to Checkout "
+                         "(POST /v1/checkout_sessions) to subscribe with a card",
+                         "payment_method", ErrorReason::kPaymentMethodRequired};
+        }
+    }
+    TALLY_ASSIGN_OR_RETURN(auto price, StripePrice(input.plan, input.interval));
+    StripeSubscriptionCreate request;
+    request.customer = stripe_customer;
+    request.price_id = price.first;
+    request.trial_period_days = input.trial_period_days;
+    request.default_payment_method = input.payment_method;
+    request.trial_missing_payment_method = config_.trial_missing_payment_method;
+    request.metadata = {{"tally_customer_id", input.customer.str()}};
+    request.idempotency_key = KeyFor("subscription", stripe_key);
+    TALLY_ASSIGN_OR_RETURN(StripeSubscriptionData created, stripe_.CreateSubscription(request));
+    return Apply(created, std::nullopt, "api:subscription_create");
+}
+
+Result<int64_t> SubscriptionService::ProrationDate(const SubscriptionRecord& s, std::optional<int64_t> requested) {
+    const int64_t start = s.current_period_start.unix_seconds();
+    const int64_t end = s.current_period_end.unix_seconds();
+    if (requested) {
+        if (*requested < start || *requested >= end) {
+            return InvalidArgument("proration_date must be inside the current period [" + std::to_string(start) + ", " +
+                                       std::to_string(end) + ")",
+                                   "proration_date");
+        }
+        return *requested;
+    }
+    TALLY_ASSIGN_OR_RETURN(Timestamp now, stripe_.SubscriptionNow(s.id, clock_.Now()));
+    return std::clamp(now.unix_seconds(), start, std::max(start, end - 1));
+}
+
+Result<ChangePreview> SubscriptionService::PreviewChange(const StripeSubscriptionId& id, const PlanId& plan,
+                                                         const std::string& interval,
+                                                         std::optional<int64_t> proration_date) {
+    TALLY_ASSIGN_OR_RETURN(SubscriptionView view, Load(id));
+    const SubscriptionRecord& s = view.subscription;
+    if (!IsLive(s.status)) return NotChangeable(s, "change plan");
+    TALLY_ASSIGN_OR_RETURN(auto price, StripePrice(plan, interval));
+    if (price.first == s.price_id) return InvalidArgument("the subscription is already on that price", "plan");
+    TALLY_ASSIGN_OR_RETURN(int64_t date, ProrationDate(s, proration_date));
+    TALLY_ASSIGN_OR_RETURN(StripeInvoicePreview invoice,
+                           stripe_.PreviewSubscriptionChange(id, price.first, date, "always_invoice"));
+    ChangePreview out;
+    out.plan = plan.str();
+    out.interval = interval;
+    out.proration_date = date;
+    out.currency = invoice.currency;
+    out.amount_due_minor = invoice.amount_due_minor;
+    for (auto& line : invoice.lines) {
+        if (line.proration) out.lines.push_back(std::move(line));
+    }
+    out.next_invoice_total_minor = price.second->unit_amount.amount_minor() * s.quantity;
+    // An interval change starts a new period at the change (Stripe resets the billing cycle anchor).
+    const bool same_interval = price.second->interval.unit == s.interval.unit && price.second->interval.count == s.interval.count;
+    if (same_interval) {
+        out.next_invoice_at = s.current_period_end;
+    } else {
+        TALLY_ASSIGN_OR_RETURN(out.next_invoice_at, NthBoundary(Timestamp(date), price.second->interval, 1));
+    }
+    out.subscription = std::move(view);
+    return out;
+}
+
+Result<SubscriptionView> SubscriptionService::Change(const StripeSubscriptionId& id, const PlanId& plan,
+                                                     const std::string& interval, std::optional<int64_t> proration_date,
+                                                     const std::string& stripe_key) {
+    TALLY_ASSIGN_OR_RETURN(SubscriptionView view, Load(id));
+    const SubscriptionRecord& s = view.subscription;
+    if (!IsLive(s.status)) return NotChangeable(s, "change plan");
+    TALLY_ASSIGN_OR_RETURN(auto price, StripePrice(plan, interval));
+    if (price.first == s.price_id) return InvalidArgument("the subscription is already on that price", "plan");
+    TALLY_ASSIGN_OR_RETURN(int64_t date, ProrationDate(s, proration_date));
+    StripeSubscriptionUpdate update;
+    update.price_id = price.first;
+    update.proration_date = date;
+    update.proration_behavior = "always_invoice";
+    update.idempotency_key = KeyFor("subscription_change", stripe_key);
+    TALLY_ASSIGN_OR_RETURN(StripeSubscriptionData changed, stripe_.UpdateSubscription(id, update));
+    return Apply(changed, s.stamp, "api:subscription_change");
+}
+
+Result<SubscriptionView> SubscriptionService::Cancel(const StripeSubscriptionId& id, bool at_period_end, bool prorate,
+                                                     const std::string& stripe_key) {
+    TALLY_ASSIGN_OR_RETURN(SubscriptionView view, Load(id));
+    const SubscriptionRecord& s = view.subscription;
+    if (!IsLive(s.status)) return NotChangeable(s, "be canceled");
+    if (at_period_end && prorate) {
+        return InvalidArgument("prorate applies to an immediate cancel only (at_period_end: false)", "prorate");
+    }
+    if (at_period_end) {
+        if (s.cancel_at_period_end) return view;  // already pending: nothing to do, the same answer
+        StripeSubscriptionUpdate update;
+        update.cancel_at_period_end = true;
+        update.idempotency_key = KeyFor("subscription_cancel", stripe_key);
+        TALLY_ASSIGN_OR_RETURN(StripeSubscriptionData changed, stripe_.UpdateSubscription(id, update));
+        return Apply(changed, s.stamp, "api:subscription_cancel");
+    }
+    TALLY_ASSIGN_OR_RETURN(StripeSubscriptionData canceled,
+                           stripe_.CancelSubscription(id, prorate, KeyFor("subscription_cancel_now", stripe_key)));
+    return Apply(canceled, s.stamp, "api:subscription_cancel");
+}
+
+Result<SubscriptionView> SubscriptionService::Resume(const StripeSubscriptionId& id, const std::string& stripe_key) {
+    TALLY_ASSIGN_OR_RETURN(SubscriptionView view, Load(id));
+    const SubscriptionRecord& s = view.subscription;
+    if (!IsLive(s.status)) return NotChangeable(s, "be resumed");
+    if (!s.cancel_at_period_end) {
+        return Error{ErrorCode::kConflict, "subscription " + s.id.str() + " has no pending cancel to undo", "id",
+                     ErrorReason::kSubscriptionNotChangeable};
+    }
+    StripeSubscriptionUpdate update;
+    update.cancel_at_period_end = false;
+    update.idempotency_key = KeyFor("subscription_resume", stripe_key);
+    TALLY_ASSIGN_OR_RETURN(StripeSubscriptionData changed, stripe_.UpdateSubscription(id, update));
+    return Apply(changed, s.stamp, "api:subscription_resume");
+}
+
+Result<SubscriptionView> SubscriptionService::SetPauseCollection(const StripeSubscriptionId& id,
+                                                                 const std::string& behavior,
+                                                                 const std::string& stripe_key) {
+    if (!behavior.empty() && behavior != "keep_as_draft" && behavior != "mark_uncollectible" && behavior != "void") {
+        return InvalidArgument("behavior must be one of keep_as_draft, mark_uncollectible, void", "behavior");
+    }
+    TALLY_ASSIGN_OR_RETURN(SubscriptionView view, Load(id));
+    const SubscriptionRecord& s = view.subscription;
+    if (!IsLive(s.status)) return NotChangeable(s, behavior.empty() ? "be unpaused" : "be paused");
+    if (behavior.empty() && s.pause_collection.empty()) {
+        return Error{ErrorCode::kConflict, "subscription " + s.id.str() + " is not paused", "id",
+                     ErrorReason::kSubscriptionNotChangeable};
+    }
+    StripeSubscriptionUpdate update;
+    update.pause_collection = behavior;
+    update.idempotency_key = KeyFor(behavior.empty() ? "subscription_unpause" : "subscription_pause", stripe_key);
+    TALLY_ASSIGN_OR_RETURN(StripeSubscriptionData changed, stripe_.UpdateSubscription(id, update));
+    return Apply(changed, s.stamp, behavior.empty() ? "api:subscription_unpause" : "api:subscription_pause");
+}
+
+}  // namespace tally
