@@ -152,6 +152,16 @@ struct StripePaymentData {
     std::string failure_message;  // payment_intent: last_payment_error.message; charge: failure_message
 };
 
+/// A Stripe subscription schedule (subscription_schedule.* events and the schedule API's answers): the phases
+/// that change a subscription at period boundaries.
+struct StripeScheduleData {
+    std::string id;                     // sub_sched_...
+    StripeSubscriptionId subscription;  // the subscription it manages (released_subscription once let go)
+    std::string status;                 // not_started | active | completed | released | canceled
+    std::vector<SchedulePhase> phases;  // one item per phase (others are not Tally's and read as none)
+    Timestamp created;
+};
+
 /// A verified Stripe event, decoded into the fields Tally acts on.
 struct DecodedEvent {
     StripeEventId id;
@@ -162,7 +172,7 @@ struct DecodedEvent {
     std::string object_id;    // data.object.id
     std::string_view payload;  // the raw event JSON; valid only while the decoded text lives
     std::variant<std::monostate, StripeCustomerData, StripeSubscriptionData, StripeInvoiceData, StripeCheckoutData,
-                 StripePaymentData>
+                 StripePaymentData, StripeScheduleData>
         object;
 };
 
@@ -313,6 +323,19 @@ public:
     virtual Result<StripeInvoicePreview> PreviewSubscriptionChange(const StripeSubscriptionId& id,
                                                                    const std::string& price_id, int64_t proration_date,
                                                                    const std::string& proration_behavior) = 0;
+    /// Moves subscription |id| to |next|'s price and quantity when |current| (its period as it is now) ends,
+    /// through a Stripe subscription schedule: creates one from the subscription unless |schedule_id| names the
+    /// open one it has, then sets its phases to [|current|, |next|] with end_behavior release (the subscription
+    /// goes on in the new price after |next|). Returns the schedule as Stripe answered. Stripe keys derive from
+    /// |idempotency_key|.
+    virtual Result<StripeScheduleData> ScheduleSubscriptionChange(const StripeSubscriptionId& id,
+                                                                  const std::string& schedule_id,
+                                                                  const SchedulePhase& current,
+                                                                  const SchedulePhase& next,
+                                                                  const std::string& idempotency_key) = 0;
+    /// Releases schedule |id| (POST /v1/subscription_schedules/{id}/release): its subscription stays as it is and
+    /// no phase changes it again. Returns the schedule as Stripe answered; one already released is returned as is.
+    virtual Result<StripeScheduleData> ReleaseSchedule(const std::string& id, const std::string& idempotency_key) = 0;
 };
 
 }  // namespace tally

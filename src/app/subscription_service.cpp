@@ -208,6 +208,7 @@ Result<SubscriptionView> SubscriptionService::Change(const StripeSubscriptionId&
     TALLY_ASSIGN_OR_RETURN(auto price, StripePrice(plan, interval));
     if (price.first == s.price_id) return InvalidArgument("the subscription is already on that price", "plan");
     TALLY_ASSIGN_OR_RETURN(int64_t date, ProrationDate(s, proration_date));
+    TALLY_ASSIGN_OR_RETURN(view, DropPendingChange(view, stripe_key, "api:subscription_change"));
     StripeSubscriptionUpdate update;
     update.price_id = price.first;
     update.proration_date = date;
@@ -215,6 +216,71 @@ Result<SubscriptionView> SubscriptionService::Change(const StripeSubscriptionId&
     update.idempotency_key = KeyFor("subscription_change", stripe_key);
     TALLY_ASSIGN_OR_RETURN(StripeSubscriptionData changed, stripe_.UpdateSubscription(id, update));
     return Apply(changed, s.stamp, "api:subscription_change");
+}
+
+Result<std::optional<SubscriptionScheduleRecord>> SubscriptionService::OpenSchedule(const StripeSubscriptionId& id) {
+    std::optional<SubscriptionScheduleRecord> out;
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto schedules, tx.billing().ListSchedulesForSubscription(id));
+        for (auto& schedule : schedules) {
+            if (IsOpenScheduleStatus(schedule.status)) out = std::move(schedule);
+        }
+        return {};
+    }));
+    return out;
+}
+
+Result<SubscriptionView> SubscriptionService::ApplySchedule(const StripeScheduleData& data,
+                                                            const std::optional<EventStamp>& read_before,
+                                                            const std::vector<std::pair<std::string, std::string>>& known_prices,
+                                                            const SubscriptionView& fallback, const std::string& cause) {
+    std::optional<SubscriptionRecord> after;
+    const std::string request_id = NewId("");
+    TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(after, processor_.ApplyScheduleResponse(tx, data, read_before, known_prices, request_id,
+                                                                       cause, clock_.Now()));
+        return {};
+    }));
+    if (!after) return fallback;
+    return SubscriptionView{std::move(*after), fallback.customer_id};
+}
+
+Result<SubscriptionView> SubscriptionService::DropPendingChange(const SubscriptionView& view,
+                                                                const std::string& stripe_key,
+                                                                const std::string& cause) {
+    TALLY_ASSIGN_OR_RETURN(auto schedule, OpenSchedule(view.subscription.id));
+    if (!schedule) return view;
+    TALLY_ASSIGN_OR_RETURN(StripeScheduleData released,
+                           stripe_.ReleaseSchedule(schedule->id, KeyFor("schedule_release", stripe_key)));
+    return ApplySchedule(released, schedule->stamp, {}, view, cause);
+}
+
+Result<SubscriptionView> SubscriptionService::ChangeAtPeriodEnd(const StripeSubscriptionId& id, const PlanId& plan,
+                                                                const std::string& interval,
+                                                                const std::string& stripe_key) {
+    TALLY_ASSIGN_OR_RETURN(SubscriptionView view, Load(id));
+    const SubscriptionRecord& s = view.subscription;
+    if (!IsLive(s.status) || s.status == SubscriptionStatus::kIncomplete) return NotChangeable(s, "change plan");
+    if (s.cancel_at_period_end) {
+        return Error{ErrorCode::kConflict,
+                     "subscription " + s.id.str() + " cancels at its period end: resume it before scheduling a change",
+                     "id", ErrorReason::kSubscriptionNotChangeable};
+    }
+    TALLY_ASSIGN_OR_RETURN(auto price, StripePrice(plan, interval));
+    if (price.first == s.price_id) {
+        if (!s.pending_change) return InvalidArgument("the subscription is already on that price", "plan");
+        return DropPendingChange(view, stripe_key, "api:subscription_change");  // back to staying as it is
+    }
+    if (s.pending_change && s.pending_change->price_id == price.first) return view;  // already scheduled
+    TALLY_ASSIGN_OR_RETURN(auto schedule, OpenSchedule(id));
+    const SchedulePhase current{s.current_period_start, s.current_period_end, s.price_id, s.quantity};
+    const SchedulePhase next{s.current_period_end, Timestamp(), price.first, s.quantity};
+    TALLY_ASSIGN_OR_RETURN(StripeScheduleData scheduled,
+                           stripe_.ScheduleSubscriptionChange(id, schedule ? schedule->id : std::string(), current, next,
+                                                              KeyFor("schedule_change", stripe_key)));
+    return ApplySchedule(scheduled, schedule ? std::optional<EventStamp>(schedule->stamp) : std::nullopt,
+                         {{price.first, price.second->lookup_key}, {s.price_id, s.price_lookup_key}}, view,
+                         "api:subscription_change");
 }
 
 Result<SubscriptionView> SubscriptionService::Cancel(const StripeSubscriptionId& id, bool at_period_end, bool prorate,
@@ -227,6 +293,8 @@ Result<SubscriptionView> SubscriptionService::Cancel(const StripeSubscriptionId&
     }
     if (at_period_end) {
         if (s.cancel_at_period_end) return view;  // already pending: nothing to do, the same answer
+        // Stripe refuses cancel_at_period_end on a subscription a schedule manages: let the schedule go first.
+        TALLY_ASSIGN_OR_RETURN(view, DropPendingChange(view, stripe_key, "api:subscription_cancel"));
         StripeSubscriptionUpdate update;
         update.cancel_at_period_end = true;
         update.idempotency_key = KeyFor("subscription_cancel", stripe_key);

@@ -87,10 +87,17 @@ public:
                                         std::optional<int64_t> proration_date);
     /// Moves the subscription to |plan|'s |interval| price now, invoicing the proration at once
     /// (proration_behavior=always_invoice): with the preview's |proration_date| the invoice equals the preview.
+    /// A pending change at period end is dropped first.
     Result<SubscriptionView> Change(const StripeSubscriptionId& id, const PlanId& plan, const std::string& interval,
                                     std::optional<int64_t> proration_date, const std::string& stripe_key);
+    /// Moves the subscription to |plan|'s |interval| price when its current period ends, without proration,
+    /// through a Stripe subscription schedule (the returned subscription's pending_change shows it; the period's
+    /// end turns it into the new price). Asking for the price it is on drops a pending change (releases the
+    /// schedule). kConflict while a cancel at period end is pending.
+    Result<SubscriptionView> ChangeAtPeriodEnd(const StripeSubscriptionId& id, const PlanId& plan,
+                                               const std::string& interval, const std::string& stripe_key);
     /// |at_period_end|: cancel_at_period_end (access stays until the period ends); else at once, |prorate|
-    /// crediting the unused time.
+    /// crediting the unused time. A pending change at period end is dropped first.
     Result<SubscriptionView> Cancel(const StripeSubscriptionId& id, bool at_period_end, bool prorate,
                                     const std::string& stripe_key);
     /// Undoes a pending cancel_at_period_end. kConflict when none is pending.
@@ -105,6 +112,17 @@ private:
     /// Applies Stripe's answer |data| (stored stamp read before the call: |read_before|).
     Result<SubscriptionView> Apply(const StripeSubscriptionData& data, const std::optional<EventStamp>& read_before,
                                    const std::string& cause);
+    /// The open schedule of subscription |id| Tally knows of, with its stored stamp; nullopt when none.
+    Result<std::optional<SubscriptionScheduleRecord>> OpenSchedule(const StripeSubscriptionId& id);
+    /// Releases |s|'s open schedule, if it has one, so no phase changes it any more; returns the subscription as
+    /// stored afterwards (|s| itself when there was none).
+    Result<SubscriptionView> DropPendingChange(const SubscriptionView& s, const std::string& stripe_key,
+                                               const std::string& cause);
+    /// Applies a schedule Stripe answered (stored stamp read before the call: |read_before|).
+    /// |known_prices| as in WebhookProcessor::ApplyScheduleResponse.
+    Result<SubscriptionView> ApplySchedule(const StripeScheduleData& data, const std::optional<EventStamp>& read_before,
+                                           const std::vector<std::pair<std::string, std::string>>& known_prices,
+                                           const SubscriptionView& fallback, const std::string& cause);
     /// The Stripe price id of |plan|'s paid |interval| price, and the catalog price.
     Result<std::pair<std::string, const CatalogPrice*>> StripePrice(const PlanId& plan, const std::string& interval);
     /// |requested|, or the subscription's now clamped into its current period; kInvalidArgument outside it.

@@ -201,6 +201,7 @@ Result<std::string> WebhookProcessor::Apply(StoreTx& tx, const DecodedEvent& eve
     if (const auto* i = std::get_if<StripeInvoiceData>(&event.object)) return ApplyInvoice(tx, event, *i, now);
     if (const auto* k = std::get_if<StripeCheckoutData>(&event.object)) return ApplyCheckout(tx, event, *k, now);
     if (const auto* p = std::get_if<StripePaymentData>(&event.object)) return ApplyPayment(tx, event, *p);
+    if (const auto* d = std::get_if<StripeScheduleData>(&event.object)) return ApplySchedule(tx, event, *d);
     return std::string("ignored");
 }
 
@@ -307,6 +308,11 @@ ApiObjectRenderer::Attributes SubscriptionChanges(const SubscriptionRecord& befo
                                                  ? V(nullptr)
                                                  : V(Metadata{{"behavior", before.pause_collection}}));
     }
+    if (before.pending_change != after.pending_change) {
+        // The plan and price it was going to move to, or null when none was pending.
+        const auto& p = before.pending_change;
+        out.emplace_back("pending_change", p ? V(Metadata{{"plan", p->plan_id}, {"price", p->price_id}}) : V(nullptr));
+    }
     return out;
 }
 }  // namespace
@@ -336,9 +342,93 @@ Status WebhookProcessor::EmitSubscriptionEvents(StoreTx& tx, std::string_view ev
     return {};
 }
 
+Result<std::optional<PendingChange>> WebhookProcessor::DerivePendingChange(StoreTx& tx, const SubscriptionRecord& sub) {
+    if (IsTerminal(sub.status)) return std::optional<PendingChange>();
+    TALLY_ASSIGN_OR_RETURN(auto schedules, tx.billing().ListSchedulesForSubscription(sub.id));
+    for (const auto& schedule : schedules) {
+        if (!IsOpenScheduleStatus(schedule.status)) continue;
+        auto phase = PhaseChangeAt(schedule.phases, sub.current_period_end, sub.price_id, sub.quantity);
+        if (!phase) continue;
+        TALLY_ASSIGN_OR_RETURN(std::string lookup_key, tx.billing().PriceLookupKey(phase->price_id));
+        const PriceMatch match = billing_.catalog().MatchPrice(lookup_key, phase->price_id);
+        return std::optional<PendingChange>(PendingChange{schedule.id, phase->price_id,
+                                                          match.plan ? match.plan->id.str() : "", phase->quantity,
+                                                          sub.current_period_end});
+    }
+    return std::optional<PendingChange>();
+}
+
+Result<std::optional<SubscriptionRecord>> WebhookProcessor::RefreshPendingChange(StoreTx& tx,
+                                                                                 const StripeSubscriptionId& id) {
+    TALLY_ASSIGN_OR_RETURN(auto stored, tx.billing().GetSubscription(id));
+    if (!stored) return std::optional<SubscriptionRecord>();
+    TALLY_ASSIGN_OR_RETURN(auto pending, DerivePendingChange(tx, *stored));
+    if (pending == stored->pending_change) return stored;
+    SubscriptionRecord after = *stored;
+    after.pending_change = std::move(pending);
+    TALLY_TRY(tx.billing().UpsertSubscription(after));
+    TALLY_ASSIGN_OR_RETURN(auto customer, tx.customers().FindByStripeId(after.customer));
+    if (customer) TALLY_TRY(EmitSubscriptionEvents(tx, "", stored, after, *customer));
+    return std::optional<SubscriptionRecord>(std::move(after));
+}
+
+Result<std::string> WebhookProcessor::ApplySchedule(StoreTx& tx, const DecodedEvent& event, const StripeScheduleData& data) {
+    const bool terminal = IsTerminalScheduleStatus(data.status);
+    TALLY_ASSIGN_OR_RETURN(auto stored, tx.billing().GetSchedule(data.id));
+    if (stored) {
+        TALLY_ASSIGN_OR_RETURN(bool newer, IsNewer(tx, event, terminal, stored->stamp));
+        if (!newer) return std::string("stale");
+    }
+    SubscriptionScheduleRecord record{data, EventStamp{event.created.unix_seconds(), EventTypeRank(event.type),
+                                                       event.id.str(), terminal}};
+    // A released or completed schedule names its subscription as released_subscription; keep the one it managed.
+    if (record.subscription.str().empty() && stored) record.subscription = stored->subscription;
+    TALLY_TRY(tx.billing().UpsertSchedule(record));
+    TALLY_TRY(RefreshPendingChange(tx, record.subscription));
+    return std::string("applied");
+}
+
+Result<std::optional<SubscriptionRecord>> WebhookProcessor::ApplyScheduleResponse(
+    StoreTx& tx, const StripeScheduleData& data, const std::optional<EventStamp>& read_before,
+    const std::vector<std::pair<std::string, std::string>>& known_prices, const std::string& request_id,
+    const std::string& cause, Timestamp now) {
+    (void)cause;
+    (void)now;
+    const bool terminal = IsTerminalScheduleStatus(data.status);
+    TALLY_ASSIGN_OR_RETURN(auto stored, tx.billing().GetSchedule(data.id));
+    for (const auto& [price_id, lookup_key] : known_prices) TALLY_TRY(tx.billing().RememberPriceLookupKey(price_id, lookup_key));
+    // Stamped in the events' time domain, as ApplySubscriptionResponse stamps subscriptions: a new schedule is as
+    // old as its creation (so the same second's subscription_schedule.created, an earlier state, is stale against
+    // it, and the .updated that follows, "evt_" > "api_", brings the same state); a change is as old as the
+    // snapshot it changed, and is stored only if no event was applied since that snapshot was read.
+    bool store = false;
+    EventStamp stamp{data.created.unix_seconds(), EventTypeRank("subscription_schedule.updated"), "api_" + request_id,
+                     terminal};
+    if (!stored) {
+        store = true;
+    } else if (read_before) {
+        store = stored->stamp.created == read_before->created && stored->stamp.type_rank == read_before->type_rank &&
+                stored->stamp.event_id == read_before->event_id && !stored->stamp.terminal;
+        stamp.created = stored->stamp.created;
+        stamp.type_rank = stored->stamp.type_rank;
+    } else {
+        store = Supersedes(stamp, stored->stamp, false, false, false);
+    }
+    if (store) {
+        SubscriptionScheduleRecord record{data, stamp};
+        if (record.subscription.str().empty() && stored) record.subscription = stored->subscription;
+        TALLY_TRY(tx.billing().UpsertSchedule(record));
+    }
+    const StripeSubscriptionId sub = !data.subscription.str().empty() ? data.subscription
+                                     : stored                          ? stored->subscription
+                                                                       : data.subscription;
+    return RefreshPendingChange(tx, sub);
+}
+
 Status WebhookProcessor::StoreSubscription(StoreTx& tx, std::string_view event_type,
-                                           const std::optional<SubscriptionRecord>& stored, const SubscriptionRecord& sub,
+                                           const std::optional<SubscriptionRecord>& stored, SubscriptionRecord& sub,
                                            CustomerRecord& customer, const std::string& cause, Timestamp now) {
+    TALLY_ASSIGN_OR_RETURN(sub.pending_change, DerivePendingChange(tx, sub));
     TALLY_TRY(tx.billing().UpsertSubscription(sub));
     TALLY_TRY(EmitSubscriptionEvents(tx, event_type, stored, sub, customer));
     if (sub.plan_id.empty()) {
@@ -363,9 +453,9 @@ Result<std::string> WebhookProcessor::ApplySubscription(StoreTx& tx, const Decod
         if (!newer) return std::string("stale");
     }
     const PriceMatch match = billing_.catalog().MatchPrice(data.price_lookup_key, data.price_id);
-    const SubscriptionRecord sub{data, match.plan ? match.plan->id.str() : "",
-                                 EventStamp{event.created.unix_seconds(), EventTypeRank(event.type), event.id.str(),
-                                            terminal}};
+    SubscriptionRecord sub{data, match.plan ? match.plan->id.str() : "",
+                           EventStamp{event.created.unix_seconds(), EventTypeRank(event.type), event.id.str(), terminal},
+                           std::nullopt};
     TALLY_TRY(StoreSubscription(tx, event.type, stored, sub, customer, cause, now));
     return std::string("applied");
 }
@@ -391,7 +481,8 @@ Result<AppliedSubscription> WebhookProcessor::ApplySubscriptionResponse(StoreTx&
     const EventStamp stamp = stored ? EventStamp{stored->stamp.created, stored->stamp.type_rank, "api_" + request_id, terminal}
                                     : EventStamp{data.created.unix_seconds(), EventTypeRank("customer.subscription.updated"),
                                                  "api_" + request_id, terminal};
-    AppliedSubscription out{SubscriptionRecord{data, match.plan ? match.plan->id.str() : "", stamp}, customer, false};
+    AppliedSubscription out{SubscriptionRecord{data, match.plan ? match.plan->id.str() : "", stamp, std::nullopt},
+                            customer, false};
     bool store = false;
     if (!stored) {
         store = true;
@@ -407,7 +498,10 @@ Result<AppliedSubscription> WebhookProcessor::ApplySubscriptionResponse(StoreTx&
         // answer; then the answer is only returned, and the events decide what is stored.
         store = SameStamp(stored->stamp, *read_before) && !stored->stamp.terminal;
     }
-    if (!store) return out;
+    if (!store) {
+        TALLY_ASSIGN_OR_RETURN(out.subscription.pending_change, DerivePendingChange(tx, out.subscription));
+        return out;
+    }
     TALLY_TRY(StoreSubscription(tx, "", stored, out.subscription, out.customer, cause, now));
     out.stored = true;
     return out;

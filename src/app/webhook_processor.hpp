@@ -63,6 +63,17 @@ public:
                                                           const std::string& request_id, const std::string& cause,
                                                           Timestamp now);
 
+    /// Applies a subscription schedule Tally got back from a Stripe API call inside |tx|, as ApplySubscriptionResponse
+    /// does for subscriptions (|read_before|: the schedule's stored stamp read before the call, nullopt when none
+    /// was stored), then re-derives the pending change of its subscription. |known_prices|: (Stripe price id,
+    /// lookup key) pairs the caller resolved, remembered first so the phases' prices name their plans. Returns the
+    /// subscription as stored afterwards; nullopt when Tally does not have it yet.
+    Result<std::optional<SubscriptionRecord>> ApplyScheduleResponse(StoreTx& tx, const StripeScheduleData& data,
+                                                                    const std::optional<EventStamp>& read_before,
+                                                                    const std::vector<std::pair<std::string, std::string>>& known_prices,
+                                                                    const std::string& request_id,
+                                                                    const std::string& cause, Timestamp now);
+
 private:
     /// Applies |decoded| (one per id; empty when the event was missing or already processed) in one write
     /// transaction, each event in its own savepoint.
@@ -84,10 +95,17 @@ private:
     /// |event_type|: the Stripe event's type, "" for an API answer.
     Status EmitSubscriptionEvents(StoreTx& tx, std::string_view event_type, const std::optional<SubscriptionRecord>& before,
                                   const SubscriptionRecord& after, const CustomerRecord& customer);
-    /// Stores |sub| (replacing |stored|), emits the app's events and audit entries, and reconciles the role.
+    /// Stores |sub| (replacing |stored|) with its pending change derived from its schedules, emits the app's
+    /// events and audit entries, and reconciles the role.
     Status StoreSubscription(StoreTx& tx, std::string_view event_type, const std::optional<SubscriptionRecord>& stored,
-                             const SubscriptionRecord& sub, CustomerRecord& customer, const std::string& cause,
+                             SubscriptionRecord& sub, CustomerRecord& customer, const std::string& cause,
                              Timestamp now);
+    Result<std::string> ApplySchedule(StoreTx& tx, const DecodedEvent& event, const StripeScheduleData& data);
+    /// The change |sub|'s open schedules make when its current period ends (PhaseChangeAt); none once it ended.
+    Result<std::optional<PendingChange>> DerivePendingChange(StoreTx& tx, const SubscriptionRecord& sub);
+    /// Re-derives subscription |id|'s pending change after one of its schedules changed; stores it and emits
+    /// subscription.updated when it moved. Returns the subscription, nullopt when Tally does not have it.
+    Result<std::optional<SubscriptionRecord>> RefreshPendingChange(StoreTx& tx, const StripeSubscriptionId& id);
     /// Whether |event| (about an object whose stored snapshot came from |stored|) carries newer state.
     Result<bool> IsNewer(StoreTx& tx, const DecodedEvent& event, bool terminal, const EventStamp& stored);
 

@@ -296,7 +296,8 @@ http::Response Sandbox::Route(const http::Request& req, const bj::object& params
         {"webhook_endpoints", "webhook_endpoint"}, {"subscriptions", "subscription"},
         {"invoices", "invoice"},            {"payment_methods", "payment_method"},
         {"payment_intents", "payment_intent"}, {"charges", "charge"},
-        {"refunds", "refund"},              {"invoiceitems", "invoiceitem"}};
+        {"refunds", "refund"},              {"invoiceitems", "invoiceitem"},
+        {"subscription_schedules", "subscription_schedule"}};
     if (res == "test_helpers" && seg.size() == 3 && seg[2] == "webhook_deliveries" && m == "GET") {
         bj::array data;
         for (const auto& d : deliveries_) {
@@ -340,6 +341,7 @@ http::Response Sandbox::Route(const http::Request& req, const bj::object& params
         if (type == "price") return CreatePrice(params);
         if (type == "webhook_endpoint") return CreateWebhookEndpoint(params);
         if (type == "subscription") return CreateSubscription(params);
+        if (type == "subscription_schedule") return CreateSubscriptionSchedule(params);
         if (type == "payment_method") return CreatePaymentMethod(params);
         if (type == "payment_intent") return CreatePaymentIntent(params);
         if (type == "refund") return CreateRefund(params);
@@ -353,6 +355,7 @@ http::Response Sandbox::Route(const http::Request& req, const bj::object& params
     if (seg.size() == 3 && m == "GET") return Retrieve(type, seg[2]);
     if (seg.size() == 3 && m == "POST" && type == "customer") return UpdateCustomer(seg[2], params);
     if (seg.size() == 3 && m == "POST" && type == "subscription") return UpdateSubscription(seg[2], params);
+    if (seg.size() == 3 && m == "POST" && type == "subscription_schedule") return UpdateSubscriptionSchedule(seg[2], params);
     if (seg.size() == 3 && m == "DELETE" && type == "subscription") return CancelSubscription(seg[2], params);
     if (seg.size() == 3 && m == "DELETE" && (type == "customer" || type == "webhook_endpoint" || type == "product")) {
         return DeleteObject(type, seg[2]);
@@ -366,6 +369,8 @@ http::Response Sandbox::Route(const http::Request& req, const bj::object& params
         if (type == "payment_intent" && action == "cancel") return CancelPaymentIntent(id);
         if (type == "invoice" && action == "pay") return PayInvoiceRequest(id, params);
         if (type == "subscription" && action == "resume") return ResumeSubscription(id, params);
+        if (type == "subscription_schedule" && action == "release") return ReleaseSubscriptionSchedule(id, params);
+        if (type == "subscription_schedule" && action == "cancel") return CancelSubscriptionSchedule(id, params);
     }
     if (seg.size() == 4 && m == "GET" && type == "customer" && seg[3] == "payment_methods") {
         if (Find("customer", seg[2]) == nullptr) return NoSuch("customer", seg[2]);

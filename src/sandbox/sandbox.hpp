@@ -132,6 +132,15 @@ private:
     http::Response ListSubscriptionItems(const boost::json::object& params);
     http::Response RetrieveSubscriptionItem(const std::string& id);
     http::Response CreatePreviewInvoice(const boost::json::object& params);
+    // Subscription schedules (sandbox_schedules.cpp).
+    http::Response CreateSubscriptionSchedule(const boost::json::object& params);
+    http::Response UpdateSubscriptionSchedule(const std::string& id, const boost::json::object& params);
+    http::Response ReleaseSubscriptionSchedule(const std::string& id, const boost::json::object& params);
+    http::Response CancelSubscriptionSchedule(const std::string& id, const boost::json::object& params);
+    /// At |at|, the end of |subscription|'s period: if its schedule has a phase starting then, moves the item to
+    /// that phase's price and quantity; if its last phase ended, completes the schedule and detaches it. Emits
+    /// the schedule's events; the caller emits customer.subscription.updated.
+    void StartSchedulePhase(boost::json::object& subscription, int64_t at);
     http::Response PayInvoiceRequest(const std::string& id, const boost::json::object& params);
     http::Response CreateTestClock(const boost::json::object& params);
     http::Response AdvanceTestClock(const std::string& id, const boost::json::object& params);

@@ -569,6 +569,12 @@ http::Response Sandbox::UpdateSubscription(const std::string& id, const bj::obje
         return StripeError(400, "invalid_request_error", "",
                            "A canceled subscription can only update its cancellation_details and metadata.");
     }
+    if (Has(params, "cancel_at_period_end") && s->at("schedule").is_string()) {
+        return StripeError(400, "invalid_request_error", "",
+                           "The subscription is managed by the subscription schedule `" + Str(*s, "schedule") +
+                               "`, and updating any cancelation behavior directly is not allowed. Please update the "
+                               "schedule instead.");
+    }
     const std::string customer_id = Str(*s, "customer");
     const int64_t now = NowFor(customer_id);
     const std::string proration_behavior =
@@ -994,14 +1000,17 @@ void Sandbox::RunTransition(bj::object& s, const Transition& t) {
         case Transition::Kind::kPeriodEnd:
             break;
     }
-    // The period ends: cancel at period end, trial end, or renewal.
-    bj::object& item = Item(s);
+    // The period ends: cancel at period end, trial end, or renewal (in a schedule's next phase, if one starts).
     const int64_t period_end = at;
+    bj::object previous{{"items", s.at("items")}};
+    const bj::value schedule_before = s.at("schedule");
+    StartSchedulePhase(s, period_end);
+    if (s.at("schedule") != schedule_before) previous["schedule"] = schedule_before;
+    bj::object& item = Item(s);
     if (s.at("cancel_at_period_end").as_bool()) {
         EndSubscription(s, period_end, "cancellation_requested");
         return;
     }
-    bj::object previous{{"items", s.at("items")}};
     if (Str(s, "status") == "trialing") {
         const std::string behavior = Str(s.at("trial_settings").at("end_behavior").as_object(), "missing_payment_method");
         if (DefaultPaymentMethod(s).empty() && behavior == "cancel") {

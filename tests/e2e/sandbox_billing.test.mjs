@@ -278,3 +278,70 @@ test('without a test clock, subscriptions live in real time: a trial ending in 2
   assert.equal(invoice.billing_reason, 'subscription_cycle');
   assert.equal(invoice.amount_paid, 700);
 });
+
+test('subscription schedules: from_subscription, a second phase that runs at the period end, release and cancel', async () => {
+  const t0 = 1780000000;
+  const { clock, customer } = await clockCustomer(t0);
+  const high = await monthlyPrice(2000);
+  const low = await monthlyPrice(1000);
+  const sub = await stripe.subscriptions.create({ customer: customer.id, items: [{ price: high.id }] });
+  const end = sub.items.data[0].current_period_end;
+
+  const schedule = await stripe.subscriptionSchedules.create({ from_subscription: sub.id });
+  assert.equal(schedule.status, 'active');
+  assert.equal(schedule.subscription, sub.id);
+  assert.deepEqual(schedule.phases.map((p) => [p.start_date, p.end_date, p.items[0].price]), [[t0, end, high.id]]);
+  assert.equal((await stripe.subscriptions.retrieve(sub.id)).schedule, schedule.id);
+  await assert.rejects(stripe.subscriptionSchedules.create({ from_subscription: sub.id }),
+    (e) => e.statusCode === 400 && e.param === 'from_subscription');
+  // Stripe's rule: a scheduled subscription's cancellation goes through the schedule.
+  await assert.rejects(stripe.subscriptions.update(sub.id, { cancel_at_period_end: true }), (e) => e.statusCode === 400);
+  await assert.rejects(stripe.subscriptionSchedules.update(schedule.id, {
+    phases: [{ items: [{ price: high.id }], start_date: t0 + 5, end_date: end }, { items: [{ price: low.id }], iterations: 1 }],
+  }), (e) => e.param === 'phases[0][start_date]');
+  await assert.rejects(stripe.subscriptionSchedules.update(schedule.id, {
+    phases: [{ items: [{ price: low.id }], start_date: t0, end_date: end }],
+  }), (e) => e.param === 'phases[0][items]');
+
+  const updated = await stripe.subscriptionSchedules.update(schedule.id, {
+    phases: [{ items: [{ price: high.id, quantity: 1 }], start_date: t0, end_date: end },
+      { items: [{ price: low.id, quantity: 1 }], iterations: 1 }],
+    end_behavior: 'release',
+  });
+  assert.deepEqual(updated.phases.map((p) => [p.start_date, p.items[0].price]), [[t0, high.id], [end, low.id]]);
+
+  // The clock crosses the period end: the subscription renews on the second phase's price, unprorated.
+  await stripe.testHelpers.testClocks.advance(clock.id, { frozen_time: end + 3600 });
+  const renewed = await stripe.subscriptions.retrieve(sub.id);
+  assert.equal(renewed.items.data[0].price.id, low.id);
+  assert.equal(renewed.items.data[0].current_period_start, end);
+  const invoices = await stripe.invoices.list({ customer: customer.id });
+  assert.deepEqual(invoices.data.map((i) => [i.billing_reason, i.amount_paid]), [['subscription_cycle', 1000], ['subscription_create', 2000]]);
+  assert.deepEqual((await stripe.subscriptionSchedules.retrieve(schedule.id)).current_phase,
+    { start_date: end, end_date: updated.phases[1].end_date });
+  // The last phase ends: the schedule completes and lets the subscription go on.
+  await stripe.testHelpers.testClocks.advance(clock.id, { frozen_time: updated.phases[1].end_date + 3600 });
+  const completed = await stripe.subscriptionSchedules.retrieve(schedule.id);
+  assert.equal(completed.status, 'completed');
+  const after = await stripe.subscriptions.retrieve(sub.id);
+  assert.equal(after.schedule, null);
+  assert.equal(after.status, 'active');
+  assert.equal(after.items.data[0].price.id, low.id);
+  await assert.rejects(stripe.subscriptionSchedules.release(schedule.id), (e) => e.statusCode === 400);
+
+  // Release lets the subscription go as it is; cancel ends it at once.
+  const other = await stripe.subscriptions.create({ customer: customer.id, items: [{ price: high.id }] });
+  const released = await stripe.subscriptionSchedules.release((await stripe.subscriptionSchedules.create({ from_subscription: other.id })).id);
+  assert.equal(released.status, 'released');
+  assert.equal(released.released_subscription, other.id);
+  assert.equal((await stripe.subscriptions.retrieve(other.id)).schedule, null);
+  const doomed = await stripe.subscriptionSchedules.create({ from_subscription: other.id });
+  const canceled = await stripe.subscriptionSchedules.cancel(doomed.id);
+  assert.equal(canceled.status, 'canceled');
+  assert.equal((await stripe.subscriptions.retrieve(other.id)).status, 'canceled');
+  const events = (await stripe.events.list({ limit: 100 })).data.map((e) => e.type);
+  for (const type of ['subscription_schedule.created', 'subscription_schedule.updated', 'subscription_schedule.completed',
+    'subscription_schedule.released', 'subscription_schedule.canceled']) {
+    assert.ok(events.includes(type), type);
+  }
+});

@@ -271,7 +271,9 @@ test('bad input changes nothing, in Tally or in Stripe', async () => {
     [['RAW', '/v1/subscriptions', '{"customer":'], 400, 'malformed_json'],
     [['GET', '/v1/subscriptions/sub_nope'], 404, 'resource_missing', 'id'],
     [['POST', '/v1/subscriptions/sub_nope/cancel', {}], 404, 'resource_missing', 'id'],
-    [['POST', `/v1/subscriptions/${id}/change`, { plan: 'pro', at: 'period_end' }], 400, 'parameter_invalid', 'at'],
+    [['POST', `/v1/subscriptions/${id}/change`, { plan: 'pro', at: 'tomorrow' }], 400, 'parameter_invalid', 'at'],
+    [['POST', `/v1/subscriptions/${id}/change`, { plan: 'pro', at: 'period_end', proration_date: 1 }], 400,
+      'parameter_invalid', 'proration_date'],
     [['POST', `/v1/subscriptions/${id}/change`, { plan: 'starter' }], 400, 'parameter_invalid', 'plan'],
     [['POST', `/v1/subscriptions/${id}/change`, { plan: 'pro', proration_date: 1 }], 400, 'parameter_invalid', 'proration_date'],
     [['POST', `/v1/subscriptions/${id}/preview_change`, {}], 400, 'parameter_missing', 'plan'],
@@ -361,4 +363,78 @@ test('lists: the admin pages and filters; a session sees only its customer', asy
   assertError(await server.get(`/v1/customers/${b.id}/subscriptions`, { key: token }), 404, 'resource_missing');
   assertError(await server.post('/v1/subscriptions', { customer: b.id, plan: 'pro', trial_period_days: 2 }, { key: token }),
     404, 'resource_missing', 'customer');
+});
+
+// Runs last: it advances the sandbox's one test clock past every subscription's period end.
+test('a downgrade at period end goes through a Stripe subscription schedule and happens when the clock gets there', async () => {
+  const org = await createCustomer('sub_sched_org', { type: 'organization' });
+  await server.post(`/v1/customers/${org.id}/members`, { user: 'sched_owner', role: 'owner' });
+  await server.post(`/v1/customers/${org.id}/members`, { user: 'sched_member', role: 'member' });
+  await addCard(org);
+  const made = await server.post('/v1/subscriptions', { customer: org.id, plan: 'pro' });
+  assert.equal(made.status, 201, made.text);
+  const sub = made.json;
+  assert.equal(sub.pending_change, null);
+  await quiet();
+
+  // A member may not schedule it; an owner may. Nothing changes now: the pending change shows on the subscription.
+  const memberToken = await session(org.id, 'sched_member');
+  const ownerToken = await session(org.id, 'sched_owner');
+  assertError(await server.post(`/v1/subscriptions/${sub.id}/change`, { plan: 'starter', at: 'period_end' },
+    { key: memberToken }), 403, 'permission_denied');
+  const scheduled = await server.post(`/v1/subscriptions/${sub.id}/change`, { plan: 'starter', at: 'period_end' },
+    { key: ownerToken });
+  assert.equal(scheduled.status, 200, scheduled.text);
+  assert.equal(scheduled.json.plan, 'pro');
+  assert.equal(scheduled.json.unit_amount, 6000);
+  assert.equal(scheduled.json.pending_change.plan, 'starter', scheduled.text);
+  assert.equal(scheduled.json.pending_change.effective_at, sub.current_period_end);
+  assert.equal(scheduled.json.pending_change.quantity, 1);
+  const inStripe = await stripe.subscriptions.retrieve(sub.id);
+  assert.match(inStripe.schedule, /^sub_sched_/);
+  const schedule = await stripe.subscriptionSchedules.retrieve(inStripe.schedule);
+  assert.equal(schedule.status, 'active');
+  assert.equal(schedule.end_behavior, 'release');
+  assert.deepEqual(schedule.phases.map((ph) => [ph.start_date, ph.items[0].price]),
+    [[sub.current_period_start, inStripe.items.data[0].price.id], [sub.current_period_end, scheduled.json.pending_change.price]]);
+  await quiet();
+  const afterWebhooks = (await server.get(`/v1/subscriptions/${sub.id}`)).json;
+  assert.deepEqual(afterWebhooks.pending_change, scheduled.json.pending_change, 'the webhooks changed what Tally answered');
+
+  // Scheduling it again is the same answer; asking for the current plan drops it (the schedule is released).
+  const again = await server.post(`/v1/subscriptions/${sub.id}/change`, { plan: 'starter', at: 'period_end' });
+  assert.deepEqual(again.json.pending_change, scheduled.json.pending_change);
+  const dropped = await server.post(`/v1/subscriptions/${sub.id}/change`, { plan: 'pro', at: 'period_end' });
+  assert.equal(dropped.status, 200, dropped.text);
+  assert.equal(dropped.json.pending_change, null);
+  assert.equal((await stripe.subscriptionSchedules.retrieve(schedule.id)).status, 'released');
+  assert.equal((await stripe.subscriptions.retrieve(sub.id)).schedule, null);
+  await quiet();
+  const rescheduled = await server.post(`/v1/subscriptions/${sub.id}/change`, { plan: 'starter', at: 'period_end' });
+  assert.equal(rescheduled.json.pending_change.plan, 'starter', rescheduled.text);
+  assert.notEqual(rescheduled.json.pending_change.schedule, schedule.id);
+  await quiet();
+
+  // The period ends on the sandbox clock: the subscription renews on starter, invoiced at starter's price.
+  await stripe.testHelpers.testClocks.advance(server.testClock, { frozen_time: sub.current_period_end + 3600 });
+  const downgraded = await until(async () => {
+    const s = (await server.get(`/v1/subscriptions/${sub.id}`)).json;
+    return s.plan === 'starter' && s.current_period_start === sub.current_period_end && s;
+  }, 'the downgrade at period end');
+  assert.equal(downgraded.unit_amount, 3000);
+  assert.equal(downgraded.pending_change, null);
+  assert.equal(downgraded.status, 'active');
+  assert.equal((await server.get(`/v1/customers/${org.id}`)).json.plan, 'starter');
+  const renewal = await until(async () => (await server.get(`/v1/customers/${org.id}/invoices`)).json.data
+    .find((i) => i.created >= sub.current_period_end && i.status === 'paid'), 'the renewal invoice');
+  assert.equal(renewal.amount_due, 3000);
+
+  // The app heard: the change scheduled, dropped, scheduled again, then the plan moving at the period's end.
+  await quiet();
+  const trace = eventsFor(sub.id).map((e) => [e.type, e.data.previous_attributes]);
+  const pendingMoves = trace.filter(([, prev]) => prev && 'pending_change' in prev);
+  assert.deepEqual(pendingMoves.map(([, prev]) => prev.pending_change?.plan ?? null), [null, 'starter', null, 'starter'],
+    JSON.stringify(trace));
+  const planMoves = trace.filter(([, prev]) => prev && 'plan' in prev);
+  assert.deepEqual(planMoves.map(([, prev]) => prev.plan), ['pro'], JSON.stringify(trace));
 });

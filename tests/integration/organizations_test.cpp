@@ -372,6 +372,14 @@ public:
                                                            const std::string&) override {
         return Unavailable("down");
     }
+    Result<StripeScheduleData> ScheduleSubscriptionChange(const StripeSubscriptionId&, const std::string&,
+                                                          const SchedulePhase&, const SchedulePhase&,
+                                                          const std::string&) override {
+        return Unavailable("down");
+    }
+    Result<StripeScheduleData> ReleaseSchedule(const std::string&, const std::string&) override {
+        return Unavailable("down");
+    }
 };
 
 TEST_P(OrganizationsTest, ProfileWaitsForStripeAndIsPushedWhenItIsBack) {

@@ -105,6 +105,73 @@ TEST_P(WebhookFlowTest, CustomerUpdatedTakesOnlyTheFieldsItChanged) {
     EXPECT_EQ(h.ByStripe("cus_1").customer.email, "ada@example.com");
 }
 
+boost::json::object ScheduleObject(const std::string& status, const std::vector<std::pair<int64_t, std::string>>& phases,
+                                   bool attached = true) {
+    namespace bj = boost::json;
+    bj::array ps;
+    for (size_t i = 0; i < phases.size(); ++i) {
+        const int64_t end = i + 1 < phases.size() ? phases[i + 1].first : phases[i].first + 30 * kDay;
+        ps.push_back(bj::object{{"start_date", phases[i].first},
+                                {"end_date", end},
+                                {"items", bj::array{bj::object{{"price", phases[i].second}, {"quantity", 1}}}}});
+    }
+    return bj::object{{"id", "sub_sched_1"},        {"object", "subscription_schedule"},
+                      {"status", status},           {"created", kT0 + 100},
+                      {"customer", "cus_1"},        {"subscription", attached ? bj::value("sub_1") : bj::value(nullptr)},
+                      {"released_subscription", attached ? bj::value(nullptr) : bj::value("sub_1")},
+                      {"phases", std::move(ps)}};
+}
+
+// A downgrade at period end made in Stripe (a schedule from the subscription, then a second phase): whatever the
+// order of its events and the subscription's, the pending change is the same, and gone once the period moved.
+TEST_P(WebhookFlowTest, ScheduleEventsInAnyOrderGiveTheSamePendingChange) {
+    const int64_t end = kT0 + 30 * kDay;
+    const std::vector<std::pair<int64_t, std::string>> one = {{kT0, "price_pro_monthly"}};
+    const std::vector<std::pair<int64_t, std::string>> two = {{kT0, "price_pro_monthly"}, {end, "price_starter_monthly"}};
+    const std::vector<std::string> scheduled = {
+        EventJson("evt_s1", "customer.subscription.created", kT0,
+                  SubscriptionObject("sub_1", "cus_1", "active", "pro_monthly", kT0)),
+        EventJson("evt_k1", "subscription_schedule.created", kT0 + 100, ScheduleObject("active", one)),
+        EventJson("evt_k2", "subscription_schedule.updated", kT0 + 100, ScheduleObject("active", two),
+                  {{"phases", boost::json::value_from(ScheduleObject("active", one).at("phases"))}}),
+    };
+    std::vector<std::string> happened = scheduled;
+    happened.push_back(EventJson("evt_s2", "customer.subscription.updated", end,
+                                 SubscriptionObject("sub_1", "cus_1", "active", "starter_monthly", end),
+                                 {{"items", "changed"}}));
+    happened.push_back(EventJson("evt_k3", "subscription_schedule.updated", end, ScheduleObject("active", two),
+                                 {{"current_phase", "changed"}}));
+    std::mt19937 rng(7);
+    for (int round = 0; round < 12; ++round) {
+        for (const bool moved : {false, true}) {
+            Harness h(GetParam());
+            auto events = moved ? happened : scheduled;
+            std::shuffle(events.begin(), events.end(), rng);
+            events.push_back(events[rng() % events.size()]);  // a duplicate
+            for (const auto& e : events) h.DeliverAndProcess(e);
+            const auto v = h.ByStripe("cus_1");
+            ASSERT_TRUE(v.primary) << "round " << round;
+            if (!moved) {
+                ASSERT_TRUE(v.primary->pending_change) << "round " << round;
+                EXPECT_EQ(v.primary->pending_change->price_id, "price_starter_monthly");
+                EXPECT_EQ(v.primary->pending_change->schedule_id, "sub_sched_1");
+                EXPECT_EQ(v.primary->pending_change->effective_at, Timestamp(end));
+                EXPECT_EQ(v.primary->plan_id, "pro");
+            } else {
+                EXPECT_FALSE(v.primary->pending_change) << "round " << round;
+                EXPECT_EQ(v.primary->plan_id, "starter") << "round " << round;
+            }
+        }
+    }
+    // Released: the change is dropped.
+    Harness h(GetParam());
+    for (const auto& e : scheduled) h.DeliverAndProcess(e);
+    ASSERT_TRUE(h.ByStripe("cus_1").primary->pending_change);
+    h.DeliverAndProcess(EventJson("evt_k4", "subscription_schedule.released", kT0 + 200,
+                                  ScheduleObject("released", two, false)));
+    EXPECT_FALSE(h.ByStripe("cus_1").primary->pending_change);
+}
+
 // The final state must not depend on delivery order or duplicates.
 std::vector<std::string> Lifecycle() {
     std::vector<std::string> events;

@@ -33,7 +33,7 @@ constexpr Kind T = Kind::kText;
 constexpr Kind I = Kind::kInt;
 constexpr Kind B = Kind::kBool;
 
-// Every table of SQLite schema version 6 but schema_migrations (each store keeps its own).
+// Every table of SQLite schema version 8 but schema_migrations (each store keeps its own).
 const std::vector<Table>& Tables() {
     static const std::vector<Table> tables = {
         {"customers", "id",
@@ -53,7 +53,12 @@ const std::vector<Table>& Tables() {
           {"plan_id", T}, {"interval_unit", T}, {"interval_count", I}, {"unit_amount", I}, {"currency", T},
           {"quantity", I}, {"current_period_start", I}, {"current_period_end", I}, {"cancel_at_period_end", B},
           {"trial_end", I}, {"canceled_at", I}, {"created", I}, {"stamp_created", I}, {"stamp_rank", I},
-          {"stamp_event_id", T}, {"stamp_terminal", B}, {"pause_collection", T}}},
+          {"stamp_event_id", T}, {"stamp_terminal", B}, {"pause_collection", T}, {"pending_schedule_id", T},
+          {"pending_price_id", T}, {"pending_plan_id", T}, {"pending_quantity", I}, {"pending_at", I}}},
+        {"subscription_schedules", "id",
+         {{"id", T}, {"subscription_id", T}, {"status", T}, {"phases", T}, {"created", I}, {"stamp_created", I},
+          {"stamp_rank", I}, {"stamp_event_id", T}, {"stamp_terminal", B}}},
+        {"stripe_prices", "id", {{"id", T}, {"lookup_key", T}}},
         {"invoices", "id",
          {{"id", T}, {"stripe_customer_id", T}, {"subscription_id", T}, {"status", T}, {"amount_due", I},
           {"amount_paid", I}, {"currency", T}, {"stamp_created", I}, {"stamp_rank", I}, {"stamp_event_id", T},

@@ -828,11 +828,12 @@ Result<bj::object> OptionalJsonBody(const Request& req, std::initializer_list<co
     return BindJsonBody(req, allowed);
 }
 
-/// A plan change's {plan, interval, proration_date?}; |at| also read when |with_at| (only "now" is supported).
+/// A plan change's {plan, interval, proration_date?}; |at| ("now" | "period_end") also read when |with_at|.
 struct ChangeBody {
     std::string plan;
     std::string interval;
     std::optional<int64_t> proration_date;
+    bool at_period_end = false;
 };
 Result<ChangeBody> ParseChange(const Request& req, bool with_at) {
     TALLY_ASSIGN_OR_RETURN(bj::object body, with_at ? BindJsonBody(req, {"plan", "interval", "proration_date", "at"})
@@ -846,10 +847,12 @@ Result<ChangeBody> ParseChange(const Request& req, bool with_at) {
     TALLY_ASSIGN_OR_RETURN(out.proration_date, json::OptionalInt(body, "proration_date", ""));
     if (with_at) {
         TALLY_ASSIGN_OR_RETURN(std::string at, json::OptionalString(body, "at", ""));
-        if (!at.empty() && at != "now") {
-            return InvalidArgument("at must be now: changes at the period end (subscription schedules) are not "
-                                   "supported yet",
-                                   "at");
+        if (!at.empty() && at != "now" && at != "period_end") return InvalidArgument("at must be now or period_end", "at");
+        out.at_period_end = at == "period_end";
+        if (out.at_period_end && out.proration_date) {
+            return InvalidArgument("proration_date applies to a change now only (a change at period_end is not "
+                                   "prorated)",
+                                   "proration_date");
         }
     }
     return out;
@@ -972,6 +975,9 @@ Response Api::Subscriptions(const Request& req, const IdempotencyRequest& idem, 
     if (action == "change") {
         auto change = ParseChange(req, true);
         if (!change.ok()) return fail(change.error());
+        if (change->at_period_end) {
+            return mutate([&] { return svc.ChangeAtPeriodEnd(id, PlanId(change->plan), change->interval, stripe_key); });
+        }
         return mutate([&] { return svc.Change(id, PlanId(change->plan), change->interval, change->proration_date, stripe_key); });
     }
     if (action == "cancel") {

@@ -30,6 +30,16 @@ void SubscriptionFields(bj::object& so, const SubscriptionRecord& s) {
     so["canceled_at"] = OptTs(s.canceled_at);
     so["pause_collection"] =
         s.pause_collection.empty() ? bj::value(nullptr) : bj::value(bj::object{{"behavior", s.pause_collection}});
+    if (s.pending_change) {
+        const PendingChange& p = *s.pending_change;
+        so["pending_change"] = bj::object{{"plan", OptStr(p.plan_id)},
+                                          {"price", OptStr(p.price_id)},
+                                          {"quantity", p.quantity},
+                                          {"effective_at", p.effective_at.unix_seconds()},
+                                          {"schedule", p.schedule_id}};
+    } else {
+        so["pending_change"] = nullptr;
+    }
 }
 }  // namespace
 

@@ -262,6 +262,27 @@ CREATE INDEX payments_created ON payments(created, id);
 ALTER TABLE subscriptions ADD COLUMN pause_collection TEXT NOT NULL DEFAULT '';
 CREATE INDEX subscriptions_created ON subscriptions(created, id);
 )sql"},
+    {5, R"sql(
+-- SQLite's version 8: subscription schedules and the pending change they put on a subscription.
+CREATE TABLE subscription_schedules (
+  id TEXT PRIMARY KEY,
+  subscription_id TEXT NOT NULL,
+  status TEXT NOT NULL,
+  phases TEXT NOT NULL DEFAULT '',
+  created BIGINT NOT NULL,
+  stamp_created BIGINT NOT NULL,
+  stamp_rank INTEGER NOT NULL,
+  stamp_event_id TEXT NOT NULL,
+  stamp_terminal BOOLEAN NOT NULL
+);
+CREATE INDEX subscription_schedules_subscription ON subscription_schedules(subscription_id, created, id);
+ALTER TABLE subscriptions ADD COLUMN pending_schedule_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE subscriptions ADD COLUMN pending_price_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE subscriptions ADD COLUMN pending_plan_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE subscriptions ADD COLUMN pending_quantity BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE subscriptions ADD COLUMN pending_at BIGINT;
+CREATE TABLE stripe_prices (id TEXT PRIMARY KEY, lookup_key TEXT NOT NULL);
+)sql"},
 };
 
 }  // namespace

@@ -382,7 +382,10 @@ private:
 #define TALLY_SUBSCRIPTION_COLS                                                                                        \
     "id, stripe_customer_id, status, price_id, price_lookup_key, plan_id, interval_unit, interval_count, "           \
     "unit_amount, currency, quantity, current_period_start, current_period_end, cancel_at_period_end, trial_end, "   \
-    "canceled_at, created, stamp_created, stamp_rank, stamp_event_id, stamp_terminal, pause_collection"
+    "canceled_at, created, stamp_created, stamp_rank, stamp_event_id, stamp_terminal, pause_collection, "         \
+    "pending_schedule_id, pending_price_id, pending_plan_id, pending_quantity, pending_at"
+#define TALLY_SCHEDULE_COLS                                                                                            \
+    "id, subscription_id, status, phases, created, stamp_created, stamp_rank, stamp_event_id, stamp_terminal"
 
 #define TALLY_INVOICE_COLS                                                                                             \
     "id, stripe_customer_id, subscription_id, status, amount_due, amount_paid, currency, stamp_created, stamp_rank, " \
@@ -433,6 +436,20 @@ SubscriptionRecord ReadSubscription(const Row& s) {
     r.created = Timestamp(s.Int(16));
     r.stamp = s.Stamp(17);
     r.pause_collection = s.Text(21);
+    if (!s.Text(22).empty()) {
+        r.pending_change = PendingChange{s.Text(22), s.Text(23), s.Text(24), s.Int(25), s.OptTs(26).value_or(Timestamp())};
+    }
+    return r;
+}
+
+SubscriptionScheduleRecord ReadSchedule(const Row& s) {
+    SubscriptionScheduleRecord r;
+    r.id = s.Text(0);
+    r.subscription = StripeSubscriptionId(s.Text(1));
+    r.status = s.Text(2);
+    r.phases = SchedulePhasesFromText(s.Text(3));
+    r.created = Timestamp(s.Int(4));
+    r.stamp = s.Stamp(5);
     return r;
 }
 
@@ -445,17 +462,53 @@ public:
                                        ReadSubscription, id);
     }
     Status UpsertSubscription(const SubscriptionRecord& r) override {
+        const PendingChange none;
+        const PendingChange& p = r.pending_change ? *r.pending_change : none;
+        const std::optional<Timestamp> pending_at =
+            r.pending_change ? std::optional<Timestamp>(p.effective_at) : std::nullopt;
         return Do("INSERT INTO subscriptions(" TALLY_SUBSCRIPTION_COLS ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,"
-                  "$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22) ON CONFLICT(id) DO UPDATE SET stripe_customer_id=$2, "
+                  "$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25,$26,$27) ON CONFLICT(id) DO UPDATE SET "
+                  "stripe_customer_id=$2, "
                   "status=$3, price_id=$4, price_lookup_key=$5, plan_id=$6, interval_unit=$7, interval_count=$8, "
                   "unit_amount=$9, currency=$10, quantity=$11, current_period_start=$12, current_period_end=$13, "
                   "cancel_at_period_end=$14, trial_end=$15, canceled_at=$16, created=$17, stamp_created=$18, "
-                  "stamp_rank=$19, stamp_event_id=$20, stamp_terminal=$21, pause_collection=$22",
+                  "stamp_rank=$19, stamp_event_id=$20, stamp_terminal=$21, pause_collection=$22, "
+                  "pending_schedule_id=$23, pending_price_id=$24, pending_plan_id=$25, pending_quantity=$26, "
+                  "pending_at=$27",
                   r.id, r.customer, SubscriptionStatusName(r.status), r.price_id, r.price_lookup_key, r.plan_id,
                   IntervalUnitName(r.interval.unit), r.interval.count, r.unit_amount_minor, r.currency, r.quantity,
                   r.current_period_start, r.current_period_end, r.cancel_at_period_end, r.trial_end, r.canceled_at,
                   r.created, r.stamp.created, r.stamp.type_rank, r.stamp.event_id, r.stamp.terminal,
-                  r.pause_collection);
+                  r.pause_collection, p.schedule_id, p.price_id, p.plan_id, p.quantity, pending_at);
+    }
+    Result<std::optional<SubscriptionScheduleRecord>> GetSchedule(const std::string& id) override {
+        return One<SubscriptionScheduleRecord>("SELECT " TALLY_SCHEDULE_COLS " FROM subscription_schedules WHERE id=$1",
+                                               ReadSchedule, id);
+    }
+    Status UpsertSchedule(const SubscriptionScheduleRecord& r) override {
+        return Do("INSERT INTO subscription_schedules(" TALLY_SCHEDULE_COLS ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) "
+                  "ON CONFLICT(id) DO UPDATE SET subscription_id=$2, status=$3, phases=$4, created=$5, "
+                  "stamp_created=$6, stamp_rank=$7, stamp_event_id=$8, stamp_terminal=$9",
+                  r.id, r.subscription, r.status, SchedulePhasesToText(r.phases), r.created, r.stamp.created,
+                  r.stamp.type_rank, r.stamp.event_id, r.stamp.terminal);
+    }
+    Status RememberPriceLookupKey(const std::string& price_id, const std::string& lookup_key) override {
+        if (price_id.empty() || lookup_key.empty()) return {};
+        return Do("INSERT INTO stripe_prices(id, lookup_key) VALUES ($1, $2) ON CONFLICT(id) DO NOTHING", price_id,
+                  lookup_key);
+    }
+    Result<std::string> PriceLookupKey(const std::string& price_id) override {
+        // Else a subscription on that price tells (a read on the rare schedule path only).
+        TALLY_ASSIGN_OR_RETURN(auto key, One<std::string>("(SELECT lookup_key FROM stripe_prices WHERE id=$1) UNION ALL "
+                                                          "(SELECT price_lookup_key FROM subscriptions WHERE price_id=$1 "
+                                                          "AND price_lookup_key<>'' LIMIT 1) LIMIT 1",
+                                                          [](const Row& r) { return r.Text(0); }, price_id));
+        return key.value_or("");
+    }
+    Result<std::vector<SubscriptionScheduleRecord>> ListSchedulesForSubscription(const StripeSubscriptionId& id) override {
+        return Many<SubscriptionScheduleRecord>("SELECT " TALLY_SCHEDULE_COLS " FROM subscription_schedules WHERE "
+                                                "subscription_id=$1 ORDER BY created, id",
+                                                ReadSchedule, id);
     }
     Result<std::vector<SubscriptionRecord>> ListSubscriptionsByStripeCustomer(const StripeCustomerId& id) override {
         return Many<SubscriptionRecord>(

@@ -283,6 +283,27 @@ CREATE INDEX payments_created ON payments(created, id);
 ALTER TABLE subscriptions ADD COLUMN pause_collection TEXT NOT NULL DEFAULT '';
 CREATE INDEX subscriptions_created ON subscriptions(created, id);
 )sql"},
+    {8, R"sql(
+-- Subscription schedules (a change at period end) and the pending change they put on a subscription.
+CREATE TABLE subscription_schedules (
+  id TEXT PRIMARY KEY,
+  subscription_id TEXT NOT NULL,
+  status TEXT NOT NULL,
+  phases TEXT NOT NULL DEFAULT '',
+  created INTEGER NOT NULL,
+  stamp_created INTEGER NOT NULL,
+  stamp_rank INTEGER NOT NULL,
+  stamp_event_id TEXT NOT NULL,
+  stamp_terminal INTEGER NOT NULL
+);
+CREATE INDEX subscription_schedules_subscription ON subscription_schedules(subscription_id, created, id);
+ALTER TABLE subscriptions ADD COLUMN pending_schedule_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE subscriptions ADD COLUMN pending_price_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE subscriptions ADD COLUMN pending_plan_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE subscriptions ADD COLUMN pending_quantity INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE subscriptions ADD COLUMN pending_at INTEGER;
+CREATE TABLE stripe_prices (id TEXT PRIMARY KEY, lookup_key TEXT NOT NULL);
+)sql"},
 };
 
 Status Exec(sqlite3* db, const char* sql) {

@@ -195,6 +195,41 @@ Result<StripeCustomerData> DecodeCustomer(const bj::object& o) {
     return c;
 }
 
+/// A subscription schedule: phases with one item each are read; a phase with several items (not one Tally made)
+/// is kept with an empty price, which PhaseChangeAt reports as a change Tally cannot name.
+Result<StripeScheduleData> DecodeSchedule(const bj::object& o) {
+    StripeScheduleData d;
+    TALLY_ASSIGN_OR_RETURN(d.id, RequiredString(o, "id", kObj));
+    TALLY_ASSIGN_OR_RETURN(d.status, RequiredString(o, "status", kObj));
+    TALLY_ASSIGN_OR_RETURN(std::string sub, IdOrExpanded(o, "subscription", kObj));
+    if (sub.empty()) {
+        TALLY_ASSIGN_OR_RETURN(sub, OptionalString(o, "released_subscription", kObj));
+    }
+    d.subscription = StripeSubscriptionId(std::move(sub));
+    TALLY_ASSIGN_OR_RETURN(auto created, OptionalInt(o, "created", kObj));
+    d.created = Timestamp(created.value_or(0));
+    const auto* phases = o.if_contains("phases");
+    if (phases == nullptr || !phases->is_array()) return d;
+    for (const auto& pv : phases->get_array()) {
+        if (!pv.is_object()) return InvalidArgument("data.object.phases[] must be objects", "data.object.phases");
+        const bj::object& p = pv.get_object();
+        SchedulePhase phase;
+        TALLY_ASSIGN_OR_RETURN(auto start, OptionalInt(p, "start_date", "data.object.phases[]"));
+        TALLY_ASSIGN_OR_RETURN(auto end, OptionalInt(p, "end_date", "data.object.phases[]"));
+        phase.start = Timestamp(start.value_or(0));
+        phase.end = Timestamp(end.value_or(0));
+        const auto* items = p.if_contains("items");
+        if (items && items->is_array() && items->get_array().size() == 1 && items->get_array()[0].is_object()) {
+            const bj::object& item = items->get_array()[0].get_object();
+            TALLY_ASSIGN_OR_RETURN(phase.price_id, IdOrExpanded(item, "price", "data.object.phases[].items[]"));
+            TALLY_ASSIGN_OR_RETURN(auto quantity, OptionalInt(item, "quantity", "data.object.phases[].items[]"));
+            phase.quantity = quantity.value_or(1);
+        }
+        d.phases.push_back(std::move(phase));
+    }
+    return d;
+}
+
 Result<StripeSubscriptionData> DecodeSubscription(const bj::object& o) {
     StripeSubscriptionData s;
     TALLY_ASSIGN_OR_RETURN(std::string id, RequiredString(o, "id", kObj));
@@ -342,7 +377,9 @@ bool Handled(const std::string& type) {
         "customer.subscription.paused", "customer.subscription.resumed", "customer.subscription.trial_will_end",
         "invoice.created", "invoice.finalized", "invoice.paid", "invoice.payment_succeeded", "invoice.payment_failed",
         "invoice.payment_action_required", "checkout.session.completed", "payment_intent.succeeded",
-        "payment_intent.payment_failed", "charge.refunded"};
+        "payment_intent.payment_failed", "charge.refunded", "subscription_schedule.created",
+        "subscription_schedule.updated", "subscription_schedule.released", "subscription_schedule.canceled",
+        "subscription_schedule.completed", "subscription_schedule.aborted"};
     for (const char* t : kTypes) {
         if (type == t) return true;
     }
@@ -391,6 +428,8 @@ Result<DecodedEvent> StripeEventDecoder::Decode(std::string_view payload) const 
     const std::string& t = event.type;
     if (t.starts_with("customer.subscription.")) {
         TALLY_ASSIGN_OR_RETURN(event.object, DecodeSubscription(o));
+    } else if (t.starts_with("subscription_schedule.")) {
+        TALLY_ASSIGN_OR_RETURN(event.object, DecodeSchedule(o));
     } else if (t.starts_with("customer.")) {
         TALLY_ASSIGN_OR_RETURN(StripeCustomerData c, DecodeCustomer(o));
         const auto* previous = data->get_object().if_contains("previous_attributes");
@@ -444,5 +483,7 @@ Result<std::pair<bool, bool>> StripeEventDecoder::ChainEvidence(std::string_view
 Result<StripeSubscriptionData> DecodeStripeSubscription(const boost::json::object& subscription) {
     return DecodeSubscription(subscription);
 }
+
+Result<StripeScheduleData> DecodeStripeSchedule(const boost::json::object& schedule) { return DecodeSchedule(schedule); }
 
 }  // namespace tally

@@ -18,5 +18,7 @@ public:
 /// A bare Stripe subscription object (an API response, not an event) decoded as events' data.object is;
 /// kInvalidArgument naming the field (paths read "data.object.<field>").
 Result<StripeSubscriptionData> DecodeStripeSubscription(const boost::json::object& subscription);
+/// A subscription schedule object (a schedule API answer), decoded as subscription_schedule.* events' are.
+Result<StripeScheduleData> DecodeStripeSchedule(const boost::json::object& schedule);
 
 }  // namespace tally

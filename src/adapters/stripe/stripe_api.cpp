@@ -27,6 +27,26 @@ Result<StripeSubscriptionData> SubscriptionOf(const Response& r) {
     return decoded;
 }
 
+/// A subscription schedule in Stripe's answer, decoded as webhooks' are.
+Result<StripeScheduleData> ScheduleOf(const Response& r) {
+    if (!r.body.is_object()) return Unavailable("Stripe answered with no subscription schedule object");
+    auto decoded = DecodeStripeSchedule(r.body.get_object());
+    if (!decoded.ok()) return Unavailable("Stripe answered with a schedule Tally cannot read: " + decoded.error().message);
+    return decoded;
+}
+
+bj::object PhaseParams(const SchedulePhase& p, bool dated) {
+    bj::object o{{"items", bj::array{bj::object{{"price", p.price_id}, {"quantity", std::to_string(p.quantity)}}}},
+                 {"proration_behavior", "none"}};
+    if (dated) {
+        o["start_date"] = std::to_string(p.start.unix_seconds());
+        o["end_date"] = std::to_string(p.end.unix_seconds());
+    } else {
+        o["iterations"] = "1";
+    }
+    return o;
+}
+
 int64_t IntField(const bj::object& o, const char* key) {
     const auto* v = o.if_contains(key);
     return v && v->is_int64() ? v->get_int64() : 0;
@@ -126,6 +146,45 @@ Result<StripeSubscriptionData> HttpStripeApi::CancelSubscription(const StripeSub
         return s;
     }
     return SubscriptionOf(*r);
+}
+
+Result<StripeScheduleData> HttpStripeApi::ScheduleSubscriptionChange(const StripeSubscriptionId& id,
+                                                                    const std::string& schedule_id,
+                                                                    const SchedulePhase& current,
+                                                                    const SchedulePhase& next,
+                                                                    const std::string& idempotency_key) {
+    // One caller key, two Stripe requests: each gets its own derived key ("" lets the client make one per call).
+    const auto key = [&](const char* step) { return idempotency_key.empty() ? std::string() : idempotency_key + step; };
+    std::string schedule = schedule_id;
+    if (schedule.empty()) {
+        TALLY_ASSIGN_OR_RETURN(Response created, client_.Post("/v1/subscription_schedules",
+                                                               bj::object{{"from_subscription", id.str()}},
+                                                               key("_schedule")));
+        schedule = StringField(created.body, "id");
+        if (schedule.empty()) return Unavailable("Stripe answered a schedule creation without an id");
+    }
+    // The current phase as it is (dated), then one period of the new price; end_behavior release lets the
+    // subscription go on in it. No proration: the change falls on the period boundary.
+    bj::object params{{"phases", bj::array{PhaseParams(current, true), PhaseParams(next, false)}},
+                      {"end_behavior", "release"},
+                      {"proration_behavior", "none"}};
+    TALLY_ASSIGN_OR_RETURN(Response r, client_.Post("/v1/subscription_schedules/" + schedule, params,
+                                                    key("_phases")));
+    return ScheduleOf(r);
+}
+
+Result<StripeScheduleData> HttpStripeApi::ReleaseSchedule(const std::string& id, const std::string& idempotency_key) {
+    const std::string path = "/v1/subscription_schedules/" + id;
+    auto r = client_.Post(path + "/release", bj::object{}, idempotency_key);
+    if (!r.ok()) {
+        if (r.error().code != ErrorCode::kInvalidArgument) return r.error();
+        // Already released, completed or canceled (by a retry, the clock or someone else): the schedule as it is.
+        TALLY_ASSIGN_OR_RETURN(Response current, client_.Get(path));
+        TALLY_ASSIGN_OR_RETURN(auto schedule, ScheduleOf(current));
+        if (IsOpenScheduleStatus(schedule.status)) return r.error();
+        return schedule;
+    }
+    return ScheduleOf(*r);
 }
 
 Result<StripeInvoicePreview> HttpStripeApi::PreviewSubscriptionChange(const StripeSubscriptionId& id,

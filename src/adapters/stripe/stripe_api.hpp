@@ -40,6 +40,10 @@ public:
     Result<StripeInvoicePreview> PreviewSubscriptionChange(const StripeSubscriptionId& id, const std::string& price_id,
                                                            int64_t proration_date,
                                                            const std::string& proration_behavior) override;
+    Result<StripeScheduleData> ScheduleSubscriptionChange(const StripeSubscriptionId& id, const std::string& schedule_id,
+                                                          const SchedulePhase& current, const SchedulePhase& next,
+                                                          const std::string& idempotency_key) override;
+    Result<StripeScheduleData> ReleaseSchedule(const std::string& id, const std::string& idempotency_key) override;
 
 private:
     /// The id of subscription |id|'s single item (Stripe needs it to change the item's price).
@@ -85,6 +89,12 @@ public:
                                                            const std::string&) override {
         return NotConfigured();
     }
+    Result<StripeScheduleData> ScheduleSubscriptionChange(const StripeSubscriptionId&, const std::string&,
+                                                          const SchedulePhase&, const SchedulePhase&,
+                                                          const std::string&) override {
+        return NotConfigured();
+    }
+    Result<StripeScheduleData> ReleaseSchedule(const std::string&, const std::string&) override { return NotConfigured(); }
     static Error NotConfigured() {
         return Error{ErrorCode::kUnavailable,
                      "Stripe is not configured: set STRIPE_SECRET_KEY, or start with --stripe-sandbox for the offline "

@@ -16,9 +16,26 @@
 namespace tally {
 
 /// A subscription as stored: Stripe's snapshot plus what Tally derives from it.
+/// What a subscription schedule changes when the subscription's current period ends (from PhaseChangeAt).
+struct PendingChange {
+    std::string schedule_id;  // sub_sched_...
+    std::string price_id;     // "" for a phase Tally cannot name (several items)
+    std::string plan_id;      // "" when the price matches no catalog plan
+    int64_t quantity = 1;
+    Timestamp effective_at;   // the current period's end
+    bool operator==(const PendingChange&) const = default;
+};
+
 struct SubscriptionRecord : StripeSubscriptionData {
     std::string plan_id;  // empty when the price matches no catalog plan
     EventStamp stamp;     // the event whose snapshot this is
+    /// Derived, not Stripe's: the change an open schedule of this subscription makes at the period's end.
+    std::optional<PendingChange> pending_change;
+};
+
+/// A subscription schedule as the last applied snapshot (event or API answer) left it.
+struct SubscriptionScheduleRecord : StripeScheduleData {
+    EventStamp stamp;
 };
 
 struct InvoiceRecord {
@@ -87,6 +104,18 @@ public:
     virtual Result<std::vector<SubscriptionRecord>> ListSubscriptionsByStripeCustomer(const StripeCustomerId& id) = 0;
     /// At most |filter.limit| subscriptions matching |filter|, newest first.
     virtual Result<std::vector<SubscriptionRecord>> ListSubscriptions(const SubscriptionListFilter& filter) = 0;
+
+    virtual Result<std::optional<SubscriptionScheduleRecord>> GetSchedule(const std::string& id) = 0;
+    /// Inserts, or replaces every field of the schedule with that id.
+    virtual Status UpsertSchedule(const SubscriptionScheduleRecord& schedule) = 0;
+    /// Remembers that Stripe price |price_id| carries |lookup_key| (Stripe's phases and some events name prices by
+    /// id only). Keeps the first lookup key recorded for an id.
+    virtual Status RememberPriceLookupKey(const std::string& price_id, const std::string& lookup_key) = 0;
+    /// The lookup key remembered for |price_id|, else the one a stored subscription on that price carries; ""
+    /// when neither knows it.
+    virtual Result<std::string> PriceLookupKey(const std::string& price_id) = 0;
+    /// The schedules of subscription |id|, oldest created first.
+    virtual Result<std::vector<SubscriptionScheduleRecord>> ListSchedulesForSubscription(const StripeSubscriptionId& id) = 0;
 
     virtual Result<std::optional<InvoiceRecord>> GetInvoice(const std::string& id) = 0;
     virtual Status UpsertInvoice(const InvoiceRecord& invoice) = 0;
