@@ -266,6 +266,14 @@ Result<SubscriptionView> SubscriptionService::ChangeAtPeriodEnd(const StripeSubs
                      "subscription " + s.id.str() + " cancels at its period end: resume it before scheduling a change",
                      "id", ErrorReason::kSubscriptionNotChangeable};
     }
+    // During a trial a change now costs nothing (no proration), and a schedule's first phase would have to carry
+    // the trial over (Stripe applies the phase as sent): change it now instead.
+    if (s.status == SubscriptionStatus::kTrialing) {
+        return Error{ErrorCode::kConflict,
+                     "subscription " + s.id.str() + " is trialing: change its plan now (at: now), which costs nothing "
+                     "during the trial",
+                     "at", ErrorReason::kSubscriptionNotChangeable};
+    }
     TALLY_ASSIGN_OR_RETURN(auto price, StripePrice(plan, interval));
     if (price.first == s.price_id) {
         if (!s.pending_change) return InvalidArgument("the subscription is already on that price", "plan");

@@ -201,7 +201,7 @@ Result<std::string> WebhookProcessor::Apply(StoreTx& tx, const DecodedEvent& eve
     if (const auto* i = std::get_if<StripeInvoiceData>(&event.object)) return ApplyInvoice(tx, event, *i, now);
     if (const auto* k = std::get_if<StripeCheckoutData>(&event.object)) return ApplyCheckout(tx, event, *k, now);
     if (const auto* p = std::get_if<StripePaymentData>(&event.object)) return ApplyPayment(tx, event, *p);
-    if (const auto* d = std::get_if<StripeScheduleData>(&event.object)) return ApplySchedule(tx, event, *d);
+    if (const auto* d = std::get_if<StripeScheduleData>(&event.object)) return ApplySchedule(tx, event, *d, now);
     return std::string("ignored");
 }
 
@@ -342,6 +342,27 @@ Status WebhookProcessor::EmitSubscriptionEvents(StoreTx& tx, std::string_view ev
     return {};
 }
 
+namespace {
+/// An audit entry "pending_change" when |after|'s pending change differs from |before| (plan, else price).
+Status AuditPendingChange(StoreTx& tx, const CustomerId& customer, const std::optional<PendingChange>& before,
+                          const SubscriptionRecord& after, const std::string& cause, Timestamp now) {
+    if (before == after.pending_change) return {};
+    const auto describe = [](const std::optional<PendingChange>& p) {
+        return p ? (p->plan_id.empty() ? p->price_id : p->plan_id) : std::string();
+    };
+    std::string detail = "subscription=";
+    detail += after.id.str();
+    if (after.pending_change) {
+        detail += " schedule=";
+        detail += after.pending_change->schedule_id;
+        detail += " effective_at=";
+        detail += FormatRfc3339(after.pending_change->effective_at);
+    }
+    return tx.audit().Append({0, customer, now, "pending_change", describe(before), describe(after.pending_change),
+                              cause, std::move(detail)});
+}
+}  // namespace
+
 Result<std::optional<PendingChange>> WebhookProcessor::DerivePendingChange(StoreTx& tx, const SubscriptionRecord& sub) {
     if (IsTerminal(sub.status)) return std::optional<PendingChange>();
     TALLY_ASSIGN_OR_RETURN(auto schedules, tx.billing().ListSchedulesForSubscription(sub.id));
@@ -359,7 +380,9 @@ Result<std::optional<PendingChange>> WebhookProcessor::DerivePendingChange(Store
 }
 
 Result<std::optional<SubscriptionRecord>> WebhookProcessor::RefreshPendingChange(StoreTx& tx,
-                                                                                 const StripeSubscriptionId& id) {
+                                                                                 const StripeSubscriptionId& id,
+                                                                                 const std::string& cause,
+                                                                                 Timestamp now) {
     TALLY_ASSIGN_OR_RETURN(auto stored, tx.billing().GetSubscription(id));
     if (!stored) return std::optional<SubscriptionRecord>();
     TALLY_ASSIGN_OR_RETURN(auto pending, DerivePendingChange(tx, *stored));
@@ -368,14 +391,21 @@ Result<std::optional<SubscriptionRecord>> WebhookProcessor::RefreshPendingChange
     after.pending_change = std::move(pending);
     TALLY_TRY(tx.billing().UpsertSubscription(after));
     TALLY_ASSIGN_OR_RETURN(auto customer, tx.customers().FindByStripeId(after.customer));
-    if (customer) TALLY_TRY(EmitSubscriptionEvents(tx, "", stored, after, *customer));
+    if (customer) {
+        TALLY_TRY(EmitSubscriptionEvents(tx, "", stored, after, *customer));
+        TALLY_TRY(AuditPendingChange(tx, customer->id, stored->pending_change, after, cause, now));
+    }
     return std::optional<SubscriptionRecord>(std::move(after));
 }
 
-Result<std::string> WebhookProcessor::ApplySchedule(StoreTx& tx, const DecodedEvent& event, const StripeScheduleData& data) {
+Result<std::string> WebhookProcessor::ApplySchedule(StoreTx& tx, const DecodedEvent& event, const StripeScheduleData& data,
+                                                    Timestamp now) {
     const bool terminal = IsTerminalScheduleStatus(data.status);
     TALLY_ASSIGN_OR_RETURN(auto stored, tx.billing().GetSchedule(data.id));
     if (stored) {
+        // Stripe never reopens a released, completed or canceled schedule: a later-stamped open snapshot is an
+        // older state (an answer Tally stored carries the snapshot's time, not the release's).
+        if (stored->stamp.terminal && !terminal) return std::string("stale");
         TALLY_ASSIGN_OR_RETURN(bool newer, IsNewer(tx, event, terminal, stored->stamp));
         if (!newer) return std::string("stale");
     }
@@ -384,7 +414,7 @@ Result<std::string> WebhookProcessor::ApplySchedule(StoreTx& tx, const DecodedEv
     // A released or completed schedule names its subscription as released_subscription; keep the one it managed.
     if (record.subscription.str().empty() && stored) record.subscription = stored->subscription;
     TALLY_TRY(tx.billing().UpsertSchedule(record));
-    TALLY_TRY(RefreshPendingChange(tx, record.subscription));
+    TALLY_TRY(RefreshPendingChange(tx, record.subscription, "event:" + event.id.str(), now));
     return std::string("applied");
 }
 
@@ -392,8 +422,6 @@ Result<std::optional<SubscriptionRecord>> WebhookProcessor::ApplyScheduleRespons
     StoreTx& tx, const StripeScheduleData& data, const std::optional<EventStamp>& read_before,
     const std::vector<std::pair<std::string, std::string>>& known_prices, const std::string& request_id,
     const std::string& cause, Timestamp now) {
-    (void)cause;
-    (void)now;
     const bool terminal = IsTerminalScheduleStatus(data.status);
     TALLY_ASSIGN_OR_RETURN(auto stored, tx.billing().GetSchedule(data.id));
     for (const auto& [price_id, lookup_key] : known_prices) TALLY_TRY(tx.billing().RememberPriceLookupKey(price_id, lookup_key));
@@ -422,7 +450,7 @@ Result<std::optional<SubscriptionRecord>> WebhookProcessor::ApplyScheduleRespons
     const StripeSubscriptionId sub = !data.subscription.str().empty() ? data.subscription
                                      : stored                          ? stored->subscription
                                                                        : data.subscription;
-    return RefreshPendingChange(tx, sub);
+    return RefreshPendingChange(tx, sub, cause, now);
 }
 
 Status WebhookProcessor::StoreSubscription(StoreTx& tx, std::string_view event_type,
@@ -431,6 +459,7 @@ Status WebhookProcessor::StoreSubscription(StoreTx& tx, std::string_view event_t
     TALLY_ASSIGN_OR_RETURN(sub.pending_change, DerivePendingChange(tx, sub));
     TALLY_TRY(tx.billing().UpsertSubscription(sub));
     TALLY_TRY(EmitSubscriptionEvents(tx, event_type, stored, sub, customer));
+    TALLY_TRY(AuditPendingChange(tx, customer.id, stored ? stored->pending_change : std::nullopt, sub, cause, now));
     if (sub.plan_id.empty()) {
         TALLY_TRY(tx.audit().Append({0, customer.id, now, "unknown_price", "", sub.price_id, cause,
                                   "lookup_key='" + sub.price_lookup_key + "' matches no plan; grants nothing"}));

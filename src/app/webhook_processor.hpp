@@ -100,12 +100,17 @@ private:
     Status StoreSubscription(StoreTx& tx, std::string_view event_type, const std::optional<SubscriptionRecord>& stored,
                              SubscriptionRecord& sub, CustomerRecord& customer, const std::string& cause,
                              Timestamp now);
-    Result<std::string> ApplySchedule(StoreTx& tx, const DecodedEvent& event, const StripeScheduleData& data);
+    /// A subscription_schedule.* event: stores the schedule if the event is newer than its stored snapshot (a
+    /// terminal schedule never reopens), then re-derives its subscription's pending change.
+    Result<std::string> ApplySchedule(StoreTx& tx, const DecodedEvent& event, const StripeScheduleData& data,
+                                      Timestamp now);
     /// The change |sub|'s open schedules make when its current period ends (PhaseChangeAt); none once it ended.
     Result<std::optional<PendingChange>> DerivePendingChange(StoreTx& tx, const SubscriptionRecord& sub);
     /// Re-derives subscription |id|'s pending change after one of its schedules changed; stores it and emits
-    /// subscription.updated when it moved. Returns the subscription, nullopt when Tally does not have it.
-    Result<std::optional<SubscriptionRecord>> RefreshPendingChange(StoreTx& tx, const StripeSubscriptionId& id);
+    /// subscription.updated and audits it ("pending_change", with |cause|) when it moved. Returns the
+    /// subscription, nullopt when Tally does not have it.
+    Result<std::optional<SubscriptionRecord>> RefreshPendingChange(StoreTx& tx, const StripeSubscriptionId& id,
+                                                                   const std::string& cause, Timestamp now);
     /// Whether |event| (about an object whose stored snapshot came from |stored|) carries newer state.
     Result<bool> IsNewer(StoreTx& tx, const DecodedEvent& event, bool terminal, const EventStamp& stored);
 

@@ -34,16 +34,16 @@ struct SchedulePhase {
 bool IsOpenScheduleStatus(std::string_view status);
 bool IsTerminalScheduleStatus(std::string_view status);
 
-/// The change an open schedule makes when the subscription's current period ends at |period_end|: the phase
-/// starting exactly then, if its price or quantity differ from the subscription's (|price_id|, |quantity|);
-/// nullopt when no phase starts then or it changes nothing. Source: Stripe moves a subscription to the next
-/// phase's items at the phase boundary (docs.stripe.com/billing/subscriptions/subscription-schedules,
-/// "Transitioning to the next phase").
 /// |phases| as text, one "start end quantity price" line each (the stores' column format); the inverse reads
 /// what it wrote and skips lines it cannot read (a row never fails to load).
 std::string SchedulePhasesToText(const std::vector<SchedulePhase>& phases);
 std::vector<SchedulePhase> SchedulePhasesFromText(std::string_view text);
 
+/// The change an open schedule makes when the subscription's current period ends at |period_end|: the phase
+/// starting exactly then, if its price or quantity differ from the subscription's (|price_id|, |quantity|);
+/// nullopt when no phase starts then or it changes nothing. Source: Stripe moves a subscription to the next
+/// phase's items at the phase boundary (docs.stripe.com/billing/subscriptions/subscription-schedules,
+/// "Transitioning to the next phase").
 std::optional<SchedulePhase> PhaseChangeAt(const std::vector<SchedulePhase>& phases, Timestamp period_end,
                                            std::string_view price_id, int64_t quantity);
 

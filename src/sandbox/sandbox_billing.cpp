@@ -327,6 +327,17 @@ void Sandbox::EndSubscription(bj::object& s, int64_t at, const std::string& reas
     const std::string id = Str(s, "id");
     for (const auto& inv_id : open_invoices_[id]) objects_.at(inv_id)["next_payment_attempt"] = nullptr;
     open_invoices_.erase(id);
+    // Stripe cancels the schedule of a subscription that ends.
+    if (s.at("schedule").is_string()) {
+        if (bj::object* schedule = Find("subscription_schedule", Str(s, "schedule"));
+            schedule && (Str(*schedule, "status") == "active" || Str(*schedule, "status") == "not_started")) {
+            bj::object previous{{"status", schedule->at("status")}};
+            (*schedule)["status"] = "canceled";
+            (*schedule)["canceled_at"] = at;
+            (*schedule)["current_phase"] = nullptr;
+            Emit("subscription_schedule.canceled", *schedule, &previous, at);
+        }
+    }
     Emit("customer.subscription.deleted", s, nullptr, at);
 }
 

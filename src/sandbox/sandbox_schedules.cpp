@@ -269,6 +269,9 @@ void Sandbox::StartSchedulePhase(bj::object& s, int64_t at) {
     if (schedule == nullptr || !IsOpen(*schedule)) return;
     const bj::object* phase = PhaseStartingAt(*schedule, at);
     if (phase == nullptr) {
+        // Inside a phase (one of several periods): nothing changes yet.
+        const bj::array& phases = schedule->at("phases").as_array();
+        if (!phases.empty() && at < I64(phases.back().at("end_date"))) return;
         // The last phase ended: the schedule completes and, with end_behavior release, lets the subscription go on
         // as it is (cancel: the caller's renewal is replaced by the end of the subscription).
         const std::string sub_id = Str(s, "id");

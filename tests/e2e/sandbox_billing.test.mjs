@@ -339,6 +339,11 @@ test('subscription schedules: from_subscription, a second phase that runs at the
   const canceled = await stripe.subscriptionSchedules.cancel(doomed.id);
   assert.equal(canceled.status, 'canceled');
   assert.equal((await stripe.subscriptions.retrieve(other.id)).status, 'canceled');
+  // A subscription that ends takes its schedule with it.
+  const third = await stripe.subscriptions.create({ customer: customer.id, items: [{ price: low.id }] });
+  const attached = await stripe.subscriptionSchedules.create({ from_subscription: third.id });
+  await stripe.subscriptions.cancel(third.id);
+  assert.equal((await stripe.subscriptionSchedules.retrieve(attached.id)).status, 'canceled');
   const events = (await stripe.events.list({ limit: 100 })).data.map((e) => e.type);
   for (const type of ['subscription_schedule.created', 'subscription_schedule.updated', 'subscription_schedule.completed',
     'subscription_schedule.released', 'subscription_schedule.canceled']) {

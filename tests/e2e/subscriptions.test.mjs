@@ -274,6 +274,8 @@ test('bad input changes nothing, in Tally or in Stripe', async () => {
     [['POST', `/v1/subscriptions/${id}/change`, { plan: 'pro', at: 'tomorrow' }], 400, 'parameter_invalid', 'at'],
     [['POST', `/v1/subscriptions/${id}/change`, { plan: 'pro', at: 'period_end', proration_date: 1 }], 400,
       'parameter_invalid', 'proration_date'],
+    // A trial changes plan now, for free; a schedule would have to carry the trial over.
+    [['POST', `/v1/subscriptions/${id}/change`, { plan: 'pro', at: 'period_end' }], 409, 'subscription_not_changeable', 'at'],
     [['POST', `/v1/subscriptions/${id}/change`, { plan: 'starter' }], 400, 'parameter_invalid', 'plan'],
     [['POST', `/v1/subscriptions/${id}/change`, { plan: 'pro', proration_date: 1 }], 400, 'parameter_invalid', 'proration_date'],
     [['POST', `/v1/subscriptions/${id}/preview_change`, {}], 400, 'parameter_missing', 'plan'],
@@ -295,6 +297,7 @@ test('bad input changes nothing, in Tally or in Stripe', async () => {
   const all = await stripe.subscriptions.list({ customer: linked, status: 'all' });
   assert.deepEqual(all.data.map((s) => s.id), [id]);
   assert.equal(all.data[0].cancel_at_period_end, false);
+  assert.equal(all.data[0].schedule, null);
   assert.equal(all.data[0].items.data[0].price.lookup_key, 'starter_monthly');
   assert.equal((await server.get(`/v1/subscriptions/${id}`)).json.plan, 'starter');
 });

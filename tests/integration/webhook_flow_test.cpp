@@ -170,6 +170,14 @@ TEST_P(WebhookFlowTest, ScheduleEventsInAnyOrderGiveTheSamePendingChange) {
     h.DeliverAndProcess(EventJson("evt_k4", "subscription_schedule.released", kT0 + 200,
                                   ScheduleObject("released", two, false)));
     EXPECT_FALSE(h.ByStripe("cus_1").primary->pending_change);
+    // Both moves are audited with the event that caused them.
+    std::vector<std::pair<std::string, std::string>> moves;
+    for (const auto& e : h.Audit(h.ByStripe("cus_1").customer.id)) {
+        if (e.kind == "pending_change") moves.emplace_back(e.after, e.cause);
+    }
+    std::sort(moves.begin(), moves.end());
+    EXPECT_EQ(moves, (std::vector<std::pair<std::string, std::string>>{{"", "event:evt_k4"},
+                                                                        {"price_starter_monthly", "event:evt_k2"}}));
 }
 
 // The final state must not depend on delivery order or duplicates.

@@ -498,10 +498,12 @@ public:
                   lookup_key);
     }
     Result<std::string> PriceLookupKey(const std::string& price_id) override {
+        if (price_id.empty()) return std::string();
         // Else a subscription on that price tells (a read on the rare schedule path only).
-        TALLY_ASSIGN_OR_RETURN(auto key, One<std::string>("(SELECT lookup_key FROM stripe_prices WHERE id=$1) UNION ALL "
-                                                          "(SELECT price_lookup_key FROM subscriptions WHERE price_id=$1 "
-                                                          "AND price_lookup_key<>'' LIMIT 1) LIMIT 1",
+        TALLY_ASSIGN_OR_RETURN(auto key, One<std::string>("SELECT k FROM ((SELECT lookup_key AS k, 0 AS p FROM "
+                                                          "stripe_prices WHERE id=$1) UNION ALL (SELECT "
+                                                          "price_lookup_key, 1 FROM subscriptions WHERE price_id=$1 AND "
+                                                          "price_lookup_key<>'' LIMIT 1)) u ORDER BY p LIMIT 1",
                                                           [](const Row& r) { return r.Text(0); }, price_id));
         return key.value_or("");
     }

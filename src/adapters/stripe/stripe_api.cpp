@@ -168,9 +168,14 @@ Result<StripeScheduleData> HttpStripeApi::ScheduleSubscriptionChange(const Strip
     bj::object params{{"phases", bj::array{PhaseParams(current, true), PhaseParams(next, false)}},
                       {"end_behavior", "release"},
                       {"proration_behavior", "none"}};
-    TALLY_ASSIGN_OR_RETURN(Response r, client_.Post("/v1/subscription_schedules/" + schedule, params,
-                                                    key("_phases")));
-    return ScheduleOf(r);
+    auto r = client_.Post("/v1/subscription_schedules/" + schedule, params, key("_phases"));
+    if (!r.ok()) {
+        // A schedule Tally just made but could not give its phases would keep the subscription managed by it
+        // (Stripe then refuses cancel_at_period_end): let it go, best effort, and report the first error.
+        if (schedule_id.empty()) (void)client_.Post("/v1/subscription_schedules/" + schedule + "/release", bj::object{}, "");
+        return r.error();
+    }
+    return ScheduleOf(*r);
 }
 
 Result<StripeScheduleData> HttpStripeApi::ReleaseSchedule(const std::string& id, const std::string& idempotency_key) {

@@ -15,7 +15,6 @@
 
 namespace tally {
 
-/// A subscription as stored: Stripe's snapshot plus what Tally derives from it.
 /// What a subscription schedule changes when the subscription's current period ends (from PhaseChangeAt).
 struct PendingChange {
     std::string schedule_id;  // sub_sched_...
@@ -26,6 +25,7 @@ struct PendingChange {
     bool operator==(const PendingChange&) const = default;
 };
 
+/// A subscription as stored: Stripe's snapshot plus what Tally derives from it.
 struct SubscriptionRecord : StripeSubscriptionData {
     std::string plan_id;  // empty when the price matches no catalog plan
     EventStamp stamp;     // the event whose snapshot this is
@@ -105,6 +105,7 @@ public:
     /// At most |filter.limit| subscriptions matching |filter|, newest first.
     virtual Result<std::vector<SubscriptionRecord>> ListSubscriptions(const SubscriptionListFilter& filter) = 0;
 
+    /// The schedule with Stripe id |id| (sub_sched_...), nullopt when none is stored.
     virtual Result<std::optional<SubscriptionScheduleRecord>> GetSchedule(const std::string& id) = 0;
     /// Inserts, or replaces every field of the schedule with that id.
     virtual Status UpsertSchedule(const SubscriptionScheduleRecord& schedule) = 0;
