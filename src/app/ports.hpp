@@ -312,6 +312,8 @@ public:
     /// Creates a subscription and returns it as Stripe answered. A card that fails the first payment is a
     /// kPaymentRequired (reason kCardDeclined) and creates nothing (payment_behavior=error_if_incomplete).
     virtual Result<StripeSubscriptionData> CreateSubscription(const StripeSubscriptionCreate& request) = 0;
+    /// The subscription as Stripe has it now (GET /v1/subscriptions/{id}).
+    virtual Result<StripeSubscriptionData> RetrieveSubscription(const StripeSubscriptionId& id) = 0;
     /// Applies |update| and returns the subscription as Stripe answered.
     virtual Result<StripeSubscriptionData> UpdateSubscription(const StripeSubscriptionId& id,
                                                               const StripeSubscriptionUpdate& update) = 0;

@@ -104,6 +104,25 @@ Result<SubscriptionView> SubscriptionService::Apply(const StripeSubscriptionData
                                                                              clock_.Now()));
         return {};
     }));
+    // A webhook was applied between the caller's read and Stripe's answer (one from this very call, or from an
+    // earlier step still arriving), so the answer was not stored. Read your writes anyway: read the stored stamp,
+    // then Stripe's current state, which is at least as new as every event applied before that read, and store it
+    // under the same compare-and-set. A few rounds at most; then the webhooks decide, as before.
+    // The change itself is done in Stripe: a failing re-read only ends the rounds, it never fails the call.
+    for (int round = 0; read_before && !applied->stored && round < kReadYourWritesRoundsMax; ++round) {
+        auto current = Load(data.id);
+        if (!current.ok()) break;
+        auto latest = stripe_.RetrieveSubscription(data.id);
+        if (!latest.ok()) break;
+        std::optional<AppliedSubscription> reread;
+        Status written = store_.Write([&](StoreTx& tx) -> Status {
+            TALLY_ASSIGN_OR_RETURN(reread, processor_.ApplySubscriptionResponse(tx, *latest, current->subscription.stamp,
+                                                                                request_id, cause, clock_.Now()));
+            return {};
+        });
+        if (!written.ok() || !reread) break;
+        applied = std::move(reread);
+    }
     return SubscriptionView{std::move(applied->subscription), applied->customer.id.str()};
 }
 

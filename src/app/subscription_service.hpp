@@ -16,6 +16,8 @@
 namespace tally {
 
 constexpr int kSubscriptionPageSizeMax = 100;
+/// Apply's re-reads from Stripe when a webhook got in between a change and its answer (see Apply).
+constexpr int kReadYourWritesRoundsMax = 3;
 
 /// What Stripe does when a trial ends and the customer has no payment method
 /// (trial_settings.end_behavior.missing_payment_method): "cancel" (default), "pause" or "create_invoice".

@@ -434,6 +434,7 @@ test('a downgrade at period end goes through a Stripe subscription schedule and 
 
   // The app heard: the change scheduled, dropped, scheduled again, then the plan moving at the period's end.
   await quiet();
+  await until(() => eventsFor(sub.id).some((e) => e.data.previous_attributes?.plan === 'pro'), 'the plan change event');
   const trace = eventsFor(sub.id).map((e) => [e.type, e.data.previous_attributes]);
   const pendingMoves = trace.filter(([, prev]) => prev && 'pending_change' in prev);
   assert.deepEqual(pendingMoves.map(([, prev]) => prev.pending_change?.plan ?? null), [null, 'starter', null, 'starter'],

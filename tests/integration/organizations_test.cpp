@@ -362,6 +362,7 @@ public:
     Result<StripeSubscriptionData> CreateSubscription(const StripeSubscriptionCreate&) override {
         return Unavailable("down");
     }
+    Result<StripeSubscriptionData> RetrieveSubscription(const StripeSubscriptionId&) override { return Unavailable("down"); }
     Result<StripeSubscriptionData> UpdateSubscription(const StripeSubscriptionId&, const StripeSubscriptionUpdate&) override {
         return Unavailable("down");
     }

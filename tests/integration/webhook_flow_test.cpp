@@ -3,12 +3,15 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <functional>
 #include <random>
 
 #include "adapters/config/catalog_json.hpp"
 #include "adapters/sqlite/sqlite_store.hpp"
 #include "adapters/stripe/event_decoder.hpp"
 #include "app/billing_service.hpp"
+#include "app/checkout_service.hpp"
+#include "app/subscription_service.hpp"
 #include "app/webhook_processor.hpp"
 #include "test_store.hpp"
 #include "test_support.hpp"
@@ -178,6 +181,91 @@ TEST_P(WebhookFlowTest, ScheduleEventsInAnyOrderGiveTheSamePendingChange) {
     std::sort(moves.begin(), moves.end());
     EXPECT_EQ(moves, (std::vector<std::pair<std::string, std::string>>{{"", "event:evt_k4"},
                                                                         {"price_starter_monthly", "event:evt_k2"}}));
+}
+
+/// A Stripe whose subscription update lets a webhook in before it answers (|during_update|), as a real one can:
+/// the answer then reaches Tally after the event, and Retrieve shows the state after both.
+class RacingStripe final : public StripeApi {
+public:
+    std::function<void()> during_update;
+    StripeSubscriptionData answer;
+    bool retrieve_down = false;
+    int retrieves = 0;
+    Result<StripeSubscriptionData> UpdateSubscription(const StripeSubscriptionId&, const StripeSubscriptionUpdate&) override {
+        if (during_update) during_update();
+        return answer;
+    }
+    Result<StripeSubscriptionData> RetrieveSubscription(const StripeSubscriptionId&) override {
+        ++retrieves;
+        if (retrieve_down) return Unavailable("down");
+        return answer;
+    }
+    Result<StripeCustomerId> CreateCustomer(const std::string&, const std::string&, const std::string&,
+                                            const std::string&) override {
+        return Unavailable("not in this test");
+    }
+    Result<std::string> FindPriceId(const std::string&) override { return Unavailable("not in this test"); }
+    Result<HostedSession> CreateCheckoutSession(const CheckoutSessionRequest&) override {
+        return Unavailable("not in this test");
+    }
+    Result<HostedSession> CreatePortalSession(const StripeCustomerId&, const std::string&) override {
+        return Unavailable("not in this test");
+    }
+    Result<std::pair<std::string, bool>> EnsurePrice(const StripePriceSpec&) override {
+        return Unavailable("not in this test");
+    }
+    Status UpdateCustomerProfile(const StripeCustomerId&, const StripeCustomerProfile&) override {
+        return Unavailable("not in this test");
+    }
+    Result<Timestamp> SubscriptionNow(const StripeSubscriptionId&, Timestamp now) override { return now; }
+    Result<std::string> DefaultPaymentMethod(const StripeCustomerId&) override { return Unavailable("not in this test"); }
+    Result<StripeSubscriptionData> CreateSubscription(const StripeSubscriptionCreate&) override {
+        return Unavailable("not in this test");
+    }
+    Result<StripeSubscriptionData> CancelSubscription(const StripeSubscriptionId&, bool, const std::string&) override {
+        return Unavailable("not in this test");
+    }
+    Result<StripeInvoicePreview> PreviewSubscriptionChange(const StripeSubscriptionId&, const std::string&, int64_t,
+                                                           const std::string&) override {
+        return Unavailable("not in this test");
+    }
+    Result<StripeScheduleData> ScheduleSubscriptionChange(const StripeSubscriptionId&, const std::string&,
+                                                          const SchedulePhase&, const SchedulePhase&,
+                                                          const std::string&) override {
+        return Unavailable("not in this test");
+    }
+    Result<StripeScheduleData> ReleaseSchedule(const std::string&, const std::string&) override {
+        return Unavailable("not in this test");
+    }
+};
+
+// Read your writes: a webhook applied between Tally's read and Stripe's answer keeps the answer out of the store
+// (compare-and-set), so Tally reads the subscription back from Stripe and stores that; the next read sees the change.
+TEST_P(WebhookFlowTest, AnAnswerRacedByAWebhookIsReadBackFromStripe) {
+    for (const bool retrieve_down : {false, true}) {
+        Harness h(GetParam());
+        const auto sub = SubscriptionObject("sub_1", "cus_1", "active", "pro_monthly", kT0);
+        h.DeliverAndProcess(EventJson("evt_1", "customer.subscription.created", kT0, sub));
+        RacingStripe stripe;
+        auto canceling = sub;
+        canceling["cancel_at_period_end"] = true;
+        stripe.answer = DecodeStripeSubscription(canceling).value();
+        stripe.retrieve_down = retrieve_down;
+        stripe.during_update = [&] {
+            auto other = sub;
+            other["metadata"] = boost::json::object{{"note", "an earlier change still arriving"}};
+            h.DeliverAndProcess(EventJson("evt_2", "customer.subscription.updated", kT0, other,
+                                          {{"metadata", boost::json::object{}}}));
+        };
+        CheckoutService checkout(*h.store, h.billing, stripe, h.clock, CheckoutConfig{});
+        SubscriptionService service(*h.store, h.billing, checkout, h.processor, stripe, h.clock, SubscriptionConfig{});
+        auto answered = service.Cancel(StripeSubscriptionId("sub_1"), true, false, "");
+        ASSERT_TRUE(answered.ok()) << answered.error().message;
+        EXPECT_TRUE(answered->subscription.cancel_at_period_end) << "retrieve_down=" << retrieve_down;
+        EXPECT_EQ(stripe.retrieves, 1);
+        // Stored when Stripe could be read back; otherwise the answer is still returned and the webhooks decide.
+        EXPECT_EQ(service.Get(StripeSubscriptionId("sub_1"))->subscription.cancel_at_period_end, !retrieve_down);
+    }
 }
 
 // The final state must not depend on delivery order or duplicates.

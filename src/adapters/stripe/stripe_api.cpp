@@ -109,6 +109,11 @@ Result<std::string> HttpStripeApi::SubscriptionItemId(const StripeSubscriptionId
     return item;
 }
 
+Result<StripeSubscriptionData> HttpStripeApi::RetrieveSubscription(const StripeSubscriptionId& id) {
+    TALLY_ASSIGN_OR_RETURN(Response r, client_.Get("/v1/subscriptions/" + id.str()));
+    return SubscriptionOf(r);
+}
+
 Result<StripeSubscriptionData> HttpStripeApi::UpdateSubscription(const StripeSubscriptionId& id,
                                                                  const StripeSubscriptionUpdate& update) {
     bj::object params;

@@ -33,6 +33,7 @@ public:
     Result<Timestamp> SubscriptionNow(const StripeSubscriptionId& id, Timestamp wall_now) override;
     Result<std::string> DefaultPaymentMethod(const StripeCustomerId& id) override;
     Result<StripeSubscriptionData> CreateSubscription(const StripeSubscriptionCreate& request) override;
+    Result<StripeSubscriptionData> RetrieveSubscription(const StripeSubscriptionId& id) override;
     Result<StripeSubscriptionData> UpdateSubscription(const StripeSubscriptionId& id,
                                                       const StripeSubscriptionUpdate& update) override;
     Result<StripeSubscriptionData> CancelSubscription(const StripeSubscriptionId& id, bool prorate,
@@ -78,6 +79,7 @@ public:
     Result<StripeSubscriptionData> CreateSubscription(const StripeSubscriptionCreate&) override {
         return NotConfigured();
     }
+    Result<StripeSubscriptionData> RetrieveSubscription(const StripeSubscriptionId&) override { return NotConfigured(); }
     Result<StripeSubscriptionData> UpdateSubscription(const StripeSubscriptionId&,
                                                       const StripeSubscriptionUpdate&) override {
         return NotConfigured();
