@@ -186,15 +186,26 @@ Result<int64_t> SubscriptionService::ProrationDate(const SubscriptionRecord& s, 
     return std::clamp(now.unix_seconds(), start, std::max(start, end - 1));
 }
 
-Result<ChangePreview> SubscriptionService::PreviewChange(const StripeSubscriptionId& id, const PlanId& plan,
-                                                         const std::string& interval,
-                                                         std::optional<int64_t> proration_date) {
+Result<SubscriptionService::PlanMove> SubscriptionService::PrepareMove(const StripeSubscriptionId& id,
+                                                                       const PlanId& plan, const std::string& interval,
+                                                                       std::optional<int64_t> proration_date) {
     TALLY_ASSIGN_OR_RETURN(SubscriptionView view, Load(id));
     const SubscriptionRecord& s = view.subscription;
     if (!IsLive(s.status)) return NotChangeable(s, "change plan");
     TALLY_ASSIGN_OR_RETURN(auto price, StripePrice(plan, interval));
     if (price.first == s.price_id) return InvalidArgument("the subscription is already on that price", "plan");
     TALLY_ASSIGN_OR_RETURN(int64_t date, ProrationDate(s, proration_date));
+    return PlanMove{std::move(view), std::move(price), date};
+}
+
+Result<ChangePreview> SubscriptionService::PreviewChange(const StripeSubscriptionId& id, const PlanId& plan,
+                                                         const std::string& interval,
+                                                         std::optional<int64_t> proration_date) {
+    TALLY_ASSIGN_OR_RETURN(PlanMove move, PrepareMove(id, plan, interval, proration_date));
+    SubscriptionView& view = move.view;
+    const SubscriptionRecord& s = view.subscription;
+    const auto& price = move.price;
+    const int64_t date = move.proration_date;
     TALLY_ASSIGN_OR_RETURN(StripeInvoicePreview invoice,
                            stripe_.PreviewSubscriptionChange(id, price.first, date, "always_invoice"));
     ChangePreview out;
@@ -208,8 +219,7 @@ Result<ChangePreview> SubscriptionService::PreviewChange(const StripeSubscriptio
     }
     out.next_invoice_total_minor = price.second->unit_amount.amount_minor() * s.quantity;
     // An interval change starts a new period at the change (Stripe resets the billing cycle anchor).
-    const bool same_interval = price.second->interval.unit == s.interval.unit && price.second->interval.count == s.interval.count;
-    if (same_interval) {
+    if (price.second->interval == s.interval) {
         out.next_invoice_at = s.current_period_end;
     } else {
         TALLY_ASSIGN_OR_RETURN(out.next_invoice_at, NthBoundary(Timestamp(date), price.second->interval, 1));
@@ -221,12 +231,11 @@ Result<ChangePreview> SubscriptionService::PreviewChange(const StripeSubscriptio
 Result<SubscriptionView> SubscriptionService::Change(const StripeSubscriptionId& id, const PlanId& plan,
                                                      const std::string& interval, std::optional<int64_t> proration_date,
                                                      const std::string& stripe_key) {
-    TALLY_ASSIGN_OR_RETURN(SubscriptionView view, Load(id));
+    TALLY_ASSIGN_OR_RETURN(PlanMove move, PrepareMove(id, plan, interval, proration_date));
+    SubscriptionView& view = move.view;
     const SubscriptionRecord& s = view.subscription;
-    if (!IsLive(s.status)) return NotChangeable(s, "change plan");
-    TALLY_ASSIGN_OR_RETURN(auto price, StripePrice(plan, interval));
-    if (price.first == s.price_id) return InvalidArgument("the subscription is already on that price", "plan");
-    TALLY_ASSIGN_OR_RETURN(int64_t date, ProrationDate(s, proration_date));
+    const auto& price = move.price;
+    const int64_t date = move.proration_date;
     TALLY_ASSIGN_OR_RETURN(view, DropPendingChange(view, stripe_key, "api:subscription_change"));
     StripeSubscriptionUpdate update;
     update.price_id = price.first;

@@ -125,6 +125,15 @@ private:
     Result<SubscriptionView> ApplySchedule(const StripeScheduleData& data, const std::optional<EventStamp>& read_before,
                                            const std::vector<std::pair<std::string, std::string>>& known_prices,
                                            const SubscriptionView& fallback, const std::string& cause);
+    /// A plan change now, checked: the subscription (live, not already on the price), the target price and the
+    /// proration date (as ProrationDate).
+    struct PlanMove {
+        SubscriptionView view;
+        std::pair<std::string, const CatalogPrice*> price;
+        int64_t proration_date = 0;
+    };
+    Result<PlanMove> PrepareMove(const StripeSubscriptionId& id, const PlanId& plan, const std::string& interval,
+                                 std::optional<int64_t> proration_date);
     /// The Stripe price id of |plan|'s paid |interval| price, and the catalog price.
     Result<std::pair<std::string, const CatalogPrice*>> StripePrice(const PlanId& plan, const std::string& interval);
     /// |requested|, or the subscription's now clamped into its current period; kInvalidArgument outside it.

@@ -36,6 +36,16 @@ const bj::object* PhaseStartingAt(const bj::object& schedule, int64_t at) {
     return nullptr;
 }
 
+/// Stripe's refusal to |verb| a schedule that is no longer open.
+http::Response NotOpen(const bj::object& schedule, const std::string& verb) {
+    std::string message = "You cannot ";
+    message += verb;
+    message += " a subscription schedule that is currently in the `";
+    message += Str(schedule, "status");
+    message += "` status.";
+    return StripeError(400, "invalid_request_error", "", message);
+}
+
 bj::object Phase(int64_t start, int64_t end, const std::string& price, int64_t quantity, const std::string& currency,
                  const std::string& proration_behavior) {
     return bj::object{{"start_date", start},
@@ -117,9 +127,7 @@ http::Response Sandbox::UpdateSubscriptionSchedule(const std::string& id, const 
     bj::object* schedule = Find("subscription_schedule", id);
     if (schedule == nullptr) return NoSuch("subscription_schedule", id);
     if (!IsOpen(*schedule)) {
-        return StripeError(400, "invalid_request_error", "",
-                           "You cannot update a subscription schedule that is currently in the `" +
-                               Str(*schedule, "status") + "` status.");
+        return NotOpen(*schedule, "update");
     }
     bj::object* s = Find("subscription", Str(*schedule, "subscription"));
     const std::string end_behavior = Has(params, "end_behavior") ? Str(params, "end_behavior") : Str(*schedule, "end_behavior");
@@ -220,9 +228,7 @@ http::Response Sandbox::ReleaseSubscriptionSchedule(const std::string& id, const
     bj::object* schedule = Find("subscription_schedule", id);
     if (schedule == nullptr) return NoSuch("subscription_schedule", id);
     if (!IsOpen(*schedule)) {
-        return StripeError(400, "invalid_request_error", "",
-                           "You cannot release a subscription schedule that is currently in the `" +
-                               Str(*schedule, "status") + "` status.");
+        return NotOpen(*schedule, "release");
     }
     const int64_t now = NowFor(Str(*schedule, "customer"));
     const std::string sub_id = Str(*schedule, "subscription");
@@ -246,9 +252,7 @@ http::Response Sandbox::CancelSubscriptionSchedule(const std::string& id, const 
     bj::object* schedule = Find("subscription_schedule", id);
     if (schedule == nullptr) return NoSuch("subscription_schedule", id);
     if (!IsOpen(*schedule)) {
-        return StripeError(400, "invalid_request_error", "",
-                           "You cannot cancel a subscription schedule that is currently in the `" +
-                               Str(*schedule, "status") + "` status.");
+        return NotOpen(*schedule, "cancel");
     }
     const int64_t now = NowFor(Str(*schedule, "customer"));
     bj::object previous{{"status", schedule->at("status")}};
