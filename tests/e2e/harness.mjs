@@ -8,6 +8,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import Stripe from 'stripe';
+import { checkResponse } from './openapi.mjs';
 
 export const BIN = process.env.TALLY_BIN ?? new URL('../../build/debug/tally', import.meta.url).pathname;
 export const SOURCE_DIR = process.env.TALLY_SOURCE_DIR ?? new URL('../..', import.meta.url).pathname;
@@ -152,6 +153,8 @@ export async function startTally(extraEnv = {}, { dir = mkdtempSync(join(tmpdir(
       if (body !== undefined) { payload = JSON.stringify(body); h['content-type'] = 'application/json'; }
       const res = await fetch(base + path, { method, headers: h, body: payload });
       const text = await res.text();
+      // Every answer is held to the contract (api/openapi.yaml): an undocumented one fails the test.
+      checkResponse(SOURCE_DIR, method, path, res.status, res.headers.get('content-type'), text);
       let json;
       try { json = JSON.parse(text); } catch { json = undefined; }
       return { status: res.status, json, text, headers: res.headers };

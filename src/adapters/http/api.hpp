@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <initializer_list>
+#include <span>
 #include <string>
 
 #include "adapters/http/server.hpp"
@@ -51,12 +52,37 @@ struct ApiDeps {
     SubscriptionService* subscriptions = nullptr;  // subscriptions through Tally; null: those routes are 404
 };
 
+/// Who may call a route.
+enum class Access : uint8_t {
+    kPublic,           // no credentials: health, metrics, the Stripe webhook, the API reference, the plans
+    kApiKey,           // an API key: read_only keys may GET, every other method needs an admin key
+    kApiKeyOrSession,  // an API key, or a customer session token acting inside its own customer
+};
+
+struct Call;
+using RouteHandler = Response (*)(const ApiDeps& deps, const Call& call);
+/// A handler that answers later, from another thread (the Stripe webhook answers once its event is durable).
+using AsyncRouteHandler = void (*)(const ApiDeps& deps, Request&& req, const Responder& respond);
+/// One route of the table: |path| is a template ("/v1/customers/{id}/members/{user}") whose {…} segments match
+/// any one non-empty path segment (percent-decoded on its own) and reach the handler as Call::params, in order.
+/// A GET route also answers HEAD.
+struct Route {
+    const char* method;  // "GET" | "POST" | "DELETE"
+    const char* path;
+    Access access;
+    RouteHandler handler;
+    AsyncRouteHandler async = nullptr;  // set instead of |handler| for a route that answers asynchronously
+};
+
+/// Every route Tally serves, in matching order; api/openapi.yaml describes exactly these (a test holds them equal).
+std::span<const Route> ApiRoutes();
+
 /// The route template of |req| for metrics labels: "/v1/customers/{id}/entitlements", never a raw id, and "other"
 /// for paths Tally does not serve (bounded label values).
 std::string RouteTemplate(const Request& req);
 
-/// Routes requests to use cases and renders results. Thread-safe. No exception escapes Handle: a bug becomes a
-/// 500 `api_error` whose id is also in the log.
+/// Routes requests through ApiRoutes() to their handlers and renders results. Thread-safe. No exception escapes
+/// Handle: a bug becomes a 500 `api_error` whose id is also in the log.
 class Api {
 public:
     explicit Api(ApiDeps deps) : d_(std::move(deps)) {}
@@ -64,31 +90,6 @@ public:
 
 private:
     void HandleUnguarded(Request req, const Responder& respond);
-    Response Dispatch(const Request& req, const Principal& principal, const IdempotencyRequest& idem);
-    void HandleWebhook(Request req, const Responder& respond);
-    Response Health();
-    /// /v1/webhook_endpoints[...] and /v1/events[...].
-    Response DispatchEvents(const Request& req, const Principal& principal, const IdempotencyRequest& idem);
-    /// A request made with a customer session token: only its customer's routes, everything else as missing.
-    Response DispatchSession(const Request& req, const SessionGrant& grant, MemberRole role,
-                             const IdempotencyRequest& idem);
-    /// GET /v1/customers: a lookup by external_id or stripe_customer_id, or a filtered page.
-    Response ListCustomers(const Request& req);
-    /// /v1/customers/{id}/members[/{user}]; |actor_role| is the session user's role (nullopt: an API key).
-    Response Members(const Request& req, const IdempotencyRequest& idem, const std::string& actor,
-                     std::optional<MemberRole> actor_role);
-    /// GET /v1/invoices, /v1/payments and /v1/customers/{id}/invoices|payments (|customer| from the path, or "").
-    Response History(const Request& req, bool invoices, const std::string& customer);
-    /// /v1/subscriptions[...] and GET /v1/customers/{id}/subscriptions. |scope| set for a customer session: only
-    /// that customer's subscriptions exist, and changes need a role that may manage billing (else 403).
-    struct SessionScope {
-        CustomerId customer;
-        MemberRole role;
-    };
-    Response Subscriptions(const Request& req, const IdempotencyRequest& idem, const std::optional<SessionScope>& scope);
-    /// POST /v1/checkout_sessions and /v1/billing_portal_sessions; |authorize| (may be empty) vets the customer.
-    Response HostedSession(const Request& req, const IdempotencyRequest& idem,
-                           const std::function<Status(const std::string& customer)>& authorize);
 
     ApiDeps d_;
 };
