@@ -30,7 +30,13 @@ std::string NewId(const std::string& prefix) {
 
 BillingService::BillingService(Store& store, const Catalog& catalog, const Clock& clock, BillingConfig config,
                                EventOutbox* outbox)
-    : store_(store), catalog_(catalog), clock_(clock), config_(config), outbox_(outbox) {}
+    : store_(store), catalog_(&catalog), clock_(clock), config_(config), outbox_(outbox) {}
+
+void BillingService::InstallCatalog(Catalog catalog) {
+    std::lock_guard lock(catalogs_mu_);
+    catalogs_.push_back(std::move(catalog));
+    catalog_.store(&catalogs_.back(), std::memory_order_release);
+}
 
 Status BillingService::EmitCustomerEvent(StoreTx& tx, std::string_view type, const CustomerRecord& customer,
                                          Timestamp now, const ApiObjectRenderer::Attributes& previous) {
@@ -60,7 +66,7 @@ Result<CustomerView> BillingService::BuildView(StoreTx& tx, CustomerRecord custo
     std::vector<SubscriptionAccessInput> inputs;
     inputs.reserve(view.subscriptions.size());
     for (const auto& sub : view.subscriptions) {
-        SubscriptionAccessInput in{sub.id.str(), sub.status, catalog_.FindPlan(PlanId(sub.plan_id)), std::nullopt};
+        SubscriptionAccessInput in{sub.id.str(), sub.status, catalog().FindPlan(PlanId(sub.plan_id)), std::nullopt};
         if (sub.status == SubscriptionStatus::kPastDue) {
             TALLY_ASSIGN_OR_RETURN(auto attempts, tx.billing().ListPaymentAttempts(sub.id.str()));
             in.past_due_since = PastDueSince(attempts);
@@ -69,7 +75,7 @@ Result<CustomerView> BillingService::BuildView(StoreTx& tx, CustomerRecord custo
         }
         inputs.push_back(std::move(in));
     }
-    view.decision = DecideAccess(catalog_, inputs, customer.role_override, now, config_.grace_period_seconds);
+    view.decision = DecideAccess(catalog(), inputs, customer.role_override, now, config_.grace_period_seconds);
     for (const auto& sub : view.subscriptions) {
         if (sub.id.str() == view.decision.subscription_id) view.primary = sub;
     }
@@ -120,7 +126,7 @@ Status BillingService::Reconcile(StoreTx& tx, CustomerRecord& customer, const st
     if (old_role != customer.role) {
         TALLY_TRY(outbox_->Emit(tx, "customer.role_changed", id, id, render.Customer(view), {{"role", old_role}}));
         // An organization's role is its members' too: each one whose effective role moved is told (seed 002).
-        TALLY_TRY(EmitMemberRoleChanges(tx, catalog_, *outbox_, customer, old_role));
+        TALLY_TRY(EmitMemberRoleChanges(tx, catalog(), *outbox_, customer, old_role));
     }
     if (old_plan != customer.plan_id) {
         TALLY_TRY(outbox_->Emit(tx, "customer.entitlements_updated", id, id, render.Entitlements(view),
@@ -215,8 +221,8 @@ Result<std::pair<CustomerView, bool>> BillingService::CreateCustomer(StoreTx& tx
     c.company = input.company.value_or("");
     c.email_verified = input.email_verified.value_or(false);
     c.metadata = std::move(metadata);
-    c.role = catalog_.default_role();
-    c.plan_id = catalog_.default_plan().id.str();
+    c.role = catalog().default_role();
+    c.plan_id = catalog().default_plan().id.str();
     c.created_at = now;
     TALLY_TRY(tx.customers().Insert(c));
     TALLY_TRY(tx.audit().Append({0, c.id, now, "customer_created", "", c.role, "api",
@@ -342,7 +348,7 @@ Result<CustomerView> BillingService::SetRoleOverride(const CustomerId& id, const
 Result<CustomerView> BillingService::SetRoleOverride(StoreTx& tx, const CustomerId& id, const std::string& role,
                                                      const std::string& reason, std::optional<Timestamp> expires_at,
                                                      const std::string& actor) {
-    if (catalog_.RoleRank(role) < 0) return InvalidArgument("unknown role '" + role + "'", "role");
+    if (catalog().RoleRank(role) < 0) return InvalidArgument("unknown role '" + role + "'", "role");
     TALLY_TRY(CheckText(reason, kReasonBytesMax, "reason", true));
     const Timestamp now = clock_.Now();
     if (expires_at) TALLY_TRY(CheckTimestampRange(*expires_at, "expires_at"));

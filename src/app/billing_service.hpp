@@ -1,7 +1,10 @@
 #pragma once
 // Customers, role synchronisation and admin overrides.
+#include <atomic>
 #include <cstdint>
 #include <functional>
+#include <list>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -132,7 +135,12 @@ public:
                              const std::vector<std::pair<std::string, std::variant<std::nullptr_t, bool, int64_t,
                                                                                    std::string, Metadata>>>& previous = {});
 
-    const Catalog& catalog() const { return catalog_; }
+    /// The current catalog. Plans change at runtime (PlanService installs each new version); a reference stays valid
+    /// for the process's life, so a request that read a plan keeps reading that version.
+    const Catalog& catalog() const { return *catalog_.load(std::memory_order_acquire); }
+    /// Makes |catalog| the current one. Earlier versions are kept (a plan change costs its catalog's few KB), so no
+    /// reader ever holds a dangling plan.
+    void InstallCatalog(Catalog catalog);
     EventOutbox* outbox() const { return outbox_; }
     const BillingConfig& config() const { return config_; }
 
@@ -142,7 +150,9 @@ private:
         const std::function<Result<std::optional<CustomerRecord>>(StoreTx&)>& lookup);
 
     Store& store_;
-    const Catalog& catalog_;
+    std::atomic<const Catalog*> catalog_;
+    std::mutex catalogs_mu_;
+    std::list<Catalog> catalogs_;  // every installed version (std::list: elements never move)
     const Clock& clock_;
     const BillingConfig config_;
     EventOutbox* outbox_;

@@ -21,14 +21,32 @@ Status CheckUrl(const std::string& url, const char* param) {
 Result<const CatalogPrice*> PaidPrice(const Catalog& catalog, const PlanId& plan_id, const std::string& interval) {
     const Plan* plan = catalog.FindPlan(plan_id);
     if (plan == nullptr) return InvalidArgument("no such plan: " + plan_id.str(), "plan");
+    if (plan->archived) {
+        return WithReason(InvalidArgument("plan " + plan_id.str() + " is archived: it is no longer sold", "plan"),
+                          ErrorReason::kPlanArchived);
+    }
     if (interval != "month" && interval != "year") return InvalidArgument("interval must be month or year", "interval");
     auto unit = ParseIntervalUnit(interval);
-    for (const auto& p : plan->prices) {
-        if (p.interval.unit == *unit && p.interval.count == 1 && !p.lookup_key.empty() && p.unit_amount.amount_minor() > 0) {
-            return &p;
+    if (const CatalogPrice* p = plan->ActivePaidPrice(*unit)) return p;
+    return InvalidArgument("plan " + plan_id.str() + " has no paid " + interval + "ly price", "plan");
+}
+
+Result<std::string> SalePriceId(const Catalog& catalog, const PlanId& plan_id, const CatalogPrice& price,
+                                StripeApi& stripe) {
+    if (price.stripe_price_id) return *price.stripe_price_id;
+    // Not pushed yet. Stripe's price under this lookup key is this one, unless the key still sits on the price this
+    // one replaces (a new amount whose push is pending): selling that would charge the old amount.
+    if (const Plan* plan = catalog.FindPlan(plan_id)) {
+        for (const auto& other : plan->prices) {
+            if (!other.active && other.lookup_key == price.lookup_key) {
+                return Error{ErrorCode::kUnavailable,
+                             "plan " + plan_id.str() + "'s new price is not in Stripe yet (stripe_sync: pending); "
+                             "retry shortly",
+                             "plan", ErrorReason::kStripeSyncPending};
+            }
         }
     }
-    return InvalidArgument("plan " + plan_id.str() + " has no paid " + interval + "ly price", "plan");
+    return stripe.FindPriceId(price.lookup_key);
 }
 
 Result<StripeCustomerId> CheckoutService::EnsureStripeCustomer(const CustomerId& id) {
@@ -61,7 +79,8 @@ Result<HostedSession> CheckoutService::StartCheckout(const CustomerId& customer,
                                                      const std::string& cancel_url, std::optional<int64_t> trial_period_days,
                                                      const std::string& idempotency_key) {
     if (IsBlank(customer.str())) return InvalidArgument("customer must not be blank", "customer");
-    TALLY_ASSIGN_OR_RETURN(const CatalogPrice* price, PaidPrice(billing_.catalog(), plan_id, interval));
+    const Catalog& catalog = billing_.catalog();
+    TALLY_ASSIGN_OR_RETURN(const CatalogPrice* price, PaidPrice(catalog, plan_id, interval));
     CheckoutConfig defaults;
     {
         std::lock_guard lock(mu_);
@@ -78,7 +97,7 @@ Result<HostedSession> CheckoutService::StartCheckout(const CustomerId& customer,
                                "trial_period_days");
     }
     TALLY_ASSIGN_OR_RETURN(StripeCustomerId stripe_customer, EnsureStripeCustomer(customer));
-    TALLY_ASSIGN_OR_RETURN(std::string price_id, stripe_.FindPriceId(price->lookup_key));
+    TALLY_ASSIGN_OR_RETURN(std::string price_id, SalePriceId(catalog, plan_id, *price, stripe_));
     CheckoutSessionRequest request{stripe_customer, price_id, customer.str(), success, cancel, trial_period_days.value_or(0),
                                    idempotency_key.empty() ? "" : "tally_checkout_" + idempotency_key};
     return stripe_.CreateCheckoutSession(request);

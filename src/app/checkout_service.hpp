@@ -33,8 +33,11 @@ struct PushedPrice {
 Result<std::vector<PushedPrice>> PushCatalog(const Catalog& catalog, StripeApi& stripe);
 
 /// |plan|'s paid price for |interval| ("month" | "year"): kInvalidArgument naming "plan" for an unknown or free
-/// plan or one without such a price, "interval" for another interval.
+/// plan or one without such an active price (kPlanArchived for an archived plan), "interval" for another interval.
 Result<const CatalogPrice*> PaidPrice(const Catalog& catalog, const PlanId& plan, const std::string& interval);
+/// The Stripe price id to sell |price| (of |plan|) at: the one pushed, else Stripe's under its lookup key.
+/// kUnavailable (kStripeSyncPending) while a new amount's push is pending (the key still names the old price).
+Result<std::string> SalePriceId(const Catalog& catalog, const PlanId& plan, const CatalogPrice& price, StripeApi& stripe);
 
 /// Use cases that start a Stripe-hosted flow. The outcome (a subscription, a changed plan) arrives later as
 /// webhooks; nothing here changes a role. Thread-safe.

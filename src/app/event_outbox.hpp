@@ -39,6 +39,8 @@ public:
     virtual std::string Member(const MemberRecord& member) const = 0;
     /// GET /v1/users/{user}: {"object":"user","id","effective_role","memberships":[...]}.
     virtual std::string User(const UserView& user) const = 0;
+    /// GET /v1/plans/{id}: {"id","object":"plan","name","prices":[...],"stripe_sync",...}.
+    virtual std::string Plan(const PlanRecord& plan) const = 0;
     /// Stripe's event envelope around |object_json|: {"id","object":"event","api_version","created","type",
     /// "livemode":false,"customer","sequence","data":{"object":...,"previous_attributes":{...}}}; previous_attributes
     /// is left out when |previous| is empty.

@@ -234,6 +234,27 @@ struct StripePriceSpec {
     int64_t interval_count = 1;
 };
 
+/// One price of a plan as Stripe should have it (PlanService's push).
+struct StripePlanPriceSpec {
+    std::string tally_id;         // tprice_...: names the creation's idempotency key
+    std::string stripe_price_id;  // "" until created or adopted
+    std::string lookup_key;
+    int64_t unit_amount_minor = 0;
+    std::string currency;
+    std::string interval;
+    int64_t interval_count = 1;
+    bool active = true;
+};
+
+/// A plan as Stripe should have it: product |product_id| ("tally_<plan>") named |name|, active unless archived, and
+/// its prices.
+struct StripePlanSpec {
+    std::string product_id;
+    std::string name;
+    bool active = true;
+    std::vector<StripePlanPriceSpec> prices;
+};
+
 /// What Tally keeps on a Stripe customer: its email, name and metadata (StripeCustomerMetadata).
 struct StripeCustomerProfile {
     std::string email;  // "" clears it
@@ -301,6 +322,13 @@ public:
     /// Creates the product and price of |spec| unless a price with its lookup key exists; returns the price id
     /// and whether it was created.
     virtual Result<std::pair<std::string, bool>> EnsurePrice(const StripePriceSpec& spec) = 0;
+    /// Makes Stripe's product and prices match |spec|, safely repeated: creates the product when missing, else
+    /// updates its name and active flag; for each active price without a Stripe id, adopts Stripe's active price
+    /// under its lookup key when that has the same amount, currency and interval, else creates the price with
+    /// `transfer_lookup_key=true` (the key moves to it: Stripe's prices are immutable); deactivates each inactive
+    /// price that has an id. Returns the Stripe price id of each spec price, in order ("" for an inactive price
+    /// never created). Stripe's errors as returned; kUnavailable when Stripe cannot be reached.
+    virtual Result<std::vector<std::string>> SyncPlan(const StripePlanSpec& spec) = 0;
     /// Makes Stripe customer |id|'s email, name and metadata equal |profile|: metadata keys Stripe holds beyond it
     /// are removed (MetadataPatch). Safe to repeat. kNotFound for a customer Stripe does not know.
     virtual Status UpdateCustomerProfile(const StripeCustomerId& id, const StripeCustomerProfile& profile) = 0;

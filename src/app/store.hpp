@@ -13,6 +13,7 @@
 #include "app/store/events.hpp"
 #include "app/store/inbox.hpp"
 #include "app/store/keys.hpp"
+#include "app/store/plans.hpp"
 #include "domain/result.hpp"
 
 namespace tally {
@@ -29,6 +30,7 @@ public:
     virtual AuditStoreTx& audit() = 0;
     virtual KeyStoreTx& keys() = 0;
     virtual EventStoreTx& events() = 0;
+    virtual PlanStoreTx& plans() = 0;
 
     /// Nested rollback points inside the transaction (SQL SAVEPOINT, on SQLite and PostgreSQL alike): lets one
     /// transaction apply many items and undo only the one that failed.

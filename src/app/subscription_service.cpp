@@ -31,8 +31,9 @@ std::string KeyFor(const std::string& op, const std::string& stripe_key) {
 
 Result<std::pair<std::string, const CatalogPrice*>> SubscriptionService::StripePrice(const PlanId& plan,
                                                                                       const std::string& interval) {
-    TALLY_ASSIGN_OR_RETURN(const CatalogPrice* price, PaidPrice(billing_.catalog(), plan, interval));
-    TALLY_ASSIGN_OR_RETURN(std::string price_id, stripe_.FindPriceId(price->lookup_key));
+    const Catalog& catalog = billing_.catalog();
+    TALLY_ASSIGN_OR_RETURN(const CatalogPrice* price, PaidPrice(catalog, plan, interval));
+    TALLY_ASSIGN_OR_RETURN(std::string price_id, SalePriceId(catalog, plan, *price, stripe_));
     return std::make_pair(std::move(price_id), price);
 }
 

@@ -161,6 +161,19 @@ int Run(int argc, char** argv) {
     push_cmd->add_option("--stripe-api-base", push_base, "Stripe API base URL (default https://api.stripe.com)")
         ->envname("STRIPE_API_BASE");
 
+    std::string catalog_db = "./tally.db";
+    auto* diff_cmd = catalog_cmd->add_subcommand(
+        "diff", "Show how the catalog file differs from the database's catalog (exit 1 when it does)");
+    auto* apply_cmd = catalog_cmd->add_subcommand(
+        "apply", "Make the database's catalog equal the file: new plans, changed ones (a new amount is a new price), "
+                 "plans the file lacks archived");
+    for (auto* cmd : {diff_cmd, apply_cmd}) {
+        cmd->add_option("--catalog", catalog_file, "Plan catalog JSON (default: the built-in copy of config/pricing.json)")
+            ->envname("TALLY_CATALOG");
+        cmd->add_option("--db", catalog_db, "SQLite database file, or a postgresql:// URL")->envname("TALLY_DB")
+            ->capture_default_str();
+    }
+
     tally::cli::SimulateOptions sim;
     auto* sim_cmd = app.add_subcommand(
         "simulate", "Drive a reproducible customer population through the Stripe sandbox's clock into a new Tally "
@@ -202,6 +215,8 @@ int Run(int argc, char** argv) {
     if (*copy_cmd) return tally::cli::CopyDatabase(copy_from, copy_to);
     if (*sim_cmd) return tally::cli::Simulate(sim);
     if (*push_cmd) return tally::cli::PushCatalogCommand(catalog_file, push_key, push_base);
+    if (*diff_cmd) return tally::cli::CatalogCommand("diff", catalog_file, catalog_db);
+    if (*apply_cmd) return tally::cli::CatalogCommand("apply", catalog_file, catalog_db);
     if (*keys_create || *keys_list || *keys_revoke) {
         keys.command = *keys_create ? "create" : *keys_list ? "list" : "revoke";
         return tally::cli::Keys(keys);

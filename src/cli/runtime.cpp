@@ -20,6 +20,7 @@
 #include "adapters/openssl_secret_hasher.hpp"
 #include "app/billing_history.hpp"
 #include "app/member_service.hpp"
+#include "app/plan_service.hpp"
 #include "app/stripe_customer_sync.hpp"
 #include "adapters/http/api.hpp"
 #include "adapters/http/json_views.hpp"
@@ -235,6 +236,66 @@ int CopyDatabase(const std::string& from, const std::string& to) {
     return 0;
 }
 
+int CatalogCommand(const std::string& command, const std::string& catalog_file, const std::string& db) {
+    auto file = LoadCatalog(catalog_file);
+    if (!file.ok()) {
+        Log("error", "invalid catalog: " + file.error().message);
+        return 2;
+    }
+    auto store = OpenStore(db);
+    if (!store.ok()) {
+        Log("error", store.error().message);
+        return ExitCodeFor(store.error());
+    }
+    SystemClock clock;
+    http::JsonObjectRenderer renderer;
+    EventOutbox outbox(renderer, clock);
+    BillingService billing(**store, *file, clock, BillingConfig{}, &outbox);
+    // No Stripe here: the running servers push what this changes (their background sync), and deliver its events.
+    PlanService plans(**store, billing, nullptr, clock, &outbox);
+    std::optional<CatalogSettings> settings;
+    if (Status read = (*store)->Read([&](StoreTx& tx) -> Status {
+            TALLY_ASSIGN_OR_RETURN(settings, tx.plans().Settings());
+            return {};
+        });
+        !read.ok()) {
+        Log("error", read.error().message);
+        return ExitCodeFor(read.error());
+    }
+    const std::string name = catalog_file.empty() ? std::string("the built-in catalog") : catalog_file;
+    if (!settings) {
+        if (command == "diff") {
+            std::cout << "the database has no catalog yet: the first `tally serve` (or `tally catalog apply`) seeds it "
+                         "from " << name << "\n";
+            return 1;
+        }
+        auto seeded = plans.SeedAndLoad(*file);
+        if (!seeded.ok()) {
+            Log("error", seeded.error().message);
+            return ExitCodeFor(seeded.error());
+        }
+        std::cout << "seeded the database's catalog from " << name << " (" << file->plans().size() << " plans)\n";
+        return 0;
+    }
+    auto changes = command == "diff" ? plans.Diff(*file) : plans.Apply(*file, "cli:catalog_apply");
+    if (!changes.ok()) {
+        Log("error", (changes.error().param.empty() ? "" : changes.error().param + ": ") + changes.error().message);
+        return changes.error().code == ErrorCode::kInvalidArgument ? 2 : ExitCodeFor(changes.error());
+    }
+    for (const auto& c : *changes) {
+        std::cout << c.plan << "\t" << c.what;
+        if (!c.from.empty() || !c.to.empty()) std::cout << "\t" << c.from << " -> " << c.to;
+        std::cout << "\n";
+    }
+    if (changes->empty()) std::cout << "the database's catalog equals " << name << "\n";
+    if (command == "apply" && !changes->empty()) {
+        std::cout << changes->size() << " change(s) applied; running servers install them within a second and push "
+                     "them to Stripe (GET /v1/plans/{id} shows stripe_sync)\n";
+    }
+    // Like diff(1): 0 when equal, 1 when they differ (diff); apply succeeded either way.
+    return command == "diff" && !changes->empty() ? 1 : 0;
+}
+
 int Keys(const KeysOptions& o) {
     auto store = OpenStore(o.db);
     if (!store.ok()) {
@@ -408,6 +469,7 @@ int Serve(const ServeOptions& o) {
     outbox.SetListener([&dispatcher] { dispatcher.Notify(); });
     WebhookEndpointService endpoints(**store, hasher, clock, [&dispatcher] { dispatcher.Notify(); });
     BillingService billing(**store, *catalog, clock, BillingConfig{o.grace_period_days * 86400}, &outbox);
+    std::atomic<PlanService*> plans_view{nullptr};  // set once the Stripe client exists
     WebhookProcessor processor(**store, decoder, billing, clock, metrics);
     ApiKeyService keys(**store, clock, hasher, o.admin_key);
     IdempotencyService idempotency(**store, clock);
@@ -418,9 +480,14 @@ int Serve(const ServeOptions& o) {
     int64_t last_prune_s = 0;
     WebhookWorker worker(
         processor, billing, o.poll_interval_ms, [&receiver_ptr] { return receiver_ptr ? receiver_ptr->backlog() : 0; },
-        [&idempotency, &members, &customer_sync, &clock, &last_prune_s] {
+        [&idempotency, &members, &customer_sync, &plans_view, &clock, &last_prune_s] {
             // Profiles waiting for Stripe: a cheap read when none is (its own backoff when Stripe fails).
             if (auto* sync = customer_sync.load()) (void)sync->SyncPending();
+            // Plans: another node's change installed here, and pushes to Stripe due (claimed: one node does each).
+            if (auto* plans = plans_view.load()) {
+                (void)plans->ReloadIfChanged();
+                (void)plans->SyncDue();
+            }
             // Stripe keeps idempotency keys 24 hours; prune in the worker's quiet moments, at most every 10 minutes.
             if (clock.Now().unix_seconds() - last_prune_s < kIdempotencyPruneIntervalSeconds) return;
             last_prune_s = clock.Now().unix_seconds();
@@ -462,17 +529,29 @@ int Serve(const ServeOptions& o) {
                                       SubscriptionConfig{o.trial_missing_payment_method});
     StripeCustomerSync stripe_customer_sync(**store, stripe_api, clock);
     customer_sync = &stripe_customer_sync;
+    // The catalog lives in the database: the file seeds an empty one; later changes come through the API or
+    // `tally catalog apply`, and are pushed to Stripe in the background.
+    PlanService plans(**store, billing, stripe_mode == "not_configured" ? nullptr : &stripe_api, clock, &outbox);
+    plans.SetWakeup([&worker] { worker.Notify(); });
+    if (auto seeded = plans.SeedAndLoad(*catalog); !seeded.ok()) {
+        Log("error", "cannot load the plan catalog from the database: " + seeded.error().message);
+        return ExitCodeFor(seeded.error());
+    } else if (!seeded->empty()) {
+        Log("warn", "the catalog file (" + (o.catalog.empty() ? std::string("built-in") : o.catalog) + ") differs from "
+                    "the database's catalog in " + std::to_string(seeded->size()) + " place(s); the database's is used. "
+                    "`tally catalog diff` shows the differences, `tally catalog apply` applies the file");
+    }
     // Owned here; /health reads it through the atomic, since I/O threads already run when it is set.
     std::unique_ptr<stripe::WebhookEndpointMonitor> endpoint_monitor;
     std::atomic<stripe::WebhookEndpointMonitor*> endpoint_monitor_view{nullptr};
-    http::Api api(http::ApiDeps{**store, billing, processor, receiver, checkout, keys, idempotency, endpoints, *catalog, clock,
+    http::Api api(http::ApiDeps{**store, billing, processor, receiver, checkout, keys, idempotency, endpoints, clock,
                                 http::StripeHealth{stripe_mode,
                                                    [&endpoint_monitor_view] {
                                                        auto* monitor = endpoint_monitor_view.load();
                                                        return monitor ? monitor->State() : std::string("unknown");
                                                    }},
                                 kVersion, metrics, [&metrics] { return metrics.Render(); }, &members, &history,
-                                &subscriptions});
+                                &subscriptions, &plans});
     http::Server server(o.host, o.port, o.http_threads,
                         [&api](http::Request req, const http::Responder& respond) { api.Handle(std::move(req), respond); },
                         http::ServerOptions{o.http_idle_timeout_ms});
@@ -562,8 +641,12 @@ int Serve(const ServeOptions& o) {
         http_stripe_api.SetTestClock(clock_id);
         std::cout << "stripe sandbox test clock " << clock_id << " (customers Tally creates live on it; advance it with "
                   << "POST " << api_base << "/v1/test_helpers/test_clocks/" << clock_id << "/advance)" << std::endl;
-        // The sandbox starts empty: give it the catalog's prices so Checkout works out of the box.
-        auto pushed = checkout.PushCatalog();
+        // The sandbox starts empty: push the catalog's products and prices now, so Checkout works out of the box.
+        if (Status reset = plans.ResetStripeSync(); !reset.ok()) {
+            Log("error", "cannot reset the plans' Stripe state: " + reset.error().message);
+            return 1;
+        }
+        auto pushed = plans.SyncDue();
         if (!pushed.ok()) {
             Log("error", "cannot push the catalog to the sandbox: " + pushed.error().message);
             return 1;
@@ -581,7 +664,8 @@ int Serve(const ServeOptions& o) {
     }
     Log("info", "tally " + std::string(kVersion) + " listening on http://" + o.host + ":" + std::to_string(server.port()) +
                     " (db " + DatabaseName(o.db) + ", catalog " + (o.catalog.empty() ? std::string("built-in") : o.catalog) + ", " +
-                    std::to_string(catalog->plans().size()) + " plans, stripe " + stripe_mode + ")");
+                    std::to_string(billing.catalog().plans().size()) + " plans, stripe " + stripe_mode + ")");
+    plans_view = &plans;  // from here the worker installs other nodes' changes and pushes what is due
     std::cout << "tally listening on http://" << o.host << ":" << server.port() << std::endl;
 
     int sig = 0;

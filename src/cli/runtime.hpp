@@ -54,6 +54,9 @@ int Migrate(const std::string& db);
 int CopyDatabase(const std::string& from, const std::string& to);
 /// Creates the catalog's missing products and prices in Stripe (by lookup key) and prints each price.
 int PushCatalogCommand(const std::string& catalog_file, const std::string& secret_key, const std::string& api_base);
+/// `tally catalog diff|apply`: compares the catalog file with the database's catalog (exit 1 when they differ), or
+/// makes the database's equal to it (running servers install and push the change).
+int CatalogCommand(const std::string& command, const std::string& catalog_file, const std::string& db);
 /// `tally keys create|list|revoke`.
 struct KeysOptions {
     std::string command;  // create | list | revoke

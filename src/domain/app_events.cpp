@@ -6,7 +6,7 @@
 namespace tally {
 
 namespace {
-constexpr std::array<std::string_view, 15> kTypes = {
+constexpr std::array<std::string_view, 18> kTypes = {
     "customer.created",
     "customer.updated",
     "customer.role_changed",
@@ -22,6 +22,9 @@ constexpr std::array<std::string_view, 15> kTypes = {
     "subscription.trial_will_end",
     "invoice.paid",
     "invoice.payment_failed",
+    "plan.created",
+    "plan.updated",
+    "plan.archived",
 };
 
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }

@@ -64,14 +64,22 @@ Result<Catalog> Catalog::Create(std::vector<std::string> roles, std::vector<Plan
             if (price.unit_amount.amount_minor() > 0 && price.lookup_key.empty()) {
                 return InvalidArgument("a paid price needs a lookup_key", ppath + ".lookup_key");
             }
-            if (!price.lookup_key.empty() && !lookup_keys.insert(price.lookup_key).second) {
+            if (price.active && !price.lookup_key.empty() && !lookup_keys.insert(price.lookup_key).second) {
                 return InvalidArgument("duplicate lookup_key '" + price.lookup_key + "'", ppath + ".lookup_key");
+            }
+            for (size_t k = 0; k < j && price.active; ++k) {
+                const CatalogPrice& other = plan.prices[k];
+                if (other.active && other.interval == price.interval &&
+                    other.unit_amount.currency() == price.unit_amount.currency()) {
+                    return InvalidArgument("two active prices for the same interval and currency", ppath + ".interval");
+                }
             }
             if (price.stripe_price_id && !stripe_ids.insert(*price.stripe_price_id).second) {
                 return InvalidArgument("duplicate stripe_price_id", ppath + ".stripe_price_id");
             }
         }
         if (plan.id == default_plan) {
+            if (plan.archived) return InvalidArgument("the default plan cannot be archived", path + ".archived");
             for (const auto& price : plan.prices) {
                 if (price.unit_amount.amount_minor() != 0) {
                     return InvalidArgument("the default plan must be free", path + ".prices");
@@ -94,11 +102,24 @@ const Plan* Catalog::FindPlan(const PlanId& id) const {
     return nullptr;
 }
 
+const CatalogPrice* Plan::ActivePaidPrice(BillingInterval::Unit interval) const {
+    for (const auto& p : prices) {
+        if (p.active && p.interval.unit == interval && p.interval.count == 1 && !p.lookup_key.empty() &&
+            p.unit_amount.amount_minor() > 0) {
+            return &p;
+        }
+    }
+    return nullptr;
+}
+
 PriceMatch Catalog::MatchPrice(const std::string& lookup_key, const std::string& stripe_price_id) const {
     if (!lookup_key.empty()) {
-        for (const auto& plan : plans_) {
-            for (const auto& price : plan.prices) {
-                if (price.lookup_key == lookup_key) return {&plan, &price};
+        // An active price holds the key now; an inactive one held it before a new amount took it over.
+        for (bool active : {true, false}) {
+            for (const auto& plan : plans_) {
+                for (const auto& price : plan.prices) {
+                    if (price.active == active && price.lookup_key == lookup_key) return {&plan, &price};
+                }
             }
         }
     }

@@ -13,12 +13,16 @@
 
 namespace tally {
 
-/// One price of a plan. Matched to Stripe by `lookup_key` first, then by `stripe_price_id`.
+/// One price of a plan. Matched to Stripe by `lookup_key` first, then by `stripe_price_id`. Prices are immutable,
+/// as Stripe's: a new amount is a new price that takes the lookup key over (`transfer_lookup_key`), and the old one
+/// stays, inactive, so the subscriptions still on it keep matching their plan (grandfathering).
 struct CatalogPrice {
     BillingInterval interval;
     Money unit_amount;
     std::string lookup_key;                     // e.g. "starter_monthly"; empty for free plans
     std::optional<std::string> stripe_price_id;  // price_..., when pinned in config or learned from Stripe
+    std::string id;                              // Tally's id ("tprice_..."), stable; empty in a catalog file
+    bool active = true;                          // false: replaced; never sold again, still matched
 };
 
 /// A plan. `rank` is its position in the catalog: later plans are higher.
@@ -31,6 +35,10 @@ struct Plan {
     std::map<std::string, bool> features;
     std::map<std::string, int64_t> limits;
     int64_t credits_monthly = 0;  // credit allowance granted each month (later: the credit ledger)
+    bool archived = false;        // no new sales; its subscribers keep it (their prices still match it)
+
+    /// The active price for |interval| (count 1) that costs something, or nullptr.
+    const CatalogPrice* ActivePaidPrice(BillingInterval::Unit interval) const;
 };
 
 /// A plan and one of its prices, as found by a Stripe price.
@@ -44,8 +52,9 @@ class Catalog {
 public:
     /// Validates and builds a catalog. |roles| are ordered lowest first. Errors are kInvalidArgument whose
     /// param is the JSON path at fault (e.g. "plans[2].prices[0].lookup_key"): duplicate plan ids or lookup
-    /// keys, unknown roles, a missing default plan, a paid default plan, negative amounts or limits, or
-    /// plans that disagree on which features and limits exist.
+    /// keys (among active prices: an inactive price may have handed its key over), two active prices of one plan
+    /// for the same interval and currency, unknown roles, a missing, archived or paid default plan, negative
+    /// amounts or limits, or plans that disagree on which features and limits exist.
     static Result<Catalog> Create(std::vector<std::string> roles, std::vector<Plan> plans, const PlanId& default_plan);
 
     const std::vector<Plan>& plans() const { return plans_; }
@@ -55,7 +64,8 @@ public:
     const std::string& default_role() const { return roles_.front(); }
 
     const Plan* FindPlan(const PlanId& id) const;
-    /// Matches by lookup_key when non-empty, else by Stripe price id; an empty match if neither is known.
+    /// Matches by lookup_key when non-empty (an active price first), else by Stripe price id (inactive prices too:
+    /// grandfathered subscriptions); an empty match if neither is known. Archived plans match.
     PriceMatch MatchPrice(const std::string& lookup_key, const std::string& stripe_price_id) const;
     /// Rank of a role (0 = lowest), or -1 if the catalog does not define it.
     int RoleRank(const std::string& role) const;

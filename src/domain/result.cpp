@@ -48,6 +48,8 @@ const char* ErrorReasonName(ErrorReason reason) {
         case ErrorReason::kPaymentMethodRequired: return "payment_method_required";
         case ErrorReason::kCardDeclined: return "card_declined";
         case ErrorReason::kSubscriptionNotChangeable: return "subscription_not_changeable";
+        case ErrorReason::kPlanArchived: return "plan_archived";
+        case ErrorReason::kStripeSyncPending: return "stripe_sync_pending";
     }
     return "";
 }

@@ -56,6 +56,8 @@ enum class ErrorReason {
     kPaymentMethodRequired,        // a charge is due and the customer has no payment method on file
     kCardDeclined,                 // Stripe's card_error: the card was declined or needs authentication
     kSubscriptionNotChangeable,    // the subscription's status does not allow the change (canceled, ...)
+    kPlanArchived,                 // a sale of a plan that is no longer sold
+    kStripeSyncPending,            // the plan's change is not in Stripe yet; it is being pushed
 };
 
 /// The API code of |reason| ("parameter_missing", ...); "" for kNone.

@@ -69,4 +69,25 @@ bool IsBlank(std::string_view s) {
     return true;
 }
 
+std::string JoinLines(const std::vector<std::string>& items) {
+    std::string out;
+    for (size_t i = 0; i < items.size(); ++i) {
+        if (i) out += '\n';
+        out += items[i];
+    }
+    return out;
+}
+
+std::vector<std::string> SplitLines(std::string_view text) {
+    std::vector<std::string> out;
+    if (text.empty()) return out;
+    size_t start = 0;
+    for (;;) {
+        const size_t end = text.find('\n', start);
+        out.emplace_back(text.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start));
+        if (end == std::string_view::npos) return out;
+        start = end + 1;
+    }
+}
+
 }  // namespace tally

@@ -2,6 +2,7 @@
 // Text rules shared by every layer: UTF-8 validity, blank strings. Pure functions.
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace tally {
 
@@ -12,5 +13,9 @@ bool IsValidUtf8(std::string_view s);
 std::string SanitizeUtf8(std::string_view s);
 /// Whether |s| is empty or only ASCII whitespace (space, tab, CR, LF, VT, FF).
 bool IsBlank(std::string_view s);
+
+/// |items| joined with '\n' (names that hold no newline), and back: SplitLines(JoinLines(v)) == v; "" is {}.
+std::string JoinLines(const std::vector<std::string>& items);
+std::vector<std::string> SplitLines(std::string_view text);
 
 }  // namespace tally

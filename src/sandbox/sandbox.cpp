@@ -354,6 +354,8 @@ http::Response Sandbox::Route(const http::Request& req, const bj::object& params
     }
     if (seg.size() == 3 && m == "GET") return Retrieve(type, seg[2]);
     if (seg.size() == 3 && m == "POST" && type == "customer") return UpdateCustomer(seg[2], params);
+    if (seg.size() == 3 && m == "POST" && type == "product") return UpdateProduct(seg[2], params);
+    if (seg.size() == 3 && m == "POST" && type == "price") return UpdatePrice(seg[2], params);
     if (seg.size() == 3 && m == "POST" && type == "subscription") return UpdateSubscription(seg[2], params);
     if (seg.size() == 3 && m == "POST" && type == "subscription_schedule") return UpdateSubscriptionSchedule(seg[2], params);
     if (seg.size() == 3 && m == "DELETE" && type == "subscription") return CancelSubscription(seg[2], params);

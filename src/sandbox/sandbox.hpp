@@ -32,6 +32,7 @@ constexpr int kDeliveryAttemptsMax = 8;          // per event and endpoint, then
 constexpr int64_t kDeliveryTimeoutMs = 10000;    // one webhook POST
 constexpr size_t kIdempotencyKeyBytesMax = 255;  // Stripe's limit
 constexpr const char* kApiVersion = "2025-03-31.basil";
+constexpr const char* kInactivePrice = "The price specified is inactive. This field only accepts active prices.";
 
 /// What happens to a subscription when the last dunning retry fails (Stripe's "Manage failed payments" setting).
 enum class DunningEndState { kCanceled, kUnpaid, kPastDue };
@@ -123,6 +124,11 @@ private:
     http::Response UpdateCustomer(const std::string& id, const boost::json::object& params);
     http::Response CreateProduct(const boost::json::object& params);
     http::Response CreatePrice(const boost::json::object& params);
+    /// POST /v1/products/{id}: name, description, active, metadata.
+    http::Response UpdateProduct(const std::string& id, const boost::json::object& params);
+    /// POST /v1/prices/{id}: active, nickname, metadata, lookup_key (with transfer_lookup_key). Amounts are
+    /// immutable, as Stripe's.
+    http::Response UpdatePrice(const std::string& id, const boost::json::object& params);
     http::Response CreateWebhookEndpoint(const boost::json::object& params);
     http::Response CreateSubscription(const boost::json::object& params);
     http::Response UpdateSubscription(const std::string& id, const boost::json::object& params);

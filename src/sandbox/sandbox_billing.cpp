@@ -361,6 +361,7 @@ http::Response Sandbox::CreateSubscription(const bj::object& params) {
     if (price_id.empty()) return Missing("items[0][price]");
     const bj::object* price = Find("price", price_id);
     if (price == nullptr) return Invalid("items[0][price]", "No such price: '" + price_id + "'");
+    if (!price->at("active").as_bool()) return Invalid("items[0][price]", kInactivePrice);
     if (!price->at("recurring").is_object()) {
         return Invalid("items[0][price]", "The price specified is set to `type=one_time` but this field only accepts "
                                           "prices with `type=recurring`.");
@@ -625,6 +626,10 @@ http::Response Sandbox::UpdateSubscription(const std::string& id, const bj::obje
         if (!price_id.empty()) {
             new_price = Find("price", price_id);
             if (new_price == nullptr) return Invalid("items[0][price]", "No such price: '" + price_id + "'");
+            // Stripe refuses a move to an inactive price; a subscription already on one keeps it (grandfathered).
+            if (!new_price->at("active").as_bool() && price_id != Str(Item(*s).at("price").as_object(), "id")) {
+                return Invalid("items[0][price]", kInactivePrice);
+            }
         }
         if (Has(ip, "quantity")) {
             const auto q = Int(Str(ip, "quantity"));

@@ -208,6 +208,77 @@ http::Response Sandbox::CreatePrice(const bj::object& params) {
     return Json(200, p);
 }
 
+http::Response Sandbox::UpdateProduct(const std::string& id, const bj::object& params) {
+    if (auto bad = OnlyParams(params, {"name", "description", "active", "metadata"})) return *bad;
+    bj::object* p = Find("product", id);
+    if (p == nullptr) return NoSuch("product", id);
+    bj::object previous;
+    if (Has(params, "name") && Str(params, "name") != Str(*p, "name")) {
+        if (Str(params, "name").empty()) return Invalid("name", "You passed an empty string for 'name'.");
+        previous["name"] = (*p)["name"];
+        (*p)["name"] = Str(params, "name");
+    }
+    if (Has(params, "description")) {
+        previous["description"] = (*p)["description"];
+        (*p)["description"] = Str(params, "description").empty() ? bj::value(nullptr) : bj::value(Str(params, "description"));
+    }
+    if (Has(params, "active")) {
+        const bool active = Str(params, "active") == "true";
+        if (active != (*p)["active"].as_bool()) {
+            previous["active"] = (*p)["active"];
+            (*p)["active"] = active;
+        }
+    }
+    const bj::value old_metadata = (*p)["metadata"];
+    if (auto bad = MergeMetadata(*p, params)) return *bad;
+    if ((*p)["metadata"] != old_metadata) previous["metadata"] = old_metadata;
+    if (!previous.empty()) {
+        (*p)["updated"] = config_.now();
+        Emit("product.updated", *p, &previous);
+    }
+    return Json(200, *p);
+}
+
+http::Response Sandbox::UpdatePrice(const std::string& id, const bj::object& params) {
+    if (auto bad = OnlyParams(params, {"active", "nickname", "metadata", "lookup_key", "transfer_lookup_key"})) {
+        return *bad;
+    }
+    bj::object* p = Find("price", id);
+    if (p == nullptr) return NoSuch("price", id);
+    bj::object previous;
+    if (Has(params, "active")) {
+        const bool active = Str(params, "active") == "true";
+        if (active != (*p)["active"].as_bool()) {
+            previous["active"] = (*p)["active"];
+            (*p)["active"] = active;
+        }
+    }
+    if (Has(params, "nickname")) {
+        previous["nickname"] = (*p)["nickname"];
+        (*p)["nickname"] = Str(params, "nickname").empty() ? bj::value(nullptr) : bj::value(Str(params, "nickname"));
+    }
+    if (Has(params, "lookup_key") && Str(params, "lookup_key") != Str(*p, "lookup_key")) {
+        const std::string key = Str(params, "lookup_key");
+        for (const auto& other_id : order_["price"]) {
+            bj::object& other = objects_.at(other_id);
+            if (other_id == id || key.empty() || Str(other, "lookup_key") != key) continue;
+            if (Str(params, "transfer_lookup_key") != "true") {
+                return Invalid("lookup_key", "A price (`" + other_id + "`) already uses that lookup key.");
+            }
+            bj::object moved{{"lookup_key", key}};
+            other["lookup_key"] = nullptr;
+            Emit("price.updated", other, &moved);
+        }
+        previous["lookup_key"] = (*p)["lookup_key"];
+        (*p)["lookup_key"] = key.empty() ? bj::value(nullptr) : bj::value(key);
+    }
+    const bj::value old_metadata = (*p)["metadata"];
+    if (auto bad = MergeMetadata(*p, params)) return *bad;
+    if ((*p)["metadata"] != old_metadata) previous["metadata"] = old_metadata;
+    if (!previous.empty()) Emit("price.updated", *p, &previous);
+    return Json(200, *p);
+}
+
 http::Response Sandbox::CreateWebhookEndpoint(const bj::object& params) {
     if (auto bad = OnlyParams(params, {"url", "enabled_events", "description", "metadata", "api_version"})) return *bad;
     const std::string url = Str(params, "url");

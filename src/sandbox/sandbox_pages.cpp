@@ -134,6 +134,7 @@ http::Response Sandbox::CreateCheckoutSession(const bj::object& params) {
         if (price_id.empty()) return Missing(param + "[price]");
         const bj::object* price = Find("price", price_id);
         if (price == nullptr) return Invalid(param + "[price]", "No such price: '" + price_id + "'");
+        if (!price->at("active").as_bool()) return Invalid(param + "[price]", kInactivePrice);
         const bool recurring = price->at("recurring").is_object();
         if (mode == "payment" && recurring) {
             return Invalid(param + "[price]", "You specified `payment` mode but passed a recurring price. Either switch "

@@ -110,7 +110,7 @@ struct ApiHarness {
     ApiKeyService keys{store, clock, hasher, "tk_env_admin_key_of_at_least_32_characters"};
     IdempotencyService idempotency{store, clock};
     WebhookEndpointService endpoints{store, hasher, clock};
-    http::Api api{http::ApiDeps{store, billing, processor, receiver, checkout, keys, idempotency, endpoints, catalog, clock,
+    http::Api api{http::ApiDeps{store, billing, processor, receiver, checkout, keys, idempotency, endpoints, clock,
                                 http::StripeHealth{"not_configured", {}}, "test"}};
 
     http::Response Call(const std::string& method, const std::string& path, const std::string& body = {}) {

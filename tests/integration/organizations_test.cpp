@@ -350,6 +350,7 @@ public:
     Result<HostedSession> CreatePortalSession(const StripeCustomerId&, const std::string&) override {
         return Unavailable("down");
     }
+    Result<std::vector<std::string>> SyncPlan(const StripePlanSpec&) override { return Unavailable("down"); }
     Result<std::pair<std::string, bool>> EnsurePrice(const StripePriceSpec&) override { return Unavailable("down"); }
     Status UpdateCustomerProfile(const StripeCustomerId& id, const StripeCustomerProfile& profile) override {
         ++calls;

@@ -211,6 +211,7 @@ public:
     Result<HostedSession> CreatePortalSession(const StripeCustomerId&, const std::string&) override {
         return Unavailable("not in this test");
     }
+    Result<std::vector<std::string>> SyncPlan(const StripePlanSpec&) override { return Unavailable("not in this test"); }
     Result<std::pair<std::string, bool>> EnsurePrice(const StripePriceSpec&) override {
         return Unavailable("not in this test");
     }

@@ -82,6 +82,9 @@ Result<Plan> ParsePlan(const bj::value& v, const std::string& path) {
 
 }  // namespace
 
+Result<Plan> ParsePlanJson(const bj::value& v) { return ParsePlan(v, ""); }
+Result<CatalogPrice> ParsePriceJson(const bj::value& v, const std::string& path) { return ParsePrice(v, path); }
+
 Result<Catalog> ParseCatalogJson(std::string_view text) {
     TALLY_ASSIGN_OR_RETURN(bj::value root, json::Parse(text));
     TALLY_ASSIGN_OR_RETURN(const bj::object* o, json::AsObject(root, ""));

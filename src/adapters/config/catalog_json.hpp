@@ -3,6 +3,8 @@
 #include <string>
 #include <string_view>
 
+#include <boost/json/value.hpp>
+
 #include "domain/catalog.hpp"
 
 namespace tally {
@@ -14,6 +16,11 @@ namespace tally {
 ///    "credits_monthly"?: int}]}
 /// Unknown keys are rejected. Errors are kInvalidArgument whose param is the JSON path, e.g. "plans[1].prices[0].currency".
 Result<Catalog> ParseCatalogJson(std::string_view text);
+/// One plan of a catalog file ({"id","name","role","prices","features","limits","credits_monthly"}), for the plans
+/// API; errors name the field (".prices[0].currency").
+Result<Plan> ParsePlanJson(const boost::json::value& plan);
+/// One price ({"lookup_key","interval","interval_count","unit_amount","currency","stripe_price_id"}) at |path|.
+Result<CatalogPrice> ParsePriceJson(const boost::json::value& price, const std::string& path);
 /// Reads and parses |path|; kNotFound if it cannot be read.
 Result<Catalog> LoadCatalogFile(const std::string& path);
 /// config/pricing.json as it was at build time, compiled into the binary so `tally serve` runs anywhere.

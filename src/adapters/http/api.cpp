@@ -202,6 +202,10 @@ const Route kRoutes[] = {
     {"GET", "/docs/swagger-ui-bundle.js", kPublic, &DocsScript},
     {"GET", "/docs/swagger-ui.css", kPublic, &DocsStyle},
     {"GET", "/v1/plans", kPublic, &ListPlans},
+    {"POST", "/v1/plans", kApiKey, &CreatePlan},
+    {"GET", "/v1/plans/{id}", kApiKey, &GetPlan},
+    {"POST", "/v1/plans/{id}", kApiKey, &UpdatePlan},
+    {"DELETE", "/v1/plans/{id}", kApiKey, &ArchivePlan},
 
     {"POST", "/v1/customers", kApiKey, &CreateCustomer},
     {"GET", "/v1/customers", kApiKey, &ListCustomers},
@@ -302,6 +306,11 @@ Match FindRoute(const Request& req) {
 }  // namespace
 
 std::span<const Route> ApiRoutes() { return kRoutes; }
+
+Result<Principal> AuthenticateApiKey(const ApiDeps& d, const Request& req) {
+    TALLY_ASSIGN_OR_RETURN(std::string_view token, BearerToken(req));
+    return d.keys.Authenticate(token);
+}
 
 std::string RouteTemplate(const Request& req) {
     const Match m = FindRoute(req);

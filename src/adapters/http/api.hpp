@@ -15,6 +15,7 @@
 #include "app/idempotency.hpp"
 #include "app/subscription_service.hpp"
 #include "app/member_service.hpp"
+#include "app/plan_service.hpp"
 #include "app/webhook_processor.hpp"
 #include "app/webhook_endpoints.hpp"
 #include "app/webhook_receiver.hpp"
@@ -41,7 +42,6 @@ struct ApiDeps {
     ApiKeyService& keys;
     IdempotencyService& idempotency;
     WebhookEndpointService& endpoints;
-    const Catalog& catalog;
     const Clock& clock;
     StripeHealth stripe;
     std::string version;
@@ -50,6 +50,7 @@ struct ApiDeps {
     MemberService* members = nullptr;  // organizations' members and customer sessions; null: those routes are 404
     BillingHistoryService* history = nullptr;  // invoices and payments lists; null: those routes are 404
     SubscriptionService* subscriptions = nullptr;  // subscriptions through Tally; null: those routes are 404
+    PlanService* plans = nullptr;  // plans at runtime; null: the /v1/plans routes are 404
 };
 
 /// Who may call a route.

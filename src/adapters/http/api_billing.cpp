@@ -2,7 +2,9 @@
 #include <boost/json.hpp>
 
 #include <functional>
+#include <type_traits>
 
+#include "adapters/config/catalog_json.hpp"
 #include "adapters/config/json_util.hpp"
 #include "adapters/crypto.hpp"
 #include "adapters/http/api_routes.hpp"
@@ -97,10 +99,116 @@ Response Mutate(const ApiDeps& d, const Call& c, const StripeSubscriptionId& id,
 
 }  // namespace
 
-Response ListPlans(const ApiDeps& d, const Call&) {
+Response ListPlans(const ApiDeps& d, const Call& c) {
+    if (Status s = OnlyQueryParams(c.req, {"include_archived"}); !s.ok()) return Fail(s.error());
+    bool include_archived = false;
+    if (auto it = c.req.query.find("include_archived"); it != c.req.query.end()) {
+        if (it->second != "true" && it->second != "false") {
+            return Fail(InvalidArgument("include_archived must be true or false", "include_archived"));
+        }
+        include_archived = it->second == "true";
+    }
+    // The list is public (a pricing page); what is no longer sold only to an API key.
+    if (include_archived) {
+        if (auto principal = AuthenticateApiKey(d, c.req); !principal.ok()) return Fail(principal.error());
+    }
+    if (!d.plans) return RouteNotFound(c.req);
+    auto plans = d.plans->List(include_archived);
+    if (!plans.ok()) return Fail(plans.error());
     bj::array data;
-    for (const auto& plan : d.catalog.plans()) data.push_back(PlanJson(plan));
+    for (auto& plan : *plans) {
+        if (!include_archived) std::erase_if(plan.prices, [](const PlanPriceRecord& p) { return !p.active; });
+        data.push_back(PlanJson(plan));
+    }
     return List(data, "/v1/plans");
+}
+
+namespace {
+/// A plans API error's param without the catalog file's leading "." (".prices[0].currency" -> "prices[0].currency").
+Error PlanParam(Error e) {
+    if (e.param.starts_with('.')) e.param.erase(0, 1);
+    return e;
+}
+
+/// An object of booleans or integers at |key| (features, limits), merged into |out|.
+template <typename V>
+Status MapParam(const bj::object& body, const char* key, std::map<std::string, V>& out) {
+    const bj::value* v = body.if_contains(key);
+    if (v == nullptr || v->is_null()) return {};
+    if (!v->is_object()) return InvalidArgument(std::string(key) + " must be an object", key);
+    for (const auto& kv : v->get_object()) {
+        const std::string param = std::string(key) + "." + std::string(kv.key());
+        if constexpr (std::is_same_v<V, bool>) {
+            if (!kv.value().is_bool()) return InvalidArgument("must be a boolean", param);
+            out[std::string(kv.key())] = kv.value().get_bool();
+        } else {
+            if (!kv.value().is_int64()) return InvalidArgument("must be an integer", param);
+            out[std::string(kv.key())] = kv.value().get_int64();
+        }
+    }
+    return {};
+}
+}  // namespace
+
+Response CreatePlan(const ApiDeps& d, const Call& c) {
+    if (!d.plans) return RouteNotFound(c.req);
+    auto body = BindJsonBody(c.req, {"id", "name", "role", "prices", "features", "limits", "credits_monthly"});
+    if (!body.ok()) return Fail(body.error());
+    auto plan = ParsePlanJson(*body);
+    if (!plan.ok()) return Fail(PlanParam(plan.error()));
+    Response r = Stored(d.idempotency.RunInStore(c.idem, [&](StoreTx& tx) -> Result<StoredResponse> {
+        TALLY_ASSIGN_OR_RETURN(auto created, d.plans->Create(tx, *plan, c.actor));
+        return tally::http::Render(201, PlanJson(created));
+    }));
+    if (r.status < 300) d.plans->Changed();
+    return r;
+}
+
+Response GetPlan(const ApiDeps& d, const Call& c) {
+    if (!d.plans) return RouteNotFound(c.req);
+    auto plan = d.plans->Get(PlanId(c.param(0)));
+    if (!plan.ok()) return Fail(plan.error());
+    return Json(200, PlanJson(*plan));
+}
+
+Response UpdatePlan(const ApiDeps& d, const Call& c) {
+    if (!d.plans) return RouteNotFound(c.req);
+    auto body = BindJsonBody(c.req, {"name", "features", "limits", "credits_monthly", "prices"});
+    if (!body.ok()) return Fail(body.error());
+    PlanChange change;
+    auto name = MaybeString(*body, "name");
+    if (!name.ok()) return Fail(name.error());
+    change.name = *name;
+    if (Status s = MapParam(*body, "features", change.features); !s.ok()) return Fail(s.error());
+    if (Status s = MapParam(*body, "limits", change.limits); !s.ok()) return Fail(s.error());
+    auto credits = json::OptionalInt(*body, "credits_monthly", "");
+    if (!credits.ok()) return Fail(credits.error());
+    change.credits_monthly = *credits;
+    if (const bj::value* prices = body->if_contains("prices"); prices != nullptr && !prices->is_null()) {
+        if (!prices->is_array()) return Fail(InvalidArgument("prices must be an array of prices", "prices"));
+        change.prices.emplace();
+        for (size_t i = 0; i < prices->get_array().size(); ++i) {
+            auto price = ParsePriceJson(prices->get_array()[i], "prices[" + std::to_string(i) + "]");
+            if (!price.ok()) return Fail(price.error());
+            change.prices->push_back(std::move(*price));
+        }
+    }
+    Response r = Stored(d.idempotency.RunInStore(c.idem, [&](StoreTx& tx) -> Result<StoredResponse> {
+        TALLY_ASSIGN_OR_RETURN(auto updated, d.plans->Update(tx, PlanId(c.param(0)), change, c.actor));
+        return tally::http::Render(200, PlanJson(updated));
+    }));
+    if (r.status < 300) d.plans->Changed();
+    return r;
+}
+
+Response ArchivePlan(const ApiDeps& d, const Call& c) {
+    if (!d.plans) return RouteNotFound(c.req);
+    Response r = Stored(d.idempotency.RunInStore(c.idem, [&](StoreTx& tx) -> Result<StoredResponse> {
+        TALLY_ASSIGN_OR_RETURN(auto archived, d.plans->Archive(tx, PlanId(c.param(0)), c.actor));
+        return tally::http::Render(200, PlanJson(archived));
+    }));
+    if (r.status < 300) d.plans->Changed();
+    return r;
 }
 
 Response CreateCheckoutSession(const ApiDeps& d, const Call& c) {

@@ -57,6 +57,8 @@ Result<boost::json::object> OptionalJsonBody(const Request& req, std::initialize
 /// An `interval` field: absent or null means "month"; an empty string is refused, not defaulted.
 Result<std::string> IntervalParam(const boost::json::object& body);
 Error NoSuchCustomer(const std::string& id, const std::string& param);
+/// The API key |req| carries (a public route that shows more to a key): kUnauthenticated without a valid one.
+Result<Principal> AuthenticateApiKey(const ApiDeps& d, const Request& req);
 
 namespace routes {
 // api.cpp: public routes.
@@ -92,6 +94,10 @@ Response ListCustomerPayments(const ApiDeps& d, const Call& c);
 
 // api_billing.cpp: plans, Checkout and Portal sessions, subscriptions.
 Response ListPlans(const ApiDeps& d, const Call& c);
+Response CreatePlan(const ApiDeps& d, const Call& c);
+Response GetPlan(const ApiDeps& d, const Call& c);
+Response UpdatePlan(const ApiDeps& d, const Call& c);
+Response ArchivePlan(const ApiDeps& d, const Call& c);
 Response CreateCheckoutSession(const ApiDeps& d, const Call& c);
 Response CreatePortalSession(const ApiDeps& d, const Call& c);
 Response CreateSubscription(const ApiDeps& d, const Call& c);

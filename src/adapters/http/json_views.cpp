@@ -152,6 +152,7 @@ std::string JsonObjectRenderer::Invoice(const InvoiceRecord& i, const std::strin
 }
 std::string JsonObjectRenderer::Member(const MemberRecord& m) const { return bj::serialize(MemberJson(m)); }
 std::string JsonObjectRenderer::User(const UserView& u) const { return bj::serialize(UserJson(u)); }
+std::string JsonObjectRenderer::Plan(const PlanRecord& plan) const { return bj::serialize(PlanJson(plan)); }
 std::string JsonObjectRenderer::Envelope(const AppEventRecord& e, std::string_view object_json,
                                          const Attributes& previous) const {
     bj::object data;
@@ -248,24 +249,40 @@ bj::value EntitlementsJson(const CustomerView& v) {
                       {"grace_period_ends_at", OptTs(v.decision.grace_ends_at)}};
 }
 
-bj::value PlanJson(const Plan& plan) {
+bj::value PlanJson(const PlanRecord& plan) {
     bj::array prices;
     for (const auto& p : plan.prices) {
-        prices.push_back(bj::object{{"lookup_key", OptStr(p.lookup_key)},
-                                    {"interval", IntervalUnitName(p.interval.unit)},
-                                    {"interval_count", p.interval.count},
-                                    {"unit_amount", p.unit_amount.amount_minor()},
-                                    {"currency", p.unit_amount.currency().code()},
-                                    {"stripe_price_id", p.stripe_price_id ? bj::value(*p.stripe_price_id) : nullptr}});
+        prices.push_back(bj::object{{"id", p.id},
+                                    {"object", "price"},
+                                    {"lookup_key", OptStr(p.lookup_key)},
+                                    {"interval", p.interval},
+                                    {"interval_count", p.interval_count},
+                                    {"unit_amount", p.unit_amount},
+                                    {"currency", p.currency},
+                                    {"stripe_price_id", OptStr(p.stripe_price_id)},
+                                    {"active", p.active},
+                                    {"created", p.created.unix_seconds()}});
     }
     bj::object features;
     for (const auto& [k, on] : plan.features) features[k] = on;
     bj::object limits;
     for (const auto& [k, n] : plan.limits) limits[k] = n;
-    return bj::object{{"id", plan.id.str()},         {"object", "plan"},       {"name", plan.name},
-                      {"role", plan.role},           {"rank", plan.rank},      {"prices", std::move(prices)},
-                      {"features", std::move(features)}, {"limits", std::move(limits)},
-                      {"credits_monthly", plan.credits_monthly}};
+    return bj::object{{"id", plan.id},
+                      {"object", "plan"},
+                      {"name", plan.name},
+                      {"role", plan.role},
+                      {"rank", plan.position},
+                      {"active", !plan.archived_at.has_value()},
+                      {"archived_at", OptTs(plan.archived_at)},
+                      {"prices", std::move(prices)},
+                      {"features", std::move(features)},
+                      {"limits", std::move(limits)},
+                      {"credits_monthly", plan.credits_monthly},
+                      {"created", plan.created.unix_seconds()},
+                      {"updated", plan.updated.unix_seconds()},
+                      {"stripe_product_id", "tally_" + plan.id},
+                      {"stripe_sync", plan.stripe_sync_pending ? "pending" : "synced"},
+                      {"stripe_sync_error", OptStr(plan.stripe_sync_error)}};
 }
 
 bj::value AuditJson(const AuditEntry& e) {

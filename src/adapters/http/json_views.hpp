@@ -13,7 +13,10 @@ namespace tally::http {
 
 boost::json::value CustomerJson(const CustomerView& view);
 boost::json::value EntitlementsJson(const CustomerView& view);
-boost::json::value PlanJson(const Plan& plan);
+/// {"id","object":"plan","name","role","rank","active","archived_at","prices":[{"id","lookup_key","interval",
+/// "interval_count","unit_amount","currency","stripe_price_id","active","created"}],"features","limits",
+/// "credits_monthly","created","updated","stripe_product_id","stripe_sync","stripe_sync_error"}.
+boost::json::value PlanJson(const PlanRecord& plan);
 boost::json::value AuditJson(const AuditEntry& entry);
 boost::json::value InboxJson(const InboxEvent& event);
 /// {"id","object":"api_key","name","scope","created","last_used_at","revoked_at"}, plus "secret" when given (only
@@ -49,6 +52,7 @@ public:
     std::string Invoice(const InvoiceRecord& invoice, const std::string& customer_id) const override;
     std::string Member(const MemberRecord& member) const override;
     std::string User(const UserView& user) const override;
+    std::string Plan(const PlanRecord& plan) const override;
     std::string Envelope(const AppEventRecord& event, std::string_view object_json,
                          const Attributes& previous) const override;
 };

@@ -283,6 +283,61 @@ ALTER TABLE subscriptions ADD COLUMN pending_quantity BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE subscriptions ADD COLUMN pending_at BIGINT;
 CREATE TABLE stripe_prices (id TEXT PRIMARY KEY, lookup_key TEXT NOT NULL);
 )sql"},
+    {6, R"sql(
+-- SQLite's version 9: plans at runtime (the catalog in the database, immutable prices, the push to Stripe).
+CREATE TABLE catalog_settings (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  roles TEXT NOT NULL,
+  default_plan TEXT NOT NULL,
+  version BIGINT NOT NULL
+);
+CREATE TABLE plans (
+  id TEXT PRIMARY KEY,
+  position BIGINT NOT NULL,
+  name TEXT NOT NULL,
+  role TEXT NOT NULL,
+  credits_monthly BIGINT NOT NULL,
+  archived_at BIGINT,
+  created BIGINT NOT NULL,
+  updated BIGINT NOT NULL,
+  stripe_sync_pending BOOLEAN NOT NULL,
+  stripe_sync_error TEXT NOT NULL DEFAULT '',
+  stripe_sync_attempts BIGINT NOT NULL DEFAULT 0,
+  next_sync_at BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX plans_sync_due ON plans(stripe_sync_pending, next_sync_at);
+CREATE TABLE plan_entitlements (
+  plan_id TEXT NOT NULL,
+  kind TEXT NOT NULL CHECK (kind IN ('feature', 'limit')),
+  name TEXT NOT NULL,
+  value BIGINT NOT NULL,
+  PRIMARY KEY (plan_id, kind, name)
+);
+CREATE TABLE plan_prices (
+  id TEXT PRIMARY KEY,
+  plan_id TEXT NOT NULL,
+  lookup_key TEXT NOT NULL,
+  interval_unit TEXT NOT NULL,
+  interval_count BIGINT NOT NULL,
+  unit_amount BIGINT NOT NULL,
+  currency TEXT NOT NULL,
+  stripe_price_id TEXT NOT NULL DEFAULT '',
+  active BOOLEAN NOT NULL,
+  created BIGINT NOT NULL,
+  seq BIGINT NOT NULL
+);
+CREATE INDEX plan_prices_plan ON plan_prices(plan_id, seq);
+-- Prices are immutable: only active, the Stripe id and the lookup key (handed over to a newer price) may change.
+CREATE FUNCTION plan_prices_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.plan_id <> OLD.plan_id OR NEW.interval_unit <> OLD.interval_unit OR NEW.interval_count <> OLD.interval_count OR
+     NEW.unit_amount <> OLD.unit_amount OR NEW.currency <> OLD.currency THEN
+    RAISE EXCEPTION 'plan prices are immutable';
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER plan_prices_immutable BEFORE UPDATE ON plan_prices FOR EACH ROW EXECUTE FUNCTION plan_prices_immutable();
+)sql"},
 };
 
 }  // namespace

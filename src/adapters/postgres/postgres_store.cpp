@@ -9,6 +9,7 @@
 #include <unordered_set>
 
 #include "adapters/postgres/migrations.hpp"
+#include "domain/text.hpp"
 #include "adapters/postgres/pg_connection.hpp"
 
 namespace tally::postgres {
@@ -939,11 +940,155 @@ public:
     }
 };
 
+// ---- plans
+constexpr const char* kPlanCols =
+    "id, position, name, role, credits_monthly, archived_at, created, updated, stripe_sync_pending, stripe_sync_error, "
+    "stripe_sync_attempts, next_sync_at";
+constexpr const char* kPlanPriceCols =
+    "id, plan_id, lookup_key, interval_unit, interval_count, unit_amount, currency, stripe_price_id, active, created";
+
+PlanRecord ReadPlanRow(const Row& s) {
+    PlanRecord p;
+    p.id = s.Text(0);
+    p.position = s.Int(1);
+    p.name = s.Text(2);
+    p.role = s.Text(3);
+    p.credits_monthly = s.Int(4);
+    p.archived_at = s.OptTs(5);
+    p.created = Timestamp(s.Int(6));
+    p.updated = Timestamp(s.Int(7));
+    p.stripe_sync_pending = s.Bool(8);
+    p.stripe_sync_error = s.Text(9);
+    p.stripe_sync_attempts = s.Int(10);
+    p.next_sync_at = Timestamp(s.Int(11));
+    return p;
+}
+
+using PlanPriceRow = std::pair<std::string, PlanPriceRecord>;  // plan id, price
+using EntitlementRow = std::tuple<std::string, std::string, std::string, int64_t>;  // plan, kind, name, value
+using PlanEntitlementRow = std::tuple<std::string, std::string, int64_t>;  // kind, name, value
+
+PlanPriceRow ReadPlanPrice(const Row& s) {
+    PlanPriceRecord r{s.Text(0), s.Text(2), s.Text(3), s.Int(4), s.Int(5), s.Text(6), s.Text(7),
+                      s.Bool(8), Timestamp(s.Int(9))};
+    return {s.Text(1), std::move(r)};
+}
+
+class PgPlanTx final : public PlanStoreTx, private PgStatements {
+public:
+    explicit PgPlanTx(PgConnection& c) : PgStatements(c) {}
+
+    Result<std::optional<CatalogSettings>> Settings() override {
+        return One<CatalogSettings>("SELECT roles, default_plan, version FROM catalog_settings WHERE id=1",
+                                    [](const Row& s) {
+                                        return CatalogSettings{SplitLines(s.Text(0)), s.Text(1), s.Int(2)};
+                                    });
+    }
+    Result<int64_t> PutSettings(const CatalogSettings& settings) override {
+        TALLY_TRY(Do("INSERT INTO catalog_settings(id, roles, default_plan, version) VALUES (1, $1, $2, 1) "
+                     "ON CONFLICT(id) DO UPDATE SET roles=excluded.roles, default_plan=excluded.default_plan, "
+                     "version=catalog_settings.version+1",
+                     JoinLines(settings.roles), settings.default_plan));
+        TALLY_ASSIGN_OR_RETURN(auto v, One<int64_t>("SELECT version FROM catalog_settings WHERE id=1",
+                                                    [](const Row& s) { return s.Int(0); }));
+        return v.value_or(0);
+    }
+    Result<std::vector<PlanRecord>> ListPlans() override {
+        static const std::string sql = std::string("SELECT ") + kPlanCols + " FROM plans ORDER BY position, id";
+        TALLY_ASSIGN_OR_RETURN(auto plans, Many<PlanRecord>(sql.c_str(), ReadPlanRow));
+        TALLY_ASSIGN_OR_RETURN(auto entitlements,
+                               Many<EntitlementRow>(
+                                   "SELECT plan_id, kind, name, value FROM plan_entitlements ORDER BY plan_id, kind, name",
+                                   [](const Row& s) {
+                                       return std::make_tuple(s.Text(0), s.Text(1), s.Text(2), s.Int(3));
+                                   }));
+        static const std::string prices_sql =
+            std::string("SELECT ") + kPlanPriceCols + " FROM plan_prices ORDER BY plan_id, seq";
+        TALLY_ASSIGN_OR_RETURN(auto prices, Many<PlanPriceRow>(prices_sql.c_str(), ReadPlanPrice));
+        std::map<std::string, PlanRecord*> by_id;
+        for (auto& p : plans) by_id[p.id] = &p;
+        for (auto& [plan_id, kind, name, value] : entitlements) {
+            auto it = by_id.find(plan_id);
+            if (it == by_id.end()) continue;
+            if (kind == "feature") {
+                it->second->features[name] = value != 0;
+            } else {
+                it->second->limits[name] = value;
+            }
+        }
+        for (auto& [plan_id, price] : prices) {
+            if (auto it = by_id.find(plan_id); it != by_id.end()) it->second->prices.push_back(std::move(price));
+        }
+        return plans;
+    }
+    Result<std::optional<PlanRecord>> GetPlan(const std::string& id) override {
+        static const std::string sql = std::string("SELECT ") + kPlanCols + " FROM plans WHERE id=$1";
+        TALLY_ASSIGN_OR_RETURN(auto plan, One<PlanRecord>(sql.c_str(), ReadPlanRow, id));
+        if (!plan) return plan;
+        TALLY_ASSIGN_OR_RETURN(auto entitlements,
+                               Many<PlanEntitlementRow>(
+                                   "SELECT kind, name, value FROM plan_entitlements WHERE plan_id=$1 ORDER BY kind, name",
+                                   [](const Row& s) { return std::make_tuple(s.Text(0), s.Text(1), s.Int(2)); },
+                                   id));
+        for (auto& [kind, name, value] : entitlements) {
+            if (kind == "feature") {
+                plan->features[name] = value != 0;
+            } else {
+                plan->limits[name] = value;
+            }
+        }
+        static const std::string prices_sql =
+            std::string("SELECT ") + kPlanPriceCols + " FROM plan_prices WHERE plan_id=$1 ORDER BY seq";
+        TALLY_ASSIGN_OR_RETURN(auto prices,
+                               Many<PlanPriceRow>(prices_sql.c_str(), ReadPlanPrice, id));
+        for (auto& [_, price] : prices) plan->prices.push_back(std::move(price));
+        return plan;
+    }
+    Status PutPlan(const PlanRecord& p) override {
+        TALLY_TRY(Do("INSERT INTO plans(id, position, name, role, credits_monthly, archived_at, created, updated, "
+                     "stripe_sync_pending, stripe_sync_error, stripe_sync_attempts, next_sync_at) "
+                     "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12) ON CONFLICT(id) DO UPDATE SET "
+                     "position=excluded.position, name=excluded.name, role=excluded.role, "
+                     "credits_monthly=excluded.credits_monthly, archived_at=excluded.archived_at, "
+                     "updated=excluded.updated, stripe_sync_pending=excluded.stripe_sync_pending, "
+                     "stripe_sync_error=excluded.stripe_sync_error, stripe_sync_attempts=excluded.stripe_sync_attempts, "
+                     "next_sync_at=excluded.next_sync_at",
+                     p.id, p.position, p.name, p.role, p.credits_monthly, p.archived_at, p.created, p.updated,
+                     p.stripe_sync_pending, p.stripe_sync_error, p.stripe_sync_attempts, p.next_sync_at));
+        TALLY_TRY(Do("DELETE FROM plan_entitlements WHERE plan_id=$1", p.id));
+        for (const auto& [name, on] : p.features) {
+            TALLY_TRY(Do("INSERT INTO plan_entitlements(plan_id, kind, name, value) VALUES ($1, 'feature', $2, $3)", p.id,
+                         name, int64_t{on ? 1 : 0}));
+        }
+        for (const auto& [name, value] : p.limits) {
+            TALLY_TRY(Do("INSERT INTO plan_entitlements(plan_id, kind, name, value) VALUES ($1, 'limit', $2, $3)", p.id,
+                         name, value));
+        }
+        for (size_t i = 0; i < p.prices.size(); ++i) {
+            const PlanPriceRecord& r = p.prices[i];
+            TALLY_TRY(Do("INSERT INTO plan_prices(id, plan_id, lookup_key, interval_unit, interval_count, unit_amount, "
+                         "currency, stripe_price_id, active, created, seq) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) "
+                         "ON CONFLICT(id) DO UPDATE SET lookup_key=excluded.lookup_key, "
+                         "stripe_price_id=excluded.stripe_price_id, active=excluded.active",
+                         r.id, p.id, r.lookup_key, r.interval, r.interval_count, r.unit_amount, r.currency,
+                         r.stripe_price_id, r.active, r.created, static_cast<int64_t>(i)));
+        }
+        return {};
+    }
+    Result<std::vector<std::string>> ClaimDuePlanSyncs(Timestamp now, Timestamp claim_until, int limit) override {
+        TALLY_ASSIGN_OR_RETURN(auto ids, Many<std::string>("SELECT id FROM plans WHERE stripe_sync_pending AND "
+                                                           "next_sync_at<=$1 ORDER BY next_sync_at, id LIMIT $2",
+                                                           [](const Row& s) { return s.Text(0); }, now, limit));
+        for (const auto& id : ids) TALLY_TRY(Do("UPDATE plans SET next_sync_at=$1 WHERE id=$2", claim_until, id));
+        return ids;
+    }
+};
+
 /// StoreTx over one connection inside an open transaction.
 class PgTx final : public StoreTx, private PgStatements {
 public:
     explicit PgTx(PgConnection& c)
-        : PgStatements(c), customers_(c), billing_(c), audit_(c), inbox_(c), keys_(c), events_(c) {}
+        : PgStatements(c), customers_(c), billing_(c), audit_(c), inbox_(c), keys_(c), events_(c), plans_(c) {}
 
     CustomerStoreTx& customers() override { return customers_; }
     BillingStoreTx& billing() override { return billing_; }
@@ -951,6 +1096,7 @@ public:
     AuditStoreTx& audit() override { return audit_; }
     KeyStoreTx& keys() override { return keys_; }
     EventStoreTx& events() override { return events_; }
+    PlanStoreTx& plans() override { return plans_; }
 
     Status Savepoint() override { return c_.Exec("SAVEPOINT item"); }
     Status RollbackToSavepoint() override { return c_.Exec("ROLLBACK TO SAVEPOINT item"); }
@@ -1001,6 +1147,7 @@ private:
     PgInboxTx inbox_;
     PgKeyTx keys_;
     PgEventTx events_;
+    PgPlanTx plans_;
 };
 
 /// |text| as the inside of a JSON string (libpq's messages hold quotes, newlines and tabs).

@@ -304,6 +304,55 @@ ALTER TABLE subscriptions ADD COLUMN pending_quantity INTEGER NOT NULL DEFAULT 0
 ALTER TABLE subscriptions ADD COLUMN pending_at INTEGER;
 CREATE TABLE stripe_prices (id TEXT PRIMARY KEY, lookup_key TEXT NOT NULL);
 )sql"},
+    {9, R"sql(
+-- Plans at runtime: the catalog lives in the database (seeded from the catalog file), each plan's prices are
+-- immutable rows (a new amount is a new price), and each plan's push to Stripe is tracked.
+CREATE TABLE catalog_settings (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  roles TEXT NOT NULL,
+  default_plan TEXT NOT NULL,
+  version INTEGER NOT NULL
+);
+CREATE TABLE plans (
+  id TEXT PRIMARY KEY,
+  position INTEGER NOT NULL,
+  name TEXT NOT NULL,
+  role TEXT NOT NULL,
+  credits_monthly INTEGER NOT NULL,
+  archived_at INTEGER,
+  created INTEGER NOT NULL,
+  updated INTEGER NOT NULL,
+  stripe_sync_pending INTEGER NOT NULL,
+  stripe_sync_error TEXT NOT NULL DEFAULT '',
+  stripe_sync_attempts INTEGER NOT NULL DEFAULT 0,
+  next_sync_at INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX plans_sync_due ON plans(stripe_sync_pending, next_sync_at);
+CREATE TABLE plan_entitlements (
+  plan_id TEXT NOT NULL,
+  kind TEXT NOT NULL CHECK (kind IN ('feature', 'limit')),
+  name TEXT NOT NULL,
+  value INTEGER NOT NULL,
+  PRIMARY KEY (plan_id, kind, name)
+);
+CREATE TABLE plan_prices (
+  id TEXT PRIMARY KEY,
+  plan_id TEXT NOT NULL,
+  lookup_key TEXT NOT NULL,
+  interval_unit TEXT NOT NULL,
+  interval_count INTEGER NOT NULL,
+  unit_amount INTEGER NOT NULL,
+  currency TEXT NOT NULL,
+  stripe_price_id TEXT NOT NULL DEFAULT '',
+  active INTEGER NOT NULL,
+  created INTEGER NOT NULL,
+  seq INTEGER NOT NULL
+);
+CREATE INDEX plan_prices_plan ON plan_prices(plan_id, seq);
+-- Prices are immutable: only active, the Stripe id and the lookup key (handed over to a newer price) may change.
+CREATE TRIGGER plan_prices_immutable BEFORE UPDATE OF plan_id, interval_unit, interval_count, unit_amount, currency
+ON plan_prices BEGIN SELECT RAISE(ABORT, 'plan prices are immutable'); END;
+)sql"},
 };
 
 Status Exec(sqlite3* db, const char* sql) {

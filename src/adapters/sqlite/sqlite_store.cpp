@@ -10,6 +10,7 @@
 
 #include "adapters/sqlite/migrations.hpp"
 #include "adapters/sqlite/wal_write_vfs.hpp"
+#include "domain/text.hpp"
 
 namespace tally::sqlite {
 namespace {
@@ -859,11 +860,155 @@ public:
     }
 };
 
+// ---- plans
+constexpr const char* kPlanCols =
+    "id, position, name, role, credits_monthly, archived_at, created, updated, stripe_sync_pending, stripe_sync_error, "
+    "stripe_sync_attempts, next_sync_at";
+constexpr const char* kPlanPriceCols =
+    "id, plan_id, lookup_key, interval_unit, interval_count, unit_amount, currency, stripe_price_id, active, created";
+
+PlanRecord ReadPlan(sqlite3_stmt* s) {
+    PlanRecord p;
+    p.id = Text(s, 0);
+    p.position = Int(s, 1);
+    p.name = Text(s, 2);
+    p.role = Text(s, 3);
+    p.credits_monthly = Int(s, 4);
+    p.archived_at = OptTs(s, 5);
+    p.created = Timestamp(Int(s, 6));
+    p.updated = Timestamp(Int(s, 7));
+    p.stripe_sync_pending = Int(s, 8) != 0;
+    p.stripe_sync_error = Text(s, 9);
+    p.stripe_sync_attempts = Int(s, 10);
+    p.next_sync_at = Timestamp(Int(s, 11));
+    return p;
+}
+
+using PlanPriceRow = std::pair<std::string, PlanPriceRecord>;  // plan id, price
+using EntitlementRow = std::tuple<std::string, std::string, std::string, int64_t>;  // plan, kind, name, value
+using PlanEntitlementRow = std::tuple<std::string, std::string, int64_t>;  // kind, name, value
+
+PlanPriceRow ReadPlanPrice(sqlite3_stmt* s) {
+    PlanPriceRecord r{Text(s, 0), Text(s, 2), Text(s, 3), Int(s, 4), Int(s, 5), Text(s, 6), Text(s, 7),
+                      Int(s, 8) != 0, Timestamp(Int(s, 9))};
+    return {Text(s, 1), std::move(r)};
+}
+
+class SqlitePlanTx final : public PlanStoreTx, private SqliteStatements {
+public:
+    explicit SqlitePlanTx(Connection& c) : SqliteStatements(c) {}
+
+    Result<std::optional<CatalogSettings>> Settings() override {
+        return One<CatalogSettings>("SELECT roles, default_plan, version FROM catalog_settings WHERE id=1",
+                                    [](sqlite3_stmt* s) {
+                                        return CatalogSettings{SplitLines(Text(s, 0)), Text(s, 1), Int(s, 2)};
+                                    });
+    }
+    Result<int64_t> PutSettings(const CatalogSettings& settings) override {
+        TALLY_TRY(Do("INSERT INTO catalog_settings(id, roles, default_plan, version) VALUES (1, ?1, ?2, 1) "
+                     "ON CONFLICT(id) DO UPDATE SET roles=excluded.roles, default_plan=excluded.default_plan, "
+                     "version=catalog_settings.version+1",
+                     JoinLines(settings.roles), settings.default_plan));
+        TALLY_ASSIGN_OR_RETURN(auto v, One<int64_t>("SELECT version FROM catalog_settings WHERE id=1",
+                                                    [](sqlite3_stmt* s) { return Int(s, 0); }));
+        return v.value_or(0);
+    }
+    Result<std::vector<PlanRecord>> ListPlans() override {
+        static const std::string sql = std::string("SELECT ") + kPlanCols + " FROM plans ORDER BY position, id";
+        TALLY_ASSIGN_OR_RETURN(auto plans, Many<PlanRecord>(sql.c_str(), ReadPlan));
+        TALLY_ASSIGN_OR_RETURN(auto entitlements,
+                               Many<EntitlementRow>(
+                                   "SELECT plan_id, kind, name, value FROM plan_entitlements ORDER BY plan_id, kind, name",
+                                   [](sqlite3_stmt* s) {
+                                       return std::make_tuple(Text(s, 0), Text(s, 1), Text(s, 2), Int(s, 3));
+                                   }));
+        static const std::string prices_sql =
+            std::string("SELECT ") + kPlanPriceCols + " FROM plan_prices ORDER BY plan_id, seq";
+        TALLY_ASSIGN_OR_RETURN(auto prices, Many<PlanPriceRow>(prices_sql.c_str(), ReadPlanPrice));
+        std::map<std::string, PlanRecord*> by_id;
+        for (auto& p : plans) by_id[p.id] = &p;
+        for (auto& [plan_id, kind, name, value] : entitlements) {
+            auto it = by_id.find(plan_id);
+            if (it == by_id.end()) continue;
+            if (kind == "feature") {
+                it->second->features[name] = value != 0;
+            } else {
+                it->second->limits[name] = value;
+            }
+        }
+        for (auto& [plan_id, price] : prices) {
+            if (auto it = by_id.find(plan_id); it != by_id.end()) it->second->prices.push_back(std::move(price));
+        }
+        return plans;
+    }
+    Result<std::optional<PlanRecord>> GetPlan(const std::string& id) override {
+        static const std::string sql = std::string("SELECT ") + kPlanCols + " FROM plans WHERE id=?1";
+        TALLY_ASSIGN_OR_RETURN(auto plan, One<PlanRecord>(sql.c_str(), ReadPlan, id));
+        if (!plan) return plan;
+        TALLY_ASSIGN_OR_RETURN(auto entitlements,
+                               Many<PlanEntitlementRow>(
+                                   "SELECT kind, name, value FROM plan_entitlements WHERE plan_id=?1 ORDER BY kind, name",
+                                   [](sqlite3_stmt* s) { return std::make_tuple(Text(s, 0), Text(s, 1), Int(s, 2)); },
+                                   id));
+        for (auto& [kind, name, value] : entitlements) {
+            if (kind == "feature") {
+                plan->features[name] = value != 0;
+            } else {
+                plan->limits[name] = value;
+            }
+        }
+        static const std::string prices_sql =
+            std::string("SELECT ") + kPlanPriceCols + " FROM plan_prices WHERE plan_id=?1 ORDER BY seq";
+        TALLY_ASSIGN_OR_RETURN(auto prices,
+                               Many<PlanPriceRow>(prices_sql.c_str(), ReadPlanPrice, id));
+        for (auto& [_, price] : prices) plan->prices.push_back(std::move(price));
+        return plan;
+    }
+    Status PutPlan(const PlanRecord& p) override {
+        TALLY_TRY(Do("INSERT INTO plans(id, position, name, role, credits_monthly, archived_at, created, updated, "
+                     "stripe_sync_pending, stripe_sync_error, stripe_sync_attempts, next_sync_at) "
+                     "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12) ON CONFLICT(id) DO UPDATE SET "
+                     "position=excluded.position, name=excluded.name, role=excluded.role, "
+                     "credits_monthly=excluded.credits_monthly, archived_at=excluded.archived_at, "
+                     "updated=excluded.updated, stripe_sync_pending=excluded.stripe_sync_pending, "
+                     "stripe_sync_error=excluded.stripe_sync_error, stripe_sync_attempts=excluded.stripe_sync_attempts, "
+                     "next_sync_at=excluded.next_sync_at",
+                     p.id, p.position, p.name, p.role, p.credits_monthly, p.archived_at, p.created, p.updated,
+                     p.stripe_sync_pending, p.stripe_sync_error, p.stripe_sync_attempts, p.next_sync_at));
+        TALLY_TRY(Do("DELETE FROM plan_entitlements WHERE plan_id=?1", p.id));
+        for (const auto& [name, on] : p.features) {
+            TALLY_TRY(Do("INSERT INTO plan_entitlements(plan_id, kind, name, value) VALUES (?1, 'feature', ?2, ?3)", p.id,
+                         name, int64_t{on ? 1 : 0}));
+        }
+        for (const auto& [name, value] : p.limits) {
+            TALLY_TRY(Do("INSERT INTO plan_entitlements(plan_id, kind, name, value) VALUES (?1, 'limit', ?2, ?3)", p.id,
+                         name, value));
+        }
+        for (size_t i = 0; i < p.prices.size(); ++i) {
+            const PlanPriceRecord& r = p.prices[i];
+            TALLY_TRY(Do("INSERT INTO plan_prices(id, plan_id, lookup_key, interval_unit, interval_count, unit_amount, "
+                         "currency, stripe_price_id, active, created, seq) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11) "
+                         "ON CONFLICT(id) DO UPDATE SET lookup_key=excluded.lookup_key, "
+                         "stripe_price_id=excluded.stripe_price_id, active=excluded.active",
+                         r.id, p.id, r.lookup_key, r.interval, r.interval_count, r.unit_amount, r.currency,
+                         r.stripe_price_id, r.active, r.created, static_cast<int64_t>(i)));
+        }
+        return {};
+    }
+    Result<std::vector<std::string>> ClaimDuePlanSyncs(Timestamp now, Timestamp claim_until, int limit) override {
+        TALLY_ASSIGN_OR_RETURN(auto ids, Many<std::string>("SELECT id FROM plans WHERE stripe_sync_pending=1 AND "
+                                                           "next_sync_at<=?1 ORDER BY next_sync_at, id LIMIT ?2",
+                                                           [](sqlite3_stmt* s) { return Text(s, 0); }, now, limit));
+        for (const auto& id : ids) TALLY_TRY(Do("UPDATE plans SET next_sync_at=?1 WHERE id=?2", claim_until, id));
+        return ids;
+    }
+};
+
 /// StoreTx over one connection inside an open transaction.
 class SqliteTx final : public StoreTx, private SqliteStatements {
 public:
     explicit SqliteTx(Connection& c)
-        : SqliteStatements(c), customers_(c), billing_(c), audit_(c), inbox_(c), keys_(c), events_(c) {}
+        : SqliteStatements(c), customers_(c), billing_(c), audit_(c), inbox_(c), keys_(c), events_(c), plans_(c) {}
 
     CustomerStoreTx& customers() override { return customers_; }
     BillingStoreTx& billing() override { return billing_; }
@@ -871,6 +1016,7 @@ public:
     AuditStoreTx& audit() override { return audit_; }
     KeyStoreTx& keys() override { return keys_; }
     EventStoreTx& events() override { return events_; }
+    PlanStoreTx& plans() override { return plans_; }
 
     Status Savepoint() override { return Do("SAVEPOINT item"); }
     Status RollbackToSavepoint() override { return Do("ROLLBACK TO item"); }
@@ -883,6 +1029,7 @@ private:
     SqliteInboxTx inbox_;
     SqliteKeyTx keys_;
     SqliteEventTx events_;
+    SqlitePlanTx plans_;
 };
 
 }  // namespace

@@ -355,6 +355,66 @@ Result<std::pair<std::string, bool>> HttpStripeApi::EnsurePrice(const StripePric
     return std::make_pair(id, true);
 }
 
+Result<std::vector<std::string>> HttpStripeApi::SyncPlan(const StripePlanSpec& spec) {
+    auto product = client_.Get("/v1/products/" + spec.product_id);
+    bool was_inactive = false;  // an archived plan restored: its prices are reactivated too
+    if (!product.ok()) {
+        if (product.error().code != ErrorCode::kNotFound) return product.error();
+        TALLY_TRY(client_.Post("/v1/products",
+                               bj::object{{"id", spec.product_id}, {"name", spec.name},
+                                          {"active", spec.active ? "true" : "false"}},
+                               "tally_product_" + spec.product_id));
+    } else if (StringField(product->body, "name") != spec.name ||
+               (product->body.is_object() && product->body.get_object().if_contains("active") &&
+                product->body.at("active").is_bool() && product->body.at("active").get_bool() != spec.active)) {
+        was_inactive = product->body.at("active").is_bool() && !product->body.at("active").get_bool();
+        // No idempotency key: setting the same name and flag again is harmless.
+        TALLY_TRY(client_.Post("/v1/products/" + spec.product_id,
+                               bj::object{{"name", spec.name}, {"active", spec.active ? "true" : "false"}}, ""));
+    }
+    std::vector<std::string> ids;
+    for (const auto& p : spec.prices) {
+        std::string id = p.stripe_price_id;
+        if (id.empty() && p.active) {
+            // Adopt what an earlier push (or `tally catalog push`) made, when it is this very price.
+            TALLY_ASSIGN_OR_RETURN(Response found,
+                                   client_.Get("/v1/prices", bj::object{{"lookup_keys", bj::array{bj::value(p.lookup_key)}},
+                                                                        {"active", "true"},
+                                                                        {"limit", "1"}}));
+            const auto* data = found.body.is_object() ? found.body.get_object().if_contains("data") : nullptr;
+            if (data != nullptr && data->is_array() && !data->get_array().empty()) {
+                const bj::value& existing = data->get_array()[0];
+                const auto* recurring = existing.is_object() ? existing.get_object().if_contains("recurring") : nullptr;
+                const auto* amount = existing.is_object() ? existing.get_object().if_contains("unit_amount") : nullptr;
+                const bool same = amount != nullptr && amount->is_int64() && amount->get_int64() == p.unit_amount_minor &&
+                                  StringField(existing, "currency") == p.currency && recurring != nullptr &&
+                                  recurring->is_object() && StringField(*recurring, "interval") == p.interval &&
+                                  recurring->get_object().if_contains("interval_count") &&
+                                  recurring->at("interval_count").is_int64() &&
+                                  recurring->at("interval_count").get_int64() == p.interval_count;
+                if (same) id = StringField(existing, "id");
+            }
+            if (id.empty()) {
+                bj::object params{{"product", spec.product_id},
+                                  {"currency", p.currency},
+                                  {"unit_amount", std::to_string(p.unit_amount_minor)},
+                                  {"lookup_key", p.lookup_key},
+                                  {"transfer_lookup_key", "true"},
+                                  {"recurring", bj::object{{"interval", p.interval},
+                                                           {"interval_count", std::to_string(p.interval_count)}}}};
+                TALLY_ASSIGN_OR_RETURN(Response r, client_.Post("/v1/prices", params, "tally_price_" + p.tally_id));
+                id = StringField(r.body, "id");
+            }
+            std::lock_guard lock(mu_);
+            price_ids_[p.lookup_key] = id;  // the key names this price now
+        } else if (!id.empty() && (!p.active || was_inactive)) {
+            TALLY_TRY(client_.Post("/v1/prices/" + id, bj::object{{"active", p.active ? "true" : "false"}}, ""));
+        }
+        ids.push_back(id);
+    }
+    return ids;
+}
+
 WebhookEndpointMonitor::WebhookEndpointMonitor(Client& client, std::string endpoint_id, std::string url,
                                                int64_t interval_ms)
     : client_(client), endpoint_id_(std::move(endpoint_id)), url_(std::move(url)), interval_ms_(interval_ms) {

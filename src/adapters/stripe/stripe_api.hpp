@@ -29,6 +29,7 @@ public:
     Result<HostedSession> CreateCheckoutSession(const CheckoutSessionRequest& request) override;
     Result<HostedSession> CreatePortalSession(const StripeCustomerId& customer, const std::string& return_url) override;
     Result<std::pair<std::string, bool>> EnsurePrice(const StripePriceSpec& spec) override;
+    Result<std::vector<std::string>> SyncPlan(const StripePlanSpec& spec) override;
     Status UpdateCustomerProfile(const StripeCustomerId& id, const StripeCustomerProfile& profile) override;
     Result<Timestamp> SubscriptionNow(const StripeSubscriptionId& id, Timestamp wall_now) override;
     Result<std::string> DefaultPaymentMethod(const StripeCustomerId& id) override;
@@ -71,6 +72,7 @@ public:
         return NotConfigured();
     }
     Result<std::pair<std::string, bool>> EnsurePrice(const StripePriceSpec&) override { return NotConfigured(); }
+    Result<std::vector<std::string>> SyncPlan(const StripePlanSpec&) override { return NotConfigured(); }
     Status UpdateCustomerProfile(const StripeCustomerId&, const StripeCustomerProfile&) override {
         return NotConfigured();
     }
