@@ -46,6 +46,10 @@ TEST(CatalogTest, ValidationErrorsNameThePath) {
         {"extra limit", [](std::vector<Plan>& p) { p[1].limits["seats"] = 2; }, "plans[1].limits"},
         {"negative limit", [](std::vector<Plan>& p) { p[1].limits["projects"] = -1; }, "plans[1].limits.projects"},
         {"paid default", [](std::vector<Plan>& p) { p[0].prices[0].unit_amount = Usd(100); p[0].prices[0].lookup_key = "x"; }, "plans[0].prices"},
+        {"archived default", [](std::vector<Plan>& p) { p[0].archived = true; }, "plans[0].archived"},
+        {"two active monthly usd prices", [](std::vector<Plan>& p) {
+             p[1].prices.push_back({{BillingInterval::Unit::kMonth, 1}, Usd(7000), "pro_monthly_2", std::nullopt});
+         }, "plans[1].prices[2].interval"},
     };
     for (const auto& c : cases) {
         auto plans = TwoPlans();
@@ -56,6 +60,37 @@ TEST(CatalogTest, ValidationErrorsNameThePath) {
     }
     EXPECT_EQ(Catalog::Create({"member", "professional"}, TwoPlans(), PlanId("gold")).error().param, "default_plan");
     EXPECT_EQ(Catalog::Create({}, TwoPlans(), PlanId("free")).error().param, "roles");
+}
+
+// Prices are immutable, as Stripe's: a new amount is a new price that takes the lookup key over
+// (https://docs.stripe.com/api/prices/create#create_price-transfer_lookup_key), and the old one stays, inactive,
+// matching the subscriptions still on it (https://docs.stripe.com/products-prices/manage-prices#edit-price).
+TEST(CatalogTest, AReplacedPriceKeepsMatchingItsPlanAndIsNeverSold) {
+    auto plans = TwoPlans();
+    CatalogPrice replaced = plans[1].prices[0];
+    replaced.active = false;
+    replaced.stripe_price_id = "price_old";
+    plans[1].prices[0].unit_amount = Usd(7000);
+    plans[1].prices[0].stripe_price_id = "price_new";
+    plans[1].prices.push_back(replaced);  // same lookup key, inactive: not a duplicate
+    auto catalog = Catalog::Create({"member", "professional"}, plans, PlanId("free"));
+    ASSERT_TRUE(catalog.ok()) << catalog.error().param << ": " << catalog.error().message;
+    struct Case {
+        std::string lookup_key, price_id;
+        int64_t amount;
+    };
+    for (const Case& c : std::vector<Case>{{"pro_monthly", "", 7000},        // the key names the active price
+                                           {"", "price_old", 6000},          // a grandfathered subscription
+                                           {"", "price_new", 7000},
+                                           {"pro_monthly", "price_old", 7000}}) {  // the key wins, same plan
+        const PriceMatch m = catalog->MatchPrice(c.lookup_key, c.price_id);
+        ASSERT_NE(m.plan, nullptr) << c.lookup_key << c.price_id;
+        EXPECT_EQ(m.plan->id.str(), "pro");
+        EXPECT_EQ(m.price->unit_amount.amount_minor(), c.amount) << c.lookup_key << c.price_id;
+    }
+    EXPECT_EQ(catalog->FindPlan(PlanId("pro"))->ActivePaidPrice(BillingInterval::Unit::kMonth)->unit_amount.amount_minor(),
+              7000);
+    EXPECT_EQ(catalog->FindPlan(PlanId("free"))->ActivePaidPrice(BillingInterval::Unit::kMonth), nullptr);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
+import assert from 'node:assert/strict';
 import Stripe from 'stripe';
 import { checkResponse } from './openapi.mjs';
 
@@ -292,4 +293,24 @@ export async function wireGet(port, path, key = 'sk_test_sandbox') {
 export async function launchBrowser() {
   const { chromium } = await import('playwright-core');
   return chromium.launch({ executablePath: process.env.CHROMIUM_BIN ?? '/usr/bin/chromium', args: ['--no-sandbox', '--disable-gpu'] });
+}
+
+/** Polls |predicate| every 25 ms until it returns something truthy (returned), or throws after |timeoutMs|. */
+export async function until(predicate, what, timeoutMs = 20000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await predicate();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** A Stripe-style error answer: |status|, the four fields, and |code| and |param| when given. */
+export function assertError(r, status, code, param) {
+  assert.equal(r.status, status, r.text);
+  assert.equal(typeof r.json?.error, 'object', r.text);
+  for (const k of ['type', 'code', 'message', 'param']) assert.ok(k in r.json.error, `missing ${k}: ${r.text}`);
+  if (code) assert.equal(r.json.error.code, code, r.text);
+  if (param !== undefined) assert.equal(r.json.error.param, param, r.text);
 }

@@ -82,4 +82,42 @@ inline boost::json::object InvoiceObject(const std::string& id, const std::strin
                                {"attempt_count", 1}};
 }
 
+/// A StripeApi whose every call is kUnavailable: tests derive from it and override the calls they exercise.
+class UnreachableStripeApi : public StripeApi {
+public:
+    Result<StripeCustomerId> CreateCustomer(const std::string&, const std::string&, const std::string&,
+                                            const std::string&) override {
+        return Down();
+    }
+    Result<std::string> FindPriceId(const std::string&) override { return Down(); }
+    Result<HostedSession> CreateCheckoutSession(const CheckoutSessionRequest&) override { return Down(); }
+    Result<HostedSession> CreatePortalSession(const StripeCustomerId&, const std::string&) override { return Down(); }
+    Result<std::pair<std::string, bool>> EnsurePrice(const StripePriceSpec&) override { return Down(); }
+    Result<std::vector<std::string>> SyncPlan(const StripePlanSpec&) override { return Down(); }
+    Status UpdateCustomerProfile(const StripeCustomerId&, const StripeCustomerProfile&) override { return Down(); }
+    Result<Timestamp> SubscriptionNow(const StripeSubscriptionId&, Timestamp now) override { return now; }
+    Result<std::string> DefaultPaymentMethod(const StripeCustomerId&) override { return Down(); }
+    Result<StripeSubscriptionData> CreateSubscription(const StripeSubscriptionCreate&) override { return Down(); }
+    Result<StripeSubscriptionData> RetrieveSubscription(const StripeSubscriptionId&) override { return Down(); }
+    Result<StripeSubscriptionData> UpdateSubscription(const StripeSubscriptionId&, const StripeSubscriptionUpdate&) override {
+        return Down();
+    }
+    Result<StripeSubscriptionData> CancelSubscription(const StripeSubscriptionId&, bool, const std::string&) override {
+        return Down();
+    }
+    Result<StripeInvoicePreview> PreviewSubscriptionChange(const StripeSubscriptionId&, const std::string&, int64_t,
+                                                           const std::string&) override {
+        return Down();
+    }
+    Result<StripeScheduleData> ScheduleSubscriptionChange(const StripeSubscriptionId&, const std::string&,
+                                                          const SchedulePhase&, const SchedulePhase&,
+                                                          const std::string&) override {
+        return Down();
+    }
+    Result<StripeScheduleData> ReleaseSchedule(const std::string&, const std::string&) override { return Down(); }
+
+protected:
+    static Error Down() { return Unavailable("Stripe cannot be reached (not in this test)"); }
+};
+
 }  // namespace tally::testing
