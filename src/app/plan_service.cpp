@@ -78,6 +78,17 @@ bool SetPrices(PlanRecord& plan, const std::vector<CatalogPrice>& desired, Times
     return changed;
 }
 
+/// What a push makes Stripe hold of |plan|: a push of one fingerprint leaves another pending.
+std::string SyncFingerprint(const PlanRecord& plan) {
+    std::string out = plan.name + (plan.archived_at ? "\narchived" : "\nactive");
+    for (const auto& p : plan.prices) out += "\n" + p.id + (p.active ? " active" : " inactive");
+    return out;
+}
+
+bool IsPlanIdChar(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+}
+
 std::string PricesSummary(const PlanRecord& plan) {
     std::string out;
     for (const auto& p : plan.prices) {
@@ -308,8 +319,11 @@ Status PlanService::Write(StoreTx& tx, const CatalogSettings& settings, std::vec
 Result<PlanRecord> PlanService::Create(StoreTx& tx, Plan plan, const std::string& actor) {
     const std::string id = plan.id.str();
     if (id.empty()) return MissingArgument("id is required", "id");
-    if (id.size() > kPlanIdBytesMax || IsBlank(id)) {
-        return InvalidArgument("id must be 1 to " + std::to_string(kPlanIdBytesMax) + " characters", "id");
+    // It names the Stripe product (tally_<id>) and sits in URL paths: letters, digits, '_' and '-'.
+    if (id.size() > kPlanIdBytesMax || !std::all_of(id.begin(), id.end(), IsPlanIdChar)) {
+        return InvalidArgument("id must be 1 to " + std::to_string(kPlanIdBytesMax) +
+                                   " letters, digits, '_' or '-'",
+                               "id");
     }
     if (plan.name.size() > kPlanNameBytesMax) {
         return InvalidArgument("name must be at most " + std::to_string(kPlanNameBytesMax) + " bytes", "name");
@@ -589,7 +603,7 @@ Result<int> PlanService::SyncDue() {
                 }
             }
             // Changed while it was being pushed: push again (the new version is not in Stripe yet).
-            const bool same_version = current->updated == plan.updated;
+            const bool same_version = SyncFingerprint(*current) == SyncFingerprint(plan);
             current->stripe_sync_pending = !same_version;
             current->stripe_sync_error.clear();
             current->stripe_sync_attempts = 0;

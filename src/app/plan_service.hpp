@@ -66,8 +66,9 @@ public:
     Result<std::vector<PlanRecord>> List(bool include_archived);
     /// kNotFound (param "id").
     Result<PlanRecord> Get(const PlanId& id);
-    /// Creates |plan| (id, name, role, prices, features, limits, credits_monthly) as the highest plan, pending its
-    /// push, with a plan_created audit entry and a plan.created event. kInvalidArgument naming the field (the catalog's
+    /// Creates |plan| (id: letters, digits, '_', '-'; name, role, prices, features, limits, credits_monthly) as the
+    /// highest plan, pending its push, with a plan_created audit entry and a plan.created event. kInvalidArgument
+    /// naming the field (the catalog's
     /// rules: domain/catalog.hpp; Catalog's param paths without the "plans[i]." prefix); kConflict
     /// (kResourceAlreadyExists) for an existing id.
     Result<PlanRecord> Create(StoreTx& tx, Plan plan, const std::string& actor);

@@ -134,6 +134,7 @@ test('bad input names its parameter and changes nothing', async () => {
   assertError(await server.post('/v1/plans', undefined, { raw: '{"id":' }), 400, 'malformed_json');
   assertError(await server.post('/v1/plans', { id: 'x', role: 'member', colour: 'red' }), 400, 'parameter_unknown', 'colour');
   assertError(await server.post('/v1/plans', { id: 5, role: 'member' }), 400, undefined, 'id');
+  assertError(await server.post('/v1/plans', { id: 'a/b', role: 'member' }), 400, 'parameter_invalid', 'id');
   assertError(await server.post('/v1/plans', { id: 'x', role: 'wizard' }), 400, undefined, 'role');
   assertError(await server.post('/v1/plans', { id: 'x', role: 'member', prices: [{ interval: 'month', unit_amount: 100, currency: 'zzz' }] }),
     400, undefined, 'prices[0].currency');
