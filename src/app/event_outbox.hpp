@@ -13,6 +13,7 @@
 #include "app/billing_service.hpp"
 #include "app/store.hpp"
 #include "app/user_view.hpp"
+#include "app/usage_service.hpp"
 
 namespace tally {
 
@@ -41,6 +42,8 @@ public:
     virtual std::string User(const UserView& user) const = 0;
     /// GET /v1/plans/{id}: {"id","object":"plan","name","prices":[...],"stripe_sync",...}.
     virtual std::string Plan(const PlanRecord& plan) const = 0;
+    /// {"object":"usage_threshold","customer","meter","threshold","current","limit","period_start","period_end"}.
+    virtual std::string UsageThreshold(const CustomerId& customer, const MeterState& state, int threshold) const = 0;
     /// Stripe's event envelope around |object_json|: {"id","object":"event","api_version","created","type",
     /// "livemode":false,"customer","sequence","data":{"object":...,"previous_attributes":{...}}}; previous_attributes
     /// is left out when |previous| is empty.

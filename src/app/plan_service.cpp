@@ -218,7 +218,7 @@ Result<Catalog> PlanService::Validate(const CatalogSettings& settings, const std
         TALLY_ASSIGN_OR_RETURN(Plan p, PlanFromRecord(r));
         domain.push_back(std::move(p));
     }
-    auto catalog = Catalog::Create(settings.roles, std::move(domain), PlanId(settings.default_plan));
+    auto catalog = Catalog::Create(settings.roles, std::move(domain), PlanId(settings.default_plan), settings.meters);
     if (catalog.ok() || focus.empty()) return catalog;
     // "plans[3].prices[0].lookup_key" -> "prices[0].lookup_key" when plan 3 is the one being changed.
     Error e = catalog.error();
@@ -254,7 +254,8 @@ Result<std::vector<PlanDiff>> PlanService::SeedAndLoad(const Catalog& file) {
         for (size_t i = 0; i < file.plans().size(); ++i) {
             TALLY_TRY(tx.plans().PutPlan(RecordFromPlan(file.plans()[i], static_cast<int64_t>(i), now)));
         }
-        TALLY_TRY(tx.plans().PutSettings(CatalogSettings{file.roles(), file.default_plan().id.str(), 0}));
+        TALLY_TRY(tx.plans().PutSettings(
+            CatalogSettings{file.roles(), file.default_plan().id.str(), 0, file.declared_meters()}));
         return tx.audit().Append({0, CustomerId(""), now, "catalog_seeded", "",
                                   std::to_string(file.plans().size()) + " plans", "catalog_file", ""});
     }));
@@ -457,11 +458,21 @@ Status PlanService::ResetStripeSync() {
 
 Result<std::vector<PlanDiff>> PlanService::Diff(const Catalog& file) {
     std::vector<PlanRecord> current;
+    std::optional<CatalogSettings> settings;
     TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
         TALLY_ASSIGN_OR_RETURN(current, tx.plans().ListPlans());
+        TALLY_ASSIGN_OR_RETURN(settings, tx.plans().Settings());
         return {};
     }));
     std::vector<PlanDiff> out;
+    if (settings && settings->meters != file.declared_meters()) {
+        auto text = [](const std::vector<Meter>& meters) {
+            std::string t = MetersToText(meters);
+            std::replace(t.begin(), t.end(), '\n', ';');
+            return t;
+        };
+        out.push_back({"*", "meters", text(settings->meters), text(file.declared_meters())});
+    }
     for (const auto& plan : file.plans()) {
         const PlanRecord* in_db = nullptr;
         for (const auto& r : current) in_db = r.id == plan.id.str() ? &r : in_db;
@@ -482,7 +493,7 @@ Result<std::vector<PlanDiff>> PlanService::Apply(const Catalog& file, const std:
         TALLY_ASSIGN_OR_RETURN(auto loaded, LoadAll(tx));
         auto& [settings, all] = loaded;
         const Timestamp now = clock_.Now();
-        CatalogSettings next{file.roles(), file.default_plan().id.str(), settings.version};
+        CatalogSettings next{file.roles(), file.default_plan().id.str(), settings.version, file.declared_meters()};
         std::vector<PlanRecord> result;
         for (size_t i = 0; i < file.plans().size(); ++i) {
             const Plan& plan = file.plans()[i];
@@ -535,7 +546,11 @@ Result<std::vector<PlanDiff>> PlanService::Apply(const Catalog& file, const std:
             }
             result.push_back(std::move(record));
         }
-        const bool settings_changed = next.roles != settings.roles || next.default_plan != settings.default_plan;
+        if (next.meters != settings.meters) {
+            changes.push_back({"*", "meters", MetersToText(settings.meters), MetersToText(next.meters)});
+        }
+        const bool settings_changed = next.roles != settings.roles || next.default_plan != settings.default_plan ||
+                                      next.meters != settings.meters;
         if (changes.empty() && !settings_changed) return {};
         TALLY_TRY(Validate(next, result, ""));
         for (const auto& r : result) TALLY_TRY(tx.plans().PutPlan(r));
@@ -550,6 +565,7 @@ Result<std::vector<PlanDiff>> PlanService::Apply(const Catalog& file, const std:
         for (const auto& id : changed_plans) {
             if (outbox_ == nullptr) break;
             const auto r = std::find_if(result.begin(), result.end(), [&](const PlanRecord& p) { return p.id == id; });
+            if (r == result.end()) continue;  // "*": the catalog's meters, no plan
             const bool added = std::find_if(all.begin(), all.end(), [&](const PlanRecord& p) { return p.id == id; }) == all.end();
             const char* type = added ? "plan.created" : r->archived_at ? "plan.archived" : "plan.updated";
             TALLY_TRY(outbox_->Emit(tx, type, "plan:" + id, "", outbox_->renderer().Plan(*r)));

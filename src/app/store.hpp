@@ -14,6 +14,7 @@
 #include "app/store/inbox.hpp"
 #include "app/store/keys.hpp"
 #include "app/store/plans.hpp"
+#include "app/store/usage.hpp"
 #include "domain/result.hpp"
 
 namespace tally {
@@ -31,6 +32,7 @@ public:
     virtual KeyStoreTx& keys() = 0;
     virtual EventStoreTx& events() = 0;
     virtual PlanStoreTx& plans() = 0;
+    virtual UsageStoreTx& usage() = 0;
 
     /// Nested rollback points inside the transaction (SQL SAVEPOINT, on SQLite and PostgreSQL alike): lets one
     /// transaction apply many items and undo only the one that failed.

@@ -21,6 +21,7 @@
 #include "app/billing_history.hpp"
 #include "app/member_service.hpp"
 #include "app/plan_service.hpp"
+#include "app/usage_service.hpp"
 #include "app/stripe_customer_sync.hpp"
 #include "adapters/http/api.hpp"
 #include "adapters/http/json_views.hpp"
@@ -533,6 +534,7 @@ int Serve(const ServeOptions& o) {
     // `tally catalog apply`, and are pushed to Stripe in the background.
     PlanService plans(**store, billing, stripe_mode == "not_configured" ? nullptr : &stripe_api, clock, &outbox);
     plans.SetWakeup([&worker] { worker.Notify(); });
+    UsageService usage(**store, billing, clock, &outbox);
     if (auto seeded = plans.SeedAndLoad(*catalog); !seeded.ok()) {
         Log("error", "cannot load the plan catalog from the database: " + seeded.error().message);
         return ExitCodeFor(seeded.error());
@@ -551,7 +553,7 @@ int Serve(const ServeOptions& o) {
                                                        return monitor ? monitor->State() : std::string("unknown");
                                                    }},
                                 kVersion, metrics, [&metrics] { return metrics.Render(); }, &members, &history,
-                                &subscriptions, &plans});
+                                &subscriptions, &plans, &usage});
     http::Server server(o.host, o.port, o.http_threads,
                         [&api](http::Request req, const http::Responder& respond) { api.Handle(std::move(req), respond); },
                         http::ServerOptions{o.http_idle_timeout_ms});

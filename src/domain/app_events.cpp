@@ -6,7 +6,7 @@
 namespace tally {
 
 namespace {
-constexpr std::array<std::string_view, 18> kTypes = {
+constexpr std::array<std::string_view, 19> kTypes = {
     "customer.created",
     "customer.updated",
     "customer.role_changed",
@@ -25,6 +25,7 @@ constexpr std::array<std::string_view, 18> kTypes = {
     "plan.created",
     "plan.updated",
     "plan.archived",
+    "usage.threshold_reached",
 };
 
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }

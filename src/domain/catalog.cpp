@@ -4,7 +4,8 @@
 
 namespace tally {
 
-Result<Catalog> Catalog::Create(std::vector<std::string> roles, std::vector<Plan> plans, const PlanId& default_plan) {
+Result<Catalog> Catalog::Create(std::vector<std::string> roles, std::vector<Plan> plans, const PlanId& default_plan,
+                                std::vector<Meter> meters) {
     if (roles.empty()) return InvalidArgument("at least one role is required", "roles");
     std::set<std::string> role_set;
     for (size_t i = 0; i < roles.size(); ++i) {
@@ -90,9 +91,32 @@ Result<Catalog> Catalog::Create(std::vector<std::string> roles, std::vector<Plan
         }
     }
     if (!found_default) return InvalidArgument("default plan '" + default_plan.str() + "' is not defined", "default_plan");
+    const auto& limit_names = plans[0].limits;
+    std::set<std::string> metered;
+    for (const auto& m : meters) {
+        const std::string path = "meters." + m.name;
+        if (!limit_names.count(m.name)) return InvalidArgument("no plan has a limit named '" + m.name + "'", path);
+        if (m.name.find_first_of(" \n") != std::string::npos || m.unit.empty() ||
+            m.unit.find_first_of(" \n") != std::string::npos) {
+            return InvalidArgument("meter names and units are single words", path);
+        }
+        if (!metered.insert(m.name).second) return InvalidArgument("duplicate meter", path);
+    }
+    catalog.declared_meters_ = meters;
+    for (const auto& [name, _] : limit_names) {
+        if (!metered.count(name)) meters.push_back(Meter{name, MeterKind::kGauge, LimitMode::kHard, name});
+    }
+    catalog.meters_ = std::move(meters);
     catalog.roles_ = std::move(roles);
     catalog.plans_ = std::move(plans);
     return catalog;
+}
+
+const Meter* Catalog::FindMeter(std::string_view name) const {
+    for (const auto& m : meters_) {
+        if (m.name == name) return &m;
+    }
+    return nullptr;
 }
 
 const Plan* Catalog::FindPlan(const PlanId& id) const {

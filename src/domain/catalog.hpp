@@ -10,6 +10,7 @@
 #include "domain/money.hpp"
 #include "domain/result.hpp"
 #include "domain/time.hpp"
+#include "domain/usage.hpp"
 
 namespace tally {
 
@@ -55,7 +56,10 @@ public:
     /// keys (among active prices: an inactive price may have handed its key over), two active prices of one plan
     /// for the same interval and currency, unknown roles, a missing, archived or paid default plan, negative
     /// amounts or limits, or plans that disagree on which features and limits exist.
-    static Result<Catalog> Create(std::vector<std::string> roles, std::vector<Plan> plans, const PlanId& default_plan);
+    /// |meters| say how each limit is metered (domain/usage.hpp); a limit without one is a hard gauge counted in
+    /// its own name. kInvalidArgument ("meters.<name>") for a meter no limit has, or a name or unit with a space.
+    static Result<Catalog> Create(std::vector<std::string> roles, std::vector<Plan> plans, const PlanId& default_plan,
+                                  std::vector<Meter> meters = {});
 
     const std::vector<Plan>& plans() const { return plans_; }
     const std::vector<std::string>& roles() const { return roles_; }
@@ -64,6 +68,11 @@ public:
     const std::string& default_role() const { return roles_.front(); }
 
     const Plan* FindPlan(const PlanId& id) const;
+    /// Every limit's meter, by name.
+    const std::vector<Meter>& meters() const { return meters_; }
+    /// The meters as declared (for storing the catalog): without the ones Create defaulted.
+    const std::vector<Meter>& declared_meters() const { return declared_meters_; }
+    const Meter* FindMeter(std::string_view name) const;
     /// Matches by lookup_key when non-empty (an active price first), else by Stripe price id (inactive prices too:
     /// grandfathered subscriptions); an empty match if neither is known. Archived plans match.
     PriceMatch MatchPrice(const std::string& lookup_key, const std::string& stripe_price_id) const;
@@ -73,6 +82,8 @@ public:
 private:
     std::vector<std::string> roles_;
     std::vector<Plan> plans_;
+    std::vector<Meter> meters_;
+    std::vector<Meter> declared_meters_;
     size_t default_index_ = 0;
 };
 

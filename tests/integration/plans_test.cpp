@@ -148,7 +148,7 @@ TEST_P(PlansTest, TheFileSeedsAnEmptyDatabaseOnceWhenNodesStartTogether) {
     ASSERT_TRUE(changed.ok()) << changed.error().message;
     auto diffs = h.a.plans.SeedAndLoad(*changed);
     ASSERT_TRUE(diffs.ok());
-    EXPECT_EQ(diffs->size(), 3u);  // starter, pro, scale would be archived
+    EXPECT_EQ(diffs->size(), 4u);  // starter, pro, scale would be archived; the file declares no meters
     EXPECT_EQ(h.a.plans.List(false)->size(), 4u);
 }
 
@@ -355,7 +355,8 @@ TEST_P(PlansTest, ApplyMakesTheDatabaseEqualTheFile) {
     ASSERT_TRUE(diff.ok());
     std::set<std::string> what;
     for (const auto& d : *diff) what.insert(d.plan + ":" + d.what);
-    EXPECT_EQ(what, (std::set<std::string>{"pro:prices", "enterprise:added", "starter:archived", "scale:archived"}));
+    EXPECT_EQ(what, (std::set<std::string>{"pro:prices", "enterprise:added", "starter:archived", "scale:archived",
+                                           "*:meters"}));
     auto applied = h.a.plans.Apply(*next, "cli");
     ASSERT_TRUE(applied.ok()) << applied.error().message;
     EXPECT_EQ(applied->size(), diff->size());

@@ -88,7 +88,7 @@ Result<CatalogPrice> ParsePriceJson(const bj::value& v, const std::string& path)
 Result<Catalog> ParseCatalogJson(std::string_view text) {
     TALLY_ASSIGN_OR_RETURN(bj::value root, json::Parse(text));
     TALLY_ASSIGN_OR_RETURN(const bj::object* o, json::AsObject(root, ""));
-    TALLY_TRY(OnlyKeys(*o, {"roles", "default_plan", "plans"}, ""));
+    TALLY_TRY(OnlyKeys(*o, {"roles", "default_plan", "plans", "meters"}, ""));
     std::vector<std::string> roles;
     const auto* roles_v = o->if_contains("roles");
     if (roles_v == nullptr || !roles_v->is_array()) return InvalidArgument("roles must be an array of names", "roles");
@@ -105,7 +105,24 @@ Result<Catalog> ParseCatalogJson(std::string_view text) {
         TALLY_ASSIGN_OR_RETURN(Plan plan, ParsePlan(plans_v->get_array()[i], "plans[" + std::to_string(i) + "]"));
         plans.push_back(std::move(plan));
     }
-    return Catalog::Create(std::move(roles), std::move(plans), PlanId(default_plan));
+    std::vector<Meter> meters;
+    if (const auto* meters_v = o->if_contains("meters")) {
+        TALLY_ASSIGN_OR_RETURN(const bj::object* mo, json::AsObject(*meters_v, "meters"));
+        for (const auto& kv : *mo) {
+            const std::string path = "meters." + std::string(kv.key());
+            TALLY_ASSIGN_OR_RETURN(const bj::object* m, json::AsObject(kv.value(), path));
+            TALLY_TRY(OnlyKeys(*m, {"kind", "mode", "unit"}, path));
+            TALLY_ASSIGN_OR_RETURN(std::string kind_text, json::RequiredString(*m, "kind", path));
+            auto kind = ParseMeterKind(kind_text);
+            if (!kind.ok()) return InvalidArgument(kind.error().message, path + ".kind");
+            TALLY_ASSIGN_OR_RETURN(std::string mode_text, json::OptionalString(*m, "mode", path));
+            auto mode = ParseLimitMode(mode_text.empty() ? "hard" : mode_text);
+            if (!mode.ok()) return InvalidArgument(mode.error().message, path + ".mode");
+            TALLY_ASSIGN_OR_RETURN(std::string unit, json::OptionalString(*m, "unit", path));
+            meters.push_back(Meter{std::string(kv.key()), *kind, *mode, unit.empty() ? std::string(kv.key()) : unit});
+        }
+    }
+    return Catalog::Create(std::move(roles), std::move(plans), PlanId(default_plan), std::move(meters));
 }
 
 Result<Catalog> LoadCatalogFile(const std::string& path) {

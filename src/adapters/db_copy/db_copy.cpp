@@ -59,7 +59,14 @@ const std::vector<Table>& Tables() {
          {{"id", T}, {"subscription_id", T}, {"status", T}, {"phases", T}, {"created", I}, {"stamp_created", I},
           {"stamp_rank", I}, {"stamp_event_id", T}, {"stamp_terminal", B}}},
         {"stripe_prices", "id", {{"id", T}, {"lookup_key", T}}},
-        {"catalog_settings", "id", {{"id", I}, {"roles", T}, {"default_plan", T}, {"version", I}}},
+        {"catalog_settings", "id", {{"id", I}, {"roles", T}, {"default_plan", T}, {"version", I}, {"meters", T}}},
+        {"usage_counters", "customer_id, meter, period_start",
+         {{"customer_id", T}, {"meter", T}, {"period_start", I}, {"value", I}, {"updated", I}}},
+        {"usage_events", "id",
+         {{"id", I}, {"customer_id", T}, {"meter", T}, {"period_start", I}, {"action", T}, {"value", I}, {"delta", I},
+          {"at", I}, {"recorded_at", I}}},
+        {"usage_thresholds", "customer_id, meter, period_start, threshold",
+         {{"customer_id", T}, {"meter", T}, {"period_start", I}, {"threshold", I}, {"at", I}}},
         {"plans", "id",
          {{"id", T}, {"position", I}, {"name", T}, {"role", T}, {"credits_monthly", I}, {"archived_at", I},
           {"created", I}, {"updated", I}, {"stripe_sync_pending", B}, {"stripe_sync_error", T},
@@ -116,7 +123,7 @@ const std::vector<Table>& Tables() {
 // Identity columns: after the copy their sequences continue after the largest copied value.
 constexpr const char* kIdentities[][2] = {
     {"audit_log", "id"}, {"webhook_events", "seq"}, {"app_events", "seq"}, {"event_deliveries", "id"},
-    {"delivery_attempts", "id"}};
+    {"delivery_attempts", "id"}, {"usage_events", "id"}};
 
 /// FNV-1a (64-bit) over rows given value by value, each kind normalised to the same bytes on both sides.
 class Digest {

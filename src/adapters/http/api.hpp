@@ -16,6 +16,7 @@
 #include "app/subscription_service.hpp"
 #include "app/member_service.hpp"
 #include "app/plan_service.hpp"
+#include "app/usage_service.hpp"
 #include "app/webhook_processor.hpp"
 #include "app/webhook_endpoints.hpp"
 #include "app/webhook_receiver.hpp"
@@ -51,6 +52,7 @@ struct ApiDeps {
     BillingHistoryService* history = nullptr;  // invoices and payments lists; null: those routes are 404
     SubscriptionService* subscriptions = nullptr;  // subscriptions through Tally; null: those routes are 404
     PlanService* plans = nullptr;  // plans at runtime; null: the /v1/plans routes are 404
+    UsageService* usage = nullptr;  // usage limits; null: /v1/usage, /v1/check and the usage summary are 404
 };
 
 /// Who may call a route.

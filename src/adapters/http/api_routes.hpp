@@ -111,6 +111,11 @@ Response ResumeSubscription(const ApiDeps& d, const Call& c);
 Response PauseSubscription(const ApiDeps& d, const Call& c);
 Response UnpauseSubscription(const ApiDeps& d, const Call& c);
 
+// api_usage.cpp: usage limits.
+Response RecordUsage(const ApiDeps& d, const Call& c);
+Response CheckUsage(const ApiDeps& d, const Call& c);
+Response GetUsage(const ApiDeps& d, const Call& c);
+
 // api_operations.cpp: API keys, the audit log, Stripe's webhook events, the app's webhook endpoints and events.
 Response ListApiKeys(const ApiDeps& d, const Call& c);
 Response CreateApiKey(const ApiDeps& d, const Call& c);

@@ -153,6 +153,9 @@ std::string JsonObjectRenderer::Invoice(const InvoiceRecord& i, const std::strin
 std::string JsonObjectRenderer::Member(const MemberRecord& m) const { return bj::serialize(MemberJson(m)); }
 std::string JsonObjectRenderer::User(const UserView& u) const { return bj::serialize(UserJson(u)); }
 std::string JsonObjectRenderer::Plan(const PlanRecord& plan) const { return bj::serialize(PlanJson(plan)); }
+std::string JsonObjectRenderer::UsageThreshold(const CustomerId& customer, const MeterState& state, int threshold) const {
+    return bj::serialize(UsageThresholdJson(customer, state, threshold));
+}
 std::string JsonObjectRenderer::Envelope(const AppEventRecord& e, std::string_view object_json,
                                          const Attributes& previous) const {
     bj::object data;
@@ -283,6 +286,34 @@ bj::value PlanJson(const PlanRecord& plan) {
                       {"stripe_product_id", "tally_" + plan.id},
                       {"stripe_sync", plan.stripe_sync_pending ? "pending" : "synced"},
                       {"stripe_sync_error", OptStr(plan.stripe_sync_error)}};
+}
+
+bj::value MeterStateJson(const MeterState& m) {
+    bj::value percent = nullptr;
+    if (m.limit && *m.limit > 0) percent = m.current * 100 / *m.limit;
+    if (m.limit && *m.limit == 0) percent = m.current > 0 ? 100 : 0;
+    return bj::object{{"meter", m.meter.name},
+                      {"kind", MeterKindName(m.meter.kind)},
+                      {"mode", LimitModeName(m.meter.mode)},
+                      {"unit", m.meter.unit},
+                      {"current", m.current},
+                      {"limit", m.limit ? bj::value(*m.limit) : bj::value(nullptr)},
+                      {"remaining", m.limit ? bj::value(m.remaining) : bj::value(nullptr)},
+                      {"percent", percent},
+                      {"overage", m.overage},
+                      {"period_start", m.period ? bj::value(m.period->start.unix_seconds()) : bj::value(nullptr)},
+                      {"resets_at", m.period ? bj::value(m.period->end.unix_seconds()) : bj::value(nullptr)}};
+}
+
+bj::value UsageThresholdJson(const CustomerId& customer, const MeterState& m, int threshold) {
+    return bj::object{{"object", "usage_threshold"},
+                      {"customer", customer.str()},
+                      {"meter", m.meter.name},
+                      {"threshold", threshold},
+                      {"current", m.current},
+                      {"limit", m.limit ? bj::value(*m.limit) : bj::value(nullptr)},
+                      {"period_start", m.period ? bj::value(m.period->start.unix_seconds()) : bj::value(nullptr)},
+                      {"period_end", m.period ? bj::value(m.period->end.unix_seconds()) : bj::value(nullptr)}};
 }
 
 bj::value AuditJson(const AuditEntry& e) {

@@ -17,6 +17,10 @@ boost::json::value EntitlementsJson(const CustomerView& view);
 /// "interval_count","unit_amount","currency","stripe_price_id","active","created"}],"features","limits",
 /// "credits_monthly","created","updated","stripe_product_id","stripe_sync","stripe_sync_error"}.
 boost::json::value PlanJson(const PlanRecord& plan);
+/// {"meter","kind","mode","unit","current","limit","remaining","percent","overage","period_start","resets_at"}:
+/// percent is floor(100 * current / limit) (null without a limit); resets_at is the counter's period end.
+boost::json::value MeterStateJson(const MeterState& state);
+boost::json::value UsageThresholdJson(const CustomerId& customer, const MeterState& state, int threshold);
 boost::json::value AuditJson(const AuditEntry& entry);
 boost::json::value InboxJson(const InboxEvent& event);
 /// {"id","object":"api_key","name","scope","created","last_used_at","revoked_at"}, plus "secret" when given (only
@@ -53,6 +57,7 @@ public:
     std::string Member(const MemberRecord& member) const override;
     std::string User(const UserView& user) const override;
     std::string Plan(const PlanRecord& plan) const override;
+    std::string UsageThreshold(const CustomerId& customer, const MeterState& state, int threshold) const override;
     std::string Envelope(const AppEventRecord& event, std::string_view object_json,
                          const Attributes& previous) const override;
 };

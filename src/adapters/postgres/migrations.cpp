@@ -338,6 +338,42 @@ BEGIN
 END $$;
 CREATE TRIGGER plan_prices_immutable BEFORE UPDATE ON plan_prices FOR EACH ROW EXECUTE FUNCTION plan_prices_immutable();
 )sql"},
+    {7, R"sql(
+-- SQLite's version 10: usage limits (meters, counters, the usage ledger, announced thresholds).
+ALTER TABLE catalog_settings ADD COLUMN meters TEXT NOT NULL DEFAULT '';
+CREATE TABLE usage_counters (
+  customer_id TEXT NOT NULL,
+  meter TEXT NOT NULL,
+  period_start BIGINT NOT NULL,
+  value BIGINT NOT NULL,
+  updated BIGINT NOT NULL,
+  PRIMARY KEY (customer_id, meter, period_start)
+);
+CREATE TABLE usage_events (
+  id BIGSERIAL PRIMARY KEY,
+  customer_id TEXT NOT NULL,
+  meter TEXT NOT NULL,
+  period_start BIGINT NOT NULL,
+  action TEXT NOT NULL,
+  value BIGINT NOT NULL,
+  delta BIGINT NOT NULL,
+  at BIGINT NOT NULL,
+  recorded_at BIGINT NOT NULL
+);
+CREATE INDEX usage_events_customer ON usage_events(customer_id, meter, at);
+CREATE TRIGGER usage_events_append_only BEFORE UPDATE OR DELETE ON usage_events
+  FOR EACH ROW EXECUTE FUNCTION tally_append_only();
+CREATE TRIGGER usage_events_no_truncate BEFORE TRUNCATE ON usage_events
+  FOR EACH STATEMENT EXECUTE FUNCTION tally_append_only();
+CREATE TABLE usage_thresholds (
+  customer_id TEXT NOT NULL,
+  meter TEXT NOT NULL,
+  period_start BIGINT NOT NULL,
+  threshold INTEGER NOT NULL,
+  at BIGINT NOT NULL,
+  PRIMARY KEY (customer_id, meter, period_start, threshold)
+);
+)sql"},
 };
 
 }  // namespace

@@ -353,6 +353,41 @@ CREATE INDEX plan_prices_plan ON plan_prices(plan_id, seq);
 CREATE TRIGGER plan_prices_immutable BEFORE UPDATE OF plan_id, interval_unit, interval_count, unit_amount, currency
 ON plan_prices BEGIN SELECT RAISE(ABORT, 'plan prices are immutable'); END;
 )sql"},
+    {10, R"sql(
+-- Usage limits: how each limit is metered, the current value of every meter (gauges in period 0, counters per
+-- billing period), the append-only ledger of recorded usage, and the warning thresholds already announced.
+ALTER TABLE catalog_settings ADD COLUMN meters TEXT NOT NULL DEFAULT '';
+CREATE TABLE usage_counters (
+  customer_id TEXT NOT NULL,
+  meter TEXT NOT NULL,
+  period_start INTEGER NOT NULL,
+  value INTEGER NOT NULL,
+  updated INTEGER NOT NULL,
+  PRIMARY KEY (customer_id, meter, period_start)
+);
+CREATE TABLE usage_events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  customer_id TEXT NOT NULL,
+  meter TEXT NOT NULL,
+  period_start INTEGER NOT NULL,
+  action TEXT NOT NULL,
+  value INTEGER NOT NULL,
+  delta INTEGER NOT NULL,
+  at INTEGER NOT NULL,
+  recorded_at INTEGER NOT NULL
+);
+CREATE INDEX usage_events_customer ON usage_events(customer_id, meter, at);
+CREATE TRIGGER usage_events_no_update BEFORE UPDATE ON usage_events BEGIN SELECT RAISE(ABORT, 'usage_events is append-only'); END;
+CREATE TRIGGER usage_events_no_delete BEFORE DELETE ON usage_events BEGIN SELECT RAISE(ABORT, 'usage_events is append-only'); END;
+CREATE TABLE usage_thresholds (
+  customer_id TEXT NOT NULL,
+  meter TEXT NOT NULL,
+  period_start INTEGER NOT NULL,
+  threshold INTEGER NOT NULL,
+  at INTEGER NOT NULL,
+  PRIMARY KEY (customer_id, meter, period_start, threshold)
+);
+)sql"},
 };
 
 Status Exec(sqlite3* db, const char* sql) {

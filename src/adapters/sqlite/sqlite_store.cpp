@@ -899,16 +899,17 @@ public:
     explicit SqlitePlanTx(Connection& c) : SqliteStatements(c) {}
 
     Result<std::optional<CatalogSettings>> Settings() override {
-        return One<CatalogSettings>("SELECT roles, default_plan, version FROM catalog_settings WHERE id=1",
+        return One<CatalogSettings>("SELECT roles, default_plan, version, meters FROM catalog_settings WHERE id=1",
                                     [](sqlite3_stmt* s) {
-                                        return CatalogSettings{SplitLines(Text(s, 0)), Text(s, 1), Int(s, 2)};
+                                        return CatalogSettings{SplitLines(Text(s, 0)), Text(s, 1), Int(s, 2),
+                                                               MetersFromText(Text(s, 3))};
                                     });
     }
     Result<int64_t> PutSettings(const CatalogSettings& settings) override {
-        TALLY_TRY(Do("INSERT INTO catalog_settings(id, roles, default_plan, version) VALUES (1, ?1, ?2, 1) "
+        TALLY_TRY(Do("INSERT INTO catalog_settings(id, roles, default_plan, version, meters) VALUES (1, ?1, ?2, 1, ?3) "
                      "ON CONFLICT(id) DO UPDATE SET roles=excluded.roles, default_plan=excluded.default_plan, "
-                     "version=catalog_settings.version+1",
-                     JoinLines(settings.roles), settings.default_plan));
+                     "version=catalog_settings.version+1, meters=excluded.meters",
+                     JoinLines(settings.roles), settings.default_plan, MetersToText(settings.meters)));
         TALLY_ASSIGN_OR_RETURN(auto v, One<int64_t>("SELECT version FROM catalog_settings WHERE id=1",
                                                     [](sqlite3_stmt* s) { return Int(s, 0); }));
         return v.value_or(0);
@@ -1004,11 +1005,46 @@ public:
     }
 };
 
+// ---- usage
+class SqliteUsageTx final : public UsageStoreTx, private SqliteStatements {
+public:
+    explicit SqliteUsageTx(Connection& c) : SqliteStatements(c) {}
+
+    Result<int64_t> Value(const CustomerId& customer, const std::string& meter, Timestamp period_start) override {
+        TALLY_ASSIGN_OR_RETURN(auto v, One<int64_t>("SELECT value FROM usage_counters WHERE customer_id=?1 AND meter=?2 "
+                                                    "AND period_start=?3",
+                                                    [](sqlite3_stmt* s) { return Int(s, 0); }, customer, meter,
+                                                    period_start));
+        return v.value_or(0);
+    }
+    Status PutValue(const CustomerId& customer, const std::string& meter, Timestamp period_start, int64_t value,
+                    Timestamp updated) override {
+        return Do("INSERT INTO usage_counters(customer_id, meter, period_start, value, updated) VALUES (?1,?2,?3,?4,?5) "
+                  "ON CONFLICT(customer_id, meter, period_start) DO UPDATE SET value=excluded.value, "
+                  "updated=excluded.updated",
+                  customer, meter, period_start, value, updated);
+    }
+    Status AppendEvent(const UsageEventRecord& e) override {
+        return Do("INSERT INTO usage_events(customer_id, meter, period_start, action, value, delta, at, recorded_at) "
+                  "VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
+                  e.customer_id, e.meter, e.period_start, e.action, e.value, e.delta, e.at, e.recorded_at);
+    }
+    Result<bool> MarkThreshold(const CustomerId& customer, const std::string& meter, Timestamp period_start,
+                               int threshold, Timestamp at) override {
+        TALLY_ASSIGN_OR_RETURN(auto added, One<int64_t>("INSERT INTO usage_thresholds(customer_id, meter, period_start, "
+                                                        "threshold, at) VALUES (?1,?2,?3,?4,?5) ON CONFLICT DO NOTHING "
+                                                        "RETURNING threshold",
+                                                        [](sqlite3_stmt* s) { return Int(s, 0); }, customer, meter,
+                                                        period_start, threshold, at));
+        return added.has_value();
+    }
+};
+
 /// StoreTx over one connection inside an open transaction.
 class SqliteTx final : public StoreTx, private SqliteStatements {
 public:
     explicit SqliteTx(Connection& c)
-        : SqliteStatements(c), customers_(c), billing_(c), audit_(c), inbox_(c), keys_(c), events_(c), plans_(c) {}
+        : SqliteStatements(c), customers_(c), billing_(c), audit_(c), inbox_(c), keys_(c), events_(c), plans_(c), usage_(c) {}
 
     CustomerStoreTx& customers() override { return customers_; }
     BillingStoreTx& billing() override { return billing_; }
@@ -1017,6 +1053,7 @@ public:
     KeyStoreTx& keys() override { return keys_; }
     EventStoreTx& events() override { return events_; }
     PlanStoreTx& plans() override { return plans_; }
+    UsageStoreTx& usage() override { return usage_; }
 
     Status Savepoint() override { return Do("SAVEPOINT item"); }
     Status RollbackToSavepoint() override { return Do("ROLLBACK TO item"); }
@@ -1030,6 +1067,7 @@ private:
     SqliteKeyTx keys_;
     SqliteEventTx events_;
     SqlitePlanTx plans_;
+    SqliteUsageTx usage_;
 };
 
 }  // namespace

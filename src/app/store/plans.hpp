@@ -10,6 +10,7 @@
 
 #include "domain/result.hpp"
 #include "domain/time.hpp"
+#include "domain/usage.hpp"
 
 namespace tally {
 
@@ -53,6 +54,7 @@ struct CatalogSettings {
     std::vector<std::string> roles;  // lowest first
     std::string default_plan;
     int64_t version = 0;
+    std::vector<Meter> meters;  // as declared; limits without one are hard gauges
 };
 
 class PlanStoreTx {

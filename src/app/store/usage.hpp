@@ -1,0 +1,42 @@
+#pragma once
+// The usage aggregate of the Store port: each meter's current value per customer (gauges in period 0, counters per
+// billing period), the append-only ledger of what was recorded, and the warning thresholds already announced.
+// Reached from a transaction as StoreTx::usage().
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "domain/ids.hpp"
+#include "domain/result.hpp"
+#include "domain/time.hpp"
+
+namespace tally {
+
+/// One recorded change of a meter (the ledger row).
+struct UsageEventRecord {
+    int64_t id = 0;  // assigned by the store, in commit order
+    CustomerId customer_id;
+    std::string meter;
+    Timestamp period_start;  // 0 for gauges
+    std::string action;      // "increment" | "set"
+    int64_t value = 0;       // as given
+    int64_t delta = 0;       // how the meter moved
+    Timestamp at;            // when the usage happened (the caller's timestamp)
+    Timestamp recorded_at;
+};
+
+class UsageStoreTx {
+public:
+    virtual ~UsageStoreTx() = default;
+    /// The meter's value in the period starting at |period_start| (0 if nothing was recorded).
+    virtual Result<int64_t> Value(const CustomerId& customer, const std::string& meter, Timestamp period_start) = 0;
+    virtual Status PutValue(const CustomerId& customer, const std::string& meter, Timestamp period_start, int64_t value,
+                            Timestamp updated) = 0;
+    virtual Status AppendEvent(const UsageEventRecord& event) = 0;
+    /// Records that |threshold| was announced for the meter in that period; false if it already was.
+    virtual Result<bool> MarkThreshold(const CustomerId& customer, const std::string& meter, Timestamp period_start,
+                                       int threshold, Timestamp at) = 0;
+};
+
+}  // namespace tally

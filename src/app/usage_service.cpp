@@ -1,0 +1,173 @@
+#include "app/usage_service.hpp"
+
+#include "app/event_outbox.hpp"
+#include "domain/text.hpp"
+
+namespace tally {
+namespace {
+
+Error NoSuchCustomer(const CustomerId& id) { return NotFound("no such customer: '" + id.str() + "'", "customer"); }
+
+/// The billing period of the subscription that decides the customer's plan, if it is still running.
+std::optional<Period> SubscriptionPeriod(const CustomerView& view) {
+    if (!view.primary || IsTerminal(view.primary->status)) return std::nullopt;
+    if (view.primary->current_period_end <= view.primary->current_period_start) return std::nullopt;
+    return Period{view.primary->current_period_start, view.primary->current_period_end};
+}
+
+}  // namespace
+
+UsageService::UsageService(Store& store, BillingService& billing, const Clock& clock, EventOutbox* outbox,
+                           std::vector<int> thresholds_percent)
+    : store_(store), billing_(billing), clock_(clock), outbox_(outbox), thresholds_(std::move(thresholds_percent)) {}
+
+Result<MeterState> UsageService::Load(StoreTx& tx, const CustomerView& view, const Meter& meter, Timestamp at) {
+    MeterState state;
+    state.meter = meter;
+    if (view.decision.plan != nullptr) {
+        if (auto it = view.decision.plan->limits.find(meter.name); it != view.decision.plan->limits.end()) {
+            state.limit = it->second;
+        }
+    }
+    Timestamp period_start(0);
+    if (meter.kind == MeterKind::kCounter) {
+        state.period = UsagePeriod(at, SubscriptionPeriod(view));
+        period_start = state.period->start;
+    }
+    TALLY_ASSIGN_OR_RETURN(state.current, tx.usage().Value(view.customer.id, meter.name, period_start));
+    const UsageDecision d = DecideUsage(meter.mode, state.current, 0, state.limit);
+    state.remaining = d.remaining;
+    state.overage = d.overage;
+    return state;
+}
+
+Status UsageService::Announce(StoreTx& tx, const CustomerView& view, const MeterState& before, const MeterState& after) {
+    const Timestamp period_start = after.period ? after.period->start : Timestamp(0);
+    for (int threshold : CrossedThresholds(before.current, after.current, after.limit, thresholds_)) {
+        // Once per threshold, meter and period, however many concurrent calls cross it: the mark is written in the
+        // transaction that crossed it, and the store serialises those.
+        TALLY_ASSIGN_OR_RETURN(bool first, tx.usage().MarkThreshold(view.customer.id, after.meter.name, period_start,
+                                                                    threshold, clock_.Now()));
+        if (!first || outbox_ == nullptr) continue;
+        TALLY_TRY(outbox_->Emit(tx, "usage.threshold_reached",
+                                "usage:" + view.customer.id.str() + ":" + after.meter.name, view.customer.id.str(),
+                                outbox_->renderer().UsageThreshold(view.customer.id, after, threshold)));
+    }
+    return {};
+}
+
+Result<UsageOutcome> UsageService::Record(StoreTx& tx, const UsageInput& in) {
+    if (in.value > kUsageAmountMax || in.value < -kUsageAmountMax) {
+        return InvalidArgument("value must be at most 2^53 in magnitude", "value");
+    }
+    const Catalog& catalog = billing_.catalog();
+    const Meter* meter = catalog.FindMeter(in.meter);
+    if (meter == nullptr) return NotFound("no such meter: '" + in.meter + "'", "meter");
+    if (meter->kind == MeterKind::kCounter && in.value < 0) {
+        return InvalidArgument("a counter only grows: value must not be negative (" + meter->name + " is a counter)",
+                               "value");
+    }
+    if (in.set && in.value < 0) return InvalidArgument("a meter cannot be set below 0", "value");
+    const Timestamp now = clock_.Now();
+    const Timestamp at = in.at.value_or(now);
+    if (at.unix_seconds() > now.unix_seconds() + kUsageClockSkewSecondsMax) {
+        return InvalidArgument("timestamp is more than " + std::to_string(kUsageClockSkewSecondsMax) +
+                                   " s in the future",
+                               "timestamp");
+    }
+    TALLY_ASSIGN_OR_RETURN(auto record, tx.customers().Get(in.customer));
+    if (!record) return NoSuchCustomer(in.customer);
+    TALLY_ASSIGN_OR_RETURN(CustomerView view, billing_.BuildView(tx, *record, now));
+    if (meter->kind == MeterKind::kCounter) {
+        // A late event counts in the current period when it happened in it; an earlier period is closed.
+        const Period current = UsagePeriod(now, SubscriptionPeriod(view));
+        if (at < current.start) {
+            return InvalidArgument("timestamp is before the current period of " + meter->name + " (from " +
+                                       FormatRfc3339(current.start) + "): that period is closed",
+                                   "timestamp");
+        }
+    }
+    TALLY_ASSIGN_OR_RETURN(MeterState before, Load(tx, view, *meter, at));
+    const int64_t after_value = in.set ? in.value : before.current + in.value;
+    if (after_value < 0) return InvalidArgument("the meter would go below 0", "value");
+    if (after_value > kUsageAmountMax) return InvalidArgument("the meter would pass 2^53", "value");
+    const Timestamp period_start = before.period ? before.period->start : Timestamp(0);
+    TALLY_TRY(tx.usage().PutValue(in.customer, meter->name, period_start, after_value, now));
+    TALLY_TRY(tx.usage().AppendEvent(UsageEventRecord{0, in.customer, meter->name, period_start,
+                                                      in.set ? "set" : "increment", in.value,
+                                                      after_value - before.current, at, now}));
+    UsageOutcome out;
+    out.recorded = true;
+    out.state = before;
+    out.state.current = after_value;
+    const UsageDecision d = DecideUsage(meter->mode, after_value, 0, before.limit);
+    out.state.remaining = d.remaining;
+    out.state.overage = d.overage;
+    out.reason = d.overage > 0 ? "overage" : "";
+    TALLY_TRY(Announce(tx, view, before, out.state));
+    return out;
+}
+
+Result<UsageOutcome> UsageService::Check(StoreTx& tx, const CustomerId& customer, const std::string& meter_name,
+                                         int64_t amount, bool record) {
+    if (amount < 1 || amount > kUsageAmountMax) return InvalidArgument("amount must be between 1 and 2^53", "amount");
+    const Meter* meter = billing_.catalog().FindMeter(meter_name);
+    if (meter == nullptr) return NotFound("no such meter: '" + meter_name + "'", "meter");
+    const Timestamp now = clock_.Now();
+    TALLY_ASSIGN_OR_RETURN(auto rec, tx.customers().Get(customer));
+    if (!rec) return NoSuchCustomer(customer);
+    TALLY_ASSIGN_OR_RETURN(CustomerView view, billing_.BuildView(tx, *rec, now));
+    TALLY_ASSIGN_OR_RETURN(MeterState before, Load(tx, view, *meter, now));
+    const UsageDecision d = DecideUsage(meter->mode, before.current, amount, before.limit);
+    UsageOutcome out;
+    out.allowed = d.allowed;
+    out.reason = d.reason;
+    out.state = before;
+    if (!d.allowed || !record) {
+        // A read-only check reports what recording would leave; a refused one, the meter as it is.
+        if (d.allowed) {
+            out.state.remaining = d.remaining;
+            out.state.overage = d.overage;
+        }
+        return out;
+    }
+    const Timestamp period_start = before.period ? before.period->start : Timestamp(0);
+    TALLY_TRY(tx.usage().PutValue(customer, meter->name, period_start, d.after, now));
+    TALLY_TRY(tx.usage().AppendEvent(
+        UsageEventRecord{0, customer, meter->name, period_start, "increment", amount, amount, now, now}));
+    out.recorded = true;
+    out.state.current = d.after;
+    out.state.remaining = d.remaining;
+    out.state.overage = d.overage;
+    TALLY_TRY(Announce(tx, view, before, out.state));
+    return out;
+}
+
+Result<bool> UsageService::CheckFeature(const CustomerId& customer, const std::string& feature) {
+    TALLY_ASSIGN_OR_RETURN(CustomerView view, billing_.GetCustomer(customer));
+    const Plan* plan = view.decision.plan;
+    if (plan == nullptr) return false;
+    auto it = plan->features.find(feature);
+    if (it == plan->features.end()) return NotFound("no such feature: '" + feature + "'", "feature");
+    return it->second;
+}
+
+Result<UsageSummary> UsageService::Summary(const CustomerId& customer) {
+    std::optional<UsageSummary> out;
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto rec, tx.customers().Get(customer));
+        if (!rec) return NotFound("no such customer: '" + customer.str() + "'", "id");
+        const Timestamp now = clock_.Now();
+        TALLY_ASSIGN_OR_RETURN(CustomerView view, billing_.BuildView(tx, *rec, now));
+        UsageSummary summary{view, {}};
+        for (const Meter& m : billing_.catalog().meters()) {
+            TALLY_ASSIGN_OR_RETURN(MeterState state, Load(tx, view, m, now));
+            summary.meters.push_back(std::move(state));
+        }
+        out = std::move(summary);
+        return {};
+    }));
+    return std::move(*out);
+}
+
+}  // namespace tally

@@ -1,0 +1,85 @@
+#pragma once
+// Usage limits on the app's hot path (seeds 002 and 004): recording metered usage, checking a feature or an amount
+// against the customer's plan, and the check and the increment as one atomic step, so concurrent callers never
+// pass a hard limit (the store's transactions serialise them: SQLite runs one writer at a time, PostgreSQL runs
+// them SERIALIZABLE across every node). Crossing 80%, 95% and 100% of a limit emits usage.threshold_reached once
+// per threshold, meter and period.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "app/billing_service.hpp"
+#include "app/store.hpp"
+#include "domain/usage.hpp"
+
+namespace tally {
+
+class EventOutbox;
+
+constexpr int64_t kUsageClockSkewSecondsMax = 300;  // a usage timestamp this far ahead of Tally's clock is refused
+
+/// One meter's state for a customer.
+struct MeterState {
+    Meter meter;
+    int64_t current = 0;
+    std::optional<int64_t> limit;  // the plan's; nullopt when the plan has none for it
+    int64_t remaining = 0;
+    int64_t overage = 0;
+    std::optional<Period> period;  // counters: the billing period it accumulates in; gauges: none
+};
+
+/// What a check or a record did.
+struct UsageOutcome {
+    bool allowed = true;
+    std::string reason;  // "", "limit_exceeded", "overage"
+    bool recorded = false;
+    MeterState state;
+};
+
+/// POST /v1/usage.
+struct UsageInput {
+    CustomerId customer;
+    std::string meter;
+    int64_t value = 0;
+    bool set = false;                 // action "set" (else "increment")
+    std::optional<Timestamp> at;      // when the usage happened; default now
+};
+
+struct UsageSummary {
+    CustomerView customer;
+    std::vector<MeterState> meters;
+};
+
+class UsageService {
+public:
+    /// |thresholds_percent| ascending (DefaultUsageThresholds()).
+    UsageService(Store& store, BillingService& billing, const Clock& clock, EventOutbox* outbox = nullptr,
+                 std::vector<int> thresholds_percent = {80, 95, 100});
+
+    /// Records |in| inside |tx| (the caller's idempotency record goes in the same transaction): usage is a fact,
+    /// so it counts past a limit (reported as overage). kNotFound (param "customer" or "meter"); kInvalidArgument for
+    /// a negative increment or a negative set of a counter ("value"), |value| past kUsageAmountMax, a timestamp
+    /// more than kUsageClockSkewSecondsMax ahead or before the meter's current period ("timestamp").
+    Result<UsageOutcome> Record(StoreTx& tx, const UsageInput& in);
+    /// Whether |amount| (1..kUsageAmountMax) more of |meter| fits the customer's limit; with |record| inside a write
+    /// transaction |tx|, the increment is made in the same step when allowed (a refused check records nothing).
+    Result<UsageOutcome> Check(StoreTx& tx, const CustomerId& customer, const std::string& meter, int64_t amount,
+                               bool record);
+    /// Whether the customer's plan has |feature| on. kNotFound for an unknown customer or feature.
+    Result<bool> CheckFeature(const CustomerId& customer, const std::string& feature);
+    /// Every meter's state for the customer (GET /v1/customers/{id}/usage).
+    Result<UsageSummary> Summary(const CustomerId& customer);
+
+private:
+    Result<MeterState> Load(StoreTx& tx, const CustomerView& view, const Meter& meter, Timestamp at);
+    Status Announce(StoreTx& tx, const CustomerView& view, const MeterState& before, const MeterState& after);
+
+    Store& store_;
+    BillingService& billing_;
+    const Clock& clock_;
+    EventOutbox* outbox_;
+    std::vector<int> thresholds_;
+};
+
+}  // namespace tally

@@ -1,0 +1,94 @@
+#include "domain/usage.hpp"
+
+#include <array>
+#include <sstream>
+
+namespace tally {
+
+Result<MeterKind> ParseMeterKind(std::string_view text) {
+    if (text == "gauge") return MeterKind::kGauge;
+    if (text == "counter") return MeterKind::kCounter;
+    return InvalidArgument("meter kind must be gauge or counter", "kind");
+}
+
+const char* MeterKindName(MeterKind kind) { return kind == MeterKind::kCounter ? "counter" : "gauge"; }
+
+Result<LimitMode> ParseLimitMode(std::string_view text) {
+    if (text == "hard") return LimitMode::kHard;
+    if (text == "soft") return LimitMode::kSoft;
+    return InvalidArgument("limit mode must be hard or soft", "mode");
+}
+
+const char* LimitModeName(LimitMode mode) { return mode == LimitMode::kSoft ? "soft" : "hard"; }
+
+std::string MetersToText(const std::vector<Meter>& meters) {
+    std::string out;
+    for (const auto& m : meters) {
+        out += m.name;
+        out += ' ';
+        out += MeterKindName(m.kind);
+        out += ' ';
+        out += LimitModeName(m.mode);
+        out += ' ';
+        out += m.unit;
+        out += '\n';
+    }
+    return out;
+}
+
+std::vector<Meter> MetersFromText(std::string_view text) {
+    std::vector<Meter> out;
+    std::istringstream in{std::string(text)};
+    std::string name, kind, mode, unit;
+    while (in >> name >> kind >> mode >> unit) {
+        // A word this build does not know reads as the strictest meaning: a hard gauge.
+        Meter m{name, MeterKind::kGauge, LimitMode::kHard, unit};
+        if (auto k = ParseMeterKind(kind); k.ok()) m.kind = *k;
+        if (auto l = ParseLimitMode(mode); l.ok()) m.mode = *l;
+        out.push_back(std::move(m));
+    }
+    return out;
+}
+
+Period UsagePeriod(Timestamp at, const std::optional<Period>& subscription_period) {
+    if (subscription_period && subscription_period->Contains(at)) return *subscription_period;
+    // The calendar month: months anchored on 1970-01-01T00:00Z.
+    auto month = PeriodContaining(Timestamp(0), BillingInterval{BillingInterval::Unit::kMonth, 1}, at);
+    if (month.ok()) return *month;
+    return Period{at, at.PlusSeconds(1)};  // outside 1970..9999: a period of its own
+}
+
+UsageDecision DecideUsage(LimitMode mode, int64_t current, int64_t amount, std::optional<int64_t> limit) {
+    UsageDecision d;
+    d.after = current + amount;
+    if (!limit) return d;
+    if (d.after > *limit && mode == LimitMode::kHard && amount > 0) {
+        d.allowed = false;
+        d.reason = "limit_exceeded";
+        d.after = current;
+    }
+    d.remaining = std::max<int64_t>(0, *limit - d.after);
+    d.overage = std::max<int64_t>(0, d.after - *limit);
+    if (d.allowed && d.overage > 0) d.reason = "overage";
+    return d;
+}
+
+std::vector<int> CrossedThresholds(int64_t before, int64_t after, std::optional<int64_t> limit,
+                                   std::span<const int> thresholds_percent) {
+    std::vector<int> out;
+    if (!limit || *limit <= 0 || after <= before) return out;
+    for (int t : thresholds_percent) {
+        // value >= t% of limit, exactly: value * 100 >= t * limit (no rounding; values stay far below 2^63/100).
+        const bool was = before * 100 >= static_cast<int64_t>(t) * *limit;
+        const bool is = after * 100 >= static_cast<int64_t>(t) * *limit;
+        if (!was && is) out.push_back(t);
+    }
+    return out;
+}
+
+std::span<const int> DefaultUsageThresholds() {
+    static constexpr std::array<int, 3> kThresholds = {80, 95, 100};
+    return kThresholds;
+}
+
+}  // namespace tally
