@@ -93,5 +93,27 @@ TEST(CatalogTest, AReplacedPriceKeepsMatchingItsPlanAndIsNeverSold) {
     EXPECT_EQ(catalog->FindPlan(PlanId("free"))->ActivePaidPrice(BillingInterval::Unit::kMonth), nullptr);
 }
 
+TEST(CatalogTest, MetersNameLimitsAndDefaultToHardGauges) {
+    auto catalog = Catalog::Create({"member", "professional"}, TwoPlans(), PlanId("free"),
+                                   {Meter{"projects", MeterKind::kGauge, LimitMode::kSoft, "projects"}});
+    ASSERT_TRUE(catalog.ok());
+    EXPECT_EQ(catalog->FindMeter("projects")->mode, LimitMode::kSoft);
+    EXPECT_EQ(catalog->declared_meters().size(), 1u);
+    auto bare = Catalog::Create({"member", "professional"}, TwoPlans(), PlanId("free"));
+    ASSERT_TRUE(bare.ok());
+    EXPECT_EQ(*bare->FindMeter("projects"), (Meter{"projects", MeterKind::kGauge, LimitMode::kHard, "projects"}));
+    EXPECT_EQ(bare->FindMeter("nope"), nullptr);
+    EXPECT_EQ(Catalog::Create({"member", "professional"}, TwoPlans(), PlanId("free"),
+                              {Meter{"widgets", MeterKind::kCounter, LimitMode::kHard, "w"}})
+                  .error()
+                  .param,
+              "meters.widgets");
+    EXPECT_EQ(Catalog::Create({"member", "professional"}, TwoPlans(), PlanId("free"),
+                              {Meter{"projects", MeterKind::kCounter, LimitMode::kHard, "two words"}})
+                  .error()
+                  .param,
+              "meters.projects");
+}
+
 }  // namespace
 }  // namespace tally

@@ -1,0 +1,215 @@
+// Usage limits on both stores (issue 12): the check and the increment as one step under 200 concurrent callers (on
+// PostgreSQL spread over three nodes, each with its own connection pool), the 80% warning announced exactly once
+// however many calls cross it, gauges against counters and their periods, soft limits, and bad input recording
+// nothing.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+#include "adapters/config/catalog_json.hpp"
+#include "adapters/http/json_views.hpp"
+#include "app/billing_service.hpp"
+#include "app/event_outbox.hpp"
+#include "app/usage_service.hpp"
+#include "test_store.hpp"
+#include "test_support.hpp"
+
+namespace tally {
+namespace {
+
+using testing::ManualClock;
+using testing::StoreKind;
+
+constexpr int64_t kT0 = 1'767'225'600;  // 2026-01-01T00:00:00Z
+
+constexpr const char* kCatalog = R"({"roles":["member","professional"],"default_plan":"free",
+  "meters":{"seats":{"kind":"gauge","mode":"hard","unit":"seats"},
+            "builds":{"kind":"counter","mode":"hard","unit":"builds"},
+            "storage":{"kind":"gauge","mode":"soft","unit":"GB"}},
+  "plans":[{"id":"free","name":"Free","role":"member","features":{"sso":false},
+            "limits":{"seats":100,"builds":10,"storage":5}}]})";
+
+/// One Tally node over its own store (PostgreSQL: its own pool) or the shared one (SQLite: one process).
+struct Node {
+    Node(Store& store, const Catalog& catalog, const Clock& clock, EventOutbox& outbox)
+        : billing(store, catalog, clock, BillingConfig{}, &outbox), usage(store, billing, clock, &outbox) {}
+    BillingService billing;
+    UsageService usage;
+};
+
+struct Harness {
+    explicit Harness(StoreKind kind) : kind(kind), db(kind) {
+        stores.push_back(db.Open());
+        for (int i = 1; i < 3; ++i) {
+            if (kind == StoreKind::kPostgres) stores.push_back(db.Open());
+        }
+        for (size_t i = 0; i < 3; ++i) {
+            nodes.push_back(std::make_unique<Node>(*stores[std::min(i, stores.size() - 1)], catalog, clock, outbox));
+        }
+        Status s = stores[0]->Write([&](StoreTx& tx) -> Status {
+            TALLY_ASSIGN_OR_RETURN(auto created, nodes[0]->billing.CreateCustomer(tx, "acme", CustomerInput{}));
+            customer = created.first.customer.id;
+            return {};
+        });
+        EXPECT_TRUE(s.ok()) << s.error().message;
+    }
+    StoreKind kind;
+    testing::TestStore db;
+    ManualClock clock{kT0 + 86400};
+    Catalog catalog = ParseCatalogJson(kCatalog).value();
+    http::JsonObjectRenderer renderer;
+    EventOutbox outbox{renderer, clock};
+    std::vector<std::unique_ptr<Store>> stores;
+    std::vector<std::unique_ptr<Node>> nodes;
+    CustomerId customer;
+
+    Store& StoreOf(size_t node) { return *stores[std::min(node, stores.size() - 1)]; }
+    Result<UsageOutcome> Check(size_t node, const std::string& meter, int64_t amount) {
+        std::optional<UsageOutcome> out;
+        TALLY_TRY(StoreOf(node).Write([&](StoreTx& tx) -> Status {
+            TALLY_ASSIGN_OR_RETURN(out, nodes[node]->usage.Check(tx, customer, meter, amount, true));
+            return {};
+        }));
+        return *out;
+    }
+    Result<UsageOutcome> Record(const UsageInput& in) {
+        std::optional<UsageOutcome> out;
+        TALLY_TRY(StoreOf(0).Write([&](StoreTx& tx) -> Status {
+            TALLY_ASSIGN_OR_RETURN(out, nodes[0]->usage.Record(tx, in));
+            return {};
+        }));
+        return *out;
+    }
+    int64_t Current(const std::string& meter) {
+        auto summary = nodes[0]->usage.Summary(customer);
+        EXPECT_TRUE(summary.ok());
+        for (const auto& m : summary->meters) {
+            if (m.meter.name == meter) return m.current;
+        }
+        return -1;
+    }
+    std::vector<AppEventRecord> Thresholds() {
+        std::vector<AppEventRecord> events;
+        EXPECT_TRUE(stores[0]->Read([&](StoreTx& tx) -> Status {
+            AppEventFilter filter;
+            filter.limit = 1000;
+            filter.type = "usage.threshold_reached";
+            TALLY_ASSIGN_OR_RETURN(events, tx.events().ListEvents(filter));
+            return {};
+        }).ok());
+        return events;
+    }
+};
+
+class UsageTest : public ::testing::TestWithParam<StoreKind> {};
+INSTANTIATE_TEST_SUITE_P(Stores, UsageTest, testing::kBothStores, testing::StoreKindName);
+
+TEST_P(UsageTest, TwoHundredConcurrentChecksTakeExactlyTheLastFiftyUnits) {
+    for (int run = 0; run < 2; ++run) {
+        Harness h(GetParam());
+        ASSERT_TRUE(h.Record(UsageInput{h.customer, "seats", 50, true, std::nullopt}).ok());
+        std::atomic<int> allowed{0}, refused{0}, failed{0};
+        std::vector<std::thread> threads;
+        for (int i = 0; i < 200; ++i) {
+            threads.emplace_back([&, i] {
+                auto r = h.Check(static_cast<size_t>(i % 3), "seats", 1);
+                if (!r.ok()) {
+                    ++failed;
+                } else if (r->allowed) {
+                    ++allowed;
+                } else {
+                    ++refused;
+                }
+            });
+        }
+        for (auto& t : threads) t.join();
+        EXPECT_EQ(failed.load(), 0);
+        EXPECT_EQ(allowed.load(), 50) << "run " << run;
+        EXPECT_EQ(refused.load(), 150);
+        EXPECT_EQ(h.Current("seats"), 100);  // the limit, never past it
+        // 80%, 95% and 100% were each crossed by one of the concurrent calls, and announced once.
+        std::map<int64_t, int> by_threshold;
+        for (const auto& e : h.Thresholds()) {
+            auto threshold = boost::json::parse(e.payload).at("data").at("object").at("threshold").as_int64();
+            ++by_threshold[threshold];
+        }
+        EXPECT_EQ(by_threshold, (std::map<int64_t, int>{{80, 1}, {95, 1}, {100, 1}}));
+    }
+}
+
+TEST_P(UsageTest, CountersStartAgainEachPeriodAndGaugesDoNot) {
+    Harness h(GetParam());
+    ASSERT_TRUE(h.Check(0, "builds", 6).value().allowed);
+    ASSERT_TRUE(h.Record(UsageInput{h.customer, "seats", 7, false, std::nullopt}).ok());
+    auto refused = h.Check(1, "builds", 5);
+    ASSERT_TRUE(refused.ok());
+    EXPECT_FALSE(refused->allowed);
+    EXPECT_EQ(refused->reason, "limit_exceeded");
+    EXPECT_EQ(refused->state.current, 6);  // a refused check records nothing
+    EXPECT_EQ(refused->state.remaining, 4);
+    ASSERT_TRUE(refused->state.period.has_value());  // no subscription: the calendar month
+    EXPECT_EQ(refused->state.period->start.unix_seconds(), kT0);
+    EXPECT_EQ(refused->state.period->end.unix_seconds(), kT0 + 31 * 86400);
+    h.clock.Set(kT0 + 31 * 86400 + 10);  // February
+    EXPECT_EQ(h.Current("builds"), 0);
+    EXPECT_EQ(h.Current("seats"), 7);
+    EXPECT_TRUE(h.Check(2, "builds", 10).value().allowed);
+    // A late event of this period counts here; one from the closed period is refused.
+    EXPECT_TRUE(h.Record(UsageInput{h.customer, "seats", -2, false, Timestamp(kT0 + 31 * 86400 + 5)}).ok());
+    EXPECT_EQ(h.Current("seats"), 5);
+    auto closed = h.Record(UsageInput{h.customer, "builds", 1, false, Timestamp(kT0 + 5)});
+    EXPECT_EQ(closed.error().param, "timestamp");
+    EXPECT_EQ(h.Current("builds"), 10);
+}
+
+TEST_P(UsageTest, ASoftLimitAllowsAndReportsOverageAndUsageIsAFact) {
+    Harness h(GetParam());
+    auto over = h.Check(0, "storage", 7);
+    ASSERT_TRUE(over.ok());
+    EXPECT_TRUE(over->allowed);
+    EXPECT_EQ(over->reason, "overage");
+    EXPECT_EQ(over->state.overage, 2);
+    // Recorded usage counts past a hard limit too (it happened), reported as overage.
+    auto recorded = h.Record(UsageInput{h.customer, "builds", 12, false, std::nullopt});
+    ASSERT_TRUE(recorded.ok());
+    EXPECT_EQ(recorded->state.current, 12);
+    EXPECT_EQ(recorded->state.overage, 2);
+    EXPECT_FALSE(h.Check(0, "builds", 1).value().allowed);
+}
+
+TEST_P(UsageTest, BadInputNamesItsParameterAndRecordsNothing) {
+    Harness h(GetParam());
+    struct Case {
+        const char* name;
+        UsageInput in;
+        std::string param;
+    };
+    const int64_t now = h.clock.Now().unix_seconds();
+    const std::vector<Case> cases = {
+        {"unknown customer", {CustomerId("cust_nope"), "seats", 1, false, std::nullopt}, "customer"},
+        {"unknown meter", {h.customer, "widgets", 1, false, std::nullopt}, "meter"},
+        {"negative counter", {h.customer, "builds", -1, false, std::nullopt}, "value"},
+        {"negative set", {h.customer, "seats", -1, true, std::nullopt}, "value"},
+        {"gauge below 0", {h.customer, "seats", -1, false, std::nullopt}, "value"},
+        {"past 2^53", {h.customer, "seats", kUsageAmountMax + 1, false, std::nullopt}, "value"},
+        {"future", {h.customer, "seats", 1, false, Timestamp(now + kUsageClockSkewSecondsMax + 1)}, "timestamp"},
+    };
+    for (const auto& c : cases) {
+        auto r = h.Record(c.in);
+        ASSERT_FALSE(r.ok()) << c.name;
+        EXPECT_EQ(r.error().param, c.param) << c.name << ": " << r.error().message;
+    }
+    for (int64_t amount : {int64_t{0}, int64_t{-3}, kUsageAmountMax + 1}) {
+        EXPECT_EQ(h.Check(0, "seats", amount).error().param, "amount");
+    }
+    EXPECT_EQ(h.Check(0, "widgets", 1).error().param, "meter");
+    EXPECT_EQ(h.nodes[0]->usage.CheckFeature(h.customer, "teleport").error().param, "feature");
+    EXPECT_FALSE(h.nodes[0]->usage.CheckFeature(h.customer, "sso").value());
+    EXPECT_EQ(h.Current("seats"), 0);
+    EXPECT_EQ(h.Current("builds"), 0);
+    EXPECT_TRUE(h.Thresholds().empty());
+}
+
+}  // namespace
+}  // namespace tally
