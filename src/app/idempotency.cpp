@@ -41,26 +41,32 @@ Result<IdempotentOutcome> IdempotencyService::RunInStoreRedacted(
     const IdempotencyRequest& request,
     const std::function<Result<std::pair<StoredResponse, StoredResponse>>(StoreTx&)>& fn) {
     IdempotentOutcome out;
-    const Timestamp now = clock_.Now();
     TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
-        std::optional<IdempotencyRecord> existing;
-        if (!request.key.empty()) {
-            TALLY_ASSIGN_OR_RETURN(existing, tx.keys().GetIdempotency(request.api_key_id, request.key));
-            if (existing) {
-                TALLY_ASSIGN_OR_RETURN(auto decided, Existing(request, *existing, now));
-                if (decided) {
-                    out = std::move(*decided);
-                    return {};
-                }
-            }
-        }
-        TALLY_ASSIGN_OR_RETURN(auto responses, fn(tx));
-        out.response = std::move(responses.first);
-        if (request.key.empty()) return {};
-        const IdempotencyRecord record{request.api_key_id, request.key, request.request_hash, IdempotencyState::kDone,
-                                       responses.second.status, responses.second.body, now, std::nullopt};
-        return existing ? tx.keys().UpdateIdempotency(record) : tx.keys().InsertIdempotency(record);
+        TALLY_ASSIGN_OR_RETURN(out, RunInTransaction(tx, request, fn));
+        return {};
     }));
+    return out;
+}
+
+Result<IdempotentOutcome> IdempotencyService::RunInTransaction(
+    StoreTx& tx, const IdempotencyRequest& request,
+    const std::function<Result<std::pair<StoredResponse, StoredResponse>>(StoreTx&)>& fn) {
+    const Timestamp now = clock_.Now();
+    std::optional<IdempotencyRecord> existing;
+    if (!request.key.empty()) {
+        TALLY_ASSIGN_OR_RETURN(existing, tx.keys().GetIdempotency(request.api_key_id, request.key));
+        if (existing) {
+            TALLY_ASSIGN_OR_RETURN(auto decided, Existing(request, *existing, now));
+            if (decided) return std::move(*decided);
+        }
+    }
+    IdempotentOutcome out;
+    TALLY_ASSIGN_OR_RETURN(auto responses, fn(tx));
+    out.response = std::move(responses.first);
+    if (request.key.empty()) return out;
+    const IdempotencyRecord record{request.api_key_id, request.key, request.request_hash, IdempotencyState::kDone,
+                                   responses.second.status, responses.second.body, now, std::nullopt};
+    TALLY_TRY(existing ? tx.keys().UpdateIdempotency(record) : tx.keys().InsertIdempotency(record));
     return out;
 }
 

@@ -57,6 +57,11 @@ public:
     Result<IdempotentOutcome> RunInStoreRedacted(
         const IdempotencyRequest& request,
         const std::function<Result<std::pair<StoredResponse, StoredResponse>>(StoreTx&)>& fn);
+    /// RunInStoreRedacted inside the caller's write transaction |tx| (a batch whose items each carry a key). On an
+    /// error nothing of |fn| may be kept: the caller rolls |tx| (or its savepoint) back.
+    Result<IdempotentOutcome> RunInTransaction(
+        StoreTx& tx, const IdempotencyRequest& request,
+        const std::function<Result<std::pair<StoredResponse, StoredResponse>>(StoreTx&)>& fn);
     /// For mutations with effects outside the store (Stripe calls): claims the key in its own transaction, runs
     /// |fn| outside any transaction, then stores its response (|stored_body|, when given, is stored instead of the
     /// response body: a replay then gets that, e.g. without a secret shown once). A twin arriving meanwhile gets

@@ -92,6 +92,29 @@ test('recorded usage is deduplicated by its key; parallel checks never pass a ha
   assert.deepEqual([over.json.allowed, over.json.reason, over.json.overage], [true, 'overage', 2]);
 });
 
+test('a batch records each event on its own, deduplicated by its key', async () => {
+  const c = (await server.post('/v1/customers', { external_id: 'usage_batch' })).json;
+  const ev = (key, extra = {}) => ({ customer: c.id, meter: 'storage_gb', value: 1, idempotency_key: key, ...extra });
+  const r = await server.post('/v1/usage/batch', { events: [ev('s1'), ev('s2', { value: 2 }), ev('s1'), ev('s3', { meter: 'nope' }), 7] });
+  assert.equal(r.status, 200, r.text);
+  assert.deepEqual(r.json.data.map((x) => x.status), ['recorded', 'recorded', 'replayed', 'rejected', 'rejected']);
+  assert.deepEqual([r.json.recorded, r.json.rejected], [3, 2]);
+  assert.equal(r.json.data[3].error.param, 'meter');
+  assert.equal(r.json.data[4].error.param, 'events[4]');
+  assert.equal(r.json.data[1].record.current, 3);
+  const storage = (await server.get(`/v1/customers/${c.id}/usage`)).json.meters.find((m) => m.meter === 'storage_gb');
+  assert.equal(storage.current, 3);  // s1 once, s2; the rejected ones nothing
+  // The same event alone replays the batch's record of it.
+  const alone = await server.post('/v1/usage', ev('s2', { value: 2 }));
+  assert.equal(alone.headers.get('idempotent-replayed'), 'true');
+  assert.equal(alone.json.current, 3);
+  assertError(await server.post('/v1/usage/batch', { events: Array.from({ length: 1001 }, (_, i) => ev(`x${i}`)) }),
+    400, 'parameter_invalid', 'events');
+  assertError(await server.post('/v1/usage/batch', { events: [] }), 400, 'parameter_invalid', 'events');
+  assertError(await server.post('/v1/usage/batch', { events: {} }), 400, 'parameter_invalid', 'events');
+  assertError(await server.post('/v1/usage/batch', {}), 400, 'parameter_missing', 'events');
+});
+
 test('a customer session reads its own usage only', async () => {
   const org = (await server.post('/v1/customers', { external_id: 'usage_org', type: 'organization' })).json;
   await server.post(`/v1/customers/${org.id}/members`, { user: 'u_usage', role: 'member' });

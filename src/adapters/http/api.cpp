@@ -98,9 +98,9 @@ Status Call::MayManageBilling() const {
                  "", ErrorReason::kNone};
 }
 
-Result<bj::object> BindJsonBody(const Request& req, std::initializer_list<const char*> allowed) {
-    if (req.body.size() > kApiBodyBytesMax) {
-        return Error{ErrorCode::kPayloadTooLarge, "body exceeds " + std::to_string(kApiBodyBytesMax) + " bytes", "body",
+Result<bj::object> BindJsonBody(const Request& req, std::initializer_list<const char*> allowed, size_t max_bytes) {
+    if (req.body.size() > max_bytes) {
+        return Error{ErrorCode::kPayloadTooLarge, "body exceeds " + std::to_string(max_bytes) + " bytes", "body",
                      ErrorReason::kPayloadTooLarge};
     }
     if (req.body.empty()) return MissingArgument("a JSON object body is required", "body");
@@ -224,6 +224,7 @@ const Route kRoutes[] = {
     {"GET", "/v1/customers/{id}/payments", kApiKeyOrSession, &ListCustomerPayments},
     {"GET", "/v1/customers/{id}/usage", kApiKeyOrSession, &GetUsage},
     {"POST", "/v1/usage", kApiKey, &RecordUsage},
+    {"POST", "/v1/usage/batch", kApiKey, &RecordUsageBatch},
     {"POST", "/v1/check", kApiKey, &CheckUsage},
     {"POST", "/v1/customer_sessions", kApiKey, &CreateCustomerSession},
     {"DELETE", "/v1/customer_sessions/{id}", kApiKey, &RevokeCustomerSession},

@@ -24,6 +24,8 @@
 namespace tally::http {
 
 constexpr size_t kApiBodyBytesMax = size_t{64} * 1024;  // above this a /v1 body gets 413 (webhooks: 512 KiB)
+constexpr size_t kUsageBatchBodyBytesMax = size_t{1024} * 1024;  // POST /v1/usage/batch
+constexpr size_t kUsageBatchEventsMax = 1000;                    // events in one POST /v1/usage/batch
 constexpr int kListPageSizeDefault = 100;
 constexpr int kListPageSizeMax = 500;
 
@@ -100,7 +102,8 @@ private:
 /// The JSON object body of |req|, rejecting parameters not in |allowed| as Stripe does. kPayloadTooLarge over
 /// kApiBodyBytesMax; kInvalidArgument for a missing body (kParameterMissing), malformed JSON (kMalformedJson), a
 /// non-object, or an unknown parameter (kParameterUnknown, param = its name).
-Result<boost::json::object> BindJsonBody(const Request& req, std::initializer_list<const char*> allowed);
+Result<boost::json::object> BindJsonBody(const Request& req, std::initializer_list<const char*> allowed,
+                                         size_t max_bytes = kApiBodyBytesMax);
 
 /// Maps an Error to its HTTP status and Stripe-style error body; the code is the error's reason when it has one.
 Response ErrorResponse(const Error& error);

@@ -113,6 +113,7 @@ Response UnpauseSubscription(const ApiDeps& d, const Call& c);
 
 // api_usage.cpp: usage limits.
 Response RecordUsage(const ApiDeps& d, const Call& c);
+Response RecordUsageBatch(const ApiDeps& d, const Call& c);
 Response CheckUsage(const ApiDeps& d, const Call& c);
 Response GetUsage(const ApiDeps& d, const Call& c);
 

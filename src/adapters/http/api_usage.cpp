@@ -34,46 +34,140 @@ bj::object OutcomeJson(const char* object, const CustomerId& customer, const Usa
 
 }  // namespace
 
+namespace {
+/// One usage event's fields ({customer, meter, value, action?, idempotency_key, timestamp?}) and its key.
+struct UsageItem {
+    UsageInput in;
+    std::string key;
+};
+Result<UsageItem> ParseUsageItem(const bj::object& body) {
+    static const char* const kAllowed[] = {"customer", "meter", "value", "action", "idempotency_key", "timestamp"};
+    for (const auto& kv : body) {
+        bool known = false;
+        for (const char* k : kAllowed) known = known || kv.key() == k;
+        if (!known) {
+            return WithReason(InvalidArgument("Received unknown parameter: " + std::string(kv.key()), std::string(kv.key())),
+                              ErrorReason::kParameterUnknown);
+        }
+    }
+    UsageItem item;
+    TALLY_ASSIGN_OR_RETURN(std::string customer, json::RequiredString(body, "customer", ""));
+    item.in.customer = CustomerId(customer);
+    TALLY_ASSIGN_OR_RETURN(item.in.meter, json::RequiredString(body, "meter", ""));
+    TALLY_ASSIGN_OR_RETURN(item.in.value, RequiredInteger(body, "value"));
+    TALLY_ASSIGN_OR_RETURN(std::string action, json::OptionalString(body, "action", ""));
+    if (!action.empty() && action != "increment" && action != "set") {
+        return InvalidArgument("action must be increment or set", "action");
+    }
+    item.in.set = action == "set";
+    TALLY_ASSIGN_OR_RETURN(item.key, json::RequiredString(body, "idempotency_key", ""));
+    if (item.key.empty() || item.key.size() > kIdempotencyKeyBytesMax) {
+        return InvalidArgument("idempotency_key must be 1 to " + std::to_string(kIdempotencyKeyBytesMax) + " characters",
+                               "idempotency_key");
+    }
+    TALLY_ASSIGN_OR_RETURN(auto at, json::OptionalInt(body, "timestamp", ""));
+    if (at) item.in.at = Timestamp(*at);
+    return item;
+}
+
+/// The key under which a usage event is deduplicated: the body's, scoped to the caller; the hash is the event's own
+/// JSON, so the same event replays whether it came alone or in a batch.
+IdempotencyRequest UsageIdempotency(const Call& c, const UsageItem& item, const bj::object& event) {
+    return IdempotencyRequest{c.idem.api_key_id, "usage:" + item.key, Sha256Hex("usage\n" + bj::serialize(event))};
+}
+
+std::pair<StoredResponse, StoredResponse> UsageResponse(const UsageItem& item, const UsageOutcome& outcome) {
+    bj::object out = OutcomeJson("usage_record", item.in.customer, outcome);
+    out["action"] = item.in.set ? "set" : "increment";
+    out["value"] = item.in.value;
+    StoredResponse r = tally::http::Render(200, out);
+    return {r, r};
+}
+}  // namespace
+
 Response RecordUsage(const ApiDeps& d, const Call& c) {
     if (!d.usage) return RouteNotFound(c.req);
     auto body = BindJsonBody(c.req, {"customer", "meter", "value", "action", "idempotency_key", "timestamp"});
     if (!body.ok()) return Fail(body.error());
-    UsageInput in;
-    auto customer = json::RequiredString(*body, "customer", "");
-    if (!customer.ok()) return Fail(customer.error());
-    in.customer = CustomerId(*customer);
-    auto meter = json::RequiredString(*body, "meter", "");
-    if (!meter.ok()) return Fail(meter.error());
-    in.meter = *meter;
-    auto value = RequiredInteger(*body, "value");
-    if (!value.ok()) return Fail(value.error());
-    in.value = *value;
-    auto action = json::OptionalString(*body, "action", "");
-    if (!action.ok()) return Fail(action.error());
-    if (!action->empty() && *action != "increment" && *action != "set") {
-        return Fail(InvalidArgument("action must be increment or set", "action"));
-    }
-    in.set = *action == "set";
-    auto key = json::RequiredString(*body, "idempotency_key", "");
-    if (!key.ok()) return Fail(key.error());
-    if (key->empty() || key->size() > kIdempotencyKeyBytesMax) {
-        return Fail(InvalidArgument("idempotency_key must be 1 to " + std::to_string(kIdempotencyKeyBytesMax) +
-                                        " characters",
-                                    "idempotency_key"));
-    }
-    auto at = json::OptionalInt(*body, "timestamp", "");
-    if (!at.ok()) return Fail(at.error());
-    if (*at) in.at = Timestamp(**at);
-    // Deduplicated by the body's key, scoped to the caller, in the transaction that records: a replay gets the
-    // first answer; the same key with another body is refused.
-    const IdempotencyRequest idem{c.idem.api_key_id, "usage:" + *key, Sha256Hex("POST /v1/usage\n" + c.req.body)};
-    return Stored(d.idempotency.RunInStore(idem, [&](StoreTx& tx) -> Result<StoredResponse> {
-        TALLY_ASSIGN_OR_RETURN(auto outcome, d.usage->Record(tx, in));
-        bj::object out = OutcomeJson("usage_record", in.customer, outcome);
-        out["action"] = in.set ? "set" : "increment";
-        out["value"] = in.value;
-        return tally::http::Render(200, out);
+    auto item = ParseUsageItem(*body);
+    if (!item.ok()) return Fail(item.error());
+    // Deduplicated in the transaction that records: a replay gets the first answer; the same key with another
+    // event is refused.
+    return Stored(d.idempotency.RunInStoreRedacted(UsageIdempotency(c, *item, *body), [&](StoreTx& tx) -> Result<std::pair<StoredResponse, StoredResponse>> {
+        TALLY_ASSIGN_OR_RETURN(auto outcome, d.usage->Record(tx, item->in));
+        return UsageResponse(*item, outcome);
     }));
+}
+
+Response RecordUsageBatch(const ApiDeps& d, const Call& c) {
+    if (!d.usage) return RouteNotFound(c.req);
+    auto body = BindJsonBody(c.req, {"events"}, kUsageBatchBodyBytesMax);
+    if (!body.ok()) return Fail(body.error());
+    const bj::value* events = body->if_contains("events");
+    if (events == nullptr || events->is_null()) return Fail(MissingArgument("events is required", "events"));
+    if (!events->is_array() || events->get_array().empty()) {
+        return Fail(InvalidArgument("events must be a non-empty array of usage events", "events"));
+    }
+    const bj::array& list = events->get_array();
+    if (list.size() > kUsageBatchEventsMax) {
+        return Fail(InvalidArgument("at most " + std::to_string(kUsageBatchEventsMax) + " events per batch", "events"));
+    }
+    // One durable transaction for the batch; each event in a savepoint of its own, accepted or rejected alone.
+    bj::array results;
+    int64_t recorded = 0;
+    int64_t rejected = 0;
+    Status s = d.store.Write([&](StoreTx& tx) -> Status {
+        results.clear();
+        recorded = rejected = 0;
+        for (size_t i = 0; i < list.size(); ++i) {
+            bj::object result{{"index", static_cast<int64_t>(i)}};
+            const auto reject = [&](const Error& e) {
+                Response r = ErrorResponse(e);
+                result["status"] = "rejected";
+                result["error"] = bj::parse(r.body).at("error");
+                ++rejected;
+            };
+            if (!list[i].is_object()) {
+                reject(InvalidArgument("each event must be an object", "events[" + std::to_string(i) + "]"));
+                results.push_back(std::move(result));
+                continue;
+            }
+            auto item = ParseUsageItem(list[i].get_object());
+            if (!item.ok()) {
+                reject(item.error());
+                results.push_back(std::move(result));
+                continue;
+            }
+            TALLY_TRY(tx.Savepoint());
+            auto outcome = d.idempotency.RunInTransaction(
+                tx, UsageIdempotency(c, *item, list[i].get_object()),
+                [&](StoreTx& t) -> Result<std::pair<StoredResponse, StoredResponse>> {
+                    TALLY_ASSIGN_OR_RETURN(auto o, d.usage->Record(t, item->in));
+                    return UsageResponse(*item, o);
+                });
+            if (!outcome.ok()) {
+                // Only this event's writes are undone; a store failure fails the whole batch (nothing acknowledged).
+                TALLY_TRY(tx.RollbackToSavepoint());
+                TALLY_TRY(tx.ReleaseSavepoint());
+                if (outcome.error().code == ErrorCode::kUnavailable || outcome.error().code == ErrorCode::kInternal) {
+                    return outcome.error();
+                }
+                reject(outcome.error());
+            } else {
+                TALLY_TRY(tx.ReleaseSavepoint());
+                result["status"] = outcome->replayed ? "replayed" : "recorded";
+                result["record"] = bj::parse(outcome->response.body);
+                ++recorded;
+            }
+            results.push_back(std::move(result));
+        }
+        return {};
+    });
+    if (!s.ok()) return Fail(s.error());
+    return Json(200, bj::object{{"object", "usage_batch"},
+                                {"recorded", recorded},
+                                {"rejected", rejected},
+                                {"data", std::move(results)}});
 }
 
 Response CheckUsage(const ApiDeps& d, const Call& c) {
