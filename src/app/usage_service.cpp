@@ -21,13 +21,22 @@ UsageService::UsageService(Store& store, BillingService& billing, const Clock& c
                            std::vector<int> thresholds_percent)
     : store_(store), billing_(billing), clock_(clock), outbox_(outbox), thresholds_(std::move(thresholds_percent)) {}
 
-Result<MeterState> UsageService::Load(StoreTx& tx, const CustomerView& view, const Meter& meter, Timestamp at) {
+Result<MeterState> UsageService::Load(StoreTx& tx, const CustomerView& view, const Meter& meter, Timestamp at,
+                                      const std::vector<LimitOverrideRecord>& overrides) {
     MeterState state;
     state.meter = meter;
     if (view.decision.plan != nullptr) {
         if (auto it = view.decision.plan->limits.find(meter.name); it != view.decision.plan->limits.end()) {
             state.limit = it->second;
         }
+    }
+    // An admin's exception in force replaces the plan's limit and/or adds to it; the plan decides again once it
+    // expires. A plan change moves the plan's limit at once (the plan is read on every call).
+    for (const auto& o : overrides) {
+        if (o.meter != meter.name || (o.expires_at && *o.expires_at <= clock_.Now())) continue;
+        if (o.limit) state.limit = *o.limit;
+        if (state.limit) state.limit = *state.limit + o.extra;
+        state.override_record = o;
     }
     Timestamp period_start(0);
     if (meter.kind == MeterKind::kCounter) {
@@ -87,7 +96,8 @@ Result<UsageOutcome> UsageService::Record(StoreTx& tx, const UsageInput& in) {
                                    "timestamp");
         }
     }
-    TALLY_ASSIGN_OR_RETURN(MeterState before, Load(tx, view, *meter, at));
+    TALLY_ASSIGN_OR_RETURN(auto overrides, tx.usage().ListOverrides(in.customer));
+    TALLY_ASSIGN_OR_RETURN(MeterState before, Load(tx, view, *meter, at, overrides));
     const int64_t after_value = in.set ? in.value : before.current + in.value;
     if (after_value < 0) return InvalidArgument("the meter would go below 0", "value");
     if (after_value > kUsageAmountMax) return InvalidArgument("the meter would pass 2^53", "value");
@@ -117,7 +127,8 @@ Result<UsageOutcome> UsageService::Check(StoreTx& tx, const CustomerId& customer
     TALLY_ASSIGN_OR_RETURN(auto rec, tx.customers().Get(customer));
     if (!rec) return NoSuchCustomer(customer);
     TALLY_ASSIGN_OR_RETURN(CustomerView view, billing_.BuildView(tx, *rec, now));
-    TALLY_ASSIGN_OR_RETURN(MeterState before, Load(tx, view, *meter, now));
+    TALLY_ASSIGN_OR_RETURN(auto overrides, tx.usage().ListOverrides(customer));
+    TALLY_ASSIGN_OR_RETURN(MeterState before, Load(tx, view, *meter, now, overrides));
     const UsageDecision d = DecideUsage(meter->mode, before.current, amount, before.limit);
     UsageOutcome out;
     out.allowed = d.allowed;
@@ -160,14 +171,62 @@ Result<UsageSummary> UsageService::Summary(const CustomerId& customer) {
         const Timestamp now = clock_.Now();
         TALLY_ASSIGN_OR_RETURN(CustomerView view, billing_.BuildView(tx, *rec, now));
         UsageSummary summary{view, {}};
+        TALLY_ASSIGN_OR_RETURN(auto overrides, tx.usage().ListOverrides(customer));
         for (const Meter& m : billing_.catalog().meters()) {
-            TALLY_ASSIGN_OR_RETURN(MeterState state, Load(tx, view, m, now));
+            TALLY_ASSIGN_OR_RETURN(MeterState state, Load(tx, view, m, now, overrides));
             summary.meters.push_back(std::move(state));
         }
         out = std::move(summary);
         return {};
     }));
     return std::move(*out);
+}
+
+Result<LimitOverrideRecord> UsageService::SetOverride(StoreTx& tx, LimitOverrideRecord o) {
+    if (billing_.catalog().FindMeter(o.meter) == nullptr) return NotFound("no such meter: '" + o.meter + "'", "meter");
+    if (o.limit && (*o.limit < 0 || *o.limit > kUsageAmountMax)) {
+        return InvalidArgument("limit must be between 0 and 2^53", "limit");
+    }
+    if (o.extra < 0 || o.extra > kUsageAmountMax) return InvalidArgument("extra must be between 0 and 2^53", "extra");
+    if (!o.limit && o.extra == 0) return MissingArgument("give a limit, extra allowance, or both", "limit");
+    if (IsBlank(o.reason)) return MissingArgument("reason is required", "reason");
+    const Timestamp now = clock_.Now();
+    if (o.expires_at && *o.expires_at <= now) return InvalidArgument("expires_at must be in the future", "expires_at");
+    TALLY_ASSIGN_OR_RETURN(auto customer, tx.customers().Get(o.customer_id));
+    if (!customer) return NotFound("no such customer: '" + o.customer_id.str() + "'", "id");
+    o.created = now;
+    TALLY_TRY(tx.usage().PutOverride(o));
+    std::string after = o.meter + ": ";
+    after += o.limit ? "limit " + std::to_string(*o.limit) : std::string("plan limit");
+    if (o.extra) after += " + " + std::to_string(o.extra);
+    if (o.expires_at) after += " until " + FormatRfc3339(*o.expires_at);
+    TALLY_TRY(tx.audit().Append({0, o.customer_id, now, "limit_override_set", "", after, o.actor, o.reason}));
+    return o;
+}
+
+Result<LimitOverrideRecord> UsageService::ClearOverride(StoreTx& tx, const CustomerId& customer,
+                                                        const std::string& meter, const std::string& actor) {
+    TALLY_ASSIGN_OR_RETURN(auto all, tx.usage().ListOverrides(customer));
+    for (const auto& o : all) {
+        if (o.meter != meter) continue;
+        TALLY_TRY(tx.usage().DeleteOverride(customer, meter));
+        TALLY_TRY(tx.audit().Append({0, customer, clock_.Now(), "limit_override_cleared", o.meter, "", actor, ""}));
+        return o;
+    }
+    return NotFound("customer '" + customer.str() + "' has no limit override for '" + meter + "'", "meter");
+}
+
+Result<std::vector<LimitOverrideRecord>> UsageService::ListOverrides(const CustomerId& customer) {
+    std::vector<LimitOverrideRecord> out;
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto rec, tx.customers().Get(customer));
+        if (!rec) return NotFound("no such customer: '" + customer.str() + "'", "id");
+        TALLY_ASSIGN_OR_RETURN(out, tx.usage().ListOverrides(customer));
+        return {};
+    }));
+    const Timestamp now = clock_.Now();
+    std::erase_if(out, [&](const LimitOverrideRecord& o) { return o.expires_at && *o.expires_at <= now; });
+    return out;
 }
 
 }  // namespace tally

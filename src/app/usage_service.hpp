@@ -27,6 +27,7 @@ struct MeterState {
     int64_t remaining = 0;
     int64_t overage = 0;
     std::optional<Period> period;  // counters: the billing period it accumulates in; gauges: none
+    std::optional<LimitOverrideRecord> override_record;  // an admin's exception in force, which |limit| includes
 };
 
 /// What a check or a record did.
@@ -71,8 +72,20 @@ public:
     /// Every meter's state for the customer (GET /v1/customers/{id}/usage).
     Result<UsageSummary> Summary(const CustomerId& customer);
 
+    /// Gives the customer a different limit (|limit|) and/or extra allowance (|override_record.extra|, added to the
+    /// plan's or the given limit) for one meter, until |expires_at|; replaces an earlier one; a limit_override_set
+    /// audit entry. kNotFound (customer, meter); kInvalidArgument: a negative limit or extra ("limit", "extra"),
+    /// neither given, a blank reason ("reason"), an expiry not in the future ("expires_at").
+    Result<LimitOverrideRecord> SetOverride(StoreTx& tx, LimitOverrideRecord override_record);
+    /// Removes the override (limit_override_cleared audit). kNotFound when there is none (param "meter").
+    Result<LimitOverrideRecord> ClearOverride(StoreTx& tx, const CustomerId& customer, const std::string& meter,
+                                              const std::string& actor);
+    /// The overrides in force.
+    Result<std::vector<LimitOverrideRecord>> ListOverrides(const CustomerId& customer);
+
 private:
-    Result<MeterState> Load(StoreTx& tx, const CustomerView& view, const Meter& meter, Timestamp at);
+    Result<MeterState> Load(StoreTx& tx, const CustomerView& view, const Meter& meter, Timestamp at,
+                            const std::vector<LimitOverrideRecord>& overrides);
     Status Announce(StoreTx& tx, const CustomerView& view, const MeterState& before, const MeterState& after);
 
     Store& store_;

@@ -42,6 +42,9 @@ int Run(int argc, char** argv) {
     serve_cmd->add_option("--grace-period-days", serve.grace_period_days,
                           "Days a past_due subscription keeps its role after the first failed payment")
         ->envname("TALLY_GRACE_PERIOD_DAYS")->check(CLI::Range(0, 365))->capture_default_str();
+    serve_cmd->add_option("--usage-thresholds", serve.usage_thresholds,
+                          "Percents of a limit at which usage.threshold_reached is emitted, ascending")
+        ->envname("TALLY_USAGE_THRESHOLDS")->capture_default_str();
     serve_cmd->add_option("--trial-missing-payment-method", serve.trial_missing_payment_method,
                           "What Stripe does when a trial started through POST /v1/subscriptions ends without a payment "
                           "method (trial_settings.end_behavior.missing_payment_method)")

@@ -418,6 +418,11 @@ int Serve(const ServeOptions& o) {
         Log("error", "invalid catalog: " + catalog.error().message);
         return 2;
     }
+    auto thresholds = ParseUsageThresholds(o.usage_thresholds);
+    if (!thresholds.ok()) {
+        Log("error", "--usage-thresholds: " + thresholds.error().message);
+        return 2;
+    }
     const bool postgres_mode = postgres::IsPostgresUrl(o.db);
     if (postgres_mode && o.stripe_sandbox) {
         // Each node would run a sandbox of its own, with customers and subscriptions the other nodes never see.
@@ -534,7 +539,7 @@ int Serve(const ServeOptions& o) {
     // `tally catalog apply`, and are pushed to Stripe in the background.
     PlanService plans(**store, billing, stripe_mode == "not_configured" ? nullptr : &stripe_api, clock, &outbox);
     plans.SetWakeup([&worker] { worker.Notify(); });
-    UsageService usage(**store, billing, clock, &outbox);
+    UsageService usage(**store, billing, clock, &outbox, *thresholds);
     if (auto seeded = plans.SeedAndLoad(*catalog); !seeded.ok()) {
         Log("error", "cannot load the plan catalog from the database: " + seeded.error().message);
         return ExitCodeFor(seeded.error());

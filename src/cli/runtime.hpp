@@ -24,6 +24,7 @@ struct ServeOptions {
     int64_t grace_period_days = 7;
     // Stripe's trial_settings.end_behavior.missing_payment_method for trials Tally starts: cancel|pause|create_invoice
     std::string trial_missing_payment_method = "cancel";
+    std::string usage_thresholds = "80,95,100";  // percent of a limit at which usage.threshold_reached is emitted
     int64_t webhook_tolerance_seconds = 300;
     std::string webhook_secrets;      // comma-separated; empty -> the secret file
     std::string webhook_secret_file;  // empty -> <db>.whsec

@@ -1,6 +1,8 @@
 #include "domain/usage.hpp"
 
+#include <algorithm>
 #include <array>
+#include <charconv>
 #include <sstream>
 
 namespace tally {
@@ -82,6 +84,25 @@ std::vector<int> CrossedThresholds(int64_t before, int64_t after, std::optional<
         const bool was = before * 100 >= static_cast<int64_t>(t) * *limit;
         const bool is = after * 100 >= static_cast<int64_t>(t) * *limit;
         if (!was && is) out.push_back(t);
+    }
+    return out;
+}
+
+Result<std::vector<int>> ParseUsageThresholds(std::string_view text) {
+    std::vector<int> out;
+    size_t start = 0;
+    while (start <= text.size()) {
+        const size_t end = std::min(text.find(',', start), text.size());
+        const std::string_view part = text.substr(start, end - start);
+        int v = 0;
+        const auto [p, ec] = std::from_chars(part.data(), part.data() + part.size(), v);
+        if (part.empty() || ec != std::errc() || p != part.data() + part.size() || v < 1 || v > 1000) {
+            return InvalidArgument("thresholds are percents from 1 to 1000, comma-separated: '" + std::string(part) + "'",
+                                   "thresholds");
+        }
+        if (!out.empty() && v <= out.back()) return InvalidArgument("thresholds must ascend", "thresholds");
+        out.push_back(v);
+        start = end + 1;
     }
     return out;
 }

@@ -59,6 +59,9 @@ UsageDecision DecideUsage(LimitMode mode, int64_t current, int64_t amount, std::
 std::vector<int> CrossedThresholds(int64_t before, int64_t after, std::optional<int64_t> limit,
                                    std::span<const int> thresholds_percent);
 
+/// "80,95,100" -> {80, 95, 100}: strictly ascending percents in 1..1000. kInvalidArgument otherwise.
+Result<std::vector<int>> ParseUsageThresholds(std::string_view text);
+
 /// The default warning thresholds (seed 004): 80%, 95% and 100%.
 std::span<const int> DefaultUsageThresholds();
 

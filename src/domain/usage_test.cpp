@@ -64,6 +64,14 @@ TEST(UsageTest, PeriodIsTheSubscriptionsOrTheCalendarMonth) {
               (Period{MakeUtc(2024, 2, 1).value(), MakeUtc(2024, 3, 1).value()}));
 }
 
+TEST(UsageTest, ThresholdsParse) {
+    EXPECT_EQ(ParseUsageThresholds("80,95,100").value(), (std::vector<int>{80, 95, 100}));
+    EXPECT_EQ(ParseUsageThresholds("50").value(), (std::vector<int>{50}));
+    for (const char* bad : {"", "80,", "95,80", "0", "1001", "80,80", "eighty", "80;95"}) {
+        EXPECT_FALSE(ParseUsageThresholds(bad).ok()) << bad;
+    }
+}
+
 TEST(UsageTest, MetersRoundTripThroughText) {
     const std::vector<Meter> meters = {{"projects", MeterKind::kGauge, LimitMode::kHard, "projects"},
                                        {"build_hours", MeterKind::kCounter, LimitMode::kSoft, "hours"}};

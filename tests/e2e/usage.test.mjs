@@ -115,6 +115,30 @@ test('a batch records each event on its own, deduplicated by its key', async () 
   assertError(await server.post('/v1/usage/batch', {}), 400, 'parameter_missing', 'events');
 });
 
+test('an admin override lifts a limit for one customer, audited, until removed', async () => {
+  const c = (await server.post('/v1/customers', { external_id: 'usage_override' })).json;
+  const project = () => server.post('/v1/check', { customer: c.id, meter: 'projects', record: true });
+  assert.equal((await project()).json.allowed, true);
+  assert.equal((await project()).json.allowed, false);
+  const o = await server.post(`/v1/customers/${c.id}/limit_overrides`, { meter: 'projects', extra: 2, reason: 'design partner' });
+  assert.equal(o.status, 200, o.text);
+  assert.deepEqual([o.json.extra, o.json.limit], [2, null]);
+  const lifted = await project();
+  assert.deepEqual([lifted.json.allowed, lifted.json.limit, lifted.json.override.reason], [true, 3, 'design partner']);
+  assert.equal((await server.get(`/v1/customers/${c.id}/limit_overrides`)).json.data.length, 1);
+  const audit = (await server.get(`/v1/audit?customer=${c.id}`)).json.data.map((e) => e.kind);
+  assert.ok(audit.includes('limit_override_set'), audit.join());
+  const removed = await server.request('DELETE', `/v1/customers/${c.id}/limit_overrides/projects`);
+  assert.equal(removed.json.deleted, true);
+  assert.equal((await project()).json.allowed, false);  // 2 projects, the plan's limit of 1 again
+  assertError(await server.request('DELETE', `/v1/customers/${c.id}/limit_overrides/projects`), 404, 'resource_missing', 'meter');
+  assertError(await server.post(`/v1/customers/${c.id}/limit_overrides`, { meter: 'projects', reason: 'x' }), 400, 'parameter_missing', 'limit');
+  assertError(await server.post(`/v1/customers/${c.id}/limit_overrides`, { meter: 'projects', extra: 1 }), 400, 'parameter_missing', 'reason');
+  assertError(await server.post(`/v1/customers/${c.id}/limit_overrides`, { meter: 'projects', extra: -1, reason: 'x' }), 400, undefined, 'extra');
+  assertError(await server.post(`/v1/customers/${c.id}/limit_overrides`, { meter: 'nope', extra: 1, reason: 'x' }), 404, 'resource_missing', 'meter');
+  assertError(await server.post('/v1/customers/cust_nope/limit_overrides', { meter: 'projects', extra: 1, reason: 'x' }), 404, 'resource_missing', 'id');
+});
+
 test('a customer session reads its own usage only', async () => {
   const org = (await server.post('/v1/customers', { external_id: 'usage_org', type: 'organization' })).json;
   await server.post(`/v1/customers/${org.id}/members`, { user: 'u_usage', role: 'member' });

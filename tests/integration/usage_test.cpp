@@ -211,5 +211,62 @@ TEST_P(UsageTest, BadInputNamesItsParameterAndRecordsNothing) {
     EXPECT_TRUE(h.Thresholds().empty());
 }
 
+TEST_P(UsageTest, AnOverrideChangesTheLimitUntilItExpiresAndIsAudited) {
+    Harness h(GetParam());
+    ASSERT_TRUE(h.Check(0, "builds", 10).value().allowed);
+    EXPECT_FALSE(h.Check(0, "builds", 1).value().allowed);
+    auto set = [&](LimitOverrideRecord o) -> Result<LimitOverrideRecord> {
+        std::optional<LimitOverrideRecord> out;
+        TALLY_TRY(h.StoreOf(0).Write([&](StoreTx& tx) -> Status {
+            TALLY_ASSIGN_OR_RETURN(out, h.nodes[0]->usage.SetOverride(tx, o));
+            return {};
+        }));
+        return *out;
+    };
+    const int64_t now = h.clock.Now().unix_seconds();
+    auto extra = set({h.customer, "builds", std::nullopt, 5, Timestamp(now + 3600), "launch week", {}, "admin:key_1"});
+    ASSERT_TRUE(extra.ok()) << extra.error().message;
+    auto allowed = h.Check(1, "builds", 5);  // another node sees it at once
+    ASSERT_TRUE(allowed.ok());
+    EXPECT_TRUE(allowed->allowed);
+    EXPECT_EQ(allowed->state.limit, 15);
+    ASSERT_TRUE(allowed->state.override_record.has_value());
+    EXPECT_FALSE(h.Check(0, "builds", 1).value().allowed);
+    // Expired: the plan's limit again (and the usage already recorded stays).
+    h.clock.Advance(3601);
+    auto after = h.Check(0, "builds", 1);
+    EXPECT_FALSE(after->allowed);
+    EXPECT_EQ(after->state.limit, 10);
+    EXPECT_FALSE(after->state.override_record.has_value());
+    EXPECT_EQ(after->state.current, 15);
+    EXPECT_TRUE(h.nodes[0]->usage.ListOverrides(h.customer)->empty());
+    // A replaced limit, then removed.
+    ASSERT_TRUE(set({h.customer, "seats", 2, 0, std::nullopt, "pilot", {}, "admin:key_1"}).ok());
+    EXPECT_TRUE(h.Check(0, "seats", 2).value().allowed);
+    EXPECT_FALSE(h.Check(0, "seats", 1).value().allowed);
+    ASSERT_TRUE(h.StoreOf(0).Write([&](StoreTx& tx) -> Status {
+        TALLY_TRY(h.nodes[0]->usage.ClearOverride(tx, h.customer, "seats", "admin:key_1"));
+        return {};
+    }).ok());
+    EXPECT_TRUE(h.Check(0, "seats", 1).value().allowed);  // the plan's 100
+    // Refusals name their field; each change is audited.
+    EXPECT_EQ(set({h.customer, "widgets", 1, 0, std::nullopt, "x", {}, "a"}).error().param, "meter");
+    EXPECT_EQ(set({h.customer, "seats", -1, 0, std::nullopt, "x", {}, "a"}).error().param, "limit");
+    EXPECT_EQ(set({h.customer, "seats", std::nullopt, 0, std::nullopt, "x", {}, "a"}).error().param, "limit");
+    EXPECT_EQ(set({h.customer, "seats", 1, 0, std::nullopt, " ", {}, "a"}).error().param, "reason");
+    EXPECT_EQ(set({h.customer, "seats", 1, 0, Timestamp(now - 1), "x", {}, "a"}).error().param, "expires_at");
+    EXPECT_EQ(set({CustomerId("cust_nope"), "seats", 1, 0, std::nullopt, "x", {}, "a"}).error().param, "id");
+    std::vector<AuditEntry> audit;
+    ASSERT_TRUE(h.stores[0]->Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(audit, tx.audit().List(h.customer, 100));
+        return {};
+    }).ok());
+    std::vector<std::string> kinds;
+    for (const auto& e : audit) {
+        if (e.kind.starts_with("limit_override")) kinds.push_back(e.kind);
+    }
+    EXPECT_EQ(kinds, (std::vector<std::string>{"limit_override_cleared", "limit_override_set", "limit_override_set"}));
+}
+
 }  // namespace
 }  // namespace tally

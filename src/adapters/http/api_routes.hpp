@@ -116,6 +116,9 @@ Response RecordUsage(const ApiDeps& d, const Call& c);
 Response RecordUsageBatch(const ApiDeps& d, const Call& c);
 Response CheckUsage(const ApiDeps& d, const Call& c);
 Response GetUsage(const ApiDeps& d, const Call& c);
+Response ListLimitOverrides(const ApiDeps& d, const Call& c);
+Response SetLimitOverride(const ApiDeps& d, const Call& c);
+Response ClearLimitOverride(const ApiDeps& d, const Call& c);
 
 // api_operations.cpp: API keys, the audit log, Stripe's webhook events, the app's webhook endpoints and events.
 Response ListApiKeys(const ApiDeps& d, const Call& c);

@@ -231,4 +231,51 @@ Response GetUsage(const ApiDeps& d, const Call& c) {
                                 {"meters", std::move(meters)}});
 }
 
+Response ListLimitOverrides(const ApiDeps& d, const Call& c) {
+    if (!d.usage) return RouteNotFound(c.req);
+    auto list = d.usage->ListOverrides(CustomerId(c.param(0)));
+    if (!list.ok()) return Fail(list.error());
+    bj::array data;
+    for (const auto& o : *list) data.push_back(LimitOverrideJson(o));
+    return List(data, "/v1/customers/" + c.param(0) + "/limit_overrides");
+}
+
+Response SetLimitOverride(const ApiDeps& d, const Call& c) {
+    if (!d.usage) return RouteNotFound(c.req);
+    auto body = BindJsonBody(c.req, {"meter", "limit", "extra", "expires_at", "reason"});
+    if (!body.ok()) return Fail(body.error());
+    LimitOverrideRecord o;
+    o.customer_id = CustomerId(c.param(0));
+    o.actor = c.actor;
+    auto meter = json::RequiredString(*body, "meter", "");
+    if (!meter.ok()) return Fail(meter.error());
+    o.meter = *meter;
+    auto limit = json::OptionalInt(*body, "limit", "");
+    if (!limit.ok()) return Fail(limit.error());
+    o.limit = *limit;
+    auto extra = json::OptionalInt(*body, "extra", "");
+    if (!extra.ok()) return Fail(extra.error());
+    o.extra = extra->value_or(0);
+    auto expires = json::OptionalInt(*body, "expires_at", "");
+    if (!expires.ok()) return Fail(expires.error());
+    if (*expires) o.expires_at = Timestamp(**expires);
+    auto reason = json::RequiredString(*body, "reason", "");
+    if (!reason.ok()) return Fail(reason.error());
+    o.reason = *reason;
+    return Stored(d.idempotency.RunInStore(c.idem, [&](StoreTx& tx) -> Result<StoredResponse> {
+        TALLY_ASSIGN_OR_RETURN(auto saved, d.usage->SetOverride(tx, o));
+        return tally::http::Render(200, LimitOverrideJson(saved));
+    }));
+}
+
+Response ClearLimitOverride(const ApiDeps& d, const Call& c) {
+    if (!d.usage) return RouteNotFound(c.req);
+    return Stored(d.idempotency.RunInStore(c.idem, [&](StoreTx& tx) -> Result<StoredResponse> {
+        TALLY_ASSIGN_OR_RETURN(auto removed, d.usage->ClearOverride(tx, CustomerId(c.param(0)), c.param(1), c.actor));
+        bj::value v = LimitOverrideJson(removed);
+        v.as_object()["deleted"] = true;
+        return tally::http::Render(200, v);
+    }));
+}
+
 }  // namespace tally::http::routes

@@ -302,7 +302,19 @@ bj::value MeterStateJson(const MeterState& m) {
                       {"percent", percent},
                       {"overage", m.overage},
                       {"period_start", m.period ? bj::value(m.period->start.unix_seconds()) : bj::value(nullptr)},
-                      {"resets_at", m.period ? bj::value(m.period->end.unix_seconds()) : bj::value(nullptr)}};
+                      {"resets_at", m.period ? bj::value(m.period->end.unix_seconds()) : bj::value(nullptr)},
+                      {"override", m.override_record ? LimitOverrideJson(*m.override_record) : bj::value(nullptr)}};
+}
+
+bj::value LimitOverrideJson(const LimitOverrideRecord& o) {
+    return bj::object{{"object", "limit_override"},
+                      {"customer", o.customer_id.str()},
+                      {"meter", o.meter},
+                      {"limit", o.limit ? bj::value(*o.limit) : bj::value(nullptr)},
+                      {"extra", o.extra},
+                      {"expires_at", OptTs(o.expires_at)},
+                      {"reason", o.reason},
+                      {"created", o.created.unix_seconds()}};
 }
 
 bj::value UsageThresholdJson(const CustomerId& customer, const MeterState& m, int threshold) {

@@ -20,6 +20,8 @@ boost::json::value PlanJson(const PlanRecord& plan);
 /// {"meter","kind","mode","unit","current","limit","remaining","percent","overage","period_start","resets_at"}:
 /// percent is floor(100 * current / limit) (null without a limit); resets_at is the counter's period end.
 boost::json::value MeterStateJson(const MeterState& state);
+/// {"object":"limit_override","customer","meter","limit","extra","expires_at","reason","created"}.
+boost::json::value LimitOverrideJson(const LimitOverrideRecord& o);
 boost::json::value UsageThresholdJson(const CustomerId& customer, const MeterState& state, int threshold);
 boost::json::value AuditJson(const AuditEntry& entry);
 boost::json::value InboxJson(const InboxEvent& event);

@@ -373,6 +373,17 @@ CREATE TABLE usage_thresholds (
   at BIGINT NOT NULL,
   PRIMARY KEY (customer_id, meter, period_start, threshold)
 );
+CREATE TABLE limit_overrides (
+  customer_id TEXT NOT NULL,
+  meter TEXT NOT NULL,
+  limit_value BIGINT,
+  extra BIGINT NOT NULL DEFAULT 0,
+  expires_at BIGINT,
+  reason TEXT NOT NULL,
+  created BIGINT NOT NULL,
+  actor TEXT NOT NULL,
+  PRIMARY KEY (customer_id, meter)
+);
 )sql"},
 };
 

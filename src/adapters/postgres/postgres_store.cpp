@@ -1118,6 +1118,41 @@ public:
                                                         period_start, threshold, at));
         return added.has_value();
     }
+    Result<std::vector<LimitOverrideRecord>> ListOverrides(const CustomerId& customer) override {
+        return Many<LimitOverrideRecord>(
+            "SELECT customer_id, meter, limit_value, extra, expires_at, reason, created, actor FROM limit_overrides "
+            "WHERE customer_id=$1 ORDER BY meter",
+            [](const Row& s) {
+                return LimitOverrideRecord{CustomerId(s.Text(0)), s.Text(1),
+                                           s.IsNull(2) ? std::nullopt : std::optional<int64_t>(s.Int(2)), s.Int(3),
+                                           s.OptTs(4), s.Text(5), Timestamp(s.Int(6)), s.Text(7)};
+            },
+            customer);
+    }
+    Status PutOverride(const LimitOverrideRecord& o) override {
+        return Do("INSERT INTO limit_overrides(customer_id, meter, limit_value, extra, expires_at, reason, created, actor) "
+                  "VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT(customer_id, meter) DO UPDATE SET "
+                  "limit_value=excluded.limit_value, extra=excluded.extra, expires_at=excluded.expires_at, "
+                  "reason=excluded.reason, created=excluded.created, actor=excluded.actor",
+                  o.customer_id, o.meter, o.limit, o.extra, o.expires_at, o.reason, o.created, o.actor);
+    }
+    Result<bool> DeleteOverride(const CustomerId& customer, const std::string& meter) override {
+        TALLY_ASSIGN_OR_RETURN(auto gone, One<int64_t>("DELETE FROM limit_overrides WHERE customer_id=$1 AND meter=$2 "
+                                                       "RETURNING 1",
+                                                       [](const Row& s) { return s.Int(0); }, customer, meter));
+        return gone.has_value();
+    }
+    Result<std::vector<UsageEventRecord>> ListEvents(const CustomerId& customer, const std::string& meter,
+                                                     Timestamp since, int limit) override {
+        return Many<UsageEventRecord>(
+            "SELECT id, customer_id, meter, period_start, action, value, delta, at, recorded_at FROM usage_events "
+            "WHERE customer_id=$1 AND meter=$2 AND at>=$3 ORDER BY at, id LIMIT $4",
+            [](const Row& s) {
+                return UsageEventRecord{s.Int(0), CustomerId(s.Text(1)), s.Text(2), Timestamp(s.Int(3)), s.Text(4),
+                                        s.Int(5), s.Int(6), Timestamp(s.Int(7)), Timestamp(s.Int(8))};
+            },
+            customer, meter, since, limit);
+    }
 };
 
 /// StoreTx over one connection inside an open transaction.

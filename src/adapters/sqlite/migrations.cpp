@@ -387,6 +387,17 @@ CREATE TABLE usage_thresholds (
   at INTEGER NOT NULL,
   PRIMARY KEY (customer_id, meter, period_start, threshold)
 );
+CREATE TABLE limit_overrides (
+  customer_id TEXT NOT NULL,
+  meter TEXT NOT NULL,
+  limit_value INTEGER,
+  extra INTEGER NOT NULL DEFAULT 0,
+  expires_at INTEGER,
+  reason TEXT NOT NULL,
+  created INTEGER NOT NULL,
+  actor TEXT NOT NULL,
+  PRIMARY KEY (customer_id, meter)
+);
 )sql"},
 };
 

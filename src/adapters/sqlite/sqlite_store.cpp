@@ -1038,6 +1038,39 @@ public:
                                                         period_start, threshold, at));
         return added.has_value();
     }
+    Result<std::vector<LimitOverrideRecord>> ListOverrides(const CustomerId& customer) override {
+        return Many<LimitOverrideRecord>(
+            "SELECT customer_id, meter, limit_value, extra, expires_at, reason, created, actor FROM limit_overrides "
+            "WHERE customer_id=?1 ORDER BY meter",
+            [](sqlite3_stmt* s) {
+                return LimitOverrideRecord{CustomerId(Text(s, 0)), Text(s, 1),
+                                           IsNull(s, 2) ? std::nullopt : std::optional<int64_t>(Int(s, 2)), Int(s, 3),
+                                           OptTs(s, 4), Text(s, 5), Timestamp(Int(s, 6)), Text(s, 7)};
+            },
+            customer);
+    }
+    Status PutOverride(const LimitOverrideRecord& o) override {
+        return Do("INSERT INTO limit_overrides(customer_id, meter, limit_value, extra, expires_at, reason, created, actor) "
+                  "VALUES (?1,?2,?3,?4,?5,?6,?7,?8) ON CONFLICT(customer_id, meter) DO UPDATE SET "
+                  "limit_value=excluded.limit_value, extra=excluded.extra, expires_at=excluded.expires_at, "
+                  "reason=excluded.reason, created=excluded.created, actor=excluded.actor",
+                  o.customer_id, o.meter, o.limit, o.extra, o.expires_at, o.reason, o.created, o.actor);
+    }
+    Result<bool> DeleteOverride(const CustomerId& customer, const std::string& meter) override {
+        TALLY_TRY(Do("DELETE FROM limit_overrides WHERE customer_id=?1 AND meter=?2", customer, meter));
+        return Changes() == 1;
+    }
+    Result<std::vector<UsageEventRecord>> ListEvents(const CustomerId& customer, const std::string& meter,
+                                                     Timestamp since, int limit) override {
+        return Many<UsageEventRecord>(
+            "SELECT id, customer_id, meter, period_start, action, value, delta, at, recorded_at FROM usage_events "
+            "WHERE customer_id=?1 AND meter=?2 AND at>=?3 ORDER BY at, id LIMIT ?4",
+            [](sqlite3_stmt* s) {
+                return UsageEventRecord{Int(s, 0), CustomerId(Text(s, 1)), Text(s, 2), Timestamp(Int(s, 3)), Text(s, 4),
+                                        Int(s, 5), Int(s, 6), Timestamp(Int(s, 7)), Timestamp(Int(s, 8))};
+            },
+            customer, meter, since, limit);
+    }
 };
 
 /// StoreTx over one connection inside an open transaction.

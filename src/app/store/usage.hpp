@@ -26,6 +26,19 @@ struct UsageEventRecord {
     Timestamp recorded_at;
 };
 
+/// An admin's exception to a customer's plan limit for one meter: a different limit, or extra allowance on top of
+/// the plan's, until |expires_at| (none: until removed).
+struct LimitOverrideRecord {
+    CustomerId customer_id;
+    std::string meter;
+    std::optional<int64_t> limit;  // replaces the plan's limit
+    int64_t extra = 0;             // added to the (plan's or replaced) limit
+    std::optional<Timestamp> expires_at;
+    std::string reason;
+    Timestamp created;
+    std::string actor;
+};
+
 class UsageStoreTx {
 public:
     virtual ~UsageStoreTx() = default;
@@ -37,6 +50,15 @@ public:
     /// Records that |threshold| was announced for the meter in that period; false if it already was.
     virtual Result<bool> MarkThreshold(const CustomerId& customer, const std::string& meter, Timestamp period_start,
                                        int threshold, Timestamp at) = 0;
+    /// The customer's overrides (expired ones too), by meter.
+    virtual Result<std::vector<LimitOverrideRecord>> ListOverrides(const CustomerId& customer) = 0;
+    /// Sets the customer's override for its meter (one per meter).
+    virtual Status PutOverride(const LimitOverrideRecord& override_record) = 0;
+    /// Removes it; false if there was none.
+    virtual Result<bool> DeleteOverride(const CustomerId& customer, const std::string& meter) = 0;
+    /// The meter's ledger rows with at >= |since|, oldest first, at most |limit|.
+    virtual Result<std::vector<UsageEventRecord>> ListEvents(const CustomerId& customer, const std::string& meter,
+                                                             Timestamp since, int limit) = 0;
 };
 
 }  // namespace tally
