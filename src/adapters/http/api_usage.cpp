@@ -2,6 +2,8 @@
 // customer's usage summary.
 #include <boost/json.hpp>
 
+#include <functional>
+
 #include "adapters/config/json_util.hpp"
 #include "adapters/crypto.hpp"
 #include "adapters/http/api_routes.hpp"
@@ -83,6 +85,20 @@ std::pair<StoredResponse, StoredResponse> UsageResponse(const UsageItem& item, c
     StoredResponse r = tally::http::Render(200, out);
     return {r, r};
 }
+/// RunInStore inside Store::WriteSerialized(|lock|).
+Result<IdempotentOutcome> RunSerialized(const ApiDeps& d, const std::string& lock, const IdempotencyRequest& idem,
+                                        const std::function<Result<StoredResponse>(StoreTx&)>& fn) {
+    IdempotentOutcome out;
+    TALLY_TRY(d.store.WriteSerialized(lock, [&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(out, d.idempotency.RunInTransaction(
+                                        tx, idem, [&](StoreTx& t) -> Result<std::pair<StoredResponse, StoredResponse>> {
+                                            TALLY_ASSIGN_OR_RETURN(StoredResponse r, fn(t));
+                                            return std::make_pair(r, r);
+                                        }));
+        return {};
+    }));
+    return out;
+}
 }  // namespace
 
 Response RecordUsage(const ApiDeps& d, const Call& c) {
@@ -93,10 +109,19 @@ Response RecordUsage(const ApiDeps& d, const Call& c) {
     if (!item.ok()) return Fail(item.error());
     // Deduplicated in the transaction that records: a replay gets the first answer; the same key with another
     // event is refused.
-    return Stored(d.idempotency.RunInStoreRedacted(UsageIdempotency(c, *item, *body), [&](StoreTx& tx) -> Result<std::pair<StoredResponse, StoredResponse>> {
-        TALLY_ASSIGN_OR_RETURN(auto outcome, d.usage->Record(tx, item->in));
-        return UsageResponse(*item, outcome);
-    }));
+    const std::string lock = "usage:" + item->in.customer.str() + ":" + item->in.meter;
+    IdempotentOutcome out;
+    Status s = d.store.WriteSerialized(lock, [&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(out, d.idempotency.RunInTransaction(
+                                        tx, UsageIdempotency(c, *item, *body),
+                                        [&](StoreTx& t) -> Result<std::pair<StoredResponse, StoredResponse>> {
+                                            TALLY_ASSIGN_OR_RETURN(auto outcome, d.usage->Record(t, item->in));
+                                            return UsageResponse(*item, outcome);
+                                        }));
+        return {};
+    });
+    if (!s.ok()) return Fail(s.error());
+    return Stored(out);
 }
 
 Response RecordUsageBatch(const ApiDeps& d, const Call& c) {
@@ -211,7 +236,8 @@ Response CheckUsage(const ApiDeps& d, const Call& c) {
         return Json(200, OutcomeJson("usage_check", id, *outcome));
     }
     // The check and the increment in one write transaction: concurrent callers cannot both take the last unit.
-    return Stored(d.idempotency.RunInStore(c.idem, [&](StoreTx& tx) -> Result<StoredResponse> {
+    // Callers of one customer's meter queue for it (on every node) instead of failing each other's transactions.
+    return Stored(RunSerialized(d, "usage:" + id.str() + ":" + *meter, c.idem, [&](StoreTx& tx) -> Result<StoredResponse> {
         TALLY_ASSIGN_OR_RETURN(auto outcome, d.usage->Check(tx, id, *meter, n, true));
         return tally::http::Render(200, OutcomeJson("usage_check", id, outcome));
     }));

@@ -1326,7 +1326,7 @@ void PostgresStore::Release(std::unique_ptr<PgConnection> conn) {
     cv_.notify_one();
 }
 
-Status PostgresStore::Run(Mode mode, const std::function<Status(StoreTx&)>& fn) {
+Status PostgresStore::Run(Mode mode, const std::function<Status(StoreTx&)>& fn, int64_t lock_key) {
     const char* begin = mode == Mode::kRead    ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
                         : mode == Mode::kInbox ? "BEGIN ISOLATION LEVEL READ COMMITTED"
                                                : "BEGIN ISOLATION LEVEL SERIALIZABLE";
@@ -1345,7 +1345,23 @@ Status PostgresStore::Run(Mode mode, const std::function<Status(StoreTx&)>& fn) 
             ~Return() { store.Release(std::move(conn)); }
         } give_back{*this, conn};
         conn->clear_retryable();
-        Status s = conn->Exec(begin);
+        Status s;
+        // Released however this attempt ends; a broken connection took its session lock with it.
+        struct Unlock {
+            std::unique_ptr<PgConnection>& conn;
+            int64_t key;
+            bool held = false;
+            ~Unlock() {
+                if (held && conn && !conn->broken()) {
+                    (void)conn->Exec("SELECT pg_advisory_unlock(" + std::to_string(key) + ")");
+                }
+            }
+        } unlock{conn, lock_key};
+        if (lock_key != 0) {
+            s = conn->Exec("SELECT pg_advisory_lock(" + std::to_string(lock_key) + ")");
+            unlock.held = s.ok();
+        }
+        if (s.ok()) s = conn->Exec(begin);
         if (s.ok() && mode == Mode::kWriteAsync) s = conn->Exec("SET LOCAL synchronous_commit = off");
         if (s.ok()) {
             PgTx tx(*conn);
@@ -1386,6 +1402,14 @@ Status PostgresStore::Run(Mode mode, const std::function<Status(StoreTx&)>& fn) 
 
 Status PostgresStore::Read(const std::function<Status(StoreTx&)>& fn) { return Run(Mode::kRead, fn); }
 Status PostgresStore::Write(const std::function<Status(StoreTx&)>& fn) { return Run(Mode::kWrite, fn); }
+Status PostgresStore::WriteSerialized(std::string_view key, const std::function<Status(StoreTx&)>& fn) {
+    uint64_t h = 1469598103934665603ULL;  // FNV-1a: a stable 64-bit key on every node
+    for (unsigned char c : key) h = (h ^ c) * 1099511628211ULL;
+    int64_t lock_key = static_cast<int64_t>(h);
+    if (lock_key == 0 || lock_key == kMigrationLockKey) lock_key = 1;
+    return Run(Mode::kWrite, fn, lock_key);
+}
+
 Status PostgresStore::WriteAsyncCommit(const std::function<Status(StoreTx&)>& fn) {
     return Run(Mode::kWriteAsync, fn);
 }

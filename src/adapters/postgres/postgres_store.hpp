@@ -43,6 +43,11 @@ public:
     /// database server crashes", never corrupted, and later synchronous commits flush it too
     /// (https://www.postgresql.org/docs/15/wal-async-commit.html).
     Status WriteAsyncCommit(const std::function<Status(StoreTx&)>& fn) override;
+    /// pg_advisory_lock(hash of |key|) on the session before BEGIN, pg_advisory_unlock after COMMIT or ROLLBACK
+    /// (https://www.postgresql.org/docs/15/explicit-locking.html#ADVISORY-LOCKS): the serializable transaction's
+    /// snapshot is then taken after the previous holder's commit, so same-key writers queue instead of conflicting.
+    /// A connection lost meanwhile releases its session's locks.
+    Status WriteSerialized(std::string_view key, const std::function<Status(StoreTx&)>& fn) override;
     /// READ COMMITTED with INSERT ... ON CONFLICT DO NOTHING: atomic against concurrent inserts of the same id from
     /// any node, so a duplicate is reported as one and never aborts the batch.
     Result<std::vector<bool>> AppendInbox(const std::vector<InboxEvent>& events) override;
@@ -58,7 +63,9 @@ private:
     PostgresStore(std::string url, const PostgresOptions& options, std::unique_ptr<PgConnection> first);
     Result<std::unique_ptr<PgConnection>> Acquire();
     void Release(std::unique_ptr<PgConnection> conn);
-    Status Run(Mode mode, const std::function<Status(StoreTx&)>& fn);
+    /// |lock_key| (0: none): a session advisory lock held from before BEGIN to after COMMIT, so the transaction's
+    /// snapshot is taken once the previous holder committed.
+    Status Run(Mode mode, const std::function<Status(StoreTx&)>& fn, int64_t lock_key = 0);
 
     const std::string url_;
     const PostgresOptions options_;
