@@ -314,3 +314,20 @@ export function assertError(r, status, code, param) {
   if (code) assert.equal(r.json.error.code, code, r.text);
   if (param !== undefined) assert.equal(r.json.error.param, param, r.text);
 }
+
+/** An HTTP receiver for Tally's events: collects every JSON body it is sent and answers 200. */
+export async function startReceiver() {
+  const { createServer: createHttpServer } = await import('node:http');
+  const received = [];
+  const srv = createHttpServer((req, res) => {
+    let raw = '';
+    req.on('data', (d) => { raw += d; });
+    req.on('end', () => {
+      try { received.push(JSON.parse(raw)); } catch { /* not an event */ }
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{}');
+    });
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  return { url: `http://127.0.0.1:${srv.address().port}/hooks`, received, close: () => new Promise((r) => srv.close(r)) };
+}

@@ -3,8 +3,7 @@
 // a hard limit, an upgrade lifts the block at once, and bad input names its parameter and records nothing.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import { assertError, startTally, until } from './harness.mjs';
+import { assertError, startReceiver, startTally, until } from './harness.mjs';
 
 let server;
 let rx;
@@ -15,21 +14,6 @@ before(async () => {
   assert.equal(registered.status, 201, registered.text);
 });
 after(async () => { await rx?.close(); await server.stop(); });
-
-async function startReceiver() {
-  const received = [];
-  const srv = http.createServer((req, res) => {
-    let raw = '';
-    req.on('data', (d) => { raw += d; });
-    req.on('end', () => {
-      try { received.push(JSON.parse(raw)); } catch { /* not an event */ }
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end('{}');
-    });
-  });
-  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
-  return { url: `http://127.0.0.1:${srv.address().port}/hooks`, received, close: () => new Promise((r) => srv.close(r)) };
-}
 
 const warnings = (customer, meter) => {
   const seen = new Map();

@@ -109,19 +109,11 @@ Response RecordUsage(const ApiDeps& d, const Call& c) {
     if (!item.ok()) return Fail(item.error());
     // Deduplicated in the transaction that records: a replay gets the first answer; the same key with another
     // event is refused.
-    const std::string lock = "usage:" + item->in.customer.str() + ":" + item->in.meter;
-    IdempotentOutcome out;
-    Status s = d.store.WriteSerialized(lock, [&](StoreTx& tx) -> Status {
-        TALLY_ASSIGN_OR_RETURN(out, d.idempotency.RunInTransaction(
-                                        tx, UsageIdempotency(c, *item, *body),
-                                        [&](StoreTx& t) -> Result<std::pair<StoredResponse, StoredResponse>> {
-                                            TALLY_ASSIGN_OR_RETURN(auto outcome, d.usage->Record(t, item->in));
-                                            return UsageResponse(*item, outcome);
-                                        }));
-        return {};
-    });
-    if (!s.ok()) return Fail(s.error());
-    return Stored(out);
+    return Stored(RunSerialized(d, "usage:" + item->in.customer.str() + ":" + item->in.meter,
+                                UsageIdempotency(c, *item, *body), [&](StoreTx& tx) -> Result<StoredResponse> {
+                                    TALLY_ASSIGN_OR_RETURN(auto outcome, d.usage->Record(tx, item->in));
+                                    return UsageResponse(*item, outcome).first;
+                                }));
 }
 
 Response RecordUsageBatch(const ApiDeps& d, const Call& c) {

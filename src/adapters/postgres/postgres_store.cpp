@@ -1142,17 +1142,6 @@ public:
                                                        [](const Row& s) { return s.Int(0); }, customer, meter));
         return gone.has_value();
     }
-    Result<std::vector<UsageEventRecord>> ListEvents(const CustomerId& customer, const std::string& meter,
-                                                     Timestamp since, int limit) override {
-        return Many<UsageEventRecord>(
-            "SELECT id, customer_id, meter, period_start, action, value, delta, at, recorded_at FROM usage_events "
-            "WHERE customer_id=$1 AND meter=$2 AND at>=$3 ORDER BY at, id LIMIT $4",
-            [](const Row& s) {
-                return UsageEventRecord{s.Int(0), CustomerId(s.Text(1)), s.Text(2), Timestamp(s.Int(3)), s.Text(4),
-                                        s.Int(5), s.Int(6), Timestamp(s.Int(7)), Timestamp(s.Int(8))};
-            },
-            customer, meter, since, limit);
-    }
 };
 
 /// StoreTx over one connection inside an open transaction.

@@ -1060,17 +1060,6 @@ public:
         TALLY_TRY(Do("DELETE FROM limit_overrides WHERE customer_id=?1 AND meter=?2", customer, meter));
         return Changes() == 1;
     }
-    Result<std::vector<UsageEventRecord>> ListEvents(const CustomerId& customer, const std::string& meter,
-                                                     Timestamp since, int limit) override {
-        return Many<UsageEventRecord>(
-            "SELECT id, customer_id, meter, period_start, action, value, delta, at, recorded_at FROM usage_events "
-            "WHERE customer_id=?1 AND meter=?2 AND at>=?3 ORDER BY at, id LIMIT ?4",
-            [](sqlite3_stmt* s) {
-                return UsageEventRecord{Int(s, 0), CustomerId(Text(s, 1)), Text(s, 2), Timestamp(Int(s, 3)), Text(s, 4),
-                                        Int(s, 5), Int(s, 6), Timestamp(Int(s, 7)), Timestamp(Int(s, 8))};
-            },
-            customer, meter, since, limit);
-    }
 };
 
 /// StoreTx over one connection inside an open transaction.

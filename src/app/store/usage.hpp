@@ -56,9 +56,7 @@ public:
     virtual Status PutOverride(const LimitOverrideRecord& override_record) = 0;
     /// Removes it; false if there was none.
     virtual Result<bool> DeleteOverride(const CustomerId& customer, const std::string& meter) = 0;
-    /// The meter's ledger rows with at >= |since|, oldest first, at most |limit|.
-    virtual Result<std::vector<UsageEventRecord>> ListEvents(const CustomerId& customer, const std::string& meter,
-                                                             Timestamp since, int limit) = 0;
+
 };
 
 }  // namespace tally
