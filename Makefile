@@ -1,5 +1,5 @@
 # The README's commands. Each installs what it needs (Debian packages, npm test tools) first.
-.PHONY: run build test lint bench bench-events bench-simulate deps test-deps clean
+.PHONY: run build test lint bench bench-events bench-simulate bench-check deps test-deps clean
 
 JOBS ?= $(shell nproc)
 
@@ -30,11 +30,12 @@ lint:
 	@cmake --preset debug >/dev/null
 	@scripts/lint.sh build/debug
 
-## bench: webhook throughput against the seed-style baseline, event delivery, then the simulation (see BENCHMARKS.md)
+## bench: webhook throughput against the seed-style baseline, event delivery, the simulation, then usage checks (see BENCHMARKS.md)
 bench: build test-deps
 	@bench/webhooks/run.sh
 	@bench/events/run.sh
 	@bench/simulate/run.sh
+	@bench/check/run.sh
 
 ## bench-events: only the event delivery benchmark
 bench-events: build test-deps
@@ -43,6 +44,10 @@ bench-events: build test-deps
 ## bench-simulate: only the simulation benchmark
 bench-simulate: build
 	@bench/simulate/run.sh
+
+## bench-check: only the usage-limit benchmark (checks, recorded checks, batch ingestion against an express baseline)
+bench-check: build
+	@bench/check/run.sh
 
 clean:
 	rm -rf build
