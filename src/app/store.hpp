@@ -12,6 +12,7 @@
 #include "app/store/billing.hpp"
 #include "app/store/customers.hpp"
 #include "app/store/events.hpp"
+#include "app/store/flags.hpp"
 #include "app/store/inbox.hpp"
 #include "app/store/keys.hpp"
 #include "app/store/plans.hpp"
@@ -34,6 +35,7 @@ public:
     virtual EventStoreTx& events() = 0;
     virtual PlanStoreTx& plans() = 0;
     virtual UsageStoreTx& usage() = 0;
+    virtual FlagStoreTx& flags() = 0;
 
     /// Nested rollback points inside the transaction (SQL SAVEPOINT, on SQLite and PostgreSQL alike): lets one
     /// transaction apply many items and undo only the one that failed.

@@ -21,7 +21,8 @@ UsageService::UsageService(Store& store, BillingService& billing, const Clock& c
                            std::vector<int> thresholds_percent)
     : store_(store), billing_(billing), clock_(clock), outbox_(outbox), thresholds_(std::move(thresholds_percent)) {}
 
-Result<MeterState> UsageService::Load(StoreTx& tx, const CustomerView& view, const Meter& meter, Timestamp at,
+Result<MeterState> UsageService::Load(StoreTx& tx, const CustomerView& view, const Meter& meter,
+                                      const std::optional<Period>& counter_period,
                                       const std::vector<LimitOverrideRecord>& overrides) {
     MeterState state;
     state.meter = meter;
@@ -40,7 +41,7 @@ Result<MeterState> UsageService::Load(StoreTx& tx, const CustomerView& view, con
     }
     Timestamp period_start(0);
     if (meter.kind == MeterKind::kCounter) {
-        state.period = UsagePeriod(at, SubscriptionPeriod(view));
+        state.period = counter_period ? *counter_period : UsagePeriod(clock_.Now(), SubscriptionPeriod(view));
         period_start = state.period->start;
     }
     TALLY_ASSIGN_OR_RETURN(state.current, tx.usage().Value(view.customer.id, meter.name, period_start));
@@ -87,17 +88,23 @@ Result<UsageOutcome> UsageService::Record(StoreTx& tx, const UsageInput& in) {
     TALLY_ASSIGN_OR_RETURN(auto record, tx.customers().Get(in.customer));
     if (!record) return NoSuchCustomer(in.customer);
     TALLY_ASSIGN_OR_RETURN(CustomerView view, billing_.BuildView(tx, *record, now));
+    std::optional<Period> period;
     if (meter->kind == MeterKind::kCounter) {
-        // A late event counts in the current period when it happened in it; an earlier period is closed.
-        const Period current = UsagePeriod(now, SubscriptionPeriod(view));
-        if (at < current.start) {
-            return InvalidArgument("timestamp is before the current period of " + meter->name + " (from " +
-                                       FormatRfc3339(current.start) + "): that period is closed",
-                                   "timestamp");
+        // A late event counts in the period it happened in: the current one, or the previous one while it is
+        // within its grace window (domain/usage.hpp); an older one is closed.
+        const std::optional<Period> subscription = SubscriptionPeriod(view);
+        const Period current = UsagePeriod(now, subscription);
+        Timestamp previous_start = UsagePeriod(current.start.PlusSeconds(-1), std::nullopt).start;
+        if (subscription) {
+            // The previous billing period's start, as recorded when it was current; else one period's length.
+            TALLY_ASSIGN_OR_RETURN(auto recorded,
+                                   tx.usage().LatestPeriodBefore(in.customer, meter->name, current.start));
+            previous_start = recorded ? *recorded : current.start.PlusSeconds(-current.length_seconds());
         }
+        TALLY_ASSIGN_OR_RETURN(period, CounterPeriodFor(at, now, current, previous_start));
     }
     TALLY_ASSIGN_OR_RETURN(auto overrides, tx.usage().ListOverrides(in.customer));
-    TALLY_ASSIGN_OR_RETURN(MeterState before, Load(tx, view, *meter, at, overrides));
+    TALLY_ASSIGN_OR_RETURN(MeterState before, Load(tx, view, *meter, period, overrides));
     const int64_t after_value = in.set ? in.value : before.current + in.value;
     if (after_value < 0) return InvalidArgument("the meter would go below 0", "value");
     if (after_value > kUsageAmountMax) return InvalidArgument("the meter would pass 2^53", "value");
@@ -128,7 +135,7 @@ Result<UsageOutcome> UsageService::Check(StoreTx& tx, const CustomerId& customer
     if (!rec) return NoSuchCustomer(customer);
     TALLY_ASSIGN_OR_RETURN(CustomerView view, billing_.BuildView(tx, *rec, now));
     TALLY_ASSIGN_OR_RETURN(auto overrides, tx.usage().ListOverrides(customer));
-    TALLY_ASSIGN_OR_RETURN(MeterState before, Load(tx, view, *meter, now, overrides));
+    TALLY_ASSIGN_OR_RETURN(MeterState before, Load(tx, view, *meter, std::nullopt, overrides));
     const UsageDecision d = DecideUsage(meter->mode, before.current, amount, before.limit);
     UsageOutcome out;
     out.allowed = d.allowed;
@@ -173,10 +180,50 @@ Result<UsageSummary> UsageService::Summary(const CustomerId& customer) {
         UsageSummary summary{view, {}};
         TALLY_ASSIGN_OR_RETURN(auto overrides, tx.usage().ListOverrides(customer));
         for (const Meter& m : billing_.catalog().meters()) {
-            TALLY_ASSIGN_OR_RETURN(MeterState state, Load(tx, view, m, now, overrides));
+            TALLY_ASSIGN_OR_RETURN(MeterState state, Load(tx, view, m, std::nullopt, overrides));
             summary.meters.push_back(std::move(state));
         }
         out = std::move(summary);
+        return {};
+    }));
+    return std::move(*out);
+}
+
+Result<UsageHistory> UsageService::History(const CustomerId& customer, const std::string& meter_name,
+                                           UsageGranularity granularity, std::optional<Timestamp> from,
+                                           std::optional<Timestamp> to) {
+    const Meter* meter = billing_.catalog().FindMeter(meter_name);
+    if (meter == nullptr) return NotFound("no such meter: '" + meter_name + "'", "meter");
+    const Timestamp now = clock_.Now();
+    // By default the last 30 days or the last 12 months, up to now.
+    const Timestamp end = to.value_or(now.PlusSeconds(1));
+    const Timestamp start =
+        from.value_or(granularity == UsageGranularity::kDay ? end.PlusSeconds(-30 * 86400) : [&] {
+            Timestamp t = UsagePeriod(end.PlusSeconds(-1), std::nullopt).start;
+            for (int i = 0; i < 11; ++i) t = UsagePeriod(t.PlusSeconds(-1), std::nullopt).start;
+            return t;
+        }());
+    if (start >= end) return InvalidArgument("from must be before to", "from");
+    std::optional<UsageHistory> out;
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto rec, tx.customers().Get(customer));
+        if (!rec) return NotFound("no such customer: '" + customer.str() + "'", "id");
+        // Whole buckets: from the start of the first day or month to the end of the last.
+        const Timestamp first = UsagePeriod(start, std::nullopt).start;
+        const Timestamp bucket_from = granularity == UsageGranularity::kDay
+                                          ? Timestamp(start.unix_seconds() - start.unix_seconds() % 86400)
+                                          : first;
+        TALLY_ASSIGN_OR_RETURN(auto rows, tx.usage().DailyUsage(customer, meter_name, bucket_from,
+                                                                Timestamp(end.unix_seconds() + 31 * 86400)));
+        // A gauge's value carries over from before; a counter's is its sum over the buckets shown.
+        int64_t before = 0;
+        if (meter->kind == MeterKind::kGauge) {
+            TALLY_ASSIGN_OR_RETURN(before, tx.usage().DeltaBefore(customer, meter_name, bucket_from));
+        }
+        std::vector<UsageDay> days;
+        for (const auto& r : rows) days.push_back(UsageDay{r.day, r.delta, r.events});
+        TALLY_ASSIGN_OR_RETURN(auto buckets, BucketUsage(days, granularity, start, end, before));
+        out = UsageHistory{*meter, granularity, std::move(buckets)};
         return {};
     }));
     return std::move(*out);

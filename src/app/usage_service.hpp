@@ -52,6 +52,13 @@ struct UsageSummary {
     std::vector<MeterState> meters;
 };
 
+/// GET /v1/customers/{id}/usage/history.
+struct UsageHistory {
+    Meter meter;
+    UsageGranularity granularity;
+    std::vector<UsageBucket> buckets;
+};
+
 class UsageService {
 public:
     /// |thresholds_percent| ascending (DefaultUsageThresholds()).
@@ -61,7 +68,8 @@ public:
     /// Records |in| inside |tx| (the caller's idempotency record goes in the same transaction): usage is a fact,
     /// so it counts past a limit (reported as overage). kNotFound (param "customer" or "meter"); kInvalidArgument for
     /// a negative increment or a negative set of a counter ("value"), |value| past kUsageAmountMax, a timestamp
-    /// more than kUsageClockSkewSecondsMax ahead or before the meter's current period ("timestamp").
+    /// more than kUsageClockSkewSecondsMax ahead or in a closed period ("timestamp"; a counter's usage that happened in
+    /// the previous period counts there while it is within kUsageLateGraceSeconds of its end).
     Result<UsageOutcome> Record(StoreTx& tx, const UsageInput& in);
     /// Whether |amount| (1..kUsageAmountMax) more of |meter| fits the customer's limit; with |record| inside a write
     /// transaction |tx|, the increment is made in the same step when allowed (a refused check records nothing).
@@ -71,6 +79,12 @@ public:
     Result<bool> CheckFeature(const CustomerId& customer, const std::string& feature);
     /// Every meter's state for the customer (GET /v1/customers/{id}/usage).
     Result<UsageSummary> Summary(const CustomerId& customer);
+
+    /// The meter's usage per day or calendar month (UTC) over [from, to) (default: the last 30 days, or the last 12
+    /// months, through now), every bucket listed. kNotFound (meter; customer as "id"); kInvalidArgument for from >=
+    /// to ("from") or more than kUsageHistoryBucketsMax buckets ("to").
+    Result<UsageHistory> History(const CustomerId& customer, const std::string& meter, UsageGranularity granularity,
+                                 std::optional<Timestamp> from, std::optional<Timestamp> to);
 
     /// Gives the customer a different limit (|limit|) and/or extra allowance (|override_record.extra|, added to the
     /// plan's or the given limit) for one meter, until |expires_at|; replaces an earlier one; a limit_override_set
@@ -84,7 +98,9 @@ public:
     Result<std::vector<LimitOverrideRecord>> ListOverrides(const CustomerId& customer);
 
 private:
-    Result<MeterState> Load(StoreTx& tx, const CustomerView& view, const Meter& meter, Timestamp at,
+    /// The meter's state; a counter's in |counter_period| (default: the current one).
+    Result<MeterState> Load(StoreTx& tx, const CustomerView& view, const Meter& meter,
+                            const std::optional<Period>& counter_period,
                             const std::vector<LimitOverrideRecord>& overrides);
     Status Announce(StoreTx& tx, const CustomerView& view, const MeterState& before, const MeterState& after);
 

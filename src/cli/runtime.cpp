@@ -22,6 +22,7 @@
 #include "app/member_service.hpp"
 #include "app/plan_service.hpp"
 #include "app/usage_service.hpp"
+#include "app/flag_service.hpp"
 #include "app/stripe_customer_sync.hpp"
 #include "adapters/http/api.hpp"
 #include "adapters/http/json_views.hpp"
@@ -418,6 +419,15 @@ int Serve(const ServeOptions& o) {
         Log("error", "invalid catalog: " + catalog.error().message);
         return 2;
     }
+    std::vector<FeatureFlag> flag_seeds;
+    if (auto text = ReadCatalogText(o.catalog); text.ok()) {
+        auto parsed = ParseFlagsJson(*text);
+        if (!parsed.ok()) {
+            Log("error", "invalid catalog: " + parsed.error().param + ": " + parsed.error().message);
+            return 2;
+        }
+        flag_seeds = std::move(*parsed);
+    }
     auto thresholds = ParseUsageThresholds(o.usage_thresholds);
     if (!thresholds.ok()) {
         Log("error", "--usage-thresholds: " + thresholds.error().message);
@@ -540,6 +550,11 @@ int Serve(const ServeOptions& o) {
     PlanService plans(**store, billing, stripe_mode == "not_configured" ? nullptr : &stripe_api, clock, &outbox);
     plans.SetWakeup([&worker] { worker.Notify(); });
     UsageService usage(**store, billing, clock, &outbox, *thresholds);
+    FlagService flags(**store, clock);
+    if (Status seeded = flags.Seed(flag_seeds); !seeded.ok()) {
+        Log("error", "cannot seed the catalog file's flags: " + seeded.error().message);
+        return ExitCodeFor(seeded.error());
+    }
     if (auto seeded = plans.SeedAndLoad(*catalog); !seeded.ok()) {
         Log("error", "cannot load the plan catalog from the database: " + seeded.error().message);
         return ExitCodeFor(seeded.error());
@@ -558,7 +573,7 @@ int Serve(const ServeOptions& o) {
                                                        return monitor ? monitor->State() : std::string("unknown");
                                                    }},
                                 kVersion, metrics, [&metrics] { return metrics.Render(); }, &members, &history,
-                                &subscriptions, &plans, &usage});
+                                &subscriptions, &plans, &usage, &flags});
     http::Server server(o.host, o.port, o.http_threads,
                         [&api](http::Request req, const http::Responder& respond) { api.Handle(std::move(req), respond); },
                         http::ServerOptions{o.http_idle_timeout_ms});

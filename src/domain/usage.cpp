@@ -60,6 +60,55 @@ Period UsagePeriod(Timestamp at, const std::optional<Period>& subscription_perio
     return Period{at, at.PlusSeconds(1)};  // outside 1970..9999: a period of its own
 }
 
+Result<Period> CounterPeriodFor(Timestamp at, Timestamp now, const Period& current, Timestamp previous_start) {
+    if (at >= current.start) return current;
+    if (at < previous_start || now.unix_seconds() >= current.start.unix_seconds() + kUsageLateGraceSeconds) {
+        return InvalidArgument("timestamp is before the current period (from " + FormatRfc3339(current.start) +
+                                   ") and its period is closed: late usage counts in the previous period only "
+                                   "within " + std::to_string(kUsageLateGraceSeconds / 3600) + " h of its end",
+                               "timestamp");
+    }
+    return Period{previous_start, current.start};
+}
+
+Result<UsageGranularity> ParseUsageGranularity(std::string_view text) {
+    if (text == "day") return UsageGranularity::kDay;
+    if (text == "month") return UsageGranularity::kMonth;
+    return InvalidArgument("granularity must be day or month", "granularity");
+}
+
+Result<std::vector<UsageBucket>> BucketUsage(std::span<const UsageDay> days, UsageGranularity granularity,
+                                             Timestamp from, Timestamp to, int64_t value_before) {
+    if (from >= to) return InvalidArgument("from must be before to", "from");
+    const BillingInterval step{granularity == UsageGranularity::kDay ? BillingInterval::Unit::kDay
+                                                                      : BillingInterval::Unit::kMonth,
+                               1};
+    // Days and calendar months anchored on 1970-01-01T00:00Z, as usage periods without a subscription are.
+    TALLY_ASSIGN_OR_RETURN(Period first, PeriodContaining(Timestamp(0), step, from));
+    TALLY_ASSIGN_OR_RETURN(Period last, PeriodContaining(Timestamp(0), step, to.PlusSeconds(-1)));
+    std::vector<UsageBucket> out;
+    int64_t value = value_before;
+    size_t d = 0;
+    for (Period p = first;; ) {
+        if (out.size() >= static_cast<size_t>(kUsageHistoryBucketsMax)) {
+            return InvalidArgument("at most " + std::to_string(kUsageHistoryBucketsMax) + " buckets per request",
+                                   "to");
+        }
+        UsageBucket b{p, 0, 0, 0};
+        for (; d < days.size() && days[d].day < p.end; ++d) {
+            if (days[d].day < p.start) continue;
+            b.usage += days[d].delta;
+            b.events += days[d].events;
+        }
+        value += b.usage;
+        b.value = value;
+        out.push_back(b);
+        if (p == last) break;
+        TALLY_ASSIGN_OR_RETURN(p, PeriodContaining(Timestamp(0), step, p.end));
+    }
+    return out;
+}
+
 UsageDecision DecideUsage(LimitMode mode, int64_t current, int64_t amount, std::optional<int64_t> limit) {
     UsageDecision d;
     d.after = current + amount;

@@ -43,6 +43,16 @@ std::vector<Meter> MetersFromText(std::string_view text);
 /// |at| (Stripe's current_period_start..end), else the calendar month of |at| in UTC.
 Period UsagePeriod(Timestamp at, const std::optional<Period>& subscription_period);
 
+/// A counter's previous period stays open for late usage this long after it ended (Lago's invoice grace period,
+/// Stripe's meter events accepting past timestamps): a late event that happened in it counts there, not now.
+constexpr int64_t kUsageLateGraceSeconds = 24 * 3600;
+
+/// Where a counter's usage that happened at |at| counts, seen at |now| while the meter's current period is
+/// |current|: |current| when at >= current.start; the previous period [previous_start, current.start) when |at| is
+/// in it and now < current.start + kUsageLateGraceSeconds; kInvalidArgument (param "timestamp") otherwise: that
+/// period is closed.
+Result<Period> CounterPeriodFor(Timestamp at, Timestamp now, const Period& current, Timestamp previous_start);
+
 /// Whether |amount| more fits: |current| + |amount| <= |limit| (no limit: always). A hard limit refuses what does
 /// not fit ("limit_exceeded"); a soft one allows it with |overage| > 0.
 struct UsageDecision {
@@ -58,6 +68,28 @@ UsageDecision DecideUsage(LimitMode mode, int64_t current, int64_t amount, std::
 /// those t with before < t% of limit <= after. None for a limit of 0 or none.
 std::vector<int> CrossedThresholds(int64_t before, int64_t after, std::optional<int64_t> limit,
                                    std::span<const int> thresholds_percent);
+
+/// History for charts: the usage of one meter per day or per calendar month (UTC).
+enum class UsageGranularity { kDay, kMonth };
+Result<UsageGranularity> ParseUsageGranularity(std::string_view text);  // "day" | "month"; param "granularity"
+constexpr int kUsageHistoryBucketsMax = 366;  // buckets one history request may ask for
+
+struct UsageBucket {
+    Period period;
+    int64_t usage = 0;  // the sum of the moves recorded for usage that happened in the bucket
+    int64_t value = 0;  // the meter's value at the bucket's end (a gauge's; a counter's sum since |from|)
+    int64_t events = 0;
+};
+/// Every bucket of |granularity| from the one holding |from| through the one holding |to| - 1s, in order, from the
+/// daily moves |days| (sorted by day, days without moves absent) and the meter's value before |from|
+/// (|value_before|). kInvalidArgument ("from") when from >= to, ("to") for more than kUsageHistoryBucketsMax.
+struct UsageDay {
+    Timestamp day;
+    int64_t delta = 0;
+    int64_t events = 0;
+};
+Result<std::vector<UsageBucket>> BucketUsage(std::span<const UsageDay> days, UsageGranularity granularity,
+                                             Timestamp from, Timestamp to, int64_t value_before);
 
 /// "80,95,100" -> {80, 95, 100}: strictly ascending percents in 1..1000. kInvalidArgument otherwise.
 Result<std::vector<int>> ParseUsageThresholds(std::string_view text);

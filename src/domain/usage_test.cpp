@@ -84,5 +84,66 @@ TEST(UsageTest, MetersRoundTripThroughText) {
     EXPECT_EQ(ParseLimitMode("maybe").error().param, "mode");
 }
 
+// Late usage (Lago's grace period; Stripe's meter events take past timestamps): the previous period takes it for
+// kUsageLateGraceSeconds after it ended; older usage, or later arrival, is refused.
+TEST(UsageTest, CounterPeriodForLateUsage) {
+    const Period current{Timestamp(1000000), Timestamp(2000000)};
+    const Timestamp previous_start(500000);
+    const int64_t grace_end = 1000000 + kUsageLateGraceSeconds;
+    struct Case {
+        const char* name;
+        int64_t at, now;
+        bool ok;
+        int64_t start;
+    };
+    const Case cases[] = {
+        {"in the current period", 1500000, 1600000, true, 1000000},
+        {"at the current period's start", 1000000, 1000001, true, 1000000},
+        {"in the previous period, within the grace window", 999999, grace_end - 1, true, 500000},
+        {"at the previous period's start", 500000, 1000001, true, 500000},
+        {"in the previous period, the window just passed", 999999, grace_end, false, 0},
+        {"before the previous period", 499999, 1000001, false, 0},
+    };
+    for (const auto& c : cases) {
+        auto p = CounterPeriodFor(Timestamp(c.at), Timestamp(c.now), current, previous_start);
+        ASSERT_EQ(p.ok(), c.ok) << c.name;
+        if (c.ok) {
+            EXPECT_EQ(p->start.unix_seconds(), c.start) << c.name;
+        } else {
+            EXPECT_EQ(p.error().param, "timestamp") << c.name;
+        }
+    }
+}
+
+TEST(UsageTest, BucketUsageFillsEveryBucketAndCarriesTheValue) {
+    const int64_t jan1 = 1767225600;  // 2026-01-01T00:00:00Z
+    const UsageDay days[] = {{Timestamp(jan1 + 86400), 3, 2}, {Timestamp(jan1 + 3 * 86400), -1, 1},
+                             {Timestamp(jan1 + 31 * 86400), 5, 1}};
+    auto by_day = BucketUsage(days, UsageGranularity::kDay, Timestamp(jan1 + 10), Timestamp(jan1 + 4 * 86400), 7);
+    ASSERT_TRUE(by_day.ok());
+    ASSERT_EQ(by_day->size(), 4u);  // Jan 1 (holding from) .. Jan 4
+    EXPECT_EQ((*by_day)[0].period, (Period{Timestamp(jan1), Timestamp(jan1 + 86400)}));
+    const int64_t usage[] = {0, 3, 0, -1}, value[] = {7, 10, 10, 9}, events[] = {0, 2, 0, 1};
+    for (size_t i = 0; i < 4; ++i) {
+        EXPECT_EQ((*by_day)[i].usage, usage[i]) << i;
+        EXPECT_EQ((*by_day)[i].value, value[i]) << i;
+        EXPECT_EQ((*by_day)[i].events, events[i]) << i;
+    }
+    auto by_month = BucketUsage(days, UsageGranularity::kMonth, Timestamp(jan1), Timestamp(jan1 + 59 * 86400), 0);
+    ASSERT_TRUE(by_month.ok());
+    ASSERT_EQ(by_month->size(), 2u);  // January (31 days) and February (28)
+    EXPECT_EQ((*by_month)[0].usage, 2);
+    EXPECT_EQ((*by_month)[1].period, (Period{Timestamp(jan1 + 31 * 86400), Timestamp(jan1 + 59 * 86400)}));
+    EXPECT_EQ((*by_month)[1].usage, 5);
+    EXPECT_EQ((*by_month)[1].value, 7);
+    EXPECT_EQ(BucketUsage(days, UsageGranularity::kDay, Timestamp(jan1), Timestamp(jan1), 0).error().param, "from");
+    EXPECT_EQ(BucketUsage(days, UsageGranularity::kDay, Timestamp(jan1), Timestamp(jan1 + 367 * 86400), 0)
+                  .error()
+                  .param,
+              "to");
+    EXPECT_TRUE(BucketUsage(days, UsageGranularity::kDay, Timestamp(jan1), Timestamp(jan1 + 366 * 86400), 0).ok());
+    EXPECT_EQ(ParseUsageGranularity("week").error().param, "granularity");
+}
+
 }  // namespace
 }  // namespace tally

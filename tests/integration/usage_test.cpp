@@ -157,12 +157,78 @@ TEST_P(UsageTest, CountersStartAgainEachPeriodAndGaugesDoNot) {
     EXPECT_EQ(h.Current("builds"), 0);
     EXPECT_EQ(h.Current("seats"), 7);
     EXPECT_TRUE(h.Check(2, "builds", 10).value().allowed);
-    // A late event of this period counts here; one from the closed period is refused.
+    // A late event of this period counts here.
     EXPECT_TRUE(h.Record(UsageInput{h.customer, "seats", -2, false, Timestamp(kT0 + 31 * 86400 + 5)}).ok());
     EXPECT_EQ(h.Current("seats"), 5);
+    // A counter's usage that happened in January, arriving within the grace window, counts in January, not now.
+    auto late = h.Record(UsageInput{h.customer, "builds", 1, false, Timestamp(kT0 + 5)});
+    ASSERT_TRUE(late.ok()) << late.error().message;
+    ASSERT_TRUE(late->state.period.has_value());
+    EXPECT_EQ(late->state.period->start.unix_seconds(), kT0);
+    EXPECT_EQ(late->state.current, 7);  // January's 6 and this one
+    EXPECT_EQ(h.Current("builds"), 10);
+    // December is closed, and so is January once the window has passed.
+    auto december = h.Record(UsageInput{h.customer, "builds", 1, false, Timestamp(kT0 - 5)});
+    EXPECT_EQ(december.error().param, "timestamp");
+    h.clock.Set(kT0 + 31 * 86400 + kUsageLateGraceSeconds);
     auto closed = h.Record(UsageInput{h.customer, "builds", 1, false, Timestamp(kT0 + 5)});
     EXPECT_EQ(closed.error().param, "timestamp");
     EXPECT_EQ(h.Current("builds"), 10);
+}
+
+TEST_P(UsageTest, HistoryListsEveryDayAndMonthWithAGaugesValueCarriedOver) {
+    Harness h(GetParam());
+    // Jan 2: 3 seats and 4 builds; Jan 4: one seat fewer; Feb 2: 2 more builds.
+    ASSERT_TRUE(h.Record(UsageInput{h.customer, "seats", 3, false, std::nullopt}).ok());
+    ASSERT_TRUE(h.Check(0, "builds", 4).value().allowed);
+    h.clock.Set(kT0 + 3 * 86400 + 100);
+    ASSERT_TRUE(h.Record(UsageInput{h.customer, "seats", -1, false, std::nullopt}).ok());
+    h.clock.Set(kT0 + 32 * 86400 + 100);
+    ASSERT_TRUE(h.Check(0, "builds", 2).value().allowed);
+    auto& usage = h.nodes[0]->usage;
+    auto days = usage.History(h.customer, "seats", UsageGranularity::kDay, Timestamp(kT0), Timestamp(kT0 + 5 * 86400));
+    ASSERT_TRUE(days.ok()) << days.error().message;
+    ASSERT_EQ(days->buckets.size(), 5u);
+    const int64_t usage_by_day[] = {0, 3, 0, -1, 0};
+    const int64_t value_by_day[] = {0, 3, 3, 2, 2};
+    for (size_t i = 0; i < 5; ++i) {
+        EXPECT_EQ(days->buckets[i].period.start.unix_seconds(), kT0 + static_cast<int64_t>(i) * 86400);
+        EXPECT_EQ(days->buckets[i].usage, usage_by_day[i]) << i;
+        EXPECT_EQ(days->buckets[i].value, value_by_day[i]) << i;
+    }
+    // A window starting after the first seats still knows the gauge's value.
+    auto later = usage.History(h.customer, "seats", UsageGranularity::kDay, Timestamp(kT0 + 3 * 86400),
+                               Timestamp(kT0 + 4 * 86400));
+    ASSERT_EQ(later->buckets.size(), 1u);
+    EXPECT_EQ(later->buckets[0].value, 2);
+    auto months = usage.History(h.customer, "builds", UsageGranularity::kMonth, Timestamp(kT0),
+                                Timestamp(kT0 + 59 * 86400));
+    ASSERT_TRUE(months.ok());
+    ASSERT_EQ(months->buckets.size(), 2u);
+    EXPECT_EQ(months->buckets[0].usage, 4);
+    EXPECT_EQ(months->buckets[0].events, 1);
+    EXPECT_EQ(months->buckets[1].period.start.unix_seconds(), kT0 + 31 * 86400);
+    EXPECT_EQ(months->buckets[1].usage, 2);
+    // The default window: the last 12 months through now.
+    auto defaults = usage.History(h.customer, "builds", UsageGranularity::kMonth, std::nullopt, std::nullopt);
+    ASSERT_TRUE(defaults.ok());
+    EXPECT_EQ(defaults->buckets.size(), 12u);
+    EXPECT_EQ(defaults->buckets.back().usage, 2);
+    // Bad input.
+    EXPECT_EQ(usage.History(h.customer, "widgets", UsageGranularity::kDay, std::nullopt, std::nullopt).error().param,
+              "meter");
+    EXPECT_EQ(usage.History(CustomerId("cust_nope"), "seats", UsageGranularity::kDay, std::nullopt, std::nullopt)
+                  .error()
+                  .param,
+              "id");
+    EXPECT_EQ(usage.History(h.customer, "seats", UsageGranularity::kDay, Timestamp(kT0 + 10), Timestamp(kT0))
+                  .error()
+                  .param,
+              "from");
+    EXPECT_EQ(usage.History(h.customer, "seats", UsageGranularity::kDay, Timestamp(kT0), Timestamp(kT0 + 400 * 86400))
+                  .error()
+                  .param,
+              "to");
 }
 
 TEST_P(UsageTest, ASoftLimitAllowsAndReportsOverageAndUsageIsAFact) {

@@ -88,7 +88,7 @@ Result<CatalogPrice> ParsePriceJson(const bj::value& v, const std::string& path)
 Result<Catalog> ParseCatalogJson(std::string_view text) {
     TALLY_ASSIGN_OR_RETURN(bj::value root, json::Parse(text));
     TALLY_ASSIGN_OR_RETURN(const bj::object* o, json::AsObject(root, ""));
-    TALLY_TRY(OnlyKeys(*o, {"roles", "default_plan", "plans", "meters"}, ""));
+    TALLY_TRY(OnlyKeys(*o, {"roles", "default_plan", "plans", "meters", "flags"}, ""));
     std::vector<std::string> roles;
     const auto* roles_v = o->if_contains("roles");
     if (roles_v == nullptr || !roles_v->is_array()) return InvalidArgument("roles must be an array of names", "roles");
@@ -123,6 +123,43 @@ Result<Catalog> ParseCatalogJson(std::string_view text) {
         }
     }
     return Catalog::Create(std::move(roles), std::move(plans), PlanId(default_plan), std::move(meters));
+}
+
+Result<std::vector<FeatureFlag>> ParseFlagsJson(std::string_view text) {
+    TALLY_ASSIGN_OR_RETURN(bj::value root, json::Parse(text));
+    TALLY_ASSIGN_OR_RETURN(const bj::object* o, json::AsObject(root, ""));
+    std::vector<FeatureFlag> flags;
+    const auto* flags_v = o->if_contains("flags");
+    if (flags_v == nullptr) return flags;
+    TALLY_ASSIGN_OR_RETURN(const bj::object* fo, json::AsObject(*flags_v, "flags"));
+    for (const auto& kv : *fo) {
+        const std::string path = "flags." + std::string(kv.key());
+        if (Status s = ValidateFlagName(kv.key()); !s.ok()) return InvalidArgument(s.error().message, path);
+        TALLY_ASSIGN_OR_RETURN(const bj::object* f, json::AsObject(kv.value(), path));
+        TALLY_TRY(OnlyKeys(*f, {"description", "enabled", "rollout_percentage"}, path));
+        FeatureFlag flag{std::string(kv.key()), "", false, 0};
+        TALLY_ASSIGN_OR_RETURN(flag.description, json::OptionalString(*f, "description", path));
+        if (flag.description.size() > kFlagDescriptionLengthMax) {
+            return InvalidArgument("must be at most 500 characters", path + ".description");
+        }
+        TALLY_ASSIGN_OR_RETURN(flag.enabled, json::OptionalBool(*f, "enabled", path, false));
+        TALLY_ASSIGN_OR_RETURN(auto percentage, json::OptionalInt(*f, "rollout_percentage", path));
+        if (Status s = ValidateRolloutPercentage(percentage.value_or(0)); !s.ok()) {
+            return InvalidArgument(s.error().message, path + ".rollout_percentage");
+        }
+        flag.rollout_percentage = static_cast<int>(percentage.value_or(0));
+        flags.push_back(std::move(flag));
+    }
+    return flags;
+}
+
+Result<std::string> ReadCatalogText(const std::string& path) {
+    if (path.empty()) return std::string(DefaultCatalogJson());
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return NotFound("cannot read catalog file '" + path + "'", "catalog");
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
 }
 
 Result<Catalog> LoadCatalogFile(const std::string& path) {

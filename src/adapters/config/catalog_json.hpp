@@ -2,10 +2,12 @@
 // Loads the plan catalog (config/pricing.json) into a validated domain Catalog.
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <boost/json/value.hpp>
 
 #include "domain/catalog.hpp"
+#include "domain/flags.hpp"
 
 namespace tally {
 
@@ -21,6 +23,12 @@ Result<Catalog> ParseCatalogJson(std::string_view text);
 Result<Plan> ParsePlanJson(const boost::json::value& plan);
 /// One price ({"lookup_key","interval","interval_count","unit_amount","currency","stripe_price_id"}) at |path|.
 Result<CatalogPrice> ParsePriceJson(const boost::json::value& price, const std::string& path);
+/// The rollout flags a catalog file declares (the "flags" key; none without it), to seed the flags table:
+///   "flags": {name: {"description"?, "enabled"? (false), "rollout_percentage"? (0..100, default 0)}}
+/// Errors are kInvalidArgument whose param is the JSON path ("flags.billing_v2.rollout_percentage").
+Result<std::vector<FeatureFlag>> ParseFlagsJson(std::string_view text);
+/// The text of the catalog file at |path|, or of the built-in default when |path| is empty; kNotFound if unreadable.
+Result<std::string> ReadCatalogText(const std::string& path);
 /// Reads and parses |path|; kNotFound if it cannot be read.
 Result<Catalog> LoadCatalogFile(const std::string& path);
 /// config/pricing.json as it was at build time, compiled into the binary so `tally serve` runs anywhere.

@@ -33,7 +33,7 @@ constexpr Kind T = Kind::kText;
 constexpr Kind I = Kind::kInt;
 constexpr Kind B = Kind::kBool;
 
-// Every table of SQLite schema version 8 but schema_migrations (each store keeps its own).
+// Every table of the latest SQLite schema but schema_migrations (each store keeps its own).
 const std::vector<Table>& Tables() {
     static const std::vector<Table> tables = {
         {"customers", "id",
@@ -70,6 +70,11 @@ const std::vector<Table>& Tables() {
           {"created", I}, {"actor", T}}},
         {"usage_thresholds", "customer_id, meter, period_start, threshold",
          {{"customer_id", T}, {"meter", T}, {"period_start", I}, {"threshold", I}, {"at", I}}},
+        {"flags", "name",
+         {{"name", T}, {"description", T}, {"enabled", B}, {"rollout_percentage", I}, {"created", I}, {"updated", I},
+          {"updated_by", T}}},
+        {"flag_overrides", "flag, customer_id",
+         {{"flag", T}, {"customer_id", T}, {"enabled", B}, {"created", I}, {"actor", T}}},
         {"plans", "id",
          {{"id", T}, {"position", I}, {"name", T}, {"role", T}, {"credits_monthly", I}, {"archived_at", I},
           {"created", I}, {"updated", I}, {"stripe_sync_pending", B}, {"stripe_sync_error", T},

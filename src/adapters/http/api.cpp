@@ -63,6 +63,18 @@ Status OnlyQueryParams(const Request& req, std::initializer_list<const char*> al
     return {};
 }
 
+Result<std::optional<int64_t>> IntQuery(const Request& req, const char* name) {
+    auto it = req.query.find(name);
+    if (it == req.query.end()) return std::optional<int64_t>();
+    int64_t n = 0;
+    const auto& v = it->second;
+    const auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+    if (v.empty() || ec != std::errc() || p != v.data() + v.size()) {
+        return InvalidArgument(std::string(name) + " must be an integer", name);
+    }
+    return std::optional<int64_t>(n);
+}
+
 Result<std::optional<std::string>> MaybeString(const bj::object& body, const char* key) {
     const bj::value* v = body.if_contains(key);
     if (v == nullptr || v->is_null()) return std::optional<std::string>();
@@ -223,12 +235,17 @@ const Route kRoutes[] = {
     {"GET", "/v1/customers/{id}/invoices", kApiKeyOrSession, &ListCustomerInvoices},
     {"GET", "/v1/customers/{id}/payments", kApiKeyOrSession, &ListCustomerPayments},
     {"GET", "/v1/customers/{id}/usage", kApiKeyOrSession, &GetUsage},
+    {"GET", "/v1/customers/{id}/usage/history", kApiKeyOrSession, &GetUsageHistory},
+    {"GET", "/v1/customers/{id}/flags", kApiKeyOrSession, &GetCustomerFlags},
     {"GET", "/v1/customers/{id}/limit_overrides", kApiKey, &ListLimitOverrides},
     {"POST", "/v1/customers/{id}/limit_overrides", kApiKey, &SetLimitOverride},
     {"DELETE", "/v1/customers/{id}/limit_overrides/{meter}", kApiKey, &ClearLimitOverride},
     {"POST", "/v1/usage", kApiKey, &RecordUsage},
     {"POST", "/v1/usage/batch", kApiKey, &RecordUsageBatch},
     {"POST", "/v1/check", kApiKey, &CheckUsage},
+    {"GET", "/v1/flags", kApiKey, &ListFlags},
+    {"GET", "/v1/flags/{name}", kApiKey, &GetFlag},
+    {"POST", "/v1/flags/{name}", kApiKey, &UpdateFlag},
     {"POST", "/v1/customer_sessions", kApiKey, &CreateCustomerSession},
     {"DELETE", "/v1/customer_sessions/{id}", kApiKey, &RevokeCustomerSession},
     {"GET", "/v1/users/{user}", kApiKey, &GetUser},

@@ -17,6 +17,7 @@
 #include "app/member_service.hpp"
 #include "app/plan_service.hpp"
 #include "app/usage_service.hpp"
+#include "app/flag_service.hpp"
 #include "app/webhook_processor.hpp"
 #include "app/webhook_endpoints.hpp"
 #include "app/webhook_receiver.hpp"
@@ -55,6 +56,7 @@ struct ApiDeps {
     SubscriptionService* subscriptions = nullptr;  // subscriptions through Tally; null: those routes are 404
     PlanService* plans = nullptr;  // plans at runtime; null: the /v1/plans routes are 404
     UsageService* usage = nullptr;  // usage limits; null: /v1/usage, /v1/check and the usage summary are 404
+    FlagService* flags = nullptr;   // rollout flags; null: /v1/flags and flag checks are 404
 };
 
 /// Who may call a route.

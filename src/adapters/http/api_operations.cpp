@@ -46,20 +46,8 @@ Response EventsList(const EventPage& page, const std::string& url) {
     return Response{200, std::move(body), "application/json", {}};
 }
 
-/// An integer query parameter, or nullopt when absent; kInvalidArgument naming it otherwise.
-Result<std::optional<int64_t>> IntQuery(const Request& req, const char* name) {
-    auto it = req.query.find(name);
-    if (it == req.query.end()) return std::optional<int64_t>();
-    int64_t n = 0;
-    const auto& v = it->second;
-    const auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
-    if (v.empty() || ec != std::errc() || p != v.data() + v.size()) {
-        return InvalidArgument(std::string(name) + " must be an integer", name);
-    }
-    return std::optional<int64_t>(n);
-}
-
 }  // namespace
+
 
 Response ListApiKeys(const ApiDeps& d, const Call&) {
     auto keys = d.keys.List();

@@ -50,6 +50,8 @@ Response RouteNotFound(const Request& req);
 Result<int> PageSize(const Request& req);
 /// kInvalidArgument (kParameterUnknown) for the first query parameter not in |allowed|.
 Status OnlyQueryParams(const Request& req, std::initializer_list<const char*> allowed);
+/// An integer query parameter, or nullopt when absent; kInvalidArgument naming it otherwise.
+Result<std::optional<int64_t>> IntQuery(const Request& req, const char* name);
 /// A string field of |body| when present and not null; kInvalidArgument naming it when it is not a string.
 Result<std::optional<std::string>> MaybeString(const boost::json::object& body, const char* key);
 /// BindJsonBody where the whole body may be left out (an action with only optional parameters).
@@ -119,6 +121,15 @@ Response GetUsage(const ApiDeps& d, const Call& c);
 Response ListLimitOverrides(const ApiDeps& d, const Call& c);
 Response SetLimitOverride(const ApiDeps& d, const Call& c);
 Response ClearLimitOverride(const ApiDeps& d, const Call& c);
+Response GetUsageHistory(const ApiDeps& d, const Call& c);
+
+// api_flags.cpp
+Response ListFlags(const ApiDeps& d, const Call& c);
+Response GetFlag(const ApiDeps& d, const Call& c);
+Response UpdateFlag(const ApiDeps& d, const Call& c);
+Response GetCustomerFlags(const ApiDeps& d, const Call& c);
+/// POST /v1/check {customer, flag}.
+Response CheckFlag(const ApiDeps& d, const CustomerId& customer, const std::string& flag);
 
 // api_operations.cpp: API keys, the audit log, Stripe's webhook events, the app's webhook endpoints and events.
 Response ListApiKeys(const ApiDeps& d, const Call& c);

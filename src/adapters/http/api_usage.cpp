@@ -189,15 +189,26 @@ Response RecordUsageBatch(const ApiDeps& d, const Call& c) {
 
 Response CheckUsage(const ApiDeps& d, const Call& c) {
     if (!d.usage) return RouteNotFound(c.req);
-    auto body = BindJsonBody(c.req, {"customer", "feature", "meter", "amount", "record"});
+    auto body = BindJsonBody(c.req, {"customer", "feature", "meter", "flag", "amount", "record"});
     if (!body.ok()) return Fail(body.error());
     auto customer = json::RequiredString(*body, "customer", "");
     if (!customer.ok()) return Fail(customer.error());
     const CustomerId id(*customer);
     const bool has_feature = body->contains("feature") && !body->at("feature").is_null();
     const bool has_meter = body->contains("meter") && !body->at("meter").is_null();
-    if (has_feature == has_meter) {
-        return Fail(InvalidArgument("give either feature or meter (with amount)", has_feature ? "meter" : "feature"));
+    const bool has_flag = body->contains("flag") && !body->at("flag").is_null();
+    if (int{has_feature} + int{has_meter} + int{has_flag} != 1) {
+        return Fail(InvalidArgument("give one of feature, meter (with amount) or flag",
+                                    has_flag ? "flag" : has_meter ? "meter" : "feature"));
+    }
+    if (has_flag) {
+        if (body->contains("amount") || body->contains("record")) {
+            return Fail(InvalidArgument("amount and record apply to a meter check", body->contains("amount") ? "amount"
+                                                                                                               : "record"));
+        }
+        auto flag = json::RequiredString(*body, "flag", "");
+        if (!flag.ok()) return Fail(flag.error());
+        return CheckFlag(d, id, *flag);
     }
     if (has_feature) {
         if (body->contains("amount") || body->contains("record")) {
@@ -247,6 +258,46 @@ Response GetUsage(const ApiDeps& d, const Call& c) {
                                 {"plan", v.decision.plan ? bj::value(v.decision.plan->id.str()) : bj::value(nullptr)},
                                 {"subscription", v.primary ? bj::value(v.primary->id.str()) : bj::value(nullptr)},
                                 {"meters", std::move(meters)}});
+}
+
+Response GetUsageHistory(const ApiDeps& d, const Call& c) {
+    if (!d.usage) return RouteNotFound(c.req);
+    if (Status s = OnlyQueryParams(c.req, {"meter", "granularity", "from", "to"}); !s.ok()) return Fail(s.error());
+    auto meter = c.req.query.find("meter");
+    if (meter == c.req.query.end() || meter->second.empty()) return Fail(MissingArgument("meter is required", "meter"));
+    UsageGranularity granularity = UsageGranularity::kDay;
+    if (auto it = c.req.query.find("granularity"); it != c.req.query.end()) {
+        auto g = ParseUsageGranularity(it->second);
+        if (!g.ok()) return Fail(g.error());
+        granularity = *g;
+    }
+    std::optional<Timestamp> from, to;
+    for (auto [name, target] : {std::pair{"from", &from}, std::pair{"to", &to}}) {
+        auto v = IntQuery(c.req, name);
+        if (!v.ok()) return Fail(v.error());
+        if (*v) {
+            if (Status s = CheckTimestampRange(Timestamp(**v), name); !s.ok()) return Fail(s.error());
+            *target = Timestamp(**v);
+        }
+    }
+    auto history = d.usage->History(CustomerId(c.param(0)), meter->second, granularity, from, to);
+    if (!history.ok()) return Fail(history.error());
+    bj::array data;
+    const bool gauge = history->meter.kind == MeterKind::kGauge;
+    for (const auto& b : history->buckets) {
+        data.push_back(bj::object{{"start", b.period.start.unix_seconds()},
+                                  {"end", b.period.end.unix_seconds()},
+                                  {"usage", b.usage},
+                                  {"value", gauge ? bj::value(b.value) : bj::value(nullptr)},
+                                  {"events", b.events}});
+    }
+    return Json(200, bj::object{{"object", "usage_history"},
+                                {"customer", c.param(0)},
+                                {"meter", history->meter.name},
+                                {"kind", MeterKindName(history->meter.kind)},
+                                {"unit", history->meter.unit},
+                                {"granularity", granularity == UsageGranularity::kDay ? "day" : "month"},
+                                {"data", std::move(data)}});
 }
 
 Response ListLimitOverrides(const ApiDeps& d, const Call& c) {

@@ -1109,6 +1109,26 @@ public:
                   "VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
                   e.customer_id, e.meter, e.period_start, e.action, e.value, e.delta, e.at, e.recorded_at);
     }
+    Result<std::optional<Timestamp>> LatestPeriodBefore(const CustomerId& customer, const std::string& meter,
+                                                        Timestamp before) override {
+        return One<Timestamp>("SELECT period_start FROM usage_counters WHERE customer_id=$1 AND meter=$2 AND "
+                              "period_start<$3 ORDER BY period_start DESC LIMIT 1",
+                              [](const Row& s) { return Timestamp(s.Int(0)); }, customer, meter, before);
+    }
+    Result<std::vector<UsageDayRecord>> DailyUsage(const CustomerId& customer, const std::string& meter,
+                                                   Timestamp from, Timestamp to) override {
+        return Many<UsageDayRecord>("SELECT at - at % 86400 AS day, SUM(delta), COUNT(*) FROM usage_events "
+                                    "WHERE customer_id=$1 AND meter=$2 AND at>=$3 AND at<$4 GROUP BY day "
+                                    "ORDER BY day",
+                                    [](const Row& s) { return UsageDayRecord{Timestamp(s.Int(0)), s.Int(1), s.Int(2)}; },
+                                    customer, meter, from, to);
+    }
+    Result<int64_t> DeltaBefore(const CustomerId& customer, const std::string& meter, Timestamp at) override {
+        TALLY_ASSIGN_OR_RETURN(auto v, One<int64_t>("SELECT COALESCE(SUM(delta), 0) FROM usage_events WHERE "
+                                                    "customer_id=$1 AND meter=$2 AND at<$3",
+                                                    [](const Row& s) { return s.Int(0); }, customer, meter, at));
+        return v.value_or(0);
+    }
     Result<bool> MarkThreshold(const CustomerId& customer, const std::string& meter, Timestamp period_start,
                                int threshold, Timestamp at) override {
         TALLY_ASSIGN_OR_RETURN(auto added, One<int64_t>("INSERT INTO usage_thresholds(customer_id, meter, period_start, "
@@ -1144,11 +1164,83 @@ public:
     }
 };
 
+// ---- flags
+FlagRecord ReadPgFlag(const Row& s) {
+    return FlagRecord{FeatureFlag{s.Text(0), s.Text(1), s.Bool(2), static_cast<int>(s.Int(3))}, Timestamp(s.Int(4)),
+                      Timestamp(s.Int(5)), s.Text(6)};
+}
+FlagOverrideRecord ReadPgFlagOverride(const Row& s) {
+    return FlagOverrideRecord{s.Text(0), CustomerId(s.Text(1)), s.Bool(2), Timestamp(s.Int(3)), s.Text(4)};
+}
+
+class PgFlagTx final : public FlagStoreTx, private PgStatements {
+public:
+    explicit PgFlagTx(PgConnection& c) : PgStatements(c) {}
+
+    Result<std::vector<FlagRecord>> ListFlags() override {
+        return Many<FlagRecord>("SELECT name, description, enabled, rollout_percentage, created, updated, updated_by "
+                                "FROM flags ORDER BY name",
+                                ReadPgFlag);
+    }
+    Result<std::optional<FlagRecord>> GetFlag(const std::string& name) override {
+        return One<FlagRecord>("SELECT name, description, enabled, rollout_percentage, created, updated, updated_by "
+                               "FROM flags WHERE name=$1",
+                               ReadPgFlag, name);
+    }
+    Status PutFlag(const FlagRecord& f) override {
+        return Do("INSERT INTO flags(name, description, enabled, rollout_percentage, created, updated, updated_by) "
+                  "VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT(name) DO UPDATE SET "
+                  "description=excluded.description, enabled=excluded.enabled, "
+                  "rollout_percentage=excluded.rollout_percentage, updated=excluded.updated, "
+                  "updated_by=excluded.updated_by",
+                  f.flag.name, f.flag.description, f.flag.enabled, f.flag.rollout_percentage, f.created, f.updated,
+                  f.updated_by);
+    }
+    Result<bool> InsertFlagIfAbsent(const FlagRecord& f) override {
+        TALLY_ASSIGN_OR_RETURN(auto added, One<std::string>(
+                                               "INSERT INTO flags(name, description, enabled, rollout_percentage, "
+                                               "created, updated, updated_by) VALUES ($1,$2,$3,$4,$5,$6,$7) "
+                                               "ON CONFLICT(name) DO NOTHING RETURNING name",
+                                               [](const Row& s) { return s.Text(0); }, f.flag.name, f.flag.description,
+                                               f.flag.enabled, f.flag.rollout_percentage, f.created, f.updated,
+                                               f.updated_by));
+        return added.has_value();
+    }
+    Result<std::vector<FlagOverrideRecord>> ListFlagOverrides(const std::string& flag) override {
+        return Many<FlagOverrideRecord>("SELECT flag, customer_id, enabled, created, actor FROM flag_overrides "
+                                        "WHERE flag=$1 ORDER BY customer_id",
+                                        ReadPgFlagOverride, flag);
+    }
+    Result<std::optional<FlagOverrideRecord>> GetFlagOverride(const std::string& flag,
+                                                              const CustomerId& customer) override {
+        return One<FlagOverrideRecord>("SELECT flag, customer_id, enabled, created, actor FROM flag_overrides "
+                                       "WHERE flag=$1 AND customer_id=$2",
+                                       ReadPgFlagOverride, flag, customer);
+    }
+    Result<std::vector<FlagOverrideRecord>> CustomerFlagOverrides(const CustomerId& customer) override {
+        return Many<FlagOverrideRecord>("SELECT flag, customer_id, enabled, created, actor FROM flag_overrides "
+                                        "WHERE customer_id=$1 ORDER BY flag",
+                                        ReadPgFlagOverride, customer);
+    }
+    Status PutFlagOverride(const FlagOverrideRecord& o) override {
+        return Do("INSERT INTO flag_overrides(flag, customer_id, enabled, created, actor) VALUES ($1,$2,$3,$4,$5) "
+                  "ON CONFLICT(flag, customer_id) DO UPDATE SET enabled=excluded.enabled, created=excluded.created, "
+                  "actor=excluded.actor",
+                  o.flag, o.customer_id, o.enabled, o.created, o.actor);
+    }
+    Result<bool> DeleteFlagOverride(const std::string& flag, const CustomerId& customer) override {
+        TALLY_ASSIGN_OR_RETURN(auto gone, One<int64_t>("DELETE FROM flag_overrides WHERE flag=$1 AND customer_id=$2 "
+                                                       "RETURNING 1",
+                                                       [](const Row& s) { return s.Int(0); }, flag, customer));
+        return gone.has_value();
+    }
+};
+
 /// StoreTx over one connection inside an open transaction.
 class PgTx final : public StoreTx, private PgStatements {
 public:
     explicit PgTx(PgConnection& c)
-        : PgStatements(c), customers_(c), billing_(c), audit_(c), inbox_(c), keys_(c), events_(c), plans_(c), usage_(c) {}
+        : PgStatements(c), customers_(c), billing_(c), audit_(c), inbox_(c), keys_(c), events_(c), plans_(c), usage_(c), flags_(c) {}
 
     CustomerStoreTx& customers() override { return customers_; }
     BillingStoreTx& billing() override { return billing_; }
@@ -1158,6 +1250,7 @@ public:
     EventStoreTx& events() override { return events_; }
     PlanStoreTx& plans() override { return plans_; }
     UsageStoreTx& usage() override { return usage_; }
+    FlagStoreTx& flags() override { return flags_; }
 
     Status Savepoint() override { return c_.Exec("SAVEPOINT item"); }
     Status RollbackToSavepoint() override { return c_.Exec("ROLLBACK TO SAVEPOINT item"); }
@@ -1210,6 +1303,7 @@ private:
     PgEventTx events_;
     PgPlanTx plans_;
     PgUsageTx usage_;
+    PgFlagTx flags_;
 };
 
 /// |text| as the inside of a JSON string (libpq's messages hold quotes, newlines and tabs).

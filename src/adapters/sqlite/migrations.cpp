@@ -399,6 +399,27 @@ CREATE TABLE limit_overrides (
   PRIMARY KEY (customer_id, meter)
 );
 )sql"},
+    {11, R"sql(
+-- Rollout flags: each flag's settings (seeded from the catalog file, changed by admins) and per-customer overrides.
+CREATE TABLE flags (
+  name TEXT PRIMARY KEY,
+  description TEXT NOT NULL,
+  enabled INTEGER NOT NULL,
+  rollout_percentage INTEGER NOT NULL CHECK (rollout_percentage BETWEEN 0 AND 100),
+  created INTEGER NOT NULL,
+  updated INTEGER NOT NULL,
+  updated_by TEXT NOT NULL
+);
+CREATE TABLE flag_overrides (
+  flag TEXT NOT NULL,
+  customer_id TEXT NOT NULL,
+  enabled INTEGER NOT NULL,
+  created INTEGER NOT NULL,
+  actor TEXT NOT NULL,
+  PRIMARY KEY (flag, customer_id)
+);
+CREATE INDEX flag_overrides_customer ON flag_overrides(customer_id);
+)sql"},
 };
 
 Status Exec(sqlite3* db, const char* sql) {

@@ -39,6 +39,13 @@ struct LimitOverrideRecord {
     std::string actor;
 };
 
+/// What was recorded for one meter on one UTC day (by when the usage happened).
+struct UsageDayRecord {
+    Timestamp day;       // 00:00 UTC
+    int64_t delta = 0;   // the sum of the day's moves
+    int64_t events = 0;  // how many were recorded
+};
+
 class UsageStoreTx {
 public:
     virtual ~UsageStoreTx() = default;
@@ -47,6 +54,14 @@ public:
     virtual Status PutValue(const CustomerId& customer, const std::string& meter, Timestamp period_start, int64_t value,
                             Timestamp updated) = 0;
     virtual Status AppendEvent(const UsageEventRecord& event) = 0;
+    /// The latest period a value was recorded in that starts before |before|, if any.
+    virtual Result<std::optional<Timestamp>> LatestPeriodBefore(const CustomerId& customer, const std::string& meter,
+                                                                Timestamp before) = 0;
+    /// The meter's moves per UTC day for usage that happened in [from, to), by day; days without any are absent.
+    virtual Result<std::vector<UsageDayRecord>> DailyUsage(const CustomerId& customer, const std::string& meter,
+                                                           Timestamp from, Timestamp to) = 0;
+    /// The sum of the meter's moves for usage that happened before |at| (a gauge's value then).
+    virtual Result<int64_t> DeltaBefore(const CustomerId& customer, const std::string& meter, Timestamp at) = 0;
     /// Records that |threshold| was announced for the meter in that period; false if it already was.
     virtual Result<bool> MarkThreshold(const CustomerId& customer, const std::string& meter, Timestamp period_start,
                                        int threshold, Timestamp at) = 0;
@@ -56,7 +71,6 @@ public:
     virtual Status PutOverride(const LimitOverrideRecord& override_record) = 0;
     /// Removes it; false if there was none.
     virtual Result<bool> DeleteOverride(const CustomerId& customer, const std::string& meter) = 0;
-
 };
 
 }  // namespace tally
