@@ -109,6 +109,8 @@ std::string MapSummary(const std::map<std::string, V>& m) {
         out += "=";
         if constexpr (std::is_same_v<V, bool>) {
             out += v ? "true" : "false";
+        } else if constexpr (std::is_same_v<V, std::optional<int64_t>>) {
+            out += v ? std::to_string(*v) : std::string("unlimited");
         } else {
             out += std::to_string(v);
         }

@@ -35,7 +35,7 @@ constexpr size_t kPlanPricesMax = 20;                // active prices per plan
 struct PlanChange {
     std::optional<std::string> name;
     std::map<std::string, bool> features;
-    std::map<std::string, int64_t> limits;
+    std::map<std::string, std::optional<int64_t>> limits;  // nullopt: unlimited
     std::optional<int64_t> credits_monthly;
     std::optional<std::vector<CatalogPrice>> prices;  // id, stripe_price_id and active are ignored
 };

@@ -8,11 +8,12 @@ namespace {
 
 Error NoSuchCustomer(const CustomerId& id) { return NotFound("no such customer: '" + id.str() + "'", "customer"); }
 
-/// The billing period of the subscription that decides the customer's plan, if it is still running.
-std::optional<Period> SubscriptionPeriod(const CustomerView& view) {
+/// The billing cycle of the subscription that decides the customer's plan, if it is still running.
+std::optional<BillingCycle> SubscriptionCycle(const CustomerView& view) {
     if (!view.primary || IsTerminal(view.primary->status)) return std::nullopt;
     if (view.primary->current_period_end <= view.primary->current_period_start) return std::nullopt;
-    return Period{view.primary->current_period_start, view.primary->current_period_end};
+    return BillingCycle{Period{view.primary->current_period_start, view.primary->current_period_end},
+                        view.primary->interval};
 }
 
 }  // namespace
@@ -41,7 +42,7 @@ Result<MeterState> UsageService::Load(StoreTx& tx, const CustomerView& view, con
     }
     Timestamp period_start(0);
     if (meter.kind == MeterKind::kCounter) {
-        state.period = counter_period ? *counter_period : UsagePeriod(clock_.Now(), SubscriptionPeriod(view));
+        state.period = counter_period ? *counter_period : UsagePeriod(clock_.Now(), SubscriptionCycle(view));
         period_start = state.period->start;
     }
     TALLY_ASSIGN_OR_RETURN(state.current, tx.usage().Value(view.customer.id, meter.name, period_start));
@@ -92,16 +93,20 @@ Result<UsageOutcome> UsageService::Record(StoreTx& tx, const UsageInput& in) {
     if (meter->kind == MeterKind::kCounter) {
         // A late event counts in the period it happened in: the current one, or the previous one while it is
         // within its grace window (domain/usage.hpp); an older one is closed.
-        const std::optional<Period> subscription = SubscriptionPeriod(view);
-        const Period current = UsagePeriod(now, subscription);
-        Timestamp previous_start = UsagePeriod(current.start.PlusSeconds(-1), std::nullopt).start;
-        if (subscription) {
-            // The previous billing period's start, as recorded when it was current; else one period's length.
-            TALLY_ASSIGN_OR_RETURN(auto recorded,
-                                   tx.usage().LatestPeriodBefore(in.customer, meter->name, current.start));
-            previous_start = recorded ? *recorded : current.start.PlusSeconds(-current.length_seconds());
+        const std::optional<BillingCycle> cycle = SubscriptionCycle(view);
+        const Period current = UsagePeriod(now, cycle);
+        if (!in.at) {
+            period = current;  // usage as it happens counts in the period being billed
+        } else {
+            Timestamp previous_start = UsagePeriod(current.start.PlusSeconds(-1), std::nullopt).start;
+            if (cycle) {
+                // The previous billing period's start, as recorded when it was current; else one period's length.
+                TALLY_ASSIGN_OR_RETURN(auto recorded,
+                                       tx.usage().LatestPeriodBefore(in.customer, meter->name, current.start));
+                previous_start = recorded ? *recorded : current.start.PlusSeconds(-current.length_seconds());
+            }
+            TALLY_ASSIGN_OR_RETURN(period, CounterPeriodFor(at, now, current, previous_start));
         }
-        TALLY_ASSIGN_OR_RETURN(period, CounterPeriodFor(at, now, current, previous_start));
     }
     TALLY_ASSIGN_OR_RETURN(auto overrides, tx.usage().ListOverrides(in.customer));
     TALLY_ASSIGN_OR_RETURN(MeterState before, Load(tx, view, *meter, period, overrides));

@@ -33,7 +33,7 @@ Result<Catalog> Catalog::Create(std::vector<std::string> roles, std::vector<Plan
         }
         if (plan.credits_monthly < 0) return InvalidArgument("must not be negative", path + ".credits_monthly");
         for (const auto& [name, value] : plan.limits) {
-            if (value < 0) return InvalidArgument("limit must not be negative", path + ".limits." + name);
+            if (value && *value < 0) return InvalidArgument("limit must not be negative", path + ".limits." + name);
         }
         if (i > 0) {
             const Plan& first = plans[0];

@@ -34,7 +34,7 @@ struct Plan {
     int rank = 0;
     std::vector<CatalogPrice> prices;
     std::map<std::string, bool> features;
-    std::map<std::string, int64_t> limits;
+    std::map<std::string, std::optional<int64_t>> limits;  // nullopt: unlimited
     int64_t credits_monthly = 0;  // credit allowance granted each month (later: the credit ledger)
     bool archived = false;        // no new sales; its subscribers keep it (their prices still match it)
 

@@ -115,5 +115,15 @@ TEST(CatalogTest, MetersNameLimitsAndDefaultToHardGauges) {
               "meters.projects");
 }
 
+TEST(CatalogTest, ANullLimitIsUnlimitedAndANegativeOneIsRefused) {
+    auto plans = TwoPlans();
+    for (auto& p : plans) p.limits["projects"] = std::nullopt;
+    auto catalog = Catalog::Create({"member", "professional"}, plans, PlanId("free"));
+    ASSERT_TRUE(catalog.ok()) << catalog.error().message;
+    EXPECT_FALSE(catalog->default_plan().limits.at("projects").has_value());
+    plans[1].limits["projects"] = -1;
+    EXPECT_EQ(Catalog::Create({"member", "professional"}, plans, PlanId("free")).error().param, "plans[1].limits.projects");
+}
+
 }  // namespace
 }  // namespace tally

@@ -52,8 +52,12 @@ std::vector<Meter> MetersFromText(std::string_view text) {
     return out;
 }
 
-Period UsagePeriod(Timestamp at, const std::optional<Period>& subscription_period) {
-    if (subscription_period && subscription_period->Contains(at)) return *subscription_period;
+Period UsagePeriod(Timestamp at, const std::optional<BillingCycle>& cycle) {
+    if (cycle && cycle->current.end > cycle->current.start) {
+        if (at < cycle->current.end) return cycle->current;
+        auto next = PeriodContaining(cycle->current.start, cycle->interval, at);
+        if (next.ok()) return *next;
+    }
     // The calendar month: months anchored on 1970-01-01T00:00Z.
     auto month = PeriodContaining(Timestamp(0), BillingInterval{BillingInterval::Unit::kMonth, 1}, at);
     if (month.ok()) return *month;

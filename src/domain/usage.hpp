@@ -39,9 +39,18 @@ const char* LimitModeName(LimitMode mode);
 std::string MetersToText(const std::vector<Meter>& meters);
 std::vector<Meter> MetersFromText(std::string_view text);
 
-/// The period a counter accumulates in at |at|: the subscription's current period when one is given and holds
-/// |at| (Stripe's current_period_start..end), else the calendar month of |at| in UTC.
-Period UsagePeriod(Timestamp at, const std::optional<Period>& subscription_period);
+/// The billing cycle a subscription's counters follow: Stripe's current period and the price's interval.
+struct BillingCycle {
+    Period current;  // current_period_start..current_period_end, as Stripe last reported it
+    BillingInterval interval;
+};
+
+/// The period a counter accumulates in at |now|. Without a subscription: the calendar month of |now| in UTC.
+/// With one: Stripe's current period while |now| is before its end, also when |now| is before its start (Stripe's
+/// clock is ahead of Tally's: a test clock advanced, or skew), since that is the period Stripe bills; once |now| is
+/// past its end and the renewal has not been heard of yet, the period the cycle continues into (so counters start
+/// again at the period's end, not when the webhook arrives).
+Period UsagePeriod(Timestamp now, const std::optional<BillingCycle>& cycle);
 
 /// A counter's previous period stays open for late usage this long after it ended (Lago's invoice grace period,
 /// Stripe's meter events accepting past timestamps): a late event that happened in it counts there, not now.

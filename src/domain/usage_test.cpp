@@ -55,11 +55,18 @@ TEST(UsageTest, PeriodIsTheSubscriptionsOrTheCalendarMonth) {
     const Timestamp mid_march = MakeUtc(2026, 3, 17, 12).value();
     const Period march{MakeUtc(2026, 3, 1).value(), MakeUtc(2026, 4, 1).value()};
     EXPECT_EQ(UsagePeriod(mid_march, std::nullopt), march);
+    const BillingInterval monthly{BillingInterval::Unit::kMonth, 1};
     const Period billing{MakeUtc(2026, 3, 10).value(), MakeUtc(2026, 4, 10).value()};
-    EXPECT_EQ(UsagePeriod(mid_march, billing), billing);
-    // A subscription period that does not hold the time (it ended) gives way to the month.
+    EXPECT_EQ(UsagePeriod(mid_march, BillingCycle{billing, monthly}), billing);
+    // Stripe's period ahead of Tally's clock (a test clock advanced): Stripe's period is the one billed.
+    const Period ahead{MakeUtc(2026, 4, 10).value(), MakeUtc(2026, 5, 10).value()};
+    EXPECT_EQ(UsagePeriod(mid_march, BillingCycle{ahead, monthly}), ahead);
+    // Past the period's end before the renewal is heard of: the cycle continues (Jan 10 + 2 months = Mar 10).
     const Period old{MakeUtc(2026, 1, 10).value(), MakeUtc(2026, 2, 10).value()};
-    EXPECT_EQ(UsagePeriod(mid_march, old), march);
+    EXPECT_EQ(UsagePeriod(mid_march, BillingCycle{old, monthly}), billing);
+    const Period jan31{MakeUtc(2026, 1, 31).value(), MakeUtc(2026, 2, 28).value()};
+    EXPECT_EQ(UsagePeriod(mid_march, BillingCycle{jan31, monthly}),
+              (Period{MakeUtc(2026, 2, 28).value(), MakeUtc(2026, 3, 31).value()}));
     EXPECT_EQ(UsagePeriod(MakeUtc(2024, 2, 29, 23, 59, 59).value(), std::nullopt),
               (Period{MakeUtc(2024, 2, 1).value(), MakeUtc(2024, 3, 1).value()}));
 }

@@ -32,3 +32,58 @@ test('every acknowledged event survives kill -9 and is processed after restart',
     await second.stop();
   }
 });
+
+// Issue 12: every acknowledged usage record survives a SIGKILL under recording load and is counted exactly once.
+test('usage acknowledged before kill -9 is counted exactly once after restart', async () => {
+  const first = await startTally({ TALLY_STRIPE_SANDBOX: undefined });
+  const c = (await first.post('/v1/customers', { external_id: 'usage_crash' })).json.id;
+  // storage_gb is a soft gauge: nothing is refused, so every request records one unit.
+  const requests = [];
+  for (let i = 0; i < 2000; i++) {
+    requests.push(i % 2 === 0
+      ? { path: '/v1/usage', body: { customer: c, meter: 'storage_gb', value: 1, idempotency_key: `u${i}` }, headers: {} }
+      : { path: '/v1/check', body: { customer: c, meter: 'storage_gb', amount: 1, record: true }, headers: { 'idempotency-key': `k${i}` } });
+  }
+  const acked = new Set();
+  const sent = new Set();
+  let next = 0;
+  let crashed = false;
+  const worker = async () => {
+    while (!crashed && next < requests.length) {
+      const i = next++;
+      sent.add(i);
+      try {
+        const r = await first.post(requests[i].path, requests[i].body, { headers: requests[i].headers });
+        if (r.status === 200) acked.add(i);
+      } catch { /* the connection died with the process: not acknowledged */ }
+    }
+  };
+  const load = Promise.all(Array.from({ length: 16 }, worker));
+  while (acked.size < 300) await new Promise((res) => setTimeout(res, 5));
+  crashed = true;
+  const { signal } = await first.crash();
+  assert.equal(signal, 'SIGKILL');
+  await load;
+  assert.ok(acked.size < requests.length, 'the load was still running at the kill');
+
+  const second = await startTally({ TALLY_STRIPE_SANDBOX: undefined }, { dir: first.dir });
+  try {
+    const current = async () =>
+      (await second.get(`/v1/customers/${c}/usage`)).json.meters.find((m) => m.meter === 'storage_gb').current;
+    const after = await current();
+    assert.ok(after >= acked.size, `${after} counted, ${acked.size} acknowledged`);
+    assert.ok(after <= sent.size, `${after} counted, only ${sent.size} sent`);
+    // Sending every request again with its key: the acknowledged ones are replays (they were durable), and in the
+    // end each request is counted exactly once.
+    for (const i of sent) {
+      const r = await second.post(requests[i].path, requests[i].body, { headers: requests[i].headers });
+      assert.equal(r.status, 200, r.text);
+      if (acked.has(i)) assert.equal(r.headers.get('idempotent-replayed'), 'true', `request ${i} was acknowledged but is gone`);
+    }
+    assert.equal(await current(), sent.size);
+    const history = (await second.get(`/v1/customers/${c}/usage/history?meter=storage_gb`)).json.data;
+    assert.equal(history.reduce((n, b) => n + b.events, 0), sent.size);  // one ledger entry per request
+  } finally {
+    await second.stop();
+  }
+});

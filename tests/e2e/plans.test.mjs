@@ -63,6 +63,16 @@ test('a plan created through the API is sold at once, idempotently, with a featu
   assert.equal(checkout.status, 200, checkout.text);
   const session = await stripe.checkout.sessions.retrieve(checkout.json.id);
   assert.equal(session.amount_total, 20000);  // the team price's amount
+  // A limit may be null: unlimited.
+  const unlimited = await server.post('/v1/plans/team', { limits: { seats: null } });
+  assert.equal(unlimited.status, 200, unlimited.text);
+  assert.equal(unlimited.json.limits.seats, null);
+  assertError(await server.post('/v1/plans/team', { limits: { seats: 'many' } }), 400, 'parameter_invalid', 'limits.seats');
+  const member = (await server.post('/v1/customers', { external_id: 'team_member' })).json;
+  assert.equal((await server.post('/v1/subscriptions', { customer: member.id, plan: 'team', trial_period_days: 7 })).status, 201);
+  const seats = await server.post('/v1/check', { customer: member.id, meter: 'seats', amount: 1000000, record: true });
+  assert.deepEqual([seats.json.allowed, seats.json.limit, seats.json.current], [true, null, 1000000]);
+  assert.equal((await server.get(`/v1/customers/${member.id}/entitlements`)).json.limits.seats, null);
 });
 
 test('a new amount is a new price: subscribers keep the old one, new sales get the new one', async () => {

@@ -39,7 +39,8 @@ struct Node {
 };
 
 struct Harness {
-    explicit Harness(StoreKind kind) : kind(kind), db(kind) {
+    explicit Harness(StoreKind kind, const char* catalog_json = kCatalog)
+        : kind(kind), db(kind), catalog(ParseCatalogJson(catalog_json).value()) {
         stores.push_back(db.Open());
         for (int i = 1; i < 3; ++i) {
             if (kind == StoreKind::kPostgres) stores.push_back(db.Open());
@@ -57,7 +58,7 @@ struct Harness {
     StoreKind kind;
     testing::TestStore db;
     ManualClock clock{kT0 + 86400};
-    Catalog catalog = ParseCatalogJson(kCatalog).value();
+    Catalog catalog;
     http::JsonObjectRenderer renderer;
     EventOutbox outbox{renderer, clock};
     std::vector<std::unique_ptr<Store>> stores;
@@ -174,6 +175,25 @@ TEST_P(UsageTest, CountersStartAgainEachPeriodAndGaugesDoNot) {
     auto closed = h.Record(UsageInput{h.customer, "builds", 1, false, Timestamp(kT0 + 5)});
     EXPECT_EQ(closed.error().param, "timestamp");
     EXPECT_EQ(h.Current("builds"), 10);
+}
+
+TEST_P(UsageTest, ANullLimitIsUnlimited) {
+    Harness h(GetParam(), R"({"roles":["member"],"default_plan":"free",
+      "meters":{"builds":{"kind":"counter","mode":"hard","unit":"builds"}},
+      "plans":[{"id":"free","name":"Free","role":"member","limits":{"builds":null}}]})");
+    auto big = h.Check(0, "builds", kUsageAmountMax / 2);
+    ASSERT_TRUE(big.ok()) << big.error().message;
+    EXPECT_TRUE(big->allowed);
+    EXPECT_FALSE(big->state.limit.has_value());
+    EXPECT_EQ(big->state.remaining, 0);
+    EXPECT_TRUE(h.Check(1, "builds", kUsageAmountMax / 2).value().allowed);
+    EXPECT_TRUE(h.Thresholds().empty());  // no limit, no warnings
+    // An override can still cap it.
+    ASSERT_TRUE(h.StoreOf(0).Write([&](StoreTx& tx) -> Status {
+        TALLY_TRY(h.nodes[0]->usage.SetOverride(tx, {h.customer, "builds", kUsageAmountMax, 0, std::nullopt, "cap", {}, "a"}));
+        return {};
+    }).ok());
+    EXPECT_FALSE(h.Check(0, "builds", 1).value().allowed);
 }
 
 TEST_P(UsageTest, HistoryListsEveryDayAndMonthWithAGaugesValueCarriedOver) {

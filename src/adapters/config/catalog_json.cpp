@@ -72,8 +72,12 @@ Result<Plan> ParsePlan(const bj::value& v, const std::string& path) {
     if (const auto* limits = o->if_contains("limits")) {
         TALLY_ASSIGN_OR_RETURN(const bj::object* l, json::AsObject(*limits, path + ".limits"));
         for (const auto& kv : *l) {
+            if (kv.value().is_null()) {  // unlimited
+                plan.limits[std::string(kv.key())] = std::nullopt;
+                continue;
+            }
             TALLY_ASSIGN_OR_RETURN(auto value, json::OptionalInt(*l, std::string(kv.key()).c_str(), path + ".limits"));
-            if (!value) return InvalidArgument("must be an integer", path + ".limits." + std::string(kv.key()));
+            if (!value) return InvalidArgument("must be an integer or null", path + ".limits." + std::string(kv.key()));
             plan.limits[std::string(kv.key())] = *value;
         }
     }

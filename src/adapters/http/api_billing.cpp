@@ -141,6 +141,13 @@ Status MapParam(const bj::object& body, const char* key, std::map<std::string, V
         if constexpr (std::is_same_v<V, bool>) {
             if (!kv.value().is_bool()) return InvalidArgument("must be a boolean", param);
             out[std::string(kv.key())] = kv.value().get_bool();
+        } else if constexpr (std::is_same_v<V, std::optional<int64_t>>) {
+            if (kv.value().is_null()) {  // unlimited
+                out[std::string(kv.key())] = std::nullopt;
+                continue;
+            }
+            if (!kv.value().is_int64()) return InvalidArgument("must be an integer or null (unlimited)", param);
+            out[std::string(kv.key())] = kv.value().get_int64();
         } else {
             if (!kv.value().is_int64()) return InvalidArgument("must be an integer", param);
             out[std::string(kv.key())] = kv.value().get_int64();

@@ -132,10 +132,11 @@ Response RecordUsageBatch(const ApiDeps& d, const Call& c) {
     // One durable transaction for the batch; each event in a savepoint of its own, accepted or rejected alone.
     bj::array results;
     int64_t recorded = 0;
+    int64_t replayed = 0;
     int64_t rejected = 0;
     Status s = d.store.Write([&](StoreTx& tx) -> Status {
         results.clear();
-        recorded = rejected = 0;
+        recorded = replayed = rejected = 0;
         for (size_t i = 0; i < list.size(); ++i) {
             bj::object result{{"index", static_cast<int64_t>(i)}};
             const auto reject = [&](const Error& e) {
@@ -174,7 +175,7 @@ Response RecordUsageBatch(const ApiDeps& d, const Call& c) {
                 TALLY_TRY(tx.ReleaseSavepoint());
                 result["status"] = outcome->replayed ? "replayed" : "recorded";
                 result["record"] = bj::parse(outcome->response.body);
-                ++recorded;
+                ++(outcome->replayed ? replayed : recorded);
             }
             results.push_back(std::move(result));
         }
@@ -183,6 +184,7 @@ Response RecordUsageBatch(const ApiDeps& d, const Call& c) {
     if (!s.ok()) return Fail(s.error());
     return Json(200, bj::object{{"object", "usage_batch"},
                                 {"recorded", recorded},
+                                {"replayed", replayed},
                                 {"rejected", rejected},
                                 {"data", std::move(results)}});
 }

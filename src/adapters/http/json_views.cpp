@@ -240,7 +240,7 @@ bj::value EntitlementsJson(const CustomerView& v) {
     bj::object features;
     for (const auto& [k, on] : plan.features) features[k] = on;
     bj::object limits;
-    for (const auto& [k, n] : plan.limits) limits[k] = n;
+    for (const auto& [k, n] : plan.limits) limits[k] = n ? bj::value(*n) : bj::value(nullptr);  // null: unlimited
     return bj::object{{"object", "entitlements"},
                       {"customer", v.customer.id.str()},
                       {"role", v.decision.role},
@@ -269,7 +269,7 @@ bj::value PlanJson(const PlanRecord& plan) {
     bj::object features;
     for (const auto& [k, on] : plan.features) features[k] = on;
     bj::object limits;
-    for (const auto& [k, n] : plan.limits) limits[k] = n;
+    for (const auto& [k, n] : plan.limits) limits[k] = n ? bj::value(*n) : bj::value(nullptr);  // null: unlimited
     return bj::object{{"id", plan.id},
                       {"object", "plan"},
                       {"name", plan.name},

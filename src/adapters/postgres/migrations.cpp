@@ -405,6 +405,9 @@ CREATE TABLE flag_overrides (
   PRIMARY KEY (flag, customer_id)
 );
 CREATE INDEX flag_overrides_customer ON flag_overrides(customer_id);
+-- A limit may be null: unlimited.
+ALTER TABLE plan_entitlements ALTER COLUMN value DROP NOT NULL;
+ALTER TABLE plan_entitlements ADD CONSTRAINT plan_entitlements_feature_value CHECK (value IS NOT NULL OR kind = 'limit');
 )sql"},
 };
 

@@ -965,8 +965,8 @@ PlanRecord ReadPlanRow(const Row& s) {
 }
 
 using PlanPriceRow = std::pair<std::string, PlanPriceRecord>;  // plan id, price
-using EntitlementRow = std::tuple<std::string, std::string, std::string, int64_t>;  // plan, kind, name, value
-using PlanEntitlementRow = std::tuple<std::string, std::string, int64_t>;  // kind, name, value
+using EntitlementRow = std::tuple<std::string, std::string, std::string, std::optional<int64_t>>;  // plan, kind, name, value
+using PlanEntitlementRow = std::tuple<std::string, std::string, std::optional<int64_t>>;  // kind, name, value
 
 PlanPriceRow ReadPlanPrice(const Row& s) {
     PlanPriceRecord r{s.Text(0), s.Text(2), s.Text(3), s.Int(4), s.Int(5), s.Text(6), s.Text(7),
@@ -1001,7 +1001,7 @@ public:
                                Many<EntitlementRow>(
                                    "SELECT plan_id, kind, name, value FROM plan_entitlements ORDER BY plan_id, kind, name",
                                    [](const Row& s) {
-                                       return std::make_tuple(s.Text(0), s.Text(1), s.Text(2), s.Int(3));
+                                       return std::make_tuple(s.Text(0), s.Text(1), s.Text(2), s.OptInt(3));
                                    }));
         static const std::string prices_sql =
             std::string("SELECT ") + kPlanPriceCols + " FROM plan_prices ORDER BY plan_id, seq";
@@ -1012,7 +1012,7 @@ public:
             auto it = by_id.find(plan_id);
             if (it == by_id.end()) continue;
             if (kind == "feature") {
-                it->second->features[name] = value != 0;
+                it->second->features[name] = value.value_or(0) != 0;
             } else {
                 it->second->limits[name] = value;
             }
@@ -1029,11 +1029,11 @@ public:
         TALLY_ASSIGN_OR_RETURN(auto entitlements,
                                Many<PlanEntitlementRow>(
                                    "SELECT kind, name, value FROM plan_entitlements WHERE plan_id=$1 ORDER BY kind, name",
-                                   [](const Row& s) { return std::make_tuple(s.Text(0), s.Text(1), s.Int(2)); },
+                                   [](const Row& s) { return std::make_tuple(s.Text(0), s.Text(1), s.OptInt(2)); },
                                    id));
         for (auto& [kind, name, value] : entitlements) {
             if (kind == "feature") {
-                plan->features[name] = value != 0;
+                plan->features[name] = value.value_or(0) != 0;
             } else {
                 plan->limits[name] = value;
             }

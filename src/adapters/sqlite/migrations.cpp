@@ -400,7 +400,8 @@ CREATE TABLE limit_overrides (
 );
 )sql"},
     {11, R"sql(
--- Rollout flags: each flag's settings (seeded from the catalog file, changed by admins) and per-customer overrides.
+-- Rollout flags: each flag's settings (seeded from the catalog file, changed by admins) and per-customer overrides;
+-- unlimited (null) plan limits.
 CREATE TABLE flags (
   name TEXT PRIMARY KEY,
   description TEXT NOT NULL,
@@ -419,6 +420,18 @@ CREATE TABLE flag_overrides (
   PRIMARY KEY (flag, customer_id)
 );
 CREATE INDEX flag_overrides_customer ON flag_overrides(customer_id);
+-- A limit may be null: unlimited. SQLite cannot drop a NOT NULL, so the table is rebuilt
+-- (sqlite.org/lang_altertable.html#otheralter).
+CREATE TABLE plan_entitlements_v11 (
+  plan_id TEXT NOT NULL,
+  kind TEXT NOT NULL CHECK (kind IN ('feature', 'limit')),
+  name TEXT NOT NULL,
+  value INTEGER CHECK (value IS NOT NULL OR kind = 'limit'),
+  PRIMARY KEY (plan_id, kind, name)
+);
+INSERT INTO plan_entitlements_v11(plan_id, kind, name, value) SELECT plan_id, kind, name, value FROM plan_entitlements;
+DROP TABLE plan_entitlements;
+ALTER TABLE plan_entitlements_v11 RENAME TO plan_entitlements;
 )sql"},
 };
 

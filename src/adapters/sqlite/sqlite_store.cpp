@@ -885,8 +885,8 @@ PlanRecord ReadPlan(sqlite3_stmt* s) {
 }
 
 using PlanPriceRow = std::pair<std::string, PlanPriceRecord>;  // plan id, price
-using EntitlementRow = std::tuple<std::string, std::string, std::string, int64_t>;  // plan, kind, name, value
-using PlanEntitlementRow = std::tuple<std::string, std::string, int64_t>;  // kind, name, value
+using EntitlementRow = std::tuple<std::string, std::string, std::string, std::optional<int64_t>>;  // plan, kind, name, value
+using PlanEntitlementRow = std::tuple<std::string, std::string, std::optional<int64_t>>;  // kind, name, value
 
 PlanPriceRow ReadPlanPrice(sqlite3_stmt* s) {
     PlanPriceRecord r{Text(s, 0), Text(s, 2), Text(s, 3), Int(s, 4), Int(s, 5), Text(s, 6), Text(s, 7),
@@ -921,7 +921,7 @@ public:
                                Many<EntitlementRow>(
                                    "SELECT plan_id, kind, name, value FROM plan_entitlements ORDER BY plan_id, kind, name",
                                    [](sqlite3_stmt* s) {
-                                       return std::make_tuple(Text(s, 0), Text(s, 1), Text(s, 2), Int(s, 3));
+                                       return std::make_tuple(Text(s, 0), Text(s, 1), Text(s, 2), OptInt(s, 3));
                                    }));
         static const std::string prices_sql =
             std::string("SELECT ") + kPlanPriceCols + " FROM plan_prices ORDER BY plan_id, seq";
@@ -932,7 +932,7 @@ public:
             auto it = by_id.find(plan_id);
             if (it == by_id.end()) continue;
             if (kind == "feature") {
-                it->second->features[name] = value != 0;
+                it->second->features[name] = value.value_or(0) != 0;
             } else {
                 it->second->limits[name] = value;
             }
@@ -949,11 +949,11 @@ public:
         TALLY_ASSIGN_OR_RETURN(auto entitlements,
                                Many<PlanEntitlementRow>(
                                    "SELECT kind, name, value FROM plan_entitlements WHERE plan_id=?1 ORDER BY kind, name",
-                                   [](sqlite3_stmt* s) { return std::make_tuple(Text(s, 0), Text(s, 1), Int(s, 2)); },
+                                   [](sqlite3_stmt* s) { return std::make_tuple(Text(s, 0), Text(s, 1), OptInt(s, 2)); },
                                    id));
         for (auto& [kind, name, value] : entitlements) {
             if (kind == "feature") {
-                plan->features[name] = value != 0;
+                plan->features[name] = value.value_or(0) != 0;
             } else {
                 plan->limits[name] = value;
             }

@@ -36,7 +36,7 @@ struct PlanRecord {
     std::string role;
     int64_t credits_monthly = 0;
     std::map<std::string, bool> features;
-    std::map<std::string, int64_t> limits;
+    std::map<std::string, std::optional<int64_t>> limits;  // nullopt: unlimited
     std::vector<PlanPriceRecord> prices;
     std::optional<Timestamp> archived_at;
     Timestamp created;
