@@ -61,12 +61,15 @@ public:
     /// deliveries. Never corrupts: after a crash the store holds a prefix of the committed transactions, and a
     /// later Write's durable commit makes every earlier one durable too.
     virtual Status WriteAsyncCommit(const std::function<Status(StoreTx&)>& fn) { return Write(fn); }
-    /// A Write that waits for every other WriteSerialized with the same |key| (on any node) before its transaction
-    /// starts, so writers of one hot row (a customer's usage meter) queue instead of failing each other's
-    /// serializable transactions. Same guarantees as Write. SQLite runs one writer at a time anyway.
-    virtual Status WriteSerialized(std::string_view key, const std::function<Status(StoreTx&)>& fn) {
-        (void)key;
+    /// A Write that waits for every other WriteSerialized holding any of |keys| (on any node) before its
+    /// transaction starts, so writers of one hot row (a customer's usage meter) queue instead of failing each
+    /// other's serializable transactions. Same guarantees as Write. SQLite runs one writer at a time anyway.
+    virtual Status WriteSerialized(const std::vector<std::string>& keys, const std::function<Status(StoreTx&)>& fn) {
+        (void)keys;
         return Write(fn);
+    }
+    Status WriteSerialized(std::string_view key, const std::function<Status(StoreTx&)>& fn) {
+        return WriteSerialized(std::vector<std::string>{std::string(key)}, fn);
     }
     /// Inserts a batch of received events in one durable transaction (group commit). For each event,
     /// true if it was new, false if its id was already recorded (a duplicate delivery).

@@ -23,6 +23,7 @@
 #include "app/plan_service.hpp"
 #include "app/usage_service.hpp"
 #include "app/flag_service.hpp"
+#include "app/write_group.hpp"
 #include "app/stripe_customer_sync.hpp"
 #include "adapters/http/api.hpp"
 #include "adapters/http/json_views.hpp"
@@ -551,6 +552,8 @@ int Serve(const ServeOptions& o) {
     plans.SetWakeup([&worker] { worker.Notify(); });
     UsageService usage(**store, billing, clock, &outbox, *thresholds);
     FlagService flags(**store, clock);
+    // Recorded usage: one durable commit for the writes that arrive together.
+    WriteGroupCommitter commits(WriteGroupSink(**store), kWriteGroupMax, kWriteGroupQueueMax);
     if (Status seeded = flags.Seed(flag_seeds); !seeded.ok()) {
         Log("error", "cannot seed the catalog file's flags: " + seeded.error().message);
         return ExitCodeFor(seeded.error());
@@ -573,7 +576,7 @@ int Serve(const ServeOptions& o) {
                                                        return monitor ? monitor->State() : std::string("unknown");
                                                    }},
                                 kVersion, metrics, [&metrics] { return metrics.Render(); }, &members, &history,
-                                &subscriptions, &plans, &usage, &flags});
+                                &subscriptions, &plans, &usage, &flags, &commits});
     http::Server server(o.host, o.port, o.http_threads,
                         [&api](http::Request req, const http::Responder& respond) { api.Handle(std::move(req), respond); },
                         http::ServerOptions{o.http_idle_timeout_ms});
@@ -617,6 +620,7 @@ int Serve(const ServeOptions& o) {
         endpoint_monitor_view = nullptr;
         endpoint_monitor.reset();
         if (stripe_sandbox) stripe_sandbox->server->Stop(1000);
+        commits.Stop();
         receiver.Stop();
         worker.Stop();
         dispatcher.Stop();

@@ -240,9 +240,9 @@ const Route kRoutes[] = {
     {"GET", "/v1/customers/{id}/limit_overrides", kApiKey, &ListLimitOverrides},
     {"POST", "/v1/customers/{id}/limit_overrides", kApiKey, &SetLimitOverride},
     {"DELETE", "/v1/customers/{id}/limit_overrides/{meter}", kApiKey, &ClearLimitOverride},
-    {"POST", "/v1/usage", kApiKey, &RecordUsage},
+    {"POST", "/v1/usage", kApiKey, nullptr, nullptr, &RecordUsage},
     {"POST", "/v1/usage/batch", kApiKey, &RecordUsageBatch},
-    {"POST", "/v1/check", kApiKey, &CheckUsage},
+    {"POST", "/v1/check", kApiKey, nullptr, nullptr, &CheckUsage},
     {"GET", "/v1/flags", kApiKey, &ListFlags},
     {"GET", "/v1/flags/{name}", kApiKey, &GetFlag},
     {"POST", "/v1/flags/{name}", kApiKey, &UpdateFlag},
@@ -427,6 +427,7 @@ void Api::HandleUnguarded(Request req, const Responder& respond) {
             const Call call{req, std::move(match.params), *idem,
                             "customer_session:" + grant->session_id + " user=" + grant->user,
                             SessionScope{grant->session_id, grant->customer, grant->user, **role}};
+            if (match.route->call_async) return match.route->call_async(d_, call, respond);
             return respond(match.route->handler(d_, call));
         }
     }
@@ -441,6 +442,7 @@ void Api::HandleUnguarded(Request req, const Responder& respond) {
     auto idem = idempotency(principal->key_id);
     if (!idem.ok()) return respond(ErrorResponse(idem.error()));
     const Call call{req, std::move(match.params), *idem, principal->key_id, std::nullopt};
+    if (match.route->call_async) return match.route->call_async(d_, call, respond);
     respond(match.route->handler(d_, call));
 }
 

@@ -18,6 +18,7 @@
 #include "app/plan_service.hpp"
 #include "app/usage_service.hpp"
 #include "app/flag_service.hpp"
+#include "app/write_group.hpp"
 #include "app/webhook_processor.hpp"
 #include "app/webhook_endpoints.hpp"
 #include "app/webhook_receiver.hpp"
@@ -57,6 +58,7 @@ struct ApiDeps {
     PlanService* plans = nullptr;  // plans at runtime; null: the /v1/plans routes are 404
     UsageService* usage = nullptr;  // usage limits; null: /v1/usage, /v1/check and the usage summary are 404
     FlagService* flags = nullptr;   // rollout flags; null: /v1/flags and flag checks are 404
+    WriteGroupCommitter* commits = nullptr;  // group commit of recorded usage; null: each write commits on its own
 };
 
 /// Who may call a route.
@@ -70,6 +72,9 @@ struct Call;
 using RouteHandler = Response (*)(const ApiDeps& deps, const Call& call);
 /// A handler that answers later, from another thread (the Stripe webhook answers once its event is durable).
 using AsyncRouteHandler = void (*)(const ApiDeps& deps, Request&& req, const Responder& respond);
+/// An authenticated handler that may answer later, from another thread (a recorded usage check answers once its
+/// group commit is durable). It must copy what it keeps of |call|: the request lives only until it returns.
+using CallAsyncRouteHandler = void (*)(const ApiDeps& deps, const Call& call, const Responder& respond);
 /// One route of the table: |path| is a template ("/v1/customers/{id}/members/{user}") whose {…} segments match
 /// any one non-empty path segment (percent-decoded on its own) and reach the handler as Call::params, in order.
 /// A GET route also answers HEAD.
@@ -78,7 +83,8 @@ struct Route {
     const char* path;
     Access access;
     RouteHandler handler;
-    AsyncRouteHandler async = nullptr;  // set instead of |handler| for a route that answers asynchronously
+    AsyncRouteHandler async = nullptr;  // set instead of |handler| for a public route that answers asynchronously
+    CallAsyncRouteHandler call_async = nullptr;  // set instead of |handler| for an authenticated one
 };
 
 /// Every route Tally serves, in matching order; api/openapi.yaml describes exactly these (a test holds them equal).

@@ -118,7 +118,10 @@ TEST(ApiContract, RoutesAreUniqueAndTemplatesMatchTheirOwnPaths) {
     std::set<std::string> seen;
     for (const Route& r : ApiRoutes()) {
         EXPECT_TRUE(seen.insert(std::string(r.method) + " " + r.path).second) << r.method << " " << r.path;
-        EXPECT_TRUE((r.handler != nullptr) != (r.async != nullptr)) << r.path;
+        EXPECT_EQ(int{r.handler != nullptr} + int{r.async != nullptr} + int{r.call_async != nullptr}, 1) << r.path;
+        if (r.async != nullptr) {
+            EXPECT_EQ(r.access, Access::kPublic) << r.path;
+        }
         // A request for the template itself (ids spelled as {id}) is routed to this route, not an earlier one.
         Request req;
         req.method = r.method;

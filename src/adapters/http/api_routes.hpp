@@ -114,9 +114,9 @@ Response PauseSubscription(const ApiDeps& d, const Call& c);
 Response UnpauseSubscription(const ApiDeps& d, const Call& c);
 
 // api_usage.cpp: usage limits.
-Response RecordUsage(const ApiDeps& d, const Call& c);
+void RecordUsage(const ApiDeps& d, const Call& c, const Responder& respond);
 Response RecordUsageBatch(const ApiDeps& d, const Call& c);
-Response CheckUsage(const ApiDeps& d, const Call& c);
+void CheckUsage(const ApiDeps& d, const Call& c, const Responder& respond);
 Response GetUsage(const ApiDeps& d, const Call& c);
 Response ListLimitOverrides(const ApiDeps& d, const Call& c);
 Response SetLimitOverride(const ApiDeps& d, const Call& c);

@@ -99,21 +99,48 @@ Result<IdempotentOutcome> RunSerialized(const ApiDeps& d, const std::string& loc
     }));
     return out;
 }
+
+/// RunSerialized, answered through |respond|: with a group committer, once the group holding this write is
+/// durable (the caller's thread goes back to other requests meanwhile); else at once. |fn| is kept until then, so
+/// it must own what it uses.
+void RunSerializedAndRespond(const ApiDeps& d, std::string lock, IdempotencyRequest idem,
+                             std::function<Result<StoredResponse>(StoreTx&)> fn, const Responder& respond) {
+    if (d.commits == nullptr) return respond(Stored(RunSerialized(d, lock, idem, fn)));
+    auto out = std::make_shared<Result<IdempotentOutcome>>(Internal("the write did not run"));
+    d.commits->Submit(GroupedWrite{{std::move(lock)},
+                                   [&d, idem = std::move(idem), fn = std::move(fn), out](StoreTx& tx) -> Status {
+                                       *out = d.idempotency.RunInTransaction(
+                                           tx, idem,
+                                           [&](StoreTx& t) -> Result<std::pair<StoredResponse, StoredResponse>> {
+                                               TALLY_ASSIGN_OR_RETURN(StoredResponse r, fn(t));
+                                               return std::make_pair(r, r);
+                                           });
+                                       if (!out->ok()) return out->error();
+                                       return {};
+                                   }},
+                      [out, respond](Result<GroupedWriteOutcome> r) {
+                          if (!r.ok()) return respond(Fail(r.error()));
+                          if (!r->status.ok()) return respond(Fail(r->status.error()));
+                          respond(Stored(*out));
+                      });
+}
 }  // namespace
 
-Response RecordUsage(const ApiDeps& d, const Call& c) {
-    if (!d.usage) return RouteNotFound(c.req);
+void RecordUsage(const ApiDeps& d, const Call& c, const Responder& respond) {
+    if (!d.usage) return respond(RouteNotFound(c.req));
     auto body = BindJsonBody(c.req, {"customer", "meter", "value", "action", "idempotency_key", "timestamp"});
-    if (!body.ok()) return Fail(body.error());
+    if (!body.ok()) return respond(Fail(body.error()));
     auto item = ParseUsageItem(*body);
-    if (!item.ok()) return Fail(item.error());
+    if (!item.ok()) return respond(Fail(item.error()));
     // Deduplicated in the transaction that records: a replay gets the first answer; the same key with another
     // event is refused.
-    return Stored(RunSerialized(d, "usage:" + item->in.customer.str() + ":" + item->in.meter,
-                                UsageIdempotency(c, *item, *body), [&](StoreTx& tx) -> Result<StoredResponse> {
-                                    TALLY_ASSIGN_OR_RETURN(auto outcome, d.usage->Record(tx, item->in));
-                                    return UsageResponse(*item, outcome).first;
-                                }));
+    RunSerializedAndRespond(d, "usage:" + item->in.customer.str() + ":" + item->in.meter,
+                            UsageIdempotency(c, *item, *body),
+                            [&d, item = *item](StoreTx& tx) -> Result<StoredResponse> {
+                                TALLY_ASSIGN_OR_RETURN(auto outcome, d.usage->Record(tx, item.in));
+                                return UsageResponse(item, outcome).first;
+                            },
+                            respond);
 }
 
 Response RecordUsageBatch(const ApiDeps& d, const Call& c) {
@@ -189,7 +216,9 @@ Response RecordUsageBatch(const ApiDeps& d, const Call& c) {
                                 {"data", std::move(results)}});
 }
 
-Response CheckUsage(const ApiDeps& d, const Call& c) {
+namespace {
+Response CheckNow(const ApiDeps& d, const Call& c, std::optional<std::function<Result<StoredResponse>(StoreTx&)>>& recorded,
+                  std::string& lock) {
     if (!d.usage) return RouteNotFound(c.req);
     auto body = BindJsonBody(c.req, {"customer", "feature", "meter", "flag", "amount", "record"});
     if (!body.ok()) return Fail(body.error());
@@ -242,10 +271,21 @@ Response CheckUsage(const ApiDeps& d, const Call& c) {
     }
     // The check and the increment in one write transaction: concurrent callers cannot both take the last unit.
     // Callers of one customer's meter queue for it (on every node) instead of failing each other's transactions.
-    return Stored(RunSerialized(d, "usage:" + id.str() + ":" + *meter, c.idem, [&](StoreTx& tx) -> Result<StoredResponse> {
-        TALLY_ASSIGN_OR_RETURN(auto outcome, d.usage->Check(tx, id, *meter, n, true));
+    lock = "usage:" + id.str() + ":" + *meter;
+    recorded = [&d, id, meter = *meter, n](StoreTx& tx) -> Result<StoredResponse> {
+        TALLY_ASSIGN_OR_RETURN(auto outcome, d.usage->Check(tx, id, meter, n, true));
         return tally::http::Render(200, OutcomeJson("usage_check", id, outcome));
-    }));
+    };
+    return Response{};
+}
+}  // namespace
+
+void CheckUsage(const ApiDeps& d, const Call& c, const Responder& respond) {
+    std::optional<std::function<Result<StoredResponse>(StoreTx&)>> recorded;
+    std::string lock;
+    Response r = CheckNow(d, c, recorded, lock);
+    if (!recorded) return respond(std::move(r));
+    RunSerializedAndRespond(d, std::move(lock), c.idem, std::move(*recorded), respond);
 }
 
 Response GetUsage(const ApiDeps& d, const Call& c) {

@@ -1,5 +1,7 @@
 #include "adapters/postgres/postgres_store.hpp"
 
+#include <algorithm>
+
 #include <spdlog/spdlog.h>
 
 #include <atomic>
@@ -1409,7 +1411,7 @@ void PostgresStore::Release(std::unique_ptr<PgConnection> conn) {
     cv_.notify_one();
 }
 
-Status PostgresStore::Run(Mode mode, const std::function<Status(StoreTx&)>& fn, int64_t lock_key) {
+Status PostgresStore::Run(Mode mode, const std::function<Status(StoreTx&)>& fn, const std::vector<int64_t>& lock_keys) {
     const char* begin = mode == Mode::kRead    ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
                         : mode == Mode::kInbox ? "BEGIN ISOLATION LEVEL READ COMMITTED"
                                                : "BEGIN ISOLATION LEVEL SERIALIZABLE";
@@ -1429,20 +1431,24 @@ Status PostgresStore::Run(Mode mode, const std::function<Status(StoreTx&)>& fn, 
         } give_back{*this, conn};
         conn->clear_retryable();
         Status s;
-        // Released however this attempt ends; a broken connection took its session lock with it.
+        // Released however this attempt ends; a broken connection took its session locks with it.
         struct Unlock {
             std::unique_ptr<PgConnection>& conn;
-            int64_t key;
-            bool held = false;
+            std::vector<int64_t> held;
             ~Unlock() {
-                if (held && conn && !conn->broken()) {
-                    (void)conn->Exec("SELECT pg_advisory_unlock(" + std::to_string(key) + ")");
+                if (held.empty() || !conn || conn->broken()) return;
+                std::string sql = "SELECT ";
+                for (size_t i = 0; i < held.size(); ++i) {
+                    if (i) sql += ", ";
+                    sql += "pg_advisory_unlock(" + std::to_string(held[i]) + ")";
                 }
+                (void)conn->Exec(sql);
             }
-        } unlock{conn, lock_key};
-        if (lock_key != 0) {
-            s = conn->Exec("SELECT pg_advisory_lock(" + std::to_string(lock_key) + ")");
-            unlock.held = s.ok();
+        } unlock{conn, {}};
+        for (int64_t key : lock_keys) {
+            s = conn->Exec("SELECT pg_advisory_lock(" + std::to_string(key) + ")");
+            if (!s.ok()) break;
+            unlock.held.push_back(key);
         }
         if (s.ok()) s = conn->Exec(begin);
         if (s.ok() && mode == Mode::kWriteAsync) s = conn->Exec("SET LOCAL synchronous_commit = off");
@@ -1485,12 +1491,20 @@ Status PostgresStore::Run(Mode mode, const std::function<Status(StoreTx&)>& fn, 
 
 Status PostgresStore::Read(const std::function<Status(StoreTx&)>& fn) { return Run(Mode::kRead, fn); }
 Status PostgresStore::Write(const std::function<Status(StoreTx&)>& fn) { return Run(Mode::kWrite, fn); }
-Status PostgresStore::WriteSerialized(std::string_view key, const std::function<Status(StoreTx&)>& fn) {
-    uint64_t h = 1469598103934665603ULL;  // FNV-1a: a stable 64-bit key on every node
-    for (unsigned char c : key) h = (h ^ c) * 1099511628211ULL;
-    int64_t lock_key = static_cast<int64_t>(h);
-    if (lock_key == 0 || lock_key == kMigrationLockKey) lock_key = 1;
-    return Run(Mode::kWrite, fn, lock_key);
+Status PostgresStore::WriteSerialized(const std::vector<std::string>& keys,
+                                      const std::function<Status(StoreTx&)>& fn) {
+    std::vector<int64_t> lock_keys;
+    for (const auto& key : keys) {
+        uint64_t h = 1469598103934665603ULL;  // FNV-1a: a stable 64-bit key on every node
+        for (unsigned char c : key) h = (h ^ c) * 1099511628211ULL;
+        int64_t lock_key = static_cast<int64_t>(h);
+        if (lock_key == 0 || lock_key == kMigrationLockKey) lock_key = 1;
+        lock_keys.push_back(lock_key);
+    }
+    // Taken in one order on every node, so two groups of keys never wait for each other in a circle.
+    std::sort(lock_keys.begin(), lock_keys.end());
+    lock_keys.erase(std::unique(lock_keys.begin(), lock_keys.end()), lock_keys.end());
+    return Run(Mode::kWrite, fn, lock_keys);
 }
 
 Status PostgresStore::WriteAsyncCommit(const std::function<Status(StoreTx&)>& fn) {

@@ -47,7 +47,8 @@ public:
     /// (https://www.postgresql.org/docs/15/explicit-locking.html#ADVISORY-LOCKS): the serializable transaction's
     /// snapshot is then taken after the previous holder's commit, so same-key writers queue instead of conflicting.
     /// A connection lost meanwhile releases its session's locks.
-    Status WriteSerialized(std::string_view key, const std::function<Status(StoreTx&)>& fn) override;
+    using Store::WriteSerialized;
+    Status WriteSerialized(const std::vector<std::string>& keys, const std::function<Status(StoreTx&)>& fn) override;
     /// READ COMMITTED with INSERT ... ON CONFLICT DO NOTHING: atomic against concurrent inserts of the same id from
     /// any node, so a duplicate is reported as one and never aborts the batch.
     Result<std::vector<bool>> AppendInbox(const std::vector<InboxEvent>& events) override;
@@ -63,9 +64,9 @@ private:
     PostgresStore(std::string url, const PostgresOptions& options, std::unique_ptr<PgConnection> first);
     Result<std::unique_ptr<PgConnection>> Acquire();
     void Release(std::unique_ptr<PgConnection> conn);
-    /// |lock_key| (0: none): a session advisory lock held from before BEGIN to after COMMIT, so the transaction's
-    /// snapshot is taken once the previous holder committed.
-    Status Run(Mode mode, const std::function<Status(StoreTx&)>& fn, int64_t lock_key = 0);
+    /// |lock_keys| (sorted, distinct): session advisory locks held from before BEGIN to after COMMIT, so the
+    /// transactions of writers sharing a key run one after another, on every node.
+    Status Run(Mode mode, const std::function<Status(StoreTx&)>& fn, const std::vector<int64_t>& lock_keys = {});
 
     const std::string url_;
     const PostgresOptions options_;

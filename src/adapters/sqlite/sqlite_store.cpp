@@ -1301,18 +1301,23 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, 
     TALLY_TRY(Migrate(writer->raw()));
     // Checkpoints run on their own connection and thread (CheckpointLoop), never inside a commit.
     TALLY_TRY(writer->Exec("PRAGMA wal_autocheckpoint=0"));
-    TALLY_ASSIGN_OR_RETURN(auto reader, Connection::Open(path, options));
+    std::vector<std::unique_ptr<Connection>> readers;
+    for (size_t i = 0; i < kReaderConnections; ++i) {
+        TALLY_ASSIGN_OR_RETURN(auto reader, Connection::Open(path, options));
+        readers.push_back(std::move(reader));
+    }
     // The checkpointer's synchronous setting decides whether checkpoints fsync the database file.
     TALLY_ASSIGN_OR_RETURN(auto checkpointer, Connection::Open(path, options));
     sqlite3_busy_handler(checkpointer->raw(), CheckpointBusyHandler, nullptr);
     return std::unique_ptr<SqliteStore>(
-        new SqliteStore(std::move(writer), std::move(reader), std::move(checkpointer), options.durable));
+        new SqliteStore(std::move(writer), std::move(readers), std::move(checkpointer), options.durable));
 }
 
-SqliteStore::SqliteStore(std::unique_ptr<Connection> writer, std::unique_ptr<Connection> reader,
+SqliteStore::SqliteStore(std::unique_ptr<Connection> writer, std::vector<std::unique_ptr<Connection>> readers,
                          std::unique_ptr<Connection> checkpointer, bool durable)
-    : writer_(std::move(writer)), reader_(std::move(reader)), checkpointer_(std::move(checkpointer)),
+    : writer_(std::move(writer)), readers_(std::move(readers)), checkpointer_(std::move(checkpointer)),
       durable_(durable) {
+    for (auto& r : readers_) idle_readers_.push_back(r.get());
     // Told the WAL's size after every commit; replaces SQLite's own auto-checkpoint hook (disabled anyway).
     sqlite3_wal_hook(
         writer_->raw(),
@@ -1400,8 +1405,8 @@ int64_t SqliteStore::RestartWal() {
     const auto start = std::chrono::steady_clock::now();
     std::lock_guard write_lock(write_mu_);
     // Readers hold snapshots in the WAL, and RESTART waits for them with SQLite's write lock held. Take the reader
-    // connection's lock too, so there is nothing to wait for; try only briefly (a reader might want the write lock
-    // next), and skip this round if a read does not finish.
+    // connections' lock too, so there is nothing to wait for; try only briefly (a reader might want the write lock
+    // next), and skip this round if the reads do not finish.
     std::unique_lock read_lock(read_mu_, std::defer_lock);
     const auto give_up = start + std::chrono::milliseconds(kCheckpointReadLockWaitMs);
     while (!read_lock.try_lock()) {
@@ -1449,9 +1454,31 @@ Status SqliteStore::Run(Connection& conn, const char* begin, const std::function
     return {};
 }
 
+Status SqliteStore::WithReader(const std::function<Status(Connection&)>& fn) {
+    std::shared_lock lock(read_mu_);
+    Connection* conn = nullptr;
+    {
+        std::unique_lock pool(readers_mu_);
+        reader_idle_.wait(pool, [this] { return !idle_readers_.empty(); });
+        conn = idle_readers_.back();
+        idle_readers_.pop_back();
+    }
+    struct Release {
+        SqliteStore* store;
+        Connection* conn;
+        ~Release() {
+            {
+                std::lock_guard pool(store->readers_mu_);
+                store->idle_readers_.push_back(conn);
+            }
+            store->reader_idle_.notify_one();
+        }
+    } release{this, conn};
+    return fn(*conn);
+}
+
 Status SqliteStore::Read(const std::function<Status(StoreTx&)>& fn) {
-    std::lock_guard lock(read_mu_);
-    return Run(*reader_, "BEGIN", fn);
+    return WithReader([&](Connection& conn) { return Run(conn, "BEGIN", fn); });
 }
 
 Status SqliteStore::Write(const std::function<Status(StoreTx&)>& fn) {
@@ -1522,8 +1549,7 @@ Result<std::vector<bool>> SqliteStore::AppendInbox(const std::vector<InboxEvent>
 }
 
 Status SqliteStore::Ping() {
-    std::lock_guard lock(read_mu_);
-    return reader_->Exec("SELECT 1 FROM schema_migrations LIMIT 1");
+    return WithReader([](Connection& conn) { return conn.Exec("SELECT 1 FROM schema_migrations LIMIT 1"); });
 }
 
 }  // namespace tally::sqlite

@@ -1,0 +1,37 @@
+#pragma once
+// Group commit of the app's writes on the hot path (recorded usage checks, POST /v1/usage): the writes that arrive
+// while one commit is in flight run together in the next transaction, each in a savepoint of its own, and become
+// durable with one commit. Each caller is answered after that commit (acknowledged means durable), and one
+// caller's refusal undoes only its own savepoint.
+#include <string>
+#include <vector>
+
+#include "app/group_commit.hpp"
+#include "app/store.hpp"
+
+namespace tally {
+
+constexpr size_t kWriteGroupMax = 512;          // writes one transaction takes at most
+constexpr size_t kWriteGroupQueueMax = 65536;   // writes waiting; past it, kUnavailable (back-pressure)
+
+/// One caller's write.
+struct GroupedWrite {
+    /// Serialisation keys (Store::WriteSerialized): writers of one hot row queue for it on every node.
+    std::vector<std::string> keys;
+    /// The write, inside a savepoint of the group's transaction. It may run more than once (a PostgreSQL
+    /// serialization retry runs the whole group again), so it must leave its answer where the last run puts it.
+    std::function<Status(StoreTx&)> run;
+};
+
+/// What became of one write once its group committed: ok, or its own refusal (its savepoint undone, the rest of the
+/// group committed). Done gets the commit's error instead when the group failed (nothing of it acknowledged).
+struct GroupedWriteOutcome {
+    Status status;
+};
+using WriteGroupCommitter = GroupCommitter<GroupedWrite, GroupedWriteOutcome>;
+
+/// The sink of a WriteGroupCommitter: one Store::WriteSerialized transaction over every write's keys. A store
+/// failure (kUnavailable, kInternal) inside a write fails the whole group.
+WriteGroupCommitter::Sink WriteGroupSink(Store& store);
+
+}  // namespace tally
