@@ -125,6 +125,7 @@ Result<MemberRecord> MemberService::Add(StoreTx& tx, const CustomerId& customer,
                      "an organization has at most " + std::to_string(kOrganizationMembersMax) + " members", "user",
                      ErrorReason::kResourceLimitExceeded};
     }
+    if (seat_check_) TALLY_TRY(seat_check_(tx, customer));
     const Timestamp now = clock_.Now();
     TALLY_ASSIGN_OR_RETURN(auto before, BuildUserView(tx, billing_.catalog(), user));
     MemberRecord m{customer, user, email, role, now, now};

@@ -1,6 +1,7 @@
 #pragma once
 // Organizations' members, app users' effective roles, and customer sessions (short-lived browser tokens acting for
 // one app user inside one customer).
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -49,6 +50,9 @@ public:
     /// Emits customer.member_added, and customer.role_changed about the user when their effective role moves.
     Result<MemberRecord> Add(StoreTx& tx, const CustomerId& customer, const std::string& user, const std::string& email,
                              MemberRole role, std::optional<MemberRole> actor_role, const std::string& actor);
+    /// Called by Add inside its transaction before a member is added (UsageService::CheckSeat: the plan's seats);
+    /// its error refuses the addition.
+    void SetSeatCheck(std::function<Status(StoreTx&, const CustomerId&)> check) { seat_check_ = std::move(check); }
     /// Changes the role and/or email of a member. kNotFound (param "user") when |user| is not a member; kConflict
     /// reason kLastOwner when it would demote the only owner; otherwise as Add. Emits customer.member_updated.
     Result<MemberRecord> Update(StoreTx& tx, const CustomerId& customer, const std::string& user,
@@ -96,6 +100,7 @@ private:
     BillingService& billing_;
     const Clock& clock_;
     const SecretHasher& hasher_;
+    std::function<Status(StoreTx&, const CustomerId&)> seat_check_;
 };
 
 /// The user view of |user| inside |tx| (no kNotFound: an empty membership list when nobody knows them).

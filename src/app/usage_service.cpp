@@ -45,7 +45,13 @@ Result<MeterState> UsageService::Load(StoreTx& tx, const CustomerView& view, con
         state.period = counter_period ? *counter_period : UsagePeriod(clock_.Now(), SubscriptionCycle(view));
         period_start = state.period->start;
     }
-    TALLY_ASSIGN_OR_RETURN(state.current, tx.usage().Value(view.customer.id, meter.name, period_start));
+    if (meter.counts_members && view.customer.type == CustomerType::kOrganization) {
+        // Seats of an organization are its members, counted now: nothing to record, nothing to drift.
+        TALLY_ASSIGN_OR_RETURN(auto members, tx.customers().ListMembers(view.customer.id));
+        state.current = static_cast<int64_t>(members.size());
+    } else {
+        TALLY_ASSIGN_OR_RETURN(state.current, tx.usage().Value(view.customer.id, meter.name, period_start));
+    }
     const UsageDecision d = DecideUsage(meter.mode, state.current, 0, state.limit);
     state.remaining = d.remaining;
     state.overage = d.overage;
@@ -89,6 +95,10 @@ Result<UsageOutcome> UsageService::Record(StoreTx& tx, const UsageInput& in) {
     TALLY_ASSIGN_OR_RETURN(auto record, tx.customers().Get(in.customer));
     if (!record) return NoSuchCustomer(in.customer);
     TALLY_ASSIGN_OR_RETURN(CustomerView view, billing_.BuildView(tx, *record, now));
+    if (meter->counts_members && view.customer.type == CustomerType::kOrganization) {
+        return InvalidArgument(meter->name + " counts the organization's members: add or remove members instead",
+                               "meter");
+    }
     std::optional<Period> period;
     if (meter->kind == MeterKind::kCounter) {
         // A late event counts in the period it happened in: the current one, or the previous one while it is
@@ -139,6 +149,11 @@ Result<UsageOutcome> UsageService::Check(StoreTx& tx, const CustomerId& customer
     TALLY_ASSIGN_OR_RETURN(auto rec, tx.customers().Get(customer));
     if (!rec) return NoSuchCustomer(customer);
     TALLY_ASSIGN_OR_RETURN(CustomerView view, billing_.BuildView(tx, *rec, now));
+    if (record && meter->counts_members && view.customer.type == CustomerType::kOrganization) {
+        return InvalidArgument(meter->name + " counts the organization's members: check without record, then add "
+                                             "the member",
+                               "record");
+    }
     TALLY_ASSIGN_OR_RETURN(auto overrides, tx.usage().ListOverrides(customer));
     TALLY_ASSIGN_OR_RETURN(MeterState before, Load(tx, view, *meter, std::nullopt, overrides));
     const UsageDecision d = DecideUsage(meter->mode, before.current, amount, before.limit);
@@ -164,6 +179,21 @@ Result<UsageOutcome> UsageService::Check(StoreTx& tx, const CustomerId& customer
     out.state.overage = d.overage;
     TALLY_TRY(Announce(tx, view, before, out.state));
     return out;
+}
+
+Status UsageService::CheckSeat(StoreTx& tx, const CustomerId& customer) {
+    for (const Meter& m : billing_.catalog().meters()) {
+        if (!m.counts_members) continue;
+        TALLY_ASSIGN_OR_RETURN(UsageOutcome o, Check(tx, customer, m.name, 1, false));
+        if (!o.allowed) {
+            return Error{ErrorCode::kConflict,
+                         "the plan allows " + std::to_string(o.state.limit.value_or(0)) + " " + m.unit + " (" +
+                             m.name + "); this organization has " + std::to_string(o.state.current) +
+                             " members: upgrade, or remove a member first",
+                         "user", ErrorReason::kUsageLimitExceeded};
+        }
+    }
+    return {};
 }
 
 Result<bool> UsageService::CheckFeature(const CustomerId& customer, const std::string& feature) {

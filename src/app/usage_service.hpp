@@ -75,6 +75,9 @@ public:
     /// transaction |tx|, the increment is made in the same step when allowed (a refused check records nothing).
     Result<UsageOutcome> Check(StoreTx& tx, const CustomerId& customer, const std::string& meter, int64_t amount,
                                bool record);
+    /// For MemberService::Add: kConflict reason kUsageLimitExceeded (param "user") when one more member would pass
+    /// the hard limit of a meter that counts members; ok when it fits or there is no such meter.
+    Status CheckSeat(StoreTx& tx, const CustomerId& customer);
     /// Whether the customer's plan has |feature| on. kNotFound for an unknown customer or feature.
     Result<bool> CheckFeature(const CustomerId& customer, const std::string& feature);
     /// Every meter's state for the customer (GET /v1/customers/{id}/usage).

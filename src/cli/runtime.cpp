@@ -551,6 +551,7 @@ int Serve(const ServeOptions& o) {
     PlanService plans(**store, billing, stripe_mode == "not_configured" ? nullptr : &stripe_api, clock, &outbox);
     plans.SetWakeup([&worker] { worker.Notify(); });
     UsageService usage(**store, billing, clock, &outbox, *thresholds);
+    members.SetSeatCheck([&usage](StoreTx& tx, const CustomerId& c) { return usage.CheckSeat(tx, c); });
     FlagService flags(**store, clock);
     // Recorded usage: one durable commit for the writes that arrive together.
     WriteGroupCommitter commits(WriteGroupSink(**store), kWriteGroupMax, kWriteGroupQueueMax);

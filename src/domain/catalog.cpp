@@ -101,6 +101,9 @@ Result<Catalog> Catalog::Create(std::vector<std::string> roles, std::vector<Plan
             return InvalidArgument("meter names and units are single words", path);
         }
         if (!metered.insert(m.name).second) return InvalidArgument("duplicate meter", path);
+        if (m.counts_members && m.kind != MeterKind::kGauge) {
+            return InvalidArgument("a meter that counts members is a gauge", path + ".source");
+        }
     }
     catalog.declared_meters_ = meters;
     for (const auto& [name, _] : limit_names) {

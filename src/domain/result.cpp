@@ -50,6 +50,7 @@ const char* ErrorReasonName(ErrorReason reason) {
         case ErrorReason::kSubscriptionNotChangeable: return "subscription_not_changeable";
         case ErrorReason::kPlanArchived: return "plan_archived";
         case ErrorReason::kStripeSyncPending: return "stripe_sync_pending";
+        case ErrorReason::kUsageLimitExceeded: return "limit_exceeded";
     }
     return "";
 }

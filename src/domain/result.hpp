@@ -58,6 +58,7 @@ enum class ErrorReason {
     kSubscriptionNotChangeable,    // the subscription's status does not allow the change (canceled, ...)
     kPlanArchived,                 // a sale of a plan that is no longer sold
     kStripeSyncPending,            // the plan's change is not in Stripe yet; it is being pushed
+    kUsageLimitExceeded,           // one more (a member past the seats) would pass the plan's hard limit
 };
 
 /// The API code of |reason| ("parameter_missing", ...); "" for kNone.

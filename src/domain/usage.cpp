@@ -33,6 +33,7 @@ std::string MetersToText(const std::vector<Meter>& meters) {
         out += LimitModeName(m.mode);
         out += ' ';
         out += m.unit;
+        if (m.counts_members) out += " members";
         out += '\n';
     }
     return out;
@@ -41,10 +42,14 @@ std::string MetersToText(const std::vector<Meter>& meters) {
 std::vector<Meter> MetersFromText(std::string_view text) {
     std::vector<Meter> out;
     std::istringstream in{std::string(text)};
-    std::string name, kind, mode, unit;
-    while (in >> name >> kind >> mode >> unit) {
+    std::string line;
+    while (std::getline(in, line)) {
+        std::istringstream words(line);
+        std::string name, kind, mode, unit, source;
+        if (!(words >> name >> kind >> mode >> unit)) continue;
+        words >> source;
         // A word this build does not know reads as the strictest meaning: a hard gauge.
-        Meter m{name, MeterKind::kGauge, LimitMode::kHard, unit};
+        Meter m{name, MeterKind::kGauge, LimitMode::kHard, unit, source == "members"};
         if (auto k = ParseMeterKind(kind); k.ok()) m.kind = *k;
         if (auto l = ParseLimitMode(mode); l.ok()) m.mode = *l;
         out.push_back(std::move(m));

@@ -25,6 +25,10 @@ struct Meter {
     MeterKind kind = MeterKind::kGauge;
     LimitMode mode = LimitMode::kHard;
     std::string unit;  // what one unit is ("projects", "hours", "GB"): for people, never converted
+    /// Seats (catalog "source": "members", gauges only): for an organization its value is the number of its
+    /// members, counted live, and adding a member past the limit is refused; for an individual customer a gauge as
+    /// any other.
+    bool counts_members = false;
     bool operator==(const Meter&) const = default;
 };
 

@@ -63,7 +63,7 @@ test('customers: create is idempotent on external_id; get and lookups', async ()
   assert.equal(found.json.data[0].id, bracketed.json.id);
   const ent = await server.get(`/v1/customers/${a.json.id}/entitlements`);
   assert.equal(ent.status, 200);
-  assert.deepEqual(ent.json.limits, { build_hours: 5, projects: 1, storage_gb: 1 });
+  assert.deepEqual(ent.json.limits, { build_hours: 5, projects: 1, storage_gb: 1, users: 5 });
   assert.equal(ent.json.features.ai_features, false);
 });
 

@@ -133,6 +133,24 @@ test('a customer session reads its own usage only', async () => {
   assertError(await server.post('/v1/check', { customer: org.id, meter: 'projects' }, { key: token }), 404, 'route_not_found');
 });
 
+test("an organization's seats are its members: the one past the plan's seats is refused", async () => {
+  const org = (await server.post('/v1/customers', { external_id: 'usage_seats', type: 'organization' })).json;
+  for (let i = 0; i < 5; i++) {
+    const r = await server.post(`/v1/customers/${org.id}/members`, { user: `seat_${i}`, role: i === 0 ? 'owner' : 'member' });
+    assert.equal(r.status, 201, r.text);
+  }
+  const seats = (await server.get(`/v1/customers/${org.id}/usage`)).json.meters.find((m) => m.meter === 'users');
+  assert.deepEqual([seats.current, seats.limit, seats.unit, seats.remaining], [5, 5, 'seats', 0]);
+  const ask = await server.post('/v1/check', { customer: org.id, meter: 'users' });
+  assert.deepEqual([ask.json.allowed, ask.json.reason], [false, 'limit_exceeded']);
+  assertError(await server.post(`/v1/customers/${org.id}/members`, { user: 'seat_5', role: 'member' }), 409, 'limit_exceeded', 'user');
+  assert.equal((await server.get(`/v1/customers/${org.id}/members`)).json.data.length, 5);
+  assertError(await server.post('/v1/usage', { customer: org.id, meter: 'users', value: 1, idempotency_key: 'seat-set' }), 400, 'parameter_invalid', 'meter');
+  // Removing a member frees a seat.
+  assert.equal((await server.request('DELETE', `/v1/customers/${org.id}/members/seat_4`)).status, 200);
+  assert.equal((await server.post(`/v1/customers/${org.id}/members`, { user: 'seat_5', role: 'member' })).status, 201);
+});
+
 test('bad input names its parameter and records nothing', async () => {
   const c = (await server.post('/v1/customers', { external_id: 'usage_bad' })).json;
   const usage = (b) => server.post('/v1/usage', { customer: c.id, meter: 'projects', value: 1, idempotency_key: `k${Math.random()}`, ...b });

@@ -144,7 +144,7 @@ TEST_P(PlansTest, TheFileSeedsAnEmptyDatabaseOnceWhenNodesStartTogether) {
     }
     // A seeded database is left as it is; the file's differences are reported, not applied.
     auto changed = ParseCatalogJson(R"({"roles":["member","professional"],"default_plan":"free","plans":[
-        {"id":"free","name":"Free","role":"member","features":{"ai_features":false,"sync_tools":false,"priority_support":false,"autoscale":false,"isolated_db":false},"limits":{"projects":1,"build_hours":5,"storage_gb":1}}]})");
+        {"id":"free","name":"Free","role":"member","features":{"ai_features":false,"sync_tools":false,"priority_support":false,"autoscale":false,"isolated_db":false},"limits":{"projects":1,"build_hours":5,"storage_gb":1,"users":5}}]})");
     ASSERT_TRUE(changed.ok()) << changed.error().message;
     auto diffs = h.a.plans.SeedAndLoad(*changed);
     ASSERT_TRUE(diffs.ok());
@@ -344,11 +344,11 @@ TEST_P(PlansTest, ApplyMakesTheDatabaseEqualTheFile) {
     h.Seed();
     EXPECT_TRUE(h.a.plans.Diff(h.file)->empty());
     std::string text = R"({"roles":["member","professional"],"default_plan":"free","plans":[
-      {"id":"free","name":"Free","role":"member","features":{"ai_features":false,"sync_tools":false,"priority_support":false,"autoscale":false,"isolated_db":false},"limits":{"projects":1,"build_hours":5,"storage_gb":1}},
+      {"id":"free","name":"Free","role":"member","features":{"ai_features":false,"sync_tools":false,"priority_support":false,"autoscale":false,"isolated_db":false},"limits":{"projects":1,"build_hours":5,"storage_gb":1,"users":5}},
       {"id":"pro","name":"Pro","role":"professional","prices":[{"lookup_key":"pro_monthly","interval":"month","unit_amount":6500,"currency":"usd"}],
-       "features":{"ai_features":true,"sync_tools":true,"priority_support":true,"autoscale":true,"isolated_db":false},"limits":{"projects":3,"build_hours":150,"storage_gb":50},"credits_monthly":5000},
+       "features":{"ai_features":true,"sync_tools":true,"priority_support":true,"autoscale":true,"isolated_db":false},"limits":{"projects":3,"build_hours":150,"storage_gb":50,"users":20},"credits_monthly":5000},
       {"id":"enterprise","name":"Enterprise","role":"professional","prices":[{"lookup_key":"enterprise_yearly","interval":"year","unit_amount":500000,"currency":"usd"}],
-       "features":{"ai_features":true,"sync_tools":true,"priority_support":true,"autoscale":true,"isolated_db":true},"limits":{"projects":100,"build_hours":5000,"storage_gb":2000}}]})";
+       "features":{"ai_features":true,"sync_tools":true,"priority_support":true,"autoscale":true,"isolated_db":true},"limits":{"projects":100,"build_hours":5000,"storage_gb":2000,"users":null}}]})";
     auto next = ParseCatalogJson(text);
     ASSERT_TRUE(next.ok()) << next.error().message;
     auto diff = h.a.plans.Diff(*next);

@@ -9,6 +9,8 @@
 
 #include "adapters/config/catalog_json.hpp"
 #include "adapters/http/json_views.hpp"
+#include "adapters/openssl_secret_hasher.hpp"
+#include "app/member_service.hpp"
 #include "app/billing_service.hpp"
 #include "app/event_outbox.hpp"
 #include "app/usage_service.hpp"
@@ -194,6 +196,59 @@ TEST_P(UsageTest, ANullLimitIsUnlimited) {
         return {};
     }).ok());
     EXPECT_FALSE(h.Check(0, "builds", 1).value().allowed);
+}
+
+// Seed 002: an organization's seats are its members; adding one past the plan's seats is refused.
+TEST_P(UsageTest, SeatsAreAnOrganizationsMembersAndBlockTheOnePastTheLimit) {
+    Harness h(GetParam(), R"({"roles":["member"],"default_plan":"free",
+      "meters":{"users":{"kind":"gauge","mode":"hard","unit":"seats","source":"members"}},
+      "plans":[{"id":"free","name":"Free","role":"member","limits":{"users":2}}]})");
+    EXPECT_TRUE(h.catalog.FindMeter("users")->counts_members);
+    OpenSslSecretHasher hasher;
+    MemberService members(h.StoreOf(0), h.nodes[0]->billing, h.clock, hasher);
+    members.SetSeatCheck([&](StoreTx& tx, const CustomerId& c) { return h.nodes[0]->usage.CheckSeat(tx, c); });
+    CustomerId org;
+    ASSERT_TRUE(h.StoreOf(0).Write([&](StoreTx& tx) -> Status {
+        CustomerInput in;
+        in.type = CustomerType::kOrganization;
+        TALLY_ASSIGN_OR_RETURN(auto created, h.nodes[0]->billing.CreateCustomer(tx, "org_seats", in));
+        org = created.first.customer.id;
+        return {};
+    }).ok());
+    auto add = [&](const std::string& user) -> Status {
+        return h.StoreOf(0).Write([&](StoreTx& tx) -> Status {
+            TALLY_TRY(members.Add(tx, org, user, "", MemberRole::kMember, std::nullopt, "admin:key_1"));
+            return {};
+        });
+    };
+    auto seats = [&] {
+        std::optional<UsageOutcome> out;
+        EXPECT_TRUE(h.StoreOf(0).Read([&](StoreTx& tx) -> Status {
+            TALLY_ASSIGN_OR_RETURN(out, h.nodes[0]->usage.Check(tx, org, "users", 1, false));
+            return {};
+        }).ok());
+        return *out;
+    };
+    EXPECT_EQ(seats().state.current, 0);
+    ASSERT_TRUE(add("u1").ok());
+    ASSERT_TRUE(add("u2").ok());
+    EXPECT_EQ(seats().state.current, 2);
+    EXPECT_FALSE(seats().allowed);
+    Status third = add("u3");
+    ASSERT_FALSE(third.ok());
+    EXPECT_EQ(third.error().reason, ErrorReason::kUsageLimitExceeded);
+    EXPECT_EQ(third.error().param, "user");
+    EXPECT_EQ(members.List(org)->size(), 2u);
+    // Recording seats of an organization is refused: its members are the count.
+    EXPECT_EQ(h.Record(UsageInput{org, "users", 5, true, std::nullopt}).error().param, "meter");
+    EXPECT_TRUE(h.Check(0, "users", 1).ok());  // the harness's individual customer: a plain gauge
+    // An extra seat from an admin lets the third in.
+    ASSERT_TRUE(h.StoreOf(0).Write([&](StoreTx& tx) -> Status {
+        TALLY_TRY(h.nodes[0]->usage.SetOverride(tx, {org, "users", std::nullopt, 1, std::nullopt, "pilot", {}, "a"}));
+        return {};
+    }).ok());
+    EXPECT_TRUE(add("u3").ok());
+    EXPECT_EQ(seats().state.current, 3);
 }
 
 TEST_P(UsageTest, HistoryListsEveryDayAndMonthWithAGaugesValueCarriedOver) {

@@ -115,7 +115,7 @@ Result<Catalog> ParseCatalogJson(std::string_view text) {
         for (const auto& kv : *mo) {
             const std::string path = "meters." + std::string(kv.key());
             TALLY_ASSIGN_OR_RETURN(const bj::object* m, json::AsObject(kv.value(), path));
-            TALLY_TRY(OnlyKeys(*m, {"kind", "mode", "unit"}, path));
+            TALLY_TRY(OnlyKeys(*m, {"kind", "mode", "unit", "source"}, path));
             TALLY_ASSIGN_OR_RETURN(std::string kind_text, json::RequiredString(*m, "kind", path));
             auto kind = ParseMeterKind(kind_text);
             if (!kind.ok()) return InvalidArgument(kind.error().message, path + ".kind");
@@ -123,7 +123,13 @@ Result<Catalog> ParseCatalogJson(std::string_view text) {
             auto mode = ParseLimitMode(mode_text.empty() ? "hard" : mode_text);
             if (!mode.ok()) return InvalidArgument(mode.error().message, path + ".mode");
             TALLY_ASSIGN_OR_RETURN(std::string unit, json::OptionalString(*m, "unit", path));
-            meters.push_back(Meter{std::string(kv.key()), *kind, *mode, unit.empty() ? std::string(kv.key()) : unit});
+            TALLY_ASSIGN_OR_RETURN(std::string source, json::OptionalString(*m, "source", path));
+            if (!source.empty() && source != "members") {
+                return InvalidArgument("source is \"members\" (seats counted from an organization's members) or absent",
+                                       path + ".source");
+            }
+            meters.push_back(Meter{std::string(kv.key()), *kind, *mode, unit.empty() ? std::string(kv.key()) : unit,
+                                   source == "members"});
         }
     }
     return Catalog::Create(std::move(roles), std::move(plans), PlanId(default_plan), std::move(meters));
