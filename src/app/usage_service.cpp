@@ -181,6 +181,25 @@ Result<UsageOutcome> UsageService::Check(StoreTx& tx, const CustomerId& customer
     return out;
 }
 
+Result<std::vector<MeterState>> UsageService::OverLimits(const CustomerId& customer, const PlanId& plan_id) {
+    std::vector<MeterState> out;
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        const Plan* plan = billing_.catalog().FindPlan(plan_id);
+        if (plan == nullptr) return NotFound("no such plan: '" + plan_id.str() + "'", "plan");
+        TALLY_ASSIGN_OR_RETURN(auto rec, tx.customers().Get(customer));
+        if (!rec) return NotFound("no such customer: '" + customer.str() + "'", "id");
+        TALLY_ASSIGN_OR_RETURN(CustomerView view, billing_.BuildView(tx, *rec, clock_.Now()));
+        view.decision.plan = plan;  // the limits it would have
+        TALLY_ASSIGN_OR_RETURN(auto overrides, tx.usage().ListOverrides(customer));
+        for (const Meter& m : billing_.catalog().meters()) {
+            TALLY_ASSIGN_OR_RETURN(MeterState state, Load(tx, view, m, std::nullopt, overrides));
+            if (state.limit && state.current > *state.limit) out.push_back(std::move(state));
+        }
+        return {};
+    }));
+    return out;
+}
+
 Status UsageService::CheckSeat(StoreTx& tx, const CustomerId& customer) {
     for (const Meter& m : billing_.catalog().meters()) {
         if (!m.counts_members) continue;

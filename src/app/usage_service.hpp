@@ -75,6 +75,10 @@ public:
     /// transaction |tx|, the increment is made in the same step when allowed (a refused check records nothing).
     Result<UsageOutcome> Check(StoreTx& tx, const CustomerId& customer, const std::string& meter, int64_t amount,
                                bool record);
+    /// The meters whose current value is above |plan|'s limit for the customer (its overrides included): what a move
+    /// to |plan| blocks. Nothing is deleted; new usage of those meters is refused (hard limits) until it is back
+    /// under. kNotFound (customer as "id", plan as "plan").
+    Result<std::vector<MeterState>> OverLimits(const CustomerId& customer, const PlanId& plan);
     /// For MemberService::Add: kConflict reason kUsageLimitExceeded (param "user") when one more member would pass
     /// the hard limit of a meter that counts members; ok when it fits or there is no such meter.
     Status CheckSeat(StoreTx& tx, const CustomerId& customer);

@@ -51,6 +51,16 @@ test('the 1-project limit blocks a second project, warns once, and an upgrade li
   assert.equal(hours.resets_at, sub.json.current_period_end);
   const features = await server.post('/v1/check', { customer: c.id, feature: 'ai_features' });
   assert.deepEqual([features.json.object, features.json.allowed], ['feature_check', true]);
+  // Down to starter (1 project) with 2: the answer says which meters are over; nothing is deleted, and new
+  // projects are refused at once.
+  const down = await server.post(`/v1/subscriptions/${sub.json.id}/change`, { plan: 'starter' });
+  assert.equal(down.status, 200, down.text);
+  assert.equal(down.json.plan, 'starter');
+  assert.deepEqual(down.json.usage_over_limit, [{ meter: 'projects', current: 2, limit: 1, mode: 'hard' }]);
+  const blocked = await server.post('/v1/check', { customer: c.id, meter: 'projects', amount: 1, record: true });
+  assert.deepEqual([blocked.json.allowed, blocked.json.current, blocked.json.limit, blocked.json.overage], [false, 2, 1, 1]);
+  const up = await server.post(`/v1/subscriptions/${sub.json.id}/change`, { plan: 'pro' });
+  assert.deepEqual(up.json.usage_over_limit, []);
 });
 
 test('recorded usage is deduplicated by its key; parallel checks never pass a hard limit', async () => {

@@ -88,12 +88,15 @@ Result<StripeSubscriptionId> OwnSubscription(const ApiDeps& d, const Call& c) {
 /// A subscription action on |id| (checked by OwnSubscription): the caller's role, then |fn| as an idempotent call
 /// with Stripe effects, given the Stripe idempotency key.
 Response Mutate(const ApiDeps& d, const Call& c, const StripeSubscriptionId& id,
-                const std::function<Result<SubscriptionView>(const StripeSubscriptionId&, const std::string&)>& fn) {
+                const std::function<Result<SubscriptionView>(const StripeSubscriptionId&, const std::string&)>& fn,
+                const std::function<Status(const SubscriptionView&, bj::object&)>& decorate = {}) {
     if (Status allowed = c.MayManageBilling(); !allowed.ok()) return Fail(allowed.error());
     const std::string stripe_key = c.StripeIdempotencyKey();
     return Stored(d.idempotency.RunWithExternalEffects(c.idem, [&]() -> Result<StoredResponse> {
         TALLY_ASSIGN_OR_RETURN(auto view, fn(id, stripe_key));
-        return tally::http::Render(200, Render(view));
+        bj::value out = Render(view);
+        if (decorate) TALLY_TRY(decorate(view, out.as_object()));
+        return tally::http::Render(200, out);
     }));
 }
 
@@ -347,10 +350,27 @@ Response ChangeSubscription(const ApiDeps& d, const Call& c) {
     auto change = ParseChange(c.req, true);
     if (!change.ok()) return Fail(change.error());
     SubscriptionService& svc = *d.subscriptions;
-    return Mutate(d, c, *id, [&](const StripeSubscriptionId& id, const std::string& key) {
-        return change->at_period_end ? svc.ChangeAtPeriodEnd(id, PlanId(change->plan), change->interval, key)
-                                     : svc.Change(id, PlanId(change->plan), change->interval, change->proration_date, key);
-    });
+    return Mutate(
+        d, c, *id,
+        [&](const StripeSubscriptionId& id, const std::string& key) {
+            return change->at_period_end ? svc.ChangeAtPeriodEnd(id, PlanId(change->plan), change->interval, key)
+                                         : svc.Change(id, PlanId(change->plan), change->interval, change->proration_date,
+                                                      key);
+        },
+        [&](const SubscriptionView& view, bj::object& out) -> Status {
+            // A downgrade below current usage deletes nothing; new usage of these meters is refused until it is
+            // back under the new plan's limit. Say so in the answer.
+            bj::array over;
+            if (d.usage && !view.customer_id.empty()) {
+                TALLY_ASSIGN_OR_RETURN(auto meters, d.usage->OverLimits(CustomerId(view.customer_id), PlanId(change->plan)));
+                for (const auto& m : meters) {
+                    over.push_back(bj::object{{"meter", m.meter.name}, {"current", m.current}, {"limit", *m.limit},
+                                              {"mode", LimitModeName(m.meter.mode)}});
+                }
+            }
+            out["usage_over_limit"] = std::move(over);
+            return {};
+        });
 }
 
 Response CancelSubscription(const ApiDeps& d, const Call& c) {
