@@ -60,6 +60,15 @@ Result<MeterState> UsageService::Load(StoreTx& tx, const CustomerView& view, con
 
 Status UsageService::Announce(StoreTx& tx, const CustomerView& view, const MeterState& before, const MeterState& after) {
     const Timestamp period_start = after.period ? after.period->start : Timestamp(0);
+    if (after.meter.kind == MeterKind::kGauge && after.current < before.current && after.limit) {
+        // A gauge that fell back under a threshold (projects deleted) warns again when it next crosses it; a
+        // counter only grows within its period.
+        const std::vector<int> still = CrossedThresholds(-1, after.current, after.limit, thresholds_);
+        if (still.size() < thresholds_.size()) {
+            TALLY_TRY(tx.usage().ClearThresholds(view.customer.id, after.meter.name, period_start,
+                                                 thresholds_[still.size()]));
+        }
+    }
     for (int threshold : CrossedThresholds(before.current, after.current, after.limit, thresholds_)) {
         // Once per threshold, meter and period, however many concurrent calls cross it: the mark is written in the
         // transaction that crossed it, and the store serialises those.

@@ -198,6 +198,20 @@ TEST_P(UsageTest, ANullLimitIsUnlimited) {
     EXPECT_FALSE(h.Check(0, "builds", 1).value().allowed);
 }
 
+TEST_P(UsageTest, AGaugeThatFallsBackUnderAThresholdWarnsAgainWhenItNextCrossesIt) {
+    Harness h(GetParam());
+    auto set = [&](int64_t v) { ASSERT_TRUE(h.Record(UsageInput{h.customer, "seats", v, true, std::nullopt}).ok()); };
+    set(85);  // 80%
+    EXPECT_EQ(h.Thresholds().size(), 1u);
+    set(90);  // still past 80%, not yet 95%: nothing new
+    EXPECT_EQ(h.Thresholds().size(), 1u);
+    set(40);  // projects deleted: under 80% again
+    EXPECT_EQ(h.Thresholds().size(), 1u);
+    set(96);  // 80% and 95% again
+    EXPECT_EQ(h.Thresholds().size(), 3u);
+    // A counter never falls, so within a period each threshold is announced once (the race test above).
+}
+
 // Seed 002: an organization's seats are its members; adding one past the plan's seats is refused.
 TEST_P(UsageTest, SeatsAreAnOrganizationsMembersAndBlockTheOnePastTheLimit) {
     Harness h(GetParam(), R"({"roles":["member"],"default_plan":"free",

@@ -1140,6 +1140,12 @@ public:
                                                         period_start, threshold, at));
         return added.has_value();
     }
+    Status ClearThresholds(const CustomerId& customer, const std::string& meter, Timestamp period_start,
+                           int threshold) override {
+        return Do("DELETE FROM usage_thresholds WHERE customer_id=$1 AND meter=$2 AND period_start=$3 AND "
+                  "threshold>=$4",
+                  customer, meter, period_start, threshold);
+    }
     Result<std::vector<LimitOverrideRecord>> ListOverrides(const CustomerId& customer) override {
         return Many<LimitOverrideRecord>(
             "SELECT customer_id, meter, limit_value, extra, expires_at, reason, created, actor FROM limit_overrides "

@@ -65,6 +65,9 @@ public:
     /// Records that |threshold| was announced for the meter in that period; false if it already was.
     virtual Result<bool> MarkThreshold(const CustomerId& customer, const std::string& meter, Timestamp period_start,
                                        int threshold, Timestamp at) = 0;
+    /// Forgets the announced thresholds from |threshold| up (a gauge fell back under them: crossing again warns again).
+    virtual Status ClearThresholds(const CustomerId& customer, const std::string& meter, Timestamp period_start,
+                                   int threshold) = 0;
     /// The customer's overrides (expired ones too), by meter.
     virtual Result<std::vector<LimitOverrideRecord>> ListOverrides(const CustomerId& customer) = 0;
     /// Sets the customer's override for its meter (one per meter).
