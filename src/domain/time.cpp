@@ -124,13 +124,14 @@ Result<Timestamp> NthBoundary(Timestamp anchor, BillingInterval interval, int64_
 Result<Period> PeriodContaining(Timestamp anchor, BillingInterval interval, Timestamp at) {
     if (at < anchor) return InvalidArgument("instant precedes the billing cycle anchor");
     if (interval.count < 1) return InvalidArgument("interval_count must be at least 1");
-    // Estimate the index from an average period length, then correct: boundaries are monotonic in n.
+    // Estimate the index from the Gregorian calendar's average period length (365.2425 days a year), then correct:
+    // boundaries are monotonic in n, so the estimate is off by a step or two at most.
     int64_t approx_len = kSecondsPerDay;
     switch (interval.unit) {
         case BillingInterval::Unit::kDay: approx_len = kSecondsPerDay; break;
         case BillingInterval::Unit::kWeek: approx_len = 7 * kSecondsPerDay; break;
-        case BillingInterval::Unit::kMonth: approx_len = 28 * kSecondsPerDay; break;
-        case BillingInterval::Unit::kYear: approx_len = 365 * kSecondsPerDay; break;
+        case BillingInterval::Unit::kMonth: approx_len = 2629746; break;  // 365.2425 days / 12
+        case BillingInterval::Unit::kYear: approx_len = 31556952; break;  // 365.2425 days
     }
     int64_t n = (at.unix_seconds() - anchor.unix_seconds()) / (approx_len * interval.count);
     for (;;) {

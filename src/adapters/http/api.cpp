@@ -351,7 +351,9 @@ void Api::Handle(Request req, const Responder& respond) {
     for (const char* known : kMethods) {
         if (req.method == known) method = known;
     }
-    Responder counted = [this, respond, start, once, route = RouteTemplate(req), method](Response r) {
+    Match match = FindRoute(req);
+    Responder counted = [this, respond, start, once, route = match.route ? match.route->path : "other",
+                         method](Response r) {
         if (once->exchange(true)) return;
         d_.metrics.HttpRequest(route, method, r.status,
                                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
@@ -360,7 +362,7 @@ void Api::Handle(Request req, const Responder& respond) {
     // The one exception boundary of request handling: whatever a handler throws (a bug, bad_alloc), the client
     // gets a 500 with an id that is also in the log, and the connection lives on.
     try {
-        HandleUnguarded(std::move(req), counted);
+        HandleUnguarded(std::move(req), counted, match.route, std::move(match.params), match.allowed);
     } catch (const std::exception& e) {
         counted(InternalErrorResponse(e.what()));
     } catch (...) {
@@ -368,8 +370,9 @@ void Api::Handle(Request req, const Responder& respond) {
     }
 }
 
-void Api::HandleUnguarded(Request req, const Responder& respond) {
-    Match match = FindRoute(req);
+void Api::HandleUnguarded(Request req, const Responder& respond, const Route* route, std::vector<std::string> params,
+                          const std::string& allowed) {
+    Match match{route, allowed, std::move(params)};
     const bool api_path = !req.segments.empty() && req.segments[0] == "v1";
     if (match.route && match.route->access == kPublic) {
         if (match.route->async) return match.route->async(d_, std::move(req), respond);

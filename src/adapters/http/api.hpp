@@ -102,7 +102,10 @@ public:
     void Handle(Request req, const Responder& respond);
 
 private:
-    void HandleUnguarded(Request req, const Responder& respond);
+    /// |route| (null: none has this method and path), its path parameters, and the methods the path has (|allowed|,
+    /// when |route| is null): the route table is searched once per request, by Handle.
+    void HandleUnguarded(Request req, const Responder& respond, const Route* route, std::vector<std::string> params,
+                         const std::string& allowed);
 
     ApiDeps d_;
 };

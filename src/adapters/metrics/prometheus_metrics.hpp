@@ -1,4 +1,5 @@
 #pragma once
+#include <cstdint>
 // The Metrics port on prometheus-cpp, exported as Prometheus' text format by GET /metrics.
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
@@ -34,6 +35,7 @@ public:
     std::string Render();
 
 private:
+    const uint64_t instance_;  // unique per object ever made in this process: keys the per-thread series caches
     std::shared_ptr<prometheus::Registry> registry_;
     prometheus::Family<prometheus::Counter>& webhooks_received_;
     prometheus::Family<prometheus::Counter>& webhooks_processed_;
