@@ -261,7 +261,7 @@ Result<UsageHistory> UsageService::History(const CustomerId& customer, const std
     // By default the last 30 days or the last 12 months, up to now.
     const Timestamp end = to.value_or(now.PlusSeconds(1));
     const Timestamp start =
-        from.value_or(granularity == UsageGranularity::kDay ? end.PlusSeconds(-30 * 86400) : [&] {
+        from.value_or(granularity == UsageGranularity::kDay ? end.PlusSeconds(int64_t{-30} * 86400) : [&] {
             Timestamp t = UsagePeriod(end.PlusSeconds(-1), std::nullopt).start;
             for (int i = 0; i < 11; ++i) t = UsagePeriod(t.PlusSeconds(-1), std::nullopt).start;
             return t;
@@ -277,13 +277,14 @@ Result<UsageHistory> UsageService::History(const CustomerId& customer, const std
                                           ? Timestamp(start.unix_seconds() - start.unix_seconds() % 86400)
                                           : first;
         TALLY_ASSIGN_OR_RETURN(auto rows, tx.usage().DailyUsage(customer, meter_name, bucket_from,
-                                                                Timestamp(end.unix_seconds() + 31 * 86400)));
+                                                                Timestamp(end.unix_seconds() + int64_t{31} * 86400)));
         // A gauge's value carries over from before; a counter's is its sum over the buckets shown.
         int64_t before = 0;
         if (meter->kind == MeterKind::kGauge) {
             TALLY_ASSIGN_OR_RETURN(before, tx.usage().DeltaBefore(customer, meter_name, bucket_from));
         }
         std::vector<UsageDay> days;
+        days.reserve(rows.size());
         for (const auto& r : rows) days.push_back(UsageDay{r.day, r.delta, r.events});
         TALLY_ASSIGN_OR_RETURN(auto buckets, BucketUsage(days, granularity, start, end, before));
         out = UsageHistory{*meter, granularity, std::move(buckets)};

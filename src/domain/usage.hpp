@@ -58,7 +58,7 @@ Period UsagePeriod(Timestamp now, const std::optional<BillingCycle>& cycle);
 
 /// A counter's previous period stays open for late usage this long after it ended (Lago's invoice grace period,
 /// Stripe's meter events accepting past timestamps): a late event that happened in it counts there, not now.
-constexpr int64_t kUsageLateGraceSeconds = 24 * 3600;
+constexpr int64_t kUsageLateGraceSeconds = int64_t{24} * 3600;
 
 /// Where a counter's usage that happened at |at| counts, seen at |now| while the meter's current period is
 /// |current|: |current| when at >= current.start; the previous period [previous_start, current.start) when |at| is

@@ -172,6 +172,9 @@ test('bad input names its parameter and records nothing', async () => {
   assertError(await usage({ action: 'add' }), 400, undefined, 'action');
   assertError(await usage({ idempotency_key: undefined }), 400, 'parameter_missing', 'idempotency_key');
   assertError(await usage({ timestamp: Math.floor(Date.now() / 1000) + 3600 }), 400, 'parameter_invalid', 'timestamp');
+  // A counter's usage from before the previous period (or from it, past the 24 h grace window) is refused.
+  assertError(await usage({ meter: 'build_hours', timestamp: Math.floor(Date.now() / 1000) - 70 * 86400 }), 400, 'parameter_invalid', 'timestamp');
+  assertError(await usage({ timestamp: 'yesterday' }), 400, undefined, 'timestamp');
   assertError(await usage({ value: -1 }), 400, 'parameter_invalid', 'value');  // a gauge cannot go below 0
   assertError(await usage({ colour: 'red' }), 400, 'parameter_unknown', 'colour');
   const check = (b) => server.post('/v1/check', { customer: c.id, ...b });

@@ -1451,10 +1451,13 @@ Status PostgresStore::Run(Mode mode, const std::function<Status(StoreTx&)>& fn, 
                 (void)conn->Exec(sql);
             }
         } unlock{conn, {}};
-        for (int64_t key : lock_keys) {
-            s = conn->Exec("SELECT pg_advisory_lock(" + std::to_string(key) + ")");
-            if (!s.ok()) break;
-            unlock.held.push_back(key);
+        if (!lock_keys.empty()) {
+            // One round trip: a simple query's statements run one after another, in this (sorted) order. If one
+            // fails, the unlock below also covers the keys not yet taken (PostgreSQL answers false and a warning).
+            std::string sql;
+            for (int64_t key : lock_keys) sql += "SELECT pg_advisory_lock(" + std::to_string(key) + ");";
+            s = conn->Exec(sql);
+            unlock.held = lock_keys;
         }
         if (s.ok()) s = conn->Exec(begin);
         if (s.ok() && mode == Mode::kWriteAsync) s = conn->Exec("SET LOCAL synchronous_commit = off");
