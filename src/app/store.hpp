@@ -10,6 +10,7 @@
 
 #include "app/store/audit.hpp"
 #include "app/store/billing.hpp"
+#include "app/store/credits.hpp"
 #include "app/store/customers.hpp"
 #include "app/store/events.hpp"
 #include "app/store/flags.hpp"
@@ -36,6 +37,7 @@ public:
     virtual PlanStoreTx& plans() = 0;
     virtual UsageStoreTx& usage() = 0;
     virtual FlagStoreTx& flags() = 0;
+    virtual CreditStoreTx& credits() = 0;
 
     /// Nested rollback points inside the transaction (SQL SAVEPOINT, on SQLite and PostgreSQL alike): lets one
     /// transaction apply many items and undo only the one that failed.

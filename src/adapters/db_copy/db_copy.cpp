@@ -70,6 +70,15 @@ const std::vector<Table>& Tables() {
           {"created", I}, {"actor", T}}},
         {"usage_thresholds", "customer_id, meter, period_start, threshold",
          {{"customer_id", T}, {"meter", T}, {"period_start", I}, {"threshold", I}, {"at", I}}},
+        {"credit_grants", "id",
+         {{"id", T}, {"customer_id", T}, {"type", T}, {"amount", I}, {"remaining", I}, {"priority", I},
+          {"expires_at", I}, {"transfer_id", T}, {"reason", T}, {"created", I}}},
+        {"credit_transfers", "id",
+         {{"id", T}, {"customer_id", T}, {"kind", T}, {"amount", I}, {"action", T}, {"metadata", T}, {"request", T},
+          {"balance_subscription", I}, {"balance_bundle", I}, {"balance_promotional", I}, {"created", I},
+          {"actor", T}}},
+        {"credit_entries", "id",
+         {{"id", I}, {"transfer_id", T}, {"grant_id", T}, {"amount", I}, {"created", I}}},
         {"flags", "name",
          {{"name", T}, {"description", T}, {"enabled", B}, {"rollout_percentage", I}, {"created", I}, {"updated", I},
           {"updated_by", T}}},
@@ -131,7 +140,7 @@ const std::vector<Table>& Tables() {
 // Identity columns: after the copy their sequences continue after the largest copied value.
 constexpr const char* kIdentities[][2] = {
     {"audit_log", "id"}, {"webhook_events", "seq"}, {"app_events", "seq"}, {"event_deliveries", "id"},
-    {"delivery_attempts", "id"}, {"usage_events", "id"}};
+    {"delivery_attempts", "id"}, {"usage_events", "id"}, {"credit_entries", "id"}};
 
 /// FNV-1a (64-bit) over rows given value by value, each kind normalised to the same bytes on both sides.
 class Digest {

@@ -409,6 +409,51 @@ CREATE INDEX flag_overrides_customer ON flag_overrides(customer_id);
 ALTER TABLE plan_entitlements ALTER COLUMN value DROP NOT NULL;
 ALTER TABLE plan_entitlements ADD CONSTRAINT plan_entitlements_feature_value CHECK (value IS NOT NULL OR kind = 'limit');
 )sql"},
+    {9, R"sql(
+-- SQLite's version 12. Credits: grants (balances), transfers (client ids, the idempotency keys) and append-only
+-- entries.
+CREATE TABLE credit_grants (
+  id TEXT PRIMARY KEY,
+  customer_id TEXT NOT NULL,
+  type TEXT NOT NULL CHECK (type IN ('subscription', 'bundle', 'promotional')),
+  amount BIGINT NOT NULL CHECK (amount > 0),
+  remaining BIGINT NOT NULL CHECK (remaining >= 0 AND remaining <= amount),
+  priority INTEGER NOT NULL,
+  expires_at BIGINT,
+  transfer_id TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  created BIGINT NOT NULL
+);
+CREATE INDEX credit_grants_customer ON credit_grants(customer_id, created);
+CREATE TABLE credit_transfers (
+  id TEXT PRIMARY KEY,
+  customer_id TEXT NOT NULL,
+  kind TEXT NOT NULL CHECK (kind IN ('grant', 'deduct')),
+  amount BIGINT NOT NULL,
+  action TEXT NOT NULL,
+  metadata TEXT NOT NULL,
+  request TEXT NOT NULL,
+  balance_subscription BIGINT NOT NULL,
+  balance_bundle BIGINT NOT NULL,
+  balance_promotional BIGINT NOT NULL,
+  created BIGINT NOT NULL,
+  actor TEXT NOT NULL
+);
+CREATE INDEX credit_transfers_customer ON credit_transfers(customer_id, created);
+CREATE TABLE credit_entries (
+  id BIGSERIAL PRIMARY KEY,
+  transfer_id TEXT NOT NULL,
+  grant_id TEXT NOT NULL,
+  amount BIGINT NOT NULL,
+  created BIGINT NOT NULL
+);
+CREATE INDEX credit_entries_transfer ON credit_entries(transfer_id);
+CREATE INDEX credit_entries_grant ON credit_entries(grant_id);
+CREATE TRIGGER credit_transfers_append_only BEFORE UPDATE OR DELETE ON credit_transfers
+  FOR EACH ROW EXECUTE FUNCTION tally_append_only();
+CREATE TRIGGER credit_entries_append_only BEFORE UPDATE OR DELETE ON credit_entries
+  FOR EACH ROW EXECUTE FUNCTION tally_append_only();
+)sql"},
 };
 
 }  // namespace

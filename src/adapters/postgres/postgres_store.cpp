@@ -1172,6 +1172,71 @@ public:
     }
 };
 
+// ---- credits
+CreditGrantRecord ReadPgGrant(const Row& s) {
+    CreditGrantRecord g;
+    g.id = s.Text(0);
+    g.customer_id = CustomerId(s.Text(1));
+    if (auto t = ParseGrantType(s.Text(2)); t.ok()) g.type = *t;
+    g.amount = s.Int(3);
+    g.remaining = s.Int(4);
+    g.priority = static_cast<int>(s.Int(5));
+    g.expires_at = s.OptTs(6);
+    g.transfer_id = s.Text(7);
+    g.reason = s.Text(8);
+    g.created = Timestamp(s.Int(9));
+    return g;
+}
+CreditTransferRecord ReadPgTransfer(const Row& s) {
+    return CreditTransferRecord{s.Text(0), CustomerId(s.Text(1)), s.Text(2), s.Int(3), s.Text(4), s.Text(5), s.Text(6), s.Int(7), s.Int(8),
+                                s.Int(9), Timestamp(s.Int(10)), s.Text(11)};
+}
+
+class PgCreditTx final : public CreditStoreTx, private PgStatements {
+public:
+    explicit PgCreditTx(PgConnection& c) : PgStatements(c) {}
+
+    Result<std::vector<CreditGrantRecord>> ListGrants(const CustomerId& customer) override {
+        return Many<CreditGrantRecord>("SELECT id, customer_id, type, amount, remaining, priority, expires_at, "
+                                       "transfer_id, reason, created FROM credit_grants WHERE customer_id=$1 "
+                                       "ORDER BY created, id",
+                                       ReadPgGrant, customer);
+    }
+    Status InsertGrant(const CreditGrantRecord& g) override {
+        return Do("INSERT INTO credit_grants(id, customer_id, type, amount, remaining, priority, expires_at, "
+                  "transfer_id, reason, created) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
+                  g.id, g.customer_id, std::string(GrantTypeName(g.type)), g.amount, g.remaining, g.priority,
+                  g.expires_at, g.transfer_id, g.reason, g.created);
+    }
+    Status SetGrantRemaining(const std::string& grant_id, int64_t remaining) override {
+        return Do("UPDATE credit_grants SET remaining=$1 WHERE id=$2", remaining, grant_id);
+    }
+    Result<std::optional<CreditTransferRecord>> GetTransfer(const std::string& id) override {
+        return One<CreditTransferRecord>("SELECT id, customer_id, kind, amount, action, metadata, request, "
+                                         "balance_subscription, balance_bundle, balance_promotional, created, actor "
+                                         "FROM credit_transfers WHERE id=$1",
+                                         ReadPgTransfer, id);
+    }
+    Status InsertTransfer(const CreditTransferRecord& t) override {
+        return Do("INSERT INTO credit_transfers(id, customer_id, kind, amount, action, metadata, request, "
+                  "balance_subscription, balance_bundle, balance_promotional, created, actor) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+                  t.id, t.customer_id, t.kind, t.amount, t.action, t.metadata, t.request, t.balance_subscription,
+                  t.balance_bundle, t.balance_promotional, t.created, t.actor);
+    }
+    Status AppendEntry(const CreditEntryRecord& e) override {
+        return Do("INSERT INTO credit_entries(transfer_id, grant_id, amount, created) VALUES ($1,$2,$3,$4)",
+                  e.transfer_id, e.grant_id, e.amount, e.created);
+    }
+    Result<std::vector<CreditEntryRecord>> ListEntries(const std::string& transfer_id) override {
+        return Many<CreditEntryRecord>("SELECT id, transfer_id, grant_id, amount, created FROM credit_entries "
+                                       "WHERE transfer_id=$1 ORDER BY id",
+                                       [](const Row& s) {
+                                           return CreditEntryRecord{s.Int(0), s.Text(1), s.Text(2), s.Int(3), Timestamp(s.Int(4))};
+                                       },
+                                       transfer_id);
+    }
+};
+
 // ---- flags
 FlagRecord ReadPgFlag(const Row& s) {
     return FlagRecord{FeatureFlag{s.Text(0), s.Text(1), s.Bool(2), static_cast<int>(s.Int(3))}, Timestamp(s.Int(4)),
@@ -1248,7 +1313,7 @@ public:
 class PgTx final : public StoreTx, private PgStatements {
 public:
     explicit PgTx(PgConnection& c)
-        : PgStatements(c), customers_(c), billing_(c), audit_(c), inbox_(c), keys_(c), events_(c), plans_(c), usage_(c), flags_(c) {}
+        : PgStatements(c), customers_(c), billing_(c), audit_(c), inbox_(c), keys_(c), events_(c), plans_(c), usage_(c), flags_(c), credits_(c) {}
 
     CustomerStoreTx& customers() override { return customers_; }
     BillingStoreTx& billing() override { return billing_; }
@@ -1259,6 +1324,7 @@ public:
     PlanStoreTx& plans() override { return plans_; }
     UsageStoreTx& usage() override { return usage_; }
     FlagStoreTx& flags() override { return flags_; }
+    CreditStoreTx& credits() override { return credits_; }
 
     Status Savepoint() override { return c_.Exec("SAVEPOINT item"); }
     Status RollbackToSavepoint() override { return c_.Exec("ROLLBACK TO SAVEPOINT item"); }
@@ -1312,6 +1378,7 @@ private:
     PgPlanTx plans_;
     PgUsageTx usage_;
     PgFlagTx flags_;
+    PgCreditTx credits_;
 };
 
 /// |text| as the inside of a JSON string (libpq's messages hold quotes, newlines and tabs).

@@ -433,6 +433,50 @@ INSERT INTO plan_entitlements_v11(plan_id, kind, name, value) SELECT plan_id, ki
 DROP TABLE plan_entitlements;
 ALTER TABLE plan_entitlements_v11 RENAME TO plan_entitlements;
 )sql"},
+    {12, R"sql(
+-- Credits: grants (balances), transfers (client ids, the idempotency keys) and append-only entries.
+CREATE TABLE credit_grants (
+  id TEXT PRIMARY KEY,
+  customer_id TEXT NOT NULL,
+  type TEXT NOT NULL CHECK (type IN ('subscription', 'bundle', 'promotional')),
+  amount INTEGER NOT NULL CHECK (amount > 0),
+  remaining INTEGER NOT NULL CHECK (remaining >= 0 AND remaining <= amount),
+  priority INTEGER NOT NULL,
+  expires_at INTEGER,
+  transfer_id TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  created INTEGER NOT NULL
+);
+CREATE INDEX credit_grants_customer ON credit_grants(customer_id, created);
+CREATE TABLE credit_transfers (
+  id TEXT PRIMARY KEY,
+  customer_id TEXT NOT NULL,
+  kind TEXT NOT NULL CHECK (kind IN ('grant', 'deduct')),
+  amount INTEGER NOT NULL,
+  action TEXT NOT NULL,
+  metadata TEXT NOT NULL,
+  request TEXT NOT NULL,
+  balance_subscription INTEGER NOT NULL,
+  balance_bundle INTEGER NOT NULL,
+  balance_promotional INTEGER NOT NULL,
+  created INTEGER NOT NULL,
+  actor TEXT NOT NULL
+);
+CREATE INDEX credit_transfers_customer ON credit_transfers(customer_id, created);
+CREATE TABLE credit_entries (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  transfer_id TEXT NOT NULL,
+  grant_id TEXT NOT NULL,
+  amount INTEGER NOT NULL,
+  created INTEGER NOT NULL
+);
+CREATE INDEX credit_entries_transfer ON credit_entries(transfer_id);
+CREATE INDEX credit_entries_grant ON credit_entries(grant_id);
+CREATE TRIGGER credit_transfers_no_update BEFORE UPDATE ON credit_transfers BEGIN SELECT RAISE(ABORT, 'credit_transfers is append-only'); END;
+CREATE TRIGGER credit_transfers_no_delete BEFORE DELETE ON credit_transfers BEGIN SELECT RAISE(ABORT, 'credit_transfers is append-only'); END;
+CREATE TRIGGER credit_entries_no_update BEFORE UPDATE ON credit_entries BEGIN SELECT RAISE(ABORT, 'credit_entries is append-only'); END;
+CREATE TRIGGER credit_entries_no_delete BEFORE DELETE ON credit_entries BEGIN SELECT RAISE(ABORT, 'credit_entries is append-only'); END;
+)sql"},
 };
 
 Status Exec(sqlite3* db, const char* sql) {

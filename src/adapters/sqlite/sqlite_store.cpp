@@ -1088,6 +1088,71 @@ public:
     }
 };
 
+// ---- credits
+CreditGrantRecord ReadSqliteGrant(sqlite3_stmt* s) {
+    CreditGrantRecord g;
+    g.id = Text(s, 0);
+    g.customer_id = CustomerId(Text(s, 1));
+    if (auto t = ParseGrantType(Text(s, 2)); t.ok()) g.type = *t;
+    g.amount = Int(s, 3);
+    g.remaining = Int(s, 4);
+    g.priority = static_cast<int>(Int(s, 5));
+    g.expires_at = OptTs(s, 6);
+    g.transfer_id = Text(s, 7);
+    g.reason = Text(s, 8);
+    g.created = Timestamp(Int(s, 9));
+    return g;
+}
+CreditTransferRecord ReadSqliteTransfer(sqlite3_stmt* s) {
+    return CreditTransferRecord{Text(s, 0), CustomerId(Text(s, 1)), Text(s, 2), Int(s, 3), Text(s, 4), Text(s, 5), Text(s, 6), Int(s, 7), Int(s, 8),
+                                Int(s, 9), Timestamp(Int(s, 10)), Text(s, 11)};
+}
+
+class SqliteCreditTx final : public CreditStoreTx, private SqliteStatements {
+public:
+    explicit SqliteCreditTx(Connection& c) : SqliteStatements(c) {}
+
+    Result<std::vector<CreditGrantRecord>> ListGrants(const CustomerId& customer) override {
+        return Many<CreditGrantRecord>("SELECT id, customer_id, type, amount, remaining, priority, expires_at, "
+                                       "transfer_id, reason, created FROM credit_grants WHERE customer_id=?1 "
+                                       "ORDER BY created, id",
+                                       ReadSqliteGrant, customer);
+    }
+    Status InsertGrant(const CreditGrantRecord& g) override {
+        return Do("INSERT INTO credit_grants(id, customer_id, type, amount, remaining, priority, expires_at, "
+                  "transfer_id, reason, created) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+                  g.id, g.customer_id, std::string(GrantTypeName(g.type)), g.amount, g.remaining, g.priority,
+                  g.expires_at, g.transfer_id, g.reason, g.created);
+    }
+    Status SetGrantRemaining(const std::string& grant_id, int64_t remaining) override {
+        return Do("UPDATE credit_grants SET remaining=?1 WHERE id=?2", remaining, grant_id);
+    }
+    Result<std::optional<CreditTransferRecord>> GetTransfer(const std::string& id) override {
+        return One<CreditTransferRecord>("SELECT id, customer_id, kind, amount, action, metadata, request, "
+                                         "balance_subscription, balance_bundle, balance_promotional, created, actor "
+                                         "FROM credit_transfers WHERE id=?1",
+                                         ReadSqliteTransfer, id);
+    }
+    Status InsertTransfer(const CreditTransferRecord& t) override {
+        return Do("INSERT INTO credit_transfers(id, customer_id, kind, amount, action, metadata, request, "
+                  "balance_subscription, balance_bundle, balance_promotional, created, actor) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
+                  t.id, t.customer_id, t.kind, t.amount, t.action, t.metadata, t.request, t.balance_subscription,
+                  t.balance_bundle, t.balance_promotional, t.created, t.actor);
+    }
+    Status AppendEntry(const CreditEntryRecord& e) override {
+        return Do("INSERT INTO credit_entries(transfer_id, grant_id, amount, created) VALUES (?1,?2,?3,?4)",
+                  e.transfer_id, e.grant_id, e.amount, e.created);
+    }
+    Result<std::vector<CreditEntryRecord>> ListEntries(const std::string& transfer_id) override {
+        return Many<CreditEntryRecord>("SELECT id, transfer_id, grant_id, amount, created FROM credit_entries "
+                                       "WHERE transfer_id=?1 ORDER BY id",
+                                       [](sqlite3_stmt* s) {
+                                           return CreditEntryRecord{Int(s, 0), Text(s, 1), Text(s, 2), Int(s, 3), Timestamp(Int(s, 4))};
+                                       },
+                                       transfer_id);
+    }
+};
+
 // ---- flags
 FlagRecord ReadSqliteFlag(sqlite3_stmt* s) {
     return FlagRecord{FeatureFlag{Text(s, 0), Text(s, 1), Int(s, 2) != 0, static_cast<int>(Int(s, 3))}, Timestamp(Int(s, 4)),
@@ -1162,7 +1227,7 @@ public:
 class SqliteTx final : public StoreTx, private SqliteStatements {
 public:
     explicit SqliteTx(Connection& c)
-        : SqliteStatements(c), customers_(c), billing_(c), audit_(c), inbox_(c), keys_(c), events_(c), plans_(c), usage_(c), flags_(c) {}
+        : SqliteStatements(c), customers_(c), billing_(c), audit_(c), inbox_(c), keys_(c), events_(c), plans_(c), usage_(c), flags_(c), credits_(c) {}
 
     CustomerStoreTx& customers() override { return customers_; }
     BillingStoreTx& billing() override { return billing_; }
@@ -1173,6 +1238,7 @@ public:
     PlanStoreTx& plans() override { return plans_; }
     UsageStoreTx& usage() override { return usage_; }
     FlagStoreTx& flags() override { return flags_; }
+    CreditStoreTx& credits() override { return credits_; }
 
     Status Savepoint() override { return Do("SAVEPOINT item"); }
     Status RollbackToSavepoint() override { return Do("ROLLBACK TO item"); }
@@ -1188,6 +1254,7 @@ private:
     SqlitePlanTx plans_;
     SqliteUsageTx usage_;
     SqliteFlagTx flags_;
+    SqliteCreditTx credits_;
 };
 
 }  // namespace

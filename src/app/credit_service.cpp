@@ -1,0 +1,144 @@
+#include "app/credit_service.hpp"
+
+#include "app/billing_service.hpp"
+
+namespace tally {
+namespace {
+
+Error IdReused(const std::string& id) {
+    return Error{ErrorCode::kInvalidArgument,
+                 "transfer id '" + id + "' was used before with other parameters; a transfer id is used once", "id",
+                 ErrorReason::kIdempotencyKeyReused};
+}
+
+std::string OptText(const std::optional<Timestamp>& t) { return t ? std::to_string(t->unix_seconds()) : "-"; }
+
+}  // namespace
+
+CreditService::CreditService(Store& store, const Clock& clock, CreditActionCosts actions)
+    : store_(store), clock_(clock), actions_(std::move(actions)) {}
+
+Result<CreditBalance> CreditService::BalanceIn(StoreTx& tx, const CustomerId& customer, Timestamp now) {
+    TALLY_ASSIGN_OR_RETURN(auto grants, tx.credits().ListGrants(customer));
+    CreditBalance b;
+    for (const auto& g : grants) {
+        const CreditGrantState state{g.id, g.type, g.remaining, g.priority, g.expires_at, g.created};
+        if (!GrantUsable(state, now)) continue;
+        (g.type == GrantType::kSubscription ? b.subscription
+         : g.type == GrantType::kBundle     ? b.bundle
+                                            : b.promotional) += g.remaining;
+    }
+    return b;
+}
+
+Result<CreditGrantOutcome> CreditService::Grant(StoreTx& tx, const CreditGrantInput& in) {
+    TALLY_TRY(ValidateTransferId(in.id));
+    TALLY_TRY(ValidateCreditAmount(in.amount, "amount"));
+    if (in.type == GrantType::kSubscription) {
+        return InvalidArgument("subscription grants are issued from the plan each period; grant promotional or bundle",
+                               "type");
+    }
+    const Timestamp now = clock_.Now();
+    if (in.expires_at && *in.expires_at <= now) return InvalidArgument("expires_at must be in the future", "expires_at");
+    const int priority = in.priority.value_or(DefaultGrantPriority(in.type));
+    const std::string request = "grant customer=" + in.customer.str() + " type=" + GrantTypeName(in.type) +
+                                " amount=" + std::to_string(in.amount) + " expires_at=" + OptText(in.expires_at) +
+                                " priority=" + std::to_string(priority) + " reason=" + in.reason;
+    TALLY_ASSIGN_OR_RETURN(auto existing, tx.credits().GetTransfer(in.id));
+    if (existing) {
+        if (existing->request != request) return IdReused(in.id);
+        TALLY_ASSIGN_OR_RETURN(auto grants, tx.credits().ListGrants(in.customer));
+        for (auto& g : grants) {
+            if (g.transfer_id == in.id) return CreditGrantOutcome{std::move(g), true};
+        }
+        return Internal("transfer " + in.id + " has no grant");
+    }
+    TALLY_ASSIGN_OR_RETURN(auto customer, tx.customers().Get(in.customer));
+    if (!customer) return NotFound("no such customer: '" + in.customer.str() + "'", "customer");
+    CreditGrantRecord g{NewId("cgr_"), in.customer, in.type,  in.amount, in.amount,
+                        priority,     in.expires_at, in.id, in.reason, now};
+    TALLY_ASSIGN_OR_RETURN(CreditBalance before, BalanceIn(tx, in.customer, now));
+    TALLY_TRY(tx.credits().InsertGrant(g));
+    CreditBalance after = before;
+    (g.type == GrantType::kBundle ? after.bundle : after.promotional) += g.amount;
+    TALLY_TRY(tx.credits().InsertTransfer(CreditTransferRecord{in.id, in.customer, "grant", in.amount, "", "", request,
+                                                               after.subscription, after.bundle, after.promotional, now,
+                                                               in.actor}));
+    TALLY_TRY(tx.credits().AppendEntry(CreditEntryRecord{0, in.id, g.id, in.amount, now}));
+    TALLY_TRY(tx.audit().Append({0, in.customer, now, "credit_granted", "",
+                                 std::to_string(in.amount) + " " + GrantTypeName(in.type), in.actor,
+                                 "grant=" + g.id + " transfer=" + in.id}));
+    return CreditGrantOutcome{std::move(g), false};
+}
+
+Result<CreditDeduction> CreditService::Deduct(StoreTx& tx, const CreditDeductInput& in) {
+    TALLY_TRY(ValidateTransferId(in.id));
+    if (in.amount.has_value() == !in.action.empty()) {
+        return InvalidArgument("give either amount or action", in.amount ? "action" : "amount");
+    }
+    int64_t amount = 0;
+    if (in.amount) {
+        TALLY_TRY(ValidateCreditAmount(*in.amount, "amount"));
+        amount = *in.amount;
+    } else {
+        auto it = actions_.find(in.action);
+        if (it == actions_.end()) return NotFound("no such action: '" + in.action + "'", "action");
+        amount = it->second;
+    }
+    const std::string request = "deduct customer=" + in.customer.str() + " amount=" + std::to_string(amount) +
+                                " action=" + in.action + " metadata=" + in.metadata;
+    TALLY_ASSIGN_OR_RETURN(auto existing, tx.credits().GetTransfer(in.id));
+    if (existing) {
+        if (existing->request != request) return IdReused(in.id);
+        CreditDeduction replay{*existing, {}, {existing->balance_subscription, existing->balance_bundle,
+                                               existing->balance_promotional},
+                               true};
+        TALLY_ASSIGN_OR_RETURN(auto entries, tx.credits().ListEntries(in.id));
+        for (const auto& e : entries) replay.breakdown.push_back(CreditDraw{e.grant_id, -e.amount});
+        return replay;
+    }
+    TALLY_ASSIGN_OR_RETURN(auto customer, tx.customers().Get(in.customer));
+    if (!customer) return NotFound("no such customer: '" + in.customer.str() + "'", "customer");
+    const Timestamp now = clock_.Now();
+    TALLY_ASSIGN_OR_RETURN(auto grants, tx.credits().ListGrants(in.customer));
+    std::vector<CreditGrantState> states;
+    states.reserve(grants.size());
+    for (const auto& g : grants) states.push_back({g.id, g.type, g.remaining, g.priority, g.expires_at, g.created});
+    TALLY_ASSIGN_OR_RETURN(auto draws, PlanDeduction(states, amount, now));
+    for (const auto& d : draws) {
+        for (const auto& g : grants) {
+            if (g.id != d.grant) continue;
+            TALLY_TRY(tx.credits().SetGrantRemaining(g.id, g.remaining - d.amount));
+            TALLY_TRY(tx.credits().AppendEntry(CreditEntryRecord{0, in.id, g.id, -d.amount, now}));
+        }
+    }
+    TALLY_ASSIGN_OR_RETURN(CreditBalance after, BalanceIn(tx, in.customer, now));
+    CreditTransferRecord t{in.id, in.customer, "deduct", amount, in.action, in.metadata, request, after.subscription,
+                           after.bundle, after.promotional, now, in.actor};
+    TALLY_TRY(tx.credits().InsertTransfer(t));
+    return CreditDeduction{std::move(t), std::move(draws), after, false};
+}
+
+Result<CreditBalance> CreditService::Balance(const CustomerId& customer) {
+    std::optional<CreditBalance> out;
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto c, tx.customers().Get(customer));
+        if (!c) return NotFound("no such customer: '" + customer.str() + "'", "id");
+        TALLY_ASSIGN_OR_RETURN(out, BalanceIn(tx, customer, clock_.Now()));
+        return {};
+    }));
+    return *out;
+}
+
+Result<std::vector<CreditGrantRecord>> CreditService::Grants(const CustomerId& customer) {
+    std::vector<CreditGrantRecord> out;
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto c, tx.customers().Get(customer));
+        if (!c) return NotFound("no such customer: '" + customer.str() + "'", "id");
+        TALLY_ASSIGN_OR_RETURN(out, tx.credits().ListGrants(customer));
+        return {};
+    }));
+    return out;
+}
+
+}  // namespace tally

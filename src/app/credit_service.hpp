@@ -1,0 +1,91 @@
+#pragma once
+// Prepaid credits (seed 003): grants, and deductions on the app's hot path that take from them in the spend order
+// of domain/credits.hpp. Every transfer carries the client's id, recorded in the transaction of its effect: a replay
+// answers as the first time, the same id with other fields is refused. A deduction that spans grants writes one
+// entry per grant; entries are never changed, and a grant's balance never goes below 0 (the store refuses it).
+// Deductions of one customer queue on Store::WriteSerialized, so concurrent callers, on any node, never spend the
+// same credit twice.
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "app/ports.hpp"
+#include "app/store.hpp"
+#include "domain/credits.hpp"
+
+namespace tally {
+
+/// The catalog file's "credit_actions": what each priced action costs (seed 003: SEND_EMAIL 1, ANALYZE_LEAD 2,
+/// GENERATE_CAMPAIGN 5).
+using CreditActionCosts = std::map<std::string, int64_t>;
+
+struct CreditBalance {
+    int64_t subscription = 0;
+    int64_t bundle = 0;
+    int64_t promotional = 0;
+    int64_t total() const { return subscription + bundle + promotional; }
+};
+
+/// POST /v1/credits/grants: an admin's gift (promotional) or a bundle granted by hand.
+struct CreditGrantInput {
+    CustomerId customer;
+    std::string id;  // the transfer's id
+    GrantType type = GrantType::kPromotional;
+    int64_t amount = 0;
+    std::optional<Timestamp> expires_at;
+    std::optional<int> priority;  // default DefaultGrantPriority(type)
+    std::string reason;
+    std::string actor;
+};
+
+/// POST /v1/credits/deduct: |amount|, or the cost of |action|.
+struct CreditDeductInput {
+    CustomerId customer;
+    std::string id;
+    std::optional<int64_t> amount;
+    std::string action;
+    std::string metadata;  // the caller's JSON object, stored as given
+    std::string actor;
+};
+
+struct CreditDeduction {
+    CreditTransferRecord transfer;
+    std::vector<CreditDraw> breakdown;
+    CreditBalance balance;  // after it
+    bool replayed = false;
+};
+
+struct CreditGrantOutcome {
+    CreditGrantRecord grant;
+    bool replayed = false;
+};
+
+class CreditService {
+public:
+    CreditService(Store& store, const Clock& clock, CreditActionCosts actions);
+
+    /// Issues a grant inside |tx| (a credit_granted audit entry). kInvalidArgument: amount ("amount"), id ("id"), an
+    /// expiry not in the future ("expires_at"), a subscription grant (issued from the plan, not by hand: "type");
+    /// kNotFound ("customer"); an id used before with other fields: idempotency_error ("id").
+    Result<CreditGrantOutcome> Grant(StoreTx& tx, const CreditGrantInput& in);
+    /// Spends inside |tx|. kInsufficientCredits ("amount") with nothing written; kInvalidArgument for an amount
+    /// ("amount"), both or neither of amount and action ("amount"), an id ("id"); kNotFound for an unknown customer
+    /// ("customer") or action ("action"); idempotency_error ("id") for a reused id with other fields.
+    Result<CreditDeduction> Deduct(StoreTx& tx, const CreditDeductInput& in);
+    /// kNotFound ("id") for an unknown customer.
+    Result<CreditBalance> Balance(const CustomerId& customer);
+    /// Every grant, oldest first. kNotFound ("id").
+    Result<std::vector<CreditGrantRecord>> Grants(const CustomerId& customer);
+
+    const CreditActionCosts& actions() const { return actions_; }
+
+private:
+    Result<CreditBalance> BalanceIn(StoreTx& tx, const CustomerId& customer, Timestamp now);
+
+    Store& store_;
+    const Clock& clock_;
+    CreditActionCosts actions_;
+};
+
+}  // namespace tally

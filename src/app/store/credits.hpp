@@ -1,0 +1,71 @@
+#pragma once
+// The credit aggregate of the Store port: grants (each a balance, TigerBeetle's account), transfers with their
+// client-supplied ids, and the append-only entries that move credits in and out of grants. Reached from a
+// transaction as StoreTx::credits().
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "domain/credits.hpp"
+#include "domain/ids.hpp"
+#include "domain/result.hpp"
+#include "domain/time.hpp"
+
+namespace tally {
+
+struct CreditGrantRecord {
+    std::string id;  // "cgr_..."
+    CustomerId customer_id;
+    GrantType type = GrantType::kPromotional;
+    int64_t amount = 0;     // granted
+    int64_t remaining = 0;  // 0..amount; moved only together with an entry
+    int priority = 10;
+    std::optional<Timestamp> expires_at;
+    std::string transfer_id;  // the transfer that issued it
+    std::string reason;
+    Timestamp created;
+};
+
+/// One movement: a grant issued, or a deduction. |request| is the transfer's fields in a canonical text: a replay
+/// of its id with other fields is refused. The balances after it are kept so a replay answers as the first time.
+struct CreditTransferRecord {
+    std::string id;  // the client's
+    CustomerId customer_id;
+    std::string kind;  // "grant" | "deduct"
+    int64_t amount = 0;
+    std::string action;  // the priced action of a deduction, or ""
+    std::string metadata;
+    std::string request;
+    int64_t balance_subscription = 0;
+    int64_t balance_bundle = 0;
+    int64_t balance_promotional = 0;
+    Timestamp created;
+    std::string actor;
+};
+
+/// Credits into (+) or out of (-) one grant, by one transfer. Never updated or deleted.
+struct CreditEntryRecord {
+    int64_t id = 0;  // assigned by the store, in commit order
+    std::string transfer_id;
+    std::string grant_id;
+    int64_t amount = 0;
+    Timestamp created;
+};
+
+class CreditStoreTx {
+public:
+    virtual ~CreditStoreTx() = default;
+    /// The customer's grants, oldest first (spent and expired ones too).
+    virtual Result<std::vector<CreditGrantRecord>> ListGrants(const CustomerId& customer) = 0;
+    virtual Status InsertGrant(const CreditGrantRecord& grant) = 0;
+    /// Moves a grant's remaining balance (the store refuses one below 0 or above the amount).
+    virtual Status SetGrantRemaining(const std::string& grant_id, int64_t remaining) = 0;
+    virtual Result<std::optional<CreditTransferRecord>> GetTransfer(const std::string& id) = 0;
+    virtual Status InsertTransfer(const CreditTransferRecord& transfer) = 0;
+    virtual Status AppendEntry(const CreditEntryRecord& entry) = 0;
+    /// The transfer's entries, in order.
+    virtual Result<std::vector<CreditEntryRecord>> ListEntries(const std::string& transfer_id) = 0;
+};
+
+}  // namespace tally

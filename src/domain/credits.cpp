@@ -1,0 +1,77 @@
+#include "domain/credits.hpp"
+
+#include <algorithm>
+#include <tuple>
+
+namespace tally {
+
+Result<GrantType> ParseGrantType(std::string_view text) {
+    if (text == "subscription") return GrantType::kSubscription;
+    if (text == "bundle") return GrantType::kBundle;
+    if (text == "promotional") return GrantType::kPromotional;
+    return InvalidArgument("type must be subscription, bundle or promotional", "type");
+}
+
+const char* GrantTypeName(GrantType type) {
+    switch (type) {
+        case GrantType::kSubscription: return "subscription";
+        case GrantType::kBundle: return "bundle";
+        case GrantType::kPromotional: return "promotional";
+    }
+    return "promotional";
+}
+
+int DefaultGrantPriority(GrantType type) { return type == GrantType::kSubscription ? 0 : 10; }
+
+bool GrantUsable(const CreditGrantState& grant, Timestamp now) {
+    return grant.remaining > 0 && (!grant.expires_at || now < *grant.expires_at);
+}
+
+bool SpendsBefore(const CreditGrantState& a, const CreditGrantState& b) {
+    // No expiry sorts after every expiry.
+    const int64_t ea = a.expires_at ? a.expires_at->unix_seconds() : INT64_MAX;
+    const int64_t eb = b.expires_at ? b.expires_at->unix_seconds() : INT64_MAX;
+    const int pa = a.type == GrantType::kPromotional ? 0 : 1;  // promotional before paid
+    const int pb = b.type == GrantType::kPromotional ? 0 : 1;
+    return std::make_tuple(a.priority, ea, pa, a.created.unix_seconds(), std::string_view(a.id)) <
+           std::make_tuple(b.priority, eb, pb, b.created.unix_seconds(), std::string_view(b.id));
+}
+
+Result<std::vector<CreditDraw>> PlanDeduction(std::vector<CreditGrantState> grants, int64_t amount, Timestamp now) {
+    TALLY_TRY(ValidateCreditAmount(amount, "amount"));
+    std::erase_if(grants, [&](const CreditGrantState& g) { return !GrantUsable(g, now); });
+    std::sort(grants.begin(), grants.end(), SpendsBefore);
+    int64_t available = 0;
+    for (const auto& g : grants) available += g.remaining;  // each <= 2^53, at most a few thousand grants
+    if (available < amount) {
+        return Error{ErrorCode::kInsufficientCredits,
+                     "insufficient credits: " + std::to_string(available) + " available, " + std::to_string(amount) +
+                         " needed",
+                     "amount"};
+    }
+    std::vector<CreditDraw> draws;
+    int64_t left = amount;
+    for (const auto& g : grants) {
+        if (left == 0) break;
+        const int64_t take = std::min(left, g.remaining);
+        draws.push_back(CreditDraw{g.id, take});
+        left -= take;
+    }
+    return draws;
+}
+
+Status ValidateCreditAmount(int64_t amount, const char* param) {
+    if (amount < 1 || amount > kCreditAmountMax) {
+        return InvalidArgument(std::string(param) + " must be an integer between 1 and 2^53", param);
+    }
+    return {};
+}
+
+Status ValidateTransferId(std::string_view id) {
+    bool ok = !id.empty() && id.size() <= kCreditTransferIdLengthMax;
+    for (char c : id) ok = ok && c > ' ' && c < 127;
+    if (!ok) return InvalidArgument("id must be 1 to 255 printable ASCII characters without spaces", "id");
+    return {};
+}
+
+}  // namespace tally

@@ -1,0 +1,57 @@
+#pragma once
+// Prepaid credits (seed 003), in TigerBeetle's discipline: credits live in grants (Orb's credit blocks), every
+// movement is a transfer with a client-supplied id, and a deduction that spans grants takes from each in the spend
+// order below. Pure rules, no I/O; amounts are integers.
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "domain/result.hpp"
+#include "domain/time.hpp"
+
+namespace tally {
+
+constexpr int64_t kCreditAmountMax = int64_t{1} << 53;  // JSON's exact integers
+constexpr size_t kCreditTransferIdLengthMax = 255;       // a client-supplied transfer id (Stripe's idempotency keys)
+
+/// subscription: issued from the plan each period, expires at its end; bundle: bought; promotional: an admin's gift.
+enum class GrantType { kSubscription, kBundle, kPromotional };
+Result<GrantType> ParseGrantType(std::string_view text);  // param "type"
+const char* GrantTypeName(GrantType type);
+/// Spent first by default: subscription grants (seed 003: "subscription credits first"), then the rest.
+int DefaultGrantPriority(GrantType type);  // 0 for subscription, 10 otherwise; lower is spent first
+
+struct CreditGrantState {
+    std::string id;
+    GrantType type = GrantType::kPromotional;
+    int64_t remaining = 0;
+    int priority = 10;
+    std::optional<Timestamp> expires_at;
+    Timestamp created;
+};
+
+/// Whether the grant can be spent at |now|: something left and not expired (expires_at is exclusive).
+bool GrantUsable(const CreditGrantState& grant, Timestamp now);
+
+/// The spend order: lower priority first, then the soonest expiry (no expiry last), then promotional before paid
+/// (bundle), then the oldest, then by id (a total order, so every node agrees).
+bool SpendsBefore(const CreditGrantState& a, const CreditGrantState& b);
+
+struct CreditDraw {
+    std::string grant;
+    int64_t amount = 0;
+};
+
+/// Takes |amount| (1..kCreditAmountMax) from the usable |grants| in spend order: one draw per grant touched.
+/// kInsufficientCredits (param "amount") when they hold less than |amount| in total; nothing is taken then.
+Result<std::vector<CreditDraw>> PlanDeduction(std::vector<CreditGrantState> grants, int64_t amount, Timestamp now);
+
+/// kInvalidArgument naming |param| unless 1 <= amount <= kCreditAmountMax.
+Status ValidateCreditAmount(int64_t amount, const char* param);
+/// kInvalidArgument (param "id") unless 1..255 printable ASCII characters.
+Status ValidateTransferId(std::string_view id);
+
+}  // namespace tally

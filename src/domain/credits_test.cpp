@@ -1,0 +1,79 @@
+#include "domain/credits.hpp"
+
+#include <gtest/gtest.h>
+
+namespace tally {
+namespace {
+
+CreditGrantState G(const char* id, GrantType type, int64_t remaining, std::optional<int64_t> expires, int64_t created,
+                   std::optional<int> priority = std::nullopt) {
+    return CreditGrantState{id, type, remaining, priority.value_or(DefaultGrantPriority(type)),
+                            expires ? std::optional<Timestamp>(Timestamp(*expires)) : std::nullopt, Timestamp(created)};
+}
+
+// The README's and the spend order: priority (subscription first by default), soonest expiry,
+// promotional before paid, oldest.
+TEST(CreditsTest, SpendOrderTable) {
+    struct Case {
+        const char* name;
+        CreditGrantState first, second;
+    };
+    const Case cases[] = {
+        {"subscription before a bundle (default priority)", G("s", GrantType::kSubscription, 5, 2000, 10),
+         G("b", GrantType::kBundle, 5, std::nullopt, 1)},
+        {"an explicit priority wins over the default", G("p", GrantType::kPromotional, 5, std::nullopt, 10, -1),
+         G("s", GrantType::kSubscription, 5, 1500, 1)},
+        {"the soonest expiry first", G("b1", GrantType::kBundle, 5, 1500, 10), G("b2", GrantType::kBundle, 5, 2000, 1)},
+        {"an expiry before none", G("b1", GrantType::kBundle, 5, 9000, 10), G("b2", GrantType::kBundle, 5, std::nullopt, 1)},
+        {"promotional before paid at the same expiry", G("p", GrantType::kPromotional, 5, 2000, 10),
+         G("b", GrantType::kBundle, 5, 2000, 1)},
+        {"then the oldest", G("b1", GrantType::kBundle, 5, std::nullopt, 1), G("b2", GrantType::kBundle, 5, std::nullopt, 2)},
+    };
+    for (const auto& c : cases) {
+        EXPECT_TRUE(SpendsBefore(c.first, c.second)) << c.name;
+        EXPECT_FALSE(SpendsBefore(c.second, c.first)) << c.name;
+    }
+}
+
+TEST(CreditsTest, ADeductionSpansGrantsInOrderOneDrawEach) {
+    const std::vector<CreditGrantState> grants = {
+        G("bundle", GrantType::kBundle, 100, std::nullopt, 1),
+        G("sub", GrantType::kSubscription, 30, 5000, 2),
+        G("promo", GrantType::kPromotional, 20, 4000, 3),
+        G("expired", GrantType::kPromotional, 50, 999, 0),
+        G("empty", GrantType::kSubscription, 0, 5000, 0),
+    };
+    auto draws = PlanDeduction(grants, 60, Timestamp(1000));
+    ASSERT_TRUE(draws.ok());
+    ASSERT_EQ(draws->size(), 3u);
+    EXPECT_EQ((*draws)[0].grant, "sub");
+    EXPECT_EQ((*draws)[0].amount, 30);
+    EXPECT_EQ((*draws)[1].grant, "promo");
+    EXPECT_EQ((*draws)[1].amount, 20);
+    EXPECT_EQ((*draws)[2].grant, "bundle");
+    EXPECT_EQ((*draws)[2].amount, 10);
+    // Exactly what is there, and one more.
+    EXPECT_TRUE(PlanDeduction(grants, 150, Timestamp(1000)).ok());
+    auto short_of = PlanDeduction(grants, 151, Timestamp(1000));
+    ASSERT_FALSE(short_of.ok());
+    EXPECT_EQ(short_of.error().code, ErrorCode::kInsufficientCredits);
+    EXPECT_EQ(short_of.error().param, "amount");
+    // At its expiry instant a grant is gone.
+    EXPECT_FALSE(GrantUsable(G("x", GrantType::kBundle, 1, 1000, 0), Timestamp(1000)));
+}
+
+TEST(CreditsTest, Validation) {
+    for (int64_t bad : {int64_t{0}, int64_t{-1}, kCreditAmountMax + 1}) {
+        EXPECT_EQ(ValidateCreditAmount(bad, "amount").error().param, "amount") << bad;
+    }
+    EXPECT_TRUE(ValidateCreditAmount(kCreditAmountMax, "amount").ok());
+    EXPECT_TRUE(ValidateTransferId("deduct_123").ok());
+    for (std::string bad : {std::string(""), std::string("a b"), std::string(256, 'x')}) {
+        EXPECT_EQ(ValidateTransferId(bad).error().param, "id");
+    }
+    EXPECT_EQ(ParseGrantType("gift").error().param, "type");
+    EXPECT_STREQ(GrantTypeName(GrantType::kBundle), "bundle");
+}
+
+}  // namespace
+}  // namespace tally
