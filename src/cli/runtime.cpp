@@ -22,6 +22,7 @@
 #include "app/member_service.hpp"
 #include "app/plan_service.hpp"
 #include "app/usage_service.hpp"
+#include "app/credit_service.hpp"
 #include "app/flag_service.hpp"
 #include "app/write_group.hpp"
 #include "app/stripe_customer_sync.hpp"
@@ -421,6 +422,7 @@ int Serve(const ServeOptions& o) {
         return 2;
     }
     std::vector<FeatureFlag> flag_seeds;
+    CreditActionCosts credit_actions;
     if (auto text = ReadCatalogText(o.catalog); text.ok()) {
         auto parsed = ParseFlagsJson(*text);
         if (!parsed.ok()) {
@@ -428,6 +430,12 @@ int Serve(const ServeOptions& o) {
             return 2;
         }
         flag_seeds = std::move(*parsed);
+        auto actions = ParseCreditActionsJson(*text);
+        if (!actions.ok()) {
+            Log("error", "invalid catalog: " + actions.error().param + ": " + actions.error().message);
+            return 2;
+        }
+        credit_actions = std::move(*actions);
     }
     auto thresholds = ParseUsageThresholds(o.usage_thresholds);
     if (!thresholds.ok()) {
@@ -553,6 +561,7 @@ int Serve(const ServeOptions& o) {
     UsageService usage(**store, billing, clock, &outbox, *thresholds);
     members.SetSeatCheck([&usage](StoreTx& tx, const CustomerId& c) { return usage.CheckSeat(tx, c); });
     FlagService flags(**store, clock);
+    CreditService credits(**store, clock, credit_actions);
     // Recorded usage: one durable commit for the writes that arrive together.
     WriteGroupCommitter commits(WriteGroupSink(**store), kWriteGroupMax, kWriteGroupQueueMax);
     if (Status seeded = flags.Seed(flag_seeds); !seeded.ok()) {
@@ -577,7 +586,7 @@ int Serve(const ServeOptions& o) {
                                                        return monitor ? monitor->State() : std::string("unknown");
                                                    }},
                                 kVersion, metrics, [&metrics] { return metrics.Render(); }, &members, &history,
-                                &subscriptions, &plans, &usage, &flags, &commits});
+                                &subscriptions, &plans, &usage, &flags, &commits, &credits});
     http::Server server(o.host, o.port, o.http_threads,
                         [&api](http::Request req, const http::Responder& respond) { api.Handle(std::move(req), respond); },
                         http::ServerOptions{o.http_idle_timeout_ms});

@@ -92,7 +92,7 @@ Result<CatalogPrice> ParsePriceJson(const bj::value& v, const std::string& path)
 Result<Catalog> ParseCatalogJson(std::string_view text) {
     TALLY_ASSIGN_OR_RETURN(bj::value root, json::Parse(text));
     TALLY_ASSIGN_OR_RETURN(const bj::object* o, json::AsObject(root, ""));
-    TALLY_TRY(OnlyKeys(*o, {"roles", "default_plan", "plans", "meters", "flags"}, ""));
+    TALLY_TRY(OnlyKeys(*o, {"roles", "default_plan", "plans", "meters", "flags", "credit_actions"}, ""));
     std::vector<std::string> roles;
     const auto* roles_v = o->if_contains("roles");
     if (roles_v == nullptr || !roles_v->is_array()) return InvalidArgument("roles must be an array of names", "roles");
@@ -161,6 +161,24 @@ Result<std::vector<FeatureFlag>> ParseFlagsJson(std::string_view text) {
         flags.push_back(std::move(flag));
     }
     return flags;
+}
+
+Result<std::map<std::string, int64_t>> ParseCreditActionsJson(std::string_view text) {
+    TALLY_ASSIGN_OR_RETURN(bj::value root, json::Parse(text));
+    TALLY_ASSIGN_OR_RETURN(const bj::object* o, json::AsObject(root, ""));
+    std::map<std::string, int64_t> actions;
+    const auto* actions_v = o->if_contains("credit_actions");
+    if (actions_v == nullptr) return actions;
+    TALLY_ASSIGN_OR_RETURN(const bj::object* ao, json::AsObject(*actions_v, "credit_actions"));
+    for (const auto& kv : *ao) {
+        const std::string path = "credit_actions." + std::string(kv.key());
+        if (kv.key().empty() || kv.key().size() > 64) return InvalidArgument("an action name is 1 to 64 characters", path);
+        if (!kv.value().is_int64() || kv.value().get_int64() < 1 || kv.value().get_int64() > kCreditAmountMax) {
+            return InvalidArgument("an action costs an integer number of credits, 1 to 2^53", path);
+        }
+        actions[std::string(kv.key())] = kv.value().get_int64();
+    }
+    return actions;
 }
 
 Result<std::string> ReadCatalogText(const std::string& path) {

@@ -1,5 +1,7 @@
 #pragma once
 // Loads the plan catalog (config/pricing.json) into a validated domain Catalog.
+#include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -7,6 +9,7 @@
 #include <boost/json/value.hpp>
 
 #include "domain/catalog.hpp"
+#include "domain/credits.hpp"
 #include "domain/flags.hpp"
 
 namespace tally {
@@ -27,6 +30,9 @@ Result<CatalogPrice> ParsePriceJson(const boost::json::value& price, const std::
 ///   "flags": {name: {"description"?, "enabled"? (false), "rollout_percentage"? (0..100, default 0)}}
 /// Errors are kInvalidArgument whose param is the JSON path ("flags.billing_v2.rollout_percentage").
 Result<std::vector<FeatureFlag>> ParseFlagsJson(std::string_view text);
+/// The credits each priced action costs (the "credit_actions" key: {name: integer 1..2^53}; none without it).
+/// Errors are kInvalidArgument whose param is the JSON path ("credit_actions.SEND_EMAIL").
+Result<std::map<std::string, int64_t>> ParseCreditActionsJson(std::string_view text);
 /// The text of the catalog file at |path|, or of the built-in default when |path| is empty; kNotFound if unreadable.
 Result<std::string> ReadCatalogText(const std::string& path);
 /// Reads and parses |path|; kNotFound if it cannot be read.

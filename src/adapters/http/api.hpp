@@ -17,6 +17,7 @@
 #include "app/member_service.hpp"
 #include "app/plan_service.hpp"
 #include "app/usage_service.hpp"
+#include "app/credit_service.hpp"
 #include "app/flag_service.hpp"
 #include "app/write_group.hpp"
 #include "app/webhook_processor.hpp"
@@ -59,6 +60,7 @@ struct ApiDeps {
     UsageService* usage = nullptr;  // usage limits; null: /v1/usage, /v1/check and the usage summary are 404
     FlagService* flags = nullptr;   // rollout flags; null: /v1/flags and flag checks are 404
     WriteGroupCommitter* commits = nullptr;  // group commit of recorded usage; null: each write commits on its own
+    CreditService* credits = nullptr;  // prepaid credits; null: the /v1/credits routes are 404
 };
 
 /// Who may call a route.

@@ -123,6 +123,12 @@ Response SetLimitOverride(const ApiDeps& d, const Call& c);
 Response ClearLimitOverride(const ApiDeps& d, const Call& c);
 Response GetUsageHistory(const ApiDeps& d, const Call& c);
 
+// api_credits.cpp
+Response DeductCredits(const ApiDeps& d, const Call& c);
+Response GrantCredits(const ApiDeps& d, const Call& c);
+Response GetCredits(const ApiDeps& d, const Call& c);
+Response ListCreditGrants(const ApiDeps& d, const Call& c);
+
 // api_flags.cpp
 Response ListFlags(const ApiDeps& d, const Call& c);
 Response GetFlag(const ApiDeps& d, const Call& c);
