@@ -1,5 +1,7 @@
 #include "app/credit_service.hpp"
 
+#include <map>
+
 #include "app/billing_service.hpp"
 
 namespace tally {
@@ -117,6 +119,64 @@ Result<CreditDeduction> CreditService::Deduct(StoreTx& tx, const CreditDeductInp
                            after.bundle, after.promotional, now, in.actor};
     TALLY_TRY(tx.credits().InsertTransfer(t));
     return CreditDeduction{std::move(t), std::move(draws), after, false};
+}
+
+Result<std::vector<std::string>> CreditService::Verify() {
+    std::vector<std::string> problems;
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto grants, tx.credits().AllGrants());
+        TALLY_ASSIGN_OR_RETURN(auto transfers, tx.credits().AllTransfers());
+        TALLY_ASSIGN_OR_RETURN(auto entries, tx.credits().AllEntries());
+        std::map<std::string, const CreditGrantRecord*> grant_by_id;
+        for (const auto& g : grants) grant_by_id[g.id] = &g;
+        std::map<std::string, const CreditTransferRecord*> transfer_by_id;
+        for (const auto& t : transfers) transfer_by_id[t.id] = &t;
+        std::map<std::string, int64_t> grant_sum;
+        std::map<std::string, std::vector<const CreditEntryRecord*>> by_transfer;
+        for (const auto& e : entries) {
+            auto g = grant_by_id.find(e.grant_id);
+            auto t = transfer_by_id.find(e.transfer_id);
+            if (g == grant_by_id.end()) problems.push_back("entry " + std::to_string(e.id) + ": unknown grant " + e.grant_id);
+            if (t == transfer_by_id.end()) {
+                problems.push_back("entry " + std::to_string(e.id) + ": unknown transfer " + e.transfer_id);
+            }
+            if (g != grant_by_id.end() && t != transfer_by_id.end() && g->second->customer_id != t->second->customer_id) {
+                problems.push_back("entry " + std::to_string(e.id) + ": transfer " + e.transfer_id + " of " +
+                                   t->second->customer_id.str() + " moves grant " + e.grant_id + " of " +
+                                   g->second->customer_id.str());
+            }
+            grant_sum[e.grant_id] += e.amount;
+            by_transfer[e.transfer_id].push_back(&e);
+        }
+        for (const auto& g : grants) {
+            if (g.remaining < 0 || g.remaining > g.amount) {
+                problems.push_back("grant " + g.id + ": remaining " + std::to_string(g.remaining) + " outside 0.." +
+                                   std::to_string(g.amount));
+            }
+            if (grant_sum[g.id] != g.remaining) {
+                problems.push_back("grant " + g.id + ": remaining " + std::to_string(g.remaining) +
+                                   " but its entries sum to " + std::to_string(grant_sum[g.id]));
+            }
+        }
+        for (const auto& t : transfers) {
+            const auto& es = by_transfer[t.id];
+            int64_t sum = 0;
+            bool signs_ok = true;
+            for (const auto* e : es) {
+                sum += e->amount;
+                signs_ok = signs_ok && (t.kind == "grant" ? e->amount > 0 : e->amount < 0);
+            }
+            if (t.kind == "grant" && (es.size() != 1 || sum != t.amount)) {
+                problems.push_back("transfer " + t.id + ": a grant of " + std::to_string(t.amount) + " has " +
+                                   std::to_string(es.size()) + " entries summing to " + std::to_string(sum));
+            } else if (t.kind == "deduct" && (!signs_ok || sum != -t.amount)) {
+                problems.push_back("transfer " + t.id + ": a deduction of " + std::to_string(t.amount) +
+                                   " has entries summing to " + std::to_string(sum));
+            }
+        }
+        return {};
+    }));
+    return problems;
 }
 
 Result<CreditBalance> CreditService::Balance(const CustomerId& customer) {

@@ -80,6 +80,12 @@ public:
 
     const CreditActionCosts& actions() const { return actions_; }
 
+    /// `tally ledger verify`: every invariant of the ledger, read in one snapshot. Returns the violations found
+    /// (none: the ledger is exact): a grant whose balance is not the sum of its entries, or outside 0..amount; a
+    /// grant transfer that is not one entry of +amount; a deduction whose entries are not negative or do not sum to
+    /// -amount; an entry of an unknown transfer or grant, or of another customer's grant.
+    Result<std::vector<std::string>> Verify();
+
 private:
     Result<CreditBalance> BalanceIn(StoreTx& tx, const CustomerId& customer, Timestamp now);
 

@@ -129,6 +129,14 @@ int Run(int argc, char** argv) {
     auto* migrate_cmd = app.add_subcommand("migrate", "Create or upgrade the database schema");
     migrate_cmd->add_option("--db", db, "SQLite database file, or a postgresql:// URL")->envname("TALLY_DB")->capture_default_str();
 
+    std::string ledger_db = "./tally.db";
+    auto* ledger_cmd = app.add_subcommand("ledger", "The credit ledger");
+    ledger_cmd->require_subcommand(1);
+    auto* ledger_verify = ledger_cmd->add_subcommand(
+        "verify", "Check every invariant of the credit ledger; exit 1 naming each violation");
+    ledger_verify->add_option("--db", ledger_db, "SQLite database file, or a postgresql:// URL")
+        ->envname("TALLY_DB")->capture_default_str();
+
     tally::cli::KeysOptions keys;
     auto* keys_cmd = app.add_subcommand("keys", "Manage API keys");
     keys_cmd->require_subcommand(1);
@@ -215,6 +223,7 @@ int Run(int argc, char** argv) {
     if (*sandbox_cmd) return tally::cli::RunSandbox(sandbox_host, sandbox_port, sandbox_options);
     if (*serve_cmd) return tally::cli::Serve(serve);
     if (*migrate_cmd) return tally::cli::Migrate(db);
+    if (*ledger_verify) return tally::cli::LedgerVerify(ledger_db);
     if (*copy_cmd) return tally::cli::CopyDatabase(copy_from, copy_to);
     if (*sim_cmd) return tally::cli::Simulate(sim);
     if (*push_cmd) return tally::cli::PushCatalogCommand(catalog_file, push_key, push_base);

@@ -240,6 +240,28 @@ int CopyDatabase(const std::string& from, const std::string& to) {
     return 0;
 }
 
+int LedgerVerify(const std::string& db) {
+    auto store = OpenStore(db);
+    if (!store.ok()) {
+        Log("error", store.error().message);
+        return ExitCodeFor(store.error());
+    }
+    SystemClock clock;
+    CreditService credits(**store, clock, {});
+    auto problems = credits.Verify();
+    if (!problems.ok()) {
+        Log("error", problems.error().message);
+        return ExitCodeFor(problems.error());
+    }
+    for (const auto& p : *problems) std::cout << "violation: " << p << "\n";
+    if (!problems->empty()) {
+        std::cout << problems->size() << " violation(s) in the credit ledger of " << DatabaseName(db) << "\n";
+        return 1;
+    }
+    std::cout << "credit ledger of " << DatabaseName(db) << ": every invariant holds\n";
+    return 0;
+}
+
 int CatalogCommand(const std::string& command, const std::string& catalog_file, const std::string& db) {
     auto file = LoadCatalog(catalog_file);
     if (!file.ok()) {

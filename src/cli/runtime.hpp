@@ -51,6 +51,8 @@ int Serve(const ServeOptions& options);
 /// Runs the offline Stripe sandbox on |host|:|port| until SIGTERM/SIGINT.
 int RunSandbox(const std::string& host, uint16_t port, const SandboxOptions& options);
 int Migrate(const std::string& db);
+/// `tally ledger verify`: checks every invariant of the credit ledger; exit 1 naming each violation, 0 when exact.
+int LedgerVerify(const std::string& db);
 /// `tally db copy --from <sqlite> --to <postgresql://>`: prints each table's rows; 0 once verified and committed.
 int CopyDatabase(const std::string& from, const std::string& to);
 /// Creates the catalog's missing products and prices in Stripe (by lookup key) and prints each price.

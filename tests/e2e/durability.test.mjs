@@ -1,7 +1,8 @@
 // Acknowledged means durable: every event answered 200 survives a SIGKILL and is processed after restart.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startTally, makeEvent, subscription } from './harness.mjs';
+import { spawnSync } from 'node:child_process';
+import { BIN, startTally, makeEvent, subscription } from './harness.mjs';
 
 test('every acknowledged event survives kill -9 and is processed after restart', async () => {
   const first = await startTally();
@@ -83,6 +84,49 @@ test('usage acknowledged before kill -9 is counted exactly once after restart', 
     assert.equal(await current(), sent.size);
     const history = (await second.get(`/v1/customers/${c}/usage/history?meter=storage_gb`)).json.data;
     assert.equal(history.reduce((n, b) => n + b.events, 0), sent.size);  // one ledger entry per request
+  } finally {
+    await second.stop();
+  }
+});
+
+// Issue 13: every acknowledged deduction survives a SIGKILL under load, exactly once, and the ledger verifies.
+test('credits deducted before kill -9 are spent exactly once after restart, and tally ledger verify passes', async () => {
+  const first = await startTally({ TALLY_STRIPE_SANDBOX: undefined });
+  const c = (await first.post('/v1/customers', { external_id: 'credits_crash' })).json.id;
+  assert.equal((await first.post('/v1/credits/grants', { customer: c, id: 'crash-grant', amount: 100000 })).status, 201);
+  const acked = new Set();
+  const sent = new Set();
+  let next = 0;
+  let crashed = false;
+  const worker = async () => {
+    while (!crashed && next < 3000) {
+      const i = next++;
+      sent.add(i);
+      try {
+        const r = await first.post('/v1/credits/deduct', { customer: c, id: `crash-${i}`, amount: 1 });
+        if (r.status === 200) acked.add(i);
+      } catch { /* the connection died with the process */ }
+    }
+  };
+  const load = Promise.all(Array.from({ length: 16 }, worker));
+  while (acked.size < 300) await new Promise((res) => setTimeout(res, 5));
+  crashed = true;
+  await first.crash();
+  await load;
+  const second = await startTally({ TALLY_STRIPE_SANDBOX: undefined }, { dir: first.dir });
+  try {
+    const spent = async () => 100000 - (await second.get(`/v1/customers/${c}/credits`)).json.total;
+    const after = await spent();
+    assert.ok(after >= acked.size && after <= sent.size, `${after} spent, ${acked.size} acknowledged, ${sent.size} sent`);
+    for (const i of sent) {
+      const r = await second.post('/v1/credits/deduct', { customer: c, id: `crash-${i}`, amount: 1 });
+      assert.equal(r.status, 200, r.text);
+      if (acked.has(i)) assert.equal(r.headers.get('idempotent-replayed'), 'true', `deduction ${i} was acknowledged but is gone`);
+    }
+    assert.equal(await spent(), sent.size);
+    const verify = spawnSync(BIN, ['ledger', 'verify', '--db', second.db], { encoding: 'utf8' });
+    assert.equal(verify.status, 0, verify.stdout + verify.stderr);
+    assert.match(verify.stdout, /every invariant holds/);
   } finally {
     await second.stop();
   }

@@ -191,5 +191,30 @@ TEST_P(CreditsTest, TwoHundredConcurrentDeductionsTakeExactlyTheLastFifty) {
     for (const auto& g : *grants) EXPECT_EQ(g.remaining, 0);
 }
 
+TEST_P(CreditsTest, VerifyFindsAnExactLedgerExactAndNamesATamperedGrant) {
+    Harness h(GetParam());
+    ASSERT_TRUE(h.Grant({{}, "g", GrantType::kPromotional, 30, std::nullopt, std::nullopt, "", "a"}).ok());
+    ASSERT_TRUE(h.Grant({{}, "g2", GrantType::kBundle, 20, std::nullopt, std::nullopt, "", "a"}).ok());
+    for (int i = 0; i < 10; ++i) ASSERT_TRUE(h.Deduct({{}, "v" + std::to_string(i), 4, "", "", "a"}).ok());
+    auto clean = h.services[0]->Verify();
+    ASSERT_TRUE(clean.ok()) << clean.error().message;
+    EXPECT_TRUE(clean->empty()) << clean->front();
+    // A balance moved without its entry (what a bug elsewhere would do): named.
+    const auto grants = h.services[0]->Grants(h.customer);
+    const CreditGrantRecord* left = nullptr;  // the bundle: the promotion went first and is spent
+    for (const auto& g : *grants) {
+        if (g.remaining > 0) left = &g;
+    }
+    ASSERT_NE(left, nullptr);
+    EXPECT_EQ(left->remaining, 10);
+    ASSERT_TRUE(h.stores[0]->Write([&](StoreTx& tx) -> Status {
+        return tx.credits().SetGrantRemaining(left->id, left->remaining - 1);
+    }).ok());
+    auto found = h.services[0]->Verify();
+    ASSERT_TRUE(found.ok());
+    ASSERT_EQ(found->size(), 1u);
+    EXPECT_NE(found->front().find(left->id), std::string::npos) << found->front();
+}
+
 }  // namespace
 }  // namespace tally

@@ -1235,6 +1235,23 @@ public:
                                        },
                                        transfer_id);
     }
+    Result<std::vector<CreditGrantRecord>> AllGrants() override {
+        return Many<CreditGrantRecord>("SELECT id, customer_id, type, amount, remaining, priority, expires_at, "
+                                       "transfer_id, reason, created FROM credit_grants ORDER BY id",
+                                       ReadPgGrant);
+    }
+    Result<std::vector<CreditTransferRecord>> AllTransfers() override {
+        return Many<CreditTransferRecord>("SELECT id, customer_id, kind, amount, action, metadata, request, "
+                                          "balance_subscription, balance_bundle, balance_promotional, created, actor "
+                                          "FROM credit_transfers ORDER BY id",
+                                          ReadPgTransfer);
+    }
+    Result<std::vector<CreditEntryRecord>> AllEntries() override {
+        return Many<CreditEntryRecord>("SELECT id, transfer_id, grant_id, amount, created FROM credit_entries ORDER BY id",
+                                       [](const Row& s) {
+                                           return CreditEntryRecord{s.Int(0), s.Text(1), s.Text(2), s.Int(3), Timestamp(s.Int(4))};
+                                       });
+    }
 };
 
 // ---- flags

@@ -1151,6 +1151,23 @@ public:
                                        },
                                        transfer_id);
     }
+    Result<std::vector<CreditGrantRecord>> AllGrants() override {
+        return Many<CreditGrantRecord>("SELECT id, customer_id, type, amount, remaining, priority, expires_at, "
+                                       "transfer_id, reason, created FROM credit_grants ORDER BY id",
+                                       ReadSqliteGrant);
+    }
+    Result<std::vector<CreditTransferRecord>> AllTransfers() override {
+        return Many<CreditTransferRecord>("SELECT id, customer_id, kind, amount, action, metadata, request, "
+                                          "balance_subscription, balance_bundle, balance_promotional, created, actor "
+                                          "FROM credit_transfers ORDER BY id",
+                                          ReadSqliteTransfer);
+    }
+    Result<std::vector<CreditEntryRecord>> AllEntries() override {
+        return Many<CreditEntryRecord>("SELECT id, transfer_id, grant_id, amount, created FROM credit_entries ORDER BY id",
+                                       [](sqlite3_stmt* s) {
+                                           return CreditEntryRecord{Int(s, 0), Text(s, 1), Text(s, 2), Int(s, 3), Timestamp(Int(s, 4))};
+                                       });
+    }
 };
 
 // ---- flags

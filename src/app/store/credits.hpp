@@ -66,6 +66,10 @@ public:
     virtual Status AppendEntry(const CreditEntryRecord& entry) = 0;
     /// The transfer's entries, in order.
     virtual Result<std::vector<CreditEntryRecord>> ListEntries(const std::string& transfer_id) = 0;
+    /// Everything, for `tally ledger verify` (by id).
+    virtual Result<std::vector<CreditGrantRecord>> AllGrants() = 0;
+    virtual Result<std::vector<CreditTransferRecord>> AllTransfers() = 0;
+    virtual Result<std::vector<CreditEntryRecord>> AllEntries() = 0;
 };
 
 }  // namespace tally
