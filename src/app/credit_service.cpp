@@ -1,5 +1,6 @@
 #include "app/credit_service.hpp"
 
+#include <algorithm>
 #include <map>
 
 #include "app/billing_service.hpp"
@@ -17,15 +18,50 @@ std::string OptText(const std::optional<Timestamp>& t) { return t ? std::to_stri
 
 }  // namespace
 
-CreditService::CreditService(Store& store, const Clock& clock, CreditActionCosts actions)
-    : store_(store), clock_(clock), actions_(std::move(actions)) {}
+CreditService::CreditService(Store& store, const Clock& clock, CreditActionCosts actions, BillingService* billing)
+    : store_(store), clock_(clock), actions_(std::move(actions)), billing_(billing) {}
 
-Result<CreditBalance> CreditService::BalanceIn(StoreTx& tx, const CustomerId& customer, Timestamp now) {
+Result<std::optional<CreditGrantRecord>> CreditService::DuePeriodGrant(StoreTx& tx, const CustomerRecord& customer,
+                                                                       Timestamp now) {
+    if (billing_ == nullptr) return std::optional<CreditGrantRecord>();
+    TALLY_ASSIGN_OR_RETURN(CustomerView view, billing_->BuildView(tx, customer, now));
+    const Plan* plan = view.decision.plan;
+    if (!view.primary || plan == nullptr || plan->credits_monthly <= 0) return std::optional<CreditGrantRecord>();
+    const SubscriptionRecord& sub = *view.primary;
+    if (sub.status != SubscriptionStatus::kActive && sub.status != SubscriptionStatus::kTrialing) {
+        return std::optional<CreditGrantRecord>();
+    }
+    if (sub.current_period_end <= sub.current_period_start || now >= sub.current_period_end) {
+        return std::optional<CreditGrantRecord>();  // the renewal has not been heard of yet
+    }
+    const std::string transfer = "period:" + sub.id.str() + ":" + std::to_string(sub.current_period_start.unix_seconds());
+    TALLY_ASSIGN_OR_RETURN(auto existing, tx.credits().GetTransfer(transfer));
+    if (existing) return std::optional<CreditGrantRecord>();
+    int64_t months = 1;
+    if (sub.interval.unit == BillingInterval::Unit::kMonth) months = sub.interval.count;
+    if (sub.interval.unit == BillingInterval::Unit::kYear) months = 12 * sub.interval.count;
+    const int64_t amount = std::min(plan->credits_monthly * months, kCreditAmountMax);
+    return std::optional<CreditGrantRecord>(CreditGrantRecord{
+        NewId("cgr_"), customer.id, GrantType::kSubscription, amount, amount,
+        DefaultGrantPriority(GrantType::kSubscription), sub.current_period_end, transfer,
+        "plan " + plan->id.str() + " period from " + FormatRfc3339(sub.current_period_start),
+        sub.current_period_start});
+}
+
+Result<Timestamp> CreditService::SubscriptionNow(StoreTx& tx, const CustomerRecord& customer, Timestamp now) {
+    if (billing_ == nullptr) return now;
+    TALLY_ASSIGN_OR_RETURN(CustomerView view, billing_->BuildView(tx, customer, now));
+    if (!view.primary) return now;
+    return std::max(now, view.primary->current_period_start);
+}
+
+Result<CreditBalance> CreditService::BalanceIn(StoreTx& tx, const CustomerId& customer, Timestamp now,
+                                               Timestamp subscription_now) {
     TALLY_ASSIGN_OR_RETURN(auto grants, tx.credits().ListGrants(customer));
     CreditBalance b;
     for (const auto& g : grants) {
         const CreditGrantState state{g.id, g.type, g.remaining, g.priority, g.expires_at, g.created};
-        if (!GrantUsable(state, now)) continue;
+        if (!GrantUsable(state, g.type == GrantType::kSubscription ? subscription_now : now)) continue;
         (g.type == GrantType::kSubscription ? b.subscription
          : g.type == GrantType::kBundle     ? b.bundle
                                             : b.promotional) += g.remaining;
@@ -59,7 +95,8 @@ Result<CreditGrantOutcome> CreditService::Grant(StoreTx& tx, const CreditGrantIn
     if (!customer) return NotFound("no such customer: '" + in.customer.str() + "'", "customer");
     CreditGrantRecord g{NewId("cgr_"), in.customer, in.type,  in.amount, in.amount,
                         priority,     in.expires_at, in.id, in.reason, now};
-    TALLY_ASSIGN_OR_RETURN(CreditBalance before, BalanceIn(tx, in.customer, now));
+    TALLY_ASSIGN_OR_RETURN(const Timestamp sub_now, SubscriptionNow(tx, *customer, now));
+    TALLY_ASSIGN_OR_RETURN(CreditBalance before, BalanceIn(tx, in.customer, now, sub_now));
     TALLY_TRY(tx.credits().InsertGrant(g));
     CreditBalance after = before;
     (g.type == GrantType::kBundle ? after.bundle : after.promotional) += g.amount;
@@ -102,10 +139,28 @@ Result<CreditDeduction> CreditService::Deduct(StoreTx& tx, const CreditDeductInp
     TALLY_ASSIGN_OR_RETURN(auto customer, tx.customers().Get(in.customer));
     if (!customer) return NotFound("no such customer: '" + in.customer.str() + "'", "customer");
     const Timestamp now = clock_.Now();
+    // The period's subscription credits are issued on its first deduction, exactly once (its transfer id).
+    TALLY_ASSIGN_OR_RETURN(auto due, DuePeriodGrant(tx, *customer, now));
+    TALLY_ASSIGN_OR_RETURN(const Timestamp sub_now, SubscriptionNow(tx, *customer, now));
+    if (due) {
+        TALLY_ASSIGN_OR_RETURN(CreditBalance before, BalanceIn(tx, in.customer, now, sub_now));
+        TALLY_TRY(tx.credits().InsertGrant(*due));
+        TALLY_TRY(tx.credits().InsertTransfer(CreditTransferRecord{
+            due->transfer_id, in.customer, "grant", due->amount, "", "", "period grant",
+            before.subscription + due->amount, before.bundle, before.promotional, now, "plan"}));
+        TALLY_TRY(tx.credits().AppendEntry(CreditEntryRecord{0, due->transfer_id, due->id, due->amount, now}));
+        TALLY_TRY(tx.audit().Append({0, in.customer, now, "credit_granted", "",
+                                     std::to_string(due->amount) + " subscription", "plan",
+                                     "grant=" + due->id + " transfer=" + due->transfer_id}));
+    }
     TALLY_ASSIGN_OR_RETURN(auto grants, tx.credits().ListGrants(in.customer));
     std::vector<CreditGrantState> states;
     states.reserve(grants.size());
-    for (const auto& g : grants) states.push_back({g.id, g.type, g.remaining, g.priority, g.expires_at, g.created});
+    for (const auto& g : grants) {
+        CreditGrantState state{g.id, g.type, g.remaining, g.priority, g.expires_at, g.created};
+        if (g.type == GrantType::kSubscription && !GrantUsable(state, sub_now)) state.remaining = 0;  // a past period's
+        states.push_back(state);
+    }
     TALLY_ASSIGN_OR_RETURN(auto draws, PlanDeduction(states, amount, now));
     for (const auto& d : draws) {
         for (const auto& g : grants) {
@@ -114,7 +169,7 @@ Result<CreditDeduction> CreditService::Deduct(StoreTx& tx, const CreditDeductInp
             TALLY_TRY(tx.credits().AppendEntry(CreditEntryRecord{0, in.id, g.id, -d.amount, now}));
         }
     }
-    TALLY_ASSIGN_OR_RETURN(CreditBalance after, BalanceIn(tx, in.customer, now));
+    TALLY_ASSIGN_OR_RETURN(CreditBalance after, BalanceIn(tx, in.customer, now, sub_now));
     CreditTransferRecord t{in.id, in.customer, "deduct", amount, in.action, in.metadata, request, after.subscription,
                            after.bundle, after.promotional, now, in.actor};
     TALLY_TRY(tx.credits().InsertTransfer(t));
@@ -184,7 +239,12 @@ Result<CreditBalance> CreditService::Balance(const CustomerId& customer) {
     TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
         TALLY_ASSIGN_OR_RETURN(auto c, tx.customers().Get(customer));
         if (!c) return NotFound("no such customer: '" + customer.str() + "'", "id");
-        TALLY_ASSIGN_OR_RETURN(out, BalanceIn(tx, customer, clock_.Now()));
+        const Timestamp now = clock_.Now();
+        TALLY_ASSIGN_OR_RETURN(const Timestamp sub_now, SubscriptionNow(tx, *c, now));
+        TALLY_ASSIGN_OR_RETURN(out, BalanceIn(tx, customer, now, sub_now));
+        // Due this period and not issued yet (no deduction so far): counted as it will be.
+        TALLY_ASSIGN_OR_RETURN(auto due, DuePeriodGrant(tx, *c, now));
+        if (due) out->subscription += due->amount;
         return {};
     }));
     return *out;

@@ -61,9 +61,15 @@ struct CreditGrantOutcome {
     bool replayed = false;
 };
 
+class BillingService;
+
 class CreditService {
 public:
-    CreditService(Store& store, const Clock& clock, CreditActionCosts actions);
+    /// With |billing|, a customer whose subscription to a plan with credits_monthly is active or trialing has that
+    /// period's subscription grant: the plan's credits times the period's months, expiring at its end, issued once
+    /// per subscription period (its transfer id is "period:<subscription>:<period start>") on the first deduction
+    /// of the period, and counted in the balance before that.
+    CreditService(Store& store, const Clock& clock, CreditActionCosts actions, BillingService* billing = nullptr);
 
     /// Issues a grant inside |tx| (a credit_granted audit entry). kInvalidArgument: amount ("amount"), id ("id"), an
     /// expiry not in the future ("expires_at"), a subscription grant (issued from the plan, not by hand: "type");
@@ -87,11 +93,19 @@ public:
     Result<std::vector<std::string>> Verify();
 
 private:
-    Result<CreditBalance> BalanceIn(StoreTx& tx, const CustomerId& customer, Timestamp now);
+    /// |subscription_now|: the time subscription grants are judged at (SubscriptionNow).
+    Result<CreditBalance> BalanceIn(StoreTx& tx, const CustomerId& customer, Timestamp now, Timestamp subscription_now);
+    /// Subscription grants expire on the subscription's clock: once Stripe reports a later period (also when its
+    /// clock runs ahead of Tally's, as a test clock does), the earlier period's grant is over. max(now, the current
+    /// period's start).
+    Result<Timestamp> SubscriptionNow(StoreTx& tx, const CustomerRecord& customer, Timestamp now);
+    /// The current period's subscription grant the customer is due and does not have yet, if any.
+    Result<std::optional<CreditGrantRecord>> DuePeriodGrant(StoreTx& tx, const CustomerRecord& customer, Timestamp now);
 
     Store& store_;
     const Clock& clock_;
     CreditActionCosts actions_;
+    BillingService* billing_;
 };
 
 }  // namespace tally

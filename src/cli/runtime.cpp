@@ -583,7 +583,7 @@ int Serve(const ServeOptions& o) {
     UsageService usage(**store, billing, clock, &outbox, *thresholds);
     members.SetSeatCheck([&usage](StoreTx& tx, const CustomerId& c) { return usage.CheckSeat(tx, c); });
     FlagService flags(**store, clock);
-    CreditService credits(**store, clock, credit_actions);
+    CreditService credits(**store, clock, credit_actions, &billing);
     // Recorded usage: one durable commit for the writes that arrive together.
     WriteGroupCommitter commits(WriteGroupSink(**store), kWriteGroupMax, kWriteGroupQueueMax);
     if (Status seeded = flags.Seed(flag_seeds); !seeded.ok()) {

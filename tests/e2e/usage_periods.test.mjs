@@ -28,6 +28,15 @@ test('a renewal on the sandbox clock resets counters, not gauges, and a late eve
   assert.equal(made.status, 201, made.text);
   const sub = made.json;
 
+  // Pro grants 5,000 credits a period; they are spent before a bundle.
+  const credits = async () => (await server.get(`/v1/customers/${c.id}/credits`)).json;
+  assert.deepEqual([(await credits()).subscription_credits, (await credits()).total], [5000, 5000]);
+  await server.post('/v1/credits/grants', { customer: c.id, id: `renewal-bundle-${c.id}`, amount: 100, type: 'bundle' });
+  const spent = await server.post('/v1/credits/deduct', { customer: c.id, id: `renewal-d1-${c.id}`, amount: 10 });
+  assert.equal(spent.status, 200, spent.text);
+  assert.deepEqual(spent.json.balance, { subscription: 4990, bundle: 100, promotional: 0, total: 5090 });
+  const firstGrant = spent.json.breakdown[0].grant;
+
   const used = await server.post('/v1/check', { customer: c.id, meter: 'build_hours', amount: 120, record: true });
   assert.deepEqual([used.json.allowed, used.json.current, used.json.limit, used.json.period_start],
     [true, 120, 150, sub.current_period_start]);
@@ -53,4 +62,13 @@ test('a renewal on the sandbox clock resets counters, not gauges, and a late eve
   assert.equal((await meter(c.id, 'build_hours')).current, 0);
   const now = await server.post('/v1/usage', { customer: c.id, meter: 'build_hours', value: 2, idempotency_key: 'renewal-now' });
   assert.deepEqual([now.json.period_start, now.json.current], [sub.current_period_end, 2]);
+
+  // The new period's 5,000 subscription credits replace what was left of the last period's; the bundle stays.
+  assert.deepEqual([(await credits()).subscription_credits, (await credits()).bundle_credits], [5000, 100]);
+  const next = await server.post('/v1/credits/deduct', { customer: c.id, id: `renewal-d2-${c.id}`, amount: 1 });
+  assert.deepEqual(next.json.balance, { subscription: 4999, bundle: 100, promotional: 0, total: 5099 });
+  assert.notEqual(next.json.breakdown[0].grant, firstGrant);
+  const grants = (await server.get(`/v1/customers/${c.id}/credit_grants`)).json.data.filter((g) => g.type === 'subscription');
+  assert.deepEqual(grants.map((g) => [g.remaining, g.expires_at]).sort((a, b) => a[1] - b[1]),
+    [[4990, sub.current_period_end], [4999, grants.find((g) => g.id !== firstGrant).expires_at]]);
 });
