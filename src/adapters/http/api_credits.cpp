@@ -41,14 +41,6 @@ Response Replayable(int status, const bj::value& v, bool replayed) {
     return r;
 }
 
-/// An integer field, absent or null as none; kInvalidArgument naming it otherwise.
-Result<std::optional<int64_t>> MaybeInt(const bj::object& body, const char* key) {
-    const bj::value* v = body.if_contains(key);
-    if (v == nullptr || v->is_null()) return std::optional<int64_t>();
-    if (!v->is_int64()) return InvalidArgument(std::string(key) + " must be an integer", key);
-    return std::optional<int64_t>(v->get_int64());
-}
-
 }  // namespace
 
 Response DeductCredits(const ApiDeps& d, const Call& c) {
@@ -62,7 +54,7 @@ Response DeductCredits(const ApiDeps& d, const Call& c) {
     auto id = json::RequiredString(*body, "id", "");
     if (!id.ok()) return Fail(id.error());
     in.id = *id;
-    auto amount = MaybeInt(*body, "amount");
+    auto amount = json::OptionalInt(*body, "amount", "");
     if (!amount.ok()) return Fail(amount.error());
     in.amount = *amount;
     auto action = MaybeString(*body, "action");
@@ -110,7 +102,7 @@ Response GrantCredits(const ApiDeps& d, const Call& c) {
     auto id = json::RequiredString(*body, "id", "");
     if (!id.ok()) return Fail(id.error());
     in.id = *id;
-    auto amount = MaybeInt(*body, "amount");
+    auto amount = json::OptionalInt(*body, "amount", "");
     if (!amount.ok()) return Fail(amount.error());
     if (!*amount) return Fail(MissingArgument("amount is required", "amount"));
     in.amount = **amount;
@@ -121,10 +113,10 @@ Response GrantCredits(const ApiDeps& d, const Call& c) {
         if (!parsed.ok()) return Fail(parsed.error());
         in.type = *parsed;
     }
-    auto expires = MaybeInt(*body, "expires_at");
+    auto expires = json::OptionalInt(*body, "expires_at", "");
     if (!expires.ok()) return Fail(expires.error());
     if (*expires) in.expires_at = Timestamp(**expires);
-    auto priority = MaybeInt(*body, "priority");
+    auto priority = json::OptionalInt(*body, "priority", "");
     if (!priority.ok()) return Fail(priority.error());
     if (*priority) {
         if (**priority < -1000 || **priority > 1000) {
