@@ -4,6 +4,8 @@
 #include <sqlite3.h>
 
 #include <atomic>
+#include <cstdlib>
+#include <filesystem>
 #include <thread>
 
 #include "adapters/sqlite/migrations.hpp"
@@ -119,6 +121,65 @@ TEST(SqliteStoreTest, QuietCheckpointRestartsTheWalBesideReadersAndWriters) {
                     })
                     .ok());
     EXPECT_EQ(found, n);
+}
+
+// The checkpointer writes the database file back through a descriptor it holds from open to close. One opened
+// and closed per checkpoint dropped every POSIX lock this process held on the file (close(2) does that), so
+// another process (here the sqlite3 shell, as `tally keys` in production) saw no other connection when it
+// closed, checkpointed and deleted the WAL under the server: later reads failed with "database disk image is
+// malformed" and missed that process's writes.
+TEST(SqliteStoreTest, AnotherProcessWritingBesideACheckpointSeesTheStoreAndIsSeen) {
+    TempDb db;
+    auto store = sqlite::SqliteStore::Open(db.path()).value();
+    // A reader of the test's own pins an old snapshot, so the checkpoint cannot catch up and writes the
+    // database file back itself (the path that used to open and close its own descriptor).
+    sqlite3* pin = nullptr;
+    ASSERT_EQ(sqlite3_open_v2(db.path().c_str(), &pin, SQLITE_OPEN_READWRITE, nullptr), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(pin, "BEGIN; SELECT COUNT(*) FROM sqlite_master", nullptr, nullptr, nullptr), SQLITE_OK);
+    const std::string body(3000, 'x');
+    for (int i = 0; i < 120; ++i) {
+        InboxEvent e = Inbox("evt_" + std::to_string(i));
+        e.payload = R"({"pad":")" + body + R"("})";
+        ASSERT_TRUE(store->AppendInbox({e}).ok());
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (store->database_sync_count() == 0 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    ASSERT_GT(store->database_sync_count(), 0) << "the checkpointer never wrote the database file back";
+    ASSERT_EQ(sqlite3_exec(pin, "COMMIT", nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(pin);
+
+    const std::string insert = "sqlite3 '" + db.path() +
+                               "' \"INSERT INTO api_keys(id, hash, scope, created_at, name) "
+                               "VALUES ('key_other_process', 'h', 'admin', 1, 'other')\"";
+    ASSERT_EQ(std::system(insert.c_str()), 0);
+    // The other process saw this one's connections, so it left the WAL alone.
+    EXPECT_TRUE(std::filesystem::exists(db.path() + "-wal"));
+    std::optional<ApiKeyRecord> key;
+    ASSERT_TRUE(store
+                    ->Read([&](StoreTx& tx) -> Status {
+                        TALLY_ASSIGN_OR_RETURN(key, tx.keys().GetApiKey("key_other_process"));
+                        return {};
+                    })
+                    .ok());
+    ASSERT_TRUE(key.has_value());
+    EXPECT_EQ(key->name, "other");
+    // And this process goes on writing and reading what it wrote, all of it.
+    ASSERT_TRUE(store->AppendInbox({Inbox("evt_after")}).ok());
+    int64_t found = 0;
+    ASSERT_TRUE(store
+                    ->Read([&](StoreTx& tx) -> Status {
+                        for (int i = 0; i < 120; ++i) {
+                            TALLY_ASSIGN_OR_RETURN(auto e, tx.inbox().Get(StripeEventId("evt_" + std::to_string(i))));
+                            found += e.has_value() ? 1 : 0;
+                        }
+                        TALLY_ASSIGN_OR_RETURN(auto last, tx.inbox().Get(StripeEventId("evt_after")));
+                        found += last.has_value() ? 1 : 0;
+                        return {};
+                    })
+                    .ok());
+    EXPECT_EQ(found, 121);
 }
 
 }  // namespace

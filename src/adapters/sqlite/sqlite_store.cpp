@@ -1399,14 +1399,22 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, 
     // The checkpointer's synchronous setting decides whether checkpoints fsync the database file.
     TALLY_ASSIGN_OR_RETURN(auto checkpointer, Connection::Open(path, options));
     sqlite3_busy_handler(checkpointer->raw(), CheckpointBusyHandler, nullptr);
-    return std::unique_ptr<SqliteStore>(
-        new SqliteStore(std::move(writer), std::move(readers), std::move(checkpointer), options.durable));
+    // Without it the checkpointer only skips its own writeback; the RESTART's fsync still covers the pages.
+    const char* file_name = sqlite3_db_filename(writer->raw(), "main");
+    auto file = std::make_unique<DatabaseFile>(file_name ? ::open(file_name, O_RDONLY | O_CLOEXEC) : -1);
+    return std::unique_ptr<SqliteStore>(new SqliteStore(std::move(file), std::move(writer), std::move(readers),
+                                                        std::move(checkpointer), options.durable));
 }
 
-SqliteStore::SqliteStore(std::unique_ptr<Connection> writer, std::vector<std::unique_ptr<Connection>> readers,
-                         std::unique_ptr<Connection> checkpointer, bool durable)
-    : writer_(std::move(writer)), readers_(std::move(readers)), checkpointer_(std::move(checkpointer)),
-      durable_(durable) {
+SqliteStore::DatabaseFile::~DatabaseFile() {
+    if (fd_ >= 0) ::close(fd_);
+}
+
+SqliteStore::SqliteStore(std::unique_ptr<DatabaseFile> file, std::unique_ptr<Connection> writer,
+                         std::vector<std::unique_ptr<Connection>> readers, std::unique_ptr<Connection> checkpointer,
+                         bool durable)
+    : file_(std::move(file)), writer_(std::move(writer)), readers_(std::move(readers)),
+      checkpointer_(std::move(checkpointer)), durable_(durable) {
     for (auto& r : readers_) idle_readers_.push_back(r.get());
     // Told the WAL's size after every commit; replaces SQLite's own auto-checkpoint hook (disabled anyway).
     sqlite3_wal_hook(
@@ -1458,7 +1466,7 @@ void SqliteStore::CheckpointLoop() {
             // Write them back here, a slice at a time, so commit fsyncs never queue behind all of them at once.
             // (A round that caught up fsync'd the database itself, and with it every earlier round's pages.)
             // Not for a store without durability: nothing there is ever fsync'd.
-            if (durable_ && (checkpointed_frames < log_frames || residual > 0)) SyncDatabaseFile(*checkpointer_);
+            if (durable_ && (checkpointed_frames < log_frames || residual > 0)) SyncDatabaseFile();
             const int64_t copy_ms = ElapsedMs(start);
             int64_t blocked_ms = 0;
             if (log_frames >= 0 && residual <= kWalRestartResidualFramesMax) {
@@ -1475,10 +1483,10 @@ void SqliteStore::CheckpointLoop() {
     }
 }
 
-void SqliteStore::SyncDatabaseFile(Connection& conn) {
-    // Its own descriptor: writeback and fdatasync act on the file, whichever descriptor asks.
-    const char* path = sqlite3_db_filename(conn.raw(), "main");
-    const int fd = path ? ::open(path, O_RDONLY | O_CLOEXEC) : -1;
+void SqliteStore::SyncDatabaseFile() {
+    // Writeback and fdatasync act on the file, whichever descriptor asks. Never a descriptor opened and closed
+    // here: its close would drop the process's SQLite locks (DatabaseFile).
+    const int fd = file_->fd();
     if (fd < 0) return;  // the RESTART's own fsync still covers the pages
     struct stat st {};
     if (::fstat(fd, &st) == 0) {
@@ -1488,7 +1496,7 @@ void SqliteStore::SyncDatabaseFile(Connection& conn) {
         }
     }
     (void)::fdatasync(fd);
-    ::close(fd);
+    database_syncs_.fetch_add(1);
 }
 
 int64_t SqliteStore::RestartWal() {

@@ -103,10 +103,30 @@ public:
     }
     /// How many times the checkpointer has restarted the WAL since open (tests wait on it instead of sleeping).
     int64_t wal_restart_count() const { return wal_restarts_.load(); }
+    /// How many times the checkpointer has written back and fdatasync'd the database file itself.
+    int64_t database_sync_count() const { return database_syncs_.load(); }
 
 private:
-    SqliteStore(std::unique_ptr<Connection> writer, std::vector<std::unique_ptr<Connection>> readers,
-                std::unique_ptr<Connection> checkpointer, bool durable);
+    /// A descriptor of the database file held from Open to destruction. close(2) on any descriptor of a file drops
+    /// every POSIX advisory lock the process holds on it, SQLite's included, after which another process may
+    /// checkpoint and delete the WAL under this one ("How To Corrupt An SQLite Database File", 2.2,
+    /// https://www.sqlite.org/howtocorrupt.html#_posix_advisory_locks_canceled_by_a_separate_thread_doing_close_).
+    /// So the file is opened once, and closed only after every connection is (it is declared before them).
+    class DatabaseFile {
+    public:
+        explicit DatabaseFile(int fd) : fd_(fd) {}
+        ~DatabaseFile();
+        DatabaseFile(const DatabaseFile&) = delete;
+        DatabaseFile& operator=(const DatabaseFile&) = delete;
+        int fd() const { return fd_; }
+
+    private:
+        int fd_;
+    };
+
+    SqliteStore(std::unique_ptr<DatabaseFile> file, std::unique_ptr<Connection> writer,
+                std::vector<std::unique_ptr<Connection>> readers, std::unique_ptr<Connection> checkpointer,
+                bool durable);
     /// Runs |fn| on an idle read connection (waiting for one if all are busy).
     Status WithReader(const std::function<Status(Connection&)>& fn);
     /// Copies committed WAL frames into the database file off the commit path (PASSIVE: never blocks writers
@@ -116,11 +136,12 @@ private:
     /// how long commits were blocked, in ms; does nothing if a read does not finish within
     /// kCheckpointReadLockWaitMs.
     int64_t RestartWal();
-    /// Writes back |conn|'s database file (not its WAL) in kCheckpointWritebackSliceBytes slices, waiting for each,
-    /// then fdatasyncs it; takes no lock.
-    static void SyncDatabaseFile(Connection& conn);
+    /// Writes back the database file (not its WAL) in kCheckpointWritebackSliceBytes slices, waiting for each,
+    /// then fdatasyncs it, through file_; takes no lock.
+    void SyncDatabaseFile();
     Status Run(Connection& conn, const char* begin, const std::function<Status(StoreTx&)>& fn);
 
+    std::unique_ptr<DatabaseFile> file_;  // first: destroyed after every connection
     std::mutex write_mu_;
     std::shared_mutex read_mu_;  // shared by each read; RestartWal takes it alone, so no reader holds a snapshot
     std::unique_ptr<Connection> writer_;
@@ -135,6 +156,7 @@ private:
     std::atomic<int64_t> last_commit_ms_{0};  // steady clock, ms: when the writer last committed
     std::atomic<int> wal_frames_{0};          // frames in the WAL after the writer's last commit (wal hook)
     std::atomic<int64_t> wal_restarts_{0};
+    std::atomic<int64_t> database_syncs_{0};
     const bool durable_;
     std::function<void(double, bool)> commit_observer_;
     std::thread checkpoint_thread_;
