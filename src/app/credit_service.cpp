@@ -4,6 +4,7 @@
 #include <map>
 
 #include "app/billing_service.hpp"
+#include "domain/usage.hpp"
 
 namespace tally {
 namespace {
@@ -55,18 +56,121 @@ Result<Timestamp> CreditService::SubscriptionNow(StoreTx& tx, const CustomerReco
     return std::max(now, view.primary->current_period_start);
 }
 
-Result<CreditBalance> CreditService::BalanceIn(StoreTx& tx, const CustomerId& customer, Timestamp now,
-                                               Timestamp subscription_now) {
+Result<CreditBalance> CreditService::BalanceIn(StoreTx& tx, const CustomerId& customer, const Clocks& at,
+                                               int64_t* reserved) {
     TALLY_ASSIGN_OR_RETURN(auto grants, tx.credits().ListGrants(customer));
+    if (reserved != nullptr) {
+        *reserved = 0;
+        TALLY_ASSIGN_OR_RETURN(auto holds, tx.credits().ListPendingReservations(customer));
+        for (const auto& r : holds) {
+            if (at.now < r.expires_at) {
+                *reserved += r.amount;
+                continue;
+            }
+            // Lapsed, not released yet: its credits are back where they came from.
+            TALLY_ASSIGN_OR_RETURN(auto entries, tx.credits().ListEntries(r.id));
+            for (const auto& e : entries) {
+                for (auto& g : grants) {
+                    if (g.id == e.grant_id) g.remaining -= e.amount;
+                }
+            }
+        }
+    }
     CreditBalance b;
     for (const auto& g : grants) {
         const CreditGrantState state{g.id, g.type, g.remaining, g.priority, g.expires_at, g.created};
-        if (!GrantUsable(state, g.type == GrantType::kSubscription ? subscription_now : now)) continue;
+        if (!GrantUsable(state, g.type == GrantType::kSubscription ? at.subscription_now : at.now)) continue;
         (g.type == GrantType::kSubscription ? b.subscription
          : g.type == GrantType::kBundle     ? b.bundle
                                             : b.promotional) += g.remaining;
     }
     return b;
+}
+
+Result<CreditService::Clocks> CreditService::Settle(StoreTx& tx, const CustomerRecord& customer) {
+    Clocks at{clock_.Now(), clock_.Now()};
+    // The period's subscription credits are issued on its first write, exactly once (its transfer id).
+    TALLY_ASSIGN_OR_RETURN(auto due, DuePeriodGrant(tx, customer, at.now));
+    TALLY_ASSIGN_OR_RETURN(at.subscription_now, SubscriptionNow(tx, customer, at.now));
+    if (due) {
+        TALLY_ASSIGN_OR_RETURN(CreditBalance before, BalanceIn(tx, customer.id, at));
+        TALLY_TRY(tx.credits().InsertGrant(*due));
+        TALLY_TRY(tx.credits().InsertTransfer(CreditTransferRecord{
+            due->transfer_id, customer.id, "grant", due->amount, "", "", "period grant",
+            before.subscription + due->amount, before.bundle, before.promotional, at.now, "plan", ""}));
+        TALLY_TRY(tx.credits().AppendEntry(CreditEntryRecord{0, due->transfer_id, due->id, due->amount, at.now}));
+        TALLY_TRY(tx.audit().Append({0, customer.id, at.now, "credit_granted", "",
+                                     std::to_string(due->amount) + " subscription", "plan",
+                                     "grant=" + due->id + " transfer=" + due->transfer_id}));
+    }
+    TALLY_ASSIGN_OR_RETURN(auto holds, tx.credits().ListPendingReservations(customer.id));
+    for (auto& r : holds) {
+        if (at.now < r.expires_at) continue;
+        TALLY_ASSIGN_OR_RETURN(auto released, SettleHold(tx, r, 0, "expired", "expiry", at));
+        (void)released;
+    }
+    TALLY_ASSIGN_OR_RETURN(auto grants, tx.credits().ListGrants(customer.id));
+    for (const auto& g : grants) {
+        if (g.remaining == 0 || !g.expires_at) continue;
+        const Timestamp judged = g.type == GrantType::kSubscription ? at.subscription_now : at.now;
+        if (judged < *g.expires_at) continue;
+        TALLY_TRY(Expire(tx, g, "lapsed", at));
+    }
+    return at;
+}
+
+Status CreditService::Expire(StoreTx& tx, const CreditGrantRecord& g, const std::string& cause, const Clocks& at) {
+    const std::string id = "expire:" + g.id + ":" + cause;
+    TALLY_TRY(tx.credits().SetGrantRemaining(g.id, 0));
+    TALLY_TRY(tx.credits().AppendEntry(CreditEntryRecord{0, id, g.id, -g.remaining, at.now}));
+    TALLY_ASSIGN_OR_RETURN(CreditBalance after, BalanceIn(tx, g.customer_id, at));
+    TALLY_TRY(tx.credits().InsertTransfer(CreditTransferRecord{id, g.customer_id, "expire", g.remaining, "", "",
+                                                               "expire", after.subscription, after.bundle,
+                                                               after.promotional, at.now, "expiry", g.id}));
+    return tx.audit().Append({0, g.customer_id, at.now, "credit_expired", std::to_string(g.remaining), "0", "expiry",
+                              "grant=" + g.id + " transfer=" + id});
+}
+
+Result<std::vector<CreditDraw>> CreditService::Take(StoreTx& tx, const CustomerId& customer,
+                                                    const std::string& transfer_id, int64_t amount,
+                                                    const Clocks& at) {
+    TALLY_ASSIGN_OR_RETURN(auto grants, tx.credits().ListGrants(customer));
+    std::vector<CreditGrantState> states;
+    states.reserve(grants.size());
+    for (const auto& g : grants) {
+        CreditGrantState state{g.id, g.type, g.remaining, g.priority, g.expires_at, g.created};
+        if (g.type == GrantType::kSubscription && !GrantUsable(state, at.subscription_now)) state.remaining = 0;
+        states.push_back(state);
+    }
+    TALLY_ASSIGN_OR_RETURN(auto draws, PlanDeduction(states, amount, at.now));
+    for (const auto& d : draws) {
+        for (const auto& g : grants) {
+            if (g.id != d.grant) continue;
+            TALLY_TRY(tx.credits().SetGrantRemaining(g.id, g.remaining - d.amount));
+            TALLY_TRY(tx.credits().AppendEntry(CreditEntryRecord{0, transfer_id, g.id, -d.amount, at.now}));
+        }
+    }
+    return draws;
+}
+
+Status CreditService::GiveBack(StoreTx& tx, const CustomerId& customer, const std::string& transfer_id,
+                               const std::vector<CreditDraw>& back, const Clocks& at) {
+    TALLY_ASSIGN_OR_RETURN(auto grants, tx.credits().ListGrants(customer));
+    for (const auto& d : back) {
+        for (auto& g : grants) {
+            if (g.id != d.grant || d.amount == 0) continue;
+            g.remaining += d.amount;
+            TALLY_TRY(tx.credits().SetGrantRemaining(g.id, g.remaining));
+            TALLY_TRY(tx.credits().AppendEntry(CreditEntryRecord{0, transfer_id, g.id, d.amount, at.now}));
+            const Timestamp judged = g.type == GrantType::kSubscription ? at.subscription_now : at.now;
+            if (g.expires_at && judged >= *g.expires_at) {
+                // Back in a grant that has expired since: expired again at once (issue 13).
+                TALLY_TRY(Expire(tx, g, transfer_id, at));
+                g.remaining = 0;
+            }
+        }
+    }
+    return {};
 }
 
 Result<CreditGrantOutcome> CreditService::Grant(StoreTx& tx, const CreditGrantInput& in) {
@@ -93,18 +197,18 @@ Result<CreditGrantOutcome> CreditService::Grant(StoreTx& tx, const CreditGrantIn
     }
     TALLY_ASSIGN_OR_RETURN(auto customer, tx.customers().Get(in.customer));
     if (!customer) return NotFound("no such customer: '" + in.customer.str() + "'", "customer");
+    TALLY_ASSIGN_OR_RETURN(const Clocks at, Settle(tx, *customer));
     CreditGrantRecord g{NewId("cgr_"), in.customer, in.type,  in.amount, in.amount,
-                        priority,     in.expires_at, in.id, in.reason, now};
-    TALLY_ASSIGN_OR_RETURN(const Timestamp sub_now, SubscriptionNow(tx, *customer, now));
-    TALLY_ASSIGN_OR_RETURN(CreditBalance before, BalanceIn(tx, in.customer, now, sub_now));
+                        priority,     in.expires_at, in.id, in.reason, at.now};
+    TALLY_ASSIGN_OR_RETURN(CreditBalance before, BalanceIn(tx, in.customer, at));
     TALLY_TRY(tx.credits().InsertGrant(g));
     CreditBalance after = before;
     (g.type == GrantType::kBundle ? after.bundle : after.promotional) += g.amount;
     TALLY_TRY(tx.credits().InsertTransfer(CreditTransferRecord{in.id, in.customer, "grant", in.amount, "", "", request,
-                                                               after.subscription, after.bundle, after.promotional, now,
-                                                               in.actor}));
-    TALLY_TRY(tx.credits().AppendEntry(CreditEntryRecord{0, in.id, g.id, in.amount, now}));
-    TALLY_TRY(tx.audit().Append({0, in.customer, now, "credit_granted", "",
+                                                               after.subscription, after.bundle, after.promotional,
+                                                               at.now, in.actor, ""}));
+    TALLY_TRY(tx.credits().AppendEntry(CreditEntryRecord{0, in.id, g.id, in.amount, at.now}));
+    TALLY_TRY(tx.audit().Append({0, in.customer, at.now, "credit_granted", "",
                                  std::to_string(in.amount) + " " + GrantTypeName(in.type), in.actor,
                                  "grant=" + g.id + " transfer=" + in.id}));
     return CreditGrantOutcome{std::move(g), false};
@@ -138,42 +242,202 @@ Result<CreditDeduction> CreditService::Deduct(StoreTx& tx, const CreditDeductInp
     }
     TALLY_ASSIGN_OR_RETURN(auto customer, tx.customers().Get(in.customer));
     if (!customer) return NotFound("no such customer: '" + in.customer.str() + "'", "customer");
-    const Timestamp now = clock_.Now();
-    // The period's subscription credits are issued on its first deduction, exactly once (its transfer id).
-    TALLY_ASSIGN_OR_RETURN(auto due, DuePeriodGrant(tx, *customer, now));
-    TALLY_ASSIGN_OR_RETURN(const Timestamp sub_now, SubscriptionNow(tx, *customer, now));
-    if (due) {
-        TALLY_ASSIGN_OR_RETURN(CreditBalance before, BalanceIn(tx, in.customer, now, sub_now));
-        TALLY_TRY(tx.credits().InsertGrant(*due));
-        TALLY_TRY(tx.credits().InsertTransfer(CreditTransferRecord{
-            due->transfer_id, in.customer, "grant", due->amount, "", "", "period grant",
-            before.subscription + due->amount, before.bundle, before.promotional, now, "plan"}));
-        TALLY_TRY(tx.credits().AppendEntry(CreditEntryRecord{0, due->transfer_id, due->id, due->amount, now}));
-        TALLY_TRY(tx.audit().Append({0, in.customer, now, "credit_granted", "",
-                                     std::to_string(due->amount) + " subscription", "plan",
-                                     "grant=" + due->id + " transfer=" + due->transfer_id}));
-    }
-    TALLY_ASSIGN_OR_RETURN(auto grants, tx.credits().ListGrants(in.customer));
-    std::vector<CreditGrantState> states;
-    states.reserve(grants.size());
-    for (const auto& g : grants) {
-        CreditGrantState state{g.id, g.type, g.remaining, g.priority, g.expires_at, g.created};
-        if (g.type == GrantType::kSubscription && !GrantUsable(state, sub_now)) state.remaining = 0;  // a past period's
-        states.push_back(state);
-    }
-    TALLY_ASSIGN_OR_RETURN(auto draws, PlanDeduction(states, amount, now));
-    for (const auto& d : draws) {
-        for (const auto& g : grants) {
-            if (g.id != d.grant) continue;
-            TALLY_TRY(tx.credits().SetGrantRemaining(g.id, g.remaining - d.amount));
-            TALLY_TRY(tx.credits().AppendEntry(CreditEntryRecord{0, in.id, g.id, -d.amount, now}));
-        }
-    }
-    TALLY_ASSIGN_OR_RETURN(CreditBalance after, BalanceIn(tx, in.customer, now, sub_now));
+    TALLY_ASSIGN_OR_RETURN(const Clocks at, Settle(tx, *customer));
+    TALLY_ASSIGN_OR_RETURN(auto draws, Take(tx, in.customer, in.id, amount, at));
+    TALLY_ASSIGN_OR_RETURN(CreditBalance after, BalanceIn(tx, in.customer, at));
     CreditTransferRecord t{in.id, in.customer, "deduct", amount, in.action, in.metadata, request, after.subscription,
-                           after.bundle, after.promotional, now, in.actor};
+                           after.bundle, after.promotional, at.now, in.actor, ""};
     TALLY_TRY(tx.credits().InsertTransfer(t));
     return CreditDeduction{std::move(t), std::move(draws), after, false};
+}
+
+Result<CreditReservationOutcome> CreditService::ReplayHold(StoreTx& tx, const std::string& transfer_id,
+                                                           const CreditReservationRecord& r) {
+    TALLY_ASSIGN_OR_RETURN(auto t, tx.credits().GetTransfer(transfer_id));
+    if (!t) return Internal("reservation " + r.id + " has no transfer " + transfer_id);
+    CreditReservationOutcome out{r, {}, {t->balance_subscription, t->balance_bundle, t->balance_promotional}, true};
+    TALLY_ASSIGN_OR_RETURN(auto entries, tx.credits().ListEntries(transfer_id));
+    for (const auto& e : entries) out.breakdown.push_back(CreditDraw{e.grant_id, e.amount < 0 ? -e.amount : e.amount});
+    return out;
+}
+
+Result<CreditReservationOutcome> CreditService::Reserve(StoreTx& tx, const CreditReserveInput& in) {
+    TALLY_TRY(ValidateTransferId(in.id));
+    TALLY_TRY(ValidateCreditAmount(in.amount, "amount"));
+    if (in.expires_in < 1 || in.expires_in > kCreditReservationExpiresInMax) {
+        return InvalidArgument("expires_in must be between 1 and " + std::to_string(kCreditReservationExpiresInMax) +
+                                   " seconds",
+                               "expires_in");
+    }
+    const std::string request = "reserve customer=" + in.customer.str() + " amount=" + std::to_string(in.amount) +
+                                " expires_in=" + std::to_string(in.expires_in) + " metadata=" + in.metadata;
+    TALLY_ASSIGN_OR_RETURN(auto existing, tx.credits().GetTransfer(in.id));
+    if (existing) {
+        if (existing->request != request) return IdReused(in.id);
+        TALLY_ASSIGN_OR_RETURN(auto r, tx.credits().GetReservation(in.id));
+        if (!r) return Internal("transfer " + in.id + " has no reservation");
+        return ReplayHold(tx, in.id, *r);
+    }
+    TALLY_ASSIGN_OR_RETURN(auto customer, tx.customers().Get(in.customer));
+    if (!customer) return NotFound("no such customer: '" + in.customer.str() + "'", "customer");
+    TALLY_ASSIGN_OR_RETURN(const Clocks at, Settle(tx, *customer));
+    TALLY_ASSIGN_OR_RETURN(auto draws, Take(tx, in.customer, in.id, in.amount, at));
+    TALLY_ASSIGN_OR_RETURN(CreditBalance after, BalanceIn(tx, in.customer, at));
+    TALLY_TRY(tx.credits().InsertTransfer(CreditTransferRecord{in.id, in.customer, "reserve", in.amount, "",
+                                                               in.metadata, request, after.subscription, after.bundle,
+                                                               after.promotional, at.now, in.actor, ""}));
+    CreditReservationRecord r{in.id,     in.customer, in.amount,     Timestamp(at.now.unix_seconds() + in.expires_in),
+                              "pending", std::nullopt, std::nullopt, in.metadata,
+                              at.now};
+    TALLY_TRY(tx.credits().InsertReservation(r));
+    return CreditReservationOutcome{std::move(r), std::move(draws), after, false};
+}
+
+Result<CreditReservationOutcome> CreditService::SettleHold(StoreTx& tx, CreditReservationRecord r, int64_t keep,
+                                                           const std::string& status, const std::string& actor,
+                                                           const Clocks& at) {
+    const bool capture = status == "captured";
+    const std::string id = (capture ? "capture:" : "release:") + r.id;
+    TALLY_ASSIGN_OR_RETURN(auto entries, tx.credits().ListEntries(r.id));
+    std::vector<CreditDraw> held;
+    held.reserve(entries.size());
+    for (const auto& e : entries) held.push_back(CreditDraw{e.grant_id, -e.amount});
+    TALLY_ASSIGN_OR_RETURN(auto back, PlanReturn(held, keep));
+    TALLY_TRY(GiveBack(tx, r.customer_id, id, back, at));
+    TALLY_ASSIGN_OR_RETURN(CreditBalance after, BalanceIn(tx, r.customer_id, at));
+    TALLY_TRY(tx.credits().InsertTransfer(CreditTransferRecord{
+        id, r.customer_id, capture ? "capture" : "release", capture ? keep : r.amount, "", "",
+        (capture ? "capture amount=" + std::to_string(keep) : std::string("release")), after.subscription,
+        after.bundle, after.promotional, at.now, actor, r.id}));
+    r.status = status;
+    if (capture) r.captured = keep;
+    r.settled_at = at.now;
+    TALLY_TRY(tx.credits().SettleReservation(r));
+    return CreditReservationOutcome{std::move(r), std::move(back), after, false};
+}
+
+namespace {
+Error Settled(const CreditReservationRecord& r) {
+    return Error{ErrorCode::kConflict, "reservation " + r.id + " is " + r.status + "; it can be settled once", "id",
+                 ErrorReason::kReservationSettled};
+}
+}  // namespace
+
+Result<CreditReservationOutcome> CreditService::Capture(StoreTx& tx, const std::string& reservation_id,
+                                                        int64_t amount, const std::string& actor) {
+    TALLY_ASSIGN_OR_RETURN(auto r, tx.credits().GetReservation(reservation_id));
+    if (!r) return NotFound("no such reservation: '" + reservation_id + "'", "id");
+    TALLY_ASSIGN_OR_RETURN(auto done, tx.credits().GetTransfer("capture:" + r->id));
+    if (done) {
+        if (done->amount == amount) return ReplayHold(tx, done->id, *r);
+        return Settled(*r);
+    }
+    if (r->status != "pending") return Settled(*r);
+    TALLY_TRY(ValidateCreditAmount(amount, "amount"));
+    if (amount > r->amount) {
+        return InvalidArgument("amount " + std::to_string(amount) + " is more than the " + std::to_string(r->amount) +
+                                   " credits held",
+                               "amount");
+    }
+    TALLY_ASSIGN_OR_RETURN(auto customer, tx.customers().Get(r->customer_id));
+    if (!customer) return Internal("reservation " + r->id + " of an unknown customer");
+    TALLY_ASSIGN_OR_RETURN(const Clocks at, Settle(tx, *customer));
+    TALLY_ASSIGN_OR_RETURN(r, tx.credits().GetReservation(reservation_id));  // Settle may have released it
+    if (r->status != "pending") return Settled(*r);
+    return SettleHold(tx, *r, amount, "captured", actor, at);
+}
+
+Result<CreditReservationOutcome> CreditService::Release(StoreTx& tx, const std::string& reservation_id,
+                                                        const std::string& actor) {
+    TALLY_ASSIGN_OR_RETURN(auto r, tx.credits().GetReservation(reservation_id));
+    if (!r) return NotFound("no such reservation: '" + reservation_id + "'", "id");
+    if (r->status == "captured") return Settled(*r);
+    if (r->status != "pending") return ReplayHold(tx, "release:" + r->id, *r);
+    TALLY_ASSIGN_OR_RETURN(auto customer, tx.customers().Get(r->customer_id));
+    if (!customer) return Internal("reservation " + r->id + " of an unknown customer");
+    TALLY_ASSIGN_OR_RETURN(const Clocks at, Settle(tx, *customer));
+    TALLY_ASSIGN_OR_RETURN(r, tx.credits().GetReservation(reservation_id));
+    if (r->status != "pending") return ReplayHold(tx, "release:" + r->id, *r);
+    return SettleHold(tx, *r, 0, "released", actor, at);
+}
+
+Result<CreditReversal> CreditService::Reverse(StoreTx& tx, const std::string& transfer_id, const std::string& actor) {
+    TALLY_ASSIGN_OR_RETURN(auto t, tx.credits().GetTransfer(transfer_id));
+    if (!t) return NotFound("no such transfer: '" + transfer_id + "'", "id");
+    if (t->kind != "deduct" && t->kind != "capture") {
+        return Error{ErrorCode::kInvalidArgument,
+                     "transfer " + t->id + " is a " + t->kind + "; only a deduction or a capture can be reversed", "id",
+                     ErrorReason::kTransferNotReversible};
+    }
+    const std::string id = "reversal:" + t->id;
+    TALLY_ASSIGN_OR_RETURN(auto existing, tx.credits().GetTransfer(id));
+    if (existing) {
+        CreditReversal replay{*existing, {}, {existing->balance_subscription, existing->balance_bundle,
+                                              existing->balance_promotional},
+                              true};
+        TALLY_ASSIGN_OR_RETURN(auto entries, tx.credits().ListEntries(id));
+        for (const auto& e : entries) {
+            if (e.amount > 0) replay.breakdown.push_back(CreditDraw{e.grant_id, e.amount});
+        }
+        return replay;
+    }
+    TALLY_ASSIGN_OR_RETURN(auto customer, tx.customers().Get(t->customer_id));
+    if (!customer) return Internal("transfer " + t->id + " of an unknown customer");
+    TALLY_ASSIGN_OR_RETURN(const Clocks at, Settle(tx, *customer));
+    // What the transfer spent, per grant: a deduction's entries; a capture's is its hold less what it gave back.
+    std::vector<CreditDraw> spent;
+    auto add = [&](const std::string& grant, int64_t amount) {
+        for (auto& d : spent) {
+            if (d.grant == grant) {
+                d.amount += amount;
+                return;
+            }
+        }
+        spent.push_back(CreditDraw{grant, amount});
+    };
+    TALLY_ASSIGN_OR_RETURN(auto entries, tx.credits().ListEntries(t->kind == "capture" ? t->reference : t->id));
+    for (const auto& e : entries) add(e.grant_id, -e.amount);
+    if (t->kind == "capture") {
+        TALLY_ASSIGN_OR_RETURN(auto returned, tx.credits().ListEntries(t->id));
+        for (const auto& e : returned) add(e.grant_id, -e.amount);
+    }
+    std::erase_if(spent, [](const CreditDraw& d) { return d.amount <= 0; });
+    TALLY_TRY(GiveBack(tx, t->customer_id, id, spent, at));
+    TALLY_ASSIGN_OR_RETURN(CreditBalance after, BalanceIn(tx, t->customer_id, at));
+    CreditTransferRecord r{id,           t->customer_id,   "reverse", t->amount,   "",     "", "reverse",
+                           after.subscription, after.bundle, after.promotional, at.now, actor, t->id};
+    TALLY_TRY(tx.credits().InsertTransfer(r));
+    TALLY_TRY(tx.audit().Append({0, t->customer_id, at.now, "credit_reversed", std::to_string(t->amount), "",
+                                 actor, "transfer=" + t->id}));
+    return CreditReversal{std::move(r), std::move(spent), after, false};
+}
+
+Result<CustomerId> CreditService::TransferCustomer(const std::string& transfer_id) {
+    std::optional<CustomerId> out;
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto t, tx.credits().GetTransfer(transfer_id));
+        if (!t) return NotFound("no such transfer: '" + transfer_id + "'", "id");
+        out = t->customer_id;
+        return {};
+    }));
+    return *out;
+}
+
+Result<CreditReservationRecord> CreditService::GetReservation(const std::string& reservation_id) {
+    std::optional<CreditReservationRecord> out;
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(out, tx.credits().GetReservation(reservation_id));
+        if (!out) return NotFound("no such reservation: '" + reservation_id + "'", "id");
+        return {};
+    }));
+    // Past its expiry and not yet released by a write: it is over, whatever the row says.
+    if (out->status == "pending" && clock_.Now() >= out->expires_at) out->status = "expired";
+    return *out;
+}
+
+Result<CustomerId> CreditService::ReservationCustomer(const std::string& reservation_id) {
+    TALLY_ASSIGN_OR_RETURN(auto r, GetReservation(reservation_id));
+    return r.customer_id;
 }
 
 Result<std::vector<std::string>> CreditService::Verify() {
@@ -213,20 +477,82 @@ Result<std::vector<std::string>> CreditService::Verify() {
                                    " but its entries sum to " + std::to_string(grant_sum[g.id]));
             }
         }
+        TALLY_ASSIGN_OR_RETURN(auto reservations, tx.credits().AllReservations());
+        std::map<std::string, const CreditReservationRecord*> reservation_by_id;
+        for (const auto& r : reservations) reservation_by_id[r.id] = &r;
+        auto entry_sum = [&](const std::string& id) {
+            int64_t sum = 0;
+            for (const auto* e : by_transfer[id]) sum += e->amount;
+            return sum;
+        };
+        auto all_signed = [&](const std::string& id, bool positive) {
+            bool ok = true;
+            for (const auto* e : by_transfer[id]) ok = ok && (positive ? e->amount > 0 : e->amount < 0);
+            return ok;
+        };
+        auto fail = [&](const CreditTransferRecord& t, const std::string& what) {
+            problems.push_back("transfer " + t.id + ": " + what);
+        };
         for (const auto& t : transfers) {
             const auto& es = by_transfer[t.id];
-            int64_t sum = 0;
-            bool signs_ok = true;
-            for (const auto* e : es) {
-                sum += e->amount;
-                signs_ok = signs_ok && (t.kind == "grant" ? e->amount > 0 : e->amount < 0);
+            const int64_t sum = entry_sum(t.id);
+            const std::string amount = std::to_string(t.amount);
+            if (t.kind == "grant") {
+                if (es.size() != 1 || sum != t.amount) {
+                    fail(t, "a grant of " + amount + " has " + std::to_string(es.size()) + " entries summing to " +
+                                std::to_string(sum));
+                }
+            } else if (t.kind == "deduct" || t.kind == "reserve") {
+                if (!all_signed(t.id, false) || sum != -t.amount) {
+                    fail(t, "a " + t.kind + " of " + amount + " has entries summing to " + std::to_string(sum));
+                }
+                if (t.kind == "reserve" &&
+                    (!reservation_by_id.contains(t.id) || reservation_by_id[t.id]->amount != t.amount)) {
+                    fail(t, "a hold of " + amount + " without its reservation of that amount");
+                }
+            } else if (t.kind == "capture" || t.kind == "release") {
+                auto r = reservation_by_id.find(t.reference);
+                if (r == reservation_by_id.end()) {
+                    fail(t, "settles unknown reservation " + t.reference);
+                    continue;
+                }
+                const int64_t owed = t.kind == "capture" ? r->second->amount - t.amount : r->second->amount;
+                if (!all_signed(t.id, true) || sum != owed) {
+                    fail(t, "a " + t.kind + " of reservation " + t.reference + " gives back " + std::to_string(sum) +
+                                " instead of " + std::to_string(owed));
+                }
+                const bool status_ok = t.kind == "capture" ? r->second->status == "captured" &&
+                                                                 r->second->captured == t.amount
+                                                           : r->second->status == "released" ||
+                                                                 r->second->status == "expired";
+                if (!status_ok) fail(t, "reservation " + t.reference + " is " + r->second->status);
+            } else if (t.kind == "reverse") {
+                auto original = transfer_by_id.find(t.reference);
+                if (original == transfer_by_id.end() ||
+                    (original->second->kind != "deduct" && original->second->kind != "capture") ||
+                    t.id != "reversal:" + t.reference || original->second->amount != t.amount) {
+                    fail(t, "reverses " + t.reference + ", which is not a deduction or capture of " + amount);
+                } else if (!all_signed(t.id, true) || sum != t.amount) {
+                    fail(t, "a reversal of " + amount + " gives back " + std::to_string(sum));
+                }
+            } else if (t.kind == "expire") {
+                if (es.size() != 1 || sum != -t.amount || es[0]->grant_id != t.reference) {
+                    fail(t, "an expiry of " + amount + " of grant " + t.reference + " has entries summing to " +
+                                std::to_string(sum));
+                }
+            } else {
+                fail(t, "unknown kind " + t.kind);
             }
-            if (t.kind == "grant" && (es.size() != 1 || sum != t.amount)) {
-                problems.push_back("transfer " + t.id + ": a grant of " + std::to_string(t.amount) + " has " +
-                                   std::to_string(es.size()) + " entries summing to " + std::to_string(sum));
-            } else if (t.kind == "deduct" && (!signs_ok || sum != -t.amount)) {
-                problems.push_back("transfer " + t.id + ": a deduction of " + std::to_string(t.amount) +
-                                   " has entries summing to " + std::to_string(sum));
+        }
+        for (const auto& r : reservations) {
+            if (!transfer_by_id.contains(r.id)) problems.push_back("reservation " + r.id + ": no hold transfer");
+            const bool captured = transfer_by_id.contains("capture:" + r.id);
+            const bool released = transfer_by_id.contains("release:" + r.id);
+            const bool settled = r.status != "pending";
+            if (captured && released) problems.push_back("reservation " + r.id + ": both captured and released");
+            if (settled != (captured || released)) {
+                problems.push_back("reservation " + r.id + ": " + r.status + " but " +
+                                   (settled ? "never settled" : "settled") + " in the ledger");
             }
         }
         return {};
@@ -235,19 +561,62 @@ Result<std::vector<std::string>> CreditService::Verify() {
 }
 
 Result<CreditBalance> CreditService::Balance(const CustomerId& customer) {
-    std::optional<CreditBalance> out;
+    TALLY_ASSIGN_OR_RETURN(CreditSummary summary, Summary(customer));
+    return summary.balance;
+}
+
+Result<CreditSummary> CreditService::Summary(const CustomerId& customer) {
+    std::optional<CreditSummary> out;
     TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
         TALLY_ASSIGN_OR_RETURN(auto c, tx.customers().Get(customer));
         if (!c) return NotFound("no such customer: '" + customer.str() + "'", "id");
-        const Timestamp now = clock_.Now();
-        TALLY_ASSIGN_OR_RETURN(const Timestamp sub_now, SubscriptionNow(tx, *c, now));
-        TALLY_ASSIGN_OR_RETURN(out, BalanceIn(tx, customer, now, sub_now));
-        // Due this period and not issued yet (no deduction so far): counted as it will be.
-        TALLY_ASSIGN_OR_RETURN(auto due, DuePeriodGrant(tx, *c, now));
-        if (due) out->subscription += due->amount;
+        CreditSummary s;
+        Clocks at{clock_.Now(), clock_.Now()};
+        TALLY_ASSIGN_OR_RETURN(at.subscription_now, SubscriptionNow(tx, *c, at.now));
+        TALLY_ASSIGN_OR_RETURN(s.balance, BalanceIn(tx, customer, at, &s.reserved));
+        // Due this period and not issued yet (no write so far): counted as it will be.
+        TALLY_ASSIGN_OR_RETURN(auto due, DuePeriodGrant(tx, *c, at.now));
+        if (due) s.balance.subscription += due->amount;
+        std::optional<BillingCycle> cycle;
+        if (billing_ != nullptr) {
+            TALLY_ASSIGN_OR_RETURN(CustomerView view, billing_->BuildView(tx, *c, at.now));
+            if (view.decision.plan != nullptr) s.plan = view.decision.plan->id.str();
+            if (view.primary && view.primary->current_period_end > view.primary->current_period_start) {
+                cycle = BillingCycle{Period{view.primary->current_period_start, view.primary->current_period_end},
+                                     view.primary->interval};
+            }
+            if (view.decision.plan != nullptr && view.decision.plan->credits_monthly > 0 && cycle) {
+                s.next_reset_at = UsagePeriod(at.now, cycle).end;
+            }
+        }
+        s.period = UsagePeriod(at.now, cycle);
+        TALLY_ASSIGN_OR_RETURN(auto sums, tx.credits().SumTransfersSince(customer, s.period.start));
+        for (const auto& [kind, amount] : sums) {
+            if (kind == "deduct" || kind == "capture") s.used_this_period += amount;
+            if (kind == "reverse") s.used_this_period -= amount;
+        }
+        s.used_this_period = std::max<int64_t>(s.used_this_period, 0);
+        out = std::move(s);
         return {};
     }));
     return *out;
+}
+
+Result<std::vector<CreditTransferRecord>> CreditService::Transactions(const CreditTransferFilter& filter) {
+    std::vector<CreditTransferRecord> out;
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto c, tx.customers().Get(filter.customer));
+        if (!c) return NotFound("no such customer: '" + filter.customer.str() + "'", "id");
+        if (filter.starting_after) {
+            TALLY_ASSIGN_OR_RETURN(auto t, tx.credits().GetTransfer(*filter.starting_after));
+            if (!t || t->customer_id != filter.customer) {
+                return NotFound("no such transaction: '" + *filter.starting_after + "'", "starting_after");
+            }
+        }
+        TALLY_ASSIGN_OR_RETURN(out, tx.credits().ListTransfers(filter));
+        return {};
+    }));
+    return out;
 }
 
 Result<std::vector<CreditGrantRecord>> CreditService::Grants(const CustomerId& customer) {

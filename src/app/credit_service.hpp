@@ -61,6 +61,45 @@ struct CreditGrantOutcome {
     bool replayed = false;
 };
 
+/// POST /v1/credits/reservations: holds |amount| for |expires_in| seconds.
+struct CreditReserveInput {
+    CustomerId customer;
+    std::string id;  // the reservation's, and its "reserve" transfer's
+    int64_t amount = 0;
+    int64_t expires_in = kCreditReservationExpiresInDefault;
+    std::string metadata;
+    std::string actor;
+};
+
+/// A reservation after a call, with the credits its call moved (taken for a hold, given back on a settlement) and
+/// the balance after it.
+struct CreditReservationOutcome {
+    CreditReservationRecord reservation;
+    std::vector<CreditDraw> breakdown;
+    CreditBalance balance;
+    bool replayed = false;
+};
+
+/// A reversal: its transfer ("reversal:<id>"), the credits returned per grant, the balance after.
+struct CreditReversal {
+    CreditTransferRecord transfer;
+    std::vector<CreditDraw> breakdown;
+    CreditBalance balance;
+    bool replayed = false;
+};
+
+/// GET /v1/customers/{id}/credits (seed 003's CreditBalance).
+struct CreditSummary {
+    CreditBalance balance;  // spendable now
+    int64_t reserved = 0;   // held by pending reservations (not in the balance)
+    /// Spent in the current period (deductions and captures, less reversals, since |period|'s start): the
+    /// subscription's period, or the calendar month in UTC without one.
+    int64_t used_this_period = 0;
+    Period period;
+    std::optional<Timestamp> next_reset_at;  // when the subscription's credits renew (none without credits_monthly)
+    std::optional<std::string> plan;
+};
+
 class BillingService;
 
 class CreditService {
@@ -79,8 +118,37 @@ public:
     /// ("amount"), both or neither of amount and action ("amount"), an id ("id"); kNotFound for an unknown customer
     /// ("customer") or action ("action"); idempotency_error ("id") for a reused id with other fields.
     Result<CreditDeduction> Deduct(StoreTx& tx, const CreditDeductInput& in);
+    /// Holds credits inside |tx|, taken from grants in the spend order (they cannot be spent twice), until captured,
+    /// released, or |expires_in| passes (then released by the next write for the customer, and never counted as
+    /// held after it). Errors as Deduct's, and kInvalidArgument ("expires_in") outside 1..
+    /// kCreditReservationExpiresInMax.
+    Result<CreditReservationOutcome> Reserve(StoreTx& tx, const CreditReserveInput& in);
+    /// Spends |amount| (1..held) of a pending reservation and gives the rest back (PlanReturn). kNotFound ("id");
+    /// kConflict reservation_settled once it is captured, released or expired (a capture replayed with the same
+    /// amount answers as the first time); kInvalidArgument ("amount") above the amount held.
+    Result<CreditReservationOutcome> Capture(StoreTx& tx, const std::string& reservation_id, int64_t amount,
+                                             const std::string& actor);
+    /// Gives a pending reservation's credits back. kNotFound ("id"); kConflict reservation_settled once captured;
+    /// released or expired: answers as it is (replayed).
+    Result<CreditReservationOutcome> Release(StoreTx& tx, const std::string& reservation_id, const std::string& actor);
+    /// Returns a deduction's (or a capture's) credits to the grants they came from; a part whose grant has expired
+    /// since is expired again at once, in the same transaction. Transfer id "reversal:<id>": once per transfer, a
+    /// repeat answers as the first time. kNotFound ("id"); kInvalidArgument transfer_not_reversible ("id") for
+    /// anything else (a grant, a reversal, a hold).
+    Result<CreditReversal> Reverse(StoreTx& tx, const std::string& transfer_id, const std::string& actor);
+    /// The customer whose ledger |transfer_id| (or a reservation |transfer_id|) belongs to, read before the
+    /// serialized write that changes it. kNotFound ("id").
+    Result<CustomerId> TransferCustomer(const std::string& transfer_id);
+    Result<CustomerId> ReservationCustomer(const std::string& reservation_id);
+    Result<CreditReservationRecord> GetReservation(const std::string& reservation_id);
+
     /// kNotFound ("id") for an unknown customer.
     Result<CreditBalance> Balance(const CustomerId& customer);
+    /// The balance with what is held, used this period and when it resets. kNotFound ("id").
+    Result<CreditSummary> Summary(const CustomerId& customer);
+    /// The customer's transfers, newest first (CreditTransferFilter). kNotFound ("id"); kNotFound
+    /// ("starting_after") for a transfer not of this customer.
+    Result<std::vector<CreditTransferRecord>> Transactions(const CreditTransferFilter& filter);
     /// Every grant, oldest first. kNotFound ("id").
     Result<std::vector<CreditGrantRecord>> Grants(const CustomerId& customer);
 
@@ -93,8 +161,32 @@ public:
     Result<std::vector<std::string>> Verify();
 
 private:
-    /// |subscription_now|: the time subscription grants are judged at (SubscriptionNow).
-    Result<CreditBalance> BalanceIn(StoreTx& tx, const CustomerId& customer, Timestamp now, Timestamp subscription_now);
+    struct Clocks {
+        Timestamp now;
+        Timestamp subscription_now;  // SubscriptionNow
+    };
+    /// The usable balance. |reserved| (with_holds): what pending reservations hold, and the credits of those past
+    /// their expiry but not yet released counted as given back. Write paths settle those first (Settle) and pass
+    /// nullptr.
+    Result<CreditBalance> BalanceIn(StoreTx& tx, const CustomerId& customer, const Clocks& at,
+                                    int64_t* reserved = nullptr);
+    /// A write's preamble for a customer: the period grant due is issued, lapsed reservations are released and
+    /// grants past their expiry with credits left get their expiry transfer.
+    Result<Clocks> Settle(StoreTx& tx, const CustomerRecord& customer);
+    /// Takes |amount| from the usable grants in the spend order for |transfer_id|. kInsufficientCredits.
+    Result<std::vector<CreditDraw>> Take(StoreTx& tx, const CustomerId& customer, const std::string& transfer_id,
+                                         int64_t amount, const Clocks& at);
+    /// Gives |back| to its grants for |transfer_id|; a grant no longer usable expires again at once.
+    Status GiveBack(StoreTx& tx, const CustomerId& customer, const std::string& transfer_id,
+                    const std::vector<CreditDraw>& back, const Clocks& at);
+    /// Writes grant |g|'s expiry: "expire:<grant>:<cause>", what is left, to 0.
+    Status Expire(StoreTx& tx, const CreditGrantRecord& g, const std::string& cause, const Clocks& at);
+    /// Settles pending reservation |r|: keeps |keep| spent, gives the rest back, as |status|.
+    Result<CreditReservationOutcome> SettleHold(StoreTx& tx, CreditReservationRecord r, int64_t keep,
+                                                const std::string& status, const std::string& actor,
+                                                const Clocks& at);
+    Result<CreditReservationOutcome> ReplayHold(StoreTx& tx, const std::string& transfer_id,
+                                                const CreditReservationRecord& r);
     /// Subscription grants expire on the subscription's clock: once Stripe reports a later period (also when its
     /// clock runs ahead of Tally's, as a test clock does), the earlier period's grant is over. max(now, the current
     /// period's start).

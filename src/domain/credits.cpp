@@ -60,6 +60,22 @@ Result<std::vector<CreditDraw>> PlanDeduction(std::vector<CreditGrantState> gran
     return draws;
 }
 
+Result<std::vector<CreditDraw>> PlanReturn(const std::vector<CreditDraw>& held, int64_t keep) {
+    int64_t total = 0;
+    for (const auto& d : held) total += d.amount;
+    if (keep < 0 || keep > total) {
+        return InvalidArgument("amount must be between 0 and the " + std::to_string(total) + " credits held", "amount");
+    }
+    std::vector<CreditDraw> back;
+    int64_t left = total - keep;
+    for (auto it = held.rbegin(); it != held.rend() && left > 0; ++it) {
+        const int64_t give = std::min(left, it->amount);
+        back.push_back(CreditDraw{it->grant, give});
+        left -= give;
+    }
+    return back;
+}
+
 Status ValidateCreditAmount(int64_t amount, const char* param) {
     if (amount < 1 || amount > kCreditAmountMax) {
         return InvalidArgument(std::string(param) + " must be an integer between 1 and 2^53", param);
@@ -71,6 +87,11 @@ Status ValidateTransferId(std::string_view id) {
     bool ok = !id.empty() && id.size() <= kCreditTransferIdLengthMax;
     for (char c : id) ok = ok && c > ' ' && c < 127;
     if (!ok) return InvalidArgument("id must be 1 to 255 printable ASCII characters without spaces", "id");
+    for (std::string_view prefix : kDerivedTransferIdPrefixes) {
+        if (id.starts_with(prefix)) {
+            return InvalidArgument("ids starting with '" + std::string(prefix) + "' are Tally's own", "id");
+        }
+    }
     return {};
 }
 

@@ -49,9 +49,24 @@ struct CreditDraw {
 /// kInsufficientCredits (param "amount") when they hold less than |amount| in total; nothing is taken then.
 Result<std::vector<CreditDraw>> PlanDeduction(std::vector<CreditGrantState> grants, int64_t amount, Timestamp now);
 
+/// What a settled hold gives back: of the |held| draws (in the order they were taken, the spend order), the first
+/// |keep| credits stay spent and the rest returns, last-taken first, so a capture spends exactly what a deduction
+/// of |keep| would have (TigerBeetle's post_pending_transfer of a smaller amount). One draw per grant returned to;
+/// kInvalidArgument ("amount") unless 0 <= keep <= the draws' total.
+Result<std::vector<CreditDraw>> PlanReturn(const std::vector<CreditDraw>& held, int64_t keep);
+
+/// A reservation's lifetime in seconds: default, and the most a caller may ask for (TigerBeetle's pending timeout).
+constexpr int64_t kCreditReservationExpiresInDefault = 600;
+constexpr int64_t kCreditReservationExpiresInMax = int64_t{7} * 86400;
+
+/// Ids Tally derives for transfers of its own begin with these; a client's transfer id may not.
+/// "period:<subscription>:<start>" a period grant, "capture:<reservation>", "release:<reservation>",
+/// "reversal:<transfer>", "expire:<grant>:<cause>".
+constexpr std::string_view kDerivedTransferIdPrefixes[] = {"period:", "capture:", "release:", "reversal:", "expire:"};
+
 /// kInvalidArgument naming |param| unless 1 <= amount <= kCreditAmountMax.
 Status ValidateCreditAmount(int64_t amount, const char* param);
-/// kInvalidArgument (param "id") unless 1..255 printable ASCII characters.
+/// kInvalidArgument (param "id") unless 1..255 printable ASCII characters, not starting with a derived prefix.
 Status ValidateTransferId(std::string_view id);
 
 }  // namespace tally

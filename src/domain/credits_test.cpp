@@ -68,11 +68,40 @@ TEST(CreditsTest, Validation) {
     }
     EXPECT_TRUE(ValidateCreditAmount(kCreditAmountMax, "amount").ok());
     EXPECT_TRUE(ValidateTransferId("deduct_123").ok());
-    for (std::string bad : {std::string(""), std::string("a b"), std::string(256, 'x')}) {
+    EXPECT_TRUE(ValidateTransferId("order:42").ok());
+    for (std::string bad : {std::string(""), std::string("a b"), std::string(256, 'x'), std::string("period:sub_1:0"),
+                            std::string("capture:r"), std::string("release:r"), std::string("reversal:d"),
+                            std::string("expire:g:x")}) {
         EXPECT_EQ(ValidateTransferId(bad).error().param, "id");
     }
     EXPECT_EQ(ParseGrantType("gift").error().param, "type");
     EXPECT_STREQ(GrantTypeName(GrantType::kBundle), "bundle");
+}
+
+// A settled hold keeps the first credits taken and gives the rest back last-taken first: a capture of |keep| spends
+// what a deduction of |keep| would have.
+TEST(CreditsTest, PlanReturnTable) {
+    const std::vector<CreditDraw> held = {{"a", 30}, {"b", 20}, {"c", 10}};  // spend order a, b, c
+    struct Row {
+        int64_t keep;
+        std::vector<std::pair<std::string, int64_t>> back;
+    };
+    const std::vector<Row> rows = {
+        {60, {}},                                  // all captured: nothing back
+        {55, {{"c", 5}}},                          // within the last grant
+        {35, {{"c", 10}, {"b", 15}}},              // spans two grants
+        {30, {{"c", 10}, {"b", 20}}},              // exactly the first grant kept
+        {0, {{"c", 10}, {"b", 20}, {"a", 30}}},    // a release: everything back
+    };
+    for (const auto& row : rows) {
+        auto back = PlanReturn(held, row.keep);
+        ASSERT_TRUE(back.ok()) << row.keep;
+        std::vector<std::pair<std::string, int64_t>> got;
+        for (const auto& d : *back) got.emplace_back(d.grant, d.amount);
+        EXPECT_EQ(got, row.back) << "keep " << row.keep;
+    }
+    EXPECT_EQ(PlanReturn(held, 61).error().param, "amount");
+    EXPECT_EQ(PlanReturn(held, -1).error().param, "amount");
 }
 
 }  // namespace

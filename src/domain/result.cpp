@@ -51,6 +51,8 @@ const char* ErrorReasonName(ErrorReason reason) {
         case ErrorReason::kPlanArchived: return "plan_archived";
         case ErrorReason::kStripeSyncPending: return "stripe_sync_pending";
         case ErrorReason::kUsageLimitExceeded: return "limit_exceeded";
+        case ErrorReason::kReservationSettled: return "reservation_settled";
+        case ErrorReason::kTransferNotReversible: return "transfer_not_reversible";
     }
     return "";
 }

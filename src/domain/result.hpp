@@ -59,6 +59,8 @@ enum class ErrorReason {
     kPlanArchived,                 // a sale of a plan that is no longer sold
     kStripeSyncPending,            // the plan's change is not in Stripe yet; it is being pushed
     kUsageLimitExceeded,           // one more (a member past the seats) would pass the plan's hard limit
+    kReservationSettled,           // a credit reservation already captured, released or expired
+    kTransferNotReversible,        // a reversal of anything but a deduction (a grant, a reversal, ...)
 };
 
 /// The API code of |reason| ("parameter_missing", ...); "" for kNone.

@@ -428,7 +428,7 @@ CREATE INDEX credit_grants_customer ON credit_grants(customer_id, created);
 CREATE TABLE credit_transfers (
   id TEXT PRIMARY KEY,
   customer_id TEXT NOT NULL,
-  kind TEXT NOT NULL CHECK (kind IN ('grant', 'deduct')),
+  kind TEXT NOT NULL CHECK (kind IN ('grant', 'deduct', 'reserve', 'capture', 'release', 'reverse', 'expire')),
   amount BIGINT NOT NULL,
   action TEXT NOT NULL,
   metadata TEXT NOT NULL,
@@ -437,9 +437,23 @@ CREATE TABLE credit_transfers (
   balance_bundle BIGINT NOT NULL,
   balance_promotional BIGINT NOT NULL,
   created BIGINT NOT NULL,
-  actor TEXT NOT NULL
+  actor TEXT NOT NULL,
+  reference TEXT NOT NULL
 );
 CREATE INDEX credit_transfers_customer ON credit_transfers(customer_id, created);
+-- Holds on credits: a row per reservation, its status moved once from pending (the credits move by transfers).
+CREATE TABLE credit_reservations (
+  id TEXT PRIMARY KEY,
+  customer_id TEXT NOT NULL,
+  amount BIGINT NOT NULL CHECK (amount > 0),
+  expires_at BIGINT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('pending', 'captured', 'released', 'expired')),
+  captured BIGINT,
+  settled_at BIGINT,
+  metadata TEXT NOT NULL,
+  created BIGINT NOT NULL
+);
+CREATE INDEX credit_reservations_pending ON credit_reservations(customer_id, status);
 CREATE TABLE credit_entries (
   id BIGSERIAL PRIMARY KEY,
   transfer_id TEXT NOT NULL,

@@ -1189,7 +1189,15 @@ CreditGrantRecord ReadPgGrant(const Row& s) {
 }
 CreditTransferRecord ReadPgTransfer(const Row& s) {
     return CreditTransferRecord{s.Text(0), CustomerId(s.Text(1)), s.Text(2), s.Int(3), s.Text(4), s.Text(5), s.Text(6), s.Int(7), s.Int(8),
-                                s.Int(9), Timestamp(s.Int(10)), s.Text(11)};
+                                s.Int(9), Timestamp(s.Int(10)), s.Text(11), s.Text(12)};
+}
+#define TALLY_CREDIT_TRANSFER_COLS                                                                                   \
+    "id, customer_id, kind, amount, action, metadata, request, balance_subscription, balance_bundle, "                \
+    "balance_promotional, created, actor, reference"
+#define TALLY_CREDIT_RESERVATION_COLS "id, customer_id, amount, expires_at, status, captured, settled_at, metadata, created"
+CreditReservationRecord ReadPgReservation(const Row& s) {
+    return CreditReservationRecord{s.Text(0),      CustomerId(s.Text(1)), s.Int(2),   Timestamp(s.Int(3)), s.Text(4),
+                                   s.OptInt(5),    s.OptTs(6),            s.Text(7), Timestamp(s.Int(8))};
 }
 
 class PgCreditTx final : public CreditStoreTx, private PgStatements {
@@ -1212,16 +1220,57 @@ public:
         return Do("UPDATE credit_grants SET remaining=$1 WHERE id=$2", remaining, grant_id);
     }
     Result<std::optional<CreditTransferRecord>> GetTransfer(const std::string& id) override {
-        return One<CreditTransferRecord>("SELECT id, customer_id, kind, amount, action, metadata, request, "
-                                         "balance_subscription, balance_bundle, balance_promotional, created, actor "
-                                         "FROM credit_transfers WHERE id=$1",
+        return One<CreditTransferRecord>("SELECT " TALLY_CREDIT_TRANSFER_COLS " FROM credit_transfers WHERE id=$1",
                                          ReadPgTransfer, id);
     }
     Status InsertTransfer(const CreditTransferRecord& t) override {
-        return Do("INSERT INTO credit_transfers(id, customer_id, kind, amount, action, metadata, request, "
-                  "balance_subscription, balance_bundle, balance_promotional, created, actor) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+        return Do("INSERT INTO credit_transfers(" TALLY_CREDIT_TRANSFER_COLS
+                  ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
                   t.id, t.customer_id, t.kind, t.amount, t.action, t.metadata, t.request, t.balance_subscription,
-                  t.balance_bundle, t.balance_promotional, t.created, t.actor);
+                  t.balance_bundle, t.balance_promotional, t.created, t.actor, t.reference);
+    }
+    Result<std::vector<std::pair<std::string, int64_t>>> SumTransfersSince(const CustomerId& customer,
+                                                                            Timestamp since) override {
+        return Many<std::pair<std::string, int64_t>>(
+            "SELECT kind, SUM(amount)::bigint FROM credit_transfers WHERE customer_id=$1 AND created>=$2 GROUP BY kind "
+            "ORDER BY kind",
+            [](const Row& s) { return std::make_pair(s.Text(0), s.Int(1)); }, customer, since);
+    }
+    Result<std::vector<CreditTransferRecord>> ListTransfers(const CreditTransferFilter& f) override {
+        return Many<CreditTransferRecord>(
+            "SELECT " TALLY_CREDIT_TRANSFER_COLS " FROM credit_transfers WHERE customer_id=$1 AND "
+            "($2::text IS NULL OR kind=$2) AND ($3::bigint IS NULL OR created>=$3) AND "
+            "($4::bigint IS NULL OR created<=$4) AND "
+            "($5::text IS NULL OR (created, id) < (SELECT created, id FROM credit_transfers WHERE id=$5)) "
+            "ORDER BY created DESC, id DESC LIMIT $6",
+            ReadPgTransfer, f.customer, f.kind, f.created_gte, f.created_lte, f.starting_after, int64_t{f.limit});
+    }
+    Status InsertReservation(const CreditReservationRecord& r) override {
+        return Do("INSERT INTO credit_reservations(" TALLY_CREDIT_RESERVATION_COLS ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
+                  r.id, r.customer_id, r.amount, r.expires_at, r.status, r.captured, r.settled_at, r.metadata,
+                  r.created);
+    }
+    Result<std::optional<CreditReservationRecord>> GetReservation(const std::string& id) override {
+        return One<CreditReservationRecord>("SELECT " TALLY_CREDIT_RESERVATION_COLS " FROM credit_reservations WHERE id=$1",
+                                            ReadPgReservation, id);
+    }
+    Status SettleReservation(const CreditReservationRecord& r) override {
+        TALLY_ASSIGN_OR_RETURN(auto settled, One<std::string>("UPDATE credit_reservations SET status=$2, captured=$3, "
+                                                              "settled_at=$4 WHERE id=$1 AND status='pending' "
+                                                              "RETURNING id",
+                                                              [](const Row& s) { return s.Text(0); }, r.id, r.status,
+                                                              r.captured, r.settled_at));
+        if (!settled) return Conflict("reservation " + r.id + " is not pending");
+        return {};
+    }
+    Result<std::vector<CreditReservationRecord>> ListPendingReservations(const CustomerId& customer) override {
+        return Many<CreditReservationRecord>("SELECT " TALLY_CREDIT_RESERVATION_COLS " FROM credit_reservations "
+                                             "WHERE customer_id=$1 AND status='pending' ORDER BY created, id",
+                                             ReadPgReservation, customer);
+    }
+    Result<std::vector<CreditReservationRecord>> AllReservations() override {
+        return Many<CreditReservationRecord>("SELECT " TALLY_CREDIT_RESERVATION_COLS " FROM credit_reservations ORDER BY id",
+                                             ReadPgReservation);
     }
     Status AppendEntry(const CreditEntryRecord& e) override {
         return Do("INSERT INTO credit_entries(transfer_id, grant_id, amount, created) VALUES ($1,$2,$3,$4)",
@@ -1241,9 +1290,7 @@ public:
                                        ReadPgGrant);
     }
     Result<std::vector<CreditTransferRecord>> AllTransfers() override {
-        return Many<CreditTransferRecord>("SELECT id, customer_id, kind, amount, action, metadata, request, "
-                                          "balance_subscription, balance_bundle, balance_promotional, created, actor "
-                                          "FROM credit_transfers ORDER BY id",
+        return Many<CreditTransferRecord>("SELECT " TALLY_CREDIT_TRANSFER_COLS " FROM credit_transfers ORDER BY id",
                                           ReadPgTransfer);
     }
     Result<std::vector<CreditEntryRecord>> AllEntries() override {

@@ -1105,7 +1105,15 @@ CreditGrantRecord ReadSqliteGrant(sqlite3_stmt* s) {
 }
 CreditTransferRecord ReadSqliteTransfer(sqlite3_stmt* s) {
     return CreditTransferRecord{Text(s, 0), CustomerId(Text(s, 1)), Text(s, 2), Int(s, 3), Text(s, 4), Text(s, 5), Text(s, 6), Int(s, 7), Int(s, 8),
-                                Int(s, 9), Timestamp(Int(s, 10)), Text(s, 11)};
+                                Int(s, 9), Timestamp(Int(s, 10)), Text(s, 11), Text(s, 12)};
+}
+#define TALLY_CREDIT_TRANSFER_COLS                                                                                   \
+    "id, customer_id, kind, amount, action, metadata, request, balance_subscription, balance_bundle, "                \
+    "balance_promotional, created, actor, reference"
+#define TALLY_CREDIT_RESERVATION_COLS "id, customer_id, amount, expires_at, status, captured, settled_at, metadata, created"
+CreditReservationRecord ReadSqliteReservation(sqlite3_stmt* s) {
+    return CreditReservationRecord{Text(s, 0),   CustomerId(Text(s, 1)), Int(s, 2),   Timestamp(Int(s, 3)), Text(s, 4),
+                                   OptInt(s, 5), OptTs(s, 6),            Text(s, 7), Timestamp(Int(s, 8))};
 }
 
 class SqliteCreditTx final : public CreditStoreTx, private SqliteStatements {
@@ -1128,16 +1136,55 @@ public:
         return Do("UPDATE credit_grants SET remaining=?1 WHERE id=?2", remaining, grant_id);
     }
     Result<std::optional<CreditTransferRecord>> GetTransfer(const std::string& id) override {
-        return One<CreditTransferRecord>("SELECT id, customer_id, kind, amount, action, metadata, request, "
-                                         "balance_subscription, balance_bundle, balance_promotional, created, actor "
-                                         "FROM credit_transfers WHERE id=?1",
+        return One<CreditTransferRecord>("SELECT " TALLY_CREDIT_TRANSFER_COLS " FROM credit_transfers WHERE id=?1",
                                          ReadSqliteTransfer, id);
     }
     Status InsertTransfer(const CreditTransferRecord& t) override {
-        return Do("INSERT INTO credit_transfers(id, customer_id, kind, amount, action, metadata, request, "
-                  "balance_subscription, balance_bundle, balance_promotional, created, actor) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
+        return Do("INSERT INTO credit_transfers(" TALLY_CREDIT_TRANSFER_COLS
+                  ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
                   t.id, t.customer_id, t.kind, t.amount, t.action, t.metadata, t.request, t.balance_subscription,
-                  t.balance_bundle, t.balance_promotional, t.created, t.actor);
+                  t.balance_bundle, t.balance_promotional, t.created, t.actor, t.reference);
+    }
+    Result<std::vector<std::pair<std::string, int64_t>>> SumTransfersSince(const CustomerId& customer,
+                                                                            Timestamp since) override {
+        return Many<std::pair<std::string, int64_t>>(
+            "SELECT kind, SUM(amount) FROM credit_transfers WHERE customer_id=?1 AND created>=?2 GROUP BY kind "
+            "ORDER BY kind",
+            [](sqlite3_stmt* s) { return std::make_pair(Text(s, 0), Int(s, 1)); }, customer, since);
+    }
+    Result<std::vector<CreditTransferRecord>> ListTransfers(const CreditTransferFilter& f) override {
+        return Many<CreditTransferRecord>(
+            "SELECT " TALLY_CREDIT_TRANSFER_COLS " FROM credit_transfers WHERE customer_id=?1 AND "
+            "(?2 IS NULL OR kind=?2) AND (?3 IS NULL OR created>=?3) AND (?4 IS NULL OR created<=?4) AND "
+            "(?5 IS NULL OR (created, id) < (SELECT created, id FROM credit_transfers WHERE id=?5)) "
+            "ORDER BY created DESC, id DESC LIMIT ?6",
+            ReadSqliteTransfer, f.customer, f.kind, f.created_gte, f.created_lte, f.starting_after,
+            int64_t{f.limit});
+    }
+    Status InsertReservation(const CreditReservationRecord& r) override {
+        return Do("INSERT INTO credit_reservations(" TALLY_CREDIT_RESERVATION_COLS ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+                  r.id, r.customer_id, r.amount, r.expires_at, r.status, r.captured, r.settled_at, r.metadata,
+                  r.created);
+    }
+    Result<std::optional<CreditReservationRecord>> GetReservation(const std::string& id) override {
+        return One<CreditReservationRecord>("SELECT " TALLY_CREDIT_RESERVATION_COLS " FROM credit_reservations WHERE id=?1",
+                                            ReadSqliteReservation, id);
+    }
+    Status SettleReservation(const CreditReservationRecord& r) override {
+        TALLY_TRY(Do("UPDATE credit_reservations SET status=?2, captured=?3, settled_at=?4 WHERE id=?1 AND "
+                     "status='pending'",
+                     r.id, r.status, r.captured, r.settled_at));
+        if (Changes() != 1) return Conflict("reservation " + r.id + " is not pending");
+        return {};
+    }
+    Result<std::vector<CreditReservationRecord>> ListPendingReservations(const CustomerId& customer) override {
+        return Many<CreditReservationRecord>("SELECT " TALLY_CREDIT_RESERVATION_COLS " FROM credit_reservations "
+                                             "WHERE customer_id=?1 AND status='pending' ORDER BY created, id",
+                                             ReadSqliteReservation, customer);
+    }
+    Result<std::vector<CreditReservationRecord>> AllReservations() override {
+        return Many<CreditReservationRecord>("SELECT " TALLY_CREDIT_RESERVATION_COLS " FROM credit_reservations ORDER BY id",
+                                             ReadSqliteReservation);
     }
     Status AppendEntry(const CreditEntryRecord& e) override {
         return Do("INSERT INTO credit_entries(transfer_id, grant_id, amount, created) VALUES (?1,?2,?3,?4)",
@@ -1157,9 +1204,7 @@ public:
                                        ReadSqliteGrant);
     }
     Result<std::vector<CreditTransferRecord>> AllTransfers() override {
-        return Many<CreditTransferRecord>("SELECT id, customer_id, kind, amount, action, metadata, request, "
-                                          "balance_subscription, balance_bundle, balance_promotional, created, actor "
-                                          "FROM credit_transfers ORDER BY id",
+        return Many<CreditTransferRecord>("SELECT " TALLY_CREDIT_TRANSFER_COLS " FROM credit_transfers ORDER BY id",
                                           ReadSqliteTransfer);
     }
     Result<std::vector<CreditEntryRecord>> AllEntries() override {

@@ -30,9 +30,12 @@ struct CreditGrantRecord {
 /// One movement: a grant issued, or a deduction. |request| is the transfer's fields in a canonical text: a replay
 /// of its id with other fields is refused. The balances after it are kept so a replay answers as the first time.
 struct CreditTransferRecord {
-    std::string id;  // the client's
+    std::string id;  // the client's, or derived (kDerivedTransferIdPrefixes)
     CustomerId customer_id;
-    std::string kind;  // "grant" | "deduct"
+    /// "grant" | "deduct" | "reserve" (credits out of grants into a hold) | "capture" (a hold settled: amount spent,
+    /// the rest returned) | "release" (a hold returned whole, asked for or expired) | "reverse" (a deduction
+    /// returned) | "expire" (what was left in a grant at its expiry)
+    std::string kind;
     int64_t amount = 0;
     std::string action;  // the priced action of a deduction, or ""
     std::string metadata;
@@ -42,6 +45,32 @@ struct CreditTransferRecord {
     int64_t balance_promotional = 0;
     Timestamp created;
     std::string actor;
+    std::string reference;  // capture/release: the reservation; reverse: the deduction; expire: the grant
+};
+
+/// A hold on credits (POST /v1/credits/reservations): its id is its "reserve" transfer's. Its status moves once,
+/// from pending; the credits themselves move only through transfers.
+struct CreditReservationRecord {
+    std::string id;
+    CustomerId customer_id;
+    int64_t amount = 0;  // held
+    Timestamp expires_at;
+    std::string status;  // "pending" | "captured" | "released" | "expired"
+    std::optional<int64_t> captured;
+    std::optional<Timestamp> settled_at;
+    std::string metadata;
+    Timestamp created;
+};
+
+/// GET /v1/customers/{id}/credit_transactions: newest first, optionally of one kind and within [created_gte,
+/// created_lte], after the transfer |starting_after| (its id) in that order.
+struct CreditTransferFilter {
+    CustomerId customer;
+    std::optional<std::string> kind;  // none: all
+    std::optional<Timestamp> created_gte;
+    std::optional<Timestamp> created_lte;
+    std::optional<std::string> starting_after;  // a transfer id: those after it in this order
+    int limit = 10;
 };
 
 /// Credits into (+) or out of (-) one grant, by one transfer. Never updated or deleted.
@@ -66,10 +95,21 @@ public:
     virtual Status AppendEntry(const CreditEntryRecord& entry) = 0;
     /// The transfer's entries, in order.
     virtual Result<std::vector<CreditEntryRecord>> ListEntries(const std::string& transfer_id) = 0;
+    /// Per kind, the sum of amounts of the customer's transfers created at or after |since|.
+    virtual Result<std::vector<std::pair<std::string, int64_t>>> SumTransfersSince(const CustomerId& customer,
+                                                                                    Timestamp since) = 0;
+    virtual Result<std::vector<CreditTransferRecord>> ListTransfers(const CreditTransferFilter& filter) = 0;
+    virtual Status InsertReservation(const CreditReservationRecord& reservation) = 0;
+    virtual Result<std::optional<CreditReservationRecord>> GetReservation(const std::string& id) = 0;
+    /// Settles a pending reservation: status, captured and settled_at (the store refuses one not pending).
+    virtual Status SettleReservation(const CreditReservationRecord& reservation) = 0;
+    /// The customer's pending reservations (expired ones too, until settled), oldest first.
+    virtual Result<std::vector<CreditReservationRecord>> ListPendingReservations(const CustomerId& customer) = 0;
     /// Everything, for `tally ledger verify` (by id).
     virtual Result<std::vector<CreditGrantRecord>> AllGrants() = 0;
     virtual Result<std::vector<CreditTransferRecord>> AllTransfers() = 0;
     virtual Result<std::vector<CreditEntryRecord>> AllEntries() = 0;
+    virtual Result<std::vector<CreditReservationRecord>> AllReservations() = 0;
 };
 
 }  // namespace tally
