@@ -1,9 +1,13 @@
-// Routes of prepaid credits: deductions on the app's hot path, grants by admins, a customer's balance and grants.
+// Routes of prepaid credits: deductions and reservations on the app's hot path, grants and reversals by admins, a
+// customer's balance, grants and transactions.
 #include <boost/json.hpp>
+
+#include <charconv>
 
 #include "adapters/config/json_util.hpp"
 #include "adapters/http/api_routes.hpp"
 #include "adapters/http/json_views.hpp"
+#include "domain/csv.hpp"
 
 namespace tally::http::routes {
 namespace {
@@ -41,6 +45,89 @@ Response Replayable(int status, const bj::value& v, bool replayed) {
     return r;
 }
 
+bj::value BreakdownJson(const std::vector<CreditDraw>& draws) {
+    bj::array out;
+    for (const auto& d : draws) out.push_back(bj::object{{"grant", d.grant}, {"amount", d.amount}});
+    return out;
+}
+
+bj::value MetadataJson(const std::string& metadata) {
+    return metadata.empty() ? bj::value(bj::object{}) : bj::parse(metadata);
+}
+
+bj::value OptTime(const std::optional<Timestamp>& t) {
+    return t ? bj::value(t->unix_seconds()) : bj::value(nullptr);
+}
+
+bj::object ReservationJson(const CreditReservationRecord& r) {
+    return bj::object{{"id", r.id},
+                      {"object", "credit_reservation"},
+                      {"customer", r.customer_id.str()},
+                      {"amount", r.amount},
+                      {"status", r.status},
+                      {"captured", r.captured ? bj::value(*r.captured) : bj::value(nullptr)},
+                      {"expires_at", r.expires_at.unix_seconds()},
+                      {"settled_at", OptTime(r.settled_at)},
+                      {"metadata", MetadataJson(r.metadata)},
+                      {"created", r.created.unix_seconds()}};
+}
+
+/// A reservation call's answer: the reservation, the credits this call moved per grant, the balance after it.
+Response ReservationResponse(int status, const CreditReservationOutcome& out) {
+    bj::object o = ReservationJson(out.reservation);
+    o["breakdown"] = BreakdownJson(out.breakdown);
+    o["balance"] = BalanceJson(out.balance);
+    return Replayable(status, o, out.replayed);
+}
+
+bj::value TransactionJson(const CreditTransferRecord& t) {
+    return bj::object{{"id", t.id},
+                      {"object", "credit_transaction"},
+                      {"customer", t.customer_id.str()},
+                      {"type", t.kind},
+                      {"amount", t.amount},
+                      {"action", t.action.empty() ? bj::value(nullptr) : bj::value(t.action)},
+                      {"reference", t.reference.empty() ? bj::value(nullptr) : bj::value(t.reference)},
+                      {"metadata", MetadataJson(t.metadata)},
+                      {"balance", BalanceJson({t.balance_subscription, t.balance_bundle, t.balance_promotional})},
+                      {"actor", t.actor},
+                      {"created", t.created.unix_seconds()}};
+}
+
+std::string TransactionsCsv(const std::vector<CreditTransferRecord>& rows) {
+    std::string out = CsvRecord({"id", "customer", "type", "amount", "action", "reference", "balance_subscription",
+                                 "balance_bundle", "balance_promotional", "balance_total", "actor", "created"});
+    for (const auto& t : rows) {
+        out += CsvRecord({CsvText(t.id), CsvText(t.customer_id.str()), CsvText(t.kind), std::to_string(t.amount),
+                          CsvText(t.action), CsvText(t.reference), std::to_string(t.balance_subscription),
+                          std::to_string(t.balance_bundle), std::to_string(t.balance_promotional),
+                          std::to_string(t.balance_subscription + t.balance_bundle + t.balance_promotional),
+                          CsvText(t.actor), std::to_string(t.created.unix_seconds())});
+    }
+    return out;
+}
+
+/// metadata: an object, kept as its serialized JSON (at most kCreditMetadataBytesMax).
+Result<std::string> MetadataText(const bj::object& body) {
+    const bj::value* m = body.if_contains("metadata");
+    if (m == nullptr || m->is_null()) return std::string();
+    if (!m->is_object()) return InvalidArgument("metadata must be an object", "metadata");
+    std::string text = bj::serialize(*m);
+    if (text.size() > kCreditMetadataBytesMax) return InvalidArgument("metadata must be at most 8 KiB of JSON", "metadata");
+    return text;
+}
+
+/// Runs |fn| serialized on |customer|'s credits: every call that moves them queues for the others, on every node.
+template <typename T, typename Fn>
+Result<T> OnCredits(const ApiDeps& d, const CustomerId& customer, Fn fn) {
+    std::optional<T> out;
+    TALLY_TRY(d.store.WriteSerialized("credits:" + customer.str(), [&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(out, fn(tx));
+        return {};
+    }));
+    return *out;
+}
+
 }  // namespace
 
 Response DeductCredits(const ApiDeps& d, const Call& c) {
@@ -60,13 +147,9 @@ Response DeductCredits(const ApiDeps& d, const Call& c) {
     auto action = MaybeString(*body, "action");
     if (!action.ok()) return Fail(action.error());
     in.action = action->value_or("");
-    if (const bj::value* m = body->if_contains("metadata"); m != nullptr && !m->is_null()) {
-        if (!m->is_object()) return Fail(InvalidArgument("metadata must be an object", "metadata"));
-        in.metadata = bj::serialize(*m);
-        if (in.metadata.size() > kCreditMetadataBytesMax) {
-            return Fail(InvalidArgument("metadata must be at most 8 KiB of JSON", "metadata"));
-        }
-    }
+    auto metadata = MetadataText(*body);
+    if (!metadata.ok()) return Fail(metadata.error());
+    in.metadata = *metadata;
     in.actor = c.actor;
     std::optional<CreditDeduction> out;
     // A customer's deductions queue for each other on every node: no credit is spent twice.
@@ -75,8 +158,6 @@ Response DeductCredits(const ApiDeps& d, const Call& c) {
         return {};
     });
     if (!s.ok()) return Fail(s.error());
-    bj::array breakdown;
-    for (const auto& draw : out->breakdown) breakdown.push_back(bj::object{{"grant", draw.grant}, {"amount", draw.amount}});
     const CreditTransferRecord& t = out->transfer;
     return Replayable(200,
                       bj::object{{"object", "credit_deduction"},
@@ -84,9 +165,9 @@ Response DeductCredits(const ApiDeps& d, const Call& c) {
                                  {"customer", t.customer_id.str()},
                                  {"amount", t.amount},
                                  {"action", t.action.empty() ? bj::value(nullptr) : bj::value(t.action)},
-                                 {"metadata", t.metadata.empty() ? bj::value(bj::object{}) : bj::parse(t.metadata)},
+                                 {"metadata", MetadataJson(t.metadata)},
                                  {"balance", BalanceJson(out->balance)},
-                                 {"breakdown", std::move(breakdown)},
+                                 {"breakdown", BreakdownJson(out->breakdown)},
                                  {"created", t.created.unix_seconds()}},
                       out->replayed);
 }
@@ -139,14 +220,19 @@ Response GrantCredits(const ApiDeps& d, const Call& c) {
 
 Response GetCredits(const ApiDeps& d, const Call& c) {
     if (!d.credits) return RouteNotFound(c.req);
-    auto balance = d.credits->Balance(CustomerId(c.param(0)));
-    if (!balance.ok()) return Fail(balance.error());
+    auto s = d.credits->Summary(CustomerId(c.param(0)));
+    if (!s.ok()) return Fail(s.error());
     return Json(200, bj::object{{"object", "credit_balance"},
                                 {"customer", c.param(0)},
-                                {"subscription_credits", balance->subscription},
-                                {"bundle_credits", balance->bundle},
-                                {"promotional_credits", balance->promotional},
-                                {"total", balance->total()}});
+                                {"subscription_credits", s->balance.subscription},
+                                {"bundle_credits", s->balance.bundle},
+                                {"promotional_credits", s->balance.promotional},
+                                {"total", s->balance.total()},
+                                {"reserved", s->reserved},
+                                {"used_this_period", s->used_this_period},
+                                {"period_start", s->period.start.unix_seconds()},
+                                {"next_reset_at", OptTime(s->next_reset_at)},
+                                {"plan", s->plan ? bj::value(*s->plan) : bj::value(nullptr)}});
 }
 
 Response ListCreditGrants(const ApiDeps& d, const Call& c) {
@@ -156,6 +242,127 @@ Response ListCreditGrants(const ApiDeps& d, const Call& c) {
     bj::array data;
     for (const auto& g : *grants) data.push_back(GrantJson(g));
     return List(data, "/v1/customers/" + c.param(0) + "/credit_grants");
+}
+
+Response ListCreditTransactions(const ApiDeps& d, const Call& c) {
+    if (!d.credits) return RouteNotFound(c.req);
+    if (Status s = OnlyQueryParams(c.req, {"type", "created[gte]", "created[lte]", "limit", "starting_after", "format"});
+        !s.ok()) {
+        return Fail(s.error());
+    }
+    CreditTransferFilter f;
+    f.customer = CustomerId(c.param(0));
+    auto limit = PageSize(c.req);
+    if (!limit.ok()) return Fail(limit.error());
+    f.limit = *limit + 1;  // one more tells whether there is a next page
+    if (auto it = c.req.query.find("type"); it != c.req.query.end()) {
+        static constexpr std::string_view kTypes[] = {"grant", "deduct", "reserve", "capture", "release", "reverse", "expire"};
+        if (std::find(std::begin(kTypes), std::end(kTypes), it->second) == std::end(kTypes)) {
+            return Fail(InvalidArgument("type must be one of grant, deduct, reserve, capture, release, reverse, expire",
+                                        "type"));
+        }
+        f.kind = it->second;
+    }
+    for (const char* name : {"created[gte]", "created[lte]"}) {
+        auto t = IntQuery(c.req, name);
+        if (!t.ok()) return Fail(InvalidArgument(std::string(name) + " must be a Unix timestamp in seconds", name));
+        if (*t) (std::string_view(name) == "created[gte]" ? f.created_gte : f.created_lte) = Timestamp(**t);
+    }
+    if (auto it = c.req.query.find("starting_after"); it != c.req.query.end()) f.starting_after = it->second;
+    bool csv = false;
+    if (auto it = c.req.query.find("format"); it != c.req.query.end()) {
+        if (it->second != "json" && it->second != "csv") return Fail(InvalidArgument("format must be json or csv", "format"));
+        csv = it->second == "csv";
+    }
+    auto rows = d.credits->Transactions(f);
+    if (!rows.ok()) return Fail(rows.error());
+    const bool has_more = rows->size() > static_cast<size_t>(*limit);
+    if (has_more) rows->resize(static_cast<size_t>(*limit));
+    if (csv) {
+        Response r{200, TransactionsCsv(*rows), "text/csv; charset=utf-8", {}};
+        r.headers.emplace_back("Content-Disposition", "attachment; filename=\"credit_transactions.csv\"");
+        r.headers.emplace_back("Tally-Has-More", has_more ? "true" : "false");
+        if (has_more) r.headers.emplace_back("Tally-Next-Starting-After", rows->back().id);
+        return r;
+    }
+    bj::array data;
+    for (const auto& t : *rows) data.push_back(TransactionJson(t));
+    return List(data, "/v1/customers/" + c.param(0) + "/credit_transactions", has_more);
+}
+
+Response CreateCreditReservation(const ApiDeps& d, const Call& c) {
+    if (!d.credits) return RouteNotFound(c.req);
+    auto body = BindJsonBody(c.req, {"customer", "amount", "id", "expires_in", "metadata"});
+    if (!body.ok()) return Fail(body.error());
+    CreditReserveInput in;
+    auto customer = json::RequiredString(*body, "customer", "");
+    if (!customer.ok()) return Fail(customer.error());
+    in.customer = CustomerId(*customer);
+    auto id = json::RequiredString(*body, "id", "");
+    if (!id.ok()) return Fail(id.error());
+    in.id = *id;
+    auto amount = json::OptionalInt(*body, "amount", "");
+    if (!amount.ok()) return Fail(amount.error());
+    if (!*amount) return Fail(MissingArgument("amount is required", "amount"));
+    in.amount = **amount;
+    auto expires_in = json::OptionalInt(*body, "expires_in", "");
+    if (!expires_in.ok()) return Fail(expires_in.error());
+    if (*expires_in) in.expires_in = **expires_in;
+    auto metadata = MetadataText(*body);
+    if (!metadata.ok()) return Fail(metadata.error());
+    in.metadata = *metadata;
+    in.actor = c.actor;
+    auto out = OnCredits<CreditReservationOutcome>(d, in.customer, [&](StoreTx& tx) { return d.credits->Reserve(tx, in); });
+    if (!out.ok()) return Fail(out.error());
+    return ReservationResponse(201, *out);
+}
+
+Response GetCreditReservation(const ApiDeps& d, const Call& c) {
+    if (!d.credits) return RouteNotFound(c.req);
+    auto r = d.credits->GetReservation(c.param(0));
+    if (!r.ok()) return Fail(r.error());
+    return Json(200, ReservationJson(*r));
+}
+
+Response CaptureCreditReservation(const ApiDeps& d, const Call& c) {
+    if (!d.credits) return RouteNotFound(c.req);
+    auto body = BindJsonBody(c.req, {"amount"});
+    if (!body.ok()) return Fail(body.error());
+    auto amount = json::OptionalInt(*body, "amount", "");
+    if (!amount.ok()) return Fail(amount.error());
+    if (!*amount) return Fail(MissingArgument("amount is required", "amount"));
+    auto customer = d.credits->ReservationCustomer(c.param(0));
+    if (!customer.ok()) return Fail(customer.error());
+    auto out = OnCredits<CreditReservationOutcome>(
+        d, *customer, [&](StoreTx& tx) { return d.credits->Capture(tx, c.param(0), **amount, c.actor); });
+    if (!out.ok()) return Fail(out.error());
+    return ReservationResponse(200, *out);
+}
+
+Response ReleaseCreditReservation(const ApiDeps& d, const Call& c) {
+    if (!d.credits) return RouteNotFound(c.req);
+    auto body = OptionalJsonBody(c.req, {});
+    if (!body.ok()) return Fail(body.error());
+    auto customer = d.credits->ReservationCustomer(c.param(0));
+    if (!customer.ok()) return Fail(customer.error());
+    auto out = OnCredits<CreditReservationOutcome>(
+        d, *customer, [&](StoreTx& tx) { return d.credits->Release(tx, c.param(0), c.actor); });
+    if (!out.ok()) return Fail(out.error());
+    return ReservationResponse(200, *out);
+}
+
+Response ReverseCreditTransfer(const ApiDeps& d, const Call& c) {
+    if (!d.credits) return RouteNotFound(c.req);
+    auto body = OptionalJsonBody(c.req, {});
+    if (!body.ok()) return Fail(body.error());
+    auto customer = d.credits->TransferCustomer(c.param(0));
+    if (!customer.ok()) return Fail(customer.error());
+    auto out = OnCredits<CreditReversal>(d, *customer,
+                                         [&](StoreTx& tx) { return d.credits->Reverse(tx, c.param(0), c.actor); });
+    if (!out.ok()) return Fail(out.error());
+    bj::object o = TransactionJson(out->transfer).as_object();
+    o["breakdown"] = BreakdownJson(out->breakdown);
+    return Replayable(200, o, out->replayed);
 }
 
 }  // namespace tally::http::routes

@@ -128,6 +128,12 @@ Response DeductCredits(const ApiDeps& d, const Call& c);
 Response GrantCredits(const ApiDeps& d, const Call& c);
 Response GetCredits(const ApiDeps& d, const Call& c);
 Response ListCreditGrants(const ApiDeps& d, const Call& c);
+Response ListCreditTransactions(const ApiDeps& d, const Call& c);
+Response CreateCreditReservation(const ApiDeps& d, const Call& c);
+Response GetCreditReservation(const ApiDeps& d, const Call& c);
+Response CaptureCreditReservation(const ApiDeps& d, const Call& c);
+Response ReleaseCreditReservation(const ApiDeps& d, const Call& c);
+Response ReverseCreditTransfer(const ApiDeps& d, const Call& c);
 
 // api_flags.cpp
 Response ListFlags(const ApiDeps& d, const Call& c);

@@ -438,9 +438,10 @@ CREATE TABLE credit_transfers (
   balance_promotional BIGINT NOT NULL,
   created BIGINT NOT NULL,
   actor TEXT NOT NULL,
-  reference TEXT NOT NULL
+  reference TEXT NOT NULL,
+  seq BIGSERIAL NOT NULL UNIQUE  -- commit order, for listing (several transfers share a second)
 );
-CREATE INDEX credit_transfers_customer ON credit_transfers(customer_id, created);
+CREATE INDEX credit_transfers_customer ON credit_transfers(customer_id, created, seq);
 -- Holds on credits: a row per reservation, its status moved once from pending (the credits move by transfers).
 CREATE TABLE credit_reservations (
   id TEXT PRIMARY KEY,

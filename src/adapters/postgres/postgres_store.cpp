@@ -1241,8 +1241,8 @@ public:
             "SELECT " TALLY_CREDIT_TRANSFER_COLS " FROM credit_transfers WHERE customer_id=$1 AND "
             "($2::text IS NULL OR kind=$2) AND ($3::bigint IS NULL OR created>=$3) AND "
             "($4::bigint IS NULL OR created<=$4) AND "
-            "($5::text IS NULL OR (created, id) < (SELECT created, id FROM credit_transfers WHERE id=$5)) "
-            "ORDER BY created DESC, id DESC LIMIT $6",
+            "($5::text IS NULL OR (created, seq) < (SELECT created, seq FROM credit_transfers WHERE id=$5)) "
+            "ORDER BY created DESC, seq DESC LIMIT $6",
             ReadPgTransfer, f.customer, f.kind, f.created_gte, f.created_lte, f.starting_after, int64_t{f.limit});
     }
     Status InsertReservation(const CreditReservationRecord& r) override {

@@ -461,9 +461,10 @@ CREATE TABLE credit_transfers (
   balance_promotional INTEGER NOT NULL,
   created INTEGER NOT NULL,
   actor TEXT NOT NULL,
-  reference TEXT NOT NULL
+  reference TEXT NOT NULL,
+  seq INTEGER NOT NULL UNIQUE  -- commit order, for listing (several transfers share a second)
 );
-CREATE INDEX credit_transfers_customer ON credit_transfers(customer_id, created);
+CREATE INDEX credit_transfers_customer ON credit_transfers(customer_id, created, seq);
 -- Holds on credits: a row per reservation, its status moved once from pending (the credits move by transfers).
 CREATE TABLE credit_reservations (
   id TEXT PRIMARY KEY,

@@ -1140,8 +1140,10 @@ public:
                                          ReadSqliteTransfer, id);
     }
     Status InsertTransfer(const CreditTransferRecord& t) override {
+        // seq: one more than the last; SQLite's writers are serialized, so no two transfers share one.
         return Do("INSERT INTO credit_transfers(" TALLY_CREDIT_TRANSFER_COLS
-                  ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
+                  ", seq) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,"
+                  "(SELECT COALESCE(MAX(seq), 0) + 1 FROM credit_transfers))",
                   t.id, t.customer_id, t.kind, t.amount, t.action, t.metadata, t.request, t.balance_subscription,
                   t.balance_bundle, t.balance_promotional, t.created, t.actor, t.reference);
     }
@@ -1156,8 +1158,8 @@ public:
         return Many<CreditTransferRecord>(
             "SELECT " TALLY_CREDIT_TRANSFER_COLS " FROM credit_transfers WHERE customer_id=?1 AND "
             "(?2 IS NULL OR kind=?2) AND (?3 IS NULL OR created>=?3) AND (?4 IS NULL OR created<=?4) AND "
-            "(?5 IS NULL OR (created, id) < (SELECT created, id FROM credit_transfers WHERE id=?5)) "
-            "ORDER BY created DESC, id DESC LIMIT ?6",
+            "(?5 IS NULL OR (created, seq) < (SELECT created, seq FROM credit_transfers WHERE id=?5)) "
+            "ORDER BY created DESC, seq DESC LIMIT ?6",
             ReadSqliteTransfer, f.customer, f.kind, f.created_gte, f.created_lte, f.starting_after,
             int64_t{f.limit});
     }
