@@ -4,6 +4,7 @@
 #include <map>
 
 #include "app/billing_service.hpp"
+#include "app/event_outbox.hpp"
 #include "domain/usage.hpp"
 
 namespace tally {
@@ -92,17 +93,7 @@ Result<CreditService::Clocks> CreditService::Settle(StoreTx& tx, const CustomerR
     // The period's subscription credits are issued on its first write, exactly once (its transfer id).
     TALLY_ASSIGN_OR_RETURN(auto due, DuePeriodGrant(tx, customer, at.now));
     TALLY_ASSIGN_OR_RETURN(at.subscription_now, SubscriptionNow(tx, customer, at.now));
-    if (due) {
-        TALLY_ASSIGN_OR_RETURN(CreditBalance before, BalanceIn(tx, customer.id, at));
-        TALLY_TRY(tx.credits().InsertGrant(*due));
-        TALLY_TRY(tx.credits().InsertTransfer(CreditTransferRecord{
-            due->transfer_id, customer.id, "grant", due->amount, "", "", "period grant",
-            before.subscription + due->amount, before.bundle, before.promotional, at.now, "plan", ""}));
-        TALLY_TRY(tx.credits().AppendEntry(CreditEntryRecord{0, due->transfer_id, due->id, due->amount, at.now}));
-        TALLY_TRY(tx.audit().Append({0, customer.id, at.now, "credit_granted", "",
-                                     std::to_string(due->amount) + " subscription", "plan",
-                                     "grant=" + due->id + " transfer=" + due->transfer_id}));
-    }
+    if (due) TALLY_TRY(IssuePlanGrant(tx, *due, at));
     TALLY_ASSIGN_OR_RETURN(auto holds, tx.credits().ListPendingReservations(customer.id));
     for (auto& r : holds) {
         if (at.now < r.expires_at) continue;
@@ -119,6 +110,101 @@ Result<CreditService::Clocks> CreditService::Settle(StoreTx& tx, const CustomerR
     return at;
 }
 
+EventOutbox* CreditService::outbox() const { return billing_ != nullptr ? billing_->outbox() : nullptr; }
+
+Status CreditService::IssuePlanGrant(StoreTx& tx, const CreditGrantRecord& g, const Clocks& at) {
+    TALLY_ASSIGN_OR_RETURN(CreditBalance before, BalanceIn(tx, g.customer_id, at));
+    TALLY_TRY(tx.credits().InsertGrant(g));
+    TALLY_TRY(tx.credits().InsertTransfer(CreditTransferRecord{
+        g.transfer_id, g.customer_id, "grant", g.amount, "", "", "plan grant", before.subscription + g.amount,
+        before.bundle, before.promotional, at.now, "plan", ""}));
+    TALLY_TRY(tx.credits().AppendEntry(CreditEntryRecord{0, g.transfer_id, g.id, g.amount, at.now}));
+    TALLY_TRY(tx.audit().Append({0, g.customer_id, at.now, "credit_granted", "", std::to_string(g.amount) + " subscription",
+                                 "plan", "grant=" + g.id + " transfer=" + g.transfer_id}));
+    if (EventOutbox* events = outbox()) {
+        TALLY_TRY(events->Emit(tx, "credits.granted", g.id, g.customer_id.str(), events->renderer().CreditGrant(g)));
+    }
+    return {};
+}
+
+Status CreditService::AnnounceThresholds(StoreTx& tx, const std::vector<CreditGrantRecord>& grants_before,
+                                         const std::vector<CreditDraw>& draws, const Clocks& at) {
+    EventOutbox* events = outbox();
+    if (events == nullptr) return {};
+    // The period's subscription credits: every subscription grant ending when the drawn one does (the period's
+    // grant and an upgrade's).
+    std::optional<Timestamp> period_end;
+    int64_t taken = 0;
+    for (const auto& d : draws) {
+        for (const auto& g : grants_before) {
+            if (g.id == d.grant && g.type == GrantType::kSubscription && g.expires_at) {
+                period_end = g.expires_at;
+                taken += d.amount;
+            }
+        }
+    }
+    if (!period_end) return {};
+    int64_t allowance = 0;
+    int64_t used_before = 0;
+    const CreditGrantRecord* first = nullptr;
+    for (const auto& g : grants_before) {
+        if (g.type != GrantType::kSubscription || g.expires_at != period_end) continue;
+        allowance += g.amount;
+        used_before += g.amount - g.remaining;
+        if (first == nullptr || g.created < first->created) first = &g;
+    }
+    const Period period{first->created, *period_end};
+    for (int threshold : CrossedThresholds(used_before, used_before + taken, allowance, kCreditThresholdPercents)) {
+        // Once per threshold and period, however many deductions race past it (the mark is in their transaction).
+        TALLY_ASSIGN_OR_RETURN(bool once, tx.usage().MarkThreshold(first->customer_id, kCreditThresholdMeter,
+                                                                   period.start, threshold, at.now));
+        if (!once) continue;
+        const CreditThresholdCrossing crossing{first->customer_id, first->id, threshold, used_before + taken, allowance,
+                                               period};
+        TALLY_TRY(events->Emit(tx, "credits.threshold_reached", first->id, first->customer_id.str(),
+                               events->renderer().CreditThreshold(crossing)));
+    }
+    return {};
+}
+
+Status CreditService::OnSubscriptionStored(StoreTx& tx, const CustomerId& customer_id,
+                                           const std::optional<SubscriptionRecord>& before,
+                                           const SubscriptionRecord& after) {
+    if (billing_ == nullptr) return {};
+    TALLY_ASSIGN_OR_RETURN(auto customer, tx.customers().Get(customer_id));
+    if (!customer) return {};
+    TALLY_ASSIGN_OR_RETURN(const Clocks at, Settle(tx, *customer));
+    // An upgrade within the same period: the difference of the allowances for the rest of it.
+    if (!before || before->plan_id == after.plan_id || before->current_period_start != after.current_period_start ||
+        (after.status != SubscriptionStatus::kActive && after.status != SubscriptionStatus::kTrialing)) {
+        return {};
+    }
+    const Catalog& catalog = billing_->catalog();
+    const Plan* from = catalog.FindPlan(PlanId(before->plan_id));
+    const Plan* to = catalog.FindPlan(PlanId(after.plan_id));
+    if (from == nullptr || to == nullptr) return {};
+    const Period period{after.current_period_start, after.current_period_end};
+    if (!period.Contains(at.subscription_now)) return {};
+    int64_t months = 1;
+    if (after.interval.unit == BillingInterval::Unit::kMonth) months = after.interval.count;
+    if (after.interval.unit == BillingInterval::Unit::kYear) months = int64_t{12} * after.interval.count;
+    TALLY_ASSIGN_OR_RETURN(const int64_t extra,
+                           UpgradeCredits(std::min(from->credits_monthly * months, kCreditAmountMax),
+                                          std::min(to->credits_monthly * months, kCreditAmountMax), period,
+                                          at.subscription_now));
+    if (extra <= 0) return {};
+    const std::string transfer = "period:" + after.id.str() + ":" + std::to_string(period.start.unix_seconds()) +
+                                 ":upgrade:" + after.plan_id;
+    TALLY_ASSIGN_OR_RETURN(auto existing, tx.credits().GetTransfer(transfer));
+    if (existing) return {};
+    return IssuePlanGrant(tx, CreditGrantRecord{NewId("cgr_"), customer_id, GrantType::kSubscription, extra, extra,
+                                                DefaultGrantPriority(GrantType::kSubscription), period.end, transfer,
+                                                "upgrade from " + before->plan_id + " to " + after.plan_id +
+                                                    ", prorated from " + FormatRfc3339(at.subscription_now),
+                                                at.now},
+                          at);
+}
+
 Status CreditService::Expire(StoreTx& tx, const CreditGrantRecord& g, const std::string& cause, const Clocks& at) {
     const std::string id = "expire:" + g.id + ":" + cause;
     TALLY_TRY(tx.credits().SetGrantRemaining(g.id, 0));
@@ -127,8 +213,15 @@ Status CreditService::Expire(StoreTx& tx, const CreditGrantRecord& g, const std:
     TALLY_TRY(tx.credits().InsertTransfer(CreditTransferRecord{id, g.customer_id, "expire", g.remaining, "", "",
                                                                "expire", after.subscription, after.bundle,
                                                                after.promotional, at.now, "expiry", g.id}));
-    return tx.audit().Append({0, g.customer_id, at.now, "credit_expired", std::to_string(g.remaining), "0", "expiry",
-                              "grant=" + g.id + " transfer=" + id});
+    TALLY_TRY(tx.audit().Append({0, g.customer_id, at.now, "credit_expired", std::to_string(g.remaining), "0",
+                                 "expiry", "grant=" + g.id + " transfer=" + id}));
+    if (EventOutbox* events = outbox()) {
+        CreditGrantRecord now_empty = g;
+        now_empty.remaining = 0;
+        TALLY_TRY(events->Emit(tx, "credits.expired", g.id, g.customer_id.str(), events->renderer().CreditGrant(now_empty),
+                               {{"remaining", g.remaining}}));
+    }
+    return {};
 }
 
 Result<std::vector<CreditDraw>> CreditService::Take(StoreTx& tx, const CustomerId& customer,
@@ -150,6 +243,7 @@ Result<std::vector<CreditDraw>> CreditService::Take(StoreTx& tx, const CustomerI
             TALLY_TRY(tx.credits().AppendEntry(CreditEntryRecord{0, transfer_id, g.id, -d.amount, at.now}));
         }
     }
+    TALLY_TRY(AnnounceThresholds(tx, grants, draws, at));
     return draws;
 }
 
@@ -211,6 +305,9 @@ Result<CreditGrantOutcome> CreditService::Grant(StoreTx& tx, const CreditGrantIn
     TALLY_TRY(tx.audit().Append({0, in.customer, at.now, "credit_granted", "",
                                  std::to_string(in.amount) + " " + GrantTypeName(in.type), in.actor,
                                  "grant=" + g.id + " transfer=" + in.id}));
+    if (EventOutbox* events = outbox()) {
+        TALLY_TRY(events->Emit(tx, "credits.granted", g.id, in.customer.str(), events->renderer().CreditGrant(g)));
+    }
     return CreditGrantOutcome{std::move(g), false};
 }
 

@@ -101,6 +101,7 @@ struct CreditSummary {
 };
 
 class BillingService;
+class EventOutbox;
 
 class CreditService {
 public:
@@ -152,6 +153,15 @@ public:
     /// Every grant, oldest first. kNotFound ("id").
     Result<std::vector<CreditGrantRecord>> Grants(const CustomerId& customer);
 
+    /// Called inside the transaction that stored a subscription from Stripe (a webhook or an API answer), on the
+    /// subscription's customer: the period grant due is issued at the period's start (and a trial's) and the
+    /// previous one's rest expires, without waiting for a deduction; an upgrade within the period grants the
+    /// difference between the plans' allowances prorated to the second over the rest of it (UpgradeCredits,
+    /// transfer "period:<subscription>:<start>:upgrade:<plan>", once per plan and period). A downgrade changes
+    /// nothing before the next period.
+    Status OnSubscriptionStored(StoreTx& tx, const CustomerId& customer, const std::optional<SubscriptionRecord>& before,
+                                const SubscriptionRecord& after);
+
     const CreditActionCosts& actions() const { return actions_; }
 
     /// `tally ledger verify`: every invariant of the ledger, read in one snapshot. Returns the violations found
@@ -187,6 +197,13 @@ private:
                                                 const Clocks& at);
     Result<CreditReservationOutcome> ReplayHold(StoreTx& tx, const std::string& transfer_id,
                                                 const CreditReservationRecord& r);
+    /// Issues |g| (a grant of the plan: a period's, or an upgrade's) with its transfer, audit entry and event.
+    Status IssuePlanGrant(StoreTx& tx, const CreditGrantRecord& g, const Clocks& at);
+    /// credits.threshold_reached for each of kCreditThresholdPercents of the period's subscription credits that
+    /// |draws| took the customer past, once per threshold and period.
+    Status AnnounceThresholds(StoreTx& tx, const std::vector<CreditGrantRecord>& grants_before,
+                              const std::vector<CreditDraw>& draws, const Clocks& at);
+    EventOutbox* outbox() const;
     /// Subscription grants expire on the subscription's clock: once Stripe reports a later period (also when its
     /// clock runs ahead of Tally's, as a test clock does), the earlier period's grant is over. max(now, the current
     /// period's start).

@@ -44,6 +44,11 @@ public:
     virtual std::string Plan(const PlanRecord& plan) const = 0;
     /// {"object":"usage_threshold","customer","meter","threshold","current","limit","period_start","period_end"}.
     virtual std::string UsageThreshold(const CustomerId& customer, const MeterState& state, int threshold) const = 0;
+    /// GET /v1/customers/{id}/credit_grants's item: {"id","object":"credit_grant","customer","type","amount",
+    /// "remaining","priority","expires_at","transfer","reason","created"}.
+    virtual std::string CreditGrant(const CreditGrantRecord& grant) const = 0;
+    /// {"object":"credit_threshold","customer","grant","threshold","used","allowance","period_start","period_end"}.
+    virtual std::string CreditThreshold(const CreditThresholdCrossing& crossing) const = 0;
     /// Stripe's event envelope around |object_json|: {"id","object":"event","api_version","created","type",
     /// "livemode":false,"customer","sequence","data":{"object":...,"previous_attributes":{...}}}; previous_attributes
     /// is left out when |previous| is empty.

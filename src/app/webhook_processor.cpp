@@ -468,7 +468,9 @@ Status WebhookProcessor::StoreSubscription(StoreTx& tx, std::string_view event_t
         TALLY_TRY(tx.audit().Append({0, customer.id, now, "trial_will_end", "", FormatRfc3339(*sub.trial_end), cause,
                                   "subscription=" + sub.id.str()}));
     }
-    return billing_.Reconcile(tx, customer, cause, now);
+    TALLY_TRY(billing_.Reconcile(tx, customer, cause, now));
+    if (subscription_listener_) TALLY_TRY(subscription_listener_(tx, customer.id, stored, sub));
+    return {};
 }
 
 Result<std::string> WebhookProcessor::ApplySubscription(StoreTx& tx, const DecodedEvent& event,

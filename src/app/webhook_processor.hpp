@@ -74,6 +74,14 @@ public:
                                                                     const std::string& request_id,
                                                                     const std::string& cause, Timestamp now);
 
+    /// Called inside the transaction that stored a subscription (from an event or an API answer), after the
+    /// customer is reconciled; |before| is what was stored until then. An error rolls the change back. Set before
+    /// use (the credit ledger's period grants: CreditService::OnSubscriptionStored).
+    using SubscriptionListener = std::function<Status(StoreTx& tx, const CustomerId& customer,
+                                                      const std::optional<SubscriptionRecord>& before,
+                                                      const SubscriptionRecord& after)>;
+    void SetSubscriptionListener(SubscriptionListener listener) { subscription_listener_ = std::move(listener); }
+
 private:
     /// Applies |decoded| (one per id; empty when the event was missing or already processed) in one write
     /// transaction, each event in its own savepoint.
@@ -120,6 +128,7 @@ private:
     Store& store_;
     const EventDecoder& decoder_;
     BillingService& billing_;
+    SubscriptionListener subscription_listener_;
     const Clock& clock_;
     Metrics& metrics_;
 };

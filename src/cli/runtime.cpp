@@ -584,6 +584,12 @@ int Serve(const ServeOptions& o) {
     members.SetSeatCheck([&usage](StoreTx& tx, const CustomerId& c) { return usage.CheckSeat(tx, c); });
     FlagService flags(**store, clock);
     CreditService credits(**store, clock, credit_actions, &billing);
+    // A stored subscription renews or upgrades its credits in the same transaction.
+    processor.SetSubscriptionListener([&credits](StoreTx& tx, const CustomerId& customer,
+                                                 const std::optional<SubscriptionRecord>& before,
+                                                 const SubscriptionRecord& after) {
+        return credits.OnSubscriptionStored(tx, customer, before, after);
+    });
     // Recorded usage: one durable commit for the writes that arrive together.
     WriteGroupCommitter commits(WriteGroupSink(**store), kWriteGroupMax, kWriteGroupQueueMax);
     if (Status seeded = flags.Seed(flag_seeds); !seeded.ok()) {

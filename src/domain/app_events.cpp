@@ -6,7 +6,7 @@
 namespace tally {
 
 namespace {
-constexpr std::array<std::string_view, 19> kTypes = {
+constexpr std::array<std::string_view, 22> kTypes = {
     "customer.created",
     "customer.updated",
     "customer.role_changed",
@@ -26,6 +26,9 @@ constexpr std::array<std::string_view, 19> kTypes = {
     "plan.updated",
     "plan.archived",
     "usage.threshold_reached",
+    "credits.granted",
+    "credits.expired",
+    "credits.threshold_reached",
 };
 
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }

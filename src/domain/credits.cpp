@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <tuple>
 
+#include "domain/proration.hpp"
+
 namespace tally {
 
 Result<GrantType> ParseGrantType(std::string_view text) {
@@ -74,6 +76,11 @@ Result<std::vector<CreditDraw>> PlanReturn(const std::vector<CreditDraw>& held, 
         left -= give;
     }
     return back;
+}
+
+Result<int64_t> UpgradeCredits(int64_t old_allowance, int64_t new_allowance, Period period, Timestamp at) {
+    if (new_allowance <= old_allowance) return int64_t{0};
+    return ProrateInteger(new_allowance - old_allowance, period, at);
 }
 
 Status ValidateCreditAmount(int64_t amount, const char* param) {

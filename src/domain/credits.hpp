@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "domain/ids.hpp"
 #include "domain/result.hpp"
 #include "domain/time.hpp"
 
@@ -63,6 +64,29 @@ constexpr int64_t kCreditReservationExpiresInMax = int64_t{7} * 86400;
 /// "period:<subscription>:<start>" a period grant, "capture:<reservation>", "release:<reservation>",
 /// "reversal:<transfer>", "expire:<grant>:<cause>".
 constexpr std::string_view kDerivedTransferIdPrefixes[] = {"period:", "capture:", "release:", "reversal:", "expire:"};
+
+/// Percents of a period's subscription credits used at which credits.threshold_reached is emitted, once each per
+/// period (seed 003, ticket 5.1: 75%, 90%, 100%).
+inline const std::vector<int> kCreditThresholdPercents = {75, 90, 100};
+
+/// The name credits.threshold_reached marks are kept under beside the meters' (meter names are single words, so
+/// none is this).
+constexpr const char* kCreditThresholdMeter = "credits subscription";
+
+/// What credits.threshold_reached carries: |used| of the period grant's |allowance| reached |threshold| percent.
+struct CreditThresholdCrossing {
+    CustomerId customer;
+    std::string grant;
+    int threshold = 0;
+    int64_t used = 0;
+    int64_t allowance = 0;
+    Period period;  // the subscription period the grant is for
+};
+
+/// The extra credits of an upgrade mid-period (issue 13): the difference between the new and the old period
+/// allowance, prorated to the second over [at, period.end) as money is (ProrateInteger). 0 for a downgrade or no
+/// change (a downgrade takes effect at the next period). kInvalidArgument if |at| is outside the period.
+Result<int64_t> UpgradeCredits(int64_t old_allowance, int64_t new_allowance, Period period, Timestamp at);
 
 /// kInvalidArgument naming |param| unless 1 <= amount <= kCreditAmountMax.
 Status ValidateCreditAmount(int64_t amount, const char* param);

@@ -78,6 +78,30 @@ TEST(CreditsTest, Validation) {
     EXPECT_STREQ(GrantTypeName(GrantType::kBundle), "bundle");
 }
 
+// An upgrade halfway through a 30-day period grants half the difference, rounded as money is; a downgrade grants
+// nothing (it takes effect at the next period).
+TEST(CreditsTest, UpgradeCreditsProrateTheDifferenceToTheSecond) {
+    const Period p{Timestamp(0), Timestamp(30 * 86400)};
+    struct Row {
+        int64_t from, to, at, want;
+    };
+    const std::vector<Row> rows = {
+        {1000, 5000, 15 * 86400, 2000},  // half the period left: half of 4000
+        {1000, 5000, 0, 4000},           // at the start: all of it
+        {1000, 5000, 30 * 86400 - 1, 0}, // the last second: 4000/2592000 rounds to 0
+        {0, 3, 10 * 86400, 2},           // 3 × 2/3 = 2
+        {0, 1, 15 * 86400, 1},           // 0.5 rounds half away from zero
+        {5000, 1000, 15 * 86400, 0},     // a downgrade
+        {1000, 1000, 15 * 86400, 0},
+    };
+    for (const auto& r : rows) {
+        auto got = UpgradeCredits(r.from, r.to, p, Timestamp(r.at));
+        ASSERT_TRUE(got.ok()) << r.from << "->" << r.to;
+        EXPECT_EQ(*got, r.want) << r.from << "->" << r.to << " at " << r.at;
+    }
+    EXPECT_FALSE(UpgradeCredits(0, 10, p, Timestamp(30 * 86400)).ok());  // outside the period
+}
+
 // A settled hold keeps the first credits taken and gives the rest back last-taken first: a capture of |keep| spends
 // what a deduction of |keep| would have.
 TEST(CreditsTest, PlanReturnTable) {

@@ -24,6 +24,11 @@ struct Proration {
     bool anchor_reset = false;
 };
 
+/// An integer |amount| for the whole |period| scaled to the part [at, period.end): amount × (end − at) /
+/// (end − start), rounded half away from zero. Money's proration (ProrateAmount) and credit allowances (an upgrade's
+/// extra credits, issue 13) both use it. kInvalidArgument if the period is empty or at is outside [start, end).
+Result<int64_t> ProrateInteger(int64_t amount, Period period, Timestamp at);
+
 /// |period_amount| (minor units, for the whole |period|) scaled to the part [at, period.end):
 /// amount × (end − at) / (end − start), rounded half away from zero to the minor unit.
 /// kInvalidArgument if the period is empty or at is outside [start, end).

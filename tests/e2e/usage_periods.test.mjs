@@ -63,12 +63,13 @@ test('a renewal on the sandbox clock resets counters, not gauges, and a late eve
   const now = await server.post('/v1/usage', { customer: c.id, meter: 'build_hours', value: 2, idempotency_key: 'renewal-now' });
   assert.deepEqual([now.json.period_start, now.json.current], [sub.current_period_end, 2]);
 
-  // The new period's 5,000 subscription credits replace what was left of the last period's; the bundle stays.
+  // The new period's 5,000 subscription credits replace what was left of the last period's (expired with the
+  // renewal); the bundle stays.
   assert.deepEqual([(await credits()).subscription_credits, (await credits()).bundle_credits], [5000, 100]);
   const next = await server.post('/v1/credits/deduct', { customer: c.id, id: `renewal-d2-${c.id}`, amount: 1 });
   assert.deepEqual(next.json.balance, { subscription: 4999, bundle: 100, promotional: 0, total: 5099 });
   assert.notEqual(next.json.breakdown[0].grant, firstGrant);
   const grants = (await server.get(`/v1/customers/${c.id}/credit_grants`)).json.data.filter((g) => g.type === 'subscription');
   assert.deepEqual(grants.map((g) => [g.remaining, g.expires_at]).sort((a, b) => a[1] - b[1]),
-    [[4990, sub.current_period_end], [4999, grants.find((g) => g.id !== firstGrant).expires_at]]);
+    [[0, sub.current_period_end], [4999, grants.find((g) => g.id !== firstGrant).expires_at]]);
 });

@@ -25,19 +25,7 @@ bj::value BalanceJson(const CreditBalance& b) {
                       {"total", b.total()}};
 }
 
-bj::value GrantJson(const CreditGrantRecord& g) {
-    return bj::object{{"id", g.id},
-                      {"object", "credit_grant"},
-                      {"customer", g.customer_id.str()},
-                      {"type", GrantTypeName(g.type)},
-                      {"amount", g.amount},
-                      {"remaining", g.remaining},
-                      {"priority", g.priority},
-                      {"expires_at", g.expires_at ? bj::value(g.expires_at->unix_seconds()) : bj::value(nullptr)},
-                      {"transfer", g.transfer_id},
-                      {"reason", g.reason.empty() ? bj::value(nullptr) : bj::value(g.reason)},
-                      {"created", g.created.unix_seconds()}};
-}
+bj::value GrantJson(const CreditGrantRecord& g) { return CreditGrantJson(g); }
 
 Response Replayable(int status, const bj::value& v, bool replayed) {
     Response r = Json(status, v);

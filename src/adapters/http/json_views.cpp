@@ -156,6 +156,32 @@ std::string JsonObjectRenderer::Plan(const PlanRecord& plan) const { return bj::
 std::string JsonObjectRenderer::UsageThreshold(const CustomerId& customer, const MeterState& state, int threshold) const {
     return bj::serialize(UsageThresholdJson(customer, state, threshold));
 }
+bj::value CreditGrantJson(const CreditGrantRecord& g) {
+    return bj::object{{"id", g.id},
+                      {"object", "credit_grant"},
+                      {"customer", g.customer_id.str()},
+                      {"type", GrantTypeName(g.type)},
+                      {"amount", g.amount},
+                      {"remaining", g.remaining},
+                      {"priority", g.priority},
+                      {"expires_at", g.expires_at ? bj::value(g.expires_at->unix_seconds()) : bj::value(nullptr)},
+                      {"transfer", g.transfer_id},
+                      {"reason", g.reason.empty() ? bj::value(nullptr) : bj::value(g.reason)},
+                      {"created", g.created.unix_seconds()}};
+}
+std::string JsonObjectRenderer::CreditGrant(const CreditGrantRecord& grant) const {
+    return bj::serialize(CreditGrantJson(grant));
+}
+std::string JsonObjectRenderer::CreditThreshold(const CreditThresholdCrossing& c) const {
+    return bj::serialize(bj::object{{"object", "credit_threshold"},
+                                    {"customer", c.customer.str()},
+                                    {"grant", c.grant},
+                                    {"threshold", c.threshold},
+                                    {"used", c.used},
+                                    {"allowance", c.allowance},
+                                    {"period_start", c.period.start.unix_seconds()},
+                                    {"period_end", c.period.end.unix_seconds()}});
+}
 std::string JsonObjectRenderer::Envelope(const AppEventRecord& e, std::string_view object_json,
                                          const Attributes& previous) const {
     bj::object data;

@@ -49,6 +49,10 @@ boost::json::value UserJson(const UserView& user);
 /// (only in the response that creates the session). The token's digest is never rendered.
 boost::json::value CustomerSessionJson(const CustomerSessionRecord& session, const std::string& token = {});
 
+/// A credit grant: {"id","object":"credit_grant","customer","type","amount","remaining","priority","expires_at",
+/// "transfer","reason","created"}.
+boost::json::value CreditGrantJson(const CreditGrantRecord& g);
+
 /// The ApiObjectRenderer port over these views: events carry exactly the API's objects. Thread-safe, stateless.
 class JsonObjectRenderer final : public ApiObjectRenderer {
 public:
@@ -60,6 +64,8 @@ public:
     std::string User(const UserView& user) const override;
     std::string Plan(const PlanRecord& plan) const override;
     std::string UsageThreshold(const CustomerId& customer, const MeterState& state, int threshold) const override;
+    std::string CreditGrant(const CreditGrantRecord& grant) const override;
+    std::string CreditThreshold(const CreditThresholdCrossing& crossing) const override;
     std::string Envelope(const AppEventRecord& event, std::string_view object_json,
                          const Attributes& previous) const override;
 };
