@@ -121,16 +121,91 @@ Status CreditService::IssuePlanGrant(StoreTx& tx, const CreditGrantRecord& g, co
     TALLY_TRY(tx.credits().AppendEntry(CreditEntryRecord{0, g.transfer_id, g.id, g.amount, at.now}));
     TALLY_TRY(tx.audit().Append({0, g.customer_id, at.now, "credit_granted", "", std::to_string(g.amount) + " subscription",
                                  "plan", "grant=" + g.id + " transfer=" + g.transfer_id}));
-    if (EventOutbox* events = outbox()) {
-        TALLY_TRY(events->Emit(tx, "credits.granted", g.id, g.customer_id.str(), events->renderer().CreditGrant(g)));
+    EventOutbox* events = outbox();
+    const std::string object = events != nullptr ? events->renderer().CreditGrant(g) : "{}";
+    if (events != nullptr) TALLY_TRY(events->Emit(tx, "credits.granted", g.id, g.customer_id.str(), object));
+    const std::string until = g.expires_at ? " until " + FormatRfc3339(*g.expires_at) : "";
+    return Notify(tx, g.customer_id, "credits.granted", std::to_string(g.amount) + " credits from your plan" + until,
+                  object, at.now);
+}
+
+Status CreditService::Notify(StoreTx& tx, const CustomerId& customer, const std::string& kind, const std::string& message,
+                             const std::string& object_json, Timestamp now) {
+    TALLY_ASSIGN_OR_RETURN(auto muted, tx.credits().MutedNotificationKinds(customer));
+    if (std::find(muted.begin(), muted.end(), kind) != muted.end()) return {};
+    return tx.credits().InsertNotification(NotificationRecord{NewId("ntf_"), customer, kind, message, object_json, now, {}});
+}
+
+Result<std::vector<NotificationRecord>> CreditService::Notifications(const CustomerId& customer, bool include_dismissed,
+                                                                     const std::optional<std::string>& starting_after,
+                                                                     int limit) {
+    std::vector<NotificationRecord> out;
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto c, tx.customers().Get(customer));
+        if (!c) return NotFound("no such customer: '" + customer.str() + "'", "id");
+        if (starting_after) {
+            TALLY_ASSIGN_OR_RETURN(auto n, tx.credits().GetNotification(*starting_after));
+            if (!n || n->customer_id != customer) {
+                return NotFound("no such notification: '" + *starting_after + "'", "starting_after");
+            }
+        }
+        TALLY_ASSIGN_OR_RETURN(out, tx.credits().ListNotifications(customer, include_dismissed, starting_after, limit));
+        return {};
+    }));
+    return out;
+}
+
+Result<NotificationRecord> CreditService::DismissNotification(const CustomerId& customer, const std::string& id) {
+    std::optional<NotificationRecord> out;
+    TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto c, tx.customers().Get(customer));
+        if (!c) return NotFound("no such customer: '" + customer.str() + "'", "id");
+        TALLY_ASSIGN_OR_RETURN(out, tx.credits().GetNotification(id));
+        if (!out || out->customer_id != customer) return NotFound("no such notification: '" + id + "'", "notification");
+        if (out->dismissed_at) return {};
+        out->dismissed_at = clock_.Now();
+        return tx.credits().DismissNotification(id, *out->dismissed_at);
+    }));
+    return *out;
+}
+
+Result<std::vector<std::pair<std::string, bool>>> CreditService::NotificationPreferences(const CustomerId& customer) {
+    std::vector<std::pair<std::string, bool>> out;
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto c, tx.customers().Get(customer));
+        if (!c) return NotFound("no such customer: '" + customer.str() + "'", "id");
+        TALLY_ASSIGN_OR_RETURN(auto muted, tx.credits().MutedNotificationKinds(customer));
+        for (const auto& kind : kNotificationKinds) {
+            out.emplace_back(kind, std::find(muted.begin(), muted.end(), kind) == muted.end());
+        }
+        return {};
+    }));
+    return out;
+}
+
+Result<std::vector<std::pair<std::string, bool>>> CreditService::SetNotificationPreferences(
+    const CustomerId& customer, const std::vector<std::pair<std::string, bool>>& kinds, const std::string& actor) {
+    for (const auto& [kind, keep] : kinds) {
+        if (std::find(kNotificationKinds.begin(), kNotificationKinds.end(), kind) == kNotificationKinds.end()) {
+            return InvalidArgument("unknown notification kind '" + kind + "'", "kinds." + kind);
+        }
     }
-    return {};
+    TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto c, tx.customers().Get(customer));
+        if (!c) return NotFound("no such customer: '" + customer.str() + "'", "id");
+        std::string detail;
+        for (const auto& [kind, keep] : kinds) {
+            TALLY_TRY(tx.credits().SetNotificationKindMuted(customer, kind, !keep));
+            detail += (detail.empty() ? "" : " ") + kind + "=" + (keep ? "on" : "off");
+        }
+        return tx.audit().Append({0, customer, clock_.Now(), "notification_preferences_set", "", "", actor, detail});
+    }));
+    return NotificationPreferences(customer);
 }
 
 Status CreditService::AnnounceThresholds(StoreTx& tx, const std::vector<CreditGrantRecord>& grants_before,
                                          const std::vector<CreditDraw>& draws, const Clocks& at) {
     EventOutbox* events = outbox();
-    if (events == nullptr) return {};
     // The period's subscription credits: every subscription grant ending when the drawn one does (the period's
     // grant and an upgrade's).
     std::optional<Timestamp> period_end;
@@ -161,8 +236,14 @@ Status CreditService::AnnounceThresholds(StoreTx& tx, const std::vector<CreditGr
         if (!once) continue;
         const CreditThresholdCrossing crossing{first->customer_id, first->id, threshold, used_before + taken, allowance,
                                                period};
-        TALLY_TRY(events->Emit(tx, "credits.threshold_reached", first->id, first->customer_id.str(),
-                               events->renderer().CreditThreshold(crossing)));
+        const std::string object = events != nullptr ? events->renderer().CreditThreshold(crossing) : "{}";
+        if (events != nullptr) {
+            TALLY_TRY(events->Emit(tx, "credits.threshold_reached", first->id, first->customer_id.str(), object));
+        }
+        TALLY_TRY(Notify(tx, first->customer_id, "credits.threshold_reached",
+                         std::to_string(threshold) + "% of this period's " + std::to_string(allowance) +
+                             " subscription credits used",
+                         object, at.now));
     }
     return {};
 }

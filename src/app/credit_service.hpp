@@ -103,6 +103,11 @@ struct CreditSummary {
 class BillingService;
 class EventOutbox;
 
+/// The kinds of a customer's notification feed (seed 003, ticket 5.1): each threshold of the period's subscription
+/// credits, and each renewal (a plan grant). Auto-purchases will add theirs.
+inline const std::vector<std::string> kNotificationKinds = {"credits.threshold_reached", "credits.granted"};
+constexpr int kNotificationPageMax = 100;
+
 class CreditService {
 public:
     /// With |billing|, a customer whose subscription to a plan with credits_monthly is active or trialing has that
@@ -162,6 +167,18 @@ public:
     Status OnSubscriptionStored(StoreTx& tx, const CustomerId& customer, const std::optional<SubscriptionRecord>& before,
                                 const SubscriptionRecord& after);
 
+    /// The customer's notifications, newest first (dismissed ones with |include_dismissed|). kNotFound ("id"), or
+    /// ("starting_after") for a notification not of this customer.
+    Result<std::vector<NotificationRecord>> Notifications(const CustomerId& customer, bool include_dismissed,
+                                                          const std::optional<std::string>& starting_after, int limit);
+    /// Dismisses one (again: unchanged). kNotFound ("notification") unless it is the customer's.
+    Result<NotificationRecord> DismissNotification(const CustomerId& customer, const std::string& id);
+    /// Each kind of kNotificationKinds and whether the customer keeps it. kNotFound ("id").
+    Result<std::vector<std::pair<std::string, bool>>> NotificationPreferences(const CustomerId& customer);
+    /// Turns kinds on or off. kInvalidArgument ("kinds.<kind>") for a kind not in kNotificationKinds; kNotFound.
+    Result<std::vector<std::pair<std::string, bool>>> SetNotificationPreferences(
+        const CustomerId& customer, const std::vector<std::pair<std::string, bool>>& kinds, const std::string& actor);
+
     const CreditActionCosts& actions() const { return actions_; }
 
     /// `tally ledger verify`: every invariant of the ledger, read in one snapshot. Returns the violations found
@@ -204,6 +221,9 @@ private:
     Status AnnounceThresholds(StoreTx& tx, const std::vector<CreditGrantRecord>& grants_before,
                               const std::vector<CreditDraw>& draws, const Clocks& at);
     EventOutbox* outbox() const;
+    /// Adds a notification in |tx| unless the customer turned |kind| off.
+    Status Notify(StoreTx& tx, const CustomerId& customer, const std::string& kind, const std::string& message,
+                  const std::string& object_json, Timestamp now);
     /// Subscription grants expire on the subscription's clock: once Stripe reports a later period (also when its
     /// clock runs ahead of Tally's, as a test clock does), the earlier period's grant is over. max(now, the current
     /// period's start).

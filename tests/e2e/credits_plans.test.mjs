@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import Stripe from 'stripe';
-import { startReceiver, startTally, until } from './harness.mjs';
+import { assertError, startReceiver, startTally, until } from './harness.mjs';
 
 let server;
 let stripe;
@@ -73,6 +73,55 @@ test('the period grant is issued when the subscription is stored; 75, 90 and 100
   }
   assert.equal(thresholds.find((o) => o.threshold === 100).used, 1000);
   assert.equal((await server.get(`/v1/customers/${c.id}/credits`)).json.used_this_period, 1000);
+
+  // The same moments in the customer's notification feed, newest first; dismissing hides one.
+  const feed = (await server.get(`/v1/customers/${c.id}/notifications`)).json.data;
+  assert.deepEqual(feed.map((n) => [n.kind, n.data.threshold ?? n.data.amount]),
+    [['credits.threshold_reached', 100], ['credits.threshold_reached', 90], ['credits.threshold_reached', 75],
+      ['credits.granted', 1000]]);
+  assert.equal(feed[0].message, "100% of this period's 1000 subscription credits used");
+  const dismissed = await server.post(`/v1/customers/${c.id}/notifications/${feed[0].id}/dismiss`);
+  assert.equal(dismissed.status, 200, dismissed.text);
+  assert.ok(dismissed.json.dismissed_at > 0);
+  const again = await server.post(`/v1/customers/${c.id}/notifications/${feed[0].id}/dismiss`);
+  assert.equal(again.json.dismissed_at, dismissed.json.dismissed_at);
+  assert.equal((await server.get(`/v1/customers/${c.id}/notifications`)).json.data.length, 3);
+  assert.equal((await server.get(`/v1/customers/${c.id}/notifications?include_dismissed=true`)).json.data.length, 4);
+  const page = (await server.get(`/v1/customers/${c.id}/notifications?limit=2`)).json;
+  assert.equal(page.has_more, true);
+  const rest = (await server.get(`/v1/customers/${c.id}/notifications?starting_after=${page.data[1].id}`)).json.data;
+  assert.deepEqual(rest.map((n) => n.kind), ['credits.granted']);
+  assertError(await server.post(`/v1/customers/${c.id}/notifications/ntf_nope/dismiss`), 404, 'resource_missing', 'notification');
+  assertError(await server.get(`/v1/customers/${c.id}/notifications?include_dismissed=maybe`), 400, 'parameter_invalid', 'include_dismissed');
+});
+
+test('a customer turns a kind of notification off: the event still goes to the app, the feed keeps nothing of it', async () => {
+  const c = (await server.post('/v1/customers', { external_id: 'credit_plan_prefs', type: 'organization' })).json;
+  await server.post(`/v1/customers/${c.id}/members`, { user: 'prefs_owner', role: 'owner' });
+  const token = (await server.post('/v1/customer_sessions', { customer: c.id, user: 'prefs_owner' })).json.token;
+  const prefs = await server.get(`/v1/customers/${c.id}/notification_preferences`, { key: token });
+  assert.deepEqual(prefs.json, { object: 'notification_preferences', customer: c.id,
+    kinds: { 'credits.threshold_reached': true, 'credits.granted': true } });
+  const off = await server.post(`/v1/customers/${c.id}/notification_preferences`, { kinds: { 'credits.granted': false } }, { key: token });
+  assert.equal(off.status, 200, off.text);
+  assert.equal(off.json.kinds['credits.granted'], false);
+  assertError(await server.post(`/v1/customers/${c.id}/notification_preferences`, { kinds: { 'credits.gift': false } }),
+    400, 'parameter_invalid', 'kinds.credits.gift');
+  assertError(await server.post(`/v1/customers/${c.id}/notification_preferences`, { kinds: { 'credits.granted': 'no' } }),
+    400, 'parameter_invalid', 'kinds.credits.granted');
+  assertError(await server.post(`/v1/customers/${c.id}/notification_preferences`, {}), 400, 'parameter_missing', 'kinds');
+  const checkout = await server.post('/v1/checkout_sessions', { customer: c.id, plan: 'starter' });
+  assert.equal(checkout.status, 200, checkout.text);
+  const stripeId = await until(async () => (await server.get(`/v1/customers/${c.id}`)).json.stripe_customer_id, 'the link');
+  const pm = await stripe.paymentMethods.attach('pm_card_visa', { customer: stripeId });
+  await stripe.customers.update(stripeId, { invoice_settings: { default_payment_method: pm.id } });
+  assert.equal((await server.post('/v1/subscriptions', { customer: c.id, plan: 'starter' })).status, 201);
+  await until(() => eventsOf('credits.granted', c.id).length === 1, 'credits.granted at the app');
+  assert.deepEqual((await server.get(`/v1/customers/${c.id}/notifications`, { key: token })).json.data, []);
+  const other = (await server.post('/v1/customers', { external_id: 'credit_plan_prefs_other' })).json.id;
+  assertError(await server.get(`/v1/customers/${other}/notifications`, { key: token }), 404, 'resource_missing', 'id');
+  const audit = (await server.get(`/v1/audit?customer=${c.id}`)).json.data.map((e) => e.kind);
+  assert.ok(audit.includes('notification_preferences_set'));
 });
 
 test('an upgrade mid-period grants the prorated difference once; a downgrade waits for the next period', async () => {

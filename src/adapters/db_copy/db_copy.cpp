@@ -77,6 +77,10 @@ const std::vector<Table>& Tables() {
          {{"id", T}, {"customer_id", T}, {"kind", T}, {"amount", I}, {"action", T}, {"metadata", T}, {"request", T},
           {"balance_subscription", I}, {"balance_bundle", I}, {"balance_promotional", I}, {"created", I},
           {"actor", T}, {"reference", T}, {"seq", I}}},
+        {"notifications", "id",
+         {{"id", T}, {"customer_id", T}, {"kind", T}, {"message", T}, {"object", T}, {"created", I},
+          {"dismissed_at", I}, {"seq", I}}},
+        {"notification_preferences", "customer_id, kind", {{"customer_id", T}, {"kind", T}}},
         {"credit_reservations", "id",
          {{"id", T}, {"customer_id", T}, {"amount", I}, {"expires_at", I}, {"status", T}, {"captured", I},
           {"settled_at", I}, {"metadata", T}, {"created", I}}},
@@ -143,7 +147,7 @@ const std::vector<Table>& Tables() {
 // Identity columns: after the copy their sequences continue after the largest copied value.
 constexpr const char* kIdentities[][2] = {
     {"audit_log", "id"}, {"webhook_events", "seq"}, {"app_events", "seq"}, {"event_deliveries", "id"},
-    {"delivery_attempts", "id"}, {"usage_events", "id"}, {"credit_entries", "id"}, {"credit_transfers", "seq"}};
+    {"delivery_attempts", "id"}, {"usage_events", "id"}, {"credit_entries", "id"}, {"credit_transfers", "seq"}, {"notifications", "seq"}};
 
 /// FNV-1a (64-bit) over rows given value by value, each kind normalised to the same bytes on both sides.
 class Digest {

@@ -353,4 +353,82 @@ Response ReverseCreditTransfer(const ApiDeps& d, const Call& c) {
     return Replayable(200, o, out->replayed);
 }
 
+namespace {
+bj::object NotificationJson(const NotificationRecord& n) {
+    boost::system::error_code ec;
+    bj::value data = bj::parse(n.object, ec);
+    if (ec) data = bj::object{};
+    return bj::object{{"id", n.id},
+                      {"object", "notification"},
+                      {"customer", n.customer_id.str()},
+                      {"kind", n.kind},
+                      {"message", n.message},
+                      {"data", std::move(data)},
+                      {"created", n.created.unix_seconds()},
+                      {"dismissed_at", OptTime(n.dismissed_at)}};
+}
+
+Response PreferencesResponse(const std::string& customer, const std::vector<std::pair<std::string, bool>>& kinds) {
+    bj::object out;
+    for (const auto& [kind, keep] : kinds) out[kind] = keep;
+    return Json(200, bj::object{{"object", "notification_preferences"}, {"customer", customer}, {"kinds", std::move(out)}});
+}
+}  // namespace
+
+Response ListNotifications(const ApiDeps& d, const Call& c) {
+    if (!d.credits) return RouteNotFound(c.req);
+    if (Status s = OnlyQueryParams(c.req, {"include_dismissed", "limit", "starting_after"}); !s.ok()) return Fail(s.error());
+    bool include_dismissed = false;
+    if (auto it = c.req.query.find("include_dismissed"); it != c.req.query.end()) {
+        if (it->second != "true" && it->second != "false") {
+            return Fail(InvalidArgument("include_dismissed must be true or false", "include_dismissed"));
+        }
+        include_dismissed = it->second == "true";
+    }
+    auto limit = PageSize(c.req);
+    if (!limit.ok()) return Fail(limit.error());
+    std::optional<std::string> after;
+    if (auto it = c.req.query.find("starting_after"); it != c.req.query.end()) after = it->second;
+    auto rows = d.credits->Notifications(CustomerId(c.param(0)), include_dismissed, after, *limit + 1);
+    if (!rows.ok()) return Fail(rows.error());
+    const bool has_more = rows->size() > static_cast<size_t>(*limit);
+    if (has_more) rows->resize(static_cast<size_t>(*limit));
+    bj::array data;
+    for (const auto& n : *rows) data.push_back(NotificationJson(n));
+    return List(data, "/v1/customers/" + c.param(0) + "/notifications", has_more);
+}
+
+Response DismissNotification(const ApiDeps& d, const Call& c) {
+    if (!d.credits) return RouteNotFound(c.req);
+    auto body = OptionalJsonBody(c.req, {});
+    if (!body.ok()) return Fail(body.error());
+    auto n = d.credits->DismissNotification(CustomerId(c.param(0)), c.param(1));
+    if (!n.ok()) return Fail(n.error());
+    return Json(200, NotificationJson(*n));
+}
+
+Response GetNotificationPreferences(const ApiDeps& d, const Call& c) {
+    if (!d.credits) return RouteNotFound(c.req);
+    auto kinds = d.credits->NotificationPreferences(CustomerId(c.param(0)));
+    if (!kinds.ok()) return Fail(kinds.error());
+    return PreferencesResponse(c.param(0), *kinds);
+}
+
+Response SetNotificationPreferences(const ApiDeps& d, const Call& c) {
+    if (!d.credits) return RouteNotFound(c.req);
+    auto body = BindJsonBody(c.req, {"kinds"});
+    if (!body.ok()) return Fail(body.error());
+    const bj::value* kinds = body->if_contains("kinds");
+    if (kinds == nullptr || kinds->is_null()) return Fail(MissingArgument("kinds is required", "kinds"));
+    if (!kinds->is_object()) return Fail(InvalidArgument("kinds must be an object of kind: true|false", "kinds"));
+    std::vector<std::pair<std::string, bool>> changes;
+    for (const auto& [kind, keep] : kinds->as_object()) {
+        if (!keep.is_bool()) return Fail(InvalidArgument("each kind is true or false", "kinds." + std::string(kind)));
+        changes.emplace_back(std::string(kind), keep.as_bool());
+    }
+    auto out = d.credits->SetNotificationPreferences(CustomerId(c.param(0)), changes, c.actor);
+    if (!out.ok()) return Fail(out.error());
+    return PreferencesResponse(c.param(0), *out);
+}
+
 }  // namespace tally::http::routes

@@ -134,6 +134,10 @@ Response GetCreditReservation(const ApiDeps& d, const Call& c);
 Response CaptureCreditReservation(const ApiDeps& d, const Call& c);
 Response ReleaseCreditReservation(const ApiDeps& d, const Call& c);
 Response ReverseCreditTransfer(const ApiDeps& d, const Call& c);
+Response ListNotifications(const ApiDeps& d, const Call& c);
+Response DismissNotification(const ApiDeps& d, const Call& c);
+Response GetNotificationPreferences(const ApiDeps& d, const Call& c);
+Response SetNotificationPreferences(const ApiDeps& d, const Call& c);
 
 // api_flags.cpp
 Response ListFlags(const ApiDeps& d, const Call& c);

@@ -1195,6 +1195,11 @@ CreditTransferRecord ReadPgTransfer(const Row& s) {
     "id, customer_id, kind, amount, action, metadata, request, balance_subscription, balance_bundle, "                \
     "balance_promotional, created, actor, reference"
 #define TALLY_CREDIT_RESERVATION_COLS "id, customer_id, amount, expires_at, status, captured, settled_at, metadata, created"
+#define TALLY_NOTIFICATION_COLS "id, customer_id, kind, message, object, created, dismissed_at"
+NotificationRecord ReadPgNotification(const Row& s) {
+    return NotificationRecord{s.Text(0), CustomerId(s.Text(1)), s.Text(2), s.Text(3), s.Text(4), Timestamp(s.Int(5)),
+                              s.OptTs(6)};
+}
 CreditReservationRecord ReadPgReservation(const Row& s) {
     return CreditReservationRecord{s.Text(0),      CustomerId(s.Text(1)), s.Int(2),   Timestamp(s.Int(3)), s.Text(4),
                                    s.OptInt(5),    s.OptTs(6),            s.Text(7), Timestamp(s.Int(8))};
@@ -1271,6 +1276,38 @@ public:
     Result<std::vector<CreditReservationRecord>> AllReservations() override {
         return Many<CreditReservationRecord>("SELECT " TALLY_CREDIT_RESERVATION_COLS " FROM credit_reservations ORDER BY id",
                                              ReadPgReservation);
+    }
+    Status InsertNotification(const NotificationRecord& n) override {
+        return Do("INSERT INTO notifications(id, customer_id, kind, message, object, created, dismissed_at) "
+                  "VALUES ($1,$2,$3,$4,$5,$6,$7)",
+                  n.id, n.customer_id, n.kind, n.message, n.object, n.created, n.dismissed_at);
+    }
+    Result<std::vector<NotificationRecord>> ListNotifications(const CustomerId& customer, bool include_dismissed,
+                                                              const std::optional<std::string>& starting_after,
+                                                              int limit) override {
+        return Many<NotificationRecord>(
+            "SELECT " TALLY_NOTIFICATION_COLS " FROM notifications WHERE customer_id=$1 AND "
+            "($2::boolean OR dismissed_at IS NULL) AND "
+            "($3::text IS NULL OR seq < (SELECT seq FROM notifications WHERE id=$3)) ORDER BY seq DESC LIMIT $4",
+            ReadPgNotification, customer, include_dismissed, starting_after, int64_t{limit});
+    }
+    Result<std::optional<NotificationRecord>> GetNotification(const std::string& id) override {
+        return One<NotificationRecord>("SELECT " TALLY_NOTIFICATION_COLS " FROM notifications WHERE id=$1",
+                                       ReadPgNotification, id);
+    }
+    Status DismissNotification(const std::string& id, Timestamp at) override {
+        return Do("UPDATE notifications SET dismissed_at=COALESCE(dismissed_at, $2) WHERE id=$1", id, at);
+    }
+    Result<std::vector<std::string>> MutedNotificationKinds(const CustomerId& customer) override {
+        return Many<std::string>("SELECT kind FROM notification_preferences WHERE customer_id=$1 ORDER BY kind",
+                                 [](const Row& s) { return s.Text(0); }, customer);
+    }
+    Status SetNotificationKindMuted(const CustomerId& customer, const std::string& kind, bool muted) override {
+        if (muted) {
+            return Do("INSERT INTO notification_preferences(customer_id, kind) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                      customer, kind);
+        }
+        return Do("DELETE FROM notification_preferences WHERE customer_id=$1 AND kind=$2", customer, kind);
     }
     Status AppendEntry(const CreditEntryRecord& e) override {
         return Do("INSERT INTO credit_entries(transfer_id, grant_id, amount, created) VALUES ($1,$2,$3,$4)",

@@ -478,6 +478,23 @@ CREATE TABLE credit_reservations (
   created INTEGER NOT NULL
 );
 CREATE INDEX credit_reservations_pending ON credit_reservations(customer_id, status);
+-- A customer's in-app notifications (credits' thresholds, renewals), and the kinds each customer turned off.
+CREATE TABLE notifications (
+  id TEXT PRIMARY KEY,
+  customer_id TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  message TEXT NOT NULL,
+  object TEXT NOT NULL,
+  created INTEGER NOT NULL,
+  dismissed_at INTEGER,
+  seq INTEGER NOT NULL UNIQUE
+);
+CREATE INDEX notifications_customer ON notifications(customer_id, seq);
+CREATE TABLE notification_preferences (
+  customer_id TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  PRIMARY KEY (customer_id, kind)
+);
 CREATE TABLE credit_entries (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   transfer_id TEXT NOT NULL,

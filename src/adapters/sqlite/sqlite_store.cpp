@@ -1111,6 +1111,11 @@ CreditTransferRecord ReadSqliteTransfer(sqlite3_stmt* s) {
     "id, customer_id, kind, amount, action, metadata, request, balance_subscription, balance_bundle, "                \
     "balance_promotional, created, actor, reference"
 #define TALLY_CREDIT_RESERVATION_COLS "id, customer_id, amount, expires_at, status, captured, settled_at, metadata, created"
+#define TALLY_NOTIFICATION_COLS "id, customer_id, kind, message, object, created, dismissed_at"
+NotificationRecord ReadSqliteNotification(sqlite3_stmt* s) {
+    return NotificationRecord{Text(s, 0), CustomerId(Text(s, 1)), Text(s, 2), Text(s, 3), Text(s, 4),
+                              Timestamp(Int(s, 5)), OptTs(s, 6)};
+}
 CreditReservationRecord ReadSqliteReservation(sqlite3_stmt* s) {
     return CreditReservationRecord{Text(s, 0),   CustomerId(Text(s, 1)), Int(s, 2),   Timestamp(Int(s, 3)), Text(s, 4),
                                    OptInt(s, 5), OptTs(s, 6),            Text(s, 7), Timestamp(Int(s, 8))};
@@ -1187,6 +1192,38 @@ public:
     Result<std::vector<CreditReservationRecord>> AllReservations() override {
         return Many<CreditReservationRecord>("SELECT " TALLY_CREDIT_RESERVATION_COLS " FROM credit_reservations ORDER BY id",
                                              ReadSqliteReservation);
+    }
+    Status InsertNotification(const NotificationRecord& n) override {
+        return Do("INSERT INTO notifications(id, customer_id, kind, message, object, created, dismissed_at, seq) "
+                  "VALUES (?1,?2,?3,?4,?5,?6,?7,(SELECT COALESCE(MAX(seq), 0) + 1 FROM notifications))",
+                  n.id, n.customer_id, n.kind, n.message, n.object, n.created, n.dismissed_at);
+    }
+    Result<std::vector<NotificationRecord>> ListNotifications(const CustomerId& customer, bool include_dismissed,
+                                                              const std::optional<std::string>& starting_after,
+                                                              int limit) override {
+        return Many<NotificationRecord>(
+            "SELECT " TALLY_NOTIFICATION_COLS " FROM notifications WHERE customer_id=?1 AND "
+            "(?2 OR dismissed_at IS NULL) AND (?3 IS NULL OR seq < (SELECT seq FROM notifications WHERE id=?3)) "
+            "ORDER BY seq DESC LIMIT ?4",
+            ReadSqliteNotification, customer, include_dismissed, starting_after, int64_t{limit});
+    }
+    Result<std::optional<NotificationRecord>> GetNotification(const std::string& id) override {
+        return One<NotificationRecord>("SELECT " TALLY_NOTIFICATION_COLS " FROM notifications WHERE id=?1",
+                                       ReadSqliteNotification, id);
+    }
+    Status DismissNotification(const std::string& id, Timestamp at) override {
+        return Do("UPDATE notifications SET dismissed_at=COALESCE(dismissed_at, ?2) WHERE id=?1", id, at);
+    }
+    Result<std::vector<std::string>> MutedNotificationKinds(const CustomerId& customer) override {
+        return Many<std::string>("SELECT kind FROM notification_preferences WHERE customer_id=?1 ORDER BY kind",
+                                 [](sqlite3_stmt* s) { return Text(s, 0); }, customer);
+    }
+    Status SetNotificationKindMuted(const CustomerId& customer, const std::string& kind, bool muted) override {
+        if (muted) {
+            return Do("INSERT INTO notification_preferences(customer_id, kind) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                      customer, kind);
+        }
+        return Do("DELETE FROM notification_preferences WHERE customer_id=?1 AND kind=?2", customer, kind);
     }
     Status AppendEntry(const CreditEntryRecord& e) override {
         return Do("INSERT INTO credit_entries(transfer_id, grant_id, amount, created) VALUES (?1,?2,?3,?4)",

@@ -73,6 +73,18 @@ struct CreditTransferFilter {
     int limit = 10;
 };
 
+/// An entry of a customer's in-app notification feed (seed 003, ticket 5.1), written in the transaction of what it
+/// tells of. |kind| is the event type it goes with (credits.threshold_reached, credits.granted, ...).
+struct NotificationRecord {
+    std::string id;  // "ntf_..."
+    CustomerId customer_id;
+    std::string kind;
+    std::string message;
+    std::string object;  // the event's object, as JSON
+    Timestamp created;
+    std::optional<Timestamp> dismissed_at;
+};
+
 /// Credits into (+) or out of (-) one grant, by one transfer. Never updated or deleted.
 struct CreditEntryRecord {
     int64_t id = 0;  // assigned by the store, in commit order
@@ -105,6 +117,17 @@ public:
     virtual Status SettleReservation(const CreditReservationRecord& reservation) = 0;
     /// The customer's pending reservations (expired ones too, until settled), oldest first.
     virtual Result<std::vector<CreditReservationRecord>> ListPendingReservations(const CustomerId& customer) = 0;
+    virtual Status InsertNotification(const NotificationRecord& n) = 0;
+    /// Newest first, after |starting_after| (an id of this customer's); dismissed ones only when asked.
+    virtual Result<std::vector<NotificationRecord>> ListNotifications(const CustomerId& customer, bool include_dismissed,
+                                                                      const std::optional<std::string>& starting_after,
+                                                                      int limit) = 0;
+    virtual Result<std::optional<NotificationRecord>> GetNotification(const std::string& id) = 0;
+    /// Sets dismissed_at once (a dismissed one keeps its first time).
+    virtual Status DismissNotification(const std::string& id, Timestamp at) = 0;
+    /// The kinds the customer turned off (every kind is kept unless listed here).
+    virtual Result<std::vector<std::string>> MutedNotificationKinds(const CustomerId& customer) = 0;
+    virtual Status SetNotificationKindMuted(const CustomerId& customer, const std::string& kind, bool muted) = 0;
     /// Everything, for `tally ledger verify` (by id).
     virtual Result<std::vector<CreditGrantRecord>> AllGrants() = 0;
     virtual Result<std::vector<CreditTransferRecord>> AllTransfers() = 0;
