@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <map>
+#include <random>
+#include <set>
 #include <thread>
 
 #include "adapters/config/catalog_json.hpp"
@@ -438,6 +441,240 @@ TEST_P(CreditsTest, ConcurrentReservationsNeverHoldACreditTwice) {
     EXPECT_EQ(failed.load(), 0);
     EXPECT_EQ(h.services[0]->Summary(h.customer)->reserved, 40);
     h.ExpectVerified();
+}
+
+}  // namespace
+}  // namespace tally
+
+namespace tally {
+namespace {
+
+// The ledger against a reference model (issue 13, item 8): a thousand random grants, deductions, holds, captures,
+// releases, reversals, replays and clock moves, each checked against a plain model of grants written here from the
+// rules in the README (not from domain/credits), the balance and what is held compared after every step and the
+// ledger verified every 100 steps. Deterministic (a fixed seed), on both stores.
+struct ModelGrant {
+    std::string id;  // the transfer id
+    bool promotional = true;
+    int64_t remaining = 0;
+    std::optional<int64_t> expires_at;
+    int order = 0;  // creation order
+};
+struct ModelDraw {
+    std::string grant;
+    int64_t amount = 0;
+};
+struct ModelHold {
+    std::vector<ModelDraw> draws;
+    int64_t expires_at = 0;
+    bool pending = true;
+    std::optional<int64_t> captured;
+};
+
+class Model {
+public:
+    int64_t now = kT0;
+    std::vector<ModelGrant> grants;
+    std::map<std::string, std::vector<ModelDraw>> deductions;
+    std::map<std::string, ModelHold> holds;
+    std::set<std::string> reversed;
+
+    bool Usable(const ModelGrant& g) const { return g.remaining > 0 && (!g.expires_at || now < *g.expires_at); }
+    int64_t Available() const {
+        int64_t sum = 0;
+        for (const auto& g : grants) sum += Usable(g) ? g.remaining : 0;
+        return sum;
+    }
+    int64_t Reserved() const {
+        int64_t sum = 0;
+        for (const auto& [id, h] : holds) {
+            if (h.pending) {
+                for (const auto& d : h.draws) sum += d.amount;
+            }
+        }
+        return sum;
+    }
+    ModelGrant* Find(const std::string& id) {
+        for (auto& g : grants) {
+            if (g.id == id) return &g;
+        }
+        return nullptr;
+    }
+    /// What is past its expiry is over: holds give everything back.
+    int lapsed = 0;
+    void Lapse() {
+        for (auto& [id, h] : holds) {
+            if (h.pending && now >= h.expires_at) {
+                GiveBack(h.draws, 0);
+                h.pending = false;
+                ++lapsed;
+            }
+        }
+    }
+    /// Spend order as the README states it: priority (all 10 here), soonest expiry (none last), promotional before
+    /// paid, oldest.
+    std::optional<std::vector<ModelDraw>> Take(int64_t amount) {
+        if (Available() < amount) return std::nullopt;
+        std::vector<ModelGrant*> order;
+        for (auto& g : grants) {
+            if (Usable(g)) order.push_back(&g);
+        }
+        std::sort(order.begin(), order.end(), [](const ModelGrant* a, const ModelGrant* b) {
+            const int64_t ea = a->expires_at.value_or(INT64_MAX);
+            const int64_t eb = b->expires_at.value_or(INT64_MAX);
+            if (ea != eb) return ea < eb;
+            if (a->promotional != b->promotional) return a->promotional;
+            return a->order < b->order;
+        });
+        std::vector<ModelDraw> draws;
+        for (ModelGrant* g : order) {
+            if (amount == 0) break;
+            const int64_t take = std::min(amount, g->remaining);
+            g->remaining -= take;
+            amount -= take;
+            draws.push_back({g->id, take});
+        }
+        return draws;
+    }
+    /// Keeps the first |keep| credits of |draws| spent and gives the rest back, last-taken first.
+    void GiveBack(const std::vector<ModelDraw>& draws, int64_t keep) {
+        for (const auto& d : draws) {
+            const int64_t kept = std::min(keep, d.amount);
+            keep -= kept;
+            Find(d.grant)->remaining += d.amount - kept;
+        }
+    }
+};
+
+TEST_P(CreditsTest, ARandomHistoryMatchesTheReferenceModel) {
+    Harness h(GetParam());
+    Model m;
+    std::mt19937_64 rng(20261207);
+    auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
+    std::vector<std::string> used_ids;  // every transfer id that moved credits
+    int grants = 0;
+    int ops = 0;
+    std::map<std::string, int64_t> deducted;  // each deduction's amount, to replay it
+    std::map<std::string, int> seen;  // what the history exercised, so a change of the mix cannot hollow it out
+    const int kSteps = 1000;
+    for (int step = 0; step < kSteps; ++step) {
+        SCOPED_TRACE("step " + std::to_string(step));
+        m.now += pick(0, 3) == 0 ? pick(1, 120) : 0;
+        h.clock.Set(m.now);
+        m.Lapse();
+        const int64_t op = pick(0, 99);
+        if (op < 15 || grants == 0) {
+            const bool promo = pick(0, 1) == 0;
+            const int64_t amount = pick(1, 60);
+            std::optional<int64_t> expires;
+            if (promo && pick(0, 1) == 0) expires = m.now + pick(30, 900);
+            const std::string id = "g" + std::to_string(grants++);
+            auto r = h.Grant({{}, id, promo ? GrantType::kPromotional : GrantType::kBundle, amount,
+                              expires ? std::optional<Timestamp>(Timestamp(*expires)) : std::nullopt, std::nullopt, "",
+                              "model"});
+            ASSERT_TRUE(r.ok()) << r.error().message;
+            m.grants.push_back({id, promo, amount, expires, grants});
+            used_ids.push_back(id);
+        } else if (op < 45) {
+            const int64_t amount = pick(1, 40);
+            const std::string id = "d" + std::to_string(ops++);
+            auto r = h.Deduct({{}, id, amount, "", "", "model"});
+            auto want = m.Take(amount);
+            ASSERT_EQ(r.ok(), want.has_value()) << (r.ok() ? "" : r.error().message);
+            ++seen[want ? "deducted" : "refused"];
+            if (want) {
+                m.deductions[id] = *want;
+                used_ids.push_back(id);
+                deducted[id] = amount;
+            } else {
+                EXPECT_EQ(r.error().code, ErrorCode::kInsufficientCredits);
+            }
+        } else if (op < 60) {
+            const int64_t amount = pick(1, 30);
+            const int64_t expires_in = pick(10, 400);
+            const std::string id = "r" + std::to_string(ops++);
+            auto r = h.Reserve(id, amount, expires_in);
+            auto want = m.Take(amount);
+            ASSERT_EQ(r.ok(), want.has_value()) << (r.ok() ? "" : r.error().message);
+            if (want) m.holds[id] = ModelHold{*want, m.now + expires_in, true};
+            ++seen[want ? "held" : "refused"];
+        } else if (op < 75 && !m.holds.empty()) {
+            // Mostly a pending hold (settling a settled one is the rarer case to check).
+            std::vector<std::string> pending;
+            for (const auto& [id, hold] : m.holds) {
+                if (hold.pending) pending.push_back(id);
+            }
+            auto it = !pending.empty() && pick(0, 4) > 0
+                          ? m.holds.find(pending[static_cast<size_t>(pick(0, static_cast<int64_t>(pending.size()) - 1))])
+                          : std::next(m.holds.begin(), pick(0, static_cast<int64_t>(m.holds.size()) - 1));
+            int64_t held = 0;
+            for (const auto& d : it->second.draws) held += d.amount;
+            if (pick(0, 1) == 0) {
+                // On a captured hold, half the time the same capture again (a client retrying).
+                const int64_t keep = it->second.captured && pick(0, 1) == 0 ? *it->second.captured : pick(1, held);
+                auto r = h.Capture(it->first, keep);
+                // A capture of a settled hold is refused, unless it repeats the capture (then it is a replay).
+                const bool replay = it->second.captured == keep;
+                ASSERT_EQ(r.ok(), it->second.pending || replay) << (r.ok() ? "" : r.error().message);
+                ++seen[it->second.pending ? "captured" : replay ? "capture replayed" : "settled"];
+                if (it->second.pending) {
+                    m.GiveBack(it->second.draws, keep);
+                    it->second.pending = false;
+                    it->second.captured = keep;
+                    std::vector<ModelDraw> kept;
+                    int64_t left = keep;
+                    for (const auto& d : it->second.draws) {
+                        const int64_t k = std::min(left, d.amount);
+                        left -= k;
+                        if (k > 0) kept.push_back({d.grant, k});
+                    }
+                    m.deductions["capture:" + it->first] = kept;
+                } else if (!replay) {
+                    EXPECT_EQ(r.error().reason, ErrorReason::kReservationSettled);
+                }
+            } else {
+                auto r = h.Release(it->first);
+                // Released or expired: answers as it is; captured: refused.
+                const bool captured = it->second.captured.has_value();
+                ASSERT_EQ(r.ok(), !captured) << (r.ok() ? "" : r.error().message);
+                ++seen[it->second.pending ? "released" : "settled"];
+                if (it->second.pending) {
+                    m.GiveBack(it->second.draws, 0);
+                    it->second.pending = false;
+                }
+            }
+        } else if (op < 85 && !m.deductions.empty()) {
+            auto it = std::next(m.deductions.begin(), pick(0, static_cast<int64_t>(m.deductions.size()) - 1));
+            auto r = h.Reverse(it->first);
+            ASSERT_TRUE(r.ok()) << it->first << ": " << r.error().message;
+            EXPECT_EQ(r->replayed, m.reversed.contains(it->first));
+            ++seen[r->replayed ? "reversal replayed" : "reversed"];
+            if (m.reversed.insert(it->first).second) {
+                for (const auto& d : it->second) m.Find(d.grant)->remaining += d.amount;
+            }
+        } else if (!deducted.empty()) {
+            // A replayed deduction (a client retrying): the first answer, nothing moves; another amount is refused.
+            auto it = std::next(deducted.begin(), pick(0, static_cast<int64_t>(deducted.size()) - 1));
+            auto r = h.Deduct({{}, it->first, it->second, "", "", "model"});
+            ASSERT_TRUE(r.ok()) << r.error().message;
+            EXPECT_TRUE(r->replayed);
+            EXPECT_EQ(r->transfer.amount, it->second);
+            EXPECT_EQ(h.Deduct({{}, it->first, it->second + 1, "", "", "model"}).error().reason,
+                      ErrorReason::kIdempotencyKeyReused);
+            ++seen["deduction replayed"];
+        }
+        auto summary = h.services[step % h.Nodes()]->Summary(h.customer);
+        ASSERT_TRUE(summary.ok()) << summary.error().message;
+        ASSERT_EQ(summary->balance.total(), m.Available());
+        ASSERT_EQ(summary->reserved, m.Reserved());
+        if (step % 100 == 99) h.ExpectVerified();
+    }
+    h.ExpectVerified();
+    seen["lapsed"] = m.lapsed;
+    for (const char* what : {"deducted", "refused", "held", "captured", "released", "settled", "reversed",
+                             "reversal replayed", "deduction replayed", "capture replayed", "lapsed"}) {
+        EXPECT_GE(seen[what], 3) << what;
+    }
 }
 
 }  // namespace
