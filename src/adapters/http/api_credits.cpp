@@ -116,37 +116,32 @@ Result<T> OnCredits(const ApiDeps& d, const CustomerId& customer, Fn fn) {
     return *out;
 }
 
-}  // namespace
+/// Runs |fn| serialized on |customer|'s credits and answers |render| of its result through |respond|: with a group
+/// committer once the group holding it is durable (one commit for the writes that arrived together, each in its
+/// own savepoint), else at once. |fn| and |render| are kept until then, so they own what they use.
+template <typename T>
+void OnCreditsThenRespond(const ApiDeps& d, const CustomerId& customer, std::function<Result<T>(StoreTx&)> fn,
+                          std::function<Response(const T&)> render, const Responder& respond) {
+    if (d.commits == nullptr) {
+        auto out = OnCredits<T>(d, customer, fn);
+        return respond(out.ok() ? render(*out) : Fail(out.error()));
+    }
+    auto out = std::make_shared<std::optional<T>>();
+    d.commits->Submit(GroupedWrite{{"credits:" + customer.str()},
+                                   [fn = std::move(fn), out](StoreTx& tx) -> Status {
+                                       // A retried group runs this again: the last run's answer is the one kept.
+                                       TALLY_ASSIGN_OR_RETURN(*out, fn(tx));
+                                       return {};
+                                   }},
+                      [out, render = std::move(render), respond](Result<GroupedWriteOutcome> r) {
+                          if (!r.ok()) return respond(Fail(r.error()));
+                          if (!r->status.ok()) return respond(Fail(r->status.error()));
+                          respond(render(**out));
+                      });
+}
 
-Response DeductCredits(const ApiDeps& d, const Call& c) {
-    if (!d.credits) return RouteNotFound(c.req);
-    auto body = BindJsonBody(c.req, {"customer", "amount", "action", "id", "metadata"});
-    if (!body.ok()) return Fail(body.error());
-    CreditDeductInput in;
-    auto customer = json::RequiredString(*body, "customer", "");
-    if (!customer.ok()) return Fail(customer.error());
-    in.customer = CustomerId(*customer);
-    auto id = json::RequiredString(*body, "id", "");
-    if (!id.ok()) return Fail(id.error());
-    in.id = *id;
-    auto amount = json::OptionalInt(*body, "amount", "");
-    if (!amount.ok()) return Fail(amount.error());
-    in.amount = *amount;
-    auto action = MaybeString(*body, "action");
-    if (!action.ok()) return Fail(action.error());
-    in.action = action->value_or("");
-    auto metadata = MetadataText(*body);
-    if (!metadata.ok()) return Fail(metadata.error());
-    in.metadata = *metadata;
-    in.actor = c.actor;
-    std::optional<CreditDeduction> out;
-    // A customer's deductions queue for each other on every node: no credit is spent twice.
-    Status s = d.store.WriteSerialized("credits:" + in.customer.str(), [&](StoreTx& tx) -> Status {
-        TALLY_ASSIGN_OR_RETURN(out, d.credits->Deduct(tx, in));
-        return {};
-    });
-    if (!s.ok()) return Fail(s.error());
-    const CreditTransferRecord& t = out->transfer;
+Response DeductionResponse(const CreditDeduction& out) {
+    const CreditTransferRecord& t = out.transfer;
     return Replayable(200,
                       bj::object{{"object", "credit_deduction"},
                                  {"transfer", t.id},
@@ -154,10 +149,40 @@ Response DeductCredits(const ApiDeps& d, const Call& c) {
                                  {"amount", t.amount},
                                  {"action", t.action.empty() ? bj::value(nullptr) : bj::value(t.action)},
                                  {"metadata", MetadataJson(t.metadata)},
-                                 {"balance", BalanceJson(out->balance)},
-                                 {"breakdown", BreakdownJson(out->breakdown)},
+                                 {"balance", BalanceJson(out.balance)},
+                                 {"breakdown", BreakdownJson(out.breakdown)},
                                  {"created", t.created.unix_seconds()}},
-                      out->replayed);
+                      out.replayed);
+}
+
+}  // namespace
+
+void DeductCredits(const ApiDeps& d, const Call& c, const Responder& respond) {
+    if (!d.credits) return respond(RouteNotFound(c.req));
+    auto body = BindJsonBody(c.req, {"customer", "amount", "action", "id", "metadata"});
+    if (!body.ok()) return respond(Fail(body.error()));
+    CreditDeductInput in;
+    auto customer = json::RequiredString(*body, "customer", "");
+    if (!customer.ok()) return respond(Fail(customer.error()));
+    in.customer = CustomerId(*customer);
+    auto id = json::RequiredString(*body, "id", "");
+    if (!id.ok()) return respond(Fail(id.error()));
+    in.id = *id;
+    auto amount = json::OptionalInt(*body, "amount", "");
+    if (!amount.ok()) return respond(Fail(amount.error()));
+    in.amount = *amount;
+    auto action = MaybeString(*body, "action");
+    if (!action.ok()) return respond(Fail(action.error()));
+    in.action = action->value_or("");
+    auto metadata = MetadataText(*body);
+    if (!metadata.ok()) return respond(Fail(metadata.error()));
+    in.metadata = *metadata;
+    in.actor = c.actor;
+    // A customer's deductions queue for each other on every node: no credit is spent twice.
+    const CustomerId who = in.customer;
+    OnCreditsThenRespond<CreditDeduction>(
+        d, who, [&d, in = std::move(in)](StoreTx& tx) { return d.credits->Deduct(tx, in); }, &DeductionResponse,
+        respond);
 }
 
 Response GrantCredits(const ApiDeps& d, const Call& c) {
@@ -278,31 +303,32 @@ Response ListCreditTransactions(const ApiDeps& d, const Call& c) {
     return List(data, "/v1/customers/" + c.param(0) + "/credit_transactions", has_more);
 }
 
-Response CreateCreditReservation(const ApiDeps& d, const Call& c) {
-    if (!d.credits) return RouteNotFound(c.req);
+void CreateCreditReservation(const ApiDeps& d, const Call& c, const Responder& respond) {
+    if (!d.credits) return respond(RouteNotFound(c.req));
     auto body = BindJsonBody(c.req, {"customer", "amount", "id", "expires_in", "metadata"});
-    if (!body.ok()) return Fail(body.error());
+    if (!body.ok()) return respond(Fail(body.error()));
     CreditReserveInput in;
     auto customer = json::RequiredString(*body, "customer", "");
-    if (!customer.ok()) return Fail(customer.error());
+    if (!customer.ok()) return respond(Fail(customer.error()));
     in.customer = CustomerId(*customer);
     auto id = json::RequiredString(*body, "id", "");
-    if (!id.ok()) return Fail(id.error());
+    if (!id.ok()) return respond(Fail(id.error()));
     in.id = *id;
     auto amount = json::OptionalInt(*body, "amount", "");
-    if (!amount.ok()) return Fail(amount.error());
-    if (!*amount) return Fail(MissingArgument("amount is required", "amount"));
+    if (!amount.ok()) return respond(Fail(amount.error()));
+    if (!*amount) return respond(Fail(MissingArgument("amount is required", "amount")));
     in.amount = **amount;
     auto expires_in = json::OptionalInt(*body, "expires_in", "");
-    if (!expires_in.ok()) return Fail(expires_in.error());
+    if (!expires_in.ok()) return respond(Fail(expires_in.error()));
     if (*expires_in) in.expires_in = **expires_in;
     auto metadata = MetadataText(*body);
-    if (!metadata.ok()) return Fail(metadata.error());
+    if (!metadata.ok()) return respond(Fail(metadata.error()));
     in.metadata = *metadata;
     in.actor = c.actor;
-    auto out = OnCredits<CreditReservationOutcome>(d, in.customer, [&](StoreTx& tx) { return d.credits->Reserve(tx, in); });
-    if (!out.ok()) return Fail(out.error());
-    return ReservationResponse(201, *out);
+    const CustomerId who = in.customer;
+    OnCreditsThenRespond<CreditReservationOutcome>(
+        d, who, [&d, in = std::move(in)](StoreTx& tx) { return d.credits->Reserve(tx, in); },
+        [](const CreditReservationOutcome& out) { return ReservationResponse(201, out); }, respond);
 }
 
 Response GetCreditReservation(const ApiDeps& d, const Call& c) {

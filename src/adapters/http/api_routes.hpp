@@ -124,12 +124,13 @@ Response ClearLimitOverride(const ApiDeps& d, const Call& c);
 Response GetUsageHistory(const ApiDeps& d, const Call& c);
 
 // api_credits.cpp
-Response DeductCredits(const ApiDeps& d, const Call& c);
+/// Answered once the deduction is durable: with a group committer, with the others of its group.
+void DeductCredits(const ApiDeps& d, const Call& c, const Responder& respond);
 Response GrantCredits(const ApiDeps& d, const Call& c);
 Response GetCredits(const ApiDeps& d, const Call& c);
 Response ListCreditGrants(const ApiDeps& d, const Call& c);
 Response ListCreditTransactions(const ApiDeps& d, const Call& c);
-Response CreateCreditReservation(const ApiDeps& d, const Call& c);
+void CreateCreditReservation(const ApiDeps& d, const Call& c, const Responder& respond);
 Response GetCreditReservation(const ApiDeps& d, const Call& c);
 Response CaptureCreditReservation(const ApiDeps& d, const Call& c);
 Response ReleaseCreditReservation(const ApiDeps& d, const Call& c);
