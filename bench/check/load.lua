@@ -1,6 +1,7 @@
 -- wrk script for bench/check: usage checks and batches spread over the customers, over keep-alive connections.
 -- env:
---   BENCH_MODE       check (read-only POST /v1/check), record (POST /v1/check with record:true), batch (POST /v1/usage/batch)
+--   BENCH_MODE       check (read-only POST /v1/check), record (POST /v1/check with record:true), batch (POST /v1/usage/batch),
+--                    deduct (POST /v1/credits/deduct of 1 credit, each with its own transfer id; bench/credits)
 --   BENCH_CUSTOMERS  file of customer ids, one a line          BENCH_KEY      the Bearer API key
 --   BENCH_METER      the meter checked or recorded             BENCH_BATCH    events per batch (batch mode)
 --   BENCH_RUN        prefix of this run's idempotency keys     BENCH_THREADS  wrk's -t
@@ -41,7 +42,13 @@ function init(args)
   for line in io.lines(os.getenv("BENCH_CUSTOMERS")) do
     if line ~= "" then customers[#customers + 1] = line end
   end
-  if mode == "batch" then
+  if mode == "deduct" then
+    prefixes = {}
+    for i, c in ipairs(customers) do prefixes[i] = '{"customer":"' .. c .. '","amount":1,"id":"' end
+    keyprefix = (os.getenv("BENCH_RUN") or "run") .. "-" .. index .. "-"
+    seq = 0
+    n = #prefixes
+  elseif mode == "batch" then
     batch = tonumber(os.getenv("BENCH_BATCH") or "1000")
     prefixes = {}
     for i, c in ipairs(customers) do
@@ -73,6 +80,11 @@ end
 
 function request()
   sent = sent + 1
+  if mode == "deduct" then
+    seq = seq + 1
+    pos = pos % n + 1
+    return wrk.format("POST", "/v1/credits/deduct", headers, prefixes[pos] .. keyprefix .. seq .. '"}')
+  end
   if mode == "batch" then
     local parts = {}
     for i = 1, batch do
@@ -109,6 +121,8 @@ if windowed then
     if status >= 200 and status < 300 then
       if mode == "batch" then
         counted = counted + (tonumber(body:match('"recorded":(%d+)')) or 0)
+      elseif mode == "deduct" then
+        counted = counted + 1
       elseif body:find('"allowed":true', 1, true) then
         counted = counted + 1
       end

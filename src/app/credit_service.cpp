@@ -23,10 +23,17 @@ std::string OptText(const std::optional<Timestamp>& t) { return t ? std::to_stri
 CreditService::CreditService(Store& store, const Clock& clock, CreditActionCosts actions, BillingService* billing)
     : store_(store), clock_(clock), actions_(std::move(actions)), billing_(billing) {}
 
-Result<std::optional<CreditGrantRecord>> CreditService::DuePeriodGrant(StoreTx& tx, const CustomerRecord& customer,
-                                                                       Timestamp now) {
-    if (billing_ == nullptr) return std::optional<CreditGrantRecord>();
+Result<std::optional<CustomerView>> CreditService::ViewOf(StoreTx& tx, const CustomerRecord& customer, Timestamp now) {
+    if (billing_ == nullptr) return std::optional<CustomerView>();
     TALLY_ASSIGN_OR_RETURN(CustomerView view, billing_->BuildView(tx, customer, now));
+    return std::optional<CustomerView>(std::move(view));
+}
+
+Result<std::optional<CreditGrantRecord>> CreditService::DuePeriodGrant(StoreTx& tx, const CustomerRecord& customer,
+                                                                       const std::optional<CustomerView>& maybe_view,
+                                                                       Timestamp now) {
+    if (!maybe_view) return std::optional<CreditGrantRecord>();
+    const CustomerView& view = *maybe_view;
     const Plan* plan = view.decision.plan;
     if (!view.primary || plan == nullptr || plan->credits_monthly <= 0) return std::optional<CreditGrantRecord>();
     const SubscriptionRecord& sub = *view.primary;
@@ -50,11 +57,9 @@ Result<std::optional<CreditGrantRecord>> CreditService::DuePeriodGrant(StoreTx& 
         sub.current_period_start});
 }
 
-Result<Timestamp> CreditService::SubscriptionNow(StoreTx& tx, const CustomerRecord& customer, Timestamp now) {
-    if (billing_ == nullptr) return now;
-    TALLY_ASSIGN_OR_RETURN(CustomerView view, billing_->BuildView(tx, customer, now));
-    if (!view.primary) return now;
-    return std::max(now, view.primary->current_period_start);
+Timestamp CreditService::SubscriptionNow(const std::optional<CustomerView>& view, Timestamp now) {
+    if (!view || !view->primary) return now;
+    return std::max(now, view->primary->current_period_start);
 }
 
 Result<CreditBalance> CreditService::BalanceIn(StoreTx& tx, const CustomerId& customer, const Clocks& at,
@@ -91,8 +96,9 @@ Result<CreditBalance> CreditService::BalanceIn(StoreTx& tx, const CustomerId& cu
 Result<CreditService::Clocks> CreditService::Settle(StoreTx& tx, const CustomerRecord& customer) {
     Clocks at{clock_.Now(), clock_.Now()};
     // The period's subscription credits are issued on its first write, exactly once (its transfer id).
-    TALLY_ASSIGN_OR_RETURN(auto due, DuePeriodGrant(tx, customer, at.now));
-    TALLY_ASSIGN_OR_RETURN(at.subscription_now, SubscriptionNow(tx, customer, at.now));
+    TALLY_ASSIGN_OR_RETURN(auto view, ViewOf(tx, customer, at.now));
+    TALLY_ASSIGN_OR_RETURN(auto due, DuePeriodGrant(tx, customer, view, at.now));
+    at.subscription_now = SubscriptionNow(view, at.now);
     if (due) TALLY_TRY(IssuePlanGrant(tx, *due, at));
     TALLY_ASSIGN_OR_RETURN(auto holds, tx.credits().ListPendingReservations(customer.id));
     for (auto& r : holds) {
@@ -750,14 +756,15 @@ Result<CreditSummary> CreditService::Summary(const CustomerId& customer) {
         if (!c) return NotFound("no such customer: '" + customer.str() + "'", "id");
         CreditSummary s;
         Clocks at{clock_.Now(), clock_.Now()};
-        TALLY_ASSIGN_OR_RETURN(at.subscription_now, SubscriptionNow(tx, *c, at.now));
+        TALLY_ASSIGN_OR_RETURN(auto maybe_view, ViewOf(tx, *c, at.now));
+        at.subscription_now = SubscriptionNow(maybe_view, at.now);
         TALLY_ASSIGN_OR_RETURN(s.balance, BalanceIn(tx, customer, at, &s.reserved));
         // Due this period and not issued yet (no write so far): counted as it will be.
-        TALLY_ASSIGN_OR_RETURN(auto due, DuePeriodGrant(tx, *c, at.now));
+        TALLY_ASSIGN_OR_RETURN(auto due, DuePeriodGrant(tx, *c, maybe_view, at.now));
         if (due) s.balance.subscription += due->amount;
         std::optional<BillingCycle> cycle;
-        if (billing_ != nullptr) {
-            TALLY_ASSIGN_OR_RETURN(CustomerView view, billing_->BuildView(tx, *c, at.now));
+        if (maybe_view) {
+            const CustomerView& view = *maybe_view;
             if (view.decision.plan != nullptr) s.plan = view.decision.plan->id.str();
             if (view.primary && view.primary->current_period_end > view.primary->current_period_start) {
                 cycle = BillingCycle{Period{view.primary->current_period_start, view.primary->current_period_end},

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "app/billing_service.hpp"
 #include "app/ports.hpp"
 #include "app/store.hpp"
 #include "domain/credits.hpp"
@@ -224,12 +225,15 @@ private:
     /// Adds a notification in |tx| unless the customer turned |kind| off.
     Status Notify(StoreTx& tx, const CustomerId& customer, const std::string& kind, const std::string& message,
                   const std::string& object_json, Timestamp now);
+    /// The customer's plan and subscriptions (none without a BillingService), read once per call.
+    Result<std::optional<CustomerView>> ViewOf(StoreTx& tx, const CustomerRecord& customer, Timestamp now);
     /// Subscription grants expire on the subscription's clock: once Stripe reports a later period (also when its
     /// clock runs ahead of Tally's, as a test clock does), the earlier period's grant is over. max(now, the current
     /// period's start).
-    Result<Timestamp> SubscriptionNow(StoreTx& tx, const CustomerRecord& customer, Timestamp now);
+    static Timestamp SubscriptionNow(const std::optional<CustomerView>& view, Timestamp now);
     /// The current period's subscription grant the customer is due and does not have yet, if any.
-    Result<std::optional<CreditGrantRecord>> DuePeriodGrant(StoreTx& tx, const CustomerRecord& customer, Timestamp now);
+    Result<std::optional<CreditGrantRecord>> DuePeriodGrant(StoreTx& tx, const CustomerRecord& customer,
+                                                            const std::optional<CustomerView>& view, Timestamp now);
 
     Store& store_;
     const Clock& clock_;
