@@ -1,5 +1,5 @@
 # The README's commands. Each installs what it needs (Debian packages, npm test tools) first.
-.PHONY: run build test lint bench bench-events bench-simulate bench-check deps test-deps clean
+.PHONY: run build test lint bench bench-events bench-simulate bench-check bench-credits deps test-deps clean
 
 JOBS ?= $(shell nproc)
 
@@ -36,6 +36,7 @@ bench: build test-deps
 	@bench/events/run.sh
 	@bench/simulate/run.sh
 	@bench/check/run.sh
+	@bench/credits/run.sh
 
 ## bench-events: only the event delivery benchmark
 bench-events: build test-deps
@@ -48,6 +49,10 @@ bench-simulate: build
 ## bench-check: only the usage-limit benchmark (checks, recorded checks, batch ingestion against an express baseline)
 bench-check: build
 	@bench/check/run.sh
+
+## bench-credits: only the credit deduction benchmark (durable deductions over HTTP against an express baseline)
+bench-credits: build
+	@bench/credits/run.sh
 
 clean:
 	rm -rf build
