@@ -82,6 +82,10 @@ Result<CreditBalance> CreditService::BalanceIn(StoreTx& tx, const CustomerId& cu
             }
         }
     }
+    return BalanceOf(grants, at);
+}
+
+CreditBalance CreditService::BalanceOf(const std::vector<CreditGrantRecord>& grants, const Clocks& at) {
     CreditBalance b;
     for (const auto& g : grants) {
         const CreditGrantState state{g.id, g.type, g.remaining, g.priority, g.expires_at, g.created};
@@ -93,26 +97,30 @@ Result<CreditBalance> CreditService::BalanceIn(StoreTx& tx, const CustomerId& cu
     return b;
 }
 
-Result<CreditService::Clocks> CreditService::Settle(StoreTx& tx, const CustomerRecord& customer) {
+Result<CreditService::Clocks> CreditService::Settle(StoreTx& tx, const CustomerRecord& customer,
+                                                    std::vector<CreditGrantRecord>* grants_out) {
     Clocks at{clock_.Now(), clock_.Now()};
     // The period's subscription credits are issued on its first write, exactly once (its transfer id).
     TALLY_ASSIGN_OR_RETURN(auto view, ViewOf(tx, customer, at.now));
     TALLY_ASSIGN_OR_RETURN(auto due, DuePeriodGrant(tx, customer, view, at.now));
     at.subscription_now = SubscriptionNow(view, at.now);
-    if (due) TALLY_TRY(IssuePlanGrant(tx, *due, at));
+    // Lapsed holds first, so the balance the new grant's transfer records counts what they give back.
     TALLY_ASSIGN_OR_RETURN(auto holds, tx.credits().ListPendingReservations(customer.id));
     for (auto& r : holds) {
         if (at.now < r.expires_at) continue;
         TALLY_ASSIGN_OR_RETURN(auto released, SettleHold(tx, r, 0, "expired", "expiry", at));
         (void)released;
     }
+    if (due) TALLY_TRY(IssuePlanGrant(tx, *due, at));
     TALLY_ASSIGN_OR_RETURN(auto grants, tx.credits().ListGrants(customer.id));
-    for (const auto& g : grants) {
+    for (auto& g : grants) {
         if (g.remaining == 0 || !g.expires_at) continue;
         const Timestamp judged = g.type == GrantType::kSubscription ? at.subscription_now : at.now;
         if (judged < *g.expires_at) continue;
         TALLY_TRY(Expire(tx, g, "lapsed", at));
+        g.remaining = 0;
     }
+    if (grants_out != nullptr) *grants_out = std::move(grants);
     return at;
 }
 
@@ -311,10 +319,10 @@ Status CreditService::Expire(StoreTx& tx, const CreditGrantRecord& g, const std:
     return {};
 }
 
-Result<std::vector<CreditDraw>> CreditService::Take(StoreTx& tx, const CustomerId& customer,
+Result<std::vector<CreditDraw>> CreditService::Take(StoreTx& tx, std::vector<CreditGrantRecord>& grants,
                                                     const std::string& transfer_id, int64_t amount,
                                                     const Clocks& at) {
-    TALLY_ASSIGN_OR_RETURN(auto grants, tx.credits().ListGrants(customer));
+    const std::vector<CreditGrantRecord> before = grants;
     std::vector<CreditGrantState> states;
     states.reserve(grants.size());
     for (const auto& g : grants) {
@@ -324,13 +332,14 @@ Result<std::vector<CreditDraw>> CreditService::Take(StoreTx& tx, const CustomerI
     }
     TALLY_ASSIGN_OR_RETURN(auto draws, PlanDeduction(states, amount, at.now));
     for (const auto& d : draws) {
-        for (const auto& g : grants) {
+        for (auto& g : grants) {
             if (g.id != d.grant) continue;
-            TALLY_TRY(tx.credits().SetGrantRemaining(g.id, g.remaining - d.amount));
+            g.remaining -= d.amount;
+            TALLY_TRY(tx.credits().SetGrantRemaining(g.id, g.remaining));
             TALLY_TRY(tx.credits().AppendEntry(CreditEntryRecord{0, transfer_id, g.id, -d.amount, at.now}));
         }
     }
-    TALLY_TRY(AnnounceThresholds(tx, grants, draws, at));
+    TALLY_TRY(AnnounceThresholds(tx, before, draws, at));
     return draws;
 }
 
@@ -426,9 +435,11 @@ Result<CreditDeduction> CreditService::Deduct(StoreTx& tx, const CreditDeductInp
     }
     TALLY_ASSIGN_OR_RETURN(auto customer, tx.customers().Get(in.customer));
     if (!customer) return NotFound("no such customer: '" + in.customer.str() + "'", "customer");
-    TALLY_ASSIGN_OR_RETURN(const Clocks at, Settle(tx, *customer));
-    TALLY_ASSIGN_OR_RETURN(auto draws, Take(tx, in.customer, in.id, amount, at));
-    TALLY_ASSIGN_OR_RETURN(CreditBalance after, BalanceIn(tx, in.customer, at));
+    // One read of the grants: settled, taken from, and the balance after, in memory.
+    std::vector<CreditGrantRecord> grants;
+    TALLY_ASSIGN_OR_RETURN(const Clocks at, Settle(tx, *customer, &grants));
+    TALLY_ASSIGN_OR_RETURN(auto draws, Take(tx, grants, in.id, amount, at));
+    const CreditBalance after = BalanceOf(grants, at);
     CreditTransferRecord t{in.id, in.customer, "deduct", amount, in.action, in.metadata, request, after.subscription,
                            after.bundle, after.promotional, at.now, in.actor, ""};
     TALLY_TRY(tx.credits().InsertTransfer(t));
@@ -464,9 +475,10 @@ Result<CreditReservationOutcome> CreditService::Reserve(StoreTx& tx, const Credi
     }
     TALLY_ASSIGN_OR_RETURN(auto customer, tx.customers().Get(in.customer));
     if (!customer) return NotFound("no such customer: '" + in.customer.str() + "'", "customer");
-    TALLY_ASSIGN_OR_RETURN(const Clocks at, Settle(tx, *customer));
-    TALLY_ASSIGN_OR_RETURN(auto draws, Take(tx, in.customer, in.id, in.amount, at));
-    TALLY_ASSIGN_OR_RETURN(CreditBalance after, BalanceIn(tx, in.customer, at));
+    std::vector<CreditGrantRecord> grants;
+    TALLY_ASSIGN_OR_RETURN(const Clocks at, Settle(tx, *customer, &grants));
+    TALLY_ASSIGN_OR_RETURN(auto draws, Take(tx, grants, in.id, in.amount, at));
+    const CreditBalance after = BalanceOf(grants, at);
     TALLY_TRY(tx.credits().InsertTransfer(CreditTransferRecord{in.id, in.customer, "reserve", in.amount, "",
                                                                in.metadata, request, after.subscription, after.bundle,
                                                                after.promotional, at.now, in.actor, ""}));

@@ -198,12 +198,17 @@ private:
     /// nullptr.
     Result<CreditBalance> BalanceIn(StoreTx& tx, const CustomerId& customer, const Clocks& at,
                                     int64_t* reserved = nullptr);
+    /// The usable balance of |grants| as they are.
+    static CreditBalance BalanceOf(const std::vector<CreditGrantRecord>& grants, const Clocks& at);
     /// A write's preamble for a customer: the period grant due is issued, lapsed reservations are released and
-    /// grants past their expiry with credits left get their expiry transfer.
-    Result<Clocks> Settle(StoreTx& tx, const CustomerRecord& customer);
-    /// Takes |amount| from the usable grants in the spend order for |transfer_id|. kInsufficientCredits.
-    Result<std::vector<CreditDraw>> Take(StoreTx& tx, const CustomerId& customer, const std::string& transfer_id,
-                                         int64_t amount, const Clocks& at);
+    /// grants past their expiry with credits left get their expiry transfer. |grants_out|: the customer's grants
+    /// as they are afterwards.
+    Result<Clocks> Settle(StoreTx& tx, const CustomerRecord& customer,
+                          std::vector<CreditGrantRecord>* grants_out = nullptr);
+    /// Takes |amount| from the usable |grants| (the customer's, as stored) in the spend order for |transfer_id|,
+    /// moving their remaining in memory too. kInsufficientCredits, nothing taken.
+    Result<std::vector<CreditDraw>> Take(StoreTx& tx, std::vector<CreditGrantRecord>& grants,
+                                         const std::string& transfer_id, int64_t amount, const Clocks& at);
     /// Gives |back| to its grants for |transfer_id|; a grant no longer usable expires again at once.
     Status GiveBack(StoreTx& tx, const CustomerId& customer, const std::string& transfer_id,
                     const std::vector<CreditDraw>& back, const Clocks& at);
