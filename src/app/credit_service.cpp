@@ -217,7 +217,7 @@ Result<std::vector<std::pair<std::string, bool>>> CreditService::SetNotification
     return NotificationPreferences(customer);
 }
 
-Status CreditService::AnnounceThresholds(StoreTx& tx, const std::vector<CreditGrantRecord>& grants_before,
+Status CreditService::AnnounceThresholds(StoreTx& tx, const std::vector<CreditGrantRecord>& grants,
                                          const std::vector<CreditDraw>& draws, const Clocks& at) {
     EventOutbox* events = outbox();
     // The period's subscription credits: every subscription grant ending when the drawn one does (the period's
@@ -225,7 +225,7 @@ Status CreditService::AnnounceThresholds(StoreTx& tx, const std::vector<CreditGr
     std::optional<Timestamp> period_end;
     int64_t taken = 0;
     for (const auto& d : draws) {
-        for (const auto& g : grants_before) {
+        for (const auto& g : grants) {
             if (g.id == d.grant && g.type == GrantType::kSubscription && g.expires_at) {
                 period_end = g.expires_at;
                 taken += d.amount;
@@ -234,21 +234,22 @@ Status CreditService::AnnounceThresholds(StoreTx& tx, const std::vector<CreditGr
     }
     if (!period_end) return {};
     int64_t allowance = 0;
-    int64_t used_before = 0;
+    int64_t used_after = 0;
     const CreditGrantRecord* first = nullptr;
-    for (const auto& g : grants_before) {
+    for (const auto& g : grants) {
         if (g.type != GrantType::kSubscription || g.expires_at != period_end) continue;
         allowance += g.amount;
-        used_before += g.amount - g.remaining;
+        used_after += g.amount - g.remaining;
         if (first == nullptr || g.created < first->created) first = &g;
     }
+    const int64_t used_before = used_after - taken;
     const Period period{first->created, *period_end};
-    for (int threshold : CrossedThresholds(used_before, used_before + taken, allowance, kCreditThresholdPercents)) {
+    for (int threshold : CrossedThresholds(used_before, used_after, allowance, kCreditThresholdPercents)) {
         // Once per threshold and period, however many deductions race past it (the mark is in their transaction).
         TALLY_ASSIGN_OR_RETURN(bool once, tx.usage().MarkThreshold(first->customer_id, kCreditThresholdMeter,
                                                                    period.start, threshold, at.now));
         if (!once) continue;
-        const CreditThresholdCrossing crossing{first->customer_id, first->id, threshold, used_before + taken, allowance,
+        const CreditThresholdCrossing crossing{first->customer_id, first->id, threshold, used_after, allowance,
                                                period};
         const std::string object = events != nullptr ? events->renderer().CreditThreshold(crossing) : "{}";
         if (events != nullptr) {
@@ -322,7 +323,6 @@ Status CreditService::Expire(StoreTx& tx, const CreditGrantRecord& g, const std:
 Result<std::vector<CreditDraw>> CreditService::Take(StoreTx& tx, std::vector<CreditGrantRecord>& grants,
                                                     const std::string& transfer_id, int64_t amount,
                                                     const Clocks& at) {
-    const std::vector<CreditGrantRecord> before = grants;
     std::vector<CreditGrantState> states;
     states.reserve(grants.size());
     for (const auto& g : grants) {
@@ -339,7 +339,7 @@ Result<std::vector<CreditDraw>> CreditService::Take(StoreTx& tx, std::vector<Cre
             TALLY_TRY(tx.credits().AppendEntry(CreditEntryRecord{0, transfer_id, g.id, -d.amount, at.now}));
         }
     }
-    TALLY_TRY(AnnounceThresholds(tx, before, draws, at));
+    TALLY_TRY(AnnounceThresholds(tx, grants, draws, at));
     return draws;
 }
 

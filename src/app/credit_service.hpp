@@ -223,8 +223,8 @@ private:
     /// Issues |g| (a grant of the plan: a period's, or an upgrade's) with its transfer, audit entry and event.
     Status IssuePlanGrant(StoreTx& tx, const CreditGrantRecord& g, const Clocks& at);
     /// credits.threshold_reached for each of kCreditThresholdPercents of the period's subscription credits that
-    /// |draws| took the customer past, once per threshold and period.
-    Status AnnounceThresholds(StoreTx& tx, const std::vector<CreditGrantRecord>& grants_before,
+    /// |draws| took the customer past, once per threshold and period. |grants|: as they are after the draws.
+    Status AnnounceThresholds(StoreTx& tx, const std::vector<CreditGrantRecord>& grants,
                               const std::vector<CreditDraw>& draws, const Clocks& at);
     EventOutbox* outbox() const;
     /// Adds a notification in |tx| unless the customer turned |kind| off.
