@@ -25,8 +25,6 @@ bj::value BalanceJson(const CreditBalance& b) {
                       {"total", b.total()}};
 }
 
-bj::value GrantJson(const CreditGrantRecord& g) { return CreditGrantJson(g); }
-
 Response Replayable(int status, const bj::value& v, bool replayed) {
     Response r = Json(status, v);
     if (replayed) r.headers.emplace_back("Idempotent-Replayed", "true");
@@ -105,6 +103,26 @@ Result<std::string> MetadataText(const bj::object& body) {
     return text;
 }
 
+/// The fields every transfer request starts with, in this order: customer and id (required), amount (an integer,
+/// optional here; each caller says whether it is required).
+struct TransferFields {
+    CustomerId customer;
+    std::string id;
+    std::optional<int64_t> amount;
+};
+Result<TransferFields> ParseTransferFields(const bj::object& body) {
+    TALLY_ASSIGN_OR_RETURN(std::string customer, json::RequiredString(body, "customer", ""));
+    TALLY_ASSIGN_OR_RETURN(std::string id, json::RequiredString(body, "id", ""));
+    TALLY_ASSIGN_OR_RETURN(std::optional<int64_t> amount, json::OptionalInt(body, "amount", ""));
+    return TransferFields{CustomerId(std::move(customer)), std::move(id), amount};
+}
+/// ParseTransferFields with the amount required (parameter_missing "amount").
+Result<TransferFields> ParseTransferFieldsWithAmount(const bj::object& body) {
+    TALLY_ASSIGN_OR_RETURN(TransferFields f, ParseTransferFields(body));
+    if (!f.amount) return MissingArgument("amount is required", "amount");
+    return f;
+}
+
 /// Runs |fn| serialized on |customer|'s credits: every call that moves them queues for the others, on every node.
 template <typename T, typename Fn>
 Result<T> OnCredits(const ApiDeps& d, const CustomerId& customer, Fn fn) {
@@ -161,16 +179,12 @@ void DeductCredits(const ApiDeps& d, const Call& c, const Responder& respond) {
     if (!d.credits) return respond(RouteNotFound(c.req));
     auto body = BindJsonBody(c.req, {"customer", "amount", "action", "id", "metadata"});
     if (!body.ok()) return respond(Fail(body.error()));
+    auto fields = ParseTransferFields(*body);
+    if (!fields.ok()) return respond(Fail(fields.error()));
     CreditDeductInput in;
-    auto customer = json::RequiredString(*body, "customer", "");
-    if (!customer.ok()) return respond(Fail(customer.error()));
-    in.customer = CustomerId(*customer);
-    auto id = json::RequiredString(*body, "id", "");
-    if (!id.ok()) return respond(Fail(id.error()));
-    in.id = *id;
-    auto amount = json::OptionalInt(*body, "amount", "");
-    if (!amount.ok()) return respond(Fail(amount.error()));
-    in.amount = *amount;
+    in.customer = fields->customer;
+    in.id = fields->id;
+    in.amount = fields->amount;
     auto action = MaybeString(*body, "action");
     if (!action.ok()) return respond(Fail(action.error()));
     in.action = action->value_or("");
@@ -189,17 +203,12 @@ Response GrantCredits(const ApiDeps& d, const Call& c) {
     if (!d.credits) return RouteNotFound(c.req);
     auto body = BindJsonBody(c.req, {"customer", "amount", "id", "type", "expires_at", "priority", "reason"});
     if (!body.ok()) return Fail(body.error());
+    auto fields = ParseTransferFieldsWithAmount(*body);
+    if (!fields.ok()) return Fail(fields.error());
     CreditGrantInput in;
-    auto customer = json::RequiredString(*body, "customer", "");
-    if (!customer.ok()) return Fail(customer.error());
-    in.customer = CustomerId(*customer);
-    auto id = json::RequiredString(*body, "id", "");
-    if (!id.ok()) return Fail(id.error());
-    in.id = *id;
-    auto amount = json::OptionalInt(*body, "amount", "");
-    if (!amount.ok()) return Fail(amount.error());
-    if (!*amount) return Fail(MissingArgument("amount is required", "amount"));
-    in.amount = **amount;
+    in.customer = fields->customer;
+    in.id = fields->id;
+    in.amount = *fields->amount;
     auto type = MaybeString(*body, "type");
     if (!type.ok()) return Fail(type.error());
     if (*type) {
@@ -228,7 +237,7 @@ Response GrantCredits(const ApiDeps& d, const Call& c) {
         return {};
     });
     if (!s.ok()) return Fail(s.error());
-    return Replayable(201, GrantJson(out->grant), out->replayed);
+    return Replayable(201, CreditGrantJson(out->grant), out->replayed);
 }
 
 Response GetCredits(const ApiDeps& d, const Call& c) {
@@ -253,7 +262,7 @@ Response ListCreditGrants(const ApiDeps& d, const Call& c) {
     auto grants = d.credits->Grants(CustomerId(c.param(0)));
     if (!grants.ok()) return Fail(grants.error());
     bj::array data;
-    for (const auto& g : *grants) data.push_back(GrantJson(g));
+    for (const auto& g : *grants) data.push_back(CreditGrantJson(g));
     return List(data, "/v1/customers/" + c.param(0) + "/credit_grants");
 }
 
@@ -307,17 +316,12 @@ void CreateCreditReservation(const ApiDeps& d, const Call& c, const Responder& r
     if (!d.credits) return respond(RouteNotFound(c.req));
     auto body = BindJsonBody(c.req, {"customer", "amount", "id", "expires_in", "metadata"});
     if (!body.ok()) return respond(Fail(body.error()));
+    auto fields = ParseTransferFieldsWithAmount(*body);
+    if (!fields.ok()) return respond(Fail(fields.error()));
     CreditReserveInput in;
-    auto customer = json::RequiredString(*body, "customer", "");
-    if (!customer.ok()) return respond(Fail(customer.error()));
-    in.customer = CustomerId(*customer);
-    auto id = json::RequiredString(*body, "id", "");
-    if (!id.ok()) return respond(Fail(id.error()));
-    in.id = *id;
-    auto amount = json::OptionalInt(*body, "amount", "");
-    if (!amount.ok()) return respond(Fail(amount.error()));
-    if (!*amount) return respond(Fail(MissingArgument("amount is required", "amount")));
-    in.amount = **amount;
+    in.customer = fields->customer;
+    in.id = fields->id;
+    in.amount = *fields->amount;
     auto expires_in = json::OptionalInt(*body, "expires_in", "");
     if (!expires_in.ok()) return respond(Fail(expires_in.error()));
     if (*expires_in) in.expires_in = **expires_in;
