@@ -46,13 +46,8 @@ command -v sqlite3 >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install 
 [ -f "$here/node_modules/better-sqlite3/build/Release/better_sqlite3.node" ] ||
   (cd "$here" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 
-field() { sed -E "s/.* $2=([0-9]+).*/\1/" <<<" $1"; }
-per_s() { echo $(( $1 * 1000000 / ($2 > 0 ? $2 : 1) )); }
-ratio() { local r=$(( $1 * 100 / ($2 > 0 ? $2 : 1) )); echo "$((r / 100)).$(printf '%02d' $((r % 100)))x"; }
-ms() { local us=$1; echo "$((us / 1000)).$(printf '%03d' $((us % 1000)))ms"; }
-goal() { if [ "$1" = 1 ]; then echo "met"; else echo "NOT met"; fi; }
-wait_port() { for _ in $(seq 1 400); do curl -s -o /dev/null "http://127.0.0.1:$1/health" && return 0; sleep 0.05; done
-  echo "nothing listening on $1" >&2; return 1; }
+# field, per_s, ratio, ms, goal, wait_port
+source "$root/bench/lib.sh"
 
 mkdir -p "$out/tally" "$out/baseline"
 tdb="$out/tally/tally.db"
