@@ -98,8 +98,45 @@ Result<HostedSession> CheckoutService::StartCheckout(const CustomerId& customer,
     }
     TALLY_ASSIGN_OR_RETURN(StripeCustomerId stripe_customer, EnsureStripeCustomer(customer));
     TALLY_ASSIGN_OR_RETURN(std::string price_id, SalePriceId(catalog, plan_id, *price, stripe_));
-    CheckoutSessionRequest request{stripe_customer, price_id, customer.str(), success, cancel, trial_period_days.value_or(0),
-                                   idempotency_key.empty() ? "" : "tally_checkout_" + idempotency_key};
+    CheckoutSessionRequest request;
+    request.customer = stripe_customer;
+    request.price_id = price_id;
+    request.client_reference_id = customer.str();
+    request.success_url = success;
+    request.cancel_url = cancel;
+    request.trial_period_days = trial_period_days.value_or(0);
+    request.idempotency_key = idempotency_key.empty() ? "" : "tally_checkout_" + idempotency_key;
+    return stripe_.CreateCheckoutSession(request);
+}
+
+Result<std::pair<std::string, std::string>> CheckoutService::ResolveRedirectUrls(const std::string& success_url,
+                                                                             const std::string& cancel_url) {
+    std::pair<std::string, std::string> urls;
+    {
+        std::lock_guard lock(mu_);
+        urls = {success_url.empty() ? config_.success_url : success_url,
+                cancel_url.empty() ? config_.cancel_url : cancel_url};
+    }
+    TALLY_TRY(CheckUrl(urls.first, "success_url"));
+    TALLY_TRY(CheckUrl(urls.second, "cancel_url"));
+    return urls;
+}
+
+Result<HostedSession> CheckoutService::StartPaymentCheckout(const CustomerId& customer, const CheckoutLineItem& line,
+                                                            const Metadata& metadata, const std::string& success_url,
+                                                            const std::string& cancel_url,
+                                                            const std::string& idempotency_key) {
+    CheckoutSessionRequest request;
+    request.mode = "payment";
+    TALLY_ASSIGN_OR_RETURN(auto urls, ResolveRedirectUrls(success_url, cancel_url));
+    request.success_url = std::move(urls.first);
+    request.cancel_url = std::move(urls.second);
+    TALLY_ASSIGN_OR_RETURN(request.customer, EnsureStripeCustomer(customer));
+    request.payment_line = line;
+    request.client_reference_id = customer.str();
+    request.metadata = metadata;
+    request.payment_intent_metadata = metadata;
+    request.idempotency_key = idempotency_key;
     return stripe_.CreateCheckoutSession(request);
 }
 

@@ -60,6 +60,17 @@ public:
     Result<HostedSession> StartCheckout(const CustomerId& customer, const PlanId& plan, const std::string& interval,
                                         const std::string& success_url, const std::string& cancel_url,
                                         std::optional<int64_t> trial_period_days, const std::string& idempotency_key);
+    /// The success and cancel URLs a session would use (the defaults for empty ones). kInvalidArgument naming
+    /// "success_url" / "cancel_url" for one that is not http(s) or is longer than kRedirectUrlBytesMax.
+    Result<std::pair<std::string, std::string>> ResolveRedirectUrls(const std::string& success_url,
+                                                                   const std::string& cancel_url);
+    /// A Checkout Session in payment mode for |line| (a credit bundle), |metadata| on the session and on its
+    /// PaymentIntent. Creates and links the Stripe customer on first use; empty URLs take the configured defaults.
+    /// kInvalidArgument ("success_url", "cancel_url") for a URL as StartCheckout refuses; kNotFound ("customer");
+    /// Stripe's errors.
+    Result<HostedSession> StartPaymentCheckout(const CustomerId& customer, const CheckoutLineItem& line,
+                                               const Metadata& metadata, const std::string& success_url,
+                                               const std::string& cancel_url, const std::string& idempotency_key);
     /// A Customer Portal session for |customer|. kNotFound for an unknown customer; kInvalidArgument
     /// (param "customer") when it has no Stripe customer yet, or for a bad return_url.
     Result<HostedSession> StartPortal(const CustomerId& customer, const std::string& return_url);

@@ -365,6 +365,10 @@ Status CreditService::GiveBack(StoreTx& tx, const CustomerId& customer, const st
 
 Result<CreditGrantOutcome> CreditService::Grant(StoreTx& tx, const CreditGrantInput& in) {
     TALLY_TRY(ValidateTransferId(in.id));
+    return IssueGrant(tx, in);
+}
+
+Result<CreditGrantOutcome> CreditService::IssueGrant(StoreTx& tx, const CreditGrantInput& in) {
     TALLY_TRY(ValidateCreditAmount(in.amount, "amount"));
     if (in.type == GrantType::kSubscription) {
         return InvalidArgument("subscription grants are issued from the plan each period; grant promotional or bundle",
@@ -405,6 +409,62 @@ Result<CreditGrantOutcome> CreditService::Grant(StoreTx& tx, const CreditGrantIn
         TALLY_TRY(events->Emit(tx, "credits.granted", g.id, in.customer.str(), events->renderer().CreditGrant(g)));
     }
     return CreditGrantOutcome{std::move(g), false};
+}
+
+Result<CreditGrantRecord> CreditService::GrantPurchase(StoreTx& tx, const CreditPurchaseRecord& p) {
+    CreditGrantInput in;
+    in.customer = p.customer_id;
+    in.id = "purchase:" + p.id;
+    in.type = GrantType::kBundle;
+    in.amount = p.credits;
+    if (p.expires_in_days) in.expires_at = Timestamp(clock_.Now().unix_seconds() + *p.expires_in_days * 86400);
+    in.reason = "bundle " + p.bundle;
+    in.actor = "purchase:" + p.id;
+    // Once per purchase: its transfer id. A replay finds the grant whatever its expiry was computed as.
+    TALLY_ASSIGN_OR_RETURN(auto existing, tx.credits().GetTransfer(in.id));
+    if (existing) {
+        TALLY_ASSIGN_OR_RETURN(auto grants, tx.credits().ListGrants(p.customer_id));
+        for (auto& g : grants) {
+            if (g.transfer_id == in.id) return std::move(g);
+        }
+        return Internal("transfer " + in.id + " has no grant");
+    }
+    TALLY_ASSIGN_OR_RETURN(auto outcome, IssueGrant(tx, in));
+    return std::move(outcome.grant);
+}
+
+Result<CreditRefundPlan> CreditService::TakeBackRefund(StoreTx& tx, CreditPurchaseRecord& p, int64_t refunded_total) {
+    if (refunded_total <= p.amount_refunded) return CreditRefundPlan{};  // seen already (refunds only grow)
+    TALLY_ASSIGN_OR_RETURN(auto customer, tx.customers().Get(p.customer_id));
+    if (!customer) return NotFound("no such customer: '" + p.customer_id.str() + "'", "customer");
+    std::vector<CreditGrantRecord> grants;
+    TALLY_ASSIGN_OR_RETURN(const Clocks at, Settle(tx, *customer, &grants));
+    CreditGrantRecord* grant = nullptr;
+    for (auto& g : grants) {
+        if (g.id == p.grant_id) grant = &g;
+    }
+    if (grant == nullptr) return Internal("purchase " + p.id + " has no grant " + p.grant_id);
+    TALLY_ASSIGN_OR_RETURN(CreditRefundPlan plan,
+                           PlanRefund(p.credits, p.amount, std::min(refunded_total, p.amount),
+                                      p.credits_refunded + p.credits_refund_spent, grant->remaining));
+    const std::string id = "refund:" + p.id + ":" + std::to_string(refunded_total);
+    if (plan.take > 0) {
+        grant->remaining -= plan.take;
+        TALLY_TRY(tx.credits().SetGrantRemaining(grant->id, grant->remaining));
+        TALLY_TRY(tx.credits().AppendEntry(CreditEntryRecord{0, id, grant->id, -plan.take, at.now}));
+        const CreditBalance after = BalanceOf(grants, at);
+        TALLY_TRY(tx.credits().InsertTransfer(CreditTransferRecord{
+            id, p.customer_id, "refund", plan.take, "", "", "refund purchase=" + p.id, after.subscription, after.bundle,
+            after.promotional, at.now, "stripe", p.id}));
+    }
+    p.amount_refunded = std::min(refunded_total, p.amount);
+    p.credits_refunded += plan.take;
+    p.credits_refund_spent += plan.spent;
+    p.updated = at.now;
+    TALLY_TRY(tx.audit().Append({0, p.customer_id, at.now, "credit_refunded", "", std::to_string(plan.take),
+                                 "stripe", "purchase=" + p.id + " refunded=" + std::to_string(p.amount_refunded) +
+                                               " already_spent=" + std::to_string(plan.spent)}));
+    return plan;
 }
 
 Result<CreditDeduction> CreditService::Deduct(StoreTx& tx, const CreditDeductInput& in) {
@@ -731,6 +791,11 @@ Result<std::vector<std::string>> CreditService::Verify() {
                 } else if (!all_signed(t.id, true) || sum != t.amount) {
                     fail(t, "a reversal of " + amount + " gives back " + std::to_string(sum));
                 }
+            } else if (t.kind == "refund") {
+                if (es.size() != 1 || sum != -t.amount || t.amount <= 0 || t.id.rfind("refund:" + t.reference + ":", 0) != 0) {
+                    fail(t, "a refund of " + amount + " for purchase " + t.reference + " has " +
+                                std::to_string(es.size()) + " entries summing to " + std::to_string(sum));
+                }
             } else if (t.kind == "expire") {
                 if (es.size() != 1 || sum != -t.amount || es[0]->grant_id != t.reference) {
                     fail(t, "an expiry of " + amount + " of grant " + t.reference + " has entries summing to " +
@@ -738,6 +803,40 @@ Result<std::vector<std::string>> CreditService::Verify() {
                 }
             } else {
                 fail(t, "unknown kind " + t.kind);
+            }
+        }
+        // A purchase is paid exactly when its grant exists; what its refunds took back is their transfers' sum, from
+        // that grant, and never more than the bundle.
+        TALLY_ASSIGN_OR_RETURN(auto purchases, tx.credits().AllPurchases());
+        std::map<std::string, int64_t> refunded_by_purchase;
+        for (const auto& t : transfers) {
+            if (t.kind != "refund") continue;
+            refunded_by_purchase[t.reference] += t.amount;
+            for (const auto* e : by_transfer[t.id]) {
+                const auto p = std::find_if(purchases.begin(), purchases.end(),
+                                            [&](const CreditPurchaseRecord& x) { return x.id == t.reference; });
+                if (p == purchases.end() || e->grant_id != p->grant_id) {
+                    fail(t, "takes back from grant " + e->grant_id + ", not purchase " + t.reference + "'s");
+                }
+            }
+        }
+        for (const auto& p : purchases) {
+            auto granted = transfer_by_id.find("purchase:" + p.id);
+            const bool paid = p.status == "succeeded";
+            if (paid != (granted != transfer_by_id.end())) {
+                problems.push_back("purchase " + p.id + ": " + p.status + " but " + (paid ? "no" : "a") +
+                                   " grant transfer");
+            }
+            if (granted != transfer_by_id.end() && granted->second->amount != p.credits) {
+                problems.push_back("purchase " + p.id + ": " + std::to_string(p.credits) + " credits but granted " +
+                                   std::to_string(granted->second->amount));
+            }
+            if (refunded_by_purchase[p.id] != p.credits_refunded) {
+                problems.push_back("purchase " + p.id + ": credits_refunded " + std::to_string(p.credits_refunded) +
+                                   " but its refund transfers took " + std::to_string(refunded_by_purchase[p.id]));
+            }
+            if (p.credits_refunded + p.credits_refund_spent > p.credits) {
+                problems.push_back("purchase " + p.id + ": more refunded than bought");
             }
         }
         for (const auto& r : reservations) {

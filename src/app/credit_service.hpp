@@ -121,6 +121,13 @@ public:
     /// expiry not in the future ("expires_at"), a subscription grant (issued from the plan, not by hand: "type");
     /// kNotFound ("customer"); an id used before with other fields: idempotency_error ("id").
     Result<CreditGrantOutcome> Grant(StoreTx& tx, const CreditGrantInput& in);
+    /// The bundle grant of paid purchase |p| ("purchase:<id>", type bundle, |p|'s credits, expiring |p|'s
+    /// expires_in_days from now when set), issued inside |tx| once: a second call returns the first grant.
+    Result<CreditGrantRecord> GrantPurchase(StoreTx& tx, const CreditPurchaseRecord& p);
+    /// A refund of paid purchase |p| now totalling |refunded_total| (minor units, Stripe's amount_refunded): takes
+    /// back from its grant what PlanRefund says ("refund:<id>:<total>", kind refund) and moves |p|'s refund fields
+    /// (the caller stores |p|). A total not above what |p| has seen changes nothing.
+    Result<CreditRefundPlan> TakeBackRefund(StoreTx& tx, CreditPurchaseRecord& p, int64_t refunded_total);
     /// Spends inside |tx|. kInsufficientCredits ("amount") with nothing written; kInvalidArgument for an amount
     /// ("amount"), both or neither of amount and action ("amount"), an id ("id"); kNotFound for an unknown customer
     /// ("customer") or action ("action"); idempotency_error ("id") for a reused id with other fields.
@@ -214,6 +221,8 @@ private:
                     const std::vector<CreditDraw>& back, const Clocks& at);
     /// Writes grant |g|'s expiry: "expire:<grant>:<cause>", what is left, to 0.
     Status Expire(StoreTx& tx, const CreditGrantRecord& g, const std::string& cause, const Clocks& at);
+    /// Grant's work without the client-id check (GrantPurchase's ids are derived).
+    Result<CreditGrantOutcome> IssueGrant(StoreTx& tx, const CreditGrantInput& in);
     /// Settles pending reservation |r|: keeps |keep| spent, gives the rest back, as |status|.
     Result<CreditReservationOutcome> SettleHold(StoreTx& tx, CreditReservationRecord r, int64_t keep,
                                                 const std::string& status, const std::string& actor,

@@ -46,6 +46,8 @@ public:
     virtual std::string UsageThreshold(const CustomerId& customer, const MeterState& state, int threshold) const = 0;
     /// GET /v1/customers/{id}/credit_grants's item: {"id","object":"credit_grant","customer","type","amount",
     /// "remaining","priority","expires_at","transfer","reason","created"}.
+    /// A credit purchase (credits.purchase_*).
+    virtual std::string CreditPurchase(const CreditPurchaseRecord& purchase) const = 0;
     virtual std::string CreditGrant(const CreditGrantRecord& grant) const = 0;
     /// {"object":"credit_threshold","customer","grant","threshold","used","allowance","period_start","period_end"}.
     virtual std::string CreditThreshold(const CreditThresholdCrossing& crossing) const = 0;

@@ -137,6 +137,8 @@ struct StripeCheckoutData {
     std::string external_id;  // metadata.external_id
     std::string mode;
     std::string payment_status;
+    std::string payment_intent;  // mode=payment: the PaymentIntent that paid it
+    std::string purchase;        // metadata.tally_purchase: the credit purchase it pays for, "" for others
 };
 
 /// A payment_intent or charge.
@@ -150,6 +152,9 @@ struct StripePaymentData {
     std::string status;
     Timestamp created;
     std::string failure_message;  // payment_intent: last_payment_error.message; charge: failure_message
+    std::string failure_code;     // payment_intent: last_payment_error.code; charge: failure_code
+    std::string payment_intent;   // charge: the PaymentIntent it belongs to; payment_intent: its own id
+    std::string purchase;         // metadata.tally_purchase: the credit purchase it pays for, "" for others
 };
 
 /// A Stripe subscription schedule (subscription_schedule.* events and the schedule API's answers): the phases
@@ -212,10 +217,22 @@ struct HostedSession {
     std::string url;  // where to send the customer's browser
 };
 
-/// What a Checkout Session for a subscription is made of.
+/// A one-time line item priced inline (Stripe's line_items[].price_data), quantity 1.
+struct CheckoutLineItem {
+    std::string product_name;
+    int64_t unit_amount_minor = 0;
+    std::string currency;
+};
+
+/// What a Checkout Session is made of: a subscription to |price_id| (mode "subscription"), or a one-time payment
+/// for |payment_line| (mode "payment"; |payment_intent_metadata| lands on the PaymentIntent, and so on its charge).
 struct CheckoutSessionRequest {
     StripeCustomerId customer;
-    std::string price_id;             // price_...
+    std::string mode = "subscription";
+    std::string price_id;             // price_... (subscription mode)
+    std::optional<CheckoutLineItem> payment_line;  // payment mode
+    Metadata metadata;                // the session's
+    Metadata payment_intent_metadata;
     std::string client_reference_id;  // Tally's customer id: checkout.session.completed links back by it
     std::string success_url;          // may contain Stripe's {CHECKOUT_SESSION_ID} placeholder
     std::string cancel_url;
@@ -260,6 +277,19 @@ struct StripeCustomerProfile {
     std::string email;  // "" clears it
     std::string name;
     Metadata metadata;
+};
+
+/// A payment Tally starts itself (POST /v1/payment_intents with confirm=true): an off-session charge of the
+/// customer's saved card, e.g. a credit bundle.
+struct StripePaymentIntentCreate {
+    StripeCustomerId customer;
+    int64_t amount_minor = 0;
+    std::string currency;
+    std::string payment_method;  // pm_...
+    bool off_session = true;     // the customer is not there to authenticate
+    std::string description;
+    Metadata metadata;            // tally_purchase, tally_customer_id
+    std::string idempotency_key;  // derived from the purchase: a retry never charges twice
 };
 
 /// A subscription Tally asks Stripe to create (POST /v1/subscriptions, one item).
@@ -337,9 +367,17 @@ public:
     virtual Result<Timestamp> SubscriptionNow(const StripeSubscriptionId& id, Timestamp wall_now) = 0;
     /// The customer's default payment method (invoice_settings.default_payment_method), "" when it has none.
     virtual Result<std::string> DefaultPaymentMethod(const StripeCustomerId& id) = 0;
+    /// The card to charge when the customer is not there (a bundle bought off-session): its default payment method,
+    /// else the newest card attached to it (a card saved by Checkout is the subscription's default, not the
+    /// customer's); "" when it has none. Defaults to DefaultPaymentMethod.
+    virtual Result<std::string> OffSessionPaymentMethod(const StripeCustomerId& id) { return DefaultPaymentMethod(id); }
     /// Creates a subscription and returns it as Stripe answered. A card that fails the first payment is a
     /// kPaymentRequired (reason kCardDeclined) and creates nothing (payment_behavior=error_if_incomplete).
     virtual Result<StripeSubscriptionData> CreateSubscription(const StripeSubscriptionCreate& request) = 0;
+    /// Creates and confirms a PaymentIntent; returns it as Stripe answered (status succeeded, processing, ...). A
+    /// declined card, or one that needs authentication off-session, is a kPaymentRequired (reason kCardDeclined)
+    /// whose message is Stripe's; the PaymentIntent then exists and is not charged.
+    virtual Result<StripePaymentData> CreatePaymentIntent(const StripePaymentIntentCreate& request) = 0;
     /// The subscription as Stripe has it now (GET /v1/subscriptions/{id}).
     virtual Result<StripeSubscriptionData> RetrieveSubscription(const StripeSubscriptionId& id) = 0;
     /// Applies |update| and returns the subscription as Stripe answered.

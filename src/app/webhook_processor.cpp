@@ -199,8 +199,16 @@ Result<std::string> WebhookProcessor::Apply(StoreTx& tx, const DecodedEvent& eve
     if (const auto* c = std::get_if<StripeCustomerData>(&event.object)) return ApplyCustomer(tx, event, *c, now);
     if (const auto* s = std::get_if<StripeSubscriptionData>(&event.object)) return ApplySubscription(tx, event, *s, now);
     if (const auto* i = std::get_if<StripeInvoiceData>(&event.object)) return ApplyInvoice(tx, event, *i, now);
-    if (const auto* k = std::get_if<StripeCheckoutData>(&event.object)) return ApplyCheckout(tx, event, *k, now);
-    if (const auto* p = std::get_if<StripePaymentData>(&event.object)) return ApplyPayment(tx, event, *p);
+    if (const auto* k = std::get_if<StripeCheckoutData>(&event.object)) {
+        TALLY_ASSIGN_OR_RETURN(std::string outcome, ApplyCheckout(tx, event, *k, now));
+        if (payment_listener_) TALLY_TRY(payment_listener_(tx, event));
+        return outcome;
+    }
+    if (const auto* p = std::get_if<StripePaymentData>(&event.object)) {
+        TALLY_ASSIGN_OR_RETURN(std::string outcome, ApplyPayment(tx, event, *p));
+        if (payment_listener_) TALLY_TRY(payment_listener_(tx, event));
+        return outcome;
+    }
     if (const auto* d = std::get_if<StripeScheduleData>(&event.object)) return ApplySchedule(tx, event, *d, now);
     return std::string("ignored");
 }

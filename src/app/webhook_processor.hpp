@@ -81,6 +81,12 @@ public:
                                                       const std::optional<SubscriptionRecord>& before,
                                                       const SubscriptionRecord& after)>;
     void SetSubscriptionListener(SubscriptionListener listener) { subscription_listener_ = std::move(listener); }
+    /// Called inside the transaction that applied a checkout.session.*, payment_intent.* or charge.* event, after
+    /// Tally's own records of it, however the event compared with what was stored (the listener is idempotent and
+    /// order-independent itself). An error rolls the event back. Set before use (credit bundle purchases:
+    /// CreditPurchaseService::OnStripeEvent).
+    using PaymentListener = std::function<Status(StoreTx& tx, const DecodedEvent& event)>;
+    void SetPaymentListener(PaymentListener listener) { payment_listener_ = std::move(listener); }
 
 private:
     /// Applies |decoded| (one per id; empty when the event was missing or already processed) in one write
@@ -129,6 +135,7 @@ private:
     const EventDecoder& decoder_;
     BillingService& billing_;
     SubscriptionListener subscription_listener_;
+    PaymentListener payment_listener_;
     const Clock& clock_;
     Metrics& metrics_;
 };

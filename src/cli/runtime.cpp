@@ -22,6 +22,7 @@
 #include "app/member_service.hpp"
 #include "app/plan_service.hpp"
 #include "app/usage_service.hpp"
+#include "app/credit_purchases.hpp"
 #include "app/credit_service.hpp"
 #include "app/flag_service.hpp"
 #include "app/write_group.hpp"
@@ -445,6 +446,7 @@ int Serve(const ServeOptions& o) {
     }
     std::vector<FeatureFlag> flag_seeds;
     CreditActionCosts credit_actions;
+    std::vector<CreditBundle> credit_bundles;
     if (auto text = ReadCatalogText(o.catalog); text.ok()) {
         auto parsed = ParseFlagsJson(*text);
         if (!parsed.ok()) {
@@ -458,6 +460,12 @@ int Serve(const ServeOptions& o) {
             return 2;
         }
         credit_actions = std::move(*actions);
+        auto bundles = ParseCreditBundlesJson(*text);
+        if (!bundles.ok()) {
+            Log("error", "invalid catalog: " + bundles.error().param + ": " + bundles.error().message);
+            return 2;
+        }
+        credit_bundles = std::move(*bundles);
     }
     auto thresholds = ParseUsageThresholds(o.usage_thresholds);
     if (!thresholds.ok()) {
@@ -584,6 +592,10 @@ int Serve(const ServeOptions& o) {
     members.SetSeatCheck([&usage](StoreTx& tx, const CustomerId& c) { return usage.CheckSeat(tx, c); });
     FlagService flags(**store, clock);
     CreditService credits(**store, clock, credit_actions, &billing);
+    CreditPurchaseService credit_purchases(**store, credits, checkout, stripe_api, clock, credit_bundles, &outbox);
+    // A paid (or refunded) bundle moves its credits in the transaction of the Stripe event that says so.
+    processor.SetPaymentListener(
+        [&credit_purchases](StoreTx& tx, const DecodedEvent& event) { return credit_purchases.OnStripeEvent(tx, event); });
     // A stored subscription renews or upgrades its credits in the same transaction.
     processor.SetSubscriptionListener([&credits](StoreTx& tx, const CustomerId& customer,
                                                  const std::optional<SubscriptionRecord>& before,
@@ -614,7 +626,7 @@ int Serve(const ServeOptions& o) {
                                                        return monitor ? monitor->State() : std::string("unknown");
                                                    }},
                                 kVersion, metrics, [&metrics] { return metrics.Render(); }, &members, &history,
-                                &subscriptions, &plans, &usage, &flags, &commits, &credits});
+                                &subscriptions, &plans, &usage, &flags, &commits, &credits, &credit_purchases});
     http::Server server(o.host, o.port, o.http_threads,
                         [&api](http::Request req, const http::Responder& respond) { api.Handle(std::move(req), respond); },
                         http::ServerOptions{o.http_idle_timeout_ms});

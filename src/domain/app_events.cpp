@@ -6,7 +6,7 @@
 namespace tally {
 
 namespace {
-constexpr std::array<std::string_view, 22> kTypes = {
+constexpr std::array<std::string_view, 25> kTypes = {
     "customer.created",
     "customer.updated",
     "customer.role_changed",
@@ -29,6 +29,9 @@ constexpr std::array<std::string_view, 22> kTypes = {
     "credits.granted",
     "credits.expired",
     "credits.threshold_reached",
+    "credits.purchase_succeeded",
+    "credits.purchase_failed",
+    "credits.purchase_refunded",
 };
 
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }

@@ -1,11 +1,15 @@
 #include "domain/credits.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <tuple>
 
 #include "domain/proration.hpp"
 
 namespace tally {
+namespace {
+__extension__ typedef __int128 Int128;  // NOLINT(modernize-use-using): __extension__ needs the typedef form
+}  // namespace
 
 Result<GrantType> ParseGrantType(std::string_view text) {
     if (text == "subscription") return GrantType::kSubscription;
@@ -81,6 +85,35 @@ Result<std::vector<CreditDraw>> PlanReturn(const std::vector<CreditDraw>& held, 
 Result<int64_t> UpgradeCredits(int64_t old_allowance, int64_t new_allowance, Period period, Timestamp at) {
     if (new_allowance <= old_allowance) return int64_t{0};
     return ProrateInteger(new_allowance - old_allowance, period, at);
+}
+
+Status ValidateCreditBundle(const CreditBundle& b) {
+    bool id_ok = !b.id.empty() && b.id.size() <= 64;
+    for (char c : b.id) id_ok = id_ok && (std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == '-');
+    if (!id_ok) return InvalidArgument("a bundle id is 1 to 64 letters, digits, '_' or '-'", ".id");
+    if (b.name.empty() || b.name.size() > 200) return InvalidArgument("a bundle's name is 1 to 200 characters", ".name");
+    TALLY_TRY(ValidateCreditAmount(b.credits, ".credits"));
+    if (b.price.amount_minor() <= 0) return InvalidArgument("a bundle's price must be above 0", ".unit_amount");
+    if (b.expires_in_days && (*b.expires_in_days < 1 || *b.expires_in_days > kCreditBundleExpiresInDaysMax)) {
+        return InvalidArgument("expires_in_days must be between 1 and 3650", ".expires_in_days");
+    }
+    return {};
+}
+
+Result<CreditRefundPlan> PlanRefund(int64_t credits, int64_t amount_paid, int64_t refunded_total,
+                                    int64_t accounted_before, int64_t remaining) {
+    if (amount_paid <= 0 || refunded_total < 0 || refunded_total > amount_paid || credits < 1 ||
+        credits > kCreditAmountMax || accounted_before < 0 || accounted_before > credits || remaining < 0 ||
+        remaining > credits) {
+        return InvalidArgument("a refund of " + std::to_string(refunded_total) + " of " + std::to_string(amount_paid) +
+                               " for " + std::to_string(credits) + " credits is out of range");
+    }
+    // credits * refunded / paid, half away from zero (all non-negative: half up); 2^53 * 2^63 fits in 128 bits.
+    const Int128 scaled = static_cast<Int128>(credits) * refunded_total;
+    const auto due = static_cast<int64_t>((2 * scaled + amount_paid) / (2 * static_cast<Int128>(amount_paid)));
+    const int64_t increment = std::max<int64_t>(0, due - accounted_before);
+    const int64_t take = std::min(increment, remaining);
+    return CreditRefundPlan{take, increment - take};
 }
 
 Status ValidateCreditAmount(int64_t amount, const char* param) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "domain/ids.hpp"
+#include "domain/money.hpp"
 #include "domain/result.hpp"
 #include "domain/time.hpp"
 
@@ -62,8 +63,10 @@ constexpr int64_t kCreditReservationExpiresInMax = int64_t{7} * 86400;
 
 /// Ids Tally derives for transfers of its own begin with these; a client's transfer id may not.
 /// "period:<subscription>:<start>" a period grant, "capture:<reservation>", "release:<reservation>",
-/// "reversal:<transfer>", "expire:<grant>:<cause>".
-constexpr std::string_view kDerivedTransferIdPrefixes[] = {"period:", "capture:", "release:", "reversal:", "expire:"};
+/// "reversal:<transfer>", "expire:<grant>:<cause>", "purchase:<purchase>" (a bundle bought),
+/// "refund:<purchase>:<amount refunded so far>" (credits taken back after a refund).
+constexpr std::string_view kDerivedTransferIdPrefixes[] = {"period:", "capture:", "release:", "reversal:",
+                                                           "expire:", "purchase:", "refund:"};
 
 /// Percents of a period's subscription credits used at which credits.threshold_reached is emitted, once each per
 /// period (seed 003, ticket 5.1: 75%, 90%, 100%).
@@ -87,6 +90,38 @@ struct CreditThresholdCrossing {
 /// allowance, prorated to the second over [at, period.end) as money is (ProrateInteger). 0 for a downgrade or no
 /// change (a downgrade takes effect at the next period). kInvalidArgument if |at| is outside the period.
 Result<int64_t> UpgradeCredits(int64_t old_allowance, int64_t new_allowance, Period period, Timestamp at);
+
+/// A credit bundle of the catalog (the file's "credit_bundles"; issue 13's defaults: 1,000 credits for 10.00 USD,
+/// 5,000 for 45.00, 20,000 for 160.00). Bought through Checkout or off-session; its credits roll over unless
+/// |expires_in_days| is set (then they expire that many days after the purchase is paid).
+struct CreditBundle {
+    std::string id;  // "credits_1000"
+    std::string name;
+    int64_t credits = 0;  // 1..kCreditAmountMax
+    Money price;          // what the customer pays, > 0
+    std::optional<int64_t> expires_in_days;
+};
+constexpr int64_t kCreditBundleExpiresInDaysMax = 3650;
+
+/// kInvalidArgument naming the field (".credits", ".price", ".expires_in_days", ".id") of a bundle that cannot be
+/// sold: an id that is not 1..64 of [A-Za-z0-9_-], credits outside 1..kCreditAmountMax, a price not above 0, an
+/// expiry outside 1..kCreditBundleExpiresInDaysMax days.
+Status ValidateCreditBundle(const CreditBundle& bundle);
+
+/// What a refund of a bundle purchase takes back (issue 13: "takes back the unused part of that bundle, never
+/// more, and records the part already spent"). The credits due back are the bundle's |credits| in proportion to
+/// the |refunded_total| of the |amount_paid| (Stripe's charge.amount_refunded, cumulative over partial refunds),
+/// rounded half away from zero as prorations are, so a full refund is every credit. Of what is due beyond
+/// |accounted_before| (taken back or found spent by earlier refunds), |take| comes out of the grant's |remaining|
+/// and |spent| is the rest, already used.
+struct CreditRefundPlan {
+    int64_t take = 0;
+    int64_t spent = 0;
+};
+/// kInvalidArgument unless 0 < amount_paid, 0 <= refunded_total <= amount_paid, 1 <= credits <= kCreditAmountMax,
+/// 0 <= accounted_before <= credits and 0 <= remaining <= credits.
+Result<CreditRefundPlan> PlanRefund(int64_t credits, int64_t amount_paid, int64_t refunded_total,
+                                    int64_t accounted_before, int64_t remaining);
 
 /// kInvalidArgument naming |param| unless 1 <= amount <= kCreditAmountMax.
 Status ValidateCreditAmount(int64_t amount, const char* param);

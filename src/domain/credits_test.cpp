@@ -128,5 +128,59 @@ TEST(CreditsTest, PlanReturnTable) {
     EXPECT_EQ(PlanReturn(held, -1).error().param, "amount");
 }
 
+// A refund takes back the bundle's credits in proportion to what was refunded, cumulatively over partial refunds,
+// never more than is left in the grant; the rest is recorded as spent (issue 13, item 5).
+TEST(CreditsTest, PlanRefundTable) {
+    struct Row {
+        int64_t credits, paid, refunded, accounted, remaining;
+        int64_t take, spent;
+    };
+    const std::vector<Row> rows = {
+        {1000, 1000, 1000, 0, 1000, 1000, 0},  // full refund, nothing used: every credit back
+        {1000, 1000, 1000, 0, 300, 300, 700},  // full refund after 700 were spent: 300 back, 700 recorded spent
+        {1000, 1000, 500, 0, 1000, 500, 0},    // half refunded: half the credits
+        {1000, 1000, 1000, 500, 500, 500, 0},  // the second half after the first half was taken back
+        {1000, 1000, 500, 500, 500, 0, 0},     // the same refund seen again: nothing more
+        {5000, 4500, 1, 0, 5000, 1, 0},        // 1 cent of 45.00 is 1.11 credits: 1
+        {5000, 4500, 2, 0, 5000, 2, 0},        // 2.22 -> 2
+        {5000, 4500, 9, 0, 5000, 10, 0},       // exactly 10
+        {3, 2, 1, 0, 3, 2, 0},                 // 1.5 rounds half away from zero: 2
+        {1000, 1000, 0, 0, 1000, 0, 0},        // nothing refunded
+        {1000, 1000, 1000, 1000, 0, 0, 0},     // all accounted for already
+        {1000, 1000, 1000, 200, 0, 0, 800},    // nothing left at all: the rest recorded spent
+    };
+    for (const auto& r : rows) {
+        auto plan = PlanRefund(r.credits, r.paid, r.refunded, r.accounted, r.remaining);
+        ASSERT_TRUE(plan.ok()) << r.credits << " " << r.refunded << "/" << r.paid;
+        EXPECT_EQ(plan->take, r.take) << r.credits << " " << r.refunded << "/" << r.paid << " accounted " << r.accounted;
+        EXPECT_EQ(plan->spent, r.spent) << r.credits << " " << r.refunded << "/" << r.paid << " accounted " << r.accounted;
+    }
+    // The most a bundle can hold, refunded in full, is exact (no overflow in the proportion).
+    auto biggest = PlanRefund(kCreditAmountMax, INT64_MAX, INT64_MAX, 0, kCreditAmountMax);
+    ASSERT_TRUE(biggest.ok());
+    EXPECT_EQ(biggest->take, kCreditAmountMax);
+    EXPECT_FALSE(PlanRefund(1000, 1000, 1001, 0, 1000).ok());  // more refunded than paid
+    EXPECT_FALSE(PlanRefund(1000, 0, 0, 0, 1000).ok());
+    EXPECT_FALSE(PlanRefund(1000, 1000, 10, 0, 1001).ok());
+}
+
+TEST(CreditsTest, BundleValidation) {
+    const CreditBundle ok{"credits_1000", "1,000 credits", 1000, Money(1000, *Currency::Parse("usd")), std::nullopt};
+    EXPECT_TRUE(ValidateCreditBundle(ok).ok());
+    auto with = [&](auto change) {
+        CreditBundle b = ok;
+        change(b);
+        auto s = ValidateCreditBundle(b);
+        return s.ok() ? std::string("ok") : s.error().param;
+    };
+    EXPECT_EQ(with([](CreditBundle& b) { b.id = "has space"; }), ".id");
+    EXPECT_EQ(with([](CreditBundle& b) { b.credits = 0; }), ".credits");
+    EXPECT_EQ(with([](CreditBundle& b) { b.credits = kCreditAmountMax + 1; }), ".credits");
+    EXPECT_EQ(with([](CreditBundle& b) { b.price = Money(0, *Currency::Parse("usd")); }), ".unit_amount");
+    EXPECT_EQ(with([](CreditBundle& b) { b.expires_in_days = 0; }), ".expires_in_days");
+    EXPECT_EQ(with([](CreditBundle& b) { b.expires_in_days = 30; }), "ok");
+    EXPECT_EQ(with([](CreditBundle& b) { b.name = ""; }), ".name");
+}
+
 }  // namespace
 }  // namespace tally

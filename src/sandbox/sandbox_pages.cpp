@@ -130,11 +130,28 @@ http::Response Sandbox::CreateCheckoutSession(const bj::object& params) {
         const std::string param = "line_items[" + std::to_string(i) + "]";
         if (!items->get_array()[i].is_object()) return Invalid(param, "Invalid object");
         const bj::object& li = items->get_array()[i].get_object();
-        const std::string price_id = Str(li, "price");
+        std::string price_id = Str(li, "price");
+        const auto* price_data = li.if_contains("price_data");
+        if (!price_id.empty() && price_data != nullptr) {
+            return Invalid(param, "You may only specify one of these parameters: price, price_data.");
+        }
+        if (price_data != nullptr) {
+            // An inline price, as Stripe makes one: a price (and with product_data a product) of its own, inactive.
+            if (!price_data->is_object()) return Invalid(param + "[price_data]", "Invalid object");
+            if (auto bad = OnlyParams(price_data->get_object(),
+                                      {"currency", "unit_amount", "product", "product_data", "recurring"})) {
+                return *bad;
+            }
+            bj::object inline_params = price_data->get_object();
+            inline_params["active"] = "false";
+            http::Response created = CreatePrice(inline_params);
+            if (created.status != 200) return created;
+            price_id = std::string(bj::parse(created.body).at("id").as_string());
+        }
         if (price_id.empty()) return Missing(param + "[price]");
         const bj::object* price = Find("price", price_id);
         if (price == nullptr) return Invalid(param + "[price]", "No such price: '" + price_id + "'");
-        if (!price->at("active").as_bool()) return Invalid(param + "[price]", kInactivePrice);
+        if (price_data == nullptr && !price->at("active").as_bool()) return Invalid(param + "[price]", kInactivePrice);
         const bool recurring = price->at("recurring").is_object();
         if (mode == "payment" && recurring) {
             return Invalid(param + "[price]", "You specified `payment` mode but passed a recurring price. Either switch "

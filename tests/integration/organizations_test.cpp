@@ -364,6 +364,7 @@ public:
         return Unavailable("down");
     }
     Result<StripeSubscriptionData> RetrieveSubscription(const StripeSubscriptionId&) override { return Unavailable("down"); }
+    Result<StripePaymentData> CreatePaymentIntent(const StripePaymentIntentCreate&) override { return Unavailable("down"); }
     Result<StripeSubscriptionData> UpdateSubscription(const StripeSubscriptionId&, const StripeSubscriptionUpdate&) override {
         return Unavailable("down");
     }

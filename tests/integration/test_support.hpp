@@ -99,6 +99,7 @@ public:
     Result<std::string> DefaultPaymentMethod(const StripeCustomerId&) override { return Down(); }
     Result<StripeSubscriptionData> CreateSubscription(const StripeSubscriptionCreate&) override { return Down(); }
     Result<StripeSubscriptionData> RetrieveSubscription(const StripeSubscriptionId&) override { return Down(); }
+    Result<StripePaymentData> CreatePaymentIntent(const StripePaymentIntentCreate&) override { return Down(); }
     Result<StripeSubscriptionData> UpdateSubscription(const StripeSubscriptionId&, const StripeSubscriptionUpdate&) override {
         return Down();
     }

@@ -195,6 +195,7 @@ public:
         if (during_update) during_update();
         return answer;
     }
+    Result<StripePaymentData> CreatePaymentIntent(const StripePaymentIntentCreate&) override { return Unavailable("down"); }
     Result<StripeSubscriptionData> RetrieveSubscription(const StripeSubscriptionId&) override {
         ++retrieves;
         if (retrieve_down) return Unavailable("down");

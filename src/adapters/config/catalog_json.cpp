@@ -92,7 +92,7 @@ Result<CatalogPrice> ParsePriceJson(const bj::value& v, const std::string& path)
 Result<Catalog> ParseCatalogJson(std::string_view text) {
     TALLY_ASSIGN_OR_RETURN(bj::value root, json::Parse(text));
     TALLY_ASSIGN_OR_RETURN(const bj::object* o, json::AsObject(root, ""));
-    TALLY_TRY(OnlyKeys(*o, {"roles", "default_plan", "plans", "meters", "flags", "credit_actions"}, ""));
+    TALLY_TRY(OnlyKeys(*o, {"roles", "default_plan", "plans", "meters", "flags", "credit_actions", "credit_bundles"}, ""));
     std::vector<std::string> roles;
     const auto* roles_v = o->if_contains("roles");
     if (roles_v == nullptr || !roles_v->is_array()) return InvalidArgument("roles must be an array of names", "roles");
@@ -179,6 +179,37 @@ Result<std::map<std::string, int64_t>> ParseCreditActionsJson(std::string_view t
         actions[std::string(kv.key())] = kv.value().get_int64();
     }
     return actions;
+}
+
+Result<std::vector<CreditBundle>> ParseCreditBundlesJson(std::string_view text) {
+    TALLY_ASSIGN_OR_RETURN(bj::value root, json::Parse(text));
+    TALLY_ASSIGN_OR_RETURN(const bj::object* o, json::AsObject(root, ""));
+    std::vector<CreditBundle> bundles;
+    const auto* list = o->if_contains("credit_bundles");
+    if (list == nullptr) return bundles;
+    if (!list->is_array()) return InvalidArgument("credit_bundles must be an array of bundles", "credit_bundles");
+    for (size_t i = 0; i < list->get_array().size(); ++i) {
+        const std::string path = "credit_bundles[" + std::to_string(i) + "]";
+        TALLY_ASSIGN_OR_RETURN(const bj::object* b, json::AsObject(list->get_array()[i], path));
+        TALLY_TRY(OnlyKeys(*b, {"id", "name", "credits", "unit_amount", "currency", "expires_in_days"}, path));
+        TALLY_ASSIGN_OR_RETURN(std::string id, json::RequiredString(*b, "id", path));
+        TALLY_ASSIGN_OR_RETURN(std::string name, json::RequiredString(*b, "name", path));
+        TALLY_ASSIGN_OR_RETURN(int64_t credits, json::RequiredInt(*b, "credits", path));
+        TALLY_ASSIGN_OR_RETURN(int64_t amount, json::RequiredInt(*b, "unit_amount", path));
+        TALLY_ASSIGN_OR_RETURN(std::string code, json::RequiredString(*b, "currency", path));
+        auto currency = Currency::Parse(code);
+        if (!currency.ok()) return InvalidArgument(currency.error().message, path + ".currency");
+        TALLY_ASSIGN_OR_RETURN(auto expires, json::OptionalInt(*b, "expires_in_days", path));
+        CreditBundle bundle{std::move(id), std::move(name), credits, Money(amount, *currency), expires};
+        if (Status valid = ValidateCreditBundle(bundle); !valid.ok()) {
+            return InvalidArgument(valid.error().message, path + valid.error().param);
+        }
+        for (const auto& other : bundles) {
+            if (other.id == bundle.id) return InvalidArgument("bundle '" + bundle.id + "' is declared twice", path + ".id");
+        }
+        bundles.push_back(std::move(bundle));
+    }
+    return bundles;
 }
 
 Result<std::string> ReadCatalogText(const std::string& path) {

@@ -33,6 +33,11 @@ Result<std::vector<FeatureFlag>> ParseFlagsJson(std::string_view text);
 /// The credits each priced action costs (the "credit_actions" key: {name: integer 1..2^53}; none without it).
 /// Errors are kInvalidArgument whose param is the JSON path ("credit_actions.SEND_EMAIL").
 Result<std::map<std::string, int64_t>> ParseCreditActionsJson(std::string_view text);
+/// The credit bundles on sale (the "credit_bundles" key; none without it):
+///   "credit_bundles": [{"id", "name", "credits" (1..2^53), "unit_amount" (minor units, > 0), "currency",
+///                       "expires_in_days"? (1..3650; none: the credits roll over)}]
+/// Errors are kInvalidArgument whose param is the JSON path ("credit_bundles[1].unit_amount").
+Result<std::vector<CreditBundle>> ParseCreditBundlesJson(std::string_view text);
 /// The text of the catalog file at |path|, or of the built-in default when |path| is empty; kNotFound if unreadable.
 Result<std::string> ReadCatalogText(const std::string& path);
 /// Reads and parses |path|; kNotFound if it cannot be read.

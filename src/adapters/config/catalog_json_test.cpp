@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <tuple>
+
 namespace tally {
 namespace {
 
@@ -54,6 +56,47 @@ TEST(CatalogJsonTest, ErrorsNameTheJsonPath) {
     auto missing = LoadCatalogFile("/nonexistent/pricing.json");
     ASSERT_FALSE(missing.ok());
     EXPECT_EQ(missing.error().code, ErrorCode::kNotFound);
+}
+
+// Issue 13's default bundles: 1,000 credits for 10.00 USD, 5,000 for 45.00, 20,000 for 160.00.
+TEST(CatalogJsonTest, DefaultCreditBundles) {
+    auto text = ReadCatalogText(std::string(TALLY_SOURCE_DIR) + "/config/pricing.json");
+    ASSERT_TRUE(text.ok());
+    auto bundles = ParseCreditBundlesJson(*text);
+    ASSERT_TRUE(bundles.ok()) << bundles.error().message;
+    ASSERT_EQ(bundles->size(), 3U);
+    const std::tuple<const char*, int64_t, int64_t> want[] = {
+        {"credits_1000", 1000, 1000}, {"credits_5000", 5000, 4500}, {"credits_20000", 20000, 16000}};
+    for (size_t i = 0; i < 3; ++i) {
+        EXPECT_EQ((*bundles)[i].id, std::get<0>(want[i]));
+        EXPECT_EQ((*bundles)[i].credits, std::get<1>(want[i]));
+        EXPECT_EQ((*bundles)[i].price.amount_minor(), std::get<2>(want[i]));
+        EXPECT_EQ((*bundles)[i].price.currency().code(), "usd");
+        EXPECT_FALSE((*bundles)[i].expires_in_days.has_value());
+    }
+    auto none = ParseCreditBundlesJson(R"({"roles":[]})");
+    ASSERT_TRUE(none.ok());
+    EXPECT_TRUE(none->empty());
+}
+
+TEST(CatalogJsonTest, CreditBundleErrorsNameTheJsonPath) {
+    struct Case { const char* json; const char* param; };
+    const Case cases[] = {
+        {R"({"credit_bundles":{}})", "credit_bundles"},
+        {R"({"credit_bundles":[{"id":"a","name":"A","credits":10,"unit_amount":100}]})", "credit_bundles[0].currency"},
+        {R"({"credit_bundles":[{"id":"a","name":"A","credits":0,"unit_amount":100,"currency":"usd"}]})", "credit_bundles[0].credits"},
+        {R"({"credit_bundles":[{"id":"a","name":"A","credits":10,"unit_amount":0,"currency":"usd"}]})", "credit_bundles[0].unit_amount"},
+        {R"({"credit_bundles":[{"id":"a","name":"A","credits":10,"unit_amount":5,"currency":"zzz"}]})", "credit_bundles[0].currency"},
+        {R"({"credit_bundles":[{"id":"a b","name":"A","credits":10,"unit_amount":5,"currency":"usd"}]})", "credit_bundles[0].id"},
+        {R"({"credit_bundles":[{"id":"a","name":"A","credits":10,"unit_amount":5,"currency":"usd","expires_in_days":0}]})", "credit_bundles[0].expires_in_days"},
+        {R"({"credit_bundles":[{"id":"a","name":"A","credits":10,"unit_amount":5,"currency":"usd","color":"red"}]})", "credit_bundles[0].color"},
+        {R"({"credit_bundles":[{"id":"a","name":"A","credits":10,"unit_amount":5,"currency":"usd"},{"id":"a","name":"B","credits":1,"unit_amount":5,"currency":"usd"}]})", "credit_bundles[1].id"},
+    };
+    for (const auto& c : cases) {
+        auto bundles = ParseCreditBundlesJson(c.json);
+        ASSERT_FALSE(bundles.ok()) << c.json;
+        EXPECT_EQ(bundles.error().param, c.param) << c.json << " -> " << bundles.error().message;
+    }
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include "app/member_service.hpp"
 #include "app/plan_service.hpp"
 #include "app/usage_service.hpp"
+#include "app/credit_purchases.hpp"
 #include "app/credit_service.hpp"
 #include "app/flag_service.hpp"
 #include "app/write_group.hpp"
@@ -61,6 +62,7 @@ struct ApiDeps {
     FlagService* flags = nullptr;   // rollout flags; null: /v1/flags and flag checks are 404
     WriteGroupCommitter* commits = nullptr;  // group commit of recorded usage; null: each write commits on its own
     CreditService* credits = nullptr;  // prepaid credits; null: the /v1/credits routes are 404
+    CreditPurchaseService* credit_purchases = nullptr;  // credit bundles; null: bundles and purchases are 404
 };
 
 /// Who may call a route.

@@ -278,10 +278,11 @@ Response ListCreditTransactions(const ApiDeps& d, const Call& c) {
     if (!limit.ok()) return Fail(limit.error());
     f.limit = *limit + 1;  // one more tells whether there is a next page
     if (auto it = c.req.query.find("type"); it != c.req.query.end()) {
-        static constexpr std::string_view kTypes[] = {"grant", "deduct", "reserve", "capture", "release", "reverse", "expire"};
+        static constexpr std::string_view kTypes[] = {"grant",   "deduct", "reserve", "capture",
+                                                      "release", "reverse", "expire", "refund"};
         if (std::find(std::begin(kTypes), std::end(kTypes), it->second) == std::end(kTypes)) {
-            return Fail(InvalidArgument("type must be one of grant, deduct, reserve, capture, release, reverse, expire",
-                                        "type"));
+            return Fail(InvalidArgument(
+                "type must be one of grant, deduct, reserve, capture, release, reverse, expire, refund", "type"));
         }
         f.kind = it->second;
     }
@@ -459,6 +460,99 @@ Response SetNotificationPreferences(const ApiDeps& d, const Call& c) {
     auto out = d.credits->SetNotificationPreferences(CustomerId(c.param(0)), changes, c.actor);
     if (!out.ok()) return Fail(out.error());
     return PreferencesResponse(c.param(0), *out);
+}
+
+namespace {
+
+bj::value PurchaseJson(const CreditPurchaseOutcome& out) {
+    bj::object o = CreditPurchaseJson(out.purchase).as_object();
+    o["credit_grant"] = out.grant ? CreditGrantJson(*out.grant) : bj::value(nullptr);
+    return o;
+}
+
+/// {customer, bundle, id} of a purchase request; |id_required| for off-session ones.
+Result<CreditPurchaseInput> ParsePurchase(const bj::object& body, bool id_required) {
+    CreditPurchaseInput in;
+    TALLY_ASSIGN_OR_RETURN(std::string customer, json::RequiredString(body, "customer", ""));
+    in.customer = CustomerId(std::move(customer));
+    TALLY_ASSIGN_OR_RETURN(in.bundle, json::RequiredString(body, "bundle", ""));
+    if (id_required) {
+        TALLY_ASSIGN_OR_RETURN(in.id, json::RequiredString(body, "id", ""));
+    } else {
+        TALLY_ASSIGN_OR_RETURN(in.id, json::OptionalString(body, "id", ""));
+    }
+    return in;
+}
+
+}  // namespace
+
+Response ListCreditBundles(const ApiDeps& d, const Call& c) {
+    if (!d.credit_purchases) return RouteNotFound(c.req);
+    bj::array data;
+    for (const auto& b : d.credit_purchases->bundles()) {
+        data.push_back(bj::object{
+            {"id", b.id},
+            {"object", "credit_bundle"},
+            {"name", b.name},
+            {"credits", b.credits},
+            {"unit_amount", b.price.amount_minor()},
+            {"currency", b.price.currency().code()},
+            {"expires_in_days", b.expires_in_days ? bj::value(*b.expires_in_days) : bj::value(nullptr)}});
+    }
+    return List(data, "/v1/credits/bundles");
+}
+
+Response CreateCreditPurchase(const ApiDeps& d, const Call& c) {
+    if (!d.credit_purchases) return RouteNotFound(c.req);
+    auto body = BindJsonBody(c.req, {"customer", "bundle", "id"});
+    if (!body.ok()) return Fail(body.error());
+    auto in = ParsePurchase(*body, true);
+    if (!in.ok()) return Fail(in.error());
+    in->actor = c.actor;
+    auto out = d.credit_purchases->Purchase(*in);
+    if (!out.ok()) return Fail(out.error());
+    return Replayable(out->replayed ? 200 : 201, PurchaseJson(*out), out->replayed);
+}
+
+Response CreateCreditCheckoutSession(const ApiDeps& d, const Call& c) {
+    if (!d.credit_purchases) return RouteNotFound(c.req);
+    auto body = BindJsonBody(c.req, {"customer", "bundle", "id", "success_url", "cancel_url"});
+    if (!body.ok()) return Fail(body.error());
+    auto in = ParsePurchase(*body, false);
+    if (!in.ok()) return Fail(in.error());
+    auto success = json::OptionalString(*body, "success_url", "");
+    if (!success.ok()) return Fail(success.error());
+    auto cancel = json::OptionalString(*body, "cancel_url", "");
+    if (!cancel.ok()) return Fail(cancel.error());
+    in->success_url = *success;
+    in->cancel_url = *cancel;
+    in->actor = c.actor;
+    auto out = d.credit_purchases->StartCheckout(*in);
+    if (!out.ok()) return Fail(out.error());
+    return Replayable(out->replayed ? 200 : 201, PurchaseJson(*out), out->replayed);
+}
+
+Response GetCreditPurchase(const ApiDeps& d, const Call& c) {
+    if (!d.credit_purchases) return RouteNotFound(c.req);
+    auto out = d.credit_purchases->Get(c.param(0));
+    if (!out.ok()) return Fail(out.error());
+    return Json(200, PurchaseJson(*out));
+}
+
+Response ListCreditPurchases(const ApiDeps& d, const Call& c) {
+    if (!d.credit_purchases) return RouteNotFound(c.req);
+    if (Status s = OnlyQueryParams(c.req, {"limit", "starting_after"}); !s.ok()) return Fail(s.error());
+    auto limit = PageSize(c.req);
+    if (!limit.ok()) return Fail(limit.error());
+    std::optional<std::string> after;
+    if (auto it = c.req.query.find("starting_after"); it != c.req.query.end()) after = it->second;
+    auto rows = d.credit_purchases->List(CustomerId(c.param(0)), after, *limit + 1);
+    if (!rows.ok()) return Fail(rows.error());
+    const bool has_more = rows->size() > static_cast<size_t>(*limit);
+    if (has_more) rows->resize(static_cast<size_t>(*limit));
+    bj::array data;
+    for (const auto& p : *rows) data.push_back(CreditPurchaseJson(p));
+    return List(data, "/v1/customers/" + c.param(0) + "/credit_purchases", has_more);
 }
 
 }  // namespace tally::http::routes

@@ -139,6 +139,11 @@ Response ListNotifications(const ApiDeps& d, const Call& c);
 Response DismissNotification(const ApiDeps& d, const Call& c);
 Response GetNotificationPreferences(const ApiDeps& d, const Call& c);
 Response SetNotificationPreferences(const ApiDeps& d, const Call& c);
+Response ListCreditBundles(const ApiDeps& d, const Call& c);
+Response CreateCreditPurchase(const ApiDeps& d, const Call& c);
+Response CreateCreditCheckoutSession(const ApiDeps& d, const Call& c);
+Response GetCreditPurchase(const ApiDeps& d, const Call& c);
+Response ListCreditPurchases(const ApiDeps& d, const Call& c);
 
 // api_flags.cpp
 Response ListFlags(const ApiDeps& d, const Call& c);

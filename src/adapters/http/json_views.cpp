@@ -169,6 +169,32 @@ bj::value CreditGrantJson(const CreditGrantRecord& g) {
                       {"reason", g.reason.empty() ? bj::value(nullptr) : bj::value(g.reason)},
                       {"created", g.created.unix_seconds()}};
 }
+bj::value CreditPurchaseJson(const CreditPurchaseRecord& p) {
+    auto text = [](const std::string& v) { return v.empty() ? bj::value(nullptr) : bj::value(v); };
+    return bj::object{{"id", p.id},
+                      {"object", "credit_purchase"},
+                      {"customer", p.customer_id.str()},
+                      {"bundle", p.bundle},
+                      {"credits", p.credits},
+                      {"amount", p.amount},
+                      {"currency", p.currency},
+                      {"source", p.source},
+                      {"status", p.status},
+                      {"payment_intent", text(p.payment_intent)},
+                      {"checkout_session", text(p.checkout_session)},
+                      {"checkout_url", text(p.checkout_url)},
+                      {"grant", text(p.grant_id)},
+                      {"failure_code", text(p.failure_code)},
+                      {"failure_message", text(p.failure_message)},
+                      {"amount_refunded", p.amount_refunded},
+                      {"credits_refunded", p.credits_refunded},
+                      {"credits_refund_spent", p.credits_refund_spent},
+                      {"created", p.created.unix_seconds()},
+                      {"updated", p.updated.unix_seconds()}};
+}
+std::string JsonObjectRenderer::CreditPurchase(const CreditPurchaseRecord& purchase) const {
+    return bj::serialize(CreditPurchaseJson(purchase));
+}
 std::string JsonObjectRenderer::CreditGrant(const CreditGrantRecord& grant) const {
     return bj::serialize(CreditGrantJson(grant));
 }

@@ -52,6 +52,10 @@ boost::json::value CustomerSessionJson(const CustomerSessionRecord& session, con
 /// A credit grant: {"id","object":"credit_grant","customer","type","amount","remaining","priority","expires_at",
 /// "transfer","reason","created"}.
 boost::json::value CreditGrantJson(const CreditGrantRecord& g);
+/// {"id","object":"credit_purchase","customer","bundle","credits","amount","currency","source","status",
+///  "payment_intent","checkout_session","checkout_url","grant","failure_code","failure_message","amount_refunded",
+///  "credits_refunded","credits_refund_spent","created","updated"}; "" fields are null.
+boost::json::value CreditPurchaseJson(const CreditPurchaseRecord& p);
 
 /// The ApiObjectRenderer port over these views: events carry exactly the API's objects. Thread-safe, stateless.
 class JsonObjectRenderer final : public ApiObjectRenderer {
@@ -65,6 +69,7 @@ public:
     std::string Plan(const PlanRecord& plan) const override;
     std::string UsageThreshold(const CustomerId& customer, const MeterState& state, int threshold) const override;
     std::string CreditGrant(const CreditGrantRecord& grant) const override;
+    std::string CreditPurchase(const CreditPurchaseRecord& purchase) const override;
     std::string CreditThreshold(const CreditThresholdCrossing& crossing) const override;
     std::string Envelope(const AppEventRecord& event, std::string_view object_json,
                          const Attributes& previous) const override;

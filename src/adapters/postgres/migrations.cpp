@@ -486,6 +486,38 @@ CREATE TRIGGER credit_transfers_append_only BEFORE UPDATE OR DELETE ON credit_tr
 CREATE TRIGGER credit_entries_append_only BEFORE UPDATE OR DELETE ON credit_entries
   FOR EACH ROW EXECUTE FUNCTION tally_append_only();
 )sql"},
+    {10, R"sql(
+-- Credit bundles bought (off-session or through Checkout), and the refund transfer kind.
+ALTER TABLE credit_transfers DROP CONSTRAINT credit_transfers_kind_check;
+ALTER TABLE credit_transfers ADD CONSTRAINT credit_transfers_kind_check
+  CHECK (kind IN ('grant', 'deduct', 'reserve', 'capture', 'release', 'reverse', 'expire', 'refund'));
+CREATE TABLE credit_purchases (
+  id TEXT PRIMARY KEY,
+  customer_id TEXT NOT NULL,
+  bundle TEXT NOT NULL,
+  credits BIGINT NOT NULL CHECK (credits > 0),
+  amount BIGINT NOT NULL CHECK (amount > 0),
+  currency TEXT NOT NULL,
+  expires_in_days BIGINT,
+  source TEXT NOT NULL CHECK (source IN ('api', 'checkout')),
+  status TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
+  payment_intent TEXT NOT NULL,
+  checkout_session TEXT NOT NULL,
+  checkout_url TEXT NOT NULL,
+  grant_id TEXT NOT NULL,
+  failure_code TEXT NOT NULL,
+  failure_message TEXT NOT NULL,
+  amount_refunded BIGINT NOT NULL CHECK (amount_refunded >= 0 AND amount_refunded <= amount),
+  credits_refunded BIGINT NOT NULL CHECK (credits_refunded >= 0),
+  credits_refund_spent BIGINT NOT NULL CHECK (credits_refund_spent >= 0 AND credits_refunded + credits_refund_spent <= credits),
+  request TEXT NOT NULL,
+  actor TEXT NOT NULL,
+  created BIGINT NOT NULL,
+  updated BIGINT NOT NULL
+);
+CREATE INDEX credit_purchases_customer ON credit_purchases(customer_id, created);
+CREATE INDEX credit_purchases_payment_intent ON credit_purchases(payment_intent) WHERE payment_intent <> '';
+)sql"},
 };
 
 }  // namespace

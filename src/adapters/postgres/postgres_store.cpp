@@ -1205,6 +1205,36 @@ CreditReservationRecord ReadPgReservation(const Row& s) {
                                    s.OptInt(5),    s.OptTs(6),            s.Text(7), Timestamp(s.Int(8))};
 }
 
+#define TALLY_CREDIT_PURCHASE_COLS \
+    "id, customer_id, bundle, credits, amount, currency, expires_in_days, source, status, payment_intent, checkout_session, checkout_url, grant_id, failure_code, failure_message, amount_refunded, credits_refunded, credits_refund_spent, request, actor, created, updated"
+
+CreditPurchaseRecord ReadPgPurchase(const Row& s) {
+    CreditPurchaseRecord p;
+    p.id = s.Text(0);
+    p.customer_id = CustomerId(s.Text(1));
+    p.bundle = s.Text(2);
+    p.credits = s.Int(3);
+    p.amount = s.Int(4);
+    p.currency = s.Text(5);
+    p.expires_in_days = s.OptInt(6);
+    p.source = s.Text(7);
+    p.status = s.Text(8);
+    p.payment_intent = s.Text(9);
+    p.checkout_session = s.Text(10);
+    p.checkout_url = s.Text(11);
+    p.grant_id = s.Text(12);
+    p.failure_code = s.Text(13);
+    p.failure_message = s.Text(14);
+    p.amount_refunded = s.Int(15);
+    p.credits_refunded = s.Int(16);
+    p.credits_refund_spent = s.Int(17);
+    p.request = s.Text(18);
+    p.actor = s.Text(19);
+    p.created = Timestamp(s.Int(20));
+    p.updated = Timestamp(s.Int(21));
+    return p;
+}
+
 class PgCreditTx final : public CreditStoreTx, private PgStatements {
 public:
     explicit PgCreditTx(PgConnection& c) : PgStatements(c) {}
@@ -1276,6 +1306,42 @@ public:
     Result<std::vector<CreditReservationRecord>> AllReservations() override {
         return Many<CreditReservationRecord>("SELECT " TALLY_CREDIT_RESERVATION_COLS " FROM credit_reservations ORDER BY id",
                                              ReadPgReservation);
+    }
+    Status InsertPurchase(const CreditPurchaseRecord& p) override {
+        return Do("INSERT INTO credit_purchases(" TALLY_CREDIT_PURCHASE_COLS ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22)",
+                  p.id, p.customer_id, p.bundle, p.credits, p.amount, p.currency, p.expires_in_days, p.source, p.status,
+                  p.payment_intent, p.checkout_session, p.checkout_url, p.grant_id, p.failure_code, p.failure_message,
+                  p.amount_refunded, p.credits_refunded, p.credits_refund_spent, p.request, p.actor, p.created,
+                  p.updated);
+    }
+    Status UpdatePurchase(const CreditPurchaseRecord& p) override {
+        return Do("UPDATE credit_purchases SET status=$2, payment_intent=$3, checkout_session=$4, checkout_url=$5, "
+                  "grant_id=$6, failure_code=$7, failure_message=$8, amount_refunded=$9, credits_refunded=$10, "
+                  "credits_refund_spent=$11, updated=$12 WHERE id=$1",
+                  p.id, p.status, p.payment_intent, p.checkout_session, p.checkout_url, p.grant_id, p.failure_code,
+                  p.failure_message, p.amount_refunded, p.credits_refunded, p.credits_refund_spent, p.updated);
+    }
+    Result<std::optional<CreditPurchaseRecord>> GetPurchase(const std::string& id) override {
+        return One<CreditPurchaseRecord>("SELECT " TALLY_CREDIT_PURCHASE_COLS " FROM credit_purchases WHERE id=$1",
+                                         ReadPgPurchase, id);
+    }
+    Result<std::optional<CreditPurchaseRecord>> FindPurchaseByPaymentIntent(const std::string& payment_intent) override {
+        return One<CreditPurchaseRecord>("SELECT " TALLY_CREDIT_PURCHASE_COLS " FROM credit_purchases "
+                                         "WHERE payment_intent=$1 AND payment_intent <> '' ORDER BY id LIMIT 1",
+                                         ReadPgPurchase, payment_intent);
+    }
+    Result<std::vector<CreditPurchaseRecord>> ListPurchases(const CustomerId& customer,
+                                                            const std::optional<std::string>& starting_after,
+                                                            int limit) override {
+        return Many<CreditPurchaseRecord>(
+            "SELECT " TALLY_CREDIT_PURCHASE_COLS " FROM credit_purchases WHERE customer_id=$1 AND "
+            "($2::text IS NULL OR (created, id) < (SELECT created, id FROM credit_purchases WHERE id=$2)) "
+            "ORDER BY created DESC, id DESC LIMIT $3",
+            ReadPgPurchase, customer, starting_after, int64_t{limit});
+    }
+    Result<std::vector<CreditPurchaseRecord>> AllPurchases() override {
+        return Many<CreditPurchaseRecord>("SELECT " TALLY_CREDIT_PURCHASE_COLS " FROM credit_purchases ORDER BY id",
+                                          ReadPgPurchase);
     }
     Status InsertNotification(const NotificationRecord& n) override {
         return Do("INSERT INTO notifications(id, customer_id, kind, message, object, created, dismissed_at) "

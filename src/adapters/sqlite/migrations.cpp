@@ -509,6 +509,64 @@ CREATE TRIGGER credit_transfers_no_delete BEFORE DELETE ON credit_transfers BEGI
 CREATE TRIGGER credit_entries_no_update BEFORE UPDATE ON credit_entries BEGIN SELECT RAISE(ABORT, 'credit_entries is append-only'); END;
 CREATE TRIGGER credit_entries_no_delete BEFORE DELETE ON credit_entries BEGIN SELECT RAISE(ABORT, 'credit_entries is append-only'); END;
 )sql"},
+    {13, R"sql(
+-- Credit bundles bought (off-session or through Checkout), and the refund transfer kind. SQLite cannot alter a
+-- CHECK constraint, so credit_transfers is rebuilt as its documentation says (ALTER TABLE, "other kinds of table
+-- schema changes"): a new table, the rows copied, the old one dropped, the new one renamed, its index and triggers
+-- made again. DROP TABLE fires no DELETE trigger.
+CREATE TABLE credit_transfers_v13 (
+  id TEXT PRIMARY KEY,
+  customer_id TEXT NOT NULL,
+  kind TEXT NOT NULL CHECK (kind IN ('grant', 'deduct', 'reserve', 'capture', 'release', 'reverse', 'expire',
+                                     'refund')),
+  amount INTEGER NOT NULL,
+  action TEXT NOT NULL,
+  metadata TEXT NOT NULL,
+  request TEXT NOT NULL,
+  balance_subscription INTEGER NOT NULL,
+  balance_bundle INTEGER NOT NULL,
+  balance_promotional INTEGER NOT NULL,
+  created INTEGER NOT NULL,
+  actor TEXT NOT NULL,
+  reference TEXT NOT NULL,
+  seq INTEGER NOT NULL UNIQUE
+);
+INSERT INTO credit_transfers_v13 (id, customer_id, kind, amount, action, metadata, request, balance_subscription,
+                                  balance_bundle, balance_promotional, created, actor, reference, seq)
+  SELECT id, customer_id, kind, amount, action, metadata, request, balance_subscription, balance_bundle,
+         balance_promotional, created, actor, reference, seq FROM credit_transfers;
+DROP TABLE credit_transfers;
+ALTER TABLE credit_transfers_v13 RENAME TO credit_transfers;
+CREATE INDEX credit_transfers_customer ON credit_transfers(customer_id, created, seq);
+CREATE TRIGGER credit_transfers_no_update BEFORE UPDATE ON credit_transfers BEGIN SELECT RAISE(ABORT, 'credit_transfers is append-only'); END;
+CREATE TRIGGER credit_transfers_no_delete BEFORE DELETE ON credit_transfers BEGIN SELECT RAISE(ABORT, 'credit_transfers is append-only'); END;
+CREATE TABLE credit_purchases (
+  id TEXT PRIMARY KEY,
+  customer_id TEXT NOT NULL,
+  bundle TEXT NOT NULL,
+  credits INTEGER NOT NULL CHECK (credits > 0),
+  amount INTEGER NOT NULL CHECK (amount > 0),
+  currency TEXT NOT NULL,
+  expires_in_days INTEGER,
+  source TEXT NOT NULL CHECK (source IN ('api', 'checkout')),
+  status TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
+  payment_intent TEXT NOT NULL,
+  checkout_session TEXT NOT NULL,
+  checkout_url TEXT NOT NULL,
+  grant_id TEXT NOT NULL,
+  failure_code TEXT NOT NULL,
+  failure_message TEXT NOT NULL,
+  amount_refunded INTEGER NOT NULL CHECK (amount_refunded >= 0 AND amount_refunded <= amount),
+  credits_refunded INTEGER NOT NULL CHECK (credits_refunded >= 0),
+  credits_refund_spent INTEGER NOT NULL CHECK (credits_refund_spent >= 0 AND credits_refunded + credits_refund_spent <= credits),
+  request TEXT NOT NULL,
+  actor TEXT NOT NULL,
+  created INTEGER NOT NULL,
+  updated INTEGER NOT NULL
+);
+CREATE INDEX credit_purchases_customer ON credit_purchases(customer_id, created);
+CREATE INDEX credit_purchases_payment_intent ON credit_purchases(payment_intent) WHERE payment_intent <> '';
+)sql"},
 };
 
 Status Exec(sqlite3* db, const char* sql) {

@@ -1121,6 +1121,36 @@ CreditReservationRecord ReadSqliteReservation(sqlite3_stmt* s) {
                                    OptInt(s, 5), OptTs(s, 6),            Text(s, 7), Timestamp(Int(s, 8))};
 }
 
+#define TALLY_CREDIT_PURCHASE_COLS \
+    "id, customer_id, bundle, credits, amount, currency, expires_in_days, source, status, payment_intent, checkout_session, checkout_url, grant_id, failure_code, failure_message, amount_refunded, credits_refunded, credits_refund_spent, request, actor, created, updated"
+
+CreditPurchaseRecord ReadSqlitePurchase(sqlite3_stmt* s) {
+    CreditPurchaseRecord p;
+    p.id = Text(s, 0);
+    p.customer_id = CustomerId(Text(s, 1));
+    p.bundle = Text(s, 2);
+    p.credits = Int(s, 3);
+    p.amount = Int(s, 4);
+    p.currency = Text(s, 5);
+    p.expires_in_days = OptInt(s, 6);
+    p.source = Text(s, 7);
+    p.status = Text(s, 8);
+    p.payment_intent = Text(s, 9);
+    p.checkout_session = Text(s, 10);
+    p.checkout_url = Text(s, 11);
+    p.grant_id = Text(s, 12);
+    p.failure_code = Text(s, 13);
+    p.failure_message = Text(s, 14);
+    p.amount_refunded = Int(s, 15);
+    p.credits_refunded = Int(s, 16);
+    p.credits_refund_spent = Int(s, 17);
+    p.request = Text(s, 18);
+    p.actor = Text(s, 19);
+    p.created = Timestamp(Int(s, 20));
+    p.updated = Timestamp(Int(s, 21));
+    return p;
+}
+
 class SqliteCreditTx final : public CreditStoreTx, private SqliteStatements {
 public:
     explicit SqliteCreditTx(Connection& c) : SqliteStatements(c) {}
@@ -1192,6 +1222,42 @@ public:
     Result<std::vector<CreditReservationRecord>> AllReservations() override {
         return Many<CreditReservationRecord>("SELECT " TALLY_CREDIT_RESERVATION_COLS " FROM credit_reservations ORDER BY id",
                                              ReadSqliteReservation);
+    }
+    Status InsertPurchase(const CreditPurchaseRecord& p) override {
+        return Do("INSERT INTO credit_purchases(" TALLY_CREDIT_PURCHASE_COLS ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22)",
+                  p.id, p.customer_id, p.bundle, p.credits, p.amount, p.currency, p.expires_in_days, p.source, p.status,
+                  p.payment_intent, p.checkout_session, p.checkout_url, p.grant_id, p.failure_code, p.failure_message,
+                  p.amount_refunded, p.credits_refunded, p.credits_refund_spent, p.request, p.actor, p.created,
+                  p.updated);
+    }
+    Status UpdatePurchase(const CreditPurchaseRecord& p) override {
+        return Do("UPDATE credit_purchases SET status=?2, payment_intent=?3, checkout_session=?4, checkout_url=?5, "
+                  "grant_id=?6, failure_code=?7, failure_message=?8, amount_refunded=?9, credits_refunded=?10, "
+                  "credits_refund_spent=?11, updated=?12 WHERE id=?1",
+                  p.id, p.status, p.payment_intent, p.checkout_session, p.checkout_url, p.grant_id, p.failure_code,
+                  p.failure_message, p.amount_refunded, p.credits_refunded, p.credits_refund_spent, p.updated);
+    }
+    Result<std::optional<CreditPurchaseRecord>> GetPurchase(const std::string& id) override {
+        return One<CreditPurchaseRecord>("SELECT " TALLY_CREDIT_PURCHASE_COLS " FROM credit_purchases WHERE id=?1",
+                                         ReadSqlitePurchase, id);
+    }
+    Result<std::optional<CreditPurchaseRecord>> FindPurchaseByPaymentIntent(const std::string& payment_intent) override {
+        return One<CreditPurchaseRecord>("SELECT " TALLY_CREDIT_PURCHASE_COLS " FROM credit_purchases "
+                                         "WHERE payment_intent=?1 AND payment_intent <> '' ORDER BY id LIMIT 1",
+                                         ReadSqlitePurchase, payment_intent);
+    }
+    Result<std::vector<CreditPurchaseRecord>> ListPurchases(const CustomerId& customer,
+                                                            const std::optional<std::string>& starting_after,
+                                                            int limit) override {
+        return Many<CreditPurchaseRecord>(
+            "SELECT " TALLY_CREDIT_PURCHASE_COLS " FROM credit_purchases WHERE customer_id=?1 AND "
+            "(?2 IS NULL OR (created, id) < (SELECT created, id FROM credit_purchases WHERE id=?2)) "
+            "ORDER BY created DESC, id DESC LIMIT ?3",
+            ReadSqlitePurchase, customer, starting_after, int64_t{limit});
+    }
+    Result<std::vector<CreditPurchaseRecord>> AllPurchases() override {
+        return Many<CreditPurchaseRecord>("SELECT " TALLY_CREDIT_PURCHASE_COLS " FROM credit_purchases ORDER BY id",
+                                          ReadSqlitePurchase);
     }
     Status InsertNotification(const NotificationRecord& n) override {
         return Do("INSERT INTO notifications(id, customer_id, kind, message, object, created, dismissed_at, seq) "

@@ -341,8 +341,10 @@ Result<StripeCheckoutData> DecodeCheckout(const bj::object& o) {
     TALLY_ASSIGN_OR_RETURN(c.client_reference_id, OptionalString(o, "client_reference_id", kObj));
     TALLY_ASSIGN_OR_RETURN(c.mode, OptionalString(o, "mode", kObj));
     TALLY_ASSIGN_OR_RETURN(c.payment_status, OptionalString(o, "payment_status", kObj));
+    TALLY_ASSIGN_OR_RETURN(c.payment_intent, IdOrExpanded(o, "payment_intent", kObj));
     if (const auto* md = o.if_contains("metadata"); md && md->is_object()) {
         TALLY_ASSIGN_OR_RETURN(c.external_id, OptionalString(md->get_object(), "external_id", "data.object.metadata"));
+        TALLY_ASSIGN_OR_RETURN(c.purchase, OptionalString(md->get_object(), "tally_purchase", "data.object.metadata"));
     }
     return c;
 }
@@ -364,8 +366,18 @@ Result<StripePaymentData> DecodePayment(const bj::object& o, const std::string& 
     if (const auto* err = o.if_contains("last_payment_error"); err != nullptr && err->is_object()) {
         TALLY_ASSIGN_OR_RETURN(p.failure_message,
                                OptionalString(err->get_object(), "message", "data.object.last_payment_error"));
+        TALLY_ASSIGN_OR_RETURN(p.failure_code, OptionalString(err->get_object(), "code", "data.object.last_payment_error"));
     } else {
         TALLY_ASSIGN_OR_RETURN(p.failure_message, OptionalString(o, "failure_message", kObj));
+        TALLY_ASSIGN_OR_RETURN(p.failure_code, OptionalString(o, "failure_code", kObj));
+    }
+    if (object == "charge") {
+        TALLY_ASSIGN_OR_RETURN(p.payment_intent, IdOrExpanded(o, "payment_intent", kObj));
+    } else {
+        p.payment_intent = p.id;
+    }
+    if (const auto* md = o.if_contains("metadata"); md && md->is_object()) {
+        TALLY_ASSIGN_OR_RETURN(p.purchase, OptionalString(md->get_object(), "tally_purchase", "data.object.metadata"));
     }
     return p;
 }
@@ -485,5 +497,9 @@ Result<StripeSubscriptionData> DecodeStripeSubscription(const boost::json::objec
 }
 
 Result<StripeScheduleData> DecodeStripeSchedule(const boost::json::object& schedule) { return DecodeSchedule(schedule); }
+
+Result<StripePaymentData> DecodeStripePaymentIntent(const boost::json::object& intent) {
+    return DecodePayment(intent, "payment_intent");
+}
 
 }  // namespace tally

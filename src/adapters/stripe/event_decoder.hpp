@@ -20,5 +20,7 @@ public:
 Result<StripeSubscriptionData> DecodeStripeSubscription(const boost::json::object& subscription);
 /// A subscription schedule object (a schedule API answer), decoded as subscription_schedule.* events' are.
 Result<StripeScheduleData> DecodeStripeSchedule(const boost::json::object& schedule);
+/// A PaymentIntent object (an API answer), decoded as payment_intent.* events' objects are.
+Result<StripePaymentData> DecodeStripePaymentIntent(const boost::json::object& intent);
 
 }  // namespace tally

@@ -76,6 +76,18 @@ Result<std::string> HttpStripeApi::DefaultPaymentMethod(const StripeCustomerId& 
     return pm && pm->is_string() ? std::string(pm->get_string()) : std::string();
 }
 
+Result<std::string> HttpStripeApi::OffSessionPaymentMethod(const StripeCustomerId& id) {
+    TALLY_ASSIGN_OR_RETURN(std::string pm, DefaultPaymentMethod(id));
+    if (!pm.empty()) return pm;
+    // Stripe lists a customer's payment methods newest first.
+    TALLY_ASSIGN_OR_RETURN(Response r, client_.Get("/v1/customers/" + id.str() + "/payment_methods",
+                                                     bj::object{{"type", "card"}, {"limit", "1"}}));
+    const auto* o = r.body.if_object();
+    const auto* data = o ? o->if_contains("data") : nullptr;
+    if (data == nullptr || !data->is_array() || data->get_array().empty()) return std::string();
+    return StringField(data->get_array()[0], "id");
+}
+
 Result<StripeSubscriptionData> HttpStripeApi::CreateSubscription(const StripeSubscriptionCreate& request) {
     bj::object metadata;
     for (const auto& [k, v] : request.metadata) metadata[k] = v;
@@ -311,17 +323,52 @@ Result<std::string> HttpStripeApi::FindPriceId(const std::string& lookup_key) {
 }
 
 Result<HostedSession> HttpStripeApi::CreateCheckoutSession(const CheckoutSessionRequest& request) {
-    bj::object params{{"mode", "subscription"},
+    bj::object metadata{{"tally_customer_id", request.client_reference_id}};
+    for (const auto& [k, v] : request.metadata) metadata[k] = v;
+    bj::object params{{"mode", request.mode},
                       {"customer", request.customer.str()},
-                      {"line_items", bj::array{bj::object{{"price", request.price_id}, {"quantity", "1"}}}},
                       {"client_reference_id", request.client_reference_id},
                       {"success_url", request.success_url},
                       {"cancel_url", request.cancel_url},
-                      {"metadata", bj::object{{"tally_customer_id", request.client_reference_id}}}};
-    bj::object subscription_data{{"metadata", bj::object{{"tally_customer_id", request.client_reference_id}}}};
-    if (request.trial_period_days > 0) subscription_data["trial_period_days"] = std::to_string(request.trial_period_days);
-    params["subscription_data"] = std::move(subscription_data);
+                      {"metadata", metadata}};
+    if (request.mode == "payment") {
+        if (!request.payment_line) return InvalidArgument("a payment-mode Checkout Session needs its line item");
+        const CheckoutLineItem& line = *request.payment_line;
+        params["line_items"] = bj::array{bj::object{
+            {"price_data", bj::object{{"currency", line.currency},
+                                      {"unit_amount", std::to_string(line.unit_amount_minor)},
+                                      {"product_data", bj::object{{"name", line.product_name}}}}},
+            {"quantity", "1"}}};
+        bj::object intent_metadata{{"tally_customer_id", request.client_reference_id}};
+        for (const auto& [k, v] : request.payment_intent_metadata) intent_metadata[k] = v;
+        params["payment_intent_data"] = bj::object{{"metadata", std::move(intent_metadata)}};
+    } else {
+        params["line_items"] = bj::array{bj::object{{"price", request.price_id}, {"quantity", "1"}}};
+        bj::object subscription_data{{"metadata", bj::object{{"tally_customer_id", request.client_reference_id}}}};
+        if (request.trial_period_days > 0) {
+            subscription_data["trial_period_days"] = std::to_string(request.trial_period_days);
+        }
+        params["subscription_data"] = std::move(subscription_data);
+    }
     return Session(client_.Post("/v1/checkout/sessions", params, request.idempotency_key));
+}
+
+Result<StripePaymentData> HttpStripeApi::CreatePaymentIntent(const StripePaymentIntentCreate& request) {
+    bj::object metadata;
+    for (const auto& [k, v] : request.metadata) metadata[k] = v;
+    bj::object params{{"customer", request.customer.str()},
+                      {"amount", std::to_string(request.amount_minor)},
+                      {"currency", request.currency},
+                      {"payment_method", request.payment_method},
+                      {"confirm", "true"},
+                      {"off_session", request.off_session ? "true" : "false"},
+                      {"metadata", std::move(metadata)}};
+    if (!request.description.empty()) params["description"] = request.description;
+    TALLY_ASSIGN_OR_RETURN(Response r, client_.Post("/v1/payment_intents", params, request.idempotency_key));
+    if (!r.body.is_object()) return Unavailable("Stripe answered with no PaymentIntent object");
+    auto decoded = DecodeStripePaymentIntent(r.body.get_object());
+    if (!decoded.ok()) return Unavailable("Stripe answered with a PaymentIntent Tally cannot read: " + decoded.error().message);
+    return decoded;
 }
 
 Result<HostedSession> HttpStripeApi::CreatePortalSession(const StripeCustomerId& customer, const std::string& return_url) {

@@ -33,7 +33,9 @@ public:
     Status UpdateCustomerProfile(const StripeCustomerId& id, const StripeCustomerProfile& profile) override;
     Result<Timestamp> SubscriptionNow(const StripeSubscriptionId& id, Timestamp wall_now) override;
     Result<std::string> DefaultPaymentMethod(const StripeCustomerId& id) override;
+    Result<std::string> OffSessionPaymentMethod(const StripeCustomerId& id) override;
     Result<StripeSubscriptionData> CreateSubscription(const StripeSubscriptionCreate& request) override;
+    Result<StripePaymentData> CreatePaymentIntent(const StripePaymentIntentCreate& request) override;
     Result<StripeSubscriptionData> RetrieveSubscription(const StripeSubscriptionId& id) override;
     Result<StripeSubscriptionData> UpdateSubscription(const StripeSubscriptionId& id,
                                                       const StripeSubscriptionUpdate& update) override;
@@ -82,6 +84,7 @@ public:
         return NotConfigured();
     }
     Result<StripeSubscriptionData> RetrieveSubscription(const StripeSubscriptionId&) override { return NotConfigured(); }
+    Result<StripePaymentData> CreatePaymentIntent(const StripePaymentIntentCreate&) override { return NotConfigured(); }
     Result<StripeSubscriptionData> UpdateSubscription(const StripeSubscriptionId&,
                                                       const StripeSubscriptionUpdate&) override {
         return NotConfigured();

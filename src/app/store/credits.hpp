@@ -94,6 +94,35 @@ struct CreditEntryRecord {
     Timestamp created;
 };
 
+/// A credit bundle bought (POST /v1/credits/purchases off-session, POST /v1/credits/checkout_sessions through
+/// Checkout). Its id is the client's (the idempotency key) or Tally's ("cpur_..."); the bundle's terms are copied
+/// in, so a later catalog change does not alter what was sold. Credits are granted ("purchase:<id>") once, when
+/// the payment succeeds; a refund takes back what is left of them.
+struct CreditPurchaseRecord {
+    std::string id;
+    CustomerId customer_id;
+    std::string bundle;
+    int64_t credits = 0;
+    int64_t amount = 0;  // minor units of |currency|
+    std::string currency;
+    std::optional<int64_t> expires_in_days;
+    std::string source;  // "api" (off-session, the saved card) | "checkout"
+    std::string status;  // "pending" | "succeeded" | "failed"
+    std::string payment_intent;    // pi_..., once known
+    std::string checkout_session;  // cs_... (source checkout)
+    std::string checkout_url;
+    std::string grant_id;  // the bundle grant, once paid
+    std::string failure_code;
+    std::string failure_message;
+    int64_t amount_refunded = 0;       // cumulative, as Stripe's charge.amount_refunded
+    int64_t credits_refunded = 0;      // taken back from the grant
+    int64_t credits_refund_spent = 0;  // due back by a refund but already spent
+    std::string request;  // canonical fields: the same id with others is refused
+    std::string actor;
+    Timestamp created;
+    Timestamp updated;
+};
+
 class CreditStoreTx {
 public:
     virtual ~CreditStoreTx() = default;
@@ -129,6 +158,16 @@ public:
     virtual Result<std::vector<std::string>> MutedNotificationKinds(const CustomerId& customer) = 0;
     virtual Status SetNotificationKindMuted(const CustomerId& customer, const std::string& kind, bool muted) = 0;
     /// Everything, for `tally ledger verify` (by id).
+    virtual Status InsertPurchase(const CreditPurchaseRecord& purchase) = 0;
+    /// Replaces the purchase's mutable fields (status, payment, grant, failure, refund amounts, updated).
+    virtual Status UpdatePurchase(const CreditPurchaseRecord& purchase) = 0;
+    virtual Result<std::optional<CreditPurchaseRecord>> GetPurchase(const std::string& id) = 0;
+    virtual Result<std::optional<CreditPurchaseRecord>> FindPurchaseByPaymentIntent(const std::string& payment_intent) = 0;
+    /// The customer's purchases, newest first, after |starting_after| (a purchase id) in that order.
+    virtual Result<std::vector<CreditPurchaseRecord>> ListPurchases(const CustomerId& customer,
+                                                                    const std::optional<std::string>& starting_after,
+                                                                    int limit) = 0;
+    virtual Result<std::vector<CreditPurchaseRecord>> AllPurchases() = 0;
     virtual Result<std::vector<CreditGrantRecord>> AllGrants() = 0;
     virtual Result<std::vector<CreditTransferRecord>> AllTransfers() = 0;
     virtual Result<std::vector<CreditEntryRecord>> AllEntries() = 0;

@@ -1,0 +1,297 @@
+#include "app/credit_purchases.hpp"
+
+#include "app/billing_service.hpp"
+#include "app/event_outbox.hpp"
+
+namespace tally {
+namespace {
+
+Error IdReused(const std::string& id) {
+    return Error{ErrorCode::kInvalidArgument,
+                 "purchase id '" + id + "' was used before with another customer or bundle; a purchase id is used once",
+                 "id", ErrorReason::kIdempotencyKeyReused};
+}
+
+Error Declined(const CreditPurchaseRecord& p) {
+    return Error{ErrorCode::kPaymentRequired,
+                 "the payment for purchase " + p.id + " failed: " +
+                     (p.failure_message.empty() ? std::string("the card was declined") : p.failure_message),
+                 "", ErrorReason::kCardDeclined};
+}
+
+std::string Key(const CustomerId& customer) { return "credits:" + customer.str(); }
+
+}  // namespace
+
+const CreditBundle* CreditPurchaseService::FindBundle(const std::string& id) const {
+    for (const auto& b : bundles_) {
+        if (b.id == id) return &b;
+    }
+    return nullptr;
+}
+
+Result<std::optional<CreditPurchaseRecord>> CreditPurchaseService::Prepare(const CreditPurchaseInput& in,
+                                                                           const std::string& request) {
+    TALLY_TRY(ValidateTransferId(in.id));
+    if (FindBundle(in.bundle) == nullptr) return NotFound("no such bundle: '" + in.bundle + "'", "bundle");
+    std::optional<CreditPurchaseRecord> existing;
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(existing, tx.credits().GetPurchase(in.id));
+        TALLY_ASSIGN_OR_RETURN(auto customer, tx.customers().Get(in.customer));
+        if (!customer) return NotFound("no such customer: '" + in.customer.str() + "'", "customer");
+        return {};
+    }));
+    if (existing && existing->request != request) return IdReused(in.id);
+    return existing;
+}
+
+Result<CreditPurchaseRecord> CreditPurchaseService::Record(const CreditPurchaseRecord& p) {
+    CreditPurchaseRecord recorded = p;
+    TALLY_TRY(store_.WriteSerialized(Key(p.customer_id), [&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto twin, tx.credits().GetPurchase(p.id));
+        if (twin) {
+            if (twin->request != p.request) return IdReused(p.id);
+            recorded = *twin;
+            return {};
+        }
+        TALLY_TRY(tx.credits().InsertPurchase(p));
+        return tx.audit().Append({0, p.customer_id, p.created, "credit_purchase_started", "", p.bundle, p.actor,
+                                  "purchase=" + p.id + " source=" + p.source + " amount=" + std::to_string(p.amount) +
+                                      " " + p.currency});
+    }));
+    return recorded;
+}
+
+Result<CreditPurchaseOutcome> CreditPurchaseService::OutcomeOf(StoreTx& tx, const CreditPurchaseRecord& p,
+                                                               bool replayed) {
+    CreditPurchaseOutcome out{p, std::nullopt, replayed};
+    if (p.grant_id.empty()) return out;
+    TALLY_ASSIGN_OR_RETURN(auto grants, tx.credits().ListGrants(p.customer_id));
+    for (auto& g : grants) {
+        if (g.id == p.grant_id) out.grant = std::move(g);
+    }
+    return out;
+}
+
+Status CreditPurchaseService::Emit(StoreTx& tx, const std::string& type, const CreditPurchaseRecord& p) {
+    if (outbox_ == nullptr) return {};
+    return outbox_->Emit(tx, type, p.id, p.customer_id.str(), outbox_->renderer().CreditPurchase(p));
+}
+
+Status CreditPurchaseService::Complete(StoreTx& tx, CreditPurchaseRecord& p, const std::string& payment_intent,
+                                       const std::string& cause) {
+    if (p.status == "succeeded") return {};
+    // A payment that succeeded is honoured even after a failure was recorded: the money was taken.
+    TALLY_ASSIGN_OR_RETURN(CreditGrantRecord grant, credits_.GrantPurchase(tx, p));
+    const std::string before = p.status;
+    p.status = "succeeded";
+    if (!payment_intent.empty()) p.payment_intent = payment_intent;
+    p.grant_id = grant.id;
+    p.failure_code.clear();
+    p.failure_message.clear();
+    p.updated = clock_.Now();
+    TALLY_TRY(tx.credits().UpdatePurchase(p));
+    TALLY_TRY(tx.audit().Append({0, p.customer_id, p.updated, "credit_purchase_succeeded", before, p.status, cause,
+                                 "purchase=" + p.id + " grant=" + grant.id + " payment_intent=" + p.payment_intent}));
+    return Emit(tx, "credits.purchase_succeeded", p);
+}
+
+Status CreditPurchaseService::Fail(StoreTx& tx, CreditPurchaseRecord& p, const std::string& code,
+                                   const std::string& message, const std::string& cause) {
+    if (p.status != "pending") return {};
+    p.status = "failed";
+    p.failure_code = code.empty() ? "card_declined" : code;
+    p.failure_message = message;
+    p.updated = clock_.Now();
+    TALLY_TRY(tx.credits().UpdatePurchase(p));
+    TALLY_TRY(tx.audit().Append({0, p.customer_id, p.updated, "credit_purchase_failed", "pending", p.status, cause,
+                                 "purchase=" + p.id + " code=" + p.failure_code}));
+    return Emit(tx, "credits.purchase_failed", p);
+}
+
+Result<CreditPurchaseOutcome> CreditPurchaseService::Purchase(const CreditPurchaseInput& in) {
+    const std::string request = "purchase customer=" + in.customer.str() + " bundle=" + in.bundle + " source=api";
+    TALLY_ASSIGN_OR_RETURN(auto existing, Prepare(in, request));
+    if (existing && existing->status == "failed") return Declined(*existing);
+    if (existing && existing->status == "succeeded") {
+        std::optional<CreditPurchaseOutcome> out;
+        TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+            TALLY_ASSIGN_OR_RETURN(out, OutcomeOf(tx, *existing, true));
+            return {};
+        }));
+        return std::move(*out);
+    }
+    const CreditBundle& bundle = *FindBundle(in.bundle);
+    TALLY_ASSIGN_OR_RETURN(StripeCustomerId stripe_customer, checkout_.EnsureStripeCustomer(in.customer));
+    TALLY_ASSIGN_OR_RETURN(std::string payment_method, stripe_.OffSessionPaymentMethod(stripe_customer));
+    if (payment_method.empty()) {
+        return Error{ErrorCode::kPaymentRequired,
+                     "customer " + in.customer.str() + " has no saved payment method to charge off-session; buy "
+                     "through POST /v1/credits/checkout_sessions instead",
+                     "customer", ErrorReason::kPaymentMethodRequired};
+    }
+    CreditPurchaseRecord p;
+    if (existing) {
+        p = *existing;
+    } else {
+        const Timestamp now = clock_.Now();
+        p = CreditPurchaseRecord{in.id, in.customer, bundle.id, bundle.credits, bundle.price.amount_minor(),
+                                 bundle.price.currency().code(), bundle.expires_in_days, "api", "pending", "", "", "",
+                                 "", "", "", 0, 0, 0, request, in.actor, now, now};
+        TALLY_ASSIGN_OR_RETURN(p, Record(p));
+    }
+    StripePaymentIntentCreate charge;
+    charge.customer = stripe_customer;
+    charge.amount_minor = p.amount;
+    charge.currency = p.currency;
+    charge.payment_method = payment_method;
+    charge.description = bundle.name;
+    charge.metadata = {{"tally_purchase", p.id}, {"tally_customer_id", p.customer_id.str()}};
+    // Derived from the purchase: a retry, a resumed pending purchase or a twin get Stripe's first answer.
+    charge.idempotency_key = "tally_purchase_" + p.id;
+    auto intent = stripe_.CreatePaymentIntent(charge);
+    if (!intent.ok() && intent.error().code != ErrorCode::kPaymentRequired) return intent.error();
+    std::optional<CreditPurchaseOutcome> out;
+    TALLY_TRY(store_.WriteSerialized(Key(p.customer_id), [&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto current, tx.credits().GetPurchase(p.id));
+        if (!current) return Internal("purchase " + p.id + " vanished");
+        if (!intent.ok()) {
+            TALLY_TRY(Fail(tx, *current, "card_declined", intent.error().message, "api:purchase"));
+        } else if (intent->status == "succeeded") {
+            TALLY_TRY(Complete(tx, *current, intent->id, "api:purchase"));
+        } else if (current->payment_intent.empty()) {
+            // processing (or waiting on the customer): its webhook settles it.
+            current->payment_intent = intent->id;
+            current->updated = clock_.Now();
+            TALLY_TRY(tx.credits().UpdatePurchase(*current));
+        }
+        TALLY_ASSIGN_OR_RETURN(out, OutcomeOf(tx, *current, false));
+        return {};
+    }));
+    if (out->purchase.status == "failed") return Declined(out->purchase);
+    return std::move(*out);
+}
+
+Result<CreditPurchaseOutcome> CreditPurchaseService::StartCheckout(const CreditPurchaseInput& given) {
+    CreditPurchaseInput in = given;
+    if (in.id.empty()) in.id = NewId("cpur_");
+    const std::string request = "purchase customer=" + in.customer.str() + " bundle=" + in.bundle + " source=checkout";
+    TALLY_ASSIGN_OR_RETURN(auto existing, Prepare(in, request));
+    if (existing && (existing->status != "pending" || !existing->checkout_url.empty())) {
+        std::optional<CreditPurchaseOutcome> out;
+        TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+            TALLY_ASSIGN_OR_RETURN(out, OutcomeOf(tx, *existing, true));
+            return {};
+        }));
+        return std::move(*out);
+    }
+    TALLY_ASSIGN_OR_RETURN(auto urls, checkout_.ResolveRedirectUrls(in.success_url, in.cancel_url));
+    const CreditBundle& bundle = *FindBundle(in.bundle);
+    CreditPurchaseRecord p;
+    if (existing) {
+        p = *existing;
+    } else {
+        const Timestamp now = clock_.Now();
+        p = CreditPurchaseRecord{in.id, in.customer, bundle.id, bundle.credits, bundle.price.amount_minor(),
+                                 bundle.price.currency().code(), bundle.expires_in_days, "checkout", "pending", "", "",
+                                 "", "", "", "", 0, 0, 0, request, in.actor, now, now};
+        TALLY_ASSIGN_OR_RETURN(p, Record(p));
+    }
+    // Recorded first: whatever happens next, the session's payment finds its purchase by metadata.tally_purchase.
+    TALLY_ASSIGN_OR_RETURN(HostedSession session,
+                           checkout_.StartPaymentCheckout(
+                               in.customer, CheckoutLineItem{bundle.name, p.amount, p.currency},
+                               {{"tally_purchase", p.id}}, urls.first, urls.second, "tally_purchase_checkout_" + p.id));
+    std::optional<CreditPurchaseOutcome> out;
+    TALLY_TRY(store_.WriteSerialized(Key(p.customer_id), [&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto current, tx.credits().GetPurchase(p.id));
+        if (!current) return Internal("purchase " + p.id + " vanished");
+        if (current->checkout_session.empty()) {
+            current->checkout_session = session.id;
+            current->checkout_url = session.url;
+            current->updated = clock_.Now();
+            TALLY_TRY(tx.credits().UpdatePurchase(*current));
+        }
+        TALLY_ASSIGN_OR_RETURN(out, OutcomeOf(tx, *current, false));
+        return {};
+    }));
+    return std::move(*out);
+}
+
+Result<CreditPurchaseOutcome> CreditPurchaseService::Get(const std::string& id) {
+    std::optional<CreditPurchaseOutcome> out;
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto p, tx.credits().GetPurchase(id));
+        if (!p) return NotFound("no such credit purchase: '" + id + "'", "id");
+        TALLY_ASSIGN_OR_RETURN(out, OutcomeOf(tx, *p, false));
+        return {};
+    }));
+    return std::move(*out);
+}
+
+Result<std::vector<CreditPurchaseRecord>> CreditPurchaseService::List(const CustomerId& customer,
+                                                                      const std::optional<std::string>& starting_after,
+                                                                      int limit) {
+    std::vector<CreditPurchaseRecord> out;
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto c, tx.customers().Get(customer));
+        if (!c) return NotFound("no such customer: '" + customer.str() + "'", "id");
+        if (starting_after) {
+            TALLY_ASSIGN_OR_RETURN(auto after, tx.credits().GetPurchase(*starting_after));
+            if (!after || after->customer_id != customer) {
+                return NotFound("no such credit purchase: '" + *starting_after + "'", "starting_after");
+            }
+        }
+        TALLY_ASSIGN_OR_RETURN(out, tx.credits().ListPurchases(customer, starting_after, limit));
+        return {};
+    }));
+    return out;
+}
+
+Status CreditPurchaseService::OnStripeEvent(StoreTx& tx, const DecodedEvent& event) {
+    const std::string cause = "event:" + event.id.str();
+    if (const auto* session = std::get_if<StripeCheckoutData>(&event.object)) {
+        if (event.type != "checkout.session.completed" || session->purchase.empty()) return {};
+        if (session->payment_status != "paid") return {};
+        TALLY_ASSIGN_OR_RETURN(auto p, tx.credits().GetPurchase(session->purchase));
+        if (!p) return {};
+        return Complete(tx, *p, session->payment_intent, cause);
+    }
+    const auto* payment = std::get_if<StripePaymentData>(&event.object);
+    if (payment == nullptr) return {};
+    const bool succeeded = event.type == "payment_intent.succeeded";
+    const bool failed = event.type == "payment_intent.payment_failed";
+    const bool refunded = event.type == "charge.refunded";
+    if (!succeeded && !failed && !refunded) return {};
+    std::optional<CreditPurchaseRecord> p;
+    if (!payment->purchase.empty()) {
+        TALLY_ASSIGN_OR_RETURN(p, tx.credits().GetPurchase(payment->purchase));
+    }
+    if (!p && !payment->payment_intent.empty()) {
+        TALLY_ASSIGN_OR_RETURN(p, tx.credits().FindPurchaseByPaymentIntent(payment->payment_intent));
+    }
+    if (!p) return {};
+    if (payment->amount_minor != p->amount || payment->currency != p->currency) {
+        return tx.audit().Append({0, p->customer_id, clock_.Now(), "credit_purchase_mismatch", "", "", cause,
+                                  "purchase=" + p->id + " paid " + std::to_string(payment->amount_minor) + " " +
+                                      payment->currency + " for " + std::to_string(p->amount) + " " + p->currency});
+    }
+    if (succeeded) return Complete(tx, *p, payment->payment_intent, cause);
+    if (failed) {
+        // On a Checkout page the customer may try another card in the same session: only an off-session charge
+        // has failed for good.
+        if (p->source != "api") return {};
+        return Fail(tx, *p, payment->failure_code, payment->failure_message, cause);
+    }
+    // charge.refunded: the charge was paid, so the purchase was (its own webhook may not have come yet).
+    if (payment->status == "succeeded") TALLY_TRY(Complete(tx, *p, payment->payment_intent, cause));
+    if (p->status != "succeeded") return {};
+    const int64_t seen = p->amount_refunded;
+    TALLY_ASSIGN_OR_RETURN(CreditRefundPlan plan, credits_.TakeBackRefund(tx, *p, payment->amount_refunded_minor));
+    (void)plan;
+    if (p->amount_refunded == seen) return {};  // an older or repeated snapshot of the charge
+    TALLY_TRY(tx.credits().UpdatePurchase(*p));
+    return Emit(tx, "credits.purchase_refunded", *p);
+}
+
+}  // namespace tally

@@ -1,0 +1,101 @@
+#pragma once
+// Buying credit bundles (issue 13, item 5): off-session with the customer's saved card, or through Stripe Checkout
+// in payment mode. A purchase is recorded (pending) before Stripe is asked to charge, under the caller's id, so a
+// retry or a crash never charges twice (the PaymentIntent's idempotency key derives from it) and the payment's
+// webhook can always find what it pays for (metadata.tally_purchase). Credits are granted only when the payment
+// succeeds — from the API's answer or from payment_intent.succeeded / checkout.session.completed (paid), whichever
+// comes first — and once (the grant's transfer id is "purchase:<id>"). A refund (charge.refunded, full or partial)
+// takes back the unused part of the bundle's credits, never more, and records the part already spent.
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "app/checkout_service.hpp"
+#include "app/credit_service.hpp"
+#include "app/ports.hpp"
+#include "app/store.hpp"
+#include "domain/credits.hpp"
+
+namespace tally {
+
+class EventOutbox;
+
+/// POST /v1/credits/purchases and POST /v1/credits/checkout_sessions.
+struct CreditPurchaseInput {
+    CustomerId customer;
+    std::string bundle;
+    std::string id;  // the purchase's (its idempotency key); checkout: "" makes one ("cpur_...")
+    std::string success_url;  // checkout only; "" takes the configured default
+    std::string cancel_url;
+    std::string actor;
+};
+
+struct CreditPurchaseOutcome {
+    CreditPurchaseRecord purchase;
+    std::optional<CreditGrantRecord> grant;  // once paid
+    bool replayed = false;
+};
+
+/// Thread-safe.
+class CreditPurchaseService {
+public:
+    CreditPurchaseService(Store& store, CreditService& credits, CheckoutService& checkout, StripeApi& stripe,
+                          const Clock& clock, std::vector<CreditBundle> bundles, EventOutbox* outbox)
+        : store_(store), credits_(credits), checkout_(checkout), stripe_(stripe), clock_(clock),
+          bundles_(std::move(bundles)), outbox_(outbox) {}
+
+    /// The catalog's bundles, in its order.
+    const std::vector<CreditBundle>& bundles() const { return bundles_; }
+
+    /// Buys |in.bundle| for |in.customer| with the saved card (Stripe's default payment method), off-session.
+    /// Succeeded: the purchase with its grant. The same id again answers as the first time (a pending one is
+    /// resumed: Stripe is asked again under the same idempotency key, so it is charged at most once). Errors, with
+    /// nothing written: kInvalidArgument ("id"), kNotFound ("bundle", "customer"), kPaymentRequired
+    /// kPaymentMethodRequired ("customer") without a saved card, idempotency_error ("id") for the id with another
+    /// customer or bundle. A declined card (or one that needs the customer to authenticate) records the purchase
+    /// as failed and answers kPaymentRequired kCardDeclined with Stripe's message; kUnavailable when Stripe cannot
+    /// be reached (the purchase stays pending; its webhook or a retry settles it).
+    Result<CreditPurchaseOutcome> Purchase(const CreditPurchaseInput& in);
+    /// A Checkout Session (mode payment) for |in.bundle|: the purchase, pending, with its checkout_session and
+    /// checkout_url. Paid later, on the page. Errors as Purchase's (no saved card needed), and kInvalidArgument for
+    /// the URLs as CheckoutService refuses them.
+    Result<CreditPurchaseOutcome> StartCheckout(const CreditPurchaseInput& in);
+    /// kNotFound ("id").
+    Result<CreditPurchaseOutcome> Get(const std::string& id);
+    /// The customer's purchases, newest first. kNotFound ("id") for an unknown customer, ("starting_after") for a
+    /// purchase not of this customer.
+    Result<std::vector<CreditPurchaseRecord>> List(const CustomerId& customer,
+                                                   const std::optional<std::string>& starting_after, int limit);
+
+    /// Called inside the transaction that applied a Stripe event (WebhookProcessor's payment listener):
+    /// payment_intent.succeeded and checkout.session.completed (payment_status paid) complete their purchase,
+    /// payment_intent.payment_failed fails a pending one, charge.refunded completes one not yet completed (a
+    /// refunded charge was paid) and takes back its credits. Events of no purchase (no metadata.tally_purchase and
+    /// no known PaymentIntent) change nothing; a payment whose amount or currency is not the purchase's is audited
+    /// and changes nothing.
+    Status OnStripeEvent(StoreTx& tx, const DecodedEvent& event);
+
+private:
+    const CreditBundle* FindBundle(const std::string& id) const;
+    /// Validates |in| and reads what exists: the purchase under |in.id| (replay or resume) and the customer.
+    Result<std::optional<CreditPurchaseRecord>> Prepare(const CreditPurchaseInput& in, const std::string& request);
+    /// Inserts |p| unless a twin did first (then returns that one).
+    Result<CreditPurchaseRecord> Record(const CreditPurchaseRecord& p);
+    /// Paid: grants the bundle (once), status succeeded, credits.purchase_succeeded. A purchase already paid is left.
+    Status Complete(StoreTx& tx, CreditPurchaseRecord& p, const std::string& payment_intent, const std::string& cause);
+    /// Failed: status failed with Stripe's code and message, credits.purchase_failed. Only from pending.
+    Status Fail(StoreTx& tx, CreditPurchaseRecord& p, const std::string& code, const std::string& message,
+                const std::string& cause);
+    Result<CreditPurchaseOutcome> OutcomeOf(StoreTx& tx, const CreditPurchaseRecord& p, bool replayed);
+    Status Emit(StoreTx& tx, const std::string& type, const CreditPurchaseRecord& p);
+
+    Store& store_;
+    CreditService& credits_;
+    CheckoutService& checkout_;
+    StripeApi& stripe_;
+    const Clock& clock_;
+    std::vector<CreditBundle> bundles_;
+    EventOutbox* outbox_;
+};
+
+}  // namespace tally

@@ -1,0 +1,254 @@
+// Credit bundle purchases on both stores (issue 13, item 5), with a Stripe that the test scripts: a purchase left
+// pending when Stripe could not answer (a crash between the charge and its record looks the same) is granted by its
+// webhook, once however often it arrives; a refund seen before its payment's own event completes the purchase and
+// then takes back; an older refund snapshot changes nothing; a payment of another amount is audited and ignored;
+// and concurrent requests with one id (on PostgreSQL over three nodes) grant once.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <mutex>
+#include <thread>
+
+#include "adapters/config/catalog_json.hpp"
+#include "app/billing_service.hpp"
+#include "app/checkout_service.hpp"
+#include "app/credit_purchases.hpp"
+#include "app/credit_service.hpp"
+#include "test_store.hpp"
+#include "test_support.hpp"
+
+namespace tally {
+namespace {
+
+using testing::ManualClock;
+using testing::StoreKind;
+
+constexpr int64_t kT0 = 1'767'225'600;  // 2026-01-01T00:00:00Z
+
+/// Stripe as the test says: a customer with a saved card, and PaymentIntents that succeed (one per idempotency key,
+/// as Stripe's idempotency keeps them), fail, or cannot be reached.
+class ScriptedStripe final : public testing::UnreachableStripeApi {
+public:
+    enum class Answer { kSucceeds, kDeclines, kUnreachable };
+    std::atomic<Answer> answer{Answer::kSucceeds};
+    std::atomic<int> intents_created{0};
+
+    Result<StripeCustomerId> CreateCustomer(const std::string&, const std::string&, const std::string&,
+                                            const std::string&) override {
+        return StripeCustomerId("cus_scripted");
+    }
+    Result<std::string> DefaultPaymentMethod(const StripeCustomerId&) override { return std::string("pm_scripted"); }
+    Result<StripePaymentData> CreatePaymentIntent(const StripePaymentIntentCreate& r) override {
+        if (answer == Answer::kUnreachable) return Down();
+        if (answer == Answer::kDeclines) {
+            return Error{ErrorCode::kPaymentRequired, "Your card was declined.", "", ErrorReason::kCardDeclined};
+        }
+        std::lock_guard lock(mu_);
+        auto [it, created] = by_key_.try_emplace(r.idempotency_key);
+        if (created) {
+            ++intents_created;
+            it->second.id = "pi_" + std::to_string(by_key_.size());
+            it->second.object = "payment_intent";
+            it->second.customer = r.customer;
+            it->second.amount_minor = r.amount_minor;
+            it->second.currency = r.currency;
+            it->second.status = "succeeded";
+            it->second.payment_intent = it->second.id;
+            it->second.purchase = r.metadata.at("tally_purchase");
+        }
+        return it->second;
+    }
+
+private:
+    std::mutex mu_;
+    std::map<std::string, StripePaymentData> by_key_;
+};
+
+class CreditPurchasesTest : public ::testing::TestWithParam<StoreKind> {};
+INSTANTIATE_TEST_SUITE_P(Stores, CreditPurchasesTest, testing::kBothStores, testing::StoreKindName);
+
+struct Node {
+    Node(Store& store, const Catalog& catalog, ManualClock& clock, ScriptedStripe& stripe,
+         const std::vector<CreditBundle>& bundles)
+        : billing(store, catalog, clock, BillingConfig{}),
+          credits(store, clock, {}),
+          checkout(store, billing, stripe, clock, CheckoutConfig{"https://app.example/ok", "https://app.example/no", ""}),
+          purchases(store, credits, checkout, stripe, clock, bundles, nullptr) {}
+    BillingService billing;
+    CreditService credits;
+    CheckoutService checkout;
+    CreditPurchaseService purchases;
+};
+
+struct Harness {
+    explicit Harness(StoreKind kind) : db(kind) {
+        stores.push_back(db.Open());
+        if (kind == StoreKind::kPostgres) {
+            stores.push_back(db.Open());
+            stores.push_back(db.Open());
+        }
+        for (auto& s : stores) nodes.push_back(std::make_unique<Node>(*s, catalog, clock, stripe, bundles));
+        EXPECT_TRUE(stores[0]->Write([&](StoreTx& tx) -> Status {
+            TALLY_ASSIGN_OR_RETURN(auto created, nodes[0]->billing.CreateCustomer(tx, "ada", CustomerInput{}));
+            customer = created.first.customer.id;
+            return {};
+        }).ok());
+    }
+    Result<CreditPurchaseOutcome> Buy(const std::string& id, size_t node = 0) {
+        return nodes[node]->purchases.Purchase(CreditPurchaseInput{customer, "credits_1000", id, "", "", "app"});
+    }
+    /// A Stripe event about a payment, applied as the webhook worker applies it (in its own transaction).
+    Status Deliver(const std::string& type, StripePaymentData payment) {
+        DecodedEvent event;
+        event.id = StripeEventId("evt_" + std::to_string(++events));
+        event.type = type;
+        event.object = std::move(payment);
+        return stores[0]->Write([&](StoreTx& tx) { return nodes[0]->purchases.OnStripeEvent(tx, event); });
+    }
+    static StripePaymentData Payment(const std::string& object, const std::string& purchase, int64_t amount,
+                                     int64_t refunded = 0) {
+        StripePaymentData p;
+        p.id = object == "charge" ? "ch_1" : "pi_1";
+        p.object = object;
+        p.customer = StripeCustomerId("cus_scripted");
+        p.amount_minor = amount;
+        p.amount_refunded_minor = refunded;
+        p.currency = "usd";
+        p.status = "succeeded";
+        p.payment_intent = "pi_1";
+        p.purchase = purchase;
+        return p;
+    }
+    CreditPurchaseRecord Stored(const std::string& id) { return nodes[0]->purchases.Get(id).value().purchase; }
+    int64_t BundleGrants() {
+        int64_t n = 0;
+        const auto grants = nodes[0]->credits.Grants(customer);
+        for (const auto& g : grants.value()) n += g.type == GrantType::kBundle ? 1 : 0;
+        return n;
+    }
+    void ExpectExactLedger() {
+        auto problems = nodes[0]->credits.Verify();
+        ASSERT_TRUE(problems.ok()) << problems.error().message;
+        for (const auto& p : *problems) ADD_FAILURE() << p;
+    }
+
+    testing::TestStore db;
+    ManualClock clock{kT0};
+    ScriptedStripe stripe;
+    Catalog catalog = ParseCatalogJson(R"({"roles":["member"],"default_plan":"free",
+        "plans":[{"id":"free","name":"Free","role":"member"}]})").value();
+    std::vector<CreditBundle> bundles = ParseCreditBundlesJson(R"({"credit_bundles":[
+        {"id":"credits_1000","name":"1,000 credits","credits":1000,"unit_amount":1000,"currency":"usd"}]})").value();
+    std::vector<std::unique_ptr<Store>> stores;
+    std::vector<std::unique_ptr<Node>> nodes;
+    CustomerId customer;
+    int events = 0;
+};
+
+TEST_P(CreditPurchasesTest, APurchaseLeftPendingIsGrantedByItsWebhookOnce) {
+    Harness h(GetParam());
+    h.stripe.answer = ScriptedStripe::Answer::kUnreachable;
+    auto unreachable = h.Buy("p-1");
+    ASSERT_FALSE(unreachable.ok());
+    EXPECT_EQ(unreachable.error().code, ErrorCode::kUnavailable);
+    EXPECT_EQ(h.Stored("p-1").status, "pending");
+    EXPECT_EQ(h.BundleGrants(), 0);
+
+    // Stripe did charge (its answer was lost): payment_intent.succeeded says so, twice.
+    ASSERT_TRUE(h.Deliver("payment_intent.succeeded", Harness::Payment("payment_intent", "p-1", 1000)).ok());
+    ASSERT_TRUE(h.Deliver("payment_intent.succeeded", Harness::Payment("payment_intent", "p-1", 1000)).ok());
+    const CreditPurchaseRecord paid = h.Stored("p-1");
+    EXPECT_EQ(paid.status, "succeeded");
+    EXPECT_EQ(paid.payment_intent, "pi_1");
+    EXPECT_EQ(h.BundleGrants(), 1);
+    EXPECT_EQ(h.nodes[0]->credits.Balance(h.customer)->bundle, 1000);
+
+    // The client retries: the purchase answers as paid, with the same grant, and Stripe is not asked again.
+    h.stripe.answer = ScriptedStripe::Answer::kSucceeds;
+    auto retried = h.Buy("p-1");
+    ASSERT_TRUE(retried.ok()) << retried.error().message;
+    EXPECT_TRUE(retried->replayed);
+    ASSERT_TRUE(retried->grant.has_value());
+    EXPECT_EQ(retried->grant->id, paid.grant_id);
+    EXPECT_EQ(h.stripe.intents_created.load(), 0);
+    EXPECT_EQ(h.BundleGrants(), 1);
+    h.ExpectExactLedger();
+}
+
+TEST_P(CreditPurchasesTest, ARefundSeenBeforeItsPaymentCompletesThePurchaseThenTakesBack) {
+    Harness h(GetParam());
+    h.stripe.answer = ScriptedStripe::Answer::kUnreachable;
+    ASSERT_FALSE(h.Buy("p-2").ok());
+    // Half refunded, delivered before payment_intent.succeeded: the charge was paid, so the bundle was bought.
+    ASSERT_TRUE(h.Deliver("charge.refunded", Harness::Payment("charge", "p-2", 1000, 500)).ok());
+    CreditPurchaseRecord p = h.Stored("p-2");
+    EXPECT_EQ(p.status, "succeeded");
+    EXPECT_EQ(p.amount_refunded, 500);
+    EXPECT_EQ(p.credits_refunded, 500);
+    EXPECT_EQ(h.nodes[0]->credits.Balance(h.customer)->bundle, 500);
+    // The late payment event and an older snapshot of the refund change nothing.
+    ASSERT_TRUE(h.Deliver("payment_intent.succeeded", Harness::Payment("payment_intent", "p-2", 1000)).ok());
+    ASSERT_TRUE(h.Deliver("charge.refunded", Harness::Payment("charge", "p-2", 1000, 200)).ok());
+    EXPECT_EQ(h.Stored("p-2").credits_refunded, 500);
+    EXPECT_EQ(h.BundleGrants(), 1);
+    // Spent 400 of the 500 left; the rest refunded: 500 more due, 100 left to take, 400 recorded as spent. A charge
+    // found by its PaymentIntent alone (no metadata) is the same purchase's.
+    CreditDeductInput spend{h.customer, "d-1", 400, "", "", "app"};
+    ASSERT_TRUE(h.stores[0]->Write([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto spent, h.nodes[0]->credits.Deduct(tx, spend));
+        (void)spent;
+        return {};
+    }).ok());
+    ASSERT_TRUE(h.Deliver("charge.refunded", Harness::Payment("charge", "", 1000, 1000)).ok());
+    p = h.Stored("p-2");
+    EXPECT_EQ(p.amount_refunded, 1000);
+    EXPECT_EQ(p.credits_refunded, 600);
+    EXPECT_EQ(p.credits_refund_spent, 400);
+    EXPECT_EQ(h.nodes[0]->credits.Balance(h.customer)->total(), 0);
+    h.ExpectExactLedger();
+}
+
+TEST_P(CreditPurchasesTest, APaymentOfAnotherAmountIsAuditedAndGrantsNothing) {
+    Harness h(GetParam());
+    h.stripe.answer = ScriptedStripe::Answer::kUnreachable;
+    ASSERT_FALSE(h.Buy("p-3").ok());
+    ASSERT_TRUE(h.Deliver("payment_intent.succeeded", Harness::Payment("payment_intent", "p-3", 999)).ok());
+    EXPECT_EQ(h.Stored("p-3").status, "pending");
+    EXPECT_EQ(h.BundleGrants(), 0);
+    bool audited = false;
+    ASSERT_TRUE(h.stores[0]->Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto entries, tx.audit().List(h.customer, 50));
+        for (const auto& e : entries) audited = audited || e.kind == "credit_purchase_mismatch";
+        return {};
+    }).ok());
+    EXPECT_TRUE(audited);
+    // A declined card fails it for good; the payment's failure event afterwards changes nothing more.
+    h.stripe.answer = ScriptedStripe::Answer::kDeclines;
+    auto declined = h.Buy("p-3");
+    ASSERT_FALSE(declined.ok());
+    EXPECT_EQ(declined.error().reason, ErrorReason::kCardDeclined);
+    EXPECT_EQ(h.Stored("p-3").status, "failed");
+    h.ExpectExactLedger();
+}
+
+TEST_P(CreditPurchasesTest, ConcurrentRequestsWithOneIdGrantOnce) {
+    Harness h(GetParam());
+    std::atomic<int> ok{0}, failed{0};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 12; ++i) {
+        threads.emplace_back([&, i] {
+            auto r = h.Buy("p-race", static_cast<size_t>(i) % h.nodes.size());
+            (r.ok() ? ok : failed)++;
+        });
+    }
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(ok.load(), 12);
+    EXPECT_EQ(failed.load(), 0);
+    EXPECT_EQ(h.stripe.intents_created.load(), 1);
+    EXPECT_EQ(h.BundleGrants(), 1);
+    EXPECT_EQ(h.nodes[0]->credits.Balance(h.customer)->bundle, 1000);
+    h.ExpectExactLedger();
+}
+
+}  // namespace
+}  // namespace tally
