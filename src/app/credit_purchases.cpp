@@ -2,6 +2,7 @@
 
 #include "app/billing_service.hpp"
 #include "app/event_outbox.hpp"
+#include "domain/usage.hpp"
 
 namespace tally {
 namespace {
@@ -93,8 +94,292 @@ Status CreditPurchaseService::Complete(StoreTx& tx, CreditPurchaseRecord& p, con
     TALLY_TRY(tx.credits().UpdatePurchase(p));
     TALLY_TRY(tx.audit().Append({0, p.customer_id, p.updated, "credit_purchase_succeeded", before, p.status, cause,
                                  "purchase=" + p.id + " grant=" + grant.id + " payment_intent=" + p.payment_intent}));
-    return Emit(tx, "credits.purchase_succeeded", p);
+    TALLY_TRY(Emit(tx, "credits.purchase_succeeded", p));
+    if (p.source != "auto") return {};
+    // However it was learned (the charge's answer or its webhook), the auto-purchase in flight is over.
+    TALLY_ASSIGN_OR_RETURN(auto a, tx.credits().GetAutoPurchase(p.customer_id));
+    if (!a || a->pending_purchase != p.id) return {};
+    a->pending_purchase.clear();
+    a->attempts = 0;
+    a->failures = 0;
+    a->next_attempt_at.reset();
+    a->updated = p.updated;
+    TALLY_TRY(tx.credits().UpsertAutoPurchase(*a));
+    return EmitAuto(tx, "credits.auto_purchase_succeeded", *a, p,
+                    "Bought " + std::to_string(p.credits) + " credits automatically (" + p.bundle + ")");
 }
+
+Result<int64_t> CreditPurchaseService::PurchasesThisMonth(StoreTx& tx, const CustomerId& customer) {
+    const Period month = UsagePeriod(clock_.Now(), std::nullopt);
+    return tx.credits().CountLivePurchasesSince(customer, "auto", month.start);
+}
+
+Status CreditPurchaseService::EmitAuto(StoreTx& tx, const std::string& type, const AutoPurchaseRecord& a,
+                                       const CreditPurchaseRecord& p, const std::string& message) {
+    TALLY_ASSIGN_OR_RETURN(int64_t month, PurchasesThisMonth(tx, a.customer_id));
+    const std::string object = outbox_ != nullptr ? outbox_->renderer().AutoPurchase(a, month, &p) : "{}";
+    if (outbox_ != nullptr) TALLY_TRY(outbox_->Emit(tx, type, p.id, a.customer_id.str(), object));
+    return credits_.Notify(tx, a.customer_id, type, message, object, clock_.Now());
+}
+
+Result<CreditPurchaseRecord> CreditPurchaseService::StartAuto(StoreTx& tx, AutoPurchaseRecord& a,
+                                                              const std::string& cause) {
+    const CreditBundle* bundle = FindBundle(a.bundle);
+    if (bundle == nullptr) return NotFound("no such bundle: '" + a.bundle + "' (no longer on sale)", "bundle");
+    const Timestamp now = clock_.Now();
+    const std::string id = NewId("cpur_auto_");
+    CreditPurchaseRecord p{id, a.customer_id, bundle->id, bundle->credits, bundle->price.amount_minor(),
+                           bundle->price.currency().code(), bundle->expires_in_days, "auto", "pending", "", "", "", "",
+                           "", "", 0, 0, 0, "purchase customer=" + a.customer_id.str() + " bundle=" + bundle->id +
+                           " source=auto", cause, now, now};
+    TALLY_TRY(tx.credits().InsertPurchase(p));
+    a.pending_purchase = id;
+    a.attempts = 0;
+    a.next_attempt_at = now;
+    a.updated = now;
+    TALLY_TRY(tx.credits().UpsertAutoPurchase(a));
+    TALLY_TRY(tx.audit().Append({0, a.customer_id, now, "auto_purchase_started", "", bundle->id, cause,
+                                 "purchase=" + id + " threshold=" + std::to_string(a.threshold)}));
+    return p;
+}
+
+Status CreditPurchaseService::OnSpent(StoreTx& tx, const CustomerId& customer, const CreditBalance& after) {
+    TALLY_ASSIGN_OR_RETURN(auto a, tx.credits().GetAutoPurchase(customer));
+    if (!a || !a->enabled || a->paused || !a->pending_purchase.empty() || after.total() >= a->threshold) return {};
+    TALLY_ASSIGN_OR_RETURN(int64_t month, PurchasesThisMonth(tx, customer));
+    if (month >= a->max_per_month) return {};
+    if (FindBundle(a->bundle) == nullptr) return {};  // a bundle no longer sold: nothing to buy (GET shows it)
+    TALLY_ASSIGN_OR_RETURN(auto started, StartAuto(tx, *a, "threshold"));
+    (void)started;
+    if (wakeup_) wakeup_();
+    return {};
+}
+
+Status CreditPurchaseService::RecordAutoFailure(StoreTx& tx, AutoPurchaseRecord& a, CreditPurchaseRecord& p,
+                                                const std::string& code, const std::string& message) {
+    const Timestamp now = clock_.Now();
+    ++a.failures;
+    ++a.attempts;
+    a.updated = now;
+    std::string note;
+    if (a.failures >= kAutoPurchaseFailuresMax) {
+        TALLY_TRY(Fail(tx, p, code, message, "auto_purchase"));
+        a.enabled = false;
+        a.disabled_reason = "disabled after " + std::to_string(a.failures) + " failed payments in a row; the last: " +
+                            (message.empty() ? code : message);
+        a.pending_purchase.clear();
+        a.next_attempt_at.reset();
+        note = "Automatic credit purchase failed " + std::to_string(a.failures) + " times and is now off: " + message;
+    } else {
+        TALLY_ASSIGN_OR_RETURN(int64_t delay, AutoPurchaseRetryDelay(a.failures));
+        a.next_attempt_at = Timestamp(now.unix_seconds() + delay);
+        p.failure_code = code;
+        p.failure_message = message;
+        p.updated = now;
+        TALLY_TRY(tx.credits().UpdatePurchase(p));
+        note = "Automatic credit purchase failed (" + message + "); retrying at " + FormatRfc3339(*a.next_attempt_at);
+    }
+    TALLY_TRY(tx.credits().UpsertAutoPurchase(a));
+    TALLY_TRY(tx.audit().Append({0, a.customer_id, now, "auto_purchase_failed", "", a.enabled ? "retrying" : "disabled",
+                                 "auto_purchase", "purchase=" + p.id + " failures=" + std::to_string(a.failures) +
+                                                      " code=" + code}));
+    return EmitAuto(tx, "credits.auto_purchase_failed", a, p, note);
+}
+
+Status CreditPurchaseService::Attempt(const AutoPurchaseRecord& claimed) {
+    std::optional<CreditPurchaseRecord> p;
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(p, tx.credits().GetPurchase(claimed.pending_purchase));
+        return {};
+    }));
+    if (!p) return Internal("auto-purchase " + claimed.pending_purchase + " has no purchase");
+    const auto settle = [&](const std::function<Status(StoreTx&, AutoPurchaseRecord&, CreditPurchaseRecord&)>& fn) {
+        return store_.WriteSerialized(Key(claimed.customer_id), [&](StoreTx& tx) -> Status {
+            TALLY_ASSIGN_OR_RETURN(auto a, tx.credits().GetAutoPurchase(claimed.customer_id));
+            TALLY_ASSIGN_OR_RETURN(auto current, tx.credits().GetPurchase(claimed.pending_purchase));
+            if (!a || !current || a->pending_purchase != current->id) return {};  // settled meanwhile (its webhook)
+            if (current->status != "pending") {
+                // Paid or failed through another path without clearing the settings: clear them now.
+                a->pending_purchase.clear();
+                a->next_attempt_at.reset();
+                return tx.credits().UpsertAutoPurchase(*a);
+            }
+            return fn(tx, *a, *current);
+        });
+    };
+    if (p->status != "pending") {
+        return settle([](StoreTx&, AutoPurchaseRecord&, CreditPurchaseRecord&) -> Status { return {}; });
+    }
+    auto stripe_customer = checkout_.EnsureStripeCustomer(p->customer_id);
+    Result<std::string> payment_method =
+        stripe_customer.ok() ? stripe_.OffSessionPaymentMethod(*stripe_customer) : Result<std::string>(stripe_customer.error());
+    Result<StripePaymentData> intent = Internal("not charged");
+    if (payment_method.ok() && payment_method->empty()) {
+        intent = Error{ErrorCode::kPaymentRequired, "the customer has no saved payment method", "",
+                       ErrorReason::kPaymentMethodRequired};
+    } else if (payment_method.ok()) {
+        StripePaymentIntentCreate charge;
+        charge.customer = *stripe_customer;
+        charge.amount_minor = p->amount;
+        charge.currency = p->currency;
+        charge.payment_method = *payment_method;
+        charge.description = "Automatic purchase: " + p->bundle;
+        charge.metadata = {{"tally_purchase", p->id}, {"tally_customer_id", p->customer_id.str()}};
+        // One key per attempt: a retry after a decline is a new charge; a node that takes over a claimed attempt
+        // (the first died mid-charge) gets Stripe's first answer.
+        charge.idempotency_key = "tally_purchase_" + p->id + "_" + std::to_string(claimed.attempts);
+        intent = stripe_.CreatePaymentIntent(charge);
+    } else {
+        intent = payment_method.error();
+    }
+    if (!intent.ok() && intent.error().code != ErrorCode::kPaymentRequired) {
+        return settle([&](StoreTx& tx, AutoPurchaseRecord& a, CreditPurchaseRecord&) -> Status {
+            a.next_attempt_at = Timestamp(clock_.Now().unix_seconds() + kAutoPurchaseUnavailableRetrySeconds);
+            return tx.credits().UpsertAutoPurchase(a);
+        });
+    }
+    return settle([&](StoreTx& tx, AutoPurchaseRecord& a, CreditPurchaseRecord& current) -> Status {
+        if (!intent.ok()) {
+            const std::string code =
+                intent.error().reason == ErrorReason::kPaymentMethodRequired ? "payment_method_required" : "card_declined";
+            return RecordAutoFailure(tx, a, current, code, intent.error().message);
+        }
+        if (intent->status == "succeeded") return Complete(tx, current, intent->id, "auto_purchase");
+        // processing: its webhook settles it; looked at again after a lease.
+        current.payment_intent = intent->id;
+        current.updated = clock_.Now();
+        TALLY_TRY(tx.credits().UpdatePurchase(current));
+        a.next_attempt_at = Timestamp(clock_.Now().unix_seconds() + kAutoPurchaseLeaseSeconds);
+        return tx.credits().UpsertAutoPurchase(a);
+    });
+}
+
+Result<int> CreditPurchaseService::RunDueAutoPurchases() {
+    constexpr int kBatch = 20;
+    std::vector<AutoPurchaseRecord> due;
+    const Timestamp now = clock_.Now();
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(due, tx.credits().ListDueAutoPurchases(now, kBatch));
+        return {};
+    }));
+    int attempted = 0;
+    for (const auto& a : due) {
+        bool claimed = false;
+        TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
+            TALLY_ASSIGN_OR_RETURN(claimed, tx.credits().ClaimAutoPurchase(
+                                                a.customer_id, a.pending_purchase, *a.next_attempt_at,
+                                                Timestamp(now.unix_seconds() + kAutoPurchaseLeaseSeconds)));
+            return {};
+        }));
+        if (!claimed) continue;  // another node has it
+        ++attempted;
+        TALLY_TRY(Attempt(a));
+    }
+    return attempted;
+}
+
+Result<AutoPurchaseState> CreditPurchaseService::GetAutoPurchase(const CustomerId& customer) {
+    AutoPurchaseState out;
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto c, tx.customers().Get(customer));
+        if (!c) return NotFound("no such customer: '" + customer.str() + "'", "id");
+        TALLY_ASSIGN_OR_RETURN(auto a, tx.credits().GetAutoPurchase(customer));
+        out.settings = a.value_or(AutoPurchaseRecord{customer, false, false, 0, "", kAutoPurchaseMaxPerMonthDefault,
+                                                     0, "", "", 0, std::nullopt, c->created_at, ""});
+        TALLY_ASSIGN_OR_RETURN(out.purchases_this_month, PurchasesThisMonth(tx, customer));
+        return {};
+    }));
+    return out;
+}
+
+Result<AutoPurchaseState> CreditPurchaseService::SetAutoPurchase(const CustomerId& customer,
+                                                                 const AutoPurchaseInput& in) {
+    if (in.bundle && FindBundle(*in.bundle) == nullptr) return NotFound("no such bundle: '" + *in.bundle + "'", "bundle");
+    if (in.threshold && (*in.threshold < 0 || *in.threshold > kCreditAmountMax)) {
+        return InvalidArgument("threshold must be an integer between 0 and 2^53", "threshold");
+    }
+    if (in.max_per_month && (*in.max_per_month < 1 || *in.max_per_month > kAutoPurchaseMaxPerMonthMax)) {
+        return InvalidArgument("max_per_month must be between 1 and " + std::to_string(kAutoPurchaseMaxPerMonthMax),
+                               "max_per_month");
+    }
+    AutoPurchaseState out;
+    TALLY_TRY(store_.WriteSerialized(Key(customer), [&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto c, tx.customers().Get(customer));
+        if (!c) return NotFound("no such customer: '" + customer.str() + "'", "id");
+        TALLY_ASSIGN_OR_RETURN(auto existing, tx.credits().GetAutoPurchase(customer));
+        if (!existing && !in.threshold) return MissingArgument("threshold is required the first time", "threshold");
+        if (!existing && !in.bundle) return MissingArgument("bundle is required the first time", "bundle");
+        AutoPurchaseRecord a = existing.value_or(AutoPurchaseRecord{customer, true, false, 0, "",
+                                                                    kAutoPurchaseMaxPerMonthDefault, 0, "", "", 0,
+                                                                    std::nullopt, {}, ""});
+        const std::string before = existing ? "enabled=" + std::string(a.enabled ? "true" : "false") +
+                                                  " threshold=" + std::to_string(a.threshold) + " bundle=" + a.bundle
+                                            : "";
+        if (in.enabled) {
+            if (*in.enabled && !a.enabled) {
+                a.failures = 0;
+                a.disabled_reason.clear();
+            }
+            a.enabled = *in.enabled;
+        }
+        if (in.paused) a.paused = *in.paused;
+        if (in.threshold) a.threshold = *in.threshold;
+        if (in.bundle) a.bundle = *in.bundle;
+        if (in.max_per_month) a.max_per_month = *in.max_per_month;
+        a.updated = clock_.Now();
+        a.actor = in.actor;
+        TALLY_TRY(tx.credits().UpsertAutoPurchase(a));
+        TALLY_TRY(tx.audit().Append({0, customer, a.updated, "auto_purchase_updated", before,
+                                     "enabled=" + std::string(a.enabled ? "true" : "false") + " paused=" +
+                                         (a.paused ? "true" : "false") + " threshold=" + std::to_string(a.threshold) +
+                                         " bundle=" + a.bundle + " max_per_month=" + std::to_string(a.max_per_month),
+                                     in.actor, ""}));
+        out.settings = a;
+        TALLY_ASSIGN_OR_RETURN(out.purchases_this_month, PurchasesThisMonth(tx, customer));
+        return {};
+    }));
+    return out;
+}
+
+Result<CreditPurchaseOutcome> CreditPurchaseService::ForceAutoPurchase(const CustomerId& customer,
+                                                                       const std::string& actor) {
+    std::optional<AutoPurchaseRecord> started;
+    TALLY_TRY(store_.WriteSerialized(Key(customer), [&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto c, tx.customers().Get(customer));
+        if (!c) return NotFound("no such customer: '" + customer.str() + "'", "id");
+        TALLY_ASSIGN_OR_RETURN(auto a, tx.credits().GetAutoPurchase(customer));
+        if (!a) {
+            return InvalidArgument("customer " + customer.str() + " has no auto-purchase: set one with POST "
+                                   "/v1/customers/{id}/auto_purchase first", "customer");
+        }
+        if (a->pending_purchase.empty()) {
+            TALLY_ASSIGN_OR_RETURN(int64_t month, PurchasesThisMonth(tx, customer));
+            if (month >= a->max_per_month) {
+                return Error{ErrorCode::kConflict,
+                             std::to_string(month) + " auto-purchases this month already (max_per_month " +
+                                 std::to_string(a->max_per_month) + ")",
+                             "", ErrorReason::kAutoPurchaseLimitReached};
+            }
+            TALLY_ASSIGN_OR_RETURN(auto p, StartAuto(tx, *a, actor));
+            (void)p;
+        }
+        started = *a;
+        return {};
+    }));
+    // Charged now, as the worker would (claimed the same way, so a worker running at once does not charge twice).
+    bool claimed = false;
+    if (started->next_attempt_at) {
+        TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
+            TALLY_ASSIGN_OR_RETURN(claimed, tx.credits().ClaimAutoPurchase(
+                                                customer, started->pending_purchase, *started->next_attempt_at,
+                                                Timestamp(clock_.Now().unix_seconds() + kAutoPurchaseLeaseSeconds)));
+            return {};
+        }));
+    }
+    if (claimed) TALLY_TRY(Attempt(*started));
+    return Get(started->pending_purchase);
+}
+
 
 Status CreditPurchaseService::Fail(StoreTx& tx, CreditPurchaseRecord& p, const std::string& code,
                                    const std::string& message, const std::string& cause) {

@@ -6,6 +6,7 @@
 // succeeds — from the API's answer or from payment_intent.succeeded / checkout.session.completed (paid), whichever
 // comes first — and once (the grant's transfer id is "purchase:<id>"). A refund (charge.refunded, full or partial)
 // takes back the unused part of the bundle's credits, never more, and records the part already spent.
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -28,6 +29,22 @@ struct CreditPurchaseInput {
     std::string success_url;  // checkout only; "" takes the configured default
     std::string cancel_url;
     std::string actor;
+};
+
+/// POST /v1/customers/{id}/auto_purchase: unset fields keep their value (a first call needs threshold and bundle).
+struct AutoPurchaseInput {
+    std::optional<bool> enabled;
+    std::optional<bool> paused;
+    std::optional<int64_t> threshold;
+    std::optional<std::string> bundle;
+    std::optional<int64_t> max_per_month;
+    std::string actor;
+};
+
+/// A customer's auto-purchase as the API shows it.
+struct AutoPurchaseState {
+    AutoPurchaseRecord settings;
+    int64_t purchases_this_month = 0;  // auto-purchases pending or paid since the calendar month began (UTC)
 };
 
 struct CreditPurchaseOutcome {
@@ -67,6 +84,33 @@ public:
     Result<std::vector<CreditPurchaseRecord>> List(const CustomerId& customer,
                                                    const std::optional<std::string>& starting_after, int limit);
 
+    /// The customer's auto-purchase (disabled, with no bundle, when never set). kNotFound ("id").
+    Result<AutoPurchaseState> GetAutoPurchase(const CustomerId& customer);
+    /// Changes it, audited (auto_purchase_updated). Enabling one that disabled itself clears its failures. Errors:
+    /// kNotFound ("id"; "bundle" for a bundle not on sale), kInvalidArgument ("threshold" outside 0..2^53,
+    /// "max_per_month" outside 1..kAutoPurchaseMaxPerMonthMax), parameter_missing ("threshold", "bundle") on a first
+    /// call without them.
+    Result<AutoPurchaseState> SetAutoPurchase(const CustomerId& customer, const AutoPurchaseInput& in);
+    /// An admin's forced auto-purchase: starts one now whatever the balance (paused or disabled too) and charges it
+    /// at once; the one in flight instead, if any. kInvalidArgument ("customer") when auto-purchase was never set;
+    /// kConflict auto_purchase_limit_reached when max_per_month are pending or paid this month.
+    Result<CreditPurchaseOutcome> ForceAutoPurchase(const CustomerId& customer, const std::string& actor);
+    /// Called inside the transaction of each deduction and hold (CreditService's spend listener), with the
+    /// balance it left: when that is under the customer's threshold, auto-purchase is enabled and not paused, no
+    /// purchase is in flight and fewer than max_per_month were made this month, one purchase starts (pending, due
+    /// now). Deductions of a customer are serialized on every node, so however many race past the threshold exactly
+    /// one starts. The charge itself happens after the commit, in RunDueAutoPurchases.
+    Status OnSpent(StoreTx& tx, const CustomerId& customer, const CreditBalance& after);
+    /// Charges the auto-purchases due (on any node: each attempt is claimed by one, kAutoPurchaseLeaseSeconds),
+    /// with the customer's saved card off-session and a Stripe idempotency key per attempt. Paid: granted, and
+    /// credits.auto_purchase_succeeded. Declined: retried after AutoPurchaseRetryDelay; the
+    /// kAutoPurchaseFailuresMax-th failure fails the purchase and disables auto-purchase with the reason. Each
+    /// outcome is an event and a notification. Stripe unreachable: tried again later, not counted. Returns how
+    /// many attempts were made.
+    Result<int> RunDueAutoPurchases();
+    /// Called after a spend started a purchase, so the caller's worker runs RunDueAutoPurchases soon.
+    void SetWakeup(std::function<void()> wakeup) { wakeup_ = std::move(wakeup); }
+
     /// Called inside the transaction that applied a Stripe event (WebhookProcessor's payment listener):
     /// payment_intent.succeeded and checkout.session.completed (payment_status paid) complete their purchase,
     /// payment_intent.payment_failed fails a pending one, charge.refunded completes one not yet completed (a
@@ -87,6 +131,17 @@ private:
     Status Fail(StoreTx& tx, CreditPurchaseRecord& p, const std::string& code, const std::string& message,
                 const std::string& cause);
     Result<CreditPurchaseOutcome> OutcomeOf(StoreTx& tx, const CreditPurchaseRecord& p, bool replayed);
+    /// Records a pending auto-purchase of |a|'s bundle, due now, in |a| and the store.
+    Result<CreditPurchaseRecord> StartAuto(StoreTx& tx, AutoPurchaseRecord& a, const std::string& cause);
+    /// One claimed attempt of |a|'s pending purchase: the charge and its outcome.
+    Status Attempt(const AutoPurchaseRecord& a);
+    /// A failed attempt: backoff, or after kAutoPurchaseFailuresMax the purchase failed and auto-purchase disabled.
+    Status RecordAutoFailure(StoreTx& tx, AutoPurchaseRecord& a, CreditPurchaseRecord& p, const std::string& code,
+                             const std::string& message);
+    /// credits.auto_purchase_* with the settings and |p|, and the matching notification.
+    Status EmitAuto(StoreTx& tx, const std::string& type, const AutoPurchaseRecord& a, const CreditPurchaseRecord& p,
+                    const std::string& message);
+    Result<int64_t> PurchasesThisMonth(StoreTx& tx, const CustomerId& customer);
     Status Emit(StoreTx& tx, const std::string& type, const CreditPurchaseRecord& p);
 
     Store& store_;
@@ -96,6 +151,7 @@ private:
     const Clock& clock_;
     std::vector<CreditBundle> bundles_;
     EventOutbox* outbox_;
+    std::function<void()> wakeup_;
 };
 
 }  // namespace tally

@@ -503,6 +503,7 @@ Result<CreditDeduction> CreditService::Deduct(StoreTx& tx, const CreditDeductInp
     CreditTransferRecord t{in.id, in.customer, "deduct", amount, in.action, in.metadata, request, after.subscription,
                            after.bundle, after.promotional, at.now, in.actor, ""};
     TALLY_TRY(tx.credits().InsertTransfer(t));
+    if (spend_listener_) TALLY_TRY(spend_listener_(tx, in.customer, after));
     return CreditDeduction{std::move(t), std::move(draws), after, false};
 }
 
@@ -546,6 +547,7 @@ Result<CreditReservationOutcome> CreditService::Reserve(StoreTx& tx, const Credi
                               "pending", std::nullopt, std::nullopt, in.metadata,
                               at.now};
     TALLY_TRY(tx.credits().InsertReservation(r));
+    if (spend_listener_) TALLY_TRY(spend_listener_(tx, in.customer, after));
     return CreditReservationOutcome{std::move(r), std::move(draws), after, false};
 }
 

@@ -5,6 +5,7 @@
 // entry per grant; entries are never changed, and a grant's balance never goes below 0 (the store refuses it).
 // Deductions of one customer queue on Store::WriteSerialized, so concurrent callers, on any node, never spend the
 // same credit twice.
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -105,8 +106,10 @@ class BillingService;
 class EventOutbox;
 
 /// The kinds of a customer's notification feed (seed 003, ticket 5.1): each threshold of the period's subscription
-/// credits, and each renewal (a plan grant). Auto-purchases will add theirs.
-inline const std::vector<std::string> kNotificationKinds = {"credits.threshold_reached", "credits.granted"};
+/// credits, each renewal (a plan grant), each auto-purchase and each failure of one.
+inline const std::vector<std::string> kNotificationKinds = {"credits.threshold_reached", "credits.granted",
+                                                            "credits.auto_purchase_succeeded",
+                                                            "credits.auto_purchase_failed"};
 constexpr int kNotificationPageMax = 100;
 
 class CreditService {
@@ -189,6 +192,14 @@ public:
 
     const CreditActionCosts& actions() const { return actions_; }
 
+    /// Called inside the transaction of each deduction and hold, with the balance it left (auto-purchase:
+    /// CreditPurchaseService::OnSpent). An error rolls the spend back. Set before use.
+    using SpendListener = std::function<Status(StoreTx& tx, const CustomerId& customer, const CreditBalance& after)>;
+    void SetSpendListener(SpendListener listener) { spend_listener_ = std::move(listener); }
+    /// Adds a notification in |tx| unless the customer turned |kind| off.
+    Status Notify(StoreTx& tx, const CustomerId& customer, const std::string& kind, const std::string& message,
+                  const std::string& object_json, Timestamp now);
+
     /// `tally ledger verify`: every invariant of the ledger, read in one snapshot. Returns the violations found
     /// (none: the ledger is exact): a grant whose balance is not the sum of its entries, or outside 0..amount; a
     /// grant transfer that is not one entry of +amount; a deduction whose entries are not negative or do not sum to
@@ -236,9 +247,6 @@ private:
     Status AnnounceThresholds(StoreTx& tx, const std::vector<CreditGrantRecord>& grants,
                               const std::vector<CreditDraw>& draws, const Clocks& at);
     EventOutbox* outbox() const;
-    /// Adds a notification in |tx| unless the customer turned |kind| off.
-    Status Notify(StoreTx& tx, const CustomerId& customer, const std::string& kind, const std::string& message,
-                  const std::string& object_json, Timestamp now);
     /// The customer's plan and subscriptions (none without a BillingService), read once per call.
     Result<std::optional<CustomerView>> ViewOf(StoreTx& tx, const CustomerRecord& customer, Timestamp now);
     /// Subscription grants expire on the subscription's clock: once Stripe reports a later period (also when its
@@ -253,6 +261,7 @@ private:
     const Clock& clock_;
     CreditActionCosts actions_;
     BillingService* billing_;
+    SpendListener spend_listener_;
 };
 
 }  // namespace tally

@@ -46,6 +46,9 @@ public:
     virtual std::string UsageThreshold(const CustomerId& customer, const MeterState& state, int threshold) const = 0;
     /// GET /v1/customers/{id}/credit_grants's item: {"id","object":"credit_grant","customer","type","amount",
     /// "remaining","priority","expires_at","transfer","reason","created"}.
+    /// A customer's auto-purchase settings and state (credits.auto_purchase_*), with the purchase the event is about.
+    virtual std::string AutoPurchase(const AutoPurchaseRecord& settings, int64_t purchases_this_month,
+                                     const CreditPurchaseRecord* purchase) const = 0;
     /// A credit purchase (credits.purchase_*).
     virtual std::string CreditPurchase(const CreditPurchaseRecord& purchase) const = 0;
     virtual std::string CreditGrant(const CreditGrantRecord& grant) const = 0;

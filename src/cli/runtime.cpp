@@ -525,6 +525,7 @@ int Serve(const ServeOptions& o) {
     WebhookEndpointService endpoints(**store, hasher, clock, [&dispatcher] { dispatcher.Notify(); });
     BillingService billing(**store, *catalog, clock, BillingConfig{o.grace_period_days * 86400}, &outbox);
     std::atomic<PlanService*> plans_view{nullptr};  // set once the Stripe client exists
+    std::atomic<CreditPurchaseService*> purchases_view{nullptr};  // likewise
     WebhookProcessor processor(**store, decoder, billing, clock, metrics);
     ApiKeyService keys(**store, clock, hasher, o.admin_key);
     IdempotencyService idempotency(**store, clock);
@@ -535,7 +536,7 @@ int Serve(const ServeOptions& o) {
     int64_t last_prune_s = 0;
     WebhookWorker worker(
         processor, billing, o.poll_interval_ms, [&receiver_ptr] { return receiver_ptr ? receiver_ptr->backlog() : 0; },
-        [&idempotency, &members, &customer_sync, &plans_view, &clock, &last_prune_s] {
+        [&idempotency, &members, &customer_sync, &plans_view, &purchases_view, &clock, &last_prune_s] {
             // Profiles waiting for Stripe: a cheap read when none is (its own backoff when Stripe fails).
             if (auto* sync = customer_sync.load()) (void)sync->SyncPending();
             // Plans: another node's change installed here, and pushes to Stripe due (claimed: one node does each).
@@ -543,6 +544,8 @@ int Serve(const ServeOptions& o) {
                 (void)plans->ReloadIfChanged();
                 (void)plans->SyncDue();
             }
+            // Auto-purchases due: a cheap read when none is (each attempt claimed by one node).
+            if (auto* purchases = purchases_view.load()) (void)purchases->RunDueAutoPurchases();
             // Stripe keeps idempotency keys 24 hours; prune in the worker's quiet moments, at most every 10 minutes.
             if (clock.Now().unix_seconds() - last_prune_s < kIdempotencyPruneIntervalSeconds) return;
             last_prune_s = clock.Now().unix_seconds();
@@ -596,6 +599,11 @@ int Serve(const ServeOptions& o) {
     // A paid (or refunded) bundle moves its credits in the transaction of the Stripe event that says so.
     processor.SetPaymentListener(
         [&credit_purchases](StoreTx& tx, const DecodedEvent& event) { return credit_purchases.OnStripeEvent(tx, event); });
+    // A spend that leaves the balance under the customer's threshold starts its auto-purchase in its transaction.
+    credits.SetSpendListener([&credit_purchases](StoreTx& tx, const CustomerId& customer, const CreditBalance& after) {
+        return credit_purchases.OnSpent(tx, customer, after);
+    });
+    credit_purchases.SetWakeup([&worker] { worker.Notify(); });
     // A stored subscription renews or upgrades its credits in the same transaction.
     processor.SetSubscriptionListener([&credits](StoreTx& tx, const CustomerId& customer,
                                                  const std::optional<SubscriptionRecord>& before,
@@ -742,6 +750,7 @@ int Serve(const ServeOptions& o) {
                     " (db " + DatabaseName(o.db) + ", catalog " + (o.catalog.empty() ? std::string("built-in") : o.catalog) + ", " +
                     std::to_string(billing.catalog().plans().size()) + " plans, stripe " + stripe_mode + ")");
     plans_view = &plans;  // from here the worker installs other nodes' changes and pushes what is due
+    purchases_view = &credit_purchases;
     std::cout << "tally listening on http://" << o.host << ":" << server.port() << std::endl;
 
     int sig = 0;

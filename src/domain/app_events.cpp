@@ -6,7 +6,7 @@
 namespace tally {
 
 namespace {
-constexpr std::array<std::string_view, 25> kTypes = {
+constexpr std::array<std::string_view, 27> kTypes = {
     "customer.created",
     "customer.updated",
     "customer.role_changed",
@@ -32,6 +32,8 @@ constexpr std::array<std::string_view, 25> kTypes = {
     "credits.purchase_succeeded",
     "credits.purchase_failed",
     "credits.purchase_refunded",
+    "credits.auto_purchase_succeeded",
+    "credits.auto_purchase_failed",
 };
 
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }

@@ -6,7 +6,7 @@ namespace tally {
 namespace {
 
 TEST(AppEvents, TypesAndSubscriptions) {
-    EXPECT_EQ(AppEventTypes().size(), 25u);
+    EXPECT_EQ(AppEventTypes().size(), 27u);
     EXPECT_TRUE(IsAppEventType("customer.role_changed"));
     EXPECT_FALSE(IsAppEventType("customer.subscription.updated"));  // Stripe's name, not Tally's
     EXPECT_TRUE(EndpointWantsEvent({"*"}, "invoice.paid"));

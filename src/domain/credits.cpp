@@ -116,6 +116,15 @@ Result<CreditRefundPlan> PlanRefund(int64_t credits, int64_t amount_paid, int64_
     return CreditRefundPlan{take, increment - take};
 }
 
+Result<int64_t> AutoPurchaseRetryDelay(int64_t failures) {
+    if (failures < 1) return InvalidArgument("failures must be at least 1", "failures");
+    constexpr int64_t kFirst = 300;
+    constexpr int64_t kMax = 86400;
+    int64_t delay = kFirst;
+    for (int64_t i = 1; i < failures && delay < kMax; ++i) delay *= 6;
+    return std::min(delay, kMax);
+}
+
 Status ValidateCreditAmount(int64_t amount, const char* param) {
     if (amount < 1 || amount > kCreditAmountMax) {
         return InvalidArgument(std::string(param) + " must be an integer between 1 and 2^53", param);

@@ -123,6 +123,20 @@ struct CreditRefundPlan {
 Result<CreditRefundPlan> PlanRefund(int64_t credits, int64_t amount_paid, int64_t refunded_total,
                                     int64_t accounted_before, int64_t remaining);
 
+/// Auto-purchase (issue 13, item 6; Metronome's auto-recharge, Lago's wallet top-up rules): after this many
+/// consecutive failed payments it disables itself.
+constexpr int64_t kAutoPurchaseFailuresMax = 3;
+constexpr int64_t kAutoPurchaseMaxPerMonthMax = 1000;
+constexpr int64_t kAutoPurchaseMaxPerMonthDefault = 5;
+/// How long one node holds a due attempt it claimed before another may take it over (a node that died mid-charge):
+/// the retry reuses the attempt's Stripe idempotency key, so Stripe answers it as the first time.
+constexpr int64_t kAutoPurchaseLeaseSeconds = 120;
+/// When Stripe cannot be reached, the attempt is tried again this much later (not counted as a failure).
+constexpr int64_t kAutoPurchaseUnavailableRetrySeconds = 60;
+/// Seconds until the next attempt after |failures| (1..) consecutive failed payments: 5 minutes, then 30, then 3
+/// hours (×6 each time), at most a day. kInvalidArgument for failures < 1.
+Result<int64_t> AutoPurchaseRetryDelay(int64_t failures);
+
 /// kInvalidArgument naming |param| unless 1 <= amount <= kCreditAmountMax.
 Status ValidateCreditAmount(int64_t amount, const char* param);
 /// kInvalidArgument (param "id") unless 1..255 printable ASCII characters, not starting with a derived prefix.

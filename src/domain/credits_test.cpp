@@ -164,6 +164,12 @@ TEST(CreditsTest, PlanRefundTable) {
     EXPECT_FALSE(PlanRefund(1000, 1000, 10, 0, 1001).ok());
 }
 
+TEST(CreditsTest, AutoPurchaseRetryDelayTable) {
+    const std::pair<int64_t, int64_t> rows[] = {{1, 300}, {2, 1800}, {3, 10800}, {4, 64800}, {5, 86400}, {50, 86400}};
+    for (const auto& [failures, want] : rows) EXPECT_EQ(AutoPurchaseRetryDelay(failures).value(), want) << failures;
+    EXPECT_FALSE(AutoPurchaseRetryDelay(0).ok());
+}
+
 TEST(CreditsTest, BundleValidation) {
     const CreditBundle ok{"credits_1000", "1,000 credits", 1000, Money(1000, *Currency::Parse("usd")), std::nullopt};
     EXPECT_TRUE(ValidateCreditBundle(ok).ok());

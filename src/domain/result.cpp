@@ -53,6 +53,7 @@ const char* ErrorReasonName(ErrorReason reason) {
         case ErrorReason::kUsageLimitExceeded: return "limit_exceeded";
         case ErrorReason::kReservationSettled: return "reservation_settled";
         case ErrorReason::kTransferNotReversible: return "transfer_not_reversible";
+        case ErrorReason::kAutoPurchaseLimitReached: return "auto_purchase_limit_reached";
     }
     return "";
 }

@@ -61,6 +61,7 @@ enum class ErrorReason {
     kUsageLimitExceeded,           // one more (a member past the seats) would pass the plan's hard limit
     kReservationSettled,           // a credit reservation already captured, released or expired
     kTransferNotReversible,        // a reversal of anything but a deduction (a grant, a reversal, ...)
+    kAutoPurchaseLimitReached,     // max_per_month auto-purchases this month already
 };
 
 /// The API code of |reason| ("parameter_missing", ...); "" for kNone.

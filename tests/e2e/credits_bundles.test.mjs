@@ -1,7 +1,8 @@
-// Credit bundles on the sandbox (issue 13, item 5): bought off-session with the saved card or through Checkout in
-// payment mode, granted once when the payment succeeds (the API's answer and the webhook agree on one grant), a
-// declined card recorded as failed, refunds (partial, then the rest) taking back only what is left, the events at
-// the app's receiver, and `tally ledger verify` clean afterwards.
+// Credit bundles on the sandbox (issue 13, items 5 and 6): bought off-session with the saved card or through
+// Checkout in payment mode, granted once when the payment succeeds (the API's answer and the webhook agree on one
+// grant), a declined card recorded as failed, refunds (partial, then the rest) taking back only what is left;
+// auto-purchase buying exactly one bundle when racing deductions cross the threshold, and disabling itself after
+// three failed payments; the events at the app's receiver, and `tally ledger verify` clean afterwards.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -16,7 +17,8 @@ before(async () => {
   stripe = new Stripe('sk_test_credit_bundles', { host: '127.0.0.1', port: server.sandboxPort, protocol: 'http', maxNetworkRetries: 0 });
   rx = await startReceiver();
   const registered = await server.post('/v1/webhook_endpoints', { url: rx.url,
-    enabled_events: ['credits.granted', 'credits.purchase_succeeded', 'credits.purchase_failed', 'credits.purchase_refunded'] });
+    enabled_events: ['credits.granted', 'credits.purchase_succeeded', 'credits.purchase_failed', 'credits.purchase_refunded',
+      'credits.auto_purchase_succeeded', 'credits.auto_purchase_failed'] });
   assert.equal(registered.status, 201, registered.text);
 });
 after(async () => { await rx?.close(); await server?.stop(); });
@@ -171,4 +173,79 @@ test('bad purchase requests are refused naming the parameter, and change nothing
   assertError(await server.get(`/v1/customers/${c.id}/credit_purchases?starting_after=nope`), 404, 'resource_missing', 'starting_after');
   assert.deepEqual((await server.get(`/v1/customers/${c.id}/credit_purchases`)).json.data, []);
   assert.deepEqual((await server.get(`/v1/customers/${c.id}/credit_grants`)).json.data, []);
+});
+
+test('running low buys exactly one bundle however many deductions race past the threshold, and the balance goes on', async () => {
+  const { c, stripeId } = await customerWithCard('bundle_auto', 'pm_card_visa');
+  assert.equal((await server.post('/v1/credits/grants', { customer: c.id, id: `gift-${c.id}`, amount: 300 })).status, 201);
+  const initial = await server.get(`/v1/customers/${c.id}/auto_purchase`);
+  assert.deepEqual([initial.json.enabled, initial.json.bundle, initial.json.pending_purchase], [false, null, null]);
+  const set = await server.post(`/v1/customers/${c.id}/auto_purchase`, { threshold: 200, bundle: 'credits_1000', max_per_month: 3 });
+  assert.equal(set.status, 200, set.text);
+  assert.deepEqual([set.json.enabled, set.json.paused, set.json.threshold, set.json.bundle, set.json.max_per_month],
+    [true, false, 200, 'credits_1000', 3]);
+  // 30 deductions of 5 at once: the balance falls from 300 to 150, past 200 once.
+  const results = await Promise.all(Array.from({ length: 30 }, (_, i) =>
+    server.post('/v1/credits/deduct', { customer: c.id, id: `auto-d-${i}`, amount: 5 })));
+  for (const r of results) assert.equal(r.status, 200, r.text);
+  await until(async () => (await server.get(`/v1/customers/${c.id}/credits`)).json.total === 1150, 'the bought bundle');
+  await until(() => eventsOf('credits.auto_purchase_succeeded', c.id).length === 1, 'credits.auto_purchase_succeeded');
+  const bought = eventsOf('credits.auto_purchase_succeeded', c.id)[0].data.object;
+  assert.deepEqual([bought.object, bought.purchase.status, bought.purchase.source, bought.purchases_this_month, bought.pending_purchase],
+    ['auto_purchase', 'succeeded', 'auto', 1, null]);
+  const auto = (await server.get(`/v1/customers/${c.id}/auto_purchase`)).json;
+  assert.deepEqual([auto.purchases_this_month, auto.pending_purchase, auto.failures], [1, null, 0]);
+  assert.equal((await stripe.paymentIntents.list({ customer: stripeId })).data.length, 1);
+  const feed = (await server.get(`/v1/customers/${c.id}/notifications`)).json.data;
+  assert.ok(feed.some((n) => n.kind === 'credits.auto_purchase_succeeded'), JSON.stringify(feed));
+  // The balance continues: spending goes on from the bundle.
+  const next = await server.post('/v1/credits/deduct', { customer: c.id, id: 'auto-after', amount: 100 });
+  assert.equal(next.status, 200, next.text);
+  // Promotional credits go before paid ones: the 150 left of the gift pay for it, the bundle is untouched.
+  assert.deepEqual([next.json.balance.promotional, next.json.balance.bundle, next.json.balance.total], [50, 1000, 1050]);
+  const listed = (await server.get(`/v1/customers/${c.id}/credit_purchases`)).json.data;
+  assert.equal(listed.filter((p) => p.source === 'auto').length, 1);
+});
+
+test('a failing card: each failure is announced, and the third turns auto-purchase off and says why', async () => {
+  const { c } = await customerWithCard('bundle_auto_fail', 'pm_card_chargeCustomerFail');
+  assertError(await server.post(`/v1/customers/${c.id}/auto_purchase/trigger`), 400, 'parameter_invalid', 'customer');
+  assert.equal((await server.post(`/v1/customers/${c.id}/auto_purchase`, { threshold: 100, bundle: 'credits_5000' })).status, 200);
+  assert.equal((await server.post('/v1/credits/grants', { customer: c.id, id: `gift-${c.id}`, amount: 120 })).status, 201);
+  assert.equal((await server.post('/v1/credits/deduct', { customer: c.id, id: 'fail-d-1', amount: 30 })).status, 200);
+  await until(() => eventsOf('credits.auto_purchase_failed', c.id).length === 1, 'the first failure');
+  let state = (await server.get(`/v1/customers/${c.id}/auto_purchase`)).json;
+  assert.equal(state.failures, 1);
+  assert.ok(state.pending_purchase && state.next_attempt_at > 0, JSON.stringify(state));
+  // An admin forces the retries now: the second failure, then the third disables it.
+  const second = await server.post(`/v1/customers/${c.id}/auto_purchase/trigger`);
+  assert.equal(second.status, 200, second.text);
+  assert.equal(second.json.status, 'pending');
+  const third = await server.post(`/v1/customers/${c.id}/auto_purchase/trigger`);
+  assert.equal(third.status, 200, third.text);
+  assert.deepEqual([third.json.status, third.json.failure_code], ['failed', 'card_declined']);
+  state = (await server.get(`/v1/customers/${c.id}/auto_purchase`)).json;
+  assert.deepEqual([state.enabled, state.failures, state.pending_purchase], [false, 3, null]);
+  assert.match(state.disabled_reason, /3 failed payments/);
+  await until(() => eventsOf('credits.auto_purchase_failed', c.id).length === 3, 'three failures announced');
+  const last = eventsOf('credits.auto_purchase_failed', c.id).map((e) => e.data.object).find((o) => !o.enabled);
+  assert.ok(last, 'the last failure says auto-purchase is off');
+  assert.equal((await server.post('/v1/credits/deduct', { customer: c.id, id: 'fail-d-2', amount: 30 })).status, 200);
+  assert.equal((await server.get(`/v1/customers/${c.id}/auto_purchase`)).json.pending_purchase, null);
+  assert.equal((await server.get(`/v1/customers/${c.id}/credits`)).json.total, 60);
+  const verify = spawnSync(BIN, ['ledger', 'verify', '--db', server.db], { encoding: 'utf8' });
+  assert.equal(verify.status, 0, verify.stdout + verify.stderr);
+});
+
+test('bad auto-purchase settings are refused naming the parameter', async () => {
+  const { c } = await customerWithCard('bundle_auto_bad', null);
+  assertError(await server.post(`/v1/customers/${c.id}/auto_purchase`, { bundle: 'credits_1000' }), 400, 'parameter_missing', 'threshold');
+  assertError(await server.post(`/v1/customers/${c.id}/auto_purchase`, { threshold: 10 }), 400, 'parameter_missing', 'bundle');
+  assertError(await server.post(`/v1/customers/${c.id}/auto_purchase`, { threshold: -1, bundle: 'credits_1000' }), 400, 'parameter_invalid', 'threshold');
+  assertError(await server.post(`/v1/customers/${c.id}/auto_purchase`, { threshold: 10, bundle: 'credits_7' }), 404, 'resource_missing', 'bundle');
+  assertError(await server.post(`/v1/customers/${c.id}/auto_purchase`, { threshold: 10, bundle: 'credits_1000', max_per_month: 0 }), 400, 'parameter_invalid', 'max_per_month');
+  assertError(await server.post(`/v1/customers/${c.id}/auto_purchase`, { threshold: 10, bundle: 'credits_1000', enabled: 'yes' }), 400, 'parameter_invalid', 'enabled');
+  assertError(await server.get('/v1/customers/cus_nope/auto_purchase'), 404, 'resource_missing', 'id');
+  const state = (await server.get(`/v1/customers/${c.id}/auto_purchase`)).json;
+  assert.deepEqual([state.enabled, state.bundle], [false, null]);
 });

@@ -101,7 +101,8 @@ test('a customer turns a kind of notification off: the event still goes to the a
   const token = (await server.post('/v1/customer_sessions', { customer: c.id, user: 'prefs_owner' })).json.token;
   const prefs = await server.get(`/v1/customers/${c.id}/notification_preferences`, { key: token });
   assert.deepEqual(prefs.json, { object: 'notification_preferences', customer: c.id,
-    kinds: { 'credits.threshold_reached': true, 'credits.granted': true } });
+    kinds: { 'credits.threshold_reached': true, 'credits.granted': true, 'credits.auto_purchase_succeeded': true,
+      'credits.auto_purchase_failed': true } });
   const off = await server.post(`/v1/customers/${c.id}/notification_preferences`, { kinds: { 'credits.granted': false } }, { key: token });
   assert.equal(off.status, 200, off.text);
   assert.equal(off.json.kinds['credits.granted'], false);

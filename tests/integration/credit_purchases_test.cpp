@@ -73,7 +73,11 @@ struct Node {
         : billing(store, catalog, clock, BillingConfig{}),
           credits(store, clock, {}),
           checkout(store, billing, stripe, clock, CheckoutConfig{"https://app.example/ok", "https://app.example/no", ""}),
-          purchases(store, credits, checkout, stripe, clock, bundles, nullptr) {}
+          purchases(store, credits, checkout, stripe, clock, bundles, nullptr) {
+        credits.SetSpendListener([this](StoreTx& tx, const CustomerId& customer, const CreditBalance& after) {
+            return purchases.OnSpent(tx, customer, after);
+        });
+    }
     BillingService billing;
     CreditService credits;
     CheckoutService checkout;
@@ -119,6 +123,32 @@ struct Harness {
         p.purchase = purchase;
         return p;
     }
+    Result<CreditDeduction> Spend(const std::string& id, int64_t amount, size_t node = 0) {
+        std::optional<CreditDeduction> out;
+        TALLY_TRY(stores[node]->WriteSerialized("credits:" + customer.str(), [&](StoreTx& tx) -> Status {
+            TALLY_ASSIGN_OR_RETURN(out, nodes[node]->credits.Deduct(tx, {customer, id, amount, "", "", "app"}));
+            return {};
+        }));
+        return *out;
+    }
+    void Gift(int64_t amount) {
+        ASSERT_TRUE(stores[0]->Write([&](StoreTx& tx) -> Status {
+            TALLY_ASSIGN_OR_RETURN(auto g, nodes[0]->credits.Grant(tx, {customer, "gift-" + std::to_string(++gifts),
+                                                                      GrantType::kPromotional, amount, std::nullopt,
+                                                                      std::nullopt, "", "admin"}));
+            (void)g;
+            return {};
+        }).ok());
+    }
+    AutoPurchaseState Auto() { return nodes[0]->purchases.GetAutoPurchase(customer).value(); }
+    std::vector<CreditPurchaseRecord> AutoPurchases() {
+        std::vector<CreditPurchaseRecord> out;
+        const auto all = nodes[0]->purchases.List(customer, std::nullopt, 100);
+        for (const auto& p : all.value()) {
+            if (p.source == "auto") out.push_back(p);
+        }
+        return out;
+    }
     CreditPurchaseRecord Stored(const std::string& id) { return nodes[0]->purchases.Get(id).value().purchase; }
     int64_t BundleGrants() {
         int64_t n = 0;
@@ -143,6 +173,7 @@ struct Harness {
     std::vector<std::unique_ptr<Node>> nodes;
     CustomerId customer;
     int events = 0;
+    int gifts = 0;
 };
 
 TEST_P(CreditPurchasesTest, APurchaseLeftPendingIsGrantedByItsWebhookOnce) {
@@ -247,6 +278,138 @@ TEST_P(CreditPurchasesTest, ConcurrentRequestsWithOneIdGrantOnce) {
     EXPECT_EQ(h.stripe.intents_created.load(), 1);
     EXPECT_EQ(h.BundleGrants(), 1);
     EXPECT_EQ(h.nodes[0]->credits.Balance(h.customer)->bundle, 1000);
+    h.ExpectExactLedger();
+}
+
+// Issue 13, item 6: however many deductions race past the threshold (on PostgreSQL over three nodes), exactly one
+// purchase starts, and however many nodes run the due attempts, Stripe is charged once.
+TEST_P(CreditPurchasesTest, AutoPurchaseStartsOncePerCrossingAndIsChargedOnce) {
+    Harness h(GetParam());
+    h.Gift(1000);
+    auto set = h.nodes[0]->purchases.SetAutoPurchase(h.customer, {true, std::nullopt, 500, "credits_1000", 2, "admin"});
+    ASSERT_TRUE(set.ok()) << set.error().message;
+    std::atomic<int> ok{0};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 60; ++i) {
+        threads.emplace_back([&, i] {
+            if (h.Spend("d-" + std::to_string(i), 10, static_cast<size_t>(i) % h.nodes.size()).ok()) ++ok;
+        });
+    }
+    for (auto& t : threads) t.join();
+    ASSERT_EQ(ok.load(), 60);
+    ASSERT_EQ(h.AutoPurchases().size(), 1u);
+    EXPECT_EQ(h.AutoPurchases()[0].status, "pending");
+    EXPECT_EQ(h.Auto().settings.pending_purchase, h.AutoPurchases()[0].id);
+    std::atomic<int> attempts{0};
+    threads.clear();
+    for (size_t n = 0; n < h.nodes.size() * 2; ++n) {
+        threads.emplace_back([&, n] {
+            auto r = h.nodes[n % h.nodes.size()]->purchases.RunDueAutoPurchases();
+            if (r.ok()) attempts += *r;
+        });
+    }
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(attempts.load(), 1);
+    EXPECT_EQ(h.stripe.intents_created.load(), 1);
+    EXPECT_EQ(h.AutoPurchases()[0].status, "succeeded");
+    EXPECT_EQ(h.nodes[0]->credits.Balance(h.customer)->total(), 400 + 1000);
+    EXPECT_EQ(h.Auto().settings.pending_purchase, "");
+    EXPECT_EQ(h.Auto().purchases_this_month, 1);
+    // Back above the threshold: spending more starts nothing until the balance falls under it again.
+    ASSERT_TRUE(h.Spend("d-above", 100).ok());
+    EXPECT_EQ(h.AutoPurchases().size(), 1u);
+    ASSERT_TRUE(h.Spend("d-below", 850).ok());  // 450 left
+    EXPECT_EQ(h.AutoPurchases().size(), 2u);
+    h.ExpectExactLedger();
+}
+
+TEST_P(CreditPurchasesTest, AFailedAutoPurchaseBacksOffAndTheThirdFailureDisablesIt) {
+    Harness h(GetParam());
+    h.Gift(100);
+    h.stripe.answer = ScriptedStripe::Answer::kDeclines;
+    ASSERT_TRUE(h.nodes[0]->purchases.SetAutoPurchase(h.customer, {std::nullopt, std::nullopt, 50, "credits_1000",
+                                                                   std::nullopt, "admin"}).ok());
+    ASSERT_TRUE(h.Spend("d-1", 60).ok());
+    const std::string id = h.Auto().settings.pending_purchase;
+    ASSERT_FALSE(id.empty());
+    EXPECT_EQ(h.nodes[0]->purchases.RunDueAutoPurchases().value(), 1);
+    EXPECT_EQ(h.Auto().settings.failures, 1);
+    EXPECT_EQ(h.Auto().settings.next_attempt_at->unix_seconds(), kT0 + 300);
+    EXPECT_EQ(h.nodes[0]->purchases.RunDueAutoPurchases().value(), 0);  // not due yet
+    ASSERT_TRUE(h.Spend("d-2", 1).ok());  // still in flight: no second purchase
+    EXPECT_EQ(h.AutoPurchases().size(), 1u);
+    h.clock.Advance(300);
+    EXPECT_EQ(h.nodes[0]->purchases.RunDueAutoPurchases().value(), 1);
+    EXPECT_EQ(h.Auto().settings.failures, 2);
+    EXPECT_EQ(h.Auto().settings.next_attempt_at->unix_seconds(), kT0 + 300 + 1800);
+    h.clock.Advance(1800);
+    EXPECT_EQ(h.nodes[0]->purchases.RunDueAutoPurchases().value(), 1);
+    const AutoPurchaseState off = h.Auto();
+    EXPECT_FALSE(off.settings.enabled);
+    EXPECT_EQ(off.settings.pending_purchase, "");
+    EXPECT_NE(off.settings.disabled_reason.find("3 failed payments"), std::string::npos) << off.settings.disabled_reason;
+    EXPECT_EQ(h.Stored(id).status, "failed");
+    EXPECT_EQ(h.Auto().purchases_this_month, 0);  // a failed purchase does not count against max_per_month
+    ASSERT_TRUE(h.Spend("d-3", 1).ok());
+    EXPECT_EQ(h.AutoPurchases().size(), 1u);  // disabled: nothing starts
+    // Enabled again, with a card that works: the failures are forgotten and the next crossing buys.
+    h.stripe.answer = ScriptedStripe::Answer::kSucceeds;
+    auto again = h.nodes[0]->purchases.SetAutoPurchase(h.customer, {true, std::nullopt, std::nullopt, std::nullopt,
+                                                                     std::nullopt, "admin"});
+    ASSERT_TRUE(again.ok());
+    EXPECT_EQ(again->settings.failures, 0);
+    EXPECT_EQ(again->settings.disabled_reason, "");
+    ASSERT_TRUE(h.Spend("d-4", 1).ok());
+    EXPECT_EQ(h.nodes[0]->purchases.RunDueAutoPurchases().value(), 1);
+    EXPECT_EQ(h.nodes[0]->credits.Balance(h.customer)->total(), 100 - 63 + 1000);
+    h.ExpectExactLedger();
+}
+
+TEST_P(CreditPurchasesTest, MaxPerMonthIsNeverExceededPauseStopsAndForceBuys) {
+    Harness h(GetParam());
+    h.Gift(10);
+    ASSERT_TRUE(h.nodes[0]->purchases.SetAutoPurchase(h.customer, {true, true, 2000, "credits_1000", 2, "admin"}).ok());
+    ASSERT_TRUE(h.Spend("d-paused", 1).ok());  // paused: nothing starts
+    EXPECT_EQ(h.AutoPurchases().size(), 0u);
+    ASSERT_TRUE(h.nodes[0]->purchases.SetAutoPurchase(h.customer, {std::nullopt, false, std::nullopt, std::nullopt,
+                                                                   std::nullopt, "admin"}).ok());
+    // Each crossing buys while the month allows: two, then the balance stays under the threshold unbought.
+    for (int i = 0; i < 4; ++i) {
+        ASSERT_TRUE(h.Spend("d-" + std::to_string(i), 1).ok());
+        (void)h.nodes[0]->purchases.RunDueAutoPurchases();
+    }
+    EXPECT_EQ(h.AutoPurchases().size(), 2u);
+    EXPECT_EQ(h.Auto().purchases_this_month, 2);
+    auto forced = h.nodes[0]->purchases.ForceAutoPurchase(h.customer, "admin");
+    ASSERT_FALSE(forced.ok());
+    EXPECT_EQ(forced.error().reason, ErrorReason::kAutoPurchaseLimitReached);
+    // A new month: the admin forces one, charged at once.
+    h.clock.Set(1'769'904'000);  // 2026-02-01T00:00:00Z
+    forced = h.nodes[0]->purchases.ForceAutoPurchase(h.customer, "admin");
+    ASSERT_TRUE(forced.ok()) << forced.error().message;
+    EXPECT_EQ(forced->purchase.status, "succeeded");
+    ASSERT_TRUE(forced->grant.has_value());
+    EXPECT_EQ(h.stripe.intents_created.load(), 3);
+    h.ExpectExactLedger();
+}
+
+TEST_P(CreditPurchasesTest, AnAutoPurchaseWhoseChargeWasLostIsCompletedByItsWebhook) {
+    Harness h(GetParam());
+    h.Gift(10);
+    ASSERT_TRUE(h.nodes[0]->purchases.SetAutoPurchase(h.customer, {true, std::nullopt, 100, "credits_1000",
+                                                                   std::nullopt, "admin"}).ok());
+    h.stripe.answer = ScriptedStripe::Answer::kUnreachable;
+    ASSERT_TRUE(h.Spend("d-1", 1).ok());
+    const std::string id = h.Auto().settings.pending_purchase;
+    EXPECT_EQ(h.nodes[0]->purchases.RunDueAutoPurchases().value(), 1);
+    EXPECT_EQ(h.Auto().settings.failures, 0);  // unreachable is not a failure
+    EXPECT_EQ(h.Auto().settings.next_attempt_at->unix_seconds(), kT0 + kAutoPurchaseUnavailableRetrySeconds);
+    ASSERT_TRUE(h.Deliver("payment_intent.succeeded", Harness::Payment("payment_intent", id, 1000)).ok());
+    EXPECT_EQ(h.Stored(id).status, "succeeded");
+    EXPECT_EQ(h.Auto().settings.pending_purchase, "");
+    EXPECT_EQ(h.nodes[0]->credits.Balance(h.customer)->total(), 1009);
+    h.clock.Advance(kAutoPurchaseUnavailableRetrySeconds);
+    EXPECT_EQ(h.nodes[0]->purchases.RunDueAutoPurchases().value(), 0);
     h.ExpectExactLedger();
 }
 

@@ -555,4 +555,46 @@ Response ListCreditPurchases(const ApiDeps& d, const Call& c) {
     return List(data, "/v1/customers/" + c.param(0) + "/credit_purchases", has_more);
 }
 
+Response GetAutoPurchase(const ApiDeps& d, const Call& c) {
+    if (!d.credit_purchases) return RouteNotFound(c.req);
+    auto out = d.credit_purchases->GetAutoPurchase(CustomerId(c.param(0)));
+    if (!out.ok()) return Fail(out.error());
+    return Json(200, AutoPurchaseJson(out->settings, out->purchases_this_month));
+}
+
+Response SetAutoPurchase(const ApiDeps& d, const Call& c) {
+    if (!d.credit_purchases) return RouteNotFound(c.req);
+    auto body = BindJsonBody(c.req, {"enabled", "paused", "threshold", "bundle", "max_per_month"});
+    if (!body.ok()) return Fail(body.error());
+    AutoPurchaseInput in;
+    for (const char* name : {"enabled", "paused"}) {
+        const bj::value* v = body->if_contains(name);
+        if (v == nullptr || v->is_null()) continue;
+        if (!v->is_bool()) return Fail(InvalidArgument(std::string(name) + " must be true or false", name));
+        (std::string_view(name) == "enabled" ? in.enabled : in.paused) = v->as_bool();
+    }
+    auto threshold = json::OptionalInt(*body, "threshold", "");
+    if (!threshold.ok()) return Fail(threshold.error());
+    in.threshold = *threshold;
+    auto max = json::OptionalInt(*body, "max_per_month", "");
+    if (!max.ok()) return Fail(max.error());
+    in.max_per_month = *max;
+    auto bundle = MaybeString(*body, "bundle");
+    if (!bundle.ok()) return Fail(bundle.error());
+    in.bundle = *bundle;
+    in.actor = c.actor;
+    auto out = d.credit_purchases->SetAutoPurchase(CustomerId(c.param(0)), in);
+    if (!out.ok()) return Fail(out.error());
+    return Json(200, AutoPurchaseJson(out->settings, out->purchases_this_month));
+}
+
+Response TriggerAutoPurchase(const ApiDeps& d, const Call& c) {
+    if (!d.credit_purchases) return RouteNotFound(c.req);
+    auto body = OptionalJsonBody(c.req, {});
+    if (!body.ok()) return Fail(body.error());
+    auto out = d.credit_purchases->ForceAutoPurchase(CustomerId(c.param(0)), c.actor);
+    if (!out.ok()) return Fail(out.error());
+    return Json(200, PurchaseJson(*out));
+}
+
 }  // namespace tally::http::routes

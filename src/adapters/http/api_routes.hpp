@@ -144,6 +144,9 @@ Response CreateCreditPurchase(const ApiDeps& d, const Call& c);
 Response CreateCreditCheckoutSession(const ApiDeps& d, const Call& c);
 Response GetCreditPurchase(const ApiDeps& d, const Call& c);
 Response ListCreditPurchases(const ApiDeps& d, const Call& c);
+Response GetAutoPurchase(const ApiDeps& d, const Call& c);
+Response SetAutoPurchase(const ApiDeps& d, const Call& c);
+Response TriggerAutoPurchase(const ApiDeps& d, const Call& c);
 
 // api_flags.cpp
 Response ListFlags(const ApiDeps& d, const Call& c);

@@ -192,6 +192,28 @@ bj::value CreditPurchaseJson(const CreditPurchaseRecord& p) {
                       {"created", p.created.unix_seconds()},
                       {"updated", p.updated.unix_seconds()}};
 }
+bj::value AutoPurchaseJson(const AutoPurchaseRecord& a, int64_t purchases_this_month,
+                           const CreditPurchaseRecord* purchase) {
+    bj::object o{{"object", "auto_purchase"},
+                 {"customer", a.customer_id.str()},
+                 {"enabled", a.enabled},
+                 {"paused", a.paused},
+                 {"threshold", a.threshold},
+                 {"bundle", a.bundle.empty() ? bj::value(nullptr) : bj::value(a.bundle)},
+                 {"max_per_month", a.max_per_month},
+                 {"purchases_this_month", purchases_this_month},
+                 {"failures", a.failures},
+                 {"disabled_reason", a.disabled_reason.empty() ? bj::value(nullptr) : bj::value(a.disabled_reason)},
+                 {"pending_purchase", a.pending_purchase.empty() ? bj::value(nullptr) : bj::value(a.pending_purchase)},
+                 {"next_attempt_at", a.next_attempt_at ? bj::value(a.next_attempt_at->unix_seconds()) : bj::value(nullptr)},
+                 {"updated", a.updated.unix_seconds()}};
+    if (purchase != nullptr) o["purchase"] = CreditPurchaseJson(*purchase);
+    return o;
+}
+std::string JsonObjectRenderer::AutoPurchase(const AutoPurchaseRecord& settings, int64_t purchases_this_month,
+                                             const CreditPurchaseRecord* purchase) const {
+    return bj::serialize(AutoPurchaseJson(settings, purchases_this_month, purchase));
+}
 std::string JsonObjectRenderer::CreditPurchase(const CreditPurchaseRecord& purchase) const {
     return bj::serialize(CreditPurchaseJson(purchase));
 }

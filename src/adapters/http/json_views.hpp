@@ -56,6 +56,11 @@ boost::json::value CreditGrantJson(const CreditGrantRecord& g);
 ///  "payment_intent","checkout_session","checkout_url","grant","failure_code","failure_message","amount_refunded",
 ///  "credits_refunded","credits_refund_spent","created","updated"}; "" fields are null.
 boost::json::value CreditPurchaseJson(const CreditPurchaseRecord& p);
+/// {"object":"auto_purchase","customer","enabled","paused","threshold","bundle","max_per_month",
+///  "purchases_this_month","failures","disabled_reason","pending_purchase","next_attempt_at","updated"}, and
+/// "purchase" (a credit purchase) when |purchase| is given.
+boost::json::value AutoPurchaseJson(const AutoPurchaseRecord& a, int64_t purchases_this_month,
+                                    const CreditPurchaseRecord* purchase = nullptr);
 
 /// The ApiObjectRenderer port over these views: events carry exactly the API's objects. Thread-safe, stateless.
 class JsonObjectRenderer final : public ApiObjectRenderer {
@@ -70,6 +75,8 @@ public:
     std::string UsageThreshold(const CustomerId& customer, const MeterState& state, int threshold) const override;
     std::string CreditGrant(const CreditGrantRecord& grant) const override;
     std::string CreditPurchase(const CreditPurchaseRecord& purchase) const override;
+    std::string AutoPurchase(const AutoPurchaseRecord& settings, int64_t purchases_this_month,
+                             const CreditPurchaseRecord* purchase) const override;
     std::string CreditThreshold(const CreditThresholdCrossing& crossing) const override;
     std::string Envelope(const AppEventRecord& event, std::string_view object_json,
                          const Attributes& previous) const override;

@@ -487,7 +487,8 @@ CREATE TRIGGER credit_entries_append_only BEFORE UPDATE OR DELETE ON credit_entr
   FOR EACH ROW EXECUTE FUNCTION tally_append_only();
 )sql"},
     {10, R"sql(
--- Credit bundles bought (off-session or through Checkout), and the refund transfer kind.
+-- Credit bundles bought (off-session, through Checkout or automatically), auto-purchase settings, and the refund
+-- transfer kind.
 ALTER TABLE credit_transfers DROP CONSTRAINT credit_transfers_kind_check;
 ALTER TABLE credit_transfers ADD CONSTRAINT credit_transfers_kind_check
   CHECK (kind IN ('grant', 'deduct', 'reserve', 'capture', 'release', 'reverse', 'expire', 'refund'));
@@ -499,7 +500,7 @@ CREATE TABLE credit_purchases (
   amount BIGINT NOT NULL CHECK (amount > 0),
   currency TEXT NOT NULL,
   expires_in_days BIGINT,
-  source TEXT NOT NULL CHECK (source IN ('api', 'checkout')),
+  source TEXT NOT NULL CHECK (source IN ('api', 'checkout', 'auto')),
   status TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
   payment_intent TEXT NOT NULL,
   checkout_session TEXT NOT NULL,
@@ -517,6 +518,23 @@ CREATE TABLE credit_purchases (
 );
 CREATE INDEX credit_purchases_customer ON credit_purchases(customer_id, created);
 CREATE INDEX credit_purchases_payment_intent ON credit_purchases(payment_intent) WHERE payment_intent <> '';
+-- Per customer: buy a bundle when the balance falls under a threshold; the purchase in flight and its retries.
+CREATE TABLE credit_auto_purchase (
+  customer_id TEXT PRIMARY KEY,
+  enabled BOOLEAN NOT NULL,
+  paused BOOLEAN NOT NULL,
+  threshold BIGINT NOT NULL CHECK (threshold >= 0),
+  bundle TEXT NOT NULL,
+  max_per_month BIGINT NOT NULL CHECK (max_per_month >= 1),
+  failures BIGINT NOT NULL,
+  disabled_reason TEXT NOT NULL,
+  pending_purchase TEXT NOT NULL,
+  attempts BIGINT NOT NULL,
+  next_attempt_at BIGINT,
+  updated BIGINT NOT NULL,
+  actor TEXT NOT NULL
+);
+CREATE INDEX credit_auto_purchase_due ON credit_auto_purchase(next_attempt_at) WHERE pending_purchase <> '';
 )sql"},
 };
 

@@ -510,7 +510,8 @@ CREATE TRIGGER credit_entries_no_update BEFORE UPDATE ON credit_entries BEGIN SE
 CREATE TRIGGER credit_entries_no_delete BEFORE DELETE ON credit_entries BEGIN SELECT RAISE(ABORT, 'credit_entries is append-only'); END;
 )sql"},
     {13, R"sql(
--- Credit bundles bought (off-session or through Checkout), and the refund transfer kind. SQLite cannot alter a
+-- Credit bundles bought (off-session, through Checkout or automatically), auto-purchase settings, and the refund
+-- transfer kind. SQLite cannot alter a
 -- CHECK constraint, so credit_transfers is rebuilt as its documentation says (ALTER TABLE, "other kinds of table
 -- schema changes"): a new table, the rows copied, the old one dropped, the new one renamed, its index and triggers
 -- made again. DROP TABLE fires no DELETE trigger.
@@ -548,7 +549,7 @@ CREATE TABLE credit_purchases (
   amount INTEGER NOT NULL CHECK (amount > 0),
   currency TEXT NOT NULL,
   expires_in_days INTEGER,
-  source TEXT NOT NULL CHECK (source IN ('api', 'checkout')),
+  source TEXT NOT NULL CHECK (source IN ('api', 'checkout', 'auto')),
   status TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
   payment_intent TEXT NOT NULL,
   checkout_session TEXT NOT NULL,
@@ -566,6 +567,23 @@ CREATE TABLE credit_purchases (
 );
 CREATE INDEX credit_purchases_customer ON credit_purchases(customer_id, created);
 CREATE INDEX credit_purchases_payment_intent ON credit_purchases(payment_intent) WHERE payment_intent <> '';
+-- Per customer: buy a bundle when the balance falls under a threshold; the purchase in flight and its retries.
+CREATE TABLE credit_auto_purchase (
+  customer_id TEXT PRIMARY KEY,
+  enabled INTEGER NOT NULL,
+  paused INTEGER NOT NULL,
+  threshold INTEGER NOT NULL CHECK (threshold >= 0),
+  bundle TEXT NOT NULL,
+  max_per_month INTEGER NOT NULL CHECK (max_per_month >= 1),
+  failures INTEGER NOT NULL,
+  disabled_reason TEXT NOT NULL,
+  pending_purchase TEXT NOT NULL,
+  attempts INTEGER NOT NULL,
+  next_attempt_at INTEGER,
+  updated INTEGER NOT NULL,
+  actor TEXT NOT NULL
+);
+CREATE INDEX credit_auto_purchase_due ON credit_auto_purchase(next_attempt_at) WHERE pending_purchase <> '';
 )sql"},
 };
 

@@ -1151,6 +1151,27 @@ CreditPurchaseRecord ReadSqlitePurchase(sqlite3_stmt* s) {
     return p;
 }
 
+#define TALLY_AUTO_PURCHASE_COLS \
+    "customer_id, enabled, paused, threshold, bundle, max_per_month, failures, disabled_reason, pending_purchase, attempts, next_attempt_at, updated, actor"
+
+AutoPurchaseRecord ReadSqliteAutoPurchase(sqlite3_stmt* s) {
+    AutoPurchaseRecord a;
+    a.customer_id = CustomerId(Text(s, 0));
+    a.enabled = Int(s, 1) != 0;
+    a.paused = Int(s, 2) != 0;
+    a.threshold = Int(s, 3);
+    a.bundle = Text(s, 4);
+    a.max_per_month = Int(s, 5);
+    a.failures = Int(s, 6);
+    a.disabled_reason = Text(s, 7);
+    a.pending_purchase = Text(s, 8);
+    a.attempts = Int(s, 9);
+    a.next_attempt_at = OptTs(s, 10);
+    a.updated = Timestamp(Int(s, 11));
+    a.actor = Text(s, 12);
+    return a;
+}
+
 class SqliteCreditTx final : public CreditStoreTx, private SqliteStatements {
 public:
     explicit SqliteCreditTx(Connection& c) : SqliteStatements(c) {}
@@ -1254,6 +1275,39 @@ public:
             "(?2 IS NULL OR (created, id) < (SELECT created, id FROM credit_purchases WHERE id=?2)) "
             "ORDER BY created DESC, id DESC LIMIT ?3",
             ReadSqlitePurchase, customer, starting_after, int64_t{limit});
+    }
+    Result<int64_t> CountLivePurchasesSince(const CustomerId& customer, const std::string& source,
+                                            Timestamp since) override {
+        TALLY_ASSIGN_OR_RETURN(auto n, One<int64_t>("SELECT COUNT(*) FROM credit_purchases WHERE customer_id=?1 AND "
+                                                    "source=?2 AND created>=?3 AND status IN ('pending', 'succeeded')",
+                                                    [](sqlite3_stmt* s) { return Int(s, 0); },
+                                                    customer, source, since));
+        return n.value_or(0);
+    }
+    Result<std::optional<AutoPurchaseRecord>> GetAutoPurchase(const CustomerId& customer) override {
+        return One<AutoPurchaseRecord>("SELECT " TALLY_AUTO_PURCHASE_COLS " FROM credit_auto_purchase WHERE customer_id=?1",
+                                       ReadSqliteAutoPurchase, customer);
+    }
+    Status UpsertAutoPurchase(const AutoPurchaseRecord& a) override {
+        return Do("INSERT INTO credit_auto_purchase(" TALLY_AUTO_PURCHASE_COLS ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13) "
+                  "ON CONFLICT(customer_id) DO UPDATE SET enabled=excluded.enabled, paused=excluded.paused, threshold=excluded.threshold, bundle=excluded.bundle, max_per_month=excluded.max_per_month, failures=excluded.failures, disabled_reason=excluded.disabled_reason, pending_purchase=excluded.pending_purchase, attempts=excluded.attempts, next_attempt_at=excluded.next_attempt_at, updated=excluded.updated, actor=excluded.actor",
+                  a.customer_id, a.enabled, a.paused, a.threshold, a.bundle, a.max_per_month, a.failures,
+                  a.disabled_reason, a.pending_purchase, a.attempts, a.next_attempt_at, a.updated, a.actor);
+    }
+    Result<std::vector<AutoPurchaseRecord>> ListDueAutoPurchases(Timestamp now, int limit) override {
+        return Many<AutoPurchaseRecord>("SELECT " TALLY_AUTO_PURCHASE_COLS " FROM credit_auto_purchase WHERE "
+                                        "pending_purchase <> '' AND next_attempt_at <= ?1 "
+                                        "ORDER BY next_attempt_at, customer_id LIMIT ?2",
+                                        ReadSqliteAutoPurchase, now, int64_t{limit});
+    }
+    Result<bool> ClaimAutoPurchase(const CustomerId& customer, const std::string& purchase, Timestamp due,
+                                   Timestamp lease_until) override {
+        TALLY_ASSIGN_OR_RETURN(auto claimed, One<std::string>("UPDATE credit_auto_purchase SET next_attempt_at=?4 "
+                                                              "WHERE customer_id=?1 AND pending_purchase=?2 AND "
+                                                              "next_attempt_at=?3 RETURNING customer_id",
+                                                              [](sqlite3_stmt* s) { return Text(s, 0); },
+                                                              customer, purchase, due, lease_until));
+        return claimed.has_value();
     }
     Result<std::vector<CreditPurchaseRecord>> AllPurchases() override {
         return Many<CreditPurchaseRecord>("SELECT " TALLY_CREDIT_PURCHASE_COLS " FROM credit_purchases ORDER BY id",

@@ -106,7 +106,7 @@ struct CreditPurchaseRecord {
     int64_t amount = 0;  // minor units of |currency|
     std::string currency;
     std::optional<int64_t> expires_in_days;
-    std::string source;  // "api" (off-session, the saved card) | "checkout"
+    std::string source;  // "api" (off-session, the saved card) | "checkout" | "auto" (auto-purchase)
     std::string status;  // "pending" | "succeeded" | "failed"
     std::string payment_intent;    // pi_..., once known
     std::string checkout_session;  // cs_... (source checkout)
@@ -121,6 +121,26 @@ struct CreditPurchaseRecord {
     std::string actor;
     Timestamp created;
     Timestamp updated;
+};
+
+/// A customer's auto-purchase (issue 13, item 6): when a spend leaves the balance under |threshold|, one purchase of
+/// |bundle| starts (|pending_purchase|) unless one is in flight or |max_per_month| of them (pending or paid, this
+/// calendar month in UTC) exist; a failed payment is retried at |next_attempt_at| with backoff, and after
+/// kAutoPurchaseFailuresMax consecutive failures |enabled| turns off with |disabled_reason|.
+struct AutoPurchaseRecord {
+    CustomerId customer_id;
+    bool enabled = false;
+    bool paused = false;  // an admin's pause: nothing starts while set
+    int64_t threshold = 0;
+    std::string bundle;
+    int64_t max_per_month = 1;
+    int64_t failures = 0;  // consecutive failed payments
+    std::string disabled_reason;
+    std::string pending_purchase;  // the purchase in flight, "" none
+    int64_t attempts = 0;          // failed attempts of the pending purchase (names its Stripe idempotency key)
+    std::optional<Timestamp> next_attempt_at;  // when the pending purchase is charged (again)
+    Timestamp updated;
+    std::string actor;
 };
 
 class CreditStoreTx {
@@ -168,6 +188,17 @@ public:
                                                                     const std::optional<std::string>& starting_after,
                                                                     int limit) = 0;
     virtual Result<std::vector<CreditPurchaseRecord>> AllPurchases() = 0;
+    /// The customer's purchases of |source| created at or after |since| whose status is pending or succeeded.
+    virtual Result<int64_t> CountLivePurchasesSince(const CustomerId& customer, const std::string& source,
+                                                    Timestamp since) = 0;
+    virtual Result<std::optional<AutoPurchaseRecord>> GetAutoPurchase(const CustomerId& customer) = 0;
+    virtual Status UpsertAutoPurchase(const AutoPurchaseRecord& settings) = 0;
+    /// Settings with a pending purchase due at |now| (next_attempt_at <= now), soonest first.
+    virtual Result<std::vector<AutoPurchaseRecord>> ListDueAutoPurchases(Timestamp now, int limit) = 0;
+    /// Moves next_attempt_at of |customer|'s pending |purchase| from |due| to |lease_until| if it is still |due|:
+    /// true when this caller claimed the attempt (one node charges it; another finds it moved).
+    virtual Result<bool> ClaimAutoPurchase(const CustomerId& customer, const std::string& purchase, Timestamp due,
+                                           Timestamp lease_until) = 0;
     virtual Result<std::vector<CreditGrantRecord>> AllGrants() = 0;
     virtual Result<std::vector<CreditTransferRecord>> AllTransfers() = 0;
     virtual Result<std::vector<CreditEntryRecord>> AllEntries() = 0;
