@@ -1542,6 +1542,11 @@ Result<std::unique_ptr<Connection>> Connection::Open(const std::string& path, co
     // remaps it over and over (munmap was 5% of the worker's time; draining ran 7.8k/s with mmap, 10-12k without).
     TALLY_TRY(conn->Exec("PRAGMA cache_size=-65536"));
     TALLY_TRY(conn->Exec("PRAGMA mmap_size=0"));
+    // Temporary files in memory: a group commit runs each write in a savepoint, and SQLite keeps the pages a
+    // savepoint may have to restore in a sub-journal, a temporary file once past 64 KiB ("Temporary Files Used By
+    // SQLite", 2.6). On disk it was ~14 pwrite(2)s per grouped deduction and 40% of the CPU. Recovery never reads
+    // it (only a live transaction rolling back to a savepoint does), so durability rests on the WAL as before.
+    TALLY_TRY(conn->Exec("PRAGMA temp_store=MEMORY"));
     return conn;
 }
 
