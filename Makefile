@@ -36,6 +36,7 @@ bench: build test-deps
 	@bench/events/run.sh
 	@bench/simulate/run.sh
 	@bench/check/run.sh
+	@cmake --build --preset release --target credits_bench -j $(JOBS)
 	@bench/credits/run.sh
 
 ## bench-events: only the event delivery benchmark
@@ -50,8 +51,9 @@ bench-simulate: build
 bench-check: build
 	@bench/check/run.sh
 
-## bench-credits: only the credit deduction benchmark (durable deductions over HTTP against an express baseline)
+## bench-credits: only the credit deduction benchmark (durable deductions over HTTP and in-process, against seed-style baselines)
 bench-credits: build
+	@cmake --build --preset release --target credits_bench -j $(JOBS)
 	@bench/credits/run.sh
 
 clean:

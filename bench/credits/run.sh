@@ -5,9 +5,12 @@
 #   peak: POST /v1/credits/deduct {customer, amount: 1, id} (a new transfer id each) spread over the customers, closed
 #         loop; afterwards the credits spent (10^12 less each balance) must equal the 2xx answers;
 #   then each server paced at half its own peak, for p50/p99.
-# Goals (HTTP): >= 30,000 deductions/s, p99 < 10 ms at half that rate, >= 10x the baseline.
+#   in-process: build/release/credits_bench (bench/credits/inprocess.cpp: CreditService::Deduct in group commits,
+#         --concurrency in flight) against baseline_inprocess.mjs (the same ledger.mjs in a loop, no HTTP).
+# Goals (HTTP): >= 30,000 deductions/s, p99 < 10 ms at half that rate, >= 10x the baseline; in-process >= 100,000/s.
 # Usage: bench/credits/run.sh
 #   env: TALLY_BIN (build/release/tally) DURATION=6 (s per phase) CONNECTIONS=64 CUSTOMERS=100 WRK_THREADS=1
+#        IN_FLIGHT=512 (deductions the in-process driver keeps in flight; a group commit takes at most 512)
 #        GRACE=3 (s after a windowed phase's last request for the answers in flight) KEEP=1 (keep the temp dir)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -15,6 +18,7 @@ root=$(cd "$here/../.." && pwd)
 check="$root/bench/check"
 duration=${DURATION:-6}
 connections=${CONNECTIONS:-64}
+in_flight=${IN_FLIGHT:-512}
 customers=${CUSTOMERS:-100}
 threads=${WRK_THREADS:-1}
 grace=${GRACE:-3}
@@ -89,8 +93,23 @@ line "tally    @$((p_t / 2))/s: achieved" "$th" "$(per_s "$(field "$th" requests
 bh=$(load $bport "$out/baseline.ids" $((p_b / 2)) 0)
 line "baseline @$((p_b / 2))/s: achieved" "$bh" "$(per_s "$(field "$bh" requests)" "$(field "$bh" duration_us)")"
 
+echo "== in-process: the same deductions without HTTP (${duration}s; tally: $in_flight in flight, group commit; baseline: one loop)"
+inproc="$(dirname "$bin")/credits_bench"
+[ -x "$inproc" ] || { echo "no $inproc: make build" >&2; exit 1; }
+sync
+ti=$("$inproc" --db "$out/inprocess.db" --seconds "$duration" --concurrency "$in_flight" --customers "$customers" | grep '^RESULT')
+p_ti=$(per_s "$(field "$ti" counted)" "$(field "$ti" elapsed_us)")
+echo "tally:    $p_ti/s p50=$(ms "$(field "$ti" p50_us)") p99=$(ms "$(field "$ti" p99_us)") durable=$(field "$ti" counted) spent=$(field "$ti" spent): $([ "$(field "$ti" spent)" = "$(field "$ti" counted)" ] && echo equal || echo MISMATCH)"
+sync
+bi=$(DB="$out/baseline_inprocess.db" DURATION="$duration" CUSTOMERS="$customers" node "$here/baseline_inprocess.mjs" | grep '^RESULT')
+p_bi=$(per_s "$(field "$bi" counted)" "$(field "$bi" elapsed_us)")
+echo "baseline: $p_bi/s durable=$(field "$bi" counted) spent=$(field "$bi" spent): $([ "$(field "$bi" spent)" = "$(field "$bi" counted)" ] && echo equal || echo MISMATCH)"
+echo "tally/baseline: $(ratio "$p_ti" "$p_bi")"
+
 grep -hE '"level":"(warning|error)"' "$out/tally.err" | grep -v 'Stripe is not configured' | cut -c1-240 |
   sed 's/^/  tally log: /' | tail -5 || true
 p99_half=$(field "$th" p99_us)
 echo "== goals (issue 13, HTTP)"
 echo "deductions: tally $p_t/s (goal >= 30000: $(goal $((p_t >= 30000)))), p99 $(ms "$p99_half") at half (goal < 10 ms: $(goal $((p99_half < 10000)))), tally/baseline: $(ratio "$p_t" "$p_b") (goal >= 10x: $(goal $((p_t >= 10 * p_b))))"
+echo "== goals (issue 13, in-process)"
+echo "deductions: tally $p_ti/s (goal >= 100000: $(goal $((p_ti >= 100000)))), tally/baseline: $(ratio "$p_ti" "$p_bi")"
