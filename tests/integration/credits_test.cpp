@@ -81,6 +81,32 @@ struct Harness {
         return Serialized<CreditReversal>([&](StoreTx& tx, CreditService& s) { return s.Reverse(tx, id, "admin"); },
                                           node);
     }
+    /// A bundle bought and paid (as CreditPurchaseService completes one, without Stripe): the purchase recorded and
+    /// its grant issued.
+    Status Purchase(const std::string& id, int64_t credits, int64_t paid, size_t node = 0) {
+        return stores[node]->WriteSerialized("credits:" + customer.str(), [&](StoreTx& tx) -> Status {
+            const Timestamp now = clock.Now();
+            CreditPurchaseRecord p{id, customer, "b", credits, paid, "usd", std::nullopt, "api", "pending", "pi_" + id,
+                                   "", "", "", "", "", 0, 0, 0, "purchase " + id, "model", now, now};
+            TALLY_TRY(tx.credits().InsertPurchase(p));
+            TALLY_ASSIGN_OR_RETURN(CreditGrantRecord g, services[node]->GrantPurchase(tx, p));
+            p.status = "succeeded";
+            p.grant_id = g.id;
+            return tx.credits().UpdatePurchase(p);
+        });
+    }
+    /// Stripe's charge.refunded for purchase |id| with |refunded_total| refunded so far.
+    Result<CreditPurchaseRecord> Refund(const std::string& id, int64_t refunded_total, size_t node = 0) {
+        std::optional<CreditPurchaseRecord> out;
+        TALLY_TRY(stores[node]->WriteSerialized("credits:" + customer.str(), [&](StoreTx& tx) -> Status {
+            TALLY_ASSIGN_OR_RETURN(out, tx.credits().GetPurchase(id));
+            if (!out) return NotFound("no purchase " + id);
+            TALLY_ASSIGN_OR_RETURN(auto plan, services[node]->TakeBackRefund(tx, *out, refunded_total));
+            (void)plan;
+            return tx.credits().UpdatePurchase(*out);
+        }));
+        return *out;
+    }
     void ExpectVerified() {
         auto problems = services[0]->Verify();
         ASSERT_TRUE(problems.ok()) << problems.error().message;
@@ -449,8 +475,8 @@ TEST_P(CreditsTest, ConcurrentReservationsNeverHoldACreditTwice) {
 namespace tally {
 namespace {
 
-// The ledger against a reference model (issue 13, item 8): a thousand random grants, deductions, holds, captures,
-// releases, reversals, replays and clock moves, each checked against a plain model of grants written here from the
+// The ledger against a reference model (issue 13, item 8): a thousand random grants, bundle purchases, deductions,
+// holds, captures, releases, reversals, refunds, replays and clock moves, each checked against a plain model of grants written here from the
 // rules in the README (not from domain/credits), the balance and what is held compared after every step and the
 // ledger verified every 100 steps. Deterministic (a fixed seed), on both stores.
 struct ModelGrant {
@@ -463,6 +489,13 @@ struct ModelGrant {
 struct ModelDraw {
     std::string grant;
     int64_t amount = 0;
+};
+struct ModelPurchase {
+    int64_t credits = 0;
+    int64_t paid = 0;      // minor units
+    int64_t refunded = 0;  // the largest refunded total seen
+    int64_t taken = 0;     // credits taken back
+    int64_t spent = 0;     // credits refunds found already spent
 };
 struct ModelHold {
     std::vector<ModelDraw> draws;
@@ -556,6 +589,7 @@ TEST_P(CreditsTest, ARandomHistoryMatchesTheReferenceModel) {
     int ops = 0;
     std::map<std::string, int64_t> deducted;  // each deduction's amount, to replay it
     std::map<std::string, int> seen;  // what the history exercised, so a change of the mix cannot hollow it out
+    std::map<std::string, ModelPurchase> purchases;
     const int kSteps = 1000;
     for (int step = 0; step < kSteps; ++step) {
         SCOPED_TRACE("step " + std::to_string(step));
@@ -563,7 +597,23 @@ TEST_P(CreditsTest, ARandomHistoryMatchesTheReferenceModel) {
         h.clock.Set(m.now);
         m.Lapse();
         const int64_t op = pick(0, 99);
-        if (op < 15 || grants == 0) {
+        if (op < 15) {
+            // A new grant a second after the last: grants of one second are ordered by id (random), which the model
+            // cannot know, and refunds see which grant a deduction drew from.
+            m.now += 1;
+            h.clock.Set(m.now);
+            m.Lapse();
+        }
+        if (op < 15 && pick(0, 2) == 0) {
+            // A bundle bought: paid 1.00 to 50.00 for 1 to 60 credits.
+            const std::string id = "p" + std::to_string(purchases.size());
+            const int64_t credits = pick(1, 60);
+            const int64_t paid = pick(100, 5000);
+            ASSERT_TRUE(h.Purchase(id, credits, paid).ok());
+            m.grants.push_back({"purchase:" + id, false, credits, std::nullopt, ++grants});
+            purchases[id] = ModelPurchase{credits, paid};
+            ++seen["bought"];
+        } else if (op < 15 || grants == 0) {
             const bool promo = pick(0, 1) == 0;
             const int64_t amount = pick(1, 60);
             std::optional<int64_t> expires;
@@ -652,6 +702,30 @@ TEST_P(CreditsTest, ARandomHistoryMatchesTheReferenceModel) {
             if (m.reversed.insert(it->first).second) {
                 for (const auto& d : it->second) m.Find(d.grant)->remaining += d.amount;
             }
+        } else if (op < 92 && !purchases.empty()) {
+            // A refund in Stripe (cumulative; sometimes an older or repeated snapshot): the README's rule, the
+            // bundle's credits in proportion to what was refunded (half up), never more than is left of its grant.
+            auto it = std::next(purchases.begin(), pick(0, static_cast<int64_t>(purchases.size()) - 1));
+            ModelPurchase& mp = it->second;
+            const int64_t total = pick(0, 3) == 0 ? mp.refunded : pick(mp.refunded, mp.paid);
+            auto r = h.Refund(it->first, total);
+            ASSERT_TRUE(r.ok()) << r.error().message;
+            if (total > mp.refunded) {
+                const int64_t due = (2 * mp.credits * total + mp.paid) / (2 * mp.paid);
+                const int64_t increment = std::max<int64_t>(0, due - mp.taken - mp.spent);
+                ModelGrant* g = m.Find("purchase:" + it->first);
+                const int64_t take = std::min(increment, g->remaining);
+                g->remaining -= take;
+                mp.taken += take;
+                mp.spent += increment - take;
+                mp.refunded = total;
+                ++seen[increment > take ? "refund past spent" : take > 0 ? "refunded" : "refund of nothing"];
+            } else {
+                ++seen["refund seen before"];
+            }
+            EXPECT_EQ(r->amount_refunded, mp.refunded);
+            EXPECT_EQ(r->credits_refunded, mp.taken);
+            EXPECT_EQ(r->credits_refund_spent, mp.spent);
         } else if (!deducted.empty()) {
             // A replayed deduction (a client retrying): the first answer, nothing moves; another amount is refused.
             auto it = std::next(deducted.begin(), pick(0, static_cast<int64_t>(deducted.size()) - 1));
@@ -672,7 +746,8 @@ TEST_P(CreditsTest, ARandomHistoryMatchesTheReferenceModel) {
     h.ExpectVerified();
     seen["lapsed"] = m.lapsed;
     for (const char* what : {"deducted", "refused", "held", "captured", "released", "settled", "reversed",
-                             "reversal replayed", "deduction replayed", "capture replayed", "lapsed"}) {
+                             "reversal replayed", "deduction replayed", "capture replayed", "lapsed", "bought",
+                             "refunded", "refund past spent", "refund seen before"}) {
         EXPECT_GE(seen[what], 3) << what;
     }
 }
