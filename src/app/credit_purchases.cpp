@@ -568,15 +568,45 @@ Status CreditPurchaseService::OnStripeEvent(StoreTx& tx, const DecodedEvent& eve
         if (p->source != "api") return {};
         return Fail(tx, *p, payment->failure_code, payment->failure_message, cause);
     }
-    // charge.refunded: the charge was paid, so the purchase was (its own webhook may not have come yet).
-    if (payment->status == "succeeded") TALLY_TRY(Complete(tx, *p, payment->payment_intent, cause));
-    if (p->status != "succeeded") return {};
-    const int64_t seen = p->amount_refunded;
-    TALLY_ASSIGN_OR_RETURN(CreditRefundPlan plan, credits_.TakeBackRefund(tx, *p, payment->amount_refunded_minor));
+    return ApplyRefund(tx, *p, *payment, cause);
+}
+
+Status CreditPurchaseService::ApplyRefund(StoreTx& tx, CreditPurchaseRecord& p, const StripePaymentData& charge,
+                                          const std::string& cause) {
+    // The charge was paid, so the purchase was (its own webhook may not have come yet).
+    if (charge.status == "succeeded") TALLY_TRY(Complete(tx, p, charge.payment_intent, cause));
+    if (p.status != "succeeded") return {};
+    const int64_t seen = p.amount_refunded;
+    TALLY_ASSIGN_OR_RETURN(CreditRefundPlan plan, credits_.TakeBackRefund(tx, p, charge.amount_refunded_minor));
     (void)plan;
-    if (p->amount_refunded == seen) return {};  // an older or repeated snapshot of the charge
-    TALLY_TRY(tx.credits().UpdatePurchase(*p));
-    return Emit(tx, "credits.purchase_refunded", *p);
+    if (p.amount_refunded == seen) return {};  // an older or repeated snapshot of the charge
+    TALLY_TRY(tx.credits().UpdatePurchase(p));
+    return Emit(tx, "credits.purchase_refunded", p);
+}
+
+Result<CreditPurchaseOutcome> CreditPurchaseService::Refund(const std::string& id, std::optional<int64_t> amount,
+                                                            const std::string& key, const std::string& actor) {
+    TALLY_ASSIGN_OR_RETURN(CreditPurchaseOutcome current, Get(id));
+    const CreditPurchaseRecord& p = current.purchase;
+    if (p.status != "succeeded" || p.payment_intent.empty()) {
+        return InvalidArgument("purchase " + id + " is " + p.status + ": only a paid purchase can be refunded", "id");
+    }
+    const int64_t left = p.amount - p.amount_refunded;
+    if (left == 0) return InvalidArgument("purchase " + id + " is refunded in full already", "id");
+    if (amount && (*amount < 1 || *amount > left)) {
+        return InvalidArgument("amount must be between 1 and the " + std::to_string(left) + " not refunded yet", "amount");
+    }
+    TALLY_ASSIGN_OR_RETURN(StripePaymentData charge,
+                           stripe_.RefundPayment(p.payment_intent, amount.value_or(0),
+                                                 key.empty() ? "" : "tally_refund_" + p.id + "_" + key));
+    TALLY_TRY(store_.WriteSerialized(Key(p.customer_id), [&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto stored, tx.credits().GetPurchase(id));
+        if (!stored) return Internal("purchase " + id + " vanished");
+        TALLY_TRY(tx.audit().Append({0, stored->customer_id, clock_.Now(), "credit_purchase_refund_requested", "",
+                                     std::to_string(charge.amount_refunded_minor), actor, "purchase=" + id}));
+        return ApplyRefund(tx, *stored, charge, "api:refund");
+    }));
+    return Get(id);
 }
 
 }  // namespace tally

@@ -77,6 +77,13 @@ public:
     /// checkout_url. Paid later, on the page. Errors as Purchase's (no saved card needed), and kInvalidArgument for
     /// the URLs as CheckoutService refuses them.
     Result<CreditPurchaseOutcome> StartCheckout(const CreditPurchaseInput& in);
+    /// Refunds |amount| (minor units; nullopt: all that is left) of paid purchase |id| through Stripe and takes
+    /// back its credits at once, as charge.refunded does (the webhook that follows changes nothing more). |key|
+    /// names the Stripe idempotency key ("" for none: a retry may refund again). Errors: kNotFound ("id");
+    /// kInvalidArgument ("id") for a purchase not paid or already refunded in full, ("amount") outside 1..what is
+    /// left; Stripe's errors.
+    Result<CreditPurchaseOutcome> Refund(const std::string& id, std::optional<int64_t> amount, const std::string& key,
+                                         const std::string& actor);
     /// kNotFound ("id").
     Result<CreditPurchaseOutcome> Get(const std::string& id);
     /// The customer's purchases, newest first. kNotFound ("id") for an unknown customer, ("starting_after") for a
@@ -143,6 +150,9 @@ private:
                     const std::string& message);
     Result<int64_t> PurchasesThisMonth(StoreTx& tx, const CustomerId& customer);
     Status Emit(StoreTx& tx, const std::string& type, const CreditPurchaseRecord& p);
+    /// |charge| (of |p|'s payment) refunded up to its amount_refunded: completes |p| if its payment had not been
+    /// heard of, takes back credits, stores |p| and emits credits.purchase_refunded when something moved.
+    Status ApplyRefund(StoreTx& tx, CreditPurchaseRecord& p, const StripePaymentData& charge, const std::string& cause);
 
     Store& store_;
     CreditService& credits_;

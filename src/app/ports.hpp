@@ -378,6 +378,11 @@ public:
     /// declined card, or one that needs authentication off-session, is a kPaymentRequired (reason kCardDeclined)
     /// whose message is Stripe's; the PaymentIntent then exists and is not charged.
     virtual Result<StripePaymentData> CreatePaymentIntent(const StripePaymentIntentCreate& request) = 0;
+    /// Refunds |amount_minor| (0: all that is left) of PaymentIntent |payment_intent| (POST /v1/refunds) and returns
+    /// its charge as it is afterwards (amount_refunded cumulative), as charge.refunded would carry it. Stripe's
+    /// errors as returned (kInvalidArgument amount_too_large, charge_already_refunded, ...).
+    virtual Result<StripePaymentData> RefundPayment(const std::string& payment_intent, int64_t amount_minor,
+                                                    const std::string& idempotency_key) = 0;
     /// The subscription as Stripe has it now (GET /v1/subscriptions/{id}).
     virtual Result<StripeSubscriptionData> RetrieveSubscription(const StripeSubscriptionId& id) = 0;
     /// Applies |update| and returns the subscription as Stripe answered.

@@ -249,3 +249,30 @@ test('bad auto-purchase settings are refused naming the parameter', async () => 
   const state = (await server.get(`/v1/customers/${c.id}/auto_purchase`)).json;
   assert.deepEqual([state.enabled, state.bundle], [false, null]);
 });
+
+test('an admin refunds a purchase through Tally: its credits come back at once, and the webhook after it changes nothing', async () => {
+  const { c } = await customerWithCard('bundle_refund_api', 'pm_card_visa');
+  assert.equal((await server.post('/v1/credits/purchases', { customer: c.id, bundle: 'credits_1000', id: 'ref-1' })).status, 201);
+  assert.equal((await server.post('/v1/credits/deduct', { customer: c.id, id: 'ref-spend', amount: 100 })).status, 200);
+  assertError(await server.post('/v1/credits/purchases/ref-1/refund', { amount: 1001 }), 400, 'parameter_invalid', 'amount');
+  const part = await server.post('/v1/credits/purchases/ref-1/refund', { amount: 300, id: 'r1' });
+  assert.equal(part.status, 200, part.text);
+  assert.deepEqual([part.json.amount_refunded, part.json.credits_refunded, part.json.credits_refund_spent,
+    part.json.credit_grant.remaining], [300, 300, 0, 600]);
+  // The same refund id again is the same Stripe refund: nothing more.
+  const again = await server.post('/v1/credits/purchases/ref-1/refund', { amount: 300, id: 'r1' });
+  assert.equal(again.status, 200, again.text);
+  assert.equal(again.json.amount_refunded, 300);
+  const rest = await server.post('/v1/credits/purchases/ref-1/refund');
+  assert.equal(rest.status, 200, rest.text);
+  assert.deepEqual([rest.json.amount_refunded, rest.json.credits_refunded, rest.json.credits_refund_spent,
+    rest.json.credit_grant.remaining], [1000, 900, 100, 0]);
+  await server.settle();
+  const settled = await purchaseOf('ref-1');
+  assert.deepEqual([settled.credits_refunded, settled.credits_refund_spent], [900, 100]);
+  assertError(await server.post('/v1/credits/purchases/ref-1/refund'), 400, 'parameter_invalid', 'id');
+  assertError(await server.post('/v1/credits/purchases/nope/refund'), 404, 'resource_missing', 'id');
+  assertError(await server.post('/v1/credits/purchases/decl-1/refund'), 400, 'parameter_invalid', 'id');
+  const verify = spawnSync(BIN, ['ledger', 'verify', '--db', server.db], { encoding: 'utf8' });
+  assert.equal(verify.status, 0, verify.stdout + verify.stderr);
+});

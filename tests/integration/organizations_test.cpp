@@ -365,6 +365,9 @@ public:
     }
     Result<StripeSubscriptionData> RetrieveSubscription(const StripeSubscriptionId&) override { return Unavailable("down"); }
     Result<StripePaymentData> CreatePaymentIntent(const StripePaymentIntentCreate&) override { return Unavailable("down"); }
+    Result<StripePaymentData> RefundPayment(const std::string&, int64_t, const std::string&) override {
+        return Unavailable("down");
+    }
     Result<StripeSubscriptionData> UpdateSubscription(const StripeSubscriptionId&, const StripeSubscriptionUpdate&) override {
         return Unavailable("down");
     }

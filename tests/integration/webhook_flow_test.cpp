@@ -196,6 +196,9 @@ public:
         return answer;
     }
     Result<StripePaymentData> CreatePaymentIntent(const StripePaymentIntentCreate&) override { return Unavailable("down"); }
+    Result<StripePaymentData> RefundPayment(const std::string&, int64_t, const std::string&) override {
+        return Unavailable("down");
+    }
     Result<StripeSubscriptionData> RetrieveSubscription(const StripeSubscriptionId&) override {
         ++retrieves;
         if (retrieve_down) return Unavailable("down");

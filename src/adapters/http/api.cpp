@@ -264,6 +264,7 @@ const Route kRoutes[] = {
     {"GET", "/v1/credits/bundles", kPublic, &ListCreditBundles},
     {"POST", "/v1/credits/purchases", kApiKey, &CreateCreditPurchase},
     {"GET", "/v1/credits/purchases/{id}", kApiKey, &GetCreditPurchase},
+    {"POST", "/v1/credits/purchases/{id}/refund", kApiKey, &RefundCreditPurchase},
     {"POST", "/v1/credits/checkout_sessions", kApiKey, &CreateCreditCheckoutSession},
     {"GET", "/v1/flags", kApiKey, &ListFlags},
     {"GET", "/v1/flags/{name}", kApiKey, &GetFlag},

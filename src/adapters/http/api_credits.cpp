@@ -597,4 +597,17 @@ Response TriggerAutoPurchase(const ApiDeps& d, const Call& c) {
     return Json(200, PurchaseJson(*out));
 }
 
+Response RefundCreditPurchase(const ApiDeps& d, const Call& c) {
+    if (!d.credit_purchases) return RouteNotFound(c.req);
+    auto body = OptionalJsonBody(c.req, {"amount", "id"});
+    if (!body.ok()) return Fail(body.error());
+    auto amount = json::OptionalInt(*body, "amount", "");
+    if (!amount.ok()) return Fail(amount.error());
+    auto key = json::OptionalString(*body, "id", "");
+    if (!key.ok()) return Fail(key.error());
+    auto out = d.credit_purchases->Refund(c.param(0), *amount, *key, c.actor);
+    if (!out.ok()) return Fail(out.error());
+    return Json(200, PurchaseJson(*out));
+}
+
 }  // namespace tally::http::routes

@@ -147,6 +147,7 @@ Response ListCreditPurchases(const ApiDeps& d, const Call& c);
 Response GetAutoPurchase(const ApiDeps& d, const Call& c);
 Response SetAutoPurchase(const ApiDeps& d, const Call& c);
 Response TriggerAutoPurchase(const ApiDeps& d, const Call& c);
+Response RefundCreditPurchase(const ApiDeps& d, const Call& c);
 
 // api_flags.cpp
 Response ListFlags(const ApiDeps& d, const Call& c);

@@ -502,4 +502,6 @@ Result<StripePaymentData> DecodeStripePaymentIntent(const boost::json::object& i
     return DecodePayment(intent, "payment_intent");
 }
 
+Result<StripePaymentData> DecodeStripeCharge(const boost::json::object& charge) { return DecodePayment(charge, "charge"); }
+
 }  // namespace tally

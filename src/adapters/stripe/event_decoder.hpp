@@ -22,5 +22,7 @@ Result<StripeSubscriptionData> DecodeStripeSubscription(const boost::json::objec
 Result<StripeScheduleData> DecodeStripeSchedule(const boost::json::object& schedule);
 /// A PaymentIntent object (an API answer), decoded as payment_intent.* events' objects are.
 Result<StripePaymentData> DecodeStripePaymentIntent(const boost::json::object& intent);
+/// A Charge object (an API answer), decoded as charge.* events' objects are.
+Result<StripePaymentData> DecodeStripeCharge(const boost::json::object& charge);
 
 }  // namespace tally

@@ -76,6 +76,20 @@ Result<std::string> HttpStripeApi::DefaultPaymentMethod(const StripeCustomerId& 
     return pm && pm->is_string() ? std::string(pm->get_string()) : std::string();
 }
 
+Result<StripePaymentData> HttpStripeApi::RefundPayment(const std::string& payment_intent, int64_t amount_minor,
+                                                       const std::string& idempotency_key) {
+    bj::object params{{"payment_intent", payment_intent}};
+    if (amount_minor > 0) params["amount"] = std::to_string(amount_minor);
+    TALLY_ASSIGN_OR_RETURN(Response refund, client_.Post("/v1/refunds", params, idempotency_key));
+    const std::string charge = StringField(refund.body, "charge");
+    if (charge.empty()) return Unavailable("Stripe answered with a refund without its charge");
+    TALLY_ASSIGN_OR_RETURN(Response r, client_.Get("/v1/charges/" + charge));
+    if (!r.body.is_object()) return Unavailable("Stripe answered with no charge object");
+    auto decoded = DecodeStripeCharge(r.body.get_object());
+    if (!decoded.ok()) return Unavailable("Stripe answered with a charge Tally cannot read: " + decoded.error().message);
+    return decoded;
+}
+
 Result<std::string> HttpStripeApi::OffSessionPaymentMethod(const StripeCustomerId& id) {
     TALLY_ASSIGN_OR_RETURN(std::string pm, DefaultPaymentMethod(id));
     if (!pm.empty()) return pm;

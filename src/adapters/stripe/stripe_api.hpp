@@ -36,6 +36,8 @@ public:
     Result<std::string> OffSessionPaymentMethod(const StripeCustomerId& id) override;
     Result<StripeSubscriptionData> CreateSubscription(const StripeSubscriptionCreate& request) override;
     Result<StripePaymentData> CreatePaymentIntent(const StripePaymentIntentCreate& request) override;
+    Result<StripePaymentData> RefundPayment(const std::string& payment_intent, int64_t amount_minor,
+                                            const std::string& idempotency_key) override;
     Result<StripeSubscriptionData> RetrieveSubscription(const StripeSubscriptionId& id) override;
     Result<StripeSubscriptionData> UpdateSubscription(const StripeSubscriptionId& id,
                                                       const StripeSubscriptionUpdate& update) override;
@@ -85,6 +87,9 @@ public:
     }
     Result<StripeSubscriptionData> RetrieveSubscription(const StripeSubscriptionId&) override { return NotConfigured(); }
     Result<StripePaymentData> CreatePaymentIntent(const StripePaymentIntentCreate&) override { return NotConfigured(); }
+    Result<StripePaymentData> RefundPayment(const std::string&, int64_t, const std::string&) override {
+        return NotConfigured();
+    }
     Result<StripeSubscriptionData> UpdateSubscription(const StripeSubscriptionId&,
                                                       const StripeSubscriptionUpdate&) override {
         return NotConfigured();
