@@ -329,5 +329,9 @@ export async function startReceiver() {
     });
   });
   await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  // Neither the listener nor its connections keep the test process alive: a test that fails before its close()
+  // ends its file instead of hanging it until ctest's timeout.
+  srv.unref();
+  srv.on('connection', (socket) => socket.unref());
   return { url: `http://127.0.0.1:${srv.address().port}/hooks`, received, close: () => new Promise((r) => srv.close(r)) };
 }
