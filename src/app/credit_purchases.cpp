@@ -198,6 +198,8 @@ Status CreditPurchaseService::Attempt(const AutoPurchaseRecord& claimed) {
             TALLY_ASSIGN_OR_RETURN(auto a, tx.credits().GetAutoPurchase(claimed.customer_id));
             TALLY_ASSIGN_OR_RETURN(auto current, tx.credits().GetPurchase(claimed.pending_purchase));
             if (!a || !current || a->pending_purchase != current->id) return {};  // settled meanwhile (its webhook)
+            // Another run of this same attempt (a node that took over, a forced run) recorded it already.
+            if (a->attempts != claimed.attempts) return {};
             if (current->status != "pending") {
                 // Paid or failed through another path without clearing the settings: clear them now.
                 a->pending_purchase.clear();
@@ -228,11 +230,13 @@ Status CreditPurchaseService::Attempt(const AutoPurchaseRecord& claimed) {
         // One key per attempt: a retry after a decline is a new charge; a node that takes over a claimed attempt
         // (the first died mid-charge) gets Stripe's first answer.
         charge.idempotency_key = "tally_purchase_" + p->id + "_" + std::to_string(claimed.attempts);
-        intent = stripe_.CreatePaymentIntent(charge);
+        // A charge left processing is looked at, never created again (Stripe forgets a key after 24 hours).
+        intent = p->payment_intent.empty() ? stripe_.CreatePaymentIntent(charge)
+                                           : stripe_.RetrievePaymentIntent(p->payment_intent);
     } else {
         intent = payment_method.error();
     }
-    if (!intent.ok() && intent.error().code != ErrorCode::kPaymentRequired) {
+    if (!intent.ok() && intent.error().code == ErrorCode::kUnavailable) {
         return settle([&](StoreTx& tx, AutoPurchaseRecord& a, CreditPurchaseRecord&) -> Status {
             a.next_attempt_at = Timestamp(clock_.Now().unix_seconds() + kAutoPurchaseUnavailableRetrySeconds);
             return tx.credits().UpsertAutoPurchase(a);
@@ -240,11 +244,18 @@ Status CreditPurchaseService::Attempt(const AutoPurchaseRecord& claimed) {
     }
     return settle([&](StoreTx& tx, AutoPurchaseRecord& a, CreditPurchaseRecord& current) -> Status {
         if (!intent.ok()) {
-            const std::string code =
-                intent.error().reason == ErrorReason::kPaymentMethodRequired ? "payment_method_required" : "card_declined";
+            // Declined, no card, or Stripe refusing the charge for good (a detached card, ...): a failure.
+            const std::string code = intent.error().reason == ErrorReason::kPaymentMethodRequired ? "payment_method_required"
+                                     : intent.error().code == ErrorCode::kPaymentRequired         ? "card_declined"
+                                                                                                  : "payment_refused";
             return RecordAutoFailure(tx, a, current, code, intent.error().message);
         }
         if (intent->status == "succeeded") return Complete(tx, current, intent->id, "auto_purchase");
+        if (intent->status == "requires_payment_method" || intent->status == "canceled") {
+            current.payment_intent.clear();  // the next attempt charges anew, under its own key
+            return RecordAutoFailure(tx, a, current, intent->failure_code.empty() ? "card_declined" : intent->failure_code,
+                                     intent->failure_message);
+        }
         // processing: its webhook settles it; looked at again after a lease.
         current.payment_intent = intent->id;
         current.updated = clock_.Now();
@@ -263,7 +274,10 @@ Result<int> CreditPurchaseService::RunDueAutoPurchases() {
         return {};
     }));
     int attempted = 0;
+    Status first_error;
     for (const auto& a : due) {
+        // Turned off or paused during a backoff: not charged (a forced purchase still is, by ForceAutoPurchase).
+        if (!a.enabled || a.paused) continue;
         bool claimed = false;
         TALLY_TRY(store_.Write([&](StoreTx& tx) -> Status {
             TALLY_ASSIGN_OR_RETURN(claimed, tx.credits().ClaimAutoPurchase(
@@ -273,8 +287,10 @@ Result<int> CreditPurchaseService::RunDueAutoPurchases() {
         }));
         if (!claimed) continue;  // another node has it
         ++attempted;
-        TALLY_TRY(Attempt(a));
+        // One customer's trouble does not hold up the others; the first error is returned after the batch.
+        if (Status s = Attempt(a); !s.ok() && first_error.ok()) first_error = s;
     }
+    if (!first_error.ok()) return first_error.error();
     return attempted;
 }
 
@@ -407,8 +423,16 @@ Result<CreditPurchaseOutcome> CreditPurchaseService::Purchase(const CreditPurcha
         return std::move(*out);
     }
     const CreditBundle& bundle = *FindBundle(in.bundle);
-    TALLY_ASSIGN_OR_RETURN(StripeCustomerId stripe_customer, checkout_.EnsureStripeCustomer(in.customer));
-    TALLY_ASSIGN_OR_RETURN(std::string payment_method, stripe_.OffSessionPaymentMethod(stripe_customer));
+    std::optional<StripeCustomerId> linked;
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto c, tx.customers().Get(in.customer));
+        if (c) linked = c->stripe_customer_id;
+        return {};
+    }));
+    // Without a Stripe customer there is no saved card: answered before anything is written (in Stripe or here).
+    TALLY_ASSIGN_OR_RETURN(std::string payment_method,
+                           linked ? stripe_.OffSessionPaymentMethod(*linked) : Result<std::string>(std::string()));
+    const StripeCustomerId stripe_customer = linked.value_or(StripeCustomerId(""));
     if (payment_method.empty()) {
         return Error{ErrorCode::kPaymentRequired,
                      "customer " + in.customer.str() + " has no saved payment method to charge off-session; buy "
@@ -432,9 +456,12 @@ Result<CreditPurchaseOutcome> CreditPurchaseService::Purchase(const CreditPurcha
     charge.payment_method = payment_method;
     charge.description = bundle.name;
     charge.metadata = {{"tally_purchase", p.id}, {"tally_customer_id", p.customer_id.str()}};
-    // Derived from the purchase: a retry, a resumed pending purchase or a twin get Stripe's first answer.
+    // Derived from the purchase: a retry, a resumed pending purchase or a twin get Stripe's first answer. Once the
+    // PaymentIntent is known (it was left processing) it is looked at, never created again: Stripe forgets a key
+    // after 24 hours, and a new one would charge twice.
     charge.idempotency_key = "tally_purchase_" + p.id;
-    auto intent = stripe_.CreatePaymentIntent(charge);
+    auto intent = p.payment_intent.empty() ? stripe_.CreatePaymentIntent(charge)
+                                           : stripe_.RetrievePaymentIntent(p.payment_intent);
     if (!intent.ok() && intent.error().code != ErrorCode::kPaymentRequired) return intent.error();
     std::optional<CreditPurchaseOutcome> out;
     TALLY_TRY(store_.WriteSerialized(Key(p.customer_id), [&](StoreTx& tx) -> Status {
@@ -442,6 +469,8 @@ Result<CreditPurchaseOutcome> CreditPurchaseService::Purchase(const CreditPurcha
         if (!current) return Internal("purchase " + p.id + " vanished");
         if (!intent.ok()) {
             TALLY_TRY(Fail(tx, *current, "card_declined", intent.error().message, "api:purchase"));
+        } else if (intent->status == "requires_payment_method" || intent->status == "canceled") {
+            TALLY_TRY(Fail(tx, *current, intent->failure_code, intent->failure_message, "api:purchase"));
         } else if (intent->status == "succeeded") {
             TALLY_TRY(Complete(tx, *current, intent->id, "api:purchase"));
         } else if (current->payment_intent.empty()) {
@@ -565,7 +594,19 @@ Status CreditPurchaseService::OnStripeEvent(StoreTx& tx, const DecodedEvent& eve
     if (failed) {
         // On a Checkout page the customer may try another card in the same session: only an off-session charge
         // has failed for good.
-        if (p->source != "api") return {};
+        if (p->source == "checkout") return {};
+        if (p->source == "auto") {
+            // Only a charge that was left processing fails this way (a decline at once is the worker's to record):
+            // it is the PaymentIntent stored on the purchase.
+            if (p->status != "pending" || p->payment_intent.empty() || p->payment_intent != payment->payment_intent) {
+                return {};
+            }
+            TALLY_ASSIGN_OR_RETURN(auto a, tx.credits().GetAutoPurchase(p->customer_id));
+            if (!a || a->pending_purchase != p->id) return {};
+            p->payment_intent.clear();  // the next attempt charges anew, under its own key
+            return RecordAutoFailure(tx, *a, *p, payment->failure_code.empty() ? "card_declined" : payment->failure_code,
+                                     payment->failure_message);
+        }
         return Fail(tx, *p, payment->failure_code, payment->failure_message, cause);
     }
     return ApplyRefund(tx, *p, *payment, cause);

@@ -66,7 +66,8 @@ public:
 
     /// Buys |in.bundle| for |in.customer| with the saved card (Stripe's default payment method), off-session.
     /// Succeeded: the purchase with its grant. The same id again answers as the first time (a pending one is
-    /// resumed: Stripe is asked again under the same idempotency key, so it is charged at most once). Errors, with
+    /// resumed: Stripe is asked again under the same idempotency key, or its PaymentIntent read once known, so it is
+    /// charged at most once). Errors, with
     /// nothing written: kInvalidArgument ("id"), kNotFound ("bundle", "customer"), kPaymentRequired
     /// kPaymentMethodRequired ("customer") without a saved card, idempotency_error ("id") for the id with another
     /// customer or bundle. A declined card (or one that needs the customer to authenticate) records the purchase

@@ -352,6 +352,7 @@ Status CreditService::GiveBack(StoreTx& tx, const CustomerId& customer, const st
             g.remaining += d.amount;
             TALLY_TRY(tx.credits().SetGrantRemaining(g.id, g.remaining));
             TALLY_TRY(tx.credits().AppendEntry(CreditEntryRecord{0, transfer_id, g.id, d.amount, at.now}));
+            TALLY_TRY(TakeBackOwed(tx, g, d.amount, transfer_id, at));
             const Timestamp judged = g.type == GrantType::kSubscription ? at.subscription_now : at.now;
             if (g.expires_at && judged >= *g.expires_at) {
                 // Back in a grant that has expired since: expired again at once (issue 13).
@@ -361,6 +362,32 @@ Status CreditService::GiveBack(StoreTx& tx, const CustomerId& customer, const st
         }
     }
     return {};
+}
+
+Status CreditService::TakeBackOwed(StoreTx& tx, CreditGrantRecord& g, int64_t returned, const std::string& transfer_id,
+                                   const Clocks& at) {
+    constexpr std::string_view kPurchase = "purchase:";
+    if (!g.transfer_id.starts_with(kPurchase)) return {};
+    TALLY_ASSIGN_OR_RETURN(auto p, tx.credits().GetPurchase(g.transfer_id.substr(kPurchase.size())));
+    if (!p || p->credits_refund_spent == 0) return {};
+    // Credits a refund was owed but found spent come back (a hold released, a deduction reversed): taken back now,
+    // or the customer would keep credits whose money was refunded.
+    const int64_t take = std::min({returned, p->credits_refund_spent, g.remaining});
+    if (take == 0) return {};
+    const std::string id = "refund:" + p->id + ":" + transfer_id;
+    g.remaining -= take;
+    TALLY_TRY(tx.credits().SetGrantRemaining(g.id, g.remaining));
+    TALLY_TRY(tx.credits().AppendEntry(CreditEntryRecord{0, id, g.id, -take, at.now}));
+    p->credits_refunded += take;
+    p->credits_refund_spent -= take;
+    p->updated = at.now;
+    TALLY_TRY(tx.credits().UpdatePurchase(*p));
+    TALLY_ASSIGN_OR_RETURN(CreditBalance after, BalanceIn(tx, g.customer_id, at));
+    TALLY_TRY(tx.credits().InsertTransfer(CreditTransferRecord{id, g.customer_id, "refund", take, "", "",
+                                                               "refund purchase=" + p->id + " owed", after.subscription,
+                                                               after.bundle, after.promotional, at.now, "stripe", p->id}));
+    return tx.audit().Append({0, g.customer_id, at.now, "credit_refunded", "", std::to_string(take), "stripe",
+                              "purchase=" + p->id + " owed, returned by " + transfer_id});
 }
 
 Result<CreditGrantOutcome> CreditService::Grant(StoreTx& tx, const CreditGrantInput& in) {

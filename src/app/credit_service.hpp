@@ -230,6 +230,11 @@ private:
     /// Gives |back| to its grants for |transfer_id|; a grant no longer usable expires again at once.
     Status GiveBack(StoreTx& tx, const CustomerId& customer, const std::string& transfer_id,
                     const std::vector<CreditDraw>& back, const Clocks& at);
+    /// After |returned| credits came back to grant |g| by |transfer_id|: if |g| is a purchase's whose refunds found
+    /// credits already spent, those are taken back now ("refund:<purchase>:<transfer>"), moving them from
+    /// credits_refund_spent to credits_refunded.
+    Status TakeBackOwed(StoreTx& tx, CreditGrantRecord& g, int64_t returned, const std::string& transfer_id,
+                        const Clocks& at);
     /// Writes grant |g|'s expiry: "expire:<grant>:<cause>", what is left, to 0.
     Status Expire(StoreTx& tx, const CreditGrantRecord& g, const std::string& cause, const Clocks& at);
     /// Grant's work without the client-id check (GrantPurchase's ids are derived).

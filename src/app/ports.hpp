@@ -378,6 +378,8 @@ public:
     /// declined card, or one that needs authentication off-session, is a kPaymentRequired (reason kCardDeclined)
     /// whose message is Stripe's; the PaymentIntent then exists and is not charged.
     virtual Result<StripePaymentData> CreatePaymentIntent(const StripePaymentIntentCreate& request) = 0;
+    /// PaymentIntent |id| as Stripe has it now (GET /v1/payment_intents/{id}): how a charge left processing ended.
+    virtual Result<StripePaymentData> RetrievePaymentIntent(const std::string& id) = 0;
     /// Refunds |amount_minor| (0: all that is left) of PaymentIntent |payment_intent| (POST /v1/refunds) and returns
     /// its charge as it is afterwards (amount_refunded cumulative), as charge.refunded would carry it. Stripe's
     /// errors as returned (kInvalidArgument amount_too_large, charge_already_refunded, ...).

@@ -129,8 +129,9 @@ constexpr int64_t kAutoPurchaseFailuresMax = 3;
 constexpr int64_t kAutoPurchaseMaxPerMonthMax = 1000;
 constexpr int64_t kAutoPurchaseMaxPerMonthDefault = 5;
 /// How long one node holds a due attempt it claimed before another may take it over (a node that died mid-charge):
-/// the retry reuses the attempt's Stripe idempotency key, so Stripe answers it as the first time.
-constexpr int64_t kAutoPurchaseLeaseSeconds = 120;
+/// longer than an attempt's worst case (three Stripe calls, each with its client's retries and timeouts); the
+/// takeover reuses the attempt's Stripe idempotency key, so Stripe answers it as the first time.
+constexpr int64_t kAutoPurchaseLeaseSeconds = 900;
 /// When Stripe cannot be reached, the attempt is tried again this much later (not counted as a failure).
 constexpr int64_t kAutoPurchaseUnavailableRetrySeconds = 60;
 /// Seconds until the next attempt after |failures| (1..) consecutive failed payments: 5 minutes, then 30, then 3

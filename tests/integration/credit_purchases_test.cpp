@@ -29,7 +29,7 @@ constexpr int64_t kT0 = 1'767'225'600;  // 2026-01-01T00:00:00Z
 /// as Stripe's idempotency keeps them), fail, or cannot be reached.
 class ScriptedStripe final : public testing::UnreachableStripeApi {
 public:
-    enum class Answer { kSucceeds, kDeclines, kUnreachable };
+    enum class Answer { kSucceeds, kDeclines, kUnreachable, kProcessing };
     std::atomic<Answer> answer{Answer::kSucceeds};
     std::atomic<int> intents_created{0};
 
@@ -52,11 +52,24 @@ public:
             it->second.customer = r.customer;
             it->second.amount_minor = r.amount_minor;
             it->second.currency = r.currency;
-            it->second.status = "succeeded";
+            it->second.status = answer == Answer::kProcessing ? "processing" : "succeeded";
             it->second.payment_intent = it->second.id;
             it->second.purchase = r.metadata.at("tally_purchase");
         }
         return it->second;
+    }
+
+    /// A processing PaymentIntent ends (the bank answered).
+    void Finish(const std::string& status) {
+        std::lock_guard lock(mu_);
+        for (auto& [_, pi] : by_key_) pi.status = status;
+    }
+    Result<StripePaymentData> RetrievePaymentIntent(const std::string& id) override {
+        std::lock_guard lock(mu_);
+        for (const auto& [_, pi] : by_key_) {
+            if (pi.id == id) return pi;
+        }
+        return NotFound("no such payment_intent: " + id);
     }
 
 private:
@@ -97,6 +110,7 @@ struct Harness {
             customer = created.first.customer.id;
             return {};
         }).ok());
+        EXPECT_TRUE(nodes[0]->checkout.EnsureStripeCustomer(customer).ok());  // "cus_scripted", with a saved card
     }
     Result<CreditPurchaseOutcome> Buy(const std::string& id, size_t node = 0) {
         return nodes[node]->purchases.Purchase(CreditPurchaseInput{customer, "credits_1000", id, "", "", "app"});
@@ -278,6 +292,56 @@ TEST_P(CreditPurchasesTest, ConcurrentRequestsWithOneIdGrantOnce) {
     EXPECT_EQ(h.stripe.intents_created.load(), 1);
     EXPECT_EQ(h.BundleGrants(), 1);
     EXPECT_EQ(h.nodes[0]->credits.Balance(h.customer)->bundle, 1000);
+    h.ExpectExactLedger();
+}
+
+// A charge left processing is looked at again after the lease, never created again (Stripe forgets idempotency
+// keys after 24 hours): paid, it completes; one PaymentIntent in all.
+TEST_P(CreditPurchasesTest, AnAutoPurchaseLeftProcessingIsLookedAtNotChargedAgain) {
+    Harness h(GetParam());
+    h.Gift(10);
+    ASSERT_TRUE(h.nodes[0]->purchases.SetAutoPurchase(h.customer, {true, std::nullopt, 100, "credits_1000",
+                                                                   std::nullopt, "admin"}).ok());
+    h.stripe.answer = ScriptedStripe::Answer::kProcessing;
+    ASSERT_TRUE(h.Spend("d-1", 1).ok());
+    EXPECT_EQ(h.nodes[0]->purchases.RunDueAutoPurchases().value(), 1);
+    const std::string id = h.Auto().settings.pending_purchase;
+    EXPECT_EQ(h.Stored(id).status, "pending");
+    EXPECT_FALSE(h.Stored(id).payment_intent.empty());
+    h.stripe.Finish("succeeded");
+    h.clock.Advance(kAutoPurchaseLeaseSeconds);
+    EXPECT_EQ(h.nodes[0]->purchases.RunDueAutoPurchases().value(), 1);
+    EXPECT_EQ(h.Stored(id).status, "succeeded");
+    EXPECT_EQ(h.stripe.intents_created.load(), 1);
+    EXPECT_EQ(h.nodes[0]->credits.Balance(h.customer)->total(), 1009);
+    h.ExpectExactLedger();
+}
+
+// Credits a refund found held (so counted as spent) are taken back when the hold is released: the customer never
+// keeps credits whose money was refunded.
+TEST_P(CreditPurchasesTest, CreditsARefundFoundHeldAreTakenBackWhenTheHoldIsReleased) {
+    Harness h(GetParam());
+    ASSERT_TRUE(h.Buy("p-held").ok());
+    const std::string pi = h.Stored("p-held").payment_intent;
+    ASSERT_TRUE(h.stores[0]->Write([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto r, h.nodes[0]->credits.Reserve(tx, {h.customer, "hold-1", 1000, 600, "", "app"}));
+        (void)r;
+        return {};
+    }).ok());
+    StripePaymentData refunded = Harness::Payment("charge", "p-held", 1000, 1000);
+    refunded.payment_intent = pi;
+    ASSERT_TRUE(h.Deliver("charge.refunded", refunded).ok());
+    EXPECT_EQ(h.Stored("p-held").credits_refunded, 0);
+    EXPECT_EQ(h.Stored("p-held").credits_refund_spent, 1000);
+    ASSERT_TRUE(h.stores[0]->Write([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto r, h.nodes[0]->credits.Release(tx, "hold-1", "app"));
+        (void)r;
+        return {};
+    }).ok());
+    const CreditPurchaseRecord p = h.Stored("p-held");
+    EXPECT_EQ(p.credits_refunded, 1000);
+    EXPECT_EQ(p.credits_refund_spent, 0);
+    EXPECT_EQ(h.nodes[0]->credits.Balance(h.customer)->total(), 0);
     h.ExpectExactLedger();
 }
 

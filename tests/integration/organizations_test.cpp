@@ -368,6 +368,7 @@ public:
     Result<StripePaymentData> RefundPayment(const std::string&, int64_t, const std::string&) override {
         return Unavailable("down");
     }
+    Result<StripePaymentData> RetrievePaymentIntent(const std::string&) override { return Unavailable("down"); }
     Result<StripeSubscriptionData> UpdateSubscription(const StripeSubscriptionId&, const StripeSubscriptionUpdate&) override {
         return Unavailable("down");
     }

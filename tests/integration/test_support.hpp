@@ -101,6 +101,7 @@ public:
     Result<StripeSubscriptionData> RetrieveSubscription(const StripeSubscriptionId&) override { return Down(); }
     Result<StripePaymentData> CreatePaymentIntent(const StripePaymentIntentCreate&) override { return Down(); }
     Result<StripePaymentData> RefundPayment(const std::string&, int64_t, const std::string&) override { return Down(); }
+    Result<StripePaymentData> RetrievePaymentIntent(const std::string&) override { return Down(); }
     Result<StripeSubscriptionData> UpdateSubscription(const StripeSubscriptionId&, const StripeSubscriptionUpdate&) override {
         return Down();
     }

@@ -199,6 +199,7 @@ public:
     Result<StripePaymentData> RefundPayment(const std::string&, int64_t, const std::string&) override {
         return Unavailable("down");
     }
+    Result<StripePaymentData> RetrievePaymentIntent(const std::string&) override { return Unavailable("down"); }
     Result<StripeSubscriptionData> RetrieveSubscription(const StripeSubscriptionId&) override {
         ++retrieves;
         if (retrieve_down) return Unavailable("down");

@@ -76,6 +76,14 @@ Result<std::string> HttpStripeApi::DefaultPaymentMethod(const StripeCustomerId& 
     return pm && pm->is_string() ? std::string(pm->get_string()) : std::string();
 }
 
+Result<StripePaymentData> HttpStripeApi::RetrievePaymentIntent(const std::string& id) {
+    TALLY_ASSIGN_OR_RETURN(Response r, client_.Get("/v1/payment_intents/" + id));
+    if (!r.body.is_object()) return Unavailable("Stripe answered with no PaymentIntent object");
+    auto decoded = DecodeStripePaymentIntent(r.body.get_object());
+    if (!decoded.ok()) return Unavailable("Stripe answered with a PaymentIntent Tally cannot read: " + decoded.error().message);
+    return decoded;
+}
+
 Result<StripePaymentData> HttpStripeApi::RefundPayment(const std::string& payment_intent, int64_t amount_minor,
                                                        const std::string& idempotency_key) {
     bj::object params{{"payment_intent", payment_intent}};

@@ -38,6 +38,7 @@ public:
     Result<StripePaymentData> CreatePaymentIntent(const StripePaymentIntentCreate& request) override;
     Result<StripePaymentData> RefundPayment(const std::string& payment_intent, int64_t amount_minor,
                                             const std::string& idempotency_key) override;
+    Result<StripePaymentData> RetrievePaymentIntent(const std::string& id) override;
     Result<StripeSubscriptionData> RetrieveSubscription(const StripeSubscriptionId& id) override;
     Result<StripeSubscriptionData> UpdateSubscription(const StripeSubscriptionId& id,
                                                       const StripeSubscriptionUpdate& update) override;
@@ -90,6 +91,7 @@ public:
     Result<StripePaymentData> RefundPayment(const std::string&, int64_t, const std::string&) override {
         return NotConfigured();
     }
+    Result<StripePaymentData> RetrievePaymentIntent(const std::string&) override { return NotConfigured(); }
     Result<StripeSubscriptionData> UpdateSubscription(const StripeSubscriptionId&,
                                                       const StripeSubscriptionUpdate&) override {
         return NotConfigured();
