@@ -354,7 +354,7 @@ Status CreditService::GiveBack(StoreTx& tx, const CustomerId& customer, const st
             TALLY_TRY(tx.credits().AppendEntry(CreditEntryRecord{0, transfer_id, g.id, d.amount, at.now}));
             TALLY_TRY(TakeBackOwed(tx, g, d.amount, transfer_id, at));
             const Timestamp judged = g.type == GrantType::kSubscription ? at.subscription_now : at.now;
-            if (g.expires_at && judged >= *g.expires_at) {
+            if (g.expires_at && judged >= *g.expires_at && g.remaining > 0) {
                 // Back in a grant that has expired since: expired again at once (issue 13).
                 TALLY_TRY(Expire(tx, g, transfer_id, at));
                 g.remaining = 0;
