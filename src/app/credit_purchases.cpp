@@ -74,6 +74,15 @@ Result<CreditPurchaseOutcome> CreditPurchaseService::OutcomeOf(StoreTx& tx, cons
     return out;
 }
 
+Result<CreditPurchaseOutcome> CreditPurchaseService::Replay(const CreditPurchaseRecord& p) {
+    std::optional<CreditPurchaseOutcome> out;
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(out, OutcomeOf(tx, p, true));
+        return {};
+    }));
+    return std::move(*out);
+}
+
 Status CreditPurchaseService::Emit(StoreTx& tx, const std::string& type, const CreditPurchaseRecord& p) {
     if (outbox_ == nullptr) return {};
     return outbox_->Emit(tx, type, p.id, p.customer_id.str(), outbox_->renderer().CreditPurchase(p));
@@ -415,12 +424,7 @@ Result<CreditPurchaseOutcome> CreditPurchaseService::Purchase(const CreditPurcha
     TALLY_ASSIGN_OR_RETURN(auto existing, Prepare(in, request));
     if (existing && existing->status == "failed") return Declined(*existing);
     if (existing && existing->status == "succeeded") {
-        std::optional<CreditPurchaseOutcome> out;
-        TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
-            TALLY_ASSIGN_OR_RETURN(out, OutcomeOf(tx, *existing, true));
-            return {};
-        }));
-        return std::move(*out);
+        return Replay(*existing);
     }
     const CreditBundle& bundle = *FindBundle(in.bundle);
     std::optional<StripeCustomerId> linked;
@@ -492,12 +496,7 @@ Result<CreditPurchaseOutcome> CreditPurchaseService::StartCheckout(const CreditP
     const std::string request = "purchase customer=" + in.customer.str() + " bundle=" + in.bundle + " source=checkout";
     TALLY_ASSIGN_OR_RETURN(auto existing, Prepare(in, request));
     if (existing && (existing->status != "pending" || !existing->checkout_url.empty())) {
-        std::optional<CreditPurchaseOutcome> out;
-        TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
-            TALLY_ASSIGN_OR_RETURN(out, OutcomeOf(tx, *existing, true));
-            return {};
-        }));
-        return std::move(*out);
+        return Replay(*existing);
     }
     TALLY_ASSIGN_OR_RETURN(auto urls, checkout_.ResolveRedirectUrls(in.success_url, in.cancel_url));
     const CreditBundle& bundle = *FindBundle(in.bundle);

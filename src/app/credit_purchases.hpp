@@ -139,6 +139,8 @@ private:
     Status Fail(StoreTx& tx, CreditPurchaseRecord& p, const std::string& code, const std::string& message,
                 const std::string& cause);
     Result<CreditPurchaseOutcome> OutcomeOf(StoreTx& tx, const CreditPurchaseRecord& p, bool replayed);
+    /// OutcomeOf |p| read in its own transaction, as a replay.
+    Result<CreditPurchaseOutcome> Replay(const CreditPurchaseRecord& p);
     /// Records a pending auto-purchase of |a|'s bundle, due now, in |a| and the store.
     Result<CreditPurchaseRecord> StartAuto(StoreTx& tx, AutoPurchaseRecord& a, const std::string& cause);
     /// One claimed attempt of |a|'s pending purchase: the charge and its outcome.
