@@ -3,6 +3,8 @@
 #include "app/event_outbox.hpp"
 #include "domain/text.hpp"
 
+#include <unordered_map>
+
 namespace tally {
 namespace {
 
@@ -83,70 +85,257 @@ Status UsageService::Announce(StoreTx& tx, const CustomerView& view, const Meter
 }
 
 Result<UsageOutcome> UsageService::Record(StoreTx& tx, const UsageInput& in) {
-    if (in.value > kUsageAmountMax || in.value < -kUsageAmountMax) {
-        return InvalidArgument("value must be at most 2^53 in magnitude", "value");
-    }
-    const Catalog& catalog = billing_.catalog();
-    const Meter* meter = catalog.FindMeter(in.meter);
-    if (meter == nullptr) return NotFound("no such meter: '" + in.meter + "'", "meter");
-    if (meter->kind == MeterKind::kCounter && in.value < 0) {
-        return InvalidArgument("a counter only grows: value must not be negative (" + meter->name + " is a counter)",
-                               "value");
-    }
-    if (in.set && in.value < 0) return InvalidArgument("a meter cannot be set below 0", "value");
-    const Timestamp now = clock_.Now();
-    const Timestamp at = in.at.value_or(now);
-    if (at.unix_seconds() > now.unix_seconds() + kUsageClockSkewSecondsMax) {
-        return InvalidArgument("timestamp is more than " + std::to_string(kUsageClockSkewSecondsMax) +
-                                   " s in the future",
-                               "timestamp");
-    }
-    TALLY_ASSIGN_OR_RETURN(auto record, tx.customers().Get(in.customer));
-    if (!record) return NoSuchCustomer(in.customer);
-    TALLY_ASSIGN_OR_RETURN(CustomerView view, billing_.BuildView(tx, *record, now));
-    if (meter->counts_members && view.customer.type == CustomerType::kOrganization) {
-        return InvalidArgument(meter->name + " counts the organization's members: add or remove members instead",
-                               "meter");
-    }
-    std::optional<Period> period;
-    if (meter->kind == MeterKind::kCounter) {
-        // A late event counts in the period it happened in: the current one, or the previous one while it is
-        // within its grace window (domain/usage.hpp); an older one is closed.
-        const std::optional<BillingCycle> cycle = SubscriptionCycle(view);
-        const Period current = UsagePeriod(now, cycle);
-        if (!in.at) {
-            period = current;  // usage as it happens counts in the period being billed
-        } else {
-            Timestamp previous_start = UsagePeriod(current.start.PlusSeconds(-1), std::nullopt).start;
-            if (cycle) {
-                // The previous billing period's start, as recorded when it was current; else one period's length.
-                TALLY_ASSIGN_OR_RETURN(auto recorded,
-                                       tx.usage().LatestPeriodBefore(in.customer, meter->name, current.start));
-                previous_start = recorded ? *recorded : current.start.PlusSeconds(-current.length_seconds());
-            }
-            TALLY_ASSIGN_OR_RETURN(period, CounterPeriodFor(at, now, current, previous_start));
-        }
-    }
-    TALLY_ASSIGN_OR_RETURN(auto overrides, tx.usage().ListOverrides(in.customer));
-    TALLY_ASSIGN_OR_RETURN(MeterState before, Load(tx, view, *meter, period, overrides));
-    const int64_t after_value = in.set ? in.value : before.current + in.value;
-    if (after_value < 0) return InvalidArgument("the meter would go below 0", "value");
-    if (after_value > kUsageAmountMax) return InvalidArgument("the meter would pass 2^53", "value");
-    const Timestamp period_start = before.period ? before.period->start : Timestamp(0);
-    TALLY_TRY(tx.usage().PutValue(in.customer, meter->name, period_start, after_value, now));
-    TALLY_TRY(tx.usage().AppendEvent(UsageEventRecord{0, in.customer, meter->name, period_start,
-                                                      in.set ? "set" : "increment", in.value,
-                                                      after_value - before.current, at, now}));
+    TALLY_ASSIGN_OR_RETURN(auto results, RecordEvents(tx, "", {UsageEventInput{in, ""}}));
+    UsageEventResult& r = results.front();
+    if (r.status == UsageEventResult::Status::kRejected) return *r.error;
     UsageOutcome out;
     out.recorded = true;
-    out.state = before;
-    out.state.current = after_value;
-    const UsageDecision d = DecideUsage(meter->mode, after_value, 0, before.limit);
-    out.state.remaining = d.remaining;
-    out.state.overage = d.overage;
-    out.reason = d.overage > 0 ? "overage" : "";
-    TALLY_TRY(Announce(tx, view, before, out.state));
+    out.state = StateAfter(r.record, r.meter);
+    out.reason = out.state.overage > 0 ? "overage" : "";
     return out;
+}
+
+MeterState UsageService::StateAfter(const UsageEventRecord& record, const Meter* meter) {
+    MeterState state;
+    state.meter = meter != nullptr ? *meter : Meter{record.meter};
+    state.current = record.current;
+    state.limit = record.limit;
+    const UsageDecision d = DecideUsage(state.meter.mode, record.current, 0, record.limit);
+    state.remaining = d.remaining;
+    state.overage = d.overage;
+    if (record.period_end) state.period = Period{record.period_start, *record.period_end};
+    return state;
+}
+
+namespace {
+
+/// The replayed event's fields against the new one's: the same event, or a key reused for another.
+bool SameEvent(const UsageEventRecord& recorded, const UsageInput& in) {
+    if (recorded.customer_id != in.customer || recorded.meter != in.meter || recorded.value != in.value) return false;
+    if ((recorded.action == "set") != in.set) return false;
+    if (recorded.timestamp_given != in.at.has_value()) return false;
+    return !in.at || *in.at == recorded.at;
+}
+
+Error KeyReusedForOtherEvent() {
+    return Error{ErrorCode::kInvalidArgument,
+                 "Keys for idempotent requests can only be used with the same parameters they were first used with.",
+                 "idempotency_key", ErrorReason::kIdempotencyKeyReused};
+}
+
+}  // namespace
+
+Result<std::vector<UsageEventResult>> UsageService::RecordEvents(
+    StoreTx& tx, const std::string& api_key_id, const std::vector<UsageEventInput>& events,
+    const std::function<std::string(size_t index)>& legacy_request_hash) {
+    using Status = UsageEventResult::Status;
+    const Catalog& catalog = billing_.catalog();
+    const Timestamp now = clock_.Now();
+    // What the call has read, kept for its later events: each customer's view and overrides, and each meter's
+    // state as the events so far left it (written back once at the end).
+    struct CustomerState {
+        std::optional<CustomerView> view;  // nullopt: no such customer
+        std::vector<LimitOverrideRecord> overrides;
+    };
+    struct MeterKey {
+        std::string customer;
+        std::string meter;
+        int64_t period_start;
+        bool operator==(const MeterKey&) const = default;
+    };
+    struct MeterKeyHash {
+        size_t operator()(const MeterKey& k) const {
+            return std::hash<std::string>{}(k.customer) ^ (std::hash<std::string>{}(k.meter) * 31) ^
+                   std::hash<int64_t>{}(k.period_start);
+        }
+    };
+    std::unordered_map<std::string, CustomerState> customers;
+    struct Tracked {
+        MeterState state;
+        bool written = false;
+    };
+    std::unordered_map<MeterKey, Tracked, MeterKeyHash> meters;
+    std::vector<MeterKey> touched;                      // written, in first-write order
+    std::unordered_map<std::string, size_t> keyed;      // idempotency key -> the result of this call that has it
+    std::optional<bool> legacy_keys;                    // asked at the first key not found among the events
+
+    std::vector<UsageEventResult> results(events.size());
+    const auto reject = [&](size_t i, Error e) {
+        results[i].status = Status::kRejected;
+        results[i].error = std::move(e);
+    };
+    for (size_t i = 0; i < events.size(); ++i) {
+        const UsageInput& in = events[i].in;
+        const std::string& key = events[i].idempotency_key;
+        if (!key.empty()) {
+            // A key seen earlier in this call, or recorded before: replay or refuse, before anything is checked.
+            if (auto it = keyed.find(key); it != keyed.end()) {
+                const UsageEventResult& first = results[it->second];
+                if (!SameEvent(first.record, in)) {
+                    reject(i, KeyReusedForOtherEvent());
+                } else {
+                    results[i] = first;
+                    results[i].status = Status::kReplayed;
+                }
+                continue;
+            }
+            TALLY_ASSIGN_OR_RETURN(auto recorded, tx.usage().FindKeyedEvent(api_key_id, key));
+            if (recorded) {
+                if (!SameEvent(*recorded, in)) {
+                    reject(i, KeyReusedForOtherEvent());
+                    continue;
+                }
+                results[i].status = Status::kReplayed;
+                results[i].meter = catalog.FindMeter(recorded->meter);
+                results[i].record = std::move(*recorded);
+                keyed.emplace(key, i);
+                continue;
+            }
+            if (!legacy_keys) {
+                TALLY_ASSIGN_OR_RETURN(legacy_keys, tx.usage().HasLegacyKeys());
+            }
+            if (*legacy_keys) {
+                TALLY_ASSIGN_OR_RETURN(auto legacy, tx.usage().FindLegacyKey(api_key_id, key));
+                if (legacy) {
+                    if (!legacy_request_hash || legacy->request_hash != legacy_request_hash(i)) {
+                        reject(i, KeyReusedForOtherEvent());
+                    } else {
+                        results[i].status = Status::kReplayed;
+                        results[i].legacy_response = std::move(legacy->response_body);
+                    }
+                    continue;
+                }
+            }
+        }
+        if (in.value > kUsageAmountMax || in.value < -kUsageAmountMax) {
+            reject(i, InvalidArgument("value must be at most 2^53 in magnitude", "value"));
+            continue;
+        }
+        const Meter* meter = catalog.FindMeter(in.meter);
+        if (meter == nullptr) {
+            reject(i, NotFound("no such meter: '" + in.meter + "'", "meter"));
+            continue;
+        }
+        if (meter->kind == MeterKind::kCounter && in.value < 0) {
+            reject(i, InvalidArgument("a counter only grows: value must not be negative (" + meter->name +
+                                          " is a counter)",
+                                      "value"));
+            continue;
+        }
+        if (in.set && in.value < 0) {
+            reject(i, InvalidArgument("a meter cannot be set below 0", "value"));
+            continue;
+        }
+        const Timestamp at = in.at.value_or(now);
+        if (at.unix_seconds() > now.unix_seconds() + kUsageClockSkewSecondsMax) {
+            reject(i, InvalidArgument("timestamp is more than " + std::to_string(kUsageClockSkewSecondsMax) +
+                                          " s in the future",
+                                      "timestamp"));
+            continue;
+        }
+        auto [cit, new_customer] = customers.try_emplace(in.customer.str());
+        CustomerState& customer = cit->second;
+        if (new_customer) {
+            TALLY_ASSIGN_OR_RETURN(auto record, tx.customers().Get(in.customer));
+            if (record) {
+                TALLY_ASSIGN_OR_RETURN(customer.view, billing_.BuildView(tx, *record, now));
+                TALLY_ASSIGN_OR_RETURN(customer.overrides, tx.usage().ListOverrides(in.customer));
+            }
+        }
+        if (!customer.view) {
+            reject(i, NoSuchCustomer(in.customer));
+            continue;
+        }
+        const CustomerView& view = *customer.view;
+        if (meter->counts_members && view.customer.type == CustomerType::kOrganization) {
+            reject(i, InvalidArgument(meter->name + " counts the organization's members: add or remove members instead",
+                                      "meter"));
+            continue;
+        }
+        std::optional<Period> period;
+        if (meter->kind == MeterKind::kCounter) {
+            // A late event counts in the period it happened in: the current one, or the previous one while it is
+            // within its grace window (domain/usage.hpp); an older one is closed.
+            const std::optional<BillingCycle> cycle = SubscriptionCycle(view);
+            const Period current = UsagePeriod(now, cycle);
+            if (!in.at) {
+                period = current;  // usage as it happens counts in the period being billed
+            } else {
+                Timestamp previous_start = UsagePeriod(current.start.PlusSeconds(-1), std::nullopt).start;
+                if (cycle) {
+                    // The previous billing period's start, as recorded when it was current; else one period's length.
+                    TALLY_ASSIGN_OR_RETURN(auto recorded,
+                                           tx.usage().LatestPeriodBefore(in.customer, meter->name, current.start));
+                    previous_start = recorded ? *recorded : current.start.PlusSeconds(-current.length_seconds());
+                }
+                auto chosen = CounterPeriodFor(at, now, current, previous_start);
+                if (!chosen.ok()) {
+                    reject(i, chosen.error());
+                    continue;
+                }
+                period = *chosen;
+            }
+        }
+        const Timestamp period_start = period ? period->start : Timestamp(0);
+        MeterKey mkey{in.customer.str(), meter->name, period_start.unix_seconds()};
+        auto mit = meters.find(mkey);
+        if (mit == meters.end()) {
+            TALLY_ASSIGN_OR_RETURN(MeterState loaded, Load(tx, view, *meter, period, customer.overrides));
+            mit = meters.emplace(mkey, Tracked{std::move(loaded)}).first;
+        }
+        MeterState& state = mit->second.state;
+        const int64_t after_value = in.set ? in.value : state.current + in.value;
+        if (after_value < 0) {
+            reject(i, InvalidArgument("the meter would go below 0", "value"));
+            continue;
+        }
+        if (after_value > kUsageAmountMax) {
+            reject(i, InvalidArgument("the meter would pass 2^53", "value"));
+            continue;
+        }
+        const MeterState before = state;
+        state.current = after_value;
+        const UsageDecision d = DecideUsage(meter->mode, after_value, 0, state.limit);
+        state.remaining = d.remaining;
+        state.overage = d.overage;
+        if (!mit->second.written) {
+            mit->second.written = true;
+            touched.push_back(mkey);
+        }
+        UsageEventRecord record{0,
+                                in.customer,
+                                meter->name,
+                                period_start,
+                                in.set ? "set" : "increment",
+                                in.value,
+                                after_value - before.current,
+                                at,
+                                now,
+                                key.empty() ? "" : api_key_id,
+                                key,
+                                in.at.has_value(),
+                                after_value,
+                                state.limit,
+                                period ? std::optional<Timestamp>(period->end) : std::nullopt};
+        TALLY_TRY(Announce(tx, view, before, state));
+        results[i].status = Status::kRecorded;
+        results[i].record = std::move(record);
+        results[i].meter = meter;
+        if (!key.empty()) keyed.emplace(key, i);
+    }
+    // Appended in one go, in the events' order; a key seen twice in the call was replayed above, and the keys
+    // recorded before were looked up, so a conflict here is another transaction's (the caller's retry decides).
+    std::vector<const UsageEventRecord*> appended;
+    appended.reserve(events.size());
+    for (const auto& r : results) {
+        if (r.status == Status::kRecorded) appended.push_back(&r.record);
+    }
+    TALLY_TRY(tx.usage().AppendEvents(appended));
+    for (const MeterKey& k : touched) {
+        TALLY_TRY(tx.usage().PutValue(CustomerId(k.customer), k.meter, Timestamp(k.period_start),
+                                      meters.at(k).state.current, now));
+    }
+    return results;
 }
 
 Result<UsageOutcome> UsageService::Check(StoreTx& tx, const CustomerId& customer, const std::string& meter_name,
@@ -180,8 +369,11 @@ Result<UsageOutcome> UsageService::Check(StoreTx& tx, const CustomerId& customer
     }
     const Timestamp period_start = before.period ? before.period->start : Timestamp(0);
     TALLY_TRY(tx.usage().PutValue(customer, meter->name, period_start, d.after, now));
-    TALLY_TRY(tx.usage().AppendEvent(
-        UsageEventRecord{0, customer, meter->name, period_start, "increment", amount, amount, now, now}));
+    UsageEventRecord event{0, customer, meter->name, period_start, "increment", amount, amount, now, now};
+    event.current = d.after;
+    event.limit = before.limit;
+    if (before.period) event.period_end = before.period->end;
+    TALLY_TRY(tx.usage().AppendEvent(event));
     out.recorded = true;
     out.state.current = d.after;
     out.state.remaining = d.remaining;

@@ -5,6 +5,7 @@
 // them SERIALIZABLE across every node). Crossing 80%, 95% and 100% of a limit emits usage.threshold_reached once
 // per threshold, meter and period.
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -47,6 +48,24 @@ struct UsageInput {
     std::optional<Timestamp> at;      // when the usage happened; default now
 };
 
+/// One event to record, as POST /v1/usage and each item of POST /v1/usage/batch give it. With |idempotency_key| it
+/// is recorded at most once per API key: a later event with that key replays the first record when its customer,
+/// meter, action, value and timestamp (given or not, and if given equal) are the same, and is refused otherwise.
+struct UsageEventInput {
+    UsageInput in;
+    std::string idempotency_key;  // 1..kIdempotencyKeyBytesMax bytes; empty: not deduplicated
+};
+
+/// What became of one event of UsageService::RecordEvents.
+struct UsageEventResult {
+    enum class Status { kRecorded, kReplayed, kRejected };
+    Status status = Status::kRejected;
+    UsageEventRecord record;     // kRecorded, kReplayed: the event as stored, with what it left (current, limit)
+    const Meter* meter = nullptr;  // the catalog's meter of |record|; null when it has been removed since
+    std::optional<Error> error;  // kRejected: why (as Record's errors, or kIdempotencyKeyReused)
+    std::optional<std::string> legacy_response;  // kReplayed from a UsageLegacyKey: the response stored then
+};
+
 struct UsageSummary {
     CustomerView customer;
     std::vector<MeterState> meters;
@@ -71,6 +90,18 @@ public:
     /// more than kUsageClockSkewSecondsMax ahead or in a closed period ("timestamp"; a counter's usage that happened in
     /// the previous period counts there while it is within kUsageLateGraceSeconds of its end).
     Result<UsageOutcome> Record(StoreTx& tx, const UsageInput& in);
+    /// Records |events| in order inside |tx|, each accepted or rejected on its own (one event's rejection leaves
+    /// nothing of it; the others are recorded), keys scoped to |api_key_id|. Each customer, meter and period is
+    /// read once and written once for the whole call, so a batch costs about one append per event. A rejected
+    /// event carries Record's error, or kInvalidArgument reason kIdempotencyKeyReused (param "idempotency_key") for
+    /// a key recorded with other fields; |legacy_request_hash| gives an event's digest as keys recorded before
+    /// usage events carried them were stored (only asked when such a key is found). The call's own error (a store
+    /// failure) fails the whole call: |tx| must then be rolled back.
+    Result<std::vector<UsageEventResult>> RecordEvents(
+        StoreTx& tx, const std::string& api_key_id, const std::vector<UsageEventInput>& events,
+        const std::function<std::string(size_t index)>& legacy_request_hash = nullptr);
+    /// The meter state a recorded event left (its limit, remaining, overage and period as of then).
+    static MeterState StateAfter(const UsageEventRecord& record, const Meter* meter);
     /// Whether |amount| (1..kUsageAmountMax) more of |meter| fits the customer's limit; with |record| inside a write
     /// transaction |tx|, the increment is made in the same step when allowed (a refused check records nothing).
     Result<UsageOutcome> Check(StoreTx& tx, const CustomerId& customer, const std::string& meter, int64_t amount,

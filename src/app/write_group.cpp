@@ -10,6 +10,10 @@ WriteGroupCommitter::Sink WriteGroupSink(Store& store) {
         TALLY_TRY(store.WriteSerialized(keys, [&](StoreTx& tx) -> Status {
             results.assign(group.size(), GroupedWriteOutcome{});
             for (size_t i = 0; i < group.size(); ++i) {
+                if (!group[i].savepoint) {
+                    TALLY_TRY(group[i].run(tx));
+                    continue;
+                }
                 TALLY_TRY(tx.Savepoint());
                 Status s = group[i].run(tx);
                 if (!s.ok()) {

@@ -21,6 +21,10 @@ struct GroupedWrite {
     /// The write, inside a savepoint of the group's transaction. It may run more than once (a PostgreSQL
     /// serialization retry runs the whole group again), so it must leave its answer where the last run puts it.
     std::function<Status(StoreTx&)> run;
+    /// false for a write that decides every refusal before it writes anything (it reads, decides in memory, then
+    /// writes): it runs without a savepoint of its own, which spares the store journaling every page it changes, and
+    /// any error it returns fails the whole group.
+    bool savepoint = true;
 };
 
 /// What became of one write once its group committed: ok, or its own refusal (its savepoint undone, the rest of the

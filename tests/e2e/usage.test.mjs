@@ -101,7 +101,12 @@ test('a batch records each event on its own, deduplicated by its key', async () 
   // The same event alone replays the batch's record of it.
   const alone = await server.post('/v1/usage', ev('s2', { value: 2 }));
   assert.equal(alone.headers.get('idempotent-replayed'), 'true');
-  assert.equal(alone.json.current, 3);
+  assert.deepEqual(alone.json, r.json.data[1].record);
+  assert.deepEqual([alone.json.current, alone.json.idempotency_key, alone.json.action, alone.json.value], [3, 's2', 'increment', 2]);
+  // The same key with other fields is refused, alone or in a batch (a timestamp given where the first had none too).
+  assertError(await server.post('/v1/usage', ev('s2', { value: 5 })), 400, 'idempotency_error');
+  const reused = await server.post('/v1/usage/batch', { events: [ev('s2', { value: 2, timestamp: alone.json.timestamp })] });
+  assert.deepEqual([reused.json.data[0].status, reused.json.data[0].error.code], ['rejected', 'idempotency_error']);
   assertError(await server.post('/v1/usage/batch', { events: Array.from({ length: 1001 }, (_, i) => ev(`x${i}`)) }),
     400, 'parameter_invalid', 'events');
   assertError(await server.post('/v1/usage/batch', { events: [] }), 400, 'parameter_invalid', 'events');

@@ -3,6 +3,7 @@
 // however many calls cross it, gauges against counters and their periods, soft limits, and bad input recording
 // nothing.
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include <atomic>
 #include <thread>
@@ -423,6 +424,151 @@ TEST_P(UsageTest, AnOverrideChangesTheLimitUntilItExpiresAndIsAudited) {
         if (e.kind.starts_with("limit_override")) kinds.push_back(e.kind);
     }
     EXPECT_EQ(kinds, (std::vector<std::string>{"limit_override_cleared", "limit_override_set", "limit_override_set"}));
+}
+
+/// Runs |sql| on the harness's database beside the store (the store's connections closed first).
+void ExecRaw(const testing::TestStore& db, const std::string& sql) {
+    if (db.kind() == StoreKind::kPostgres) {
+        Status s = db.Connect()->Exec(sql);
+        ASSERT_TRUE(s.ok()) << s.error().message;
+        return;
+    }
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open(db.url().c_str(), &raw), SQLITE_OK);
+    char* err = nullptr;
+    const int rc = sqlite3_exec(raw, sql.c_str(), nullptr, nullptr, &err);
+    EXPECT_EQ(rc, SQLITE_OK) << (err ? err : "");
+    sqlite3_free(err);
+    sqlite3_close(raw);
+}
+
+Result<std::vector<UsageEventResult>> RecordEvents(Store& store, UsageService& usage, const std::string& api_key,
+                                                   const std::vector<UsageEventInput>& events,
+                                                   const std::function<std::string(size_t)>& legacy_hash = nullptr) {
+    std::optional<std::vector<UsageEventResult>> out;
+    TALLY_TRY(store.Write([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(out, usage.RecordEvents(tx, api_key, events, legacy_hash));
+        return {};
+    }));
+    return std::move(*out);
+}
+
+UsageEventInput Event(const CustomerId& customer, const std::string& meter, int64_t value, std::string key,
+                      bool set = false, std::optional<Timestamp> at = std::nullopt) {
+    return UsageEventInput{UsageInput{customer, meter, value, set, at}, std::move(key)};
+}
+
+using St = UsageEventResult::Status;
+
+TEST_P(UsageTest, EventsAreRecordedInOrderEachOnItsOwnAndAKeyReplaysItsFirstRecord) {
+    Harness h(GetParam());
+    const CustomerId c = h.customer;
+    auto first = RecordEvents(h.StoreOf(0), h.nodes[0]->usage, "key_a",
+                              {Event(c, "seats", 3, "a1"), Event(c, "seats", 2, "a2"), Event(c, "seats", 3, "a1"),
+                               Event(c, "seats", 4, "a1"), Event(c, "widgets", 1, "w"), Event(c, "seats", -10, "neg"),
+                               Event(c, "builds", 4, ""), Event(c, "seats", 7, "s", true), Event(c, "seats", 7, "s"),
+                               Event(CustomerId("cust_nope"), "seats", 1, "n")});
+    ASSERT_TRUE(first.ok()) << first.error().message;
+    const std::vector<St> statuses = {St::kRecorded, St::kRecorded, St::kReplayed, St::kRejected, St::kRejected,
+                                      St::kRejected, St::kRecorded, St::kRecorded, St::kRejected, St::kRejected};
+    ASSERT_EQ(first->size(), statuses.size());
+    for (size_t i = 0; i < statuses.size(); ++i) EXPECT_EQ((*first)[i].status, statuses[i]) << i;
+    EXPECT_EQ((*first)[1].record.current, 5);
+    EXPECT_EQ((*first)[2].record.current, 3);  // the replay answers what the first left
+    EXPECT_EQ((*first)[3].error->reason, ErrorReason::kIdempotencyKeyReused);
+    EXPECT_EQ((*first)[3].error->param, "idempotency_key");
+    EXPECT_EQ((*first)[4].error->param, "meter");
+    EXPECT_EQ((*first)[5].error->param, "value");
+    EXPECT_EQ((*first)[8].error->reason, ErrorReason::kIdempotencyKeyReused);  // "s" was a set, not an increment
+    EXPECT_EQ((*first)[9].error->param, "customer");
+    const UsageEventRecord& builds = (*first)[6].record;
+    EXPECT_EQ(builds.current, 4);
+    EXPECT_EQ(builds.limit, 10);
+    ASSERT_TRUE(builds.period_end.has_value());  // a counter's period
+    EXPECT_GT(builds.period_end->unix_seconds(), builds.period_start.unix_seconds());
+    EXPECT_FALSE((*first)[7].record.period_end.has_value());  // a gauge's: none
+    EXPECT_EQ(h.Current("seats"), 7);
+    EXPECT_EQ(h.Current("builds"), 4);
+
+    // Later calls, on any node: a key replays what its event left then; given another way (a timestamp now given,
+    // another customer) it is refused; keys belong to their API key; a refused event's key is not used up.
+    const Timestamp now = h.clock.Now();
+    auto later = RecordEvents(h.StoreOf(1), h.nodes[1]->usage, "key_a",
+                              {Event(c, "seats", 2, "a2"), Event(c, "seats", 2, "a2", false, now),
+                               Event(c, "seats", 1, "neg"), Event(c, "seats", 1, "neg")});
+    ASSERT_TRUE(later.ok()) << later.error().message;
+    EXPECT_EQ((*later)[0].status, St::kReplayed);
+    EXPECT_EQ((*later)[0].record.current, 5);
+    EXPECT_EQ((*later)[0].record.limit, 100);
+    EXPECT_EQ((*later)[1].status, St::kRejected);
+    EXPECT_EQ((*later)[2].status, St::kRecorded);
+    EXPECT_EQ((*later)[2].record.current, 8);
+    EXPECT_EQ((*later)[3].status, St::kReplayed);
+    auto other_key = RecordEvents(h.StoreOf(0), h.nodes[0]->usage, "key_b", {Event(c, "seats", 3, "a1")});
+    ASSERT_TRUE(other_key.ok());
+    EXPECT_EQ((*other_key)[0].status, St::kRecorded);
+    EXPECT_EQ(h.Current("seats"), 11);
+
+    // Thresholds crossed inside one call are announced once each: 4 -> 8 (80%) -> 9 -> 10 (95%, 100%).
+    auto crossing = RecordEvents(h.StoreOf(0), h.nodes[0]->usage, "key_a",
+                                 {Event(c, "builds", 4, "b1"), Event(c, "builds", 1, "b2"), Event(c, "builds", 1, "b3"),
+                                  Event(c, "builds", 1, "b4")});
+    ASSERT_TRUE(crossing.ok());
+    EXPECT_EQ((*crossing)[3].record.current, 11);
+    EXPECT_EQ((*crossing)[3].record.limit, 10);  // usage is a fact: past a hard limit, as overage
+    std::map<int64_t, int> by_threshold;
+    for (const auto& e : h.Thresholds()) {
+        ++by_threshold[boost::json::parse(e.payload).at("data").at("object").at("threshold").as_int64()];
+    }
+    EXPECT_EQ(by_threshold, (std::map<int64_t, int>{{80, 1}, {95, 1}, {100, 1}}));
+}
+
+TEST_P(UsageTest, KeysRecordedBeforeEventsCarriedThemStillReplayUntilPruned) {
+    Harness h(GetParam());
+    const bool pg = GetParam() == StoreKind::kPostgres;
+    const int64_t now = h.clock.Now().unix_seconds();
+    h.nodes.clear();
+    h.stores.clear();
+    // The schema as it was before (SQLite 13, PostgreSQL 10), with a usage key and another request's key.
+    ExecRaw(h.db, std::string("DELETE FROM schema_migrations WHERE version = ") + (pg ? "11" : "14") +
+                      "; DROP TABLE usage_legacy_keys; DROP INDEX usage_events_idempotency;"
+                      " ALTER TABLE usage_events DROP COLUMN api_key_id; ALTER TABLE usage_events DROP COLUMN "
+                      "idempotency_key; ALTER TABLE usage_events DROP COLUMN timestamp_given; ALTER TABLE usage_events "
+                      "DROP COLUMN current; ALTER TABLE usage_events DROP COLUMN limit_value; ALTER TABLE usage_events "
+                      "DROP COLUMN period_end;"
+                      " INSERT INTO idempotency_keys(api_key_id, key, request_hash, state, status, response_body, "
+                      "created_at) VALUES ('key_a', 'usage:old', 'H', 'done', 200, '{\"object\":\"usage_record\"}', " +
+                      std::to_string(now) + "), ('key_a', 'other', 'H2', 'done', 200, '{}', " + std::to_string(now) +
+                      ")");
+    auto store = h.db.Open();  // migrates
+    ASSERT_TRUE(store);
+    Node node(*store, h.catalog, h.clock, h.outbox);
+    const auto hash = [](const std::string& digest) { return [digest](size_t) { return digest; }; };
+    auto replay = RecordEvents(*store, node.usage, "key_a", {Event(h.customer, "seats", 1, "old")}, hash("H"));
+    ASSERT_TRUE(replay.ok()) << replay.error().message;
+    EXPECT_EQ((*replay)[0].status, St::kReplayed);
+    EXPECT_EQ((*replay)[0].legacy_response, std::optional<std::string>("{\"object\":\"usage_record\"}"));
+    auto other = RecordEvents(*store, node.usage, "key_a", {Event(h.customer, "seats", 2, "old")}, hash("X"));
+    EXPECT_EQ((*other)[0].status, St::kRejected);
+    // "other" was not a usage key: it stays where it was, and names no usage event.
+    std::optional<IdempotencyRecord> kept, moved;
+    ASSERT_TRUE(store->Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(kept, tx.keys().GetIdempotency("key_a", "other"));
+        TALLY_ASSIGN_OR_RETURN(moved, tx.keys().GetIdempotency("key_a", "usage:old"));
+        return {};
+    }).ok());
+    EXPECT_TRUE(kept.has_value());
+    EXPECT_FALSE(moved.has_value());
+    auto fresh = RecordEvents(*store, node.usage, "key_a", {Event(h.customer, "seats", 1, "other")}, hash("H2"));
+    EXPECT_EQ((*fresh)[0].status, St::kRecorded);
+    // Past the retention the legacy key is pruned with the others, and the key records anew.
+    ASSERT_TRUE(store->Write([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto n, tx.keys().PruneIdempotency(Timestamp(now + 1)));
+        EXPECT_EQ(n, 2);
+        return {};
+    }).ok());
+    auto after = RecordEvents(*store, node.usage, "key_a", {Event(h.customer, "seats", 1, "old")}, hash("H"));
+    EXPECT_EQ((*after)[0].status, St::kRecorded);
 }
 
 }  // namespace

@@ -252,7 +252,7 @@ const Route kRoutes[] = {
     {"POST", "/v1/customers/{id}/limit_overrides", kApiKey, &SetLimitOverride},
     {"DELETE", "/v1/customers/{id}/limit_overrides/{meter}", kApiKey, &ClearLimitOverride},
     {"POST", "/v1/usage", kApiKey, nullptr, nullptr, &RecordUsage},
-    {"POST", "/v1/usage/batch", kApiKey, &RecordUsageBatch},
+    {"POST", "/v1/usage/batch", kApiKey, nullptr, nullptr, &RecordUsageBatch},
     {"POST", "/v1/check", kApiKey, nullptr, nullptr, &CheckUsage},
     {"POST", "/v1/credits/deduct", kApiKey, nullptr, nullptr, &DeductCredits},
     {"POST", "/v1/credits/grants", kApiKey, &GrantCredits},

@@ -115,7 +115,7 @@ Response UnpauseSubscription(const ApiDeps& d, const Call& c);
 
 // api_usage.cpp: usage limits.
 void RecordUsage(const ApiDeps& d, const Call& c, const Responder& respond);
-Response RecordUsageBatch(const ApiDeps& d, const Call& c);
+void RecordUsageBatch(const ApiDeps& d, const Call& c, const Responder& respond);
 void CheckUsage(const ApiDeps& d, const Call& c, const Responder& respond);
 Response GetUsage(const ApiDeps& d, const Call& c);
 Response ListLimitOverrides(const ApiDeps& d, const Call& c);

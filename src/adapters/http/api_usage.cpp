@@ -2,7 +2,9 @@
 // customer's usage summary.
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <functional>
+#include <memory>
 
 #include "adapters/config/json_util.hpp"
 #include "adapters/crypto.hpp"
@@ -72,19 +74,48 @@ Result<UsageItem> ParseUsageItem(const bj::object& body) {
     return item;
 }
 
-/// The key under which a usage event is deduplicated: the body's, scoped to the caller; the hash is the event's own
-/// JSON, so the same event replays whether it came alone or in a batch.
-IdempotencyRequest UsageIdempotency(const Call& c, const UsageItem& item, const bj::object& event) {
-    return IdempotencyRequest{c.idem.api_key_id, "usage:" + item.key, Sha256Hex("usage\n" + bj::serialize(event))};
+/// The digest usage events' keys were stored with before events carried them (UsageLegacyKey): the event's JSON.
+std::string LegacyUsageHash(const bj::object& event) { return Sha256Hex("usage\n" + bj::serialize(event)); }
+
+/// Events parsed from one request, owned until the write that records them has run (it may run after the handler
+/// returned, and more than once).
+struct UsageRequest {
+    std::string api_key_id;
+    bj::value body;                      // the request's JSON, for the legacy digests
+    std::vector<const bj::object*> json; // each valid event's JSON, in |events| order
+    std::vector<UsageEventInput> events;
+    std::vector<size_t> index;           // each valid event's position in the request
+};
+
+/// Records |req|'s events in one write (grouped with others' when there is a group committer) and hands |done|
+/// the results once durable. Writers of one customer's meter queue for it on every node (Store::WriteSerialized).
+void RunUsageEvents(const ApiDeps& d, std::shared_ptr<UsageRequest> req,
+                    std::function<void(Result<std::vector<UsageEventResult>>)> done) {
+    std::vector<std::string> locks;
+    locks.reserve(req->events.size());
+    for (const auto& e : req->events) locks.push_back("usage:" + e.in.customer.str() + ":" + e.in.meter);
+    std::sort(locks.begin(), locks.end());
+    locks.erase(std::unique(locks.begin(), locks.end()), locks.end());
+    auto out = std::make_shared<Result<std::vector<UsageEventResult>>>(Internal("the write did not run"));
+    auto run = [&d, req, out](StoreTx& tx) -> Status {
+        *out = d.usage->RecordEvents(tx, req->api_key_id, req->events,
+                                     [&req](size_t i) { return LegacyUsageHash(*req->json[i]); });
+        if (!out->ok()) return out->error();
+        return {};
+    };
+    if (d.commits == nullptr) {
+        Status s = d.store.WriteSerialized(locks, run);
+        return done(s.ok() ? std::move(*out) : Result<std::vector<UsageEventResult>>(s.error()));
+    }
+    // RecordEvents refuses events before it writes (an error of its own is a store failure): no savepoint needed.
+    d.commits->Submit(GroupedWrite{std::move(locks), std::move(run), false},
+                      [out, done = std::move(done)](Result<GroupedWriteOutcome> r) {
+                          if (!r.ok()) return done(r.error());
+                          if (!r->status.ok()) return done(r->status.error());
+                          done(std::move(*out));
+                      });
 }
 
-std::pair<StoredResponse, StoredResponse> UsageResponse(const UsageItem& item, const UsageOutcome& outcome) {
-    bj::object out = OutcomeJson("usage_record", item.in.customer, outcome);
-    out["action"] = item.in.set ? "set" : "increment";
-    out["value"] = item.in.value;
-    StoredResponse r = tally::http::Render(200, out);
-    return {r, r};
-}
 /// RunInStore inside Store::WriteSerialized(|lock|).
 Result<IdempotentOutcome> RunSerialized(const ApiDeps& d, const std::string& lock, const IdempotencyRequest& idem,
                                         const std::function<Result<StoredResponse>(StoreTx&)>& fn) {
@@ -134,86 +165,99 @@ void RecordUsage(const ApiDeps& d, const Call& c, const Responder& respond) {
     if (!item.ok()) return respond(Fail(item.error()));
     // Deduplicated in the transaction that records: a replay gets the first answer; the same key with another
     // event is refused.
-    RunSerializedAndRespond(d, "usage:" + item->in.customer.str() + ":" + item->in.meter,
-                            UsageIdempotency(c, *item, *body),
-                            [&d, item = *item](StoreTx& tx) -> Result<StoredResponse> {
-                                TALLY_ASSIGN_OR_RETURN(auto outcome, d.usage->Record(tx, item.in));
-                                return UsageResponse(item, outcome).first;
-                            },
-                            respond);
+    auto req = std::make_shared<UsageRequest>();
+    req->api_key_id = c.idem.api_key_id;
+    req->body = std::move(*body);
+    req->json.push_back(&req->body.as_object());
+    req->events.push_back(UsageEventInput{std::move(item->in), std::move(item->key)});
+    req->index.push_back(0);
+    RunUsageEvents(d, req, [respond](Result<std::vector<UsageEventResult>> r) {
+        if (!r.ok()) return respond(Fail(r.error()));
+        const UsageEventResult& e = r->front();
+        if (e.status == UsageEventResult::Status::kRejected) return respond(Fail(*e.error));
+        Response resp = e.legacy_response ? Response{200, *e.legacy_response, "application/json", {}}
+                                          : Json(200, UsageRecordJson(e.record, e.meter));
+        if (e.status == UsageEventResult::Status::kReplayed) resp.headers.emplace_back("Idempotent-Replayed", "true");
+        respond(std::move(resp));
+    });
 }
 
-Response RecordUsageBatch(const ApiDeps& d, const Call& c) {
-    if (!d.usage) return RouteNotFound(c.req);
+void RecordUsageBatch(const ApiDeps& d, const Call& c, const Responder& respond) {
+    if (!d.usage) return respond(RouteNotFound(c.req));
     auto body = BindJsonBody(c.req, {"events"}, kUsageBatchBodyBytesMax);
-    if (!body.ok()) return Fail(body.error());
-    const bj::value* events = body->if_contains("events");
-    if (events == nullptr || events->is_null()) return Fail(MissingArgument("events is required", "events"));
+    if (!body.ok()) return respond(Fail(body.error()));
+    auto req = std::make_shared<UsageRequest>();
+    req->api_key_id = c.idem.api_key_id;
+    req->body = std::move(*body);
+    const bj::value* events = req->body.as_object().if_contains("events");
+    if (events == nullptr || events->is_null()) return respond(Fail(MissingArgument("events is required", "events")));
     if (!events->is_array() || events->get_array().empty()) {
-        return Fail(InvalidArgument("events must be a non-empty array of usage events", "events"));
+        return respond(Fail(InvalidArgument("events must be a non-empty array of usage events", "events")));
     }
     const bj::array& list = events->get_array();
     if (list.size() > kUsageBatchEventsMax) {
-        return Fail(InvalidArgument("at most " + std::to_string(kUsageBatchEventsMax) + " events per batch", "events"));
+        return respond(
+            Fail(InvalidArgument("at most " + std::to_string(kUsageBatchEventsMax) + " events per batch", "events")));
     }
-    // One durable transaction for the batch; each event in a savepoint of its own, accepted or rejected alone.
-    bj::array results;
-    int64_t recorded = 0;
-    int64_t replayed = 0;
-    int64_t rejected = 0;
-    Status s = d.store.Write([&](StoreTx& tx) -> Status {
-        results.clear();
-        recorded = replayed = rejected = 0;
-        for (size_t i = 0; i < list.size(); ++i) {
-            bj::object result{{"index", static_cast<int64_t>(i)}};
-            const auto reject = [&](const Error& e) {
-                Response r = ErrorResponse(e);
-                result["status"] = "rejected";
-                result["error"] = bj::parse(r.body).at("error");
-                ++rejected;
-            };
-            if (!list[i].is_object()) {
-                reject(InvalidArgument("each event must be an object", "events[" + std::to_string(i) + "]"));
-                results.push_back(std::move(result));
-                continue;
-            }
-            auto item = ParseUsageItem(list[i].get_object());
-            if (!item.ok()) {
-                reject(item.error());
-                results.push_back(std::move(result));
-                continue;
-            }
-            TALLY_TRY(tx.Savepoint());
-            auto outcome = d.idempotency.RunInTransaction(
-                tx, UsageIdempotency(c, *item, list[i].get_object()),
-                [&](StoreTx& t) -> Result<std::pair<StoredResponse, StoredResponse>> {
-                    TALLY_ASSIGN_OR_RETURN(auto o, d.usage->Record(t, item->in));
-                    return UsageResponse(*item, o);
-                });
-            if (!outcome.ok()) {
-                // Only this event's writes are undone; a store failure fails the whole batch (nothing acknowledged).
-                TALLY_TRY(tx.RollbackToSavepoint());
-                TALLY_TRY(tx.ReleaseSavepoint());
-                if (outcome.error().code == ErrorCode::kUnavailable || outcome.error().code == ErrorCode::kInternal) {
-                    return outcome.error();
-                }
-                reject(outcome.error());
-            } else {
-                TALLY_TRY(tx.ReleaseSavepoint());
-                result["status"] = outcome->replayed ? "replayed" : "recorded";
-                result["record"] = bj::parse(outcome->response.body);
-                ++(outcome->replayed ? replayed : recorded);
-            }
-            results.push_back(std::move(result));
+    // Each event accepted or rejected on its own: the malformed ones here, the others by RecordEvents, all in one
+    // durable transaction.
+    auto parse_errors = std::make_shared<std::vector<std::optional<Error>>>(list.size());
+    req->events.reserve(list.size());
+    for (size_t i = 0; i < list.size(); ++i) {
+        if (!list[i].is_object()) {
+            (*parse_errors)[i] = InvalidArgument("each event must be an object", "events[" + std::to_string(i) + "]");
+            continue;
         }
-        return {};
+        auto item = ParseUsageItem(list[i].get_object());
+        if (!item.ok()) {
+            (*parse_errors)[i] = item.error();
+            continue;
+        }
+        req->json.push_back(&list[i].get_object());
+        req->events.push_back(UsageEventInput{std::move(item->in), std::move(item->key)});
+        req->index.push_back(i);
+    }
+    const auto render = [parse_errors, req](const std::vector<UsageEventResult>& results) -> std::string {
+        int64_t recorded = 0, replayed = 0, rejected = 0;
+        const auto error_json = [](const Error& e) { return bj::parse(ErrorResponse(e).body).at("error"); };
+        bj::array data;
+        data.reserve(parse_errors->size());
+        size_t next = 0;  // the next of |results|, in request order
+        for (size_t i = 0; i < parse_errors->size(); ++i) {
+            bj::object item{{"index", static_cast<int64_t>(i)}};
+            if ((*parse_errors)[i]) {
+                item["status"] = "rejected";
+                item["error"] = error_json(*(*parse_errors)[i]);
+                ++rejected;
+            } else {
+                const UsageEventResult& r = results[next++];
+                if (r.status == UsageEventResult::Status::kRejected) {
+                    item["status"] = "rejected";
+                    item["error"] = error_json(*r.error);
+                    ++rejected;
+                } else {
+                    const bool again = r.status == UsageEventResult::Status::kReplayed;
+                    item["status"] = again ? "replayed" : "recorded";
+                    item["record"] = r.legacy_response ? bj::parse(*r.legacy_response) : UsageRecordJson(r.record, r.meter);
+                    ++(again ? replayed : recorded);
+                }
+            }
+            data.push_back(std::move(item));
+        }
+        return bj::serialize(bj::object{{"object", "usage_batch"},
+                                        {"recorded", recorded},
+                                        {"replayed", replayed},
+                                        {"rejected", rejected},
+                                        {"data", std::move(data)}});
+    };
+    if (req->events.empty()) return respond(Response{200, render({}), "application/json", {}, nullptr});
+    RunUsageEvents(d, req, [render, respond](Result<std::vector<UsageEventResult>> r) {
+        // A store failure fails the whole batch: nothing of it is acknowledged.
+        if (!r.ok()) return respond(Fail(r.error()));
+        // Rendered by the connection's thread, not the committer's.
+        auto results = std::make_shared<std::vector<UsageEventResult>>(std::move(*r));
+        respond(Response{200, "", "application/json", {}, [render, results] { return render(*results); }});
     });
-    if (!s.ok()) return Fail(s.error());
-    return Json(200, bj::object{{"object", "usage_batch"},
-                                {"recorded", recorded},
-                                {"replayed", replayed},
-                                {"rejected", rejected},
-                                {"data", std::move(results)}});
 }
 
 namespace {

@@ -380,6 +380,34 @@ bj::value MeterStateJson(const MeterState& m) {
                       {"override", m.override_record ? LimitOverrideJson(*m.override_record) : bj::value(nullptr)}};
 }
 
+bj::value UsageRecordJson(const UsageEventRecord& r, const Meter* meter) {
+    bj::value percent = nullptr;
+    if (r.limit && *r.limit > 0) percent = r.current * 100 / *r.limit;
+    if (r.limit && *r.limit == 0) percent = r.current > 0 ? 100 : 0;
+    const int64_t remaining = r.limit ? std::max<int64_t>(0, *r.limit - r.current) : 0;
+    const int64_t overage = r.limit ? std::max<int64_t>(0, r.current - *r.limit) : 0;
+    return bj::object{{"object", "usage_record"},
+                      {"customer", r.customer_id.str()},
+                      {"meter", r.meter},
+                      {"kind", meter ? bj::value(MeterKindName(meter->kind)) : bj::value(nullptr)},
+                      {"mode", meter ? bj::value(LimitModeName(meter->mode)) : bj::value(nullptr)},
+                      {"unit", meter ? bj::value(meter->unit) : bj::value(nullptr)},
+                      {"action", r.action},
+                      {"value", r.value},
+                      {"timestamp", r.at.unix_seconds()},
+                      {"idempotency_key", r.idempotency_key.empty() ? bj::value(nullptr) : bj::value(r.idempotency_key)},
+                      {"current", r.current},
+                      {"limit", r.limit ? bj::value(*r.limit) : bj::value(nullptr)},
+                      {"remaining", r.limit ? bj::value(remaining) : bj::value(nullptr)},
+                      {"percent", percent},
+                      {"overage", overage},
+                      {"period_start", r.period_end ? bj::value(r.period_start.unix_seconds()) : bj::value(nullptr)},
+                      {"resets_at", r.period_end ? bj::value(r.period_end->unix_seconds()) : bj::value(nullptr)},
+                      {"allowed", true},
+                      {"reason", overage > 0 ? bj::value("overage") : bj::value(nullptr)},
+                      {"recorded", true}};
+}
+
 bj::value LimitOverrideJson(const LimitOverrideRecord& o) {
     return bj::object{{"object", "limit_override"},
                       {"customer", o.customer_id.str()},

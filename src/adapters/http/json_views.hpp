@@ -20,6 +20,11 @@ boost::json::value PlanJson(const PlanRecord& plan);
 /// {"meter","kind","mode","unit","current","limit","remaining","percent","overage","period_start","resets_at"}:
 /// percent is floor(100 * current / limit) (null without a limit); resets_at is the counter's period end.
 boost::json::value MeterStateJson(const MeterState& state);
+/// A recorded usage event (POST /v1/usage, an item of POST /v1/usage/batch): {object: "usage_record", customer,
+/// meter, kind, mode, unit, action, value, timestamp, idempotency_key, current, limit, remaining, percent, overage,
+/// period_start, resets_at, allowed, reason, recorded}, from the event alone, so a replay of its key renders the
+/// same (kind, mode and unit as the catalog declares the meter now; null if it was removed).
+boost::json::value UsageRecordJson(const UsageEventRecord& record, const Meter* meter);
 /// {"object":"limit_override","customer","meter","limit","extra","expires_at","reason","created"}.
 boost::json::value LimitOverrideJson(const LimitOverrideRecord& o);
 boost::json::value UsageThresholdJson(const CustomerId& customer, const MeterState& state, int threshold);

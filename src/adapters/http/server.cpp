@@ -240,7 +240,7 @@ private:
         res->set(bhttp::field::content_type, r.content_type);
         for (auto& [k, v] : r.headers) res->set(k, v);
         res->keep_alive(keep_alive_);
-        res->body() = std::move(r.body);
+        res->body() = r.render_body ? r.render_body() : std::move(r.body);
         res->prepare_payload();
         // HEAD: the same headers (Content-Length included) and no body, or the next response on the connection
         // would be read as this one's body.

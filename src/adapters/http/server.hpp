@@ -46,6 +46,10 @@ struct Response {
     std::string body;
     std::string content_type = "application/json";
     std::vector<std::pair<std::string, std::string>> headers;
+    /// When set, the body is made by calling it on the connection's I/O thread just before the response is written
+    /// (|body| ignored): a large rendering is then not done by the thread that answered, such as the group
+    /// committer's. Status and headers are final when the Response is handed over.
+    std::function<std::string()> render_body;
 };
 
 /// "/v1/customers/cust_1/entitlements" -> {"v1", "customers", "cust_1", "entitlements"} (empty parts dropped).

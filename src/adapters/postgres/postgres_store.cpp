@@ -787,8 +787,9 @@ public:
                   api_key_id, key, claimed_until);
     }
     Result<int> PruneIdempotency(Timestamp before) override {
+        TALLY_ASSIGN_OR_RETURN(auto legacy, Count("DELETE FROM usage_legacy_keys WHERE created_at < $1", before));
         TALLY_ASSIGN_OR_RETURN(auto n, Count("DELETE FROM idempotency_keys WHERE created_at < $1", before));
-        return static_cast<int>(n);
+        return static_cast<int>(legacy + n);
     }
 };
 
@@ -1107,9 +1108,40 @@ public:
                   customer, meter, period_start, value, updated);
     }
     Status AppendEvent(const UsageEventRecord& e) override {
-        return Do("INSERT INTO usage_events(customer_id, meter, period_start, action, value, delta, at, recorded_at) "
-                  "VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
-                  e.customer_id, e.meter, e.period_start, e.action, e.value, e.delta, e.at, e.recorded_at);
+        const bool keyed = !e.idempotency_key.empty();
+        return Do("INSERT INTO usage_events(customer_id, meter, period_start, action, value, delta, at, recorded_at, "
+                  "api_key_id, idempotency_key, timestamp_given, current, limit_value, period_end) "
+                  "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
+                  e.customer_id, e.meter, e.period_start, e.action, e.value, e.delta, e.at, e.recorded_at,
+                  keyed ? std::optional<std::string>(e.api_key_id) : std::nullopt,
+                  keyed ? std::optional<std::string>(e.idempotency_key) : std::nullopt, e.timestamp_given, e.current,
+                  e.limit, e.period_end);
+    }
+    Result<std::optional<UsageEventRecord>> FindKeyedEvent(const std::string& api_key_id,
+                                                           const std::string& idempotency_key) override {
+        return One<UsageEventRecord>(
+            "SELECT id, customer_id, meter, period_start, action, value, delta, at, recorded_at, api_key_id, "
+            "idempotency_key, timestamp_given, current, limit_value, period_end FROM usage_events "
+            "WHERE api_key_id=$1 AND idempotency_key=$2",
+            [](const Row& s) {
+                return UsageEventRecord{s.Int(0),  CustomerId(s.Text(1)), s.Text(2),    Timestamp(s.Int(3)),
+                                        s.Text(4), s.Int(5),              s.Int(6),     Timestamp(s.Int(7)),
+                                        Timestamp(s.Int(8)), s.Text(9),   s.Text(10),   s.Bool(11),
+                                        s.Int(12), s.OptInt(13),          s.OptTs(14)};
+            },
+            api_key_id, idempotency_key);
+    }
+    Result<bool> HasLegacyKeys() override {
+        TALLY_ASSIGN_OR_RETURN(auto any, One<int64_t>("SELECT 1 FROM usage_legacy_keys LIMIT 1",
+                                                      [](const Row& s) { return s.Int(0); }));
+        return any.has_value();
+    }
+    Result<std::optional<UsageLegacyKey>> FindLegacyKey(const std::string& api_key_id,
+                                                        const std::string& idempotency_key) override {
+        return One<UsageLegacyKey>("SELECT request_hash, response_body FROM usage_legacy_keys WHERE api_key_id=$1 AND "
+                                   "key=$2",
+                                   [](const Row& s) { return UsageLegacyKey{s.Text(0), s.Text(1)}; }, api_key_id,
+                                   idempotency_key);
     }
     Result<std::optional<Timestamp>> LatestPeriodBefore(const CustomerId& customer, const std::string& meter,
                                                         Timestamp before) override {

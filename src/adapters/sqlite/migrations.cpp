@@ -585,6 +585,33 @@ CREATE TABLE credit_auto_purchase (
 );
 CREATE INDEX credit_auto_purchase_due ON credit_auto_purchase(next_attempt_at) WHERE pending_purchase <> '';
 )sql"},
+    {14, R"sql(
+-- Usage events carry the idempotency key they were recorded under (scoped to the API key) and what they left: the
+-- meter's value, the limit in force and the counter period's end. A replay of the key is answered from its event,
+-- so the key is checked and recorded with the event in one row, in one index, for as long as the event exists.
+ALTER TABLE usage_events ADD COLUMN api_key_id TEXT;
+ALTER TABLE usage_events ADD COLUMN idempotency_key TEXT;
+ALTER TABLE usage_events ADD COLUMN timestamp_given INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE usage_events ADD COLUMN current INTEGER;
+ALTER TABLE usage_events ADD COLUMN limit_value INTEGER;
+ALTER TABLE usage_events ADD COLUMN period_end INTEGER;
+CREATE UNIQUE INDEX usage_events_idempotency ON usage_events(api_key_id, idempotency_key)
+  WHERE idempotency_key IS NOT NULL;
+-- Keys of usage events recorded before: moved out of idempotency_keys (as "usage:<key>") with their stored
+-- responses, replayed from there until pruned with the other keys after their retention.
+CREATE TABLE usage_legacy_keys (
+  api_key_id TEXT NOT NULL,
+  key TEXT NOT NULL,
+  request_hash TEXT NOT NULL,
+  response_body TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (api_key_id, key)
+);
+INSERT INTO usage_legacy_keys (api_key_id, key, request_hash, response_body, created_at)
+  SELECT api_key_id, substr(key, 7), request_hash, response_body, created_at FROM idempotency_keys
+  WHERE substr(key, 1, 6) = 'usage:' AND state = 'done';
+DELETE FROM idempotency_keys WHERE substr(key, 1, 6) = 'usage:';
+)sql"},
 };
 
 Status Exec(sqlite3* db, const char* sql) {

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <span>
 
 #include "adapters/sqlite/migrations.hpp"
 #include "adapters/sqlite/wal_write_vfs.hpp"
@@ -20,10 +22,12 @@ void BindOne(sqlite3_stmt* s, int i, int64_t v) { sqlite3_bind_int64(s, i, v); }
 void BindOne(sqlite3_stmt* s, int i, int v) { sqlite3_bind_int64(s, i, v); }
 void BindOne(sqlite3_stmt* s, int i, bool v) { sqlite3_bind_int64(s, i, v ? 1 : 0); }
 void BindOne(sqlite3_stmt* s, int i, Timestamp v) { sqlite3_bind_int64(s, i, v.unix_seconds()); }
+// Text is bound without a copy (SQLITE_STATIC): every Bind runs inside a StmtReset scope, which clears the
+// bindings when the statement is done, while the bound values (the caller's arguments) are still alive.
 void BindOne(sqlite3_stmt* s, int i, const std::string& v) {
-    sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
 }
-void BindOne(sqlite3_stmt* s, int i, const char* v) { sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT); }
+void BindOne(sqlite3_stmt* s, int i, const char* v) { sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC); }
 template <typename Tag>
 void BindOne(sqlite3_stmt* s, int i, const Id<Tag>& v) { BindOne(s, i, v.str()); }
 template <typename T>
@@ -204,7 +208,10 @@ ApiKeyRecord ReadApiKey(sqlite3_stmt* s) {
 class StmtReset {
 public:
     explicit StmtReset(sqlite3_stmt* s) : s_(s) {}
-    ~StmtReset() { sqlite3_reset(s_); }
+    ~StmtReset() {
+        sqlite3_reset(s_);
+        sqlite3_clear_bindings(s_);  // nothing bound may outlive the values it borrowed (BindOne)
+    }
     StmtReset(const StmtReset&) = delete;
     StmtReset& operator=(const StmtReset&) = delete;
 
@@ -855,8 +862,10 @@ public:
                   api_key_id, key, claimed_until);
     }
     Result<int> PruneIdempotency(Timestamp before) override {
+        TALLY_TRY(Do("DELETE FROM usage_legacy_keys WHERE created_at < ?1", before));
+        int n = sqlite3_changes(c_.raw());
         TALLY_TRY(Do("DELETE FROM idempotency_keys WHERE created_at < ?1", before));
-        return sqlite3_changes(c_.raw());
+        return n + sqlite3_changes(c_.raw());
     }
 };
 
@@ -1006,6 +1015,9 @@ public:
 };
 
 // ---- usage
+constexpr size_t kUsageEventColumns = 14;
+constexpr size_t kUsageInsertRowsMax = 64;  // rows of one INSERT (64 x 14 parameters, under SQLite's 32,766)
+constexpr size_t kUsageInsertChunks = 7;    // 64, 32, ..., 1 rows
 class SqliteUsageTx final : public UsageStoreTx, private SqliteStatements {
 public:
     explicit SqliteUsageTx(Connection& c) : SqliteStatements(c) {}
@@ -1025,9 +1037,92 @@ public:
                   customer, meter, period_start, value, updated);
     }
     Status AppendEvent(const UsageEventRecord& e) override {
-        return Do("INSERT INTO usage_events(customer_id, meter, period_start, action, value, delta, at, recorded_at) "
-                  "VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
-                  e.customer_id, e.meter, e.period_start, e.action, e.value, e.delta, e.at, e.recorded_at);
+        const UsageEventRecord* one = &e;
+        return AppendEvents(std::span(&one, 1));
+    }
+    Status AppendEvents(const std::vector<const UsageEventRecord*>& events) override {
+        return AppendEvents(std::span(events));
+    }
+    /// Multi-row INSERTs of kUsageInsertRowsMax rows, then halves for the rest: a statement's fixed cost (preparing
+    /// its run, its statement journal) is paid once per chunk instead of once per event.
+    Status AppendEvents(std::span<const UsageEventRecord* const> events) {
+        static const auto sql = [] {
+            std::array<std::string, kUsageInsertChunks> out;
+            for (size_t k = 0; k < kUsageInsertChunks; ++k) {
+                std::string& q = out[k];
+                // OR FAIL: a conflict fails the statement and keeps what it wrote (the caller rolls back), so
+                // SQLite needs no statement journal for it (sqlite.org/tempfiles.html, "Statement Journals").
+                q = "INSERT OR FAIL INTO usage_events(customer_id, meter, period_start, action, value, delta, at, recorded_at, "
+                    "api_key_id, idempotency_key, timestamp_given, current, limit_value, period_end) VALUES ";
+                for (size_t row = 0; row < (kUsageInsertRowsMax >> k); ++row) {
+                    q += row == 0 ? "(" : ",(";
+                    for (size_t col = 0; col < kUsageEventColumns; ++col) q += col == 0 ? "?" : ",?";
+                    q += ")";
+                }
+            }
+            return out;
+        }();
+        size_t done = 0;
+        while (done < events.size()) {
+            size_t k = 0;
+            while ((kUsageInsertRowsMax >> k) > events.size() - done) ++k;
+            const size_t rows = kUsageInsertRowsMax >> k;
+            TALLY_ASSIGN_OR_RETURN(sqlite3_stmt* s, c_.Prepare(sql[k].c_str()));
+            StmtReset reset(s);
+            int i = 0;
+            for (size_t r = 0; r < rows; ++r) {
+                const UsageEventRecord& e = *events[done + r];
+                const bool keyed = !e.idempotency_key.empty();
+                BindOne(s, ++i, e.customer_id);
+                BindOne(s, ++i, e.meter);
+                BindOne(s, ++i, e.period_start);
+                BindOne(s, ++i, e.action);
+                BindOne(s, ++i, e.value);
+                BindOne(s, ++i, e.delta);
+                BindOne(s, ++i, e.at);
+                BindOne(s, ++i, e.recorded_at);
+                if (keyed) {
+                    BindOne(s, ++i, e.api_key_id);
+                    BindOne(s, ++i, e.idempotency_key);
+                } else {
+                    sqlite3_bind_null(s, ++i);
+                    sqlite3_bind_null(s, ++i);
+                }
+                BindOne(s, ++i, e.timestamp_given);
+                BindOne(s, ++i, e.current);
+                BindOne(s, ++i, e.limit);
+                BindOne(s, ++i, e.period_end);
+            }
+            if (sqlite3_step(s) != SQLITE_DONE) return c_.LastError();
+            done += rows;
+        }
+        return {};
+    }
+    Result<std::optional<UsageEventRecord>> FindKeyedEvent(const std::string& api_key_id,
+                                                           const std::string& idempotency_key) override {
+        return One<UsageEventRecord>(
+            "SELECT id, customer_id, meter, period_start, action, value, delta, at, recorded_at, api_key_id, "
+            "idempotency_key, timestamp_given, current, limit_value, period_end FROM usage_events "
+            "WHERE api_key_id=?1 AND idempotency_key=?2",
+            [](sqlite3_stmt* s) {
+                return UsageEventRecord{Int(s, 0),  CustomerId(Text(s, 1)), Text(s, 2),    Timestamp(Int(s, 3)),
+                                        Text(s, 4), Int(s, 5),              Int(s, 6),     Timestamp(Int(s, 7)),
+                                        Timestamp(Int(s, 8)), Text(s, 9),   Text(s, 10),   Int(s, 11) != 0,
+                                        Int(s, 12), OptInt(s, 13),          OptTs(s, 14)};
+            },
+            api_key_id, idempotency_key);
+    }
+    Result<bool> HasLegacyKeys() override {
+        TALLY_ASSIGN_OR_RETURN(auto any, One<int64_t>("SELECT 1 FROM usage_legacy_keys LIMIT 1",
+                                                      [](sqlite3_stmt* s) { return Int(s, 0); }));
+        return any.has_value();
+    }
+    Result<std::optional<UsageLegacyKey>> FindLegacyKey(const std::string& api_key_id,
+                                                        const std::string& idempotency_key) override {
+        return One<UsageLegacyKey>("SELECT request_hash, response_body FROM usage_legacy_keys WHERE api_key_id=?1 AND "
+                                   "key=?2",
+                                   [](sqlite3_stmt* s) { return UsageLegacyKey{Text(s, 0), Text(s, 1)}; }, api_key_id,
+                                   idempotency_key);
     }
     Result<std::optional<Timestamp>> LatestPeriodBefore(const CustomerId& customer, const std::string& meter,
                                                         Timestamp before) override {

@@ -22,8 +22,24 @@ struct UsageEventRecord {
     std::string action;      // "increment" | "set"
     int64_t value = 0;       // as given
     int64_t delta = 0;       // how the meter moved
-    Timestamp at;            // when the usage happened (the caller's timestamp)
+    Timestamp at;            // when the usage happened (the caller's timestamp, or when it was recorded)
     Timestamp recorded_at;
+    // Set for events recorded through the API (POST /v1/usage, /v1/usage/batch): the key that deduplicates the event
+    // (scoped to the API key), whether the caller gave |at|, and what the event left, from which a replay of the
+    // key is answered. Empty |idempotency_key| for usage recorded by a check.
+    std::string api_key_id;
+    std::string idempotency_key;
+    bool timestamp_given = false;
+    int64_t current = 0;                // the meter's value after the event
+    std::optional<int64_t> limit;       // the limit in force then (overrides included); nullopt: none
+    std::optional<Timestamp> period_end;  // counters: the end of the period it counted in
+};
+
+/// A usage event's idempotency key recorded before events carried their keys (SQLite migration 14, PostgreSQL 11):
+/// its request digest and stored response, replayed until the key's retention ends.
+struct UsageLegacyKey {
+    std::string request_hash;
+    std::string response_body;
 };
 
 /// An admin's exception to a customer's plan limit for one meter: a different limit, or extra allowance on top of
@@ -53,7 +69,23 @@ public:
     virtual Result<int64_t> Value(const CustomerId& customer, const std::string& meter, Timestamp period_start) = 0;
     virtual Status PutValue(const CustomerId& customer, const std::string& meter, Timestamp period_start, int64_t value,
                             Timestamp updated) = 0;
+    /// Appends |event|; kConflict if its (api_key_id, idempotency_key) is already recorded (a key is checked with
+    /// FindKeyedEvent first, in the same transaction).
     virtual Status AppendEvent(const UsageEventRecord& event) = 0;
+    /// AppendEvent for each of |events| in order, in fewer statements; kConflict as AppendEvent (then the caller
+    /// rolls back: which of them were appended is not said).
+    virtual Status AppendEvents(const std::vector<const UsageEventRecord*>& events) {
+        for (const UsageEventRecord* e : events) TALLY_TRY(AppendEvent(*e));
+        return {};
+    }
+    /// The event recorded under (|api_key_id|, |idempotency_key|), if any.
+    virtual Result<std::optional<UsageEventRecord>> FindKeyedEvent(const std::string& api_key_id,
+                                                                   const std::string& idempotency_key) = 0;
+    /// Whether any UsageLegacyKey is left (they are pruned with the other idempotency keys).
+    virtual Result<bool> HasLegacyKeys() = 0;
+    /// The legacy key (|idempotency_key| as the event gave it), if recorded.
+    virtual Result<std::optional<UsageLegacyKey>> FindLegacyKey(const std::string& api_key_id,
+                                                                const std::string& idempotency_key) = 0;
     /// The latest period a value was recorded in that starts before |before|, if any.
     virtual Result<std::optional<Timestamp>> LatestPeriodBefore(const CustomerId& customer, const std::string& meter,
                                                                 Timestamp before) = 0;
