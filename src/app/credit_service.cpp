@@ -124,6 +124,28 @@ Result<CreditService::Clocks> CreditService::Settle(StoreTx& tx, const CustomerR
     return at;
 }
 
+Result<int> CreditService::SettleLapsed(int limit) {
+    std::vector<CustomerId> due;
+    TALLY_TRY(store_.Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(due, tx.credits().ListCustomersWithLapsedCredits(clock_.Now(), limit));
+        return {};
+    }));
+    int settled = 0;
+    for (const CustomerId& id : due) {
+        // As a write of the customer's would: queued behind (and on every node serialized with) its other writes.
+        Status s = store_.WriteSerialized("credits:" + id.str(), [&](StoreTx& tx) -> Status {
+            TALLY_ASSIGN_OR_RETURN(auto customer, tx.customers().Get(id));
+            if (!customer) return {};
+            TALLY_ASSIGN_OR_RETURN(auto at, Settle(tx, *customer));
+            (void)at;
+            return {};
+        });
+        if (!s.ok()) return s.error();  // the store is failing: the next sweep goes on
+        ++settled;
+    }
+    return settled;
+}
+
 EventOutbox* CreditService::outbox() const { return billing_ != nullptr ? billing_->outbox() : nullptr; }
 
 Status CreditService::IssuePlanGrant(StoreTx& tx, const CreditGrantRecord& g, const Clocks& at) {

@@ -21,9 +21,10 @@ struct GroupedWrite {
     /// The write, inside a savepoint of the group's transaction. It may run more than once (a PostgreSQL
     /// serialization retry runs the whole group again), so it must leave its answer where the last run puts it.
     std::function<Status(StoreTx&)> run;
-    /// false for a write that decides every refusal before it writes anything (it reads, decides in memory, then
-    /// writes): it runs without a savepoint of its own, which spares the store journaling every page it changes, and
-    /// any error it returns fails the whole group.
+    /// false for a write that decides every refusal before it writes anything (it reads, decides, then writes) and
+    /// reports refusals through its own answer, so |run| fails only when the store does: it then runs without a
+    /// savepoint of its own, which spares the store journaling the pages it changes, and its error fails the
+    /// whole group.
     bool savepoint = true;
 };
 

@@ -526,6 +526,7 @@ int Serve(const ServeOptions& o) {
     BillingService billing(**store, *catalog, clock, BillingConfig{o.grace_period_days * 86400}, &outbox);
     std::atomic<PlanService*> plans_view{nullptr};  // set once the Stripe client exists
     std::atomic<CreditPurchaseService*> purchases_view{nullptr};  // likewise
+    std::atomic<CreditService*> credits_view{nullptr};             // likewise
     WebhookProcessor processor(**store, decoder, billing, clock, metrics);
     ApiKeyService keys(**store, clock, hasher, o.admin_key);
     IdempotencyService idempotency(**store, clock);
@@ -534,9 +535,11 @@ int Serve(const ServeOptions& o) {
     std::atomic<StripeCustomerSync*> customer_sync{nullptr};  // set once the Stripe client exists
     // Acknowledging deliveries comes first: the worker defers while the receiver has commits queued.
     int64_t last_prune_s = 0;
+    int64_t last_credit_sweep_s = 0;
     WebhookWorker worker(
         processor, billing, o.poll_interval_ms, [&receiver_ptr] { return receiver_ptr ? receiver_ptr->backlog() : 0; },
-        [&idempotency, &members, &customer_sync, &plans_view, &purchases_view, &clock, &last_prune_s] {
+        [&idempotency, &members, &customer_sync, &plans_view, &purchases_view, &credits_view, &clock, &last_prune_s,
+         &last_credit_sweep_s] {
             // Profiles waiting for Stripe: a cheap read when none is (its own backoff when Stripe fails).
             if (auto* sync = customer_sync.load()) (void)sync->SyncPending();
             // Plans: another node's change installed here, and pushes to Stripe due (claimed: one node does each).
@@ -546,6 +549,13 @@ int Serve(const ServeOptions& o) {
             }
             // Auto-purchases due: a cheap read when none is (each attempt claimed by one node).
             if (auto* purchases = purchases_view.load()) (void)purchases->RunDueAutoPurchases();
+            // Reservations and grants that lapsed since the last sweep are settled (released, expired) without
+            // waiting for the customer's next write, so credits.expired arrives on time.
+            if (auto* credits = credits_view.load();
+                credits != nullptr && clock.Now().unix_seconds() - last_credit_sweep_s >= kCreditSweepIntervalSeconds) {
+                last_credit_sweep_s = clock.Now().unix_seconds();
+                (void)credits->SettleLapsed();
+            }
             // Stripe keeps idempotency keys 24 hours; prune in the worker's quiet moments, at most every 10 minutes.
             if (clock.Now().unix_seconds() - last_prune_s < kIdempotencyPruneIntervalSeconds) return;
             last_prune_s = clock.Now().unix_seconds();
@@ -751,6 +761,7 @@ int Serve(const ServeOptions& o) {
                     std::to_string(billing.catalog().plans().size()) + " plans, stripe " + stripe_mode + ")");
     plans_view = &plans;  // from here the worker installs other nodes' changes and pushes what is due
     purchases_view = &credit_purchases;
+    credits_view = &credits;
     std::cout << "tally listening on http://" << o.host << ":" << server.port() << std::endl;
 
     int sig = 0;

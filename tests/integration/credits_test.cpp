@@ -358,6 +358,51 @@ TEST_P(CreditsTest, AnExpiredReservationReleasesItself) {
     h.ExpectVerified();
 }
 
+// The expiry sweep settles what lapsed without waiting for the customer's next write: a lapsed reservation is
+// released and a lapsed grant's credits left expire (their transfers written), once however many nodes sweep.
+TEST_P(CreditsTest, TheExpirySweepSettlesLapsedReservationsAndGrantsOnce) {
+    Harness h(GetParam());
+    ASSERT_TRUE(h.Grant({{}, "g_promo", GrantType::kPromotional, 30, Timestamp(kT0 + 3600), std::nullopt, "", "a"}).ok());
+    ASSERT_TRUE(h.Grant({{}, "g_bundle", GrantType::kBundle, 50, std::nullopt, std::nullopt, "", "a"}).ok());
+    ASSERT_TRUE(h.Reserve("r", 40, 60).ok());  // 30 from the promotion, 10 from the bundle
+    EXPECT_EQ(h.services[0]->SettleLapsed().value(), 0);  // nothing lapsed yet
+    const auto kinds = [&] {
+        std::map<std::string, int> out;
+        EXPECT_TRUE(h.stores[0]->Read([&](StoreTx& tx) -> Status {
+            CreditTransferFilter f;
+            f.customer = h.customer;
+            f.limit = 100;
+            TALLY_ASSIGN_OR_RETURN(auto transfers, tx.credits().ListTransfers(f));
+            for (const auto& t : transfers) ++out[t.kind];
+            return {};
+        }).ok());
+        return out;
+    };
+    h.clock.Advance(61);
+    EXPECT_EQ(h.services[0]->SettleLapsed().value(), 1);
+    EXPECT_EQ(h.services[0]->GetReservation("r")->status, "expired");
+    EXPECT_EQ(kinds()["release"], 1);
+    EXPECT_EQ(kinds().count("expire"), 0u);
+    // The promotion lapses an hour in: every node sweeps, one expiry is written.
+    h.clock.Advance(3600);
+    std::vector<std::thread> nodes;
+    std::atomic<int> failed{0};
+    for (size_t n = 0; n < h.Nodes(); ++n) {
+        nodes.emplace_back([&, n] {
+            if (!h.services[n]->SettleLapsed().ok()) ++failed;
+        });
+    }
+    for (auto& t : nodes) t.join();
+    EXPECT_EQ(failed.load(), 0);
+    EXPECT_EQ(kinds()["expire"], 1);
+    EXPECT_EQ(h.services[0]->SettleLapsed().value(), 0);  // settled: not found again
+    auto balance = h.services[0]->Balance(h.customer);
+    ASSERT_TRUE(balance.ok());
+    EXPECT_EQ(balance->promotional, 0);
+    EXPECT_EQ(balance->bundle, 50);
+    h.ExpectVerified();
+}
+
 // A reversal returns a deduction to the grants it came from, once; a part whose grant expired since is expired
 // again at once; a reversal of a reversal, or of a grant, is refused.
 TEST_P(CreditsTest, AReversalReturnsADeductionToItsGrantsAndReExpiresWhatExpiredSince) {

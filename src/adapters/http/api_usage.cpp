@@ -131,6 +131,9 @@ Result<IdempotentOutcome> RunSerialized(const ApiDeps& d, const std::string& loc
     return out;
 }
 
+/// Whether |e| is the store's failure (the group's), not a refusal of the caller's request.
+bool IsStoreFailure(const Error& e) { return e.code == ErrorCode::kUnavailable || e.code == ErrorCode::kInternal; }
+
 /// RunSerialized, answered through |respond|: with a group committer, once the group holding this write is
 /// durable (the caller's thread goes back to other requests meanwhile); else at once. |fn| is kept until then, so
 /// it must own what it uses.
@@ -138,6 +141,8 @@ void RunSerializedAndRespond(const ApiDeps& d, std::string lock, IdempotencyRequ
                              std::function<Result<StoredResponse>(StoreTx&)> fn, const Responder& respond) {
     if (d.commits == nullptr) return respond(Stored(RunSerialized(d, lock, idem, fn)));
     auto out = std::make_shared<Result<IdempotentOutcome>>(Internal("the write did not run"));
+    // The check refuses (an unknown customer or meter, a reused key) before it writes, and a refusal is its answer,
+    // not the group's: no savepoint needed; only a store failure fails the group.
     d.commits->Submit(GroupedWrite{{std::move(lock)},
                                    [&d, idem = std::move(idem), fn = std::move(fn), out](StoreTx& tx) -> Status {
                                        *out = d.idempotency.RunInTransaction(
@@ -146,9 +151,10 @@ void RunSerializedAndRespond(const ApiDeps& d, std::string lock, IdempotencyRequ
                                                TALLY_ASSIGN_OR_RETURN(StoredResponse r, fn(t));
                                                return std::make_pair(r, r);
                                            });
-                                       if (!out->ok()) return out->error();
+                                       if (!out->ok() && IsStoreFailure(out->error())) return out->error();
                                        return {};
-                                   }},
+                                   },
+                                   false},
                       [out, respond](Result<GroupedWriteOutcome> r) {
                           if (!r.ok()) return respond(Fail(r.error()));
                           if (!r->status.ok()) return respond(Fail(r->status.error()));

@@ -563,6 +563,11 @@ INSERT INTO usage_legacy_keys (api_key_id, key, request_hash, response_body, cre
   WHERE left(key, 6) = 'usage:' AND state = 'done';
 DELETE FROM idempotency_keys WHERE left(key, 6) = 'usage:';
 )sql"},
+    {12, R"sql(
+-- The expiry sweep's work: pending reservations and grants with credits left, by when they lapse.
+CREATE INDEX credit_reservations_lapsing ON credit_reservations(expires_at) WHERE status = 'pending';
+CREATE INDEX credit_grants_lapsing ON credit_grants(expires_at) WHERE remaining > 0 AND expires_at IS NOT NULL;
+)sql"},
 };
 
 }  // namespace

@@ -612,6 +612,11 @@ INSERT INTO usage_legacy_keys (api_key_id, key, request_hash, response_body, cre
   WHERE substr(key, 1, 6) = 'usage:' AND state = 'done';
 DELETE FROM idempotency_keys WHERE substr(key, 1, 6) = 'usage:';
 )sql"},
+    {15, R"sql(
+-- The expiry sweep's work: pending reservations and grants with credits left, by when they lapse.
+CREATE INDEX credit_reservations_lapsing ON credit_reservations(expires_at) WHERE status = 'pending';
+CREATE INDEX credit_grants_lapsing ON credit_grants(expires_at) WHERE remaining > 0 AND expires_at IS NOT NULL;
+)sql"},
 };
 
 Status Exec(sqlite3* db, const char* sql) {

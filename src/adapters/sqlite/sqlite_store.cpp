@@ -1335,6 +1335,14 @@ public:
                                              "WHERE customer_id=?1 AND status='pending' ORDER BY created, id",
                                              ReadSqliteReservation, customer);
     }
+    Result<std::vector<CustomerId>> ListCustomersWithLapsedCredits(Timestamp now, int limit) override {
+        // Both halves read a partial index of what is still live (credit_reservations_lapsing, credit_grants_lapsing).
+        return Many<CustomerId>(
+            "SELECT customer_id FROM credit_reservations WHERE status='pending' AND expires_at<=?1 "
+            "UNION SELECT customer_id FROM credit_grants WHERE remaining>0 AND expires_at IS NOT NULL AND "
+            "expires_at<=?1 LIMIT ?2",
+            [](sqlite3_stmt* s) { return CustomerId(Text(s, 0)); }, now, limit);
+    }
     Result<std::vector<CreditReservationRecord>> AllReservations() override {
         return Many<CreditReservationRecord>("SELECT " TALLY_CREDIT_RESERVATION_COLS " FROM credit_reservations ORDER BY id",
                                              ReadSqliteReservation);

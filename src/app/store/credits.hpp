@@ -166,6 +166,9 @@ public:
     virtual Status SettleReservation(const CreditReservationRecord& reservation) = 0;
     /// The customer's pending reservations (expired ones too, until settled), oldest first.
     virtual Result<std::vector<CreditReservationRecord>> ListPendingReservations(const CustomerId& customer) = 0;
+    /// Customers (at most |limit|, each once) with a pending reservation or a grant with credits left whose expiry
+    /// is at or before |now|: what the expiry sweep settles.
+    virtual Result<std::vector<CustomerId>> ListCustomersWithLapsedCredits(Timestamp now, int limit) = 0;
     virtual Status InsertNotification(const NotificationRecord& n) = 0;
     /// Newest first, after |starting_after| (an id of this customer's); dismissed ones only when asked.
     virtual Result<std::vector<NotificationRecord>> ListNotifications(const CustomerId& customer, bool include_dismissed,
