@@ -523,6 +523,32 @@ TEST_P(UsageTest, EventsAreRecordedInOrderEachOnItsOwnAndAKeyReplaysItsFirstReco
     EXPECT_EQ(by_threshold, (std::map<int64_t, int>{{80, 1}, {95, 1}, {100, 1}}));
 }
 
+// The same keyed events sent to three nodes at once (a client retrying through a load balancer): each recorded once,
+// the others' answers replays, the meter counting each event once.
+TEST_P(UsageTest, TheSameKeyedBatchOnThreeNodesAtOnceIsRecordedOnce) {
+    Harness h(GetParam());
+    std::vector<UsageEventInput> events;
+    for (int i = 0; i < 50; ++i) events.push_back(Event(h.customer, "seats", 1, "k" + std::to_string(i)));
+    std::atomic<int> recorded{0}, replayed{0}, failed{0};
+    std::vector<std::thread> threads;
+    for (size_t n = 0; n < 3; ++n) {
+        threads.emplace_back([&, n] {
+            auto r = RecordEvents(h.StoreOf(n), h.nodes[n]->usage, "key_a", events);
+            if (!r.ok()) {
+                ++failed;
+                ADD_FAILURE() << r.error().message;
+                return;
+            }
+            for (const auto& e : *r) ++(e.status == St::kRecorded ? recorded : replayed);
+        });
+    }
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(failed.load(), 0);
+    EXPECT_EQ(recorded.load(), 50);
+    EXPECT_EQ(replayed.load(), 100);
+    EXPECT_EQ(h.Current("seats"), 50);
+}
+
 TEST_P(UsageTest, KeysRecordedBeforeEventsCarriedThemStillReplayUntilPruned) {
     Harness h(GetParam());
     const bool pg = GetParam() == StoreKind::kPostgres;
