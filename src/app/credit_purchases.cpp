@@ -564,8 +564,16 @@ Result<std::vector<CreditPurchaseRecord>> CreditPurchaseService::List(const Cust
 Status CreditPurchaseService::OnStripeEvent(StoreTx& tx, const DecodedEvent& event) {
     const std::string cause = "event:" + event.id.str();
     if (const auto* session = std::get_if<StripeCheckoutData>(&event.object)) {
-        if (event.type != "checkout.session.completed" || session->purchase.empty()) return {};
-        if (session->payment_status != "paid") return {};
+        if (session->purchase.empty()) return {};
+        if (event.type == "checkout.session.expired") {
+            // The page was left unpaid until Stripe expired it (24 h by default, or an expire call): the purchase
+            // will never be paid through it (stripe.com/docs/api/checkout/sessions/expire: only an open session
+            // expires, and an expired one cannot complete). Still pending only; a paid one stays paid.
+            TALLY_ASSIGN_OR_RETURN(auto p, tx.credits().GetPurchase(session->purchase));
+            if (!p || p->source != "checkout") return {};
+            return Fail(tx, *p, "checkout_expired", "The Checkout Session expired before it was paid.", cause);
+        }
+        if (event.type != "checkout.session.completed" || session->payment_status != "paid") return {};
         TALLY_ASSIGN_OR_RETURN(auto p, tx.credits().GetPurchase(session->purchase));
         if (!p) return {};
         return Complete(tx, *p, session->payment_intent, cause);

@@ -161,6 +161,23 @@ test('a Checkout purchase is granted once when the page is paid, and its card pa
   assert.equal((await server.get(`/v1/customers/${c.id}/credits`)).json.bundle_credits, 6000);
 });
 
+test('a Checkout page left unpaid until it expires fails its purchase, once, and grants nothing', async () => {
+  const { c } = await customerWithCard('bundle_checkout_expired', null);
+  const started = await server.post('/v1/credits/checkout_sessions', { customer: c.id, bundle: 'credits_1000', id: 'co-exp' });
+  assert.equal(started.status, 201, started.text);
+  // Stripe expires an open session after 24 h, or when asked: either way it sends checkout.session.expired.
+  const expired = await stripe.checkout.sessions.expire(started.json.checkout_session);
+  assert.equal(expired.status, 'expired');
+  await until(async () => (await purchaseOf('co-exp')).status === 'failed', 'the expired checkout');
+  const p = await purchaseOf('co-exp');
+  assert.deepEqual([p.failure_code, p.credit_grant], ['checkout_expired', null]);
+  await until(() => eventsOf('credits.purchase_failed', c.id).length === 1, 'credits.purchase_failed');
+  assert.equal((await server.get(`/v1/customers/${c.id}/credits`)).json.bundle_credits, 0);
+  // The same id answers the failed purchase as it is.
+  const replay = await server.post('/v1/credits/checkout_sessions', { customer: c.id, bundle: 'credits_1000', id: 'co-exp' });
+  assert.equal(replay.json.status, 'failed', replay.text);
+});
+
 test('bad purchase requests are refused naming the parameter, and change nothing', async () => {
   const { c } = await customerWithCard('bundle_bad', 'pm_card_visa');
   assertError(await server.post('/v1/credits/purchases', { customer: c.id, bundle: 'credits_7', id: 'bad-1' }), 404, 'resource_missing', 'bundle');

@@ -388,7 +388,8 @@ bool Handled(const std::string& type) {
         "customer.subscription.created", "customer.subscription.updated", "customer.subscription.deleted",
         "customer.subscription.paused", "customer.subscription.resumed", "customer.subscription.trial_will_end",
         "invoice.created", "invoice.finalized", "invoice.paid", "invoice.payment_succeeded", "invoice.payment_failed",
-        "invoice.payment_action_required", "checkout.session.completed", "payment_intent.succeeded",
+        "invoice.payment_action_required", "checkout.session.completed", "checkout.session.expired",
+        "payment_intent.succeeded",
         "payment_intent.payment_failed", "charge.refunded", "subscription_schedule.created",
         "subscription_schedule.updated", "subscription_schedule.released", "subscription_schedule.canceled",
         "subscription_schedule.completed", "subscription_schedule.aborted"};
