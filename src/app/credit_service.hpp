@@ -111,7 +111,6 @@ inline const std::vector<std::string> kNotificationKinds = {"credits.threshold_r
                                                             "credits.auto_purchase_succeeded",
                                                             "credits.auto_purchase_failed"};
 constexpr int kNotificationPageMax = 100;
-constexpr int64_t kCreditSweepIntervalSeconds = 30;  // how often each node's worker settles lapsed credits
 constexpr int kCreditSweepCustomersMax = 100;         // customers one sweep settles at most (the rest: the next one)
 
 class CreditService {
@@ -208,7 +207,7 @@ public:
     /// -amount; an entry of an unknown transfer or grant, or of another customer's grant.
     Result<std::vector<std::string>> Verify();
 
-    /// The expiry sweep (run by every node's worker every kCreditSweepIntervalSeconds): settles up to |limit|
+    /// The expiry sweep (run by every node's worker every --credit-sweep-interval-ms, 30 s by default): settles up to |limit|
     /// customers whose reservations or grants have lapsed by now, as their next write would (a lapsed reservation
     /// is released, a lapsed grant's credits left get their expiry transfer and credits.expired), each in its own
     /// transaction serialized on the customer's credits. Idempotent: the transfers' ids say what was settled, so

@@ -80,6 +80,11 @@ int Run(int argc, char** argv) {
                           "deliveries are retried for 3 days)")
         ->envname("TALLY_EVENT_RETRY_BASE_MS")->check(CLI::Range(int64_t{10}, int64_t{3600000}))
         ->capture_default_str();
+    serve_cmd->add_option("--credit-sweep-interval-ms", serve.credit_sweep_interval_ms,
+                          "How often each node settles lapsed credit reservations and grants (released, expired) "
+                          "without waiting for the customer's next write")
+        ->envname("TALLY_CREDIT_SWEEP_INTERVAL_MS")->check(CLI::Range(int64_t{100}, int64_t{3600000}))
+        ->capture_default_str();
     serve_cmd->add_option("--event-retention-days", serve.event_retention_days,
                           "Events older than this are pruned with their delivery log")
         ->envname("TALLY_EVENT_RETENTION_DAYS")->check(CLI::Range(1, 3650))->capture_default_str();

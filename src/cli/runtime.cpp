@@ -535,11 +535,11 @@ int Serve(const ServeOptions& o) {
     std::atomic<StripeCustomerSync*> customer_sync{nullptr};  // set once the Stripe client exists
     // Acknowledging deliveries comes first: the worker defers while the receiver has commits queued.
     int64_t last_prune_s = 0;
-    int64_t last_credit_sweep_s = 0;
+    int64_t last_credit_sweep_ms = 0;
     WebhookWorker worker(
         processor, billing, o.poll_interval_ms, [&receiver_ptr] { return receiver_ptr ? receiver_ptr->backlog() : 0; },
         [&idempotency, &members, &customer_sync, &plans_view, &purchases_view, &credits_view, &clock, &last_prune_s,
-         &last_credit_sweep_s] {
+         &last_credit_sweep_ms, sweep_ms = o.credit_sweep_interval_ms] {
             // Profiles waiting for Stripe: a cheap read when none is (its own backoff when Stripe fails).
             if (auto* sync = customer_sync.load()) (void)sync->SyncPending();
             // Plans: another node's change installed here, and pushes to Stripe due (claimed: one node does each).
@@ -551,10 +551,12 @@ int Serve(const ServeOptions& o) {
             if (auto* purchases = purchases_view.load()) (void)purchases->RunDueAutoPurchases();
             // Reservations and grants that lapsed since the last sweep are settled (released, expired) without
             // waiting for the customer's next write, so credits.expired arrives on time.
-            if (auto* credits = credits_view.load();
-                credits != nullptr && clock.Now().unix_seconds() - last_credit_sweep_s >= kCreditSweepIntervalSeconds) {
-                last_credit_sweep_s = clock.Now().unix_seconds();
-                (void)credits->SettleLapsed();
+            if (auto* credits = credits_view.load(); credits != nullptr) {
+                const int64_t now_ms = clock.NowMs();
+                if (now_ms - last_credit_sweep_ms >= sweep_ms) {
+                    last_credit_sweep_ms = now_ms;
+                    (void)credits->SettleLapsed();
+                }
             }
             // Stripe keeps idempotency keys 24 hours; prune in the worker's quiet moments, at most every 10 minutes.
             if (clock.Now().unix_seconds() - last_prune_s < kIdempotencyPruneIntervalSeconds) return;

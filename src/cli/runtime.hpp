@@ -42,6 +42,7 @@ struct ServeOptions {
     SandboxOptions sandbox;
     int poll_interval_ms = 1000;
     int64_t event_retry_base_ms = 60000;  // first retry of a failed event delivery; doubles up to 1 h, for 3 days
+    int64_t credit_sweep_interval_ms = 30000;  // how often the worker settles lapsed reservations and grants
     bool event_delivery = true;           // run the dispatcher (and event pruning) in this process
     int event_retention_days = 30;        // events (and their delivery log) older than this are pruned
     std::string public_url;  // how browsers reach this server (Checkout's default return pages); empty -> host:port

@@ -4,10 +4,10 @@
 // balance, and bad input naming its parameter and writing nothing.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { assertError, startTally } from './harness.mjs';
+import { assertError, startTally, until } from './harness.mjs';
 
 let server;
-before(async () => { server = await startTally({ TALLY_STRIPE_SANDBOX: undefined }); });
+before(async () => { server = await startTally({ TALLY_STRIPE_SANDBOX: undefined, TALLY_CREDIT_SWEEP_INTERVAL_MS: '200' }); });
 after(async () => { await server?.stop(); });
 
 const customer = async (external) => (await server.post('/v1/customers', { external_id: external })).json.id;
@@ -133,6 +133,22 @@ test('a reservation holds credits; a capture spends part in the spend order and 
   assert.equal(released.json.balance.total, 35);
   assert.equal((await server.get('/v1/credits/reservations/gen-2')).json.status, 'released');
   assertError(await server.get('/v1/credits/reservations/nope'), 404, 'resource_missing', 'id');
+});
+
+test('the expiry sweep releases a lapsed hold and expires a lapsed grant without any write of the customer', async () => {
+  const c = await customer('credits_sweep');
+  const promo = (await server.post('/v1/credits/grants', { customer: c, id: 's-promo', amount: 30,
+    expires_at: Math.floor(Date.now() / 1000) + 2 })).json;
+  await server.post('/v1/credits/grants', { customer: c, id: 's-bundle', amount: 50, type: 'bundle' });
+  assert.equal((await server.post('/v1/credits/reservations', { customer: c, id: 's-hold', amount: 40, expires_in: 1 })).status, 201);
+  // Only reads from here: the releases and the expiry are written by the sweep.
+  const kinds = async () => (await server.get(`/v1/customers/${c}/credit_transactions?limit=100`)).json.data.map((t) => t.id);
+  const ids = await until(async () => { const k = await kinds(); return k.includes(`expire:${promo.id}:lapsed`) && k; },
+    'the sweep to expire the promotion', 10000);
+  assert.ok(ids.includes('release:s-hold'), ids.join(' '));
+  assert.equal((await server.get('/v1/credits/reservations/s-hold')).json.status, 'expired');
+  const b = await balance(c);
+  assert.deepEqual([b.promotional_credits, b.bundle_credits, b.reserved], [0, 50, 0]);
 });
 
 test('parallel holds never hold a credit twice', async () => {
