@@ -30,6 +30,7 @@ namespace tally::http {
 constexpr size_t kApiBodyBytesMax = size_t{64} * 1024;  // above this a /v1 body gets 413 (webhooks: 512 KiB)
 constexpr size_t kUsageBatchBodyBytesMax = size_t{1024} * 1024;  // POST /v1/usage/batch
 constexpr size_t kUsageBatchEventsMax = 1000;                    // events in one POST /v1/usage/batch
+constexpr size_t kUsageBatchSerializedMetersMax = 64;  // a batch over more meters takes no per-meter lock
 constexpr int kListPageSizeDefault = 100;
 constexpr int kListPageSizeMax = 500;
 
