@@ -86,10 +86,13 @@ struct UsageRequest {
     std::vector<UsageEventInput> events;
 };
 
+/// What RunUsageEvents hands back once the write is durable: the results, and the request, so that the caller can
+/// free it (a batch's parsed JSON is thousands of allocations) on its own thread rather than the committer's.
+using UsageDone = std::function<void(Result<std::vector<UsageEventResult>>, std::shared_ptr<UsageRequest>)>;
+
 /// Records |req|'s events in one write (grouped with others' when there is a group committer) and hands |done|
 /// the results once durable. Writers of one customer's meter queue for it on every node (Store::WriteSerialized).
-void RunUsageEvents(const ApiDeps& d, std::shared_ptr<UsageRequest> req,
-                    std::function<void(Result<std::vector<UsageEventResult>>)> done) {
+void RunUsageEvents(const ApiDeps& d, std::shared_ptr<UsageRequest> req, UsageDone done) {
     std::vector<std::string> locks;
     locks.reserve(req->events.size());
     for (const auto& e : req->events) locks.push_back("usage:" + e.in.customer.str() + ":" + e.in.meter);
@@ -100,22 +103,24 @@ void RunUsageEvents(const ApiDeps& d, std::shared_ptr<UsageRequest> req,
     // the cost of a retry when a concurrent writer of one of its meters wins.
     if (locks.size() > kUsageBatchSerializedMetersMax) locks.clear();
     auto out = std::make_shared<Result<std::vector<UsageEventResult>>>(Internal("the write did not run"));
-    auto run = [&d, req, out](StoreTx& tx) -> Status {
-        *out = d.usage->RecordEvents(tx, req->api_key_id, req->events,
-                                     [&req](size_t i) { return LegacyUsageHash(*req->json[i]); });
+    // |req| is kept alive by the completion below, which the committer calls after every run of the write.
+    const UsageRequest* request = req.get();
+    auto run = [&d, request, out](StoreTx& tx) -> Status {
+        *out = d.usage->RecordEvents(tx, request->api_key_id, request->events,
+                                     [request](size_t i) { return LegacyUsageHash(*request->json[i]); });
         if (!out->ok()) return out->error();
         return {};
     };
     if (d.commits == nullptr) {
         Status s = d.store.WriteSerialized(locks, run);
-        return done(s.ok() ? std::move(*out) : Result<std::vector<UsageEventResult>>(s.error()));
+        return done(s.ok() ? std::move(*out) : Result<std::vector<UsageEventResult>>(s.error()), std::move(req));
     }
     // RecordEvents refuses events before it writes (an error of its own is a store failure): no savepoint needed.
     d.commits->Submit(GroupedWrite{std::move(locks), std::move(run), false},
-                      [out, done = std::move(done)](Result<GroupedWriteOutcome> r) {
-                          if (!r.ok()) return done(r.error());
-                          if (!r->status.ok()) return done(r->status.error());
-                          done(std::move(*out));
+                      [out, req = std::move(req), done = std::move(done)](Result<GroupedWriteOutcome> r) mutable {
+                          if (!r.ok()) return done(r.error(), std::move(req));
+                          if (!r->status.ok()) return done(r->status.error(), std::move(req));
+                          done(std::move(*out), std::move(req));
                       });
 }
 
@@ -179,7 +184,7 @@ void RecordUsage(const ApiDeps& d, const Call& c, const Responder& respond) {
     req->body = std::move(*body);
     req->json.push_back(&req->body.as_object());
     req->events.push_back(UsageEventInput{std::move(item->in), std::move(item->key)});
-    RunUsageEvents(d, req, [respond](Result<std::vector<UsageEventResult>> r) {
+    RunUsageEvents(d, std::move(req), [respond](Result<std::vector<UsageEventResult>> r, std::shared_ptr<UsageRequest>) {
         if (!r.ok()) return respond(Fail(r.error()));
         const UsageEventResult& e = r->front();
         if (e.status == UsageEventResult::Status::kRejected) return respond(Fail(*e.error));
@@ -224,7 +229,7 @@ void RecordUsageBatch(const ApiDeps& d, const Call& c, const Responder& respond)
         req->json.push_back(&list[i].get_object());
         req->events.push_back(UsageEventInput{std::move(item->in), std::move(item->key)});
     }
-    const auto render = [parse_errors, req](const std::vector<UsageEventResult>& results) -> std::string {
+    const auto render = [parse_errors](const std::vector<UsageEventResult>& results) -> std::string {
         int64_t recorded = 0, replayed = 0, rejected = 0;
         const auto error_json = [](const Error& e) { return bj::parse(ErrorResponse(e).body).at("error"); };
         bj::array data;
@@ -258,12 +263,14 @@ void RecordUsageBatch(const ApiDeps& d, const Call& c, const Responder& respond)
                                         {"data", std::move(data)}});
     };
     if (req->events.empty()) return respond(Response{200, render({}), "application/json", {}, nullptr});
-    RunUsageEvents(d, req, [render, respond](Result<std::vector<UsageEventResult>> r) {
+    RunUsageEvents(d, std::move(req), [render, respond](Result<std::vector<UsageEventResult>> r,
+                                                        std::shared_ptr<UsageRequest> owned) {
         // A store failure fails the whole batch: nothing of it is acknowledged.
         if (!r.ok()) return respond(Fail(r.error()));
-        // Rendered by the connection's thread, not the committer's.
+        // Rendered, and the request and results freed, by the connection's thread, not the committer's.
         auto results = std::make_shared<std::vector<UsageEventResult>>(std::move(*r));
-        respond(Response{200, "", "application/json", {}, [render, results] { return render(*results); }});
+        respond(Response{200, "", "application/json", {},
+                         [render, results, owned = std::move(owned)] { return render(*results); }});
     });
 }
 
