@@ -184,7 +184,8 @@ void RecordUsage(const ApiDeps& d, const Call& c, const Responder& respond) {
     req->body = std::move(*body);
     req->json.push_back(&req->body.as_object());
     req->events.push_back(UsageEventInput{std::move(item->in), std::move(item->key)});
-    RunUsageEvents(d, std::move(req), [respond](Result<std::vector<UsageEventResult>> r, std::shared_ptr<UsageRequest>) {
+    RunUsageEvents(d, std::move(req), [respond](Result<std::vector<UsageEventResult>> r,
+                                                const std::shared_ptr<UsageRequest>&) {
         if (!r.ok()) return respond(Fail(r.error()));
         const UsageEventResult& e = r->front();
         if (e.status == UsageEventResult::Status::kRejected) return respond(Fail(*e.error));
