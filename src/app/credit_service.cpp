@@ -140,7 +140,11 @@ Result<int> CreditService::SettleLapsed(int limit) {
             (void)at;
             return {};
         });
-        if (!s.ok()) return s.error();  // the store is failing: the next sweep goes on
+        if (!s.ok()) {
+            // The store is failing: the next sweep goes on. One customer's own failure does not stop the others.
+            if (s.error().code == ErrorCode::kUnavailable) return s.error();
+            continue;
+        }
         ++settled;
     }
     return settled;
