@@ -15,6 +15,10 @@
 namespace tally::http {
 namespace {
 
+/// The answer when a handler or a rendering throws (Stripe's shape for an internal error).
+constexpr const char* kInternalErrorBody =
+    R"({"error":{"type":"api_error","code":"internal_error","message":"An internal error occurred.","param":null}})";
+
 namespace beast = boost::beast;
 namespace bhttp = beast::http;
 namespace net = boost::asio;
@@ -226,7 +230,7 @@ private:
             handler_(std::move(req), respond);
         } catch (...) {
             respond(Response{500,
-                             R"({"error":{"type":"api_error","code":"internal_error","message":"An internal error occurred.","param":null}})",
+                             kInternalErrorBody,
                              "application/json",
                              {}});
         }
@@ -240,7 +244,17 @@ private:
         res->set(bhttp::field::content_type, r.content_type);
         for (auto& [k, v] : r.headers) res->set(k, v);
         res->keep_alive(keep_alive_);
-        res->body() = r.render_body ? r.render_body() : std::move(r.body);
+        if (r.render_body) {
+            // No exception may reach the I/O thread's run loop (it would end the process): a rendering that throws
+            // answers 500.
+            try {
+                r.body = r.render_body();
+            } catch (...) {
+                res->result(bhttp::status::internal_server_error);
+                r.body = kInternalErrorBody;
+            }
+        }
+        res->body() = std::move(r.body);
         res->prepare_payload();
         // HEAD: the same headers (Content-Length included) and no body, or the next response on the connection
         // would be read as this one's body.
