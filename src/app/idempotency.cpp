@@ -3,12 +3,6 @@
 namespace tally {
 namespace {
 
-Error KeyReused() {
-    return Error{ErrorCode::kInvalidArgument,
-                 "Keys for idempotent requests can only be used with the same parameters they were first used with.",
-                 "Idempotency-Key", ErrorReason::kIdempotencyKeyReused};
-}
-
 Error KeyInUse() {
     return Error{ErrorCode::kConflict,
                  "There is currently another in-progress request using this Idempotent Key (that probably means you "
@@ -18,10 +12,16 @@ Error KeyInUse() {
 
 }  // namespace
 
+Error IdempotencyKeyReused(std::string param) {
+    return Error{ErrorCode::kInvalidArgument,
+                 "Keys for idempotent requests can only be used with the same parameters they were first used with.",
+                 std::move(param), ErrorReason::kIdempotencyKeyReused};
+}
+
 Result<std::optional<IdempotentOutcome>> IdempotencyService::Existing(const IdempotencyRequest& request,
                                                                       const IdempotencyRecord& record,
                                                                       Timestamp now) const {
-    if (record.request_hash != request.request_hash) return KeyReused();
+    if (record.request_hash != request.request_hash) return IdempotencyKeyReused("Idempotency-Key");
     if (record.state == IdempotencyState::kDone) {
         return std::optional<IdempotentOutcome>(IdempotentOutcome{{record.status, record.response_body}, true});
     }

@@ -19,6 +19,10 @@ constexpr int64_t kIdempotencyRetentionSeconds = 86400;   // Stripe prunes keys 
 // newer one; the effect itself is deduplicated by Stripe through the derived idempotency key.
 constexpr int64_t kIdempotencyLockSeconds = 900;
 
+/// Stripe's 400 idempotency_error (reason kIdempotencyKeyReused) for a key used again with other parameters; |param|
+/// names where the key came from ("Idempotency-Key", or a body field such as "idempotency_key").
+Error IdempotencyKeyReused(std::string param);
+
 /// A response as the API rendered it; replayed byte for byte to a request that repeats the key.
 struct StoredResponse {
     int status = 200;

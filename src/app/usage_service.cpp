@@ -1,6 +1,7 @@
 #include "app/usage_service.hpp"
 
 #include "app/event_outbox.hpp"
+#include "app/idempotency.hpp"
 #include "domain/text.hpp"
 
 #include <unordered_map>
@@ -117,11 +118,7 @@ bool SameEvent(const UsageEventRecord& recorded, const UsageInput& in) {
     return !in.at || *in.at == recorded.at;
 }
 
-Error KeyReusedForOtherEvent() {
-    return Error{ErrorCode::kInvalidArgument,
-                 "Keys for idempotent requests can only be used with the same parameters they were first used with.",
-                 "idempotency_key", ErrorReason::kIdempotencyKeyReused};
-}
+Error KeyReusedForOtherEvent() { return IdempotencyKeyReused("idempotency_key"); }
 
 }  // namespace
 

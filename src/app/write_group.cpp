@@ -17,8 +17,7 @@ WriteGroupCommitter::Sink WriteGroupSink(Store& store) {
                 TALLY_TRY(tx.Savepoint());
                 Status s = group[i].run(tx);
                 if (!s.ok()) {
-                    const ErrorCode code = s.error().code;
-                    if (code == ErrorCode::kUnavailable || code == ErrorCode::kInternal) return s;
+                    if (IsStoreFailure(s.error())) return s;
                     TALLY_TRY(tx.RollbackToSavepoint());
                     results[i].status = s;
                 }

@@ -35,6 +35,12 @@ struct GroupedWriteOutcome {
 };
 using WriteGroupCommitter = GroupCommitter<GroupedWrite, GroupedWriteOutcome>;
 
+/// Whether |e| is the store's failure (kUnavailable, kInternal), which fails the whole group, rather than one
+/// write's own refusal.
+inline bool IsStoreFailure(const Error& e) {
+    return e.code == ErrorCode::kUnavailable || e.code == ErrorCode::kInternal;
+}
+
 /// The sink of a WriteGroupCommitter: one Store::WriteSerialized transaction over every write's keys. A store
 /// failure (kUnavailable, kInternal) inside a write fails the whole group.
 WriteGroupCommitter::Sink WriteGroupSink(Store& store);

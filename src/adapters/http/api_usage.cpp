@@ -139,9 +139,6 @@ Result<IdempotentOutcome> RunSerialized(const ApiDeps& d, const std::string& loc
     return out;
 }
 
-/// Whether |e| is the store's failure (the group's), not a refusal of the caller's request.
-bool IsStoreFailure(const Error& e) { return e.code == ErrorCode::kUnavailable || e.code == ErrorCode::kInternal; }
-
 /// RunSerialized, answered through |respond|: with a group committer, once the group holding this write is
 /// durable (the caller's thread goes back to other requests meanwhile); else at once. |fn| is kept until then, so
 /// it must own what it uses.

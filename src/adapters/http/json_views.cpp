@@ -362,10 +362,17 @@ bj::value PlanJson(const PlanRecord& plan) {
                       {"stripe_sync_error", OptStr(plan.stripe_sync_error)}};
 }
 
+namespace {
+/// floor(100 * current / limit); a limit of 0 is 100% once anything is used; null without a limit.
+bj::value PercentJson(int64_t current, const std::optional<int64_t>& limit) {
+    if (!limit) return nullptr;
+    if (*limit == 0) return current > 0 ? 100 : 0;
+    return current * 100 / *limit;
+}
+}  // namespace
+
 bj::value MeterStateJson(const MeterState& m) {
-    bj::value percent = nullptr;
-    if (m.limit && *m.limit > 0) percent = m.current * 100 / *m.limit;
-    if (m.limit && *m.limit == 0) percent = m.current > 0 ? 100 : 0;
+    const bj::value percent = PercentJson(m.current, m.limit);
     return bj::object{{"meter", m.meter.name},
                       {"kind", MeterKindName(m.meter.kind)},
                       {"mode", LimitModeName(m.meter.mode)},
@@ -381,11 +388,10 @@ bj::value MeterStateJson(const MeterState& m) {
 }
 
 bj::value UsageRecordJson(const UsageEventRecord& r, const Meter* meter) {
-    bj::value percent = nullptr;
-    if (r.limit && *r.limit > 0) percent = r.current * 100 / *r.limit;
-    if (r.limit && *r.limit == 0) percent = r.current > 0 ? 100 : 0;
-    const int64_t remaining = r.limit ? std::max<int64_t>(0, *r.limit - r.current) : 0;
-    const int64_t overage = r.limit ? std::max<int64_t>(0, r.current - *r.limit) : 0;
+    // What the event left: nothing more recorded (amount 0), so the mode does not matter.
+    const UsageDecision left = DecideUsage(LimitMode::kHard, r.current, 0, r.limit);
+    const int64_t remaining = left.remaining;
+    const int64_t overage = left.overage;
     return bj::object{{"object", "usage_record"},
                       {"customer", r.customer_id.str()},
                       {"meter", r.meter},
@@ -399,7 +405,7 @@ bj::value UsageRecordJson(const UsageEventRecord& r, const Meter* meter) {
                       {"current", r.current},
                       {"limit", r.limit ? bj::value(*r.limit) : bj::value(nullptr)},
                       {"remaining", r.limit ? bj::value(remaining) : bj::value(nullptr)},
-                      {"percent", percent},
+                      {"percent", PercentJson(r.current, r.limit)},
                       {"overage", overage},
                       {"period_start", r.period_end ? bj::value(r.period_start.unix_seconds()) : bj::value(nullptr)},
                       {"resets_at", r.period_end ? bj::value(r.period_end->unix_seconds()) : bj::value(nullptr)},
