@@ -99,16 +99,16 @@ int main(int argc, char** argv) {
         const int64_t n = next++;
         const CustomerId customer = ids[static_cast<size_t>(n) % ids.size()];
         const auto sent = Steady::now();
-        CreditDeductInput in{customer, "t_" + std::to_string(n), 1, "", "", "bench"};
-        commits.Submit(GroupedWrite{{"credits:" + customer.str()},
-                                    [&credits, in](StoreTx& tx) -> Status {
-                                        TALLY_ASSIGN_OR_RETURN(auto d, credits.Deduct(tx, in));
-                                        (void)d;
-                                        return {};
-                                    }},
-                       [&, sent](Result<GroupedWriteOutcome> r) {
+        // As POST /v1/credits/deduct submits it: the group's deductions run as one batch.
+        auto item = std::make_shared<PendingDeduction>();
+        item->in = CreditDeductInput{customer, "t_" + std::to_string(n), 1, "", "", "bench"};
+        GroupedWrite write{{"credits:" + customer.str()}, nullptr};
+        write.batch = &credits.deductions();
+        write.item = item;
+        commits.Submit(std::move(write),
+                       [&, sent, item](Result<GroupedWriteOutcome> r) {
                            const auto done = Steady::now();
-                           const bool ok = r.ok() && r->status.ok();
+                           const bool ok = r.ok() && r->status.ok() && item->out && item->out->ok();
                            (ok ? counted : refused)++;
                            bool more = false;
                            {

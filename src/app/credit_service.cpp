@@ -20,8 +20,32 @@ std::string OptText(const std::optional<Timestamp>& t) { return t ? std::to_stri
 
 }  // namespace
 
+class CreditService::DeductionBatch final : public WriteBatch {
+public:
+    explicit DeductionBatch(CreditService& credits) : credits_(credits) {}
+    Status Run(StoreTx& tx, const std::vector<BatchedWriteItem*>& items, std::vector<Status>& refusals) const override {
+        std::vector<PendingDeduction*> deductions;
+        deductions.reserve(items.size());
+        for (BatchedWriteItem* item : items) deductions.push_back(static_cast<PendingDeduction*>(item));
+        TALLY_TRY(credits_.DeductBatch(tx, deductions));
+        for (size_t i = 0; i < deductions.size(); ++i) {
+            const auto& out = *deductions[i]->out;
+            refusals[i] = out.ok() ? Status{} : Status(out.error());
+        }
+        return {};
+    }
+
+private:
+    CreditService& credits_;
+};
+
 CreditService::CreditService(Store& store, const Clock& clock, CreditActionCosts actions, BillingService* billing)
-    : store_(store), clock_(clock), actions_(std::move(actions)), billing_(billing) {}
+    : store_(store), clock_(clock), actions_(std::move(actions)), billing_(billing),
+      deductions_(std::make_unique<DeductionBatch>(*this)) {}
+
+CreditService::~CreditService() = default;
+
+const WriteBatch& CreditService::deductions() const { return *deductions_; }
 
 Result<std::optional<CustomerView>> CreditService::ViewOf(StoreTx& tx, const CustomerRecord& customer, Timestamp now) {
     if (billing_ == nullptr) return std::optional<CustomerView>();
@@ -346,9 +370,8 @@ Status CreditService::Expire(StoreTx& tx, const CreditGrantRecord& g, const std:
     return {};
 }
 
-Result<std::vector<CreditDraw>> CreditService::Take(StoreTx& tx, std::vector<CreditGrantRecord>& grants,
-                                                    const std::string& transfer_id, int64_t amount,
-                                                    const Clocks& at) {
+Result<std::vector<CreditDraw>> CreditService::PlanTake(const std::vector<CreditGrantRecord>& grants, int64_t amount,
+                                                        const Clocks& at) {
     std::vector<CreditGrantState> states;
     states.reserve(grants.size());
     for (const auto& g : grants) {
@@ -356,15 +379,33 @@ Result<std::vector<CreditDraw>> CreditService::Take(StoreTx& tx, std::vector<Cre
         if (g.type == GrantType::kSubscription && !GrantUsable(state, at.subscription_now)) state.remaining = 0;
         states.push_back(state);
     }
-    TALLY_ASSIGN_OR_RETURN(auto draws, PlanDeduction(states, amount, at.now));
+    return PlanDeduction(states, amount, at.now);
+}
+
+void CreditService::ApplyDraws(std::vector<CreditGrantRecord>& grants, const std::vector<CreditDraw>& draws,
+                               const std::string& transfer_id, Timestamp now, std::vector<CreditEntryRecord>& entries,
+                               std::vector<bool>& touched) {
     for (const auto& d : draws) {
-        for (auto& g : grants) {
-            if (g.id != d.grant) continue;
-            g.remaining -= d.amount;
-            TALLY_TRY(tx.credits().SetGrantRemaining(g.id, g.remaining));
-            TALLY_TRY(tx.credits().AppendEntry(CreditEntryRecord{0, transfer_id, g.id, -d.amount, at.now}));
+        for (size_t i = 0; i < grants.size(); ++i) {
+            if (grants[i].id != d.grant) continue;
+            grants[i].remaining -= d.amount;
+            touched[i] = true;
+            entries.push_back(CreditEntryRecord{0, transfer_id, grants[i].id, -d.amount, now});
         }
     }
+}
+
+Result<std::vector<CreditDraw>> CreditService::Take(StoreTx& tx, std::vector<CreditGrantRecord>& grants,
+                                                    const std::string& transfer_id, int64_t amount,
+                                                    const Clocks& at) {
+    TALLY_ASSIGN_OR_RETURN(auto draws, PlanTake(grants, amount, at));
+    std::vector<CreditEntryRecord> entries;
+    std::vector<bool> touched(grants.size(), false);
+    ApplyDraws(grants, draws, transfer_id, at.now, entries, touched);
+    for (size_t i = 0; i < grants.size(); ++i) {
+        if (touched[i]) TALLY_TRY(tx.credits().SetGrantRemaining(grants[i].id, grants[i].remaining));
+    }
+    TALLY_TRY(tx.credits().AppendEntries(entries));
     TALLY_TRY(AnnounceThresholds(tx, grants, draws, at));
     return draws;
 }
@@ -521,43 +562,131 @@ Result<CreditRefundPlan> CreditService::TakeBackRefund(StoreTx& tx, CreditPurcha
 }
 
 Result<CreditDeduction> CreditService::Deduct(StoreTx& tx, const CreditDeductInput& in) {
-    TALLY_TRY(ValidateTransferId(in.id));
-    if (in.amount.has_value() == !in.action.empty()) {
-        return InvalidArgument("give either amount or action", in.amount ? "action" : "amount");
+    PendingDeduction one;
+    one.in = in;
+    TALLY_TRY(DeductBatch(tx, {&one}));
+    return std::move(*one.out);
+}
+
+Status CreditService::DeductBatch(StoreTx& tx, const std::vector<PendingDeduction*>& items) {
+    // One customer's credits, read and settled at its first deduction of the batch, then moved in memory.
+    struct Ledger {
+        std::optional<Error> refused;  // unknown, or its settling failed: each of its deductions is refused so
+        Clocks at{};
+        std::vector<CreditGrantRecord> grants;
+        std::vector<bool> touched;                // grants moved by the batch
+        std::optional<CreditBalance> spent_to;    // the balance its last deduction left
+    };
+    std::map<std::string, Ledger> ledgers;
+    std::map<std::string_view, const PendingDeduction*> fresh;  // transfer id -> the item of this batch writing it
+    std::vector<CreditTransferRecord> transfers;
+    std::vector<CreditEntryRecord> entries;
+    const auto ledger_of = [&](const CustomerId& id) -> Result<Ledger*> {
+        auto [it, added] = ledgers.try_emplace(id.str());
+        Ledger& l = it->second;
+        if (!added) return &l;
+        TALLY_ASSIGN_OR_RETURN(auto customer, tx.customers().Get(id));
+        if (!customer) {
+            l.refused = NotFound("no such customer: '" + id.str() + "'", "customer");
+            return &l;
+        }
+        // Settling writes only what the customer's next write would (a period grant due, lapsed holds and grants);
+        // its own failure is undone and refuses this customer's deductions, not the batch.
+        TALLY_TRY(tx.Savepoint());
+        auto at = Settle(tx, *customer, &l.grants);
+        if (!at.ok()) {
+            if (IsStoreFailure(at.error())) return at.error();
+            TALLY_TRY(tx.RollbackToSavepoint());
+            l.refused = at.error();
+        } else {
+            l.at = *at;
+        }
+        TALLY_TRY(tx.ReleaseSavepoint());
+        l.touched.assign(l.grants.size(), false);
+        return &l;
+    };
+    for (PendingDeduction* item : items) item->out.reset();
+    for (PendingDeduction* item : items) {
+        const CreditDeductInput& in = item->in;
+        // Decided before anything is written for it: a refusal leaves nothing.
+        const auto decide = [&]() -> Result<std::optional<CreditDeduction>> {
+            TALLY_TRY(ValidateTransferId(in.id));
+            if (in.amount.has_value() == !in.action.empty()) {
+                return InvalidArgument("give either amount or action", in.amount ? "action" : "amount");
+            }
+            int64_t amount = 0;
+            if (in.amount) {
+                TALLY_TRY(ValidateCreditAmount(*in.amount, "amount"));
+                amount = *in.amount;
+            } else {
+                auto it = actions_.find(in.action);
+                if (it == actions_.end()) return NotFound("no such action: '" + in.action + "'", "action");
+                amount = it->second;
+            }
+            std::string request = "deduct customer=" + in.customer.str() + " amount=" + std::to_string(amount) +
+                                  " action=" + in.action + " metadata=" + in.metadata;
+            // A replay answers as the first time, also of a deduction earlier in this batch.
+            if (auto it = fresh.find(in.id); it != fresh.end()) {
+                const CreditDeduction& first = **it->second->out;
+                if (first.transfer.request != request) return IdReused(in.id);
+                CreditDeduction replay = first;
+                replay.replayed = true;
+                return std::optional<CreditDeduction>(std::move(replay));
+            }
+            TALLY_ASSIGN_OR_RETURN(auto existing, tx.credits().GetTransfer(in.id));
+            if (existing) {
+                if (existing->request != request) return IdReused(in.id);
+                CreditDeduction replay{*existing, {}, {existing->balance_subscription, existing->balance_bundle,
+                                                       existing->balance_promotional},
+                                       true};
+                TALLY_ASSIGN_OR_RETURN(auto past, tx.credits().ListEntries(in.id));
+                for (const auto& e : past) replay.breakdown.push_back(CreditDraw{e.grant_id, -e.amount});
+                return std::optional<CreditDeduction>(std::move(replay));
+            }
+            TALLY_ASSIGN_OR_RETURN(Ledger * l, ledger_of(in.customer));
+            if (l->refused) return *l->refused;
+            TALLY_ASSIGN_OR_RETURN(auto draws, PlanTake(l->grants, amount, l->at));
+            CreditTransferRecord t{in.id, in.customer, "deduct", amount, in.action, in.metadata, std::move(request),
+                                   0, 0, 0, l->at.now, in.actor, ""};
+            return std::optional<CreditDeduction>(CreditDeduction{std::move(t), std::move(draws), {}, false});
+        };
+        auto decided = decide();
+        if (!decided.ok()) {
+            if (IsStoreFailure(decided.error())) return decided.error();
+            item->out = decided.error();
+            continue;
+        }
+        CreditDeduction d = std::move(**decided);
+        if (d.replayed) {
+            item->out = std::move(d);
+            continue;
+        }
+        // Decided: moved in memory now, written with the batch's others below.
+        Ledger& l = ledgers.at(in.customer.str());
+        ApplyDraws(l.grants, d.breakdown, in.id, l.at.now, entries, l.touched);
+        TALLY_TRY(AnnounceThresholds(tx, l.grants, d.breakdown, l.at));
+        d.balance = BalanceOf(l.grants, l.at);
+        d.transfer.balance_subscription = d.balance.subscription;
+        d.transfer.balance_bundle = d.balance.bundle;
+        d.transfer.balance_promotional = d.balance.promotional;
+        l.spent_to = d.balance;
+        transfers.push_back(d.transfer);
+        item->out = std::move(d);
+        fresh.emplace(in.id, item);
     }
-    int64_t amount = 0;
-    if (in.amount) {
-        TALLY_TRY(ValidateCreditAmount(*in.amount, "amount"));
-        amount = *in.amount;
-    } else {
-        auto it = actions_.find(in.action);
-        if (it == actions_.end()) return NotFound("no such action: '" + in.action + "'", "action");
-        amount = it->second;
+    for (const auto& [id, l] : ledgers) {
+        for (size_t i = 0; i < l.grants.size(); ++i) {
+            if (l.touched[i]) TALLY_TRY(tx.credits().SetGrantRemaining(l.grants[i].id, l.grants[i].remaining));
+        }
     }
-    const std::string request = "deduct customer=" + in.customer.str() + " amount=" + std::to_string(amount) +
-                                " action=" + in.action + " metadata=" + in.metadata;
-    TALLY_ASSIGN_OR_RETURN(auto existing, tx.credits().GetTransfer(in.id));
-    if (existing) {
-        if (existing->request != request) return IdReused(in.id);
-        CreditDeduction replay{*existing, {}, {existing->balance_subscription, existing->balance_bundle,
-                                               existing->balance_promotional},
-                               true};
-        TALLY_ASSIGN_OR_RETURN(auto entries, tx.credits().ListEntries(in.id));
-        for (const auto& e : entries) replay.breakdown.push_back(CreditDraw{e.grant_id, -e.amount});
-        return replay;
+    TALLY_TRY(tx.credits().InsertTransfers(transfers));
+    TALLY_TRY(tx.credits().AppendEntries(entries));
+    if (spend_listener_) {
+        for (const auto& [id, l] : ledgers) {
+            if (l.spent_to) TALLY_TRY(spend_listener_(tx, CustomerId(id), *l.spent_to));
+        }
     }
-    TALLY_ASSIGN_OR_RETURN(auto customer, tx.customers().Get(in.customer));
-    if (!customer) return NotFound("no such customer: '" + in.customer.str() + "'", "customer");
-    // One read of the grants: settled, taken from, and the balance after, in memory.
-    std::vector<CreditGrantRecord> grants;
-    TALLY_ASSIGN_OR_RETURN(const Clocks at, Settle(tx, *customer, &grants));
-    TALLY_ASSIGN_OR_RETURN(auto draws, Take(tx, grants, in.id, amount, at));
-    const CreditBalance after = BalanceOf(grants, at);
-    CreditTransferRecord t{in.id, in.customer, "deduct", amount, in.action, in.metadata, request, after.subscription,
-                           after.bundle, after.promotional, at.now, in.actor, ""};
-    TALLY_TRY(tx.credits().InsertTransfer(t));
-    if (spend_listener_) TALLY_TRY(spend_listener_(tx, in.customer, after));
-    return CreditDeduction{std::move(t), std::move(draws), after, false};
+    return {};
 }
 
 Result<CreditReservationOutcome> CreditService::ReplayHold(StoreTx& tx, const std::string& transfer_id,

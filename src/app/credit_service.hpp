@@ -7,6 +7,7 @@
 // same credit twice.
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "app/billing_service.hpp"
 #include "app/ports.hpp"
 #include "app/store.hpp"
+#include "app/write_group.hpp"
 #include "domain/credits.hpp"
 
 namespace tally {
@@ -56,6 +58,13 @@ struct CreditDeduction {
     std::vector<CreditDraw> breakdown;
     CreditBalance balance;  // after it
     bool replayed = false;
+};
+
+/// A deduction submitted to a group committer (GroupedWrite with CreditService::deductions()): its input, and its
+/// answer or refusal once its group ran.
+struct PendingDeduction final : BatchedWriteItem {
+    CreditDeductInput in;
+    std::optional<Result<CreditDeduction>> out;
 };
 
 struct CreditGrantOutcome {
@@ -120,6 +129,9 @@ public:
     /// per subscription period (its transfer id is "period:<subscription>:<period start>") on the first deduction
     /// of the period, and counted in the balance before that.
     CreditService(Store& store, const Clock& clock, CreditActionCosts actions, BillingService* billing = nullptr);
+    ~CreditService();
+    CreditService(const CreditService&) = delete;
+    CreditService& operator=(const CreditService&) = delete;
 
     /// Issues a grant inside |tx| (a credit_granted audit entry). kInvalidArgument: amount ("amount"), id ("id"), an
     /// expiry not in the future ("expires_at"), a subscription grant (issued from the plan, not by hand: "type");
@@ -136,6 +148,15 @@ public:
     /// ("amount"), both or neither of amount and action ("amount"), an id ("id"); kNotFound for an unknown customer
     /// ("customer") or action ("action"); idempotency_error ("id") for a reused id with other fields.
     Result<CreditDeduction> Deduct(StoreTx& tx, const CreditDeductInput& in);
+    /// Deduct for each of |items|, in order, as if one after the other, with each customer's grants read and
+    /// settled once and the transfers, entries and grants of all of them written together (one statement per 64
+    /// rows, one update per grant). Each item's answer, or its refusal with nothing written for it, is put in its
+    /// |out|. An error is the store's failure (nothing of the batch is to be kept). A customer whose settling fails
+    /// (its period grant, its lapsed holds and grants) has each of its deductions refused with that error, and the
+    /// settling undone.
+    Status DeductBatch(StoreTx& tx, const std::vector<PendingDeduction*>& items);
+    /// The WriteBatch that runs a group's deductions (PendingDeduction items) through DeductBatch.
+    const WriteBatch& deductions() const;
     /// Holds credits inside |tx|, taken from grants in the spend order (they cannot be spent twice), until captured,
     /// released, or |expires_in| passes (then released by the next write for the customer, and never counted as
     /// held after it). Errors as Deduct's, and kInvalidArgument ("expires_in") outside 1..
@@ -193,8 +214,9 @@ public:
 
     const CreditActionCosts& actions() const { return actions_; }
 
-    /// Called inside the transaction of each deduction and hold, with the balance it left (auto-purchase:
-    /// CreditPurchaseService::OnSpent). An error rolls the spend back. Set before use.
+    /// Called inside the transaction of each hold, and of each customer's deductions in a DeductBatch (once, after
+    /// the last of them), with the balance left (auto-purchase: CreditPurchaseService::OnSpent). An error fails the
+    /// write (a batch's: the store's failure). Set before use.
     using SpendListener = std::function<Status(StoreTx& tx, const CustomerId& customer, const CreditBalance& after)>;
     void SetSpendListener(SpendListener listener) { spend_listener_ = std::move(listener); }
     /// Adds a notification in |tx| unless the customer turned |kind| off.
@@ -235,6 +257,15 @@ private:
     /// moving their remaining in memory too. kInsufficientCredits, nothing taken.
     Result<std::vector<CreditDraw>> Take(StoreTx& tx, std::vector<CreditGrantRecord>& grants,
                                          const std::string& transfer_id, int64_t amount, const Clocks& at);
+    /// The draws that take |amount| from the usable |grants| in the spend order (PlanDeduction); nothing moves.
+    /// kInsufficientCredits.
+    static Result<std::vector<CreditDraw>> PlanTake(const std::vector<CreditGrantRecord>& grants, int64_t amount,
+                                                    const Clocks& at);
+    /// Moves |draws| out of |grants| in memory, adding their entries for |transfer_id| to |entries| and marking the
+    /// grants they moved in |touched| (as many as |grants|).
+    static void ApplyDraws(std::vector<CreditGrantRecord>& grants, const std::vector<CreditDraw>& draws,
+                           const std::string& transfer_id, Timestamp now, std::vector<CreditEntryRecord>& entries,
+                           std::vector<bool>& touched);
     /// Gives |back| to its grants for |transfer_id|; a grant no longer usable expires again at once.
     Status GiveBack(StoreTx& tx, const CustomerId& customer, const std::string& transfer_id,
                     const std::vector<CreditDraw>& back, const Clocks& at);
@@ -275,6 +306,8 @@ private:
     CreditActionCosts actions_;
     BillingService* billing_;
     SpendListener spend_listener_;
+    class DeductionBatch;
+    std::unique_ptr<DeductionBatch> deductions_;
 };
 
 }  // namespace tally

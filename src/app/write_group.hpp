@@ -3,6 +3,7 @@
 // while one commit is in flight run together in the next transaction, each in a savepoint of its own, and become
 // durable with one commit. Each caller is answered after that commit (acknowledged means durable), and one
 // caller's refusal undoes only its own savepoint.
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,24 @@ namespace tally {
 
 constexpr size_t kWriteGroupMax = 512;          // writes one transaction takes at most
 constexpr size_t kWriteGroupQueueMax = 65536;   // writes waiting; past it, kUnavailable (back-pressure)
+
+/// One write's input and answer when it runs in a WriteBatch: a type of that batch's own.
+struct BatchedWriteItem {
+    virtual ~BatchedWriteItem() = default;
+};
+
+/// A kind of write whose writes in one group run together, in one call, instead of one |run| each: what they share
+/// (a customer's grants, their statements) is read and written once. A batch decides every item's refusal before it
+/// writes anything for that item, so none needs a savepoint.
+class WriteBatch {
+public:
+    virtual ~WriteBatch() = default;
+    /// Runs |items| (the group's writes of this batch, in the order they arrived) in |tx| and puts each item's own
+    /// refusal, or ok, in |refusals| (as many as |items|). An error is the store's failure and fails the whole group.
+    /// It may run more than once (a PostgreSQL serialization retry runs the whole group again), so each item's
+    /// answer is where the last run puts it.
+    virtual Status Run(StoreTx& tx, const std::vector<BatchedWriteItem*>& items, std::vector<Status>& refusals) const = 0;
+};
 
 /// One caller's write.
 struct GroupedWrite {
@@ -26,6 +45,10 @@ struct GroupedWrite {
     /// savepoint of its own, which spares the store journaling the pages it changes, and its error fails the
     /// whole group.
     bool savepoint = true;
+    /// With |batch|, the write is |item| of that batch (|run| and |savepoint| are unused): the group's writes of
+    /// one batch run in one call of it, where the first of them arrived.
+    const WriteBatch* batch = nullptr;
+    std::shared_ptr<BatchedWriteItem> item;
 };
 
 /// What became of one write once its group committed: ok, or its own refusal (its savepoint undone, the rest of the

@@ -12,6 +12,7 @@
 #include "adapters/config/catalog_json.hpp"
 #include "app/billing_service.hpp"
 #include "app/credit_service.hpp"
+#include "app/write_group.hpp"
 #include "test_store.hpp"
 #include "test_support.hpp"
 
@@ -186,6 +187,116 @@ TEST_P(CreditsTest, ATransferIdIsItsIdempotencyKey) {
     auto regrant = h.Grant({{}, "g", GrantType::kPromotional, 10, std::nullopt, std::nullopt, "gift", "a"});
     EXPECT_TRUE(regrant->replayed);
     EXPECT_EQ(h.services[0]->Grants(h.customer)->size(), 1u);
+}
+
+TEST_P(CreditsTest, AGroupsDeductionsRunAsOneBatchDecidedInOrderWithNothingWrittenForARefusal) {
+    Harness h(GetParam());
+    ASSERT_TRUE(h.Grant({{}, "g", GrantType::kBundle, 10, std::nullopt, std::nullopt, "", "a"}).ok());
+    ASSERT_TRUE(h.Deduct({{}, "old", 2, "", "", "a"}).ok());  // 8 left
+    CustomerId bob;
+    ASSERT_TRUE(h.stores[0]->Write([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto created, h.billing->CreateCustomer(tx, "bob", CustomerInput{}));
+        bob = created.first.customer.id;
+        return {};
+    }).ok());
+    ASSERT_TRUE(h.Grant({bob, "gb", GrantType::kPromotional, 5, std::nullopt, std::nullopt, "", "a"}).ok());
+    const CustomerId ada = h.customer;
+    const std::vector<CreditDeductInput> inputs = {
+        {ada, "a1", 3, "", "", "app"},                       // 0: ok, 5 left
+        {ada, "a2", 6, "", "", "app"},                       // 1: short of credits
+        {ada, "a1", 3, "", "", "app"},                       // 2: a replay of 0
+        {ada, "a1", 4, "", "", "app"},                       // 3: 0's id with another amount
+        {ada, "old", 2, "", "", "app"},                      // 4: a replay of one stored before
+        {CustomerId("cus_nope"), "n1", 1, "", "", "app"},    // 5: no such customer
+        {bob, "b1", std::nullopt, "SEND_EMAIL", "", "app"},  // 6: ok, bob 4 left
+        {ada, "a3", std::nullopt, "ANALYZE_LEAD", "", "app"},  // 7: ok, 3 left
+        {ada, "z", 0, "", "", "app"},                        // 8: bad amount
+    };
+    // One group as the committer hands it to its sink: the deductions batched, a grant between them run on its own.
+    std::vector<std::shared_ptr<PendingDeduction>> items;
+    std::vector<GroupedWrite> group;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+        auto item = std::make_shared<PendingDeduction>();
+        item->in = inputs[i];
+        items.push_back(item);
+        GroupedWrite w{{"credits:" + inputs[i].customer.str()}, nullptr};
+        w.batch = &h.services[0]->deductions();
+        w.item = item;
+        group.push_back(std::move(w));
+        if (i == 0) {
+            group.push_back(GroupedWrite{{"credits:" + ada.str()}, [&](StoreTx& tx) -> Status {
+                TALLY_ASSIGN_OR_RETURN(auto g, h.services[0]->Grant(tx, {ada, "gp", GrantType::kPromotional, 10,
+                                                                           std::nullopt, std::nullopt, "", "a"}));
+                (void)g;
+                return {};
+            }});
+        }
+    }
+    auto outcomes = WriteGroupSink(*h.stores[0])(group);
+    ASSERT_TRUE(outcomes.ok()) << outcomes.error().message;
+    ASSERT_EQ(outcomes->size(), group.size());
+    // Each write's outcome is its own: the grant's (index 1) ok, each deduction's its refusal or ok.
+    EXPECT_TRUE((*outcomes)[1].status.ok());
+    const auto code_of = [&](size_t i) {
+        const size_t at = i == 0 ? 0 : i + 1;
+        EXPECT_EQ((*outcomes)[at].status.ok(), items[i]->out->ok()) << i;
+        return items[i]->out->ok() ? std::string("ok") : std::string(ErrorCodeName(items[i]->out->error().code));
+    };
+    EXPECT_EQ(code_of(0), "ok");
+    EXPECT_EQ((*items[0]->out)->balance.total(), 5);  // the batch ran where its first write was, before the grant
+    EXPECT_EQ(code_of(1), ErrorCodeName(ErrorCode::kInsufficientCredits));
+    ASSERT_EQ(code_of(2), "ok");
+    EXPECT_TRUE((*items[2]->out)->replayed);
+    EXPECT_EQ((*items[2]->out)->balance.total(), 5);
+    EXPECT_EQ((*items[2]->out)->breakdown.size(), 1u);
+    ASSERT_FALSE(items[3]->out->ok());
+    EXPECT_EQ(items[3]->out->error().reason, ErrorReason::kIdempotencyKeyReused);
+    ASSERT_EQ(code_of(4), "ok");
+    EXPECT_TRUE((*items[4]->out)->replayed);
+    EXPECT_EQ((*items[4]->out)->balance.total(), 8);
+    ASSERT_FALSE(items[5]->out->ok());
+    EXPECT_EQ(items[5]->out->error().param, "customer");
+    ASSERT_EQ(code_of(6), "ok");
+    EXPECT_EQ((*items[6]->out)->balance.total(), 4);
+    ASSERT_EQ(code_of(7), "ok");
+    EXPECT_EQ((*items[7]->out)->balance.total(), 3);
+    EXPECT_EQ((*items[7]->out)->transfer.amount, 2);
+    ASSERT_FALSE(items[8]->out->ok());
+    EXPECT_EQ(items[8]->out->error().param, "amount");
+    // What was written: the three new deductions, each with its entry; nothing for the refusals.
+    EXPECT_EQ(h.services[0]->Balance(ada)->total(), 13);
+    EXPECT_EQ(h.services[0]->Balance(bob)->total(), 4);
+    auto listed = h.services[0]->Transactions(CreditTransferFilter{ada, std::nullopt, std::nullopt, std::nullopt,
+                                                                    std::nullopt, 100});
+    ASSERT_TRUE(listed.ok()) << listed.error().message;
+    std::vector<std::string> ids;
+    for (const auto& t : *listed) ids.push_back(t.id);
+    EXPECT_EQ(ids, (std::vector<std::string>{"gp", "a3", "a1", "old", "g"}));
+    ASSERT_TRUE(h.stores[0]->Read([&](StoreTx& tx) -> Status {
+        TALLY_ASSIGN_OR_RETURN(auto a2, tx.credits().GetTransfer("a2"));
+        EXPECT_FALSE(a2.has_value());
+        TALLY_ASSIGN_OR_RETURN(auto a1, tx.credits().ListEntries("a1"));
+        EXPECT_EQ(a1.size(), 1u);
+        TALLY_ASSIGN_OR_RETURN(auto a3, tx.credits().ListEntries("a3"));
+        EXPECT_EQ(a3.size(), 1u);
+        return {};
+    }).ok());
+    h.ExpectVerified();
+    // The same deductions again (a client retrying all of them): each one done is a replay with its first answer;
+    // the one short of credits before was not used up and, with the grant since, goes through now.
+    for (auto& item : items) item->out.reset();
+    group.erase(group.begin() + 1);
+    auto again = WriteGroupSink(*h.stores[0])(group);
+    ASSERT_TRUE(again.ok());
+    EXPECT_TRUE((*items[0]->out)->replayed);
+    EXPECT_EQ((*items[0]->out)->balance.total(), 5);
+    EXPECT_TRUE((*items[7]->out)->replayed);
+    EXPECT_EQ((*items[7]->out)->balance.total(), 3);
+    ASSERT_TRUE(items[1]->out->ok());
+    EXPECT_FALSE((*items[1]->out)->replayed);
+    EXPECT_EQ((*items[1]->out)->balance.total(), 7);
+    EXPECT_EQ(h.services[0]->Balance(ada)->total(), 7);
+    h.ExpectVerified();
 }
 
 TEST_P(CreditsTest, ShortOfCreditsIsA402AndBadInputWritesNothing) {

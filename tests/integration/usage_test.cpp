@@ -558,7 +558,8 @@ TEST_P(UsageTest, KeysRecordedBeforeEventsCarriedThemStillReplayUntilPruned) {
     // The schema as it was before (SQLite 13, PostgreSQL 10), with a usage key and another request's key: the
     // migrations from there are undone (a later migration added must be undone here too).
     ExecRaw(h.db, std::string("DELETE FROM schema_migrations WHERE version >= ") + (pg ? "11" : "14") +
-                      "; DROP INDEX credit_reservations_lapsing; DROP INDEX credit_grants_lapsing;"
+                      "; CREATE INDEX credit_entries_grant ON credit_entries(grant_id);"
+                      " DROP INDEX credit_reservations_lapsing; DROP INDEX credit_grants_lapsing;"
                       " DROP TABLE usage_legacy_keys; DROP INDEX usage_events_idempotency;"
                       " ALTER TABLE usage_events DROP COLUMN api_key_id; ALTER TABLE usage_events DROP COLUMN "
                       "idempotency_key; ALTER TABLE usage_events DROP COLUMN timestamp_given; ALTER TABLE usage_events "

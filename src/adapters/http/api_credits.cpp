@@ -194,9 +194,21 @@ void DeductCredits(const ApiDeps& d, const Call& c, const Responder& respond) {
     in.actor = c.actor;
     // A customer's deductions queue for each other on every node: no credit is spent twice.
     const CustomerId who = in.customer;
-    OnCreditsThenRespond<CreditDeduction>(
-        d, who, [&d, in = std::move(in)](StoreTx& tx) { return d.credits->Deduct(tx, in); }, &DeductionResponse,
-        respond);
+    if (d.commits == nullptr) {
+        auto out = OnCredits<CreditDeduction>(d, who, [&](StoreTx& tx) { return d.credits->Deduct(tx, in); });
+        return respond(out.ok() ? DeductionResponse(*out) : Fail(out.error()));
+    }
+    // With a group committer, the group's deductions run as one batch (CreditService::DeductBatch).
+    auto item = std::make_shared<PendingDeduction>();
+    item->in = std::move(in);
+    GroupedWrite write{{"credits:" + who.str()}, nullptr};
+    write.batch = &d.credits->deductions();
+    write.item = item;
+    d.commits->Submit(std::move(write), [item, respond](Result<GroupedWriteOutcome> r) {
+        if (!r.ok()) return respond(Fail(r.error()));
+        if (!r->status.ok()) return respond(Fail(r->status.error()));
+        respond(DeductionResponse(**item->out));
+    });
 }
 
 Response GrantCredits(const ApiDeps& d, const Call& c) {

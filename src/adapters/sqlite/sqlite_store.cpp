@@ -261,6 +261,45 @@ public:
     int Changes() { return sqlite3_changes(c_.raw()); }
     int64_t LastRowId() { return sqlite3_last_insert_rowid(c_.raw()); }
 
+    /// Multi-row INSERT statements: "<head> VALUES (?,...),(...)" for kInsertRowsMax rows, then halves of it (32, ...,
+    /// 1), each row of |columns| parameters.
+    static constexpr size_t kInsertRowsMax = 64;  // rows of one INSERT (64 x 14 parameters, under SQLite's 32,766)
+    static constexpr size_t kInsertChunks = 7;    // 64, 32, ..., 1 rows
+    using MultiRowInsert = std::array<std::string, kInsertChunks>;
+    static MultiRowInsert MultiRowInserts(const std::string& head, size_t columns) {
+        MultiRowInsert out;
+        for (size_t k = 0; k < kInsertChunks; ++k) {
+            std::string& q = out[k];
+            q = head + " VALUES ";
+            for (size_t row = 0; row < (kInsertRowsMax >> k); ++row) {
+                q += row == 0 ? "(" : ",(";
+                for (size_t col = 0; col < columns; ++col) q += col == 0 ? "?" : ",?";
+                q += ")";
+            }
+        }
+        return out;
+    }
+    /// Inserts |count| rows through |sql| (MultiRowInserts) in chunks of kInsertRowsMax rows, then halves for the
+    /// rest: a statement's fixed cost (preparing its run, its statement journal) is paid once per chunk instead of
+    /// once per row. |bind|(stmt, parameter index before the row's first, row index) binds one row and returns the
+    /// index of its last parameter.
+    template <typename BindRow>
+    Status InsertRows(const MultiRowInsert& sql, size_t count, BindRow bind) {
+        size_t done = 0;
+        while (done < count) {
+            size_t k = 0;
+            while ((kInsertRowsMax >> k) > count - done) ++k;
+            const size_t rows = kInsertRowsMax >> k;
+            TALLY_ASSIGN_OR_RETURN(sqlite3_stmt* s, c_.Prepare(sql[k].c_str()));
+            StmtReset reset(s);
+            int i = 0;
+            for (size_t r = 0; r < rows; ++r) i = bind(s, i, done + r);
+            if (sqlite3_step(s) != SQLITE_DONE) return c_.LastError();
+            done += rows;
+        }
+        return {};
+    }
+
 protected:
     Connection& c_;
 };
@@ -1016,8 +1055,6 @@ public:
 
 // ---- usage
 constexpr size_t kUsageEventColumns = 14;
-constexpr size_t kUsageInsertRowsMax = 64;  // rows of one INSERT (64 x 14 parameters, under SQLite's 32,766)
-constexpr size_t kUsageInsertChunks = 7;    // 64, 32, ..., 1 rows
 class SqliteUsageTx final : public UsageStoreTx, private SqliteStatements {
 public:
     explicit SqliteUsageTx(Connection& c) : SqliteStatements(c) {}
@@ -1043,60 +1080,38 @@ public:
     Status AppendEvents(const std::vector<const UsageEventRecord*>& events) override {
         return AppendEvents(std::span(events));
     }
-    /// Multi-row INSERTs of kUsageInsertRowsMax rows, then halves for the rest: a statement's fixed cost (preparing
-    /// its run, its statement journal) is paid once per chunk instead of once per event.
+    /// Multi-row INSERTs (InsertRows).
     Status AppendEvents(std::span<const UsageEventRecord* const> events) {
-        static const auto sql = [] {
-            std::array<std::string, kUsageInsertChunks> out;
-            for (size_t k = 0; k < kUsageInsertChunks; ++k) {
-                std::string& q = out[k];
-                // OR FAIL: a conflict fails the statement and keeps what it wrote (the caller rolls back), so
-                // SQLite needs no statement journal for it (sqlite.org/tempfiles.html, "Statement Journals").
-                q = "INSERT OR FAIL INTO usage_events(customer_id, meter, period_start, action, value, delta, at, recorded_at, "
-                    "api_key_id, idempotency_key, timestamp_given, current, limit_value, period_end) VALUES ";
-                for (size_t row = 0; row < (kUsageInsertRowsMax >> k); ++row) {
-                    q += row == 0 ? "(" : ",(";
-                    for (size_t col = 0; col < kUsageEventColumns; ++col) q += col == 0 ? "?" : ",?";
-                    q += ")";
-                }
+        // OR FAIL: a conflict fails the statement and keeps what it wrote (the caller rolls back), so SQLite needs no
+        // statement journal for it (sqlite.org/tempfiles.html, "Statement Journals").
+        static const MultiRowInsert sql = MultiRowInserts(
+            "INSERT OR FAIL INTO usage_events(customer_id, meter, period_start, action, value, delta, at, recorded_at, "
+            "api_key_id, idempotency_key, timestamp_given, current, limit_value, period_end)",
+            kUsageEventColumns);
+        return InsertRows(sql, events.size(), [&](sqlite3_stmt* s, int i, size_t row) {
+            const UsageEventRecord& e = *events[row];
+            const bool keyed = !e.idempotency_key.empty();
+            BindOne(s, ++i, e.customer_id);
+            BindOne(s, ++i, e.meter);
+            BindOne(s, ++i, e.period_start);
+            BindOne(s, ++i, e.action);
+            BindOne(s, ++i, e.value);
+            BindOne(s, ++i, e.delta);
+            BindOne(s, ++i, e.at);
+            BindOne(s, ++i, e.recorded_at);
+            if (keyed) {
+                BindOne(s, ++i, e.api_key_id);
+                BindOne(s, ++i, e.idempotency_key);
+            } else {
+                sqlite3_bind_null(s, ++i);
+                sqlite3_bind_null(s, ++i);
             }
-            return out;
-        }();
-        size_t done = 0;
-        while (done < events.size()) {
-            size_t k = 0;
-            while ((kUsageInsertRowsMax >> k) > events.size() - done) ++k;
-            const size_t rows = kUsageInsertRowsMax >> k;
-            TALLY_ASSIGN_OR_RETURN(sqlite3_stmt* s, c_.Prepare(sql[k].c_str()));
-            StmtReset reset(s);
-            int i = 0;
-            for (size_t r = 0; r < rows; ++r) {
-                const UsageEventRecord& e = *events[done + r];
-                const bool keyed = !e.idempotency_key.empty();
-                BindOne(s, ++i, e.customer_id);
-                BindOne(s, ++i, e.meter);
-                BindOne(s, ++i, e.period_start);
-                BindOne(s, ++i, e.action);
-                BindOne(s, ++i, e.value);
-                BindOne(s, ++i, e.delta);
-                BindOne(s, ++i, e.at);
-                BindOne(s, ++i, e.recorded_at);
-                if (keyed) {
-                    BindOne(s, ++i, e.api_key_id);
-                    BindOne(s, ++i, e.idempotency_key);
-                } else {
-                    sqlite3_bind_null(s, ++i);
-                    sqlite3_bind_null(s, ++i);
-                }
-                BindOne(s, ++i, e.timestamp_given);
-                BindOne(s, ++i, e.current);
-                BindOne(s, ++i, e.limit);
-                BindOne(s, ++i, e.period_end);
-            }
-            if (sqlite3_step(s) != SQLITE_DONE) return c_.LastError();
-            done += rows;
-        }
-        return {};
+            BindOne(s, ++i, e.timestamp_given);
+            BindOne(s, ++i, e.current);
+            BindOne(s, ++i, e.limit);
+            BindOne(s, ++i, e.period_end);
+            return i;
+        });
     }
     Result<std::optional<UsageEventRecord>> FindKeyedEvent(const std::string& api_key_id,
                                                            const std::string& idempotency_key) override {
@@ -1298,6 +1313,33 @@ public:
                   t.id, t.customer_id, t.kind, t.amount, t.action, t.metadata, t.request, t.balance_subscription,
                   t.balance_bundle, t.balance_promotional, t.created, t.actor, t.reference);
     }
+    Status InsertTransfers(const std::vector<CreditTransferRecord>& transfers) override {
+        if (transfers.empty()) return {};
+        // seq: one more than the last, in the order given (writers are serialized).
+        TALLY_ASSIGN_OR_RETURN(auto last, One<int64_t>("SELECT COALESCE(MAX(seq), 0) FROM credit_transfers",
+                                                       [](sqlite3_stmt* s) { return Int(s, 0); }));
+        const int64_t first = last.value_or(0) + 1;
+        static const MultiRowInsert sql =
+            MultiRowInserts("INSERT INTO credit_transfers(" TALLY_CREDIT_TRANSFER_COLS ", seq)", 14);
+        return InsertRows(sql, transfers.size(), [&](sqlite3_stmt* s, int i, size_t row) {
+            const CreditTransferRecord& t = transfers[row];
+            BindOne(s, ++i, t.id);
+            BindOne(s, ++i, t.customer_id);
+            BindOne(s, ++i, t.kind);
+            BindOne(s, ++i, t.amount);
+            BindOne(s, ++i, t.action);
+            BindOne(s, ++i, t.metadata);
+            BindOne(s, ++i, t.request);
+            BindOne(s, ++i, t.balance_subscription);
+            BindOne(s, ++i, t.balance_bundle);
+            BindOne(s, ++i, t.balance_promotional);
+            BindOne(s, ++i, t.created);
+            BindOne(s, ++i, t.actor);
+            BindOne(s, ++i, t.reference);
+            BindOne(s, ++i, first + static_cast<int64_t>(row));
+            return i;
+        });
+    }
     Result<std::vector<std::pair<std::string, int64_t>>> SumTransfersSince(const CustomerId& customer,
                                                                             Timestamp since) override {
         return Many<std::pair<std::string, int64_t>>(
@@ -1451,6 +1493,18 @@ public:
     Status AppendEntry(const CreditEntryRecord& e) override {
         return Do("INSERT INTO credit_entries(transfer_id, grant_id, amount, created) VALUES (?1,?2,?3,?4)",
                   e.transfer_id, e.grant_id, e.amount, e.created);
+    }
+    Status AppendEntries(const std::vector<CreditEntryRecord>& entries) override {
+        static const MultiRowInsert sql =
+            MultiRowInserts("INSERT INTO credit_entries(transfer_id, grant_id, amount, created)", 4);
+        return InsertRows(sql, entries.size(), [&](sqlite3_stmt* s, int i, size_t row) {
+            const CreditEntryRecord& e = entries[row];
+            BindOne(s, ++i, e.transfer_id);
+            BindOne(s, ++i, e.grant_id);
+            BindOne(s, ++i, e.amount);
+            BindOne(s, ++i, e.created);
+            return i;
+        });
     }
     Result<std::vector<CreditEntryRecord>> ListEntries(const std::string& transfer_id) override {
         return Many<CreditEntryRecord>("SELECT id, transfer_id, grant_id, amount, created FROM credit_entries "

@@ -154,6 +154,16 @@ public:
     virtual Result<std::optional<CreditTransferRecord>> GetTransfer(const std::string& id) = 0;
     virtual Status InsertTransfer(const CreditTransferRecord& transfer) = 0;
     virtual Status AppendEntry(const CreditEntryRecord& entry) = 0;
+    /// InsertTransfer for each of |transfers| in order (their listing order is theirs), in fewer statements.
+    virtual Status InsertTransfers(const std::vector<CreditTransferRecord>& transfers) {
+        for (const auto& t : transfers) TALLY_TRY(InsertTransfer(t));
+        return {};
+    }
+    /// AppendEntry for each of |entries| in order, in fewer statements.
+    virtual Status AppendEntries(const std::vector<CreditEntryRecord>& entries) {
+        for (const auto& e : entries) TALLY_TRY(AppendEntry(e));
+        return {};
+    }
     /// The transfer's entries, in order.
     virtual Result<std::vector<CreditEntryRecord>> ListEntries(const std::string& transfer_id) = 0;
     /// Per kind, the sum of amounts of the customer's transfers created at or after |since|.
