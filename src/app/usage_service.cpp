@@ -1,5 +1,7 @@
 #include "app/usage_service.hpp"
 
+#include <map>
+
 #include "app/event_outbox.hpp"
 #include "app/idempotency.hpp"
 #include "domain/text.hpp"
@@ -21,9 +23,33 @@ std::optional<BillingCycle> SubscriptionCycle(const CustomerView& view) {
 
 }  // namespace
 
+class UsageService::CheckBatcher final : public WriteBatch {
+public:
+    explicit CheckBatcher(UsageService& usage) : usage_(usage) {}
+    Status Run(StoreTx& tx, const std::vector<BatchedWriteItem*>& items, std::vector<Status>& refusals) const override {
+        std::vector<PendingCheck*> checks;
+        checks.reserve(items.size());
+        for (BatchedWriteItem* item : items) checks.push_back(static_cast<PendingCheck*>(item));
+        TALLY_TRY(usage_.CheckBatch(tx, checks));
+        for (size_t i = 0; i < checks.size(); ++i) {
+            const auto& out = *checks[i]->out;
+            refusals[i] = out.ok() ? Status{} : Status(out.error());
+        }
+        return {};
+    }
+
+private:
+    UsageService& usage_;
+};
+
 UsageService::UsageService(Store& store, BillingService& billing, const Clock& clock, EventOutbox* outbox,
                            std::vector<int> thresholds_percent)
-    : store_(store), billing_(billing), clock_(clock), outbox_(outbox), thresholds_(std::move(thresholds_percent)) {}
+    : store_(store), billing_(billing), clock_(clock), outbox_(outbox), thresholds_(std::move(thresholds_percent)),
+      checks_(std::make_unique<CheckBatcher>(*this)) {}
+
+UsageService::~UsageService() = default;
+
+const WriteBatch& UsageService::checks() const { return *checks_; }
 
 Result<MeterState> UsageService::Load(StoreTx& tx, const CustomerView& view, const Meter& meter,
                                       const std::optional<Period>& counter_period,
@@ -337,18 +363,20 @@ Result<std::vector<UsageEventResult>> UsageService::RecordEvents(
 
 Result<UsageOutcome> UsageService::Check(StoreTx& tx, const CustomerId& customer, const std::string& meter_name,
                                          int64_t amount, bool record) {
+    if (record) {
+        PendingCheck one;
+        one.customer = customer;
+        one.meter = meter_name;
+        one.amount = amount;
+        TALLY_TRY(CheckBatch(tx, {&one}));
+        return std::move(*one.out);
+    }
     if (amount < 1 || amount > kUsageAmountMax) return InvalidArgument("amount must be between 1 and 2^53", "amount");
     const Meter* meter = billing_.catalog().FindMeter(meter_name);
     if (meter == nullptr) return NotFound("no such meter: '" + meter_name + "'", "meter");
-    const Timestamp now = clock_.Now();
     TALLY_ASSIGN_OR_RETURN(auto rec, tx.customers().Get(customer));
     if (!rec) return NoSuchCustomer(customer);
-    TALLY_ASSIGN_OR_RETURN(CustomerView view, billing_.BuildView(tx, *rec, now));
-    if (record && meter->counts_members && view.customer.type == CustomerType::kOrganization) {
-        return InvalidArgument(meter->name + " counts the organization's members: check without record, then add "
-                                             "the member",
-                               "record");
-    }
+    TALLY_ASSIGN_OR_RETURN(CustomerView view, billing_.BuildView(tx, *rec, clock_.Now()));
     TALLY_ASSIGN_OR_RETURN(auto overrides, tx.usage().ListOverrides(customer));
     TALLY_ASSIGN_OR_RETURN(MeterState before, Load(tx, view, *meter, std::nullopt, overrides));
     const UsageDecision d = DecideUsage(meter->mode, before.current, amount, before.limit);
@@ -356,27 +384,111 @@ Result<UsageOutcome> UsageService::Check(StoreTx& tx, const CustomerId& customer
     out.allowed = d.allowed;
     out.reason = d.reason;
     out.state = before;
-    if (!d.allowed || !record) {
-        // A read-only check reports what recording would leave; a refused one, the meter as it is.
-        if (d.allowed) {
-            out.state.remaining = d.remaining;
-            out.state.overage = d.overage;
-        }
-        return out;
+    // A read-only check reports what recording would leave; a refused one, the meter as it is.
+    if (d.allowed) {
+        out.state.remaining = d.remaining;
+        out.state.overage = d.overage;
     }
-    const Timestamp period_start = before.period ? before.period->start : Timestamp(0);
-    TALLY_TRY(tx.usage().PutValue(customer, meter->name, period_start, d.after, now));
-    UsageEventRecord event{0, customer, meter->name, period_start, "increment", amount, amount, now, now};
-    event.current = d.after;
-    event.limit = before.limit;
-    if (before.period) event.period_end = before.period->end;
-    TALLY_TRY(tx.usage().AppendEvent(event));
-    out.recorded = true;
-    out.state.current = d.after;
-    out.state.remaining = d.remaining;
-    out.state.overage = d.overage;
-    TALLY_TRY(Announce(tx, view, before, out.state));
     return out;
+}
+
+Status UsageService::CheckBatch(StoreTx& tx, const std::vector<PendingCheck*>& items) {
+    // One customer's view and overrides, read at its first check of the batch.
+    struct Account {
+        std::optional<Error> refused;  // no such customer
+        std::optional<CustomerView> view;
+        std::vector<LimitOverrideRecord> overrides;
+    };
+    // One meter's state as the batch left it.
+    struct Counter {
+        MeterState state;
+        bool moved = false;
+    };
+    std::map<std::string, Account> accounts;
+    std::map<std::pair<std::string, std::string>, Counter> counters;
+    std::vector<UsageEventRecord> events;
+    events.reserve(items.size());
+    const Timestamp now = clock_.Now();
+    for (PendingCheck* item : items) item->out.reset();
+    for (PendingCheck* item : items) {
+        // Decided before anything is written for it: a refusal (or a check not allowed) leaves nothing.
+        Counter* counter = nullptr;
+        const Account* account = nullptr;
+        auto decided = [&]() -> Result<UsageOutcome> {
+            if (item->amount < 1 || item->amount > kUsageAmountMax) {
+                return InvalidArgument("amount must be between 1 and 2^53", "amount");
+            }
+            const Meter* meter = billing_.catalog().FindMeter(item->meter);
+            if (meter == nullptr) return NotFound("no such meter: '" + item->meter + "'", "meter");
+            auto [it, added] = accounts.try_emplace(item->customer.str());
+            Account& a = it->second;
+            if (added) {
+                // Read once; what fails here refuses each of the customer's checks in the batch.
+                Status read = [&]() -> Status {
+                    TALLY_ASSIGN_OR_RETURN(auto rec, tx.customers().Get(item->customer));
+                    if (!rec) return NoSuchCustomer(item->customer);
+                    TALLY_ASSIGN_OR_RETURN(a.view, billing_.BuildView(tx, *rec, now));
+                    TALLY_ASSIGN_OR_RETURN(a.overrides, tx.usage().ListOverrides(item->customer));
+                    return {};
+                }();
+                if (!read.ok()) a.refused = read.error();
+            }
+            if (a.refused) return *a.refused;
+            account = &a;
+            if (meter->counts_members && a.view->customer.type == CustomerType::kOrganization) {
+                return InvalidArgument(meter->name + " counts the organization's members: check without record, "
+                                                     "then add the member",
+                                       "record");
+            }
+            auto c = counters.find({item->customer.str(), meter->name});
+            if (c == counters.end()) {
+                TALLY_ASSIGN_OR_RETURN(MeterState loaded, Load(tx, *a.view, *meter, std::nullopt, a.overrides));
+                c = counters.emplace(std::make_pair(item->customer.str(), meter->name), Counter{std::move(loaded)})
+                        .first;
+            }
+            counter = &c->second;
+            const MeterState& before = counter->state;
+            const UsageDecision d = DecideUsage(meter->mode, before.current, item->amount, before.limit);
+            UsageOutcome out;
+            out.allowed = d.allowed;
+            out.reason = d.reason;
+            out.state = before;
+            if (d.allowed) {
+                out.recorded = true;
+                out.state.current = d.after;
+                out.state.remaining = d.remaining;
+                out.state.overage = d.overage;
+            }
+            return out;
+        }();
+        if (!decided.ok() && IsStoreFailure(decided.error())) return decided.error();
+        item->out = std::move(decided);
+        if (!item->out->ok() || !(*item->out)->recorded) continue;
+        // Allowed: counted in memory now, written with the batch's others below.
+        const UsageOutcome& out = **item->out;
+        const MeterState before = counter->state;
+        const Timestamp period_start = before.period ? before.period->start : Timestamp(0);
+        UsageEventRecord event{0, item->customer, before.meter.name, period_start, "increment", item->amount,
+                               item->amount, now, now};
+        event.current = out.state.current;
+        event.limit = before.limit;
+        if (before.period) event.period_end = before.period->end;
+        events.push_back(std::move(event));
+        counter->state.current = out.state.current;
+        counter->state.remaining = out.state.remaining;
+        counter->state.overage = out.state.overage;
+        counter->moved = true;
+        TALLY_TRY(Announce(tx, *account->view, before, out.state));
+    }
+    for (const auto& [key, c] : counters) {
+        if (!c.moved) continue;
+        const Timestamp period_start = c.state.period ? c.state.period->start : Timestamp(0);
+        TALLY_TRY(tx.usage().PutValue(CustomerId(key.first), key.second, period_start, c.state.current, now));
+    }
+    std::vector<const UsageEventRecord*> appended;
+    appended.reserve(events.size());
+    for (const auto& e : events) appended.push_back(&e);
+    return tx.usage().AppendEvents(appended);
 }
 
 Result<std::vector<MeterState>> UsageService::OverLimits(const CustomerId& customer, const PlanId& plan_id) {

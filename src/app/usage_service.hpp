@@ -6,12 +6,14 @@
 // per threshold, meter and period.
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "app/billing_service.hpp"
 #include "app/store.hpp"
+#include "app/write_group.hpp"
 #include "domain/usage.hpp"
 
 namespace tally {
@@ -66,6 +68,15 @@ struct UsageEventResult {
     std::optional<std::string> legacy_response;  // kReplayed from a UsageLegacyKey: the response stored then
 };
 
+/// A recorded check (POST /v1/check with record: true) submitted to a group committer (GroupedWrite with
+/// UsageService::checks()): its input, and its outcome or refusal once its group ran.
+struct PendingCheck final : BatchedWriteItem {
+    CustomerId customer;
+    std::string meter;
+    int64_t amount = 1;
+    std::optional<Result<UsageOutcome>> out;
+};
+
 struct UsageSummary {
     CustomerView customer;
     std::vector<MeterState> meters;
@@ -83,6 +94,9 @@ public:
     /// |thresholds_percent| ascending (DefaultUsageThresholds()).
     UsageService(Store& store, BillingService& billing, const Clock& clock, EventOutbox* outbox = nullptr,
                  std::vector<int> thresholds_percent = {80, 95, 100});
+    ~UsageService();
+    UsageService(const UsageService&) = delete;
+    UsageService& operator=(const UsageService&) = delete;
 
     /// Records |in| inside |tx| (the caller's idempotency record goes in the same transaction): usage is a fact,
     /// so it counts past a limit (reported as overage). kNotFound (param "customer" or "meter"); kInvalidArgument for
@@ -106,6 +120,13 @@ public:
     /// transaction |tx|, the increment is made in the same step when allowed (a refused check records nothing).
     Result<UsageOutcome> Check(StoreTx& tx, const CustomerId& customer, const std::string& meter, int64_t amount,
                                bool record);
+    /// Check with |record| for each of |items|, in order, as if one after the other, each customer's view and
+    /// overrides and each meter's value read once, the events appended together (one statement per 64 rows) and
+    /// each meter's value written once. Each item's outcome, or its refusal with nothing written for it, is put in
+    /// its |out|. An error is the store's failure (nothing of the batch is to be kept).
+    Status CheckBatch(StoreTx& tx, const std::vector<PendingCheck*>& items);
+    /// The WriteBatch that runs a group's recorded checks (PendingCheck items) through CheckBatch.
+    const WriteBatch& checks() const;
     /// The meters whose current value is above |plan|'s limit for the customer (its overrides included): what a move
     /// to |plan| blocks. Nothing is deleted; new usage of those meters is refused (hard limits) until it is back
     /// under. kNotFound (customer as "id", plan as "plan").
@@ -147,6 +168,8 @@ private:
     const Clock& clock_;
     EventOutbox* outbox_;
     std::vector<int> thresholds_;
+    class CheckBatcher;
+    std::unique_ptr<CheckBatcher> checks_;
 };
 
 }  // namespace tally

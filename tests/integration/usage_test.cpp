@@ -15,6 +15,7 @@
 #include "app/billing_service.hpp"
 #include "app/event_outbox.hpp"
 #include "app/usage_service.hpp"
+#include "app/write_group.hpp"
 #include "test_store.hpp"
 #include "test_support.hpp"
 
@@ -547,6 +548,75 @@ TEST_P(UsageTest, TheSameKeyedBatchOnThreeNodesAtOnceIsRecordedOnce) {
     EXPECT_EQ(recorded.load(), 50);
     EXPECT_EQ(replayed.load(), 100);
     EXPECT_EQ(h.Current("seats"), 50);
+}
+
+TEST_P(UsageTest, AGroupsRecordedChecksRunAsOneBatchDecidedInOrder) {
+    Harness h(GetParam());
+    struct In {
+        std::string customer;
+        std::string meter;
+        int64_t amount;
+    };
+    const std::string acme = h.customer.str();
+    const std::vector<In> inputs = {
+        {acme, "builds", 6},      // 0: allowed, 6 of 10
+        {acme, "builds", 5},      // 1: not allowed (11 > 10), nothing recorded
+        {acme, "builds", 4},      // 2: allowed after 0: 10 of 10, crossing 80, 95 and 100%
+        {acme, "seats", 3},       // 3: allowed, another meter
+        {acme, "nope", 1},        // 4: no such meter
+        {"cus_nope", "builds", 1},  // 5: no such customer
+        {acme, "builds", 0},      // 6: bad amount
+    };
+    std::vector<std::shared_ptr<PendingCheck>> items;
+    std::vector<GroupedWrite> group;
+    for (const auto& in : inputs) {
+        auto item = std::make_shared<PendingCheck>();
+        item->customer = CustomerId(in.customer);
+        item->meter = in.meter;
+        item->amount = in.amount;
+        items.push_back(item);
+        GroupedWrite w{{"usage:" + in.customer + ":" + in.meter}, nullptr};
+        w.batch = &h.nodes[0]->usage.checks();
+        w.item = item;
+        group.push_back(std::move(w));
+    }
+    auto outcomes = WriteGroupSink(h.StoreOf(0))(group);
+    ASSERT_TRUE(outcomes.ok()) << outcomes.error().message;
+    for (size_t i = 0; i < items.size(); ++i) EXPECT_EQ((*outcomes)[i].status.ok(), items[i]->out->ok()) << i;
+    ASSERT_TRUE(items[0]->out->ok());
+    EXPECT_TRUE((*items[0]->out)->recorded);
+    EXPECT_EQ((*items[0]->out)->state.current, 6);
+    ASSERT_TRUE(items[1]->out->ok());
+    EXPECT_FALSE((*items[1]->out)->allowed);
+    EXPECT_FALSE((*items[1]->out)->recorded);
+    EXPECT_EQ((*items[1]->out)->state.current, 6);
+    ASSERT_TRUE(items[2]->out->ok());
+    EXPECT_TRUE((*items[2]->out)->recorded);
+    EXPECT_EQ((*items[2]->out)->state.current, 10);
+    EXPECT_EQ((*items[2]->out)->state.remaining, std::optional<int64_t>(0));
+    ASSERT_TRUE(items[3]->out->ok());
+    EXPECT_EQ((*items[3]->out)->state.current, 3);
+    ASSERT_FALSE(items[4]->out->ok());
+    EXPECT_EQ(items[4]->out->error().param, "meter");
+    ASSERT_FALSE(items[5]->out->ok());
+    EXPECT_EQ(items[5]->out->error().param, "customer");
+    ASSERT_FALSE(items[6]->out->ok());
+    EXPECT_EQ(items[6]->out->error().param, "amount");
+    // Written once per meter, what the batch left; each threshold announced once.
+    EXPECT_EQ(h.Current("builds"), 10);
+    EXPECT_EQ(h.Current("seats"), 3);
+    EXPECT_EQ(h.Thresholds().size(), 3u);
+    auto history = h.nodes[0]->usage.History(h.customer, "builds", UsageGranularity::kDay, std::nullopt, std::nullopt);
+    ASSERT_TRUE(history.ok()) << history.error().message;
+    int64_t used = 0, events = 0;
+    for (const auto& b : history->buckets) {
+        used += b.usage;
+        events += b.events;
+    }
+    EXPECT_EQ(used, 10);  // the two recorded events, 6 and 4
+    EXPECT_EQ(events, 2);
+    // A single check after the batch sees what it left.
+    EXPECT_FALSE(h.Check(0, "builds", 1).value().allowed);
 }
 
 TEST_P(UsageTest, KeysRecordedBeforeEventsCarriedThemStillReplayUntilPruned) {

@@ -274,7 +274,7 @@ void RecordUsageBatch(const ApiDeps& d, const Call& c, const Responder& respond)
 
 namespace {
 Response CheckNow(const ApiDeps& d, const Call& c, std::optional<std::function<Result<StoredResponse>(StoreTx&)>>& recorded,
-                  std::string& lock) {
+                  std::string& lock, std::shared_ptr<PendingCheck>& pending) {
     if (!d.usage) return RouteNotFound(c.req);
     auto body = BindJsonBody(c.req, {"customer", "feature", "meter", "flag", "amount", "record"});
     if (!body.ok()) return Fail(body.error());
@@ -328,6 +328,10 @@ Response CheckNow(const ApiDeps& d, const Call& c, std::optional<std::function<R
     // The check and the increment in one write transaction: concurrent callers cannot both take the last unit.
     // Callers of one customer's meter queue for it (on every node) instead of failing each other's transactions.
     lock = "usage:" + id.str() + ":" + *meter;
+    pending = std::make_shared<PendingCheck>();
+    pending->customer = id;
+    pending->meter = *meter;
+    pending->amount = n;
     recorded = [&d, id, meter = *meter, n](StoreTx& tx) -> Result<StoredResponse> {
         TALLY_ASSIGN_OR_RETURN(auto outcome, d.usage->Check(tx, id, meter, n, true));
         return tally::http::Render(200, OutcomeJson("usage_check", id, outcome));
@@ -339,9 +343,22 @@ Response CheckNow(const ApiDeps& d, const Call& c, std::optional<std::function<R
 void CheckUsage(const ApiDeps& d, const Call& c, const Responder& respond) {
     std::optional<std::function<Result<StoredResponse>(StoreTx&)>> recorded;
     std::string lock;
-    Response r = CheckNow(d, c, recorded, lock);
+    std::shared_ptr<PendingCheck> pending;
+    Response r = CheckNow(d, c, recorded, lock, pending);
     if (!recorded) return respond(std::move(r));
-    RunSerializedAndRespond(d, std::move(lock), c.idem, std::move(*recorded), respond);
+    if (d.commits == nullptr || !c.idem.key.empty()) {
+        // With an Idempotency-Key the answer is stored with the key, in the same transaction.
+        return RunSerializedAndRespond(d, std::move(lock), c.idem, std::move(*recorded), respond);
+    }
+    // The group's recorded checks run as one batch (UsageService::CheckBatch).
+    GroupedWrite write{{std::move(lock)}, nullptr};
+    write.batch = &d.usage->checks();
+    write.item = pending;
+    d.commits->Submit(std::move(write), [pending, respond](Result<GroupedWriteOutcome> w) {
+        if (!w.ok()) return respond(Fail(w.error()));
+        if (!w->status.ok()) return respond(Fail(w->status.error()));
+        respond(Json(200, OutcomeJson("usage_check", pending->customer, **pending->out)));
+    });
 }
 
 Response GetUsage(const ApiDeps& d, const Call& c) {
