@@ -20,32 +20,11 @@ std::string OptText(const std::optional<Timestamp>& t) { return t ? std::to_stri
 
 }  // namespace
 
-class CreditService::DeductionBatch final : public WriteBatch {
-public:
-    explicit DeductionBatch(CreditService& credits) : credits_(credits) {}
-    Status Run(StoreTx& tx, const std::vector<BatchedWriteItem*>& items, std::vector<Status>& refusals) const override {
-        std::vector<PendingDeduction*> deductions;
-        deductions.reserve(items.size());
-        for (BatchedWriteItem* item : items) deductions.push_back(static_cast<PendingDeduction*>(item));
-        TALLY_TRY(credits_.DeductBatch(tx, deductions));
-        for (size_t i = 0; i < deductions.size(); ++i) {
-            const auto& out = *deductions[i]->out;
-            refusals[i] = out.ok() ? Status{} : Status(out.error());
-        }
-        return {};
-    }
-
-private:
-    CreditService& credits_;
-};
-
 CreditService::CreditService(Store& store, const Clock& clock, CreditActionCosts actions, BillingService* billing)
     : store_(store), clock_(clock), actions_(std::move(actions)), billing_(billing),
-      deductions_(std::make_unique<DeductionBatch>(*this)) {}
+      deductions_(std::make_unique<ItemWriteBatch<PendingDeduction, CreditService, &CreditService::DeductBatch>>(*this)) {}
 
 CreditService::~CreditService() = default;
-
-const WriteBatch& CreditService::deductions() const { return *deductions_; }
 
 Result<std::optional<CustomerView>> CreditService::ViewOf(StoreTx& tx, const CustomerRecord& customer, Timestamp now) {
     if (billing_ == nullptr) return std::optional<CustomerView>();

@@ -156,7 +156,7 @@ public:
     /// settling undone.
     Status DeductBatch(StoreTx& tx, const std::vector<PendingDeduction*>& items);
     /// The WriteBatch that runs a group's deductions (PendingDeduction items) through DeductBatch.
-    const WriteBatch& deductions() const;
+    const WriteBatch& deductions() const { return *deductions_; }
     /// Holds credits inside |tx|, taken from grants in the spend order (they cannot be spent twice), until captured,
     /// released, or |expires_in| passes (then released by the next write for the customer, and never counted as
     /// held after it). Errors as Deduct's, and kInvalidArgument ("expires_in") outside 1..
@@ -306,8 +306,7 @@ private:
     CreditActionCosts actions_;
     BillingService* billing_;
     SpendListener spend_listener_;
-    class DeductionBatch;
-    std::unique_ptr<DeductionBatch> deductions_;
+    std::unique_ptr<WriteBatch> deductions_;
 };
 
 }  // namespace tally

@@ -23,33 +23,13 @@ std::optional<BillingCycle> SubscriptionCycle(const CustomerView& view) {
 
 }  // namespace
 
-class UsageService::CheckBatcher final : public WriteBatch {
-public:
-    explicit CheckBatcher(UsageService& usage) : usage_(usage) {}
-    Status Run(StoreTx& tx, const std::vector<BatchedWriteItem*>& items, std::vector<Status>& refusals) const override {
-        std::vector<PendingCheck*> checks;
-        checks.reserve(items.size());
-        for (BatchedWriteItem* item : items) checks.push_back(static_cast<PendingCheck*>(item));
-        TALLY_TRY(usage_.CheckBatch(tx, checks));
-        for (size_t i = 0; i < checks.size(); ++i) {
-            const auto& out = *checks[i]->out;
-            refusals[i] = out.ok() ? Status{} : Status(out.error());
-        }
-        return {};
-    }
-
-private:
-    UsageService& usage_;
-};
 
 UsageService::UsageService(Store& store, BillingService& billing, const Clock& clock, EventOutbox* outbox,
                            std::vector<int> thresholds_percent)
     : store_(store), billing_(billing), clock_(clock), outbox_(outbox), thresholds_(std::move(thresholds_percent)),
-      checks_(std::make_unique<CheckBatcher>(*this)) {}
+      checks_(std::make_unique<ItemWriteBatch<PendingCheck, UsageService, &UsageService::CheckBatch>>(*this)) {}
 
 UsageService::~UsageService() = default;
-
-const WriteBatch& UsageService::checks() const { return *checks_; }
 
 Result<MeterState> UsageService::Load(StoreTx& tx, const CustomerView& view, const Meter& meter,
                                       const std::optional<Period>& counter_period,

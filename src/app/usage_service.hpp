@@ -126,7 +126,7 @@ public:
     /// its |out|. An error is the store's failure (nothing of the batch is to be kept).
     Status CheckBatch(StoreTx& tx, const std::vector<PendingCheck*>& items);
     /// The WriteBatch that runs a group's recorded checks (PendingCheck items) through CheckBatch.
-    const WriteBatch& checks() const;
+    const WriteBatch& checks() const { return *checks_; }
     /// The meters whose current value is above |plan|'s limit for the customer (its overrides included): what a move
     /// to |plan| blocks. Nothing is deleted; new usage of those meters is refused (hard limits) until it is back
     /// under. kNotFound (customer as "id", plan as "plan").
@@ -168,8 +168,7 @@ private:
     const Clock& clock_;
     EventOutbox* outbox_;
     std::vector<int> thresholds_;
-    class CheckBatcher;
-    std::unique_ptr<CheckBatcher> checks_;
+    std::unique_ptr<WriteBatch> checks_;
 };
 
 }  // namespace tally

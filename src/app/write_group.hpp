@@ -33,6 +33,29 @@ public:
     virtual Status Run(StoreTx& tx, const std::vector<BatchedWriteItem*>& items, std::vector<Status>& refusals) const = 0;
 };
 
+/// A WriteBatch whose items are all |Item| (a BatchedWriteItem with an |out| holding a Result once run), run by
+/// |Owner|'s member |kRun| (Status(StoreTx&, const std::vector<Item*>&)), which fills each item's |out|: a failed
+/// |out| is the item's refusal.
+template <typename Item, typename Owner, Status (Owner::*kRun)(StoreTx&, const std::vector<Item*>&)>
+class ItemWriteBatch final : public WriteBatch {
+public:
+    explicit ItemWriteBatch(Owner& owner) : owner_(owner) {}
+    Status Run(StoreTx& tx, const std::vector<BatchedWriteItem*>& items, std::vector<Status>& refusals) const override {
+        std::vector<Item*> typed;
+        typed.reserve(items.size());
+        for (BatchedWriteItem* item : items) typed.push_back(static_cast<Item*>(item));
+        TALLY_TRY((owner_.*kRun)(tx, typed));
+        for (size_t i = 0; i < typed.size(); ++i) {
+            const auto& out = *typed[i]->out;
+            refusals[i] = out.ok() ? Status{} : Status(out.error());
+        }
+        return {};
+    }
+
+private:
+    Owner& owner_;
+};
+
 /// One caller's write.
 struct GroupedWrite {
     /// Serialisation keys (Store::WriteSerialized): writers of one hot row queue for it on every node.
