@@ -550,7 +550,7 @@ Result<CreditDeduction> CreditService::Deduct(StoreTx& tx, const CreditDeductInp
 Status CreditService::DeductBatch(StoreTx& tx, const std::vector<PendingDeduction*>& items) {
     // One customer's credits, read and settled at its first deduction of the batch, then moved in memory.
     struct Ledger {
-        std::optional<Error> refused;  // unknown, or its settling failed: each of its deductions is refused so
+        std::optional<Error> refused;  // no such customer, or its settling failed: each of its deductions gets this
         Clocks at{};
         std::vector<CreditGrantRecord> grants;
         std::vector<bool> touched;                // grants moved by the batch

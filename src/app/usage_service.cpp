@@ -375,7 +375,7 @@ Result<UsageOutcome> UsageService::Check(StoreTx& tx, const CustomerId& customer
 Status UsageService::CheckBatch(StoreTx& tx, const std::vector<PendingCheck*>& items) {
     // One customer's view and overrides, read at its first check of the batch.
     struct Account {
-        std::optional<Error> refused;  // no such customer
+        std::optional<Error> refused;  // no such customer, or reading it failed
         std::optional<CustomerView> view;
         std::vector<LimitOverrideRecord> overrides;
     };
