@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <map>
 #include <random>
 #include <set>
@@ -364,6 +366,70 @@ TEST_P(CreditsTest, TwoHundredConcurrentDeductionsTakeExactlyTheLastFifty) {
     EXPECT_EQ(h.services[0]->Balance(h.customer)->total(), 0);
     const auto grants = h.services[0]->Grants(h.customer);
     for (const auto& g : *grants) EXPECT_EQ(g.remaining, 0);
+}
+
+TEST_P(CreditsTest, TwoHundredDeductionsBatchedByGroupCommittersTakeExactlyTheLastFifty) {
+    // As the API submits them: each node's group committer runs its groups' deductions as batches, and a replayed
+    // id in the same stream answers as the first time.
+    Harness h(GetParam());
+    ASSERT_TRUE(h.Grant({{}, "g", GrantType::kPromotional, 30, std::nullopt, std::nullopt, "", "a"}).ok());
+    ASSERT_TRUE(h.Grant({{}, "g2", GrantType::kBundle, 20, std::nullopt, std::nullopt, "", "a"}).ok());
+    std::vector<std::unique_ptr<WriteGroupCommitter>> committers;
+    for (size_t n = 0; n < h.Nodes(); ++n) {
+        committers.push_back(
+            std::make_unique<WriteGroupCommitter>(WriteGroupSink(*h.stores[n]), kWriteGroupMax, kWriteGroupQueueMax));
+    }
+    std::mutex mu;
+    std::condition_variable all_done;
+    int answered = 0, ok = 0, refused = 0, failed = 0;
+    std::set<std::string> spent;  // ids answered ok (a replay answers ok with the first answer)
+    std::vector<std::shared_ptr<PendingDeduction>> items;
+    for (int i = 0; i < 240; ++i) {
+        auto item = std::make_shared<PendingDeduction>();
+        // 40 of them replay an earlier id.
+        const int id = i < 200 ? i : (i - 200) * 5;
+        item->in = CreditDeductInput{h.customer, "race_" + std::to_string(id), 1, "", "", "a"};
+        items.push_back(item);
+    }
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 8; ++t) {
+        threads.emplace_back([&, t] {
+            for (size_t i = static_cast<size_t>(t); i < items.size(); i += 8) {
+                auto item = items[i];
+                GroupedWrite w{{"credits:" + h.customer.str()}, nullptr};
+                w.batch = &h.services[i % h.Nodes()]->deductions();
+                w.item = item;
+                committers[i % h.Nodes()]->Submit(std::move(w), [&, item](Result<GroupedWriteOutcome> r) {
+                    std::lock_guard lock(mu);
+                    ++answered;
+                    if (r.ok() && r->status.ok()) {
+                        ++ok;
+                        spent.insert(item->in.id);
+                    } else if (r.ok() && r->status.error().code == ErrorCode::kInsufficientCredits) {
+                        ++refused;
+                    } else {
+                        ++failed;
+                    }
+                    all_done.notify_all();
+                });
+            }
+        });
+    }
+    for (auto& t : threads) t.join();
+    {
+        std::unique_lock lock(mu);
+        ASSERT_TRUE(all_done.wait_for(lock, std::chrono::seconds(60), [&] { return answered == 240; }));
+    }
+    for (auto& c : committers) c->Stop();
+    EXPECT_EQ(failed, 0);
+    EXPECT_EQ(spent.size(), 50u);  // exactly the last fifty, each once
+    EXPECT_EQ(ok + refused, 240);
+    EXPECT_EQ(h.services[0]->Balance(h.customer)->total(), 0);
+    auto listed = h.services[0]->Transactions(CreditTransferFilter{h.customer, std::string("deduct"), std::nullopt,
+                                                                    std::nullopt, std::nullopt, 100});
+    ASSERT_TRUE(listed.ok());
+    EXPECT_EQ(listed->size(), 50u);
+    h.ExpectVerified();
 }
 
 TEST_P(CreditsTest, VerifyFindsAnExactLedgerExactAndNamesATamperedGrant) {
