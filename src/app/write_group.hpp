@@ -1,8 +1,9 @@
 #pragma once
-// Group commit of the app's writes on the hot path (recorded usage checks, POST /v1/usage): the writes that arrive
-// while one commit is in flight run together in the next transaction, each in a savepoint of its own, and become
+// Group commit of the app's writes on the hot path (recorded usage checks, POST /v1/usage, credit deductions and
+// holds): the writes that arrive while one commit is in flight run together in the next transaction and become
 // durable with one commit. Each caller is answered after that commit (acknowledged means durable), and one
-// caller's refusal undoes only its own savepoint.
+// caller's refusal undoes only its own write: a write that may fail after writing runs in a savepoint of its own;
+// one that decides before it writes (savepoint = false), and the writes of one WriteBatch, need none.
 #include <memory>
 #include <string>
 #include <vector>
