@@ -1319,8 +1319,10 @@ public:
         TALLY_ASSIGN_OR_RETURN(auto last, One<int64_t>("SELECT COALESCE(MAX(seq), 0) FROM credit_transfers",
                                                        [](sqlite3_stmt* s) { return Int(s, 0); }));
         const int64_t first = last.value_or(0) + 1;
+        // OR FAIL, as AppendEvents: no statement journal; a failure (a transfer id taken) fails the caller's whole
+        // transaction.
         static const MultiRowInsert sql =
-            MultiRowInserts("INSERT INTO credit_transfers(" TALLY_CREDIT_TRANSFER_COLS ", seq)", 14);
+            MultiRowInserts("INSERT OR FAIL INTO credit_transfers(" TALLY_CREDIT_TRANSFER_COLS ", seq)", 14);
         return InsertRows(sql, transfers.size(), [&](sqlite3_stmt* s, int i, size_t row) {
             const CreditTransferRecord& t = transfers[row];
             BindOne(s, ++i, t.id);
@@ -1495,8 +1497,9 @@ public:
                   e.transfer_id, e.grant_id, e.amount, e.created);
     }
     Status AppendEntries(const std::vector<CreditEntryRecord>& entries) override {
+        // OR FAIL, as AppendEvents: no statement journal; a failure fails the caller's whole transaction.
         static const MultiRowInsert sql =
-            MultiRowInserts("INSERT INTO credit_entries(transfer_id, grant_id, amount, created)", 4);
+            MultiRowInserts("INSERT OR FAIL INTO credit_entries(transfer_id, grant_id, amount, created)", 4);
         return InsertRows(sql, entries.size(), [&](sqlite3_stmt* s, int i, size_t row) {
             const CreditEntryRecord& e = entries[row];
             BindOne(s, ++i, e.transfer_id);

@@ -154,12 +154,13 @@ public:
     virtual Result<std::optional<CreditTransferRecord>> GetTransfer(const std::string& id) = 0;
     virtual Status InsertTransfer(const CreditTransferRecord& transfer) = 0;
     virtual Status AppendEntry(const CreditEntryRecord& entry) = 0;
-    /// InsertTransfer for each of |transfers| in order (their listing order is theirs), in fewer statements.
+    /// InsertTransfer for each of |transfers| in order (their listing order is theirs), in fewer statements. On an
+    /// error some may have been written: the caller rolls back (its transaction, or its savepoint).
     virtual Status InsertTransfers(const std::vector<CreditTransferRecord>& transfers) {
         for (const auto& t : transfers) TALLY_TRY(InsertTransfer(t));
         return {};
     }
-    /// AppendEntry for each of |entries| in order, in fewer statements.
+    /// AppendEntry for each of |entries| in order, in fewer statements; on an error, as InsertTransfers.
     virtual Status AppendEntries(const std::vector<CreditEntryRecord>& entries) {
         for (const auto& e : entries) TALLY_TRY(AppendEntry(e));
         return {};
